@@ -1,0 +1,272 @@
+"""The chat logic (the tutorial's ``Chat`` component, grown up).
+
+:class:`Chat` receives what connections say and decides who gets what. It
+talks to the world only through three seams:
+
+* connections (:class:`chatd.interfaces.IChatClient`): ``user``, ``name``,
+  ``send(payload)``, ``close(code, reason)``;
+* the fan-out (:class:`chatd.interfaces.IFanout`, the factory in a server):
+  sends one pre-encoded frame to many connections;
+* the history store (:class:`chatd.store.IHistoryStore`).
+
+It keeps no socket, reads the time from an injected clock and leaves rooms and
+presence bookkeeping to :class:`chatd.hub.Hub`.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from twisted.logger import Logger
+
+from chatd import errors, wire
+from chatd.hub import LOBBY, Hub
+from chatd.settings import Settings
+from chatd.store import StoreUnavailable, dm_channel
+
+RELAY = "relay"
+V1 = wire.PROTOCOL
+
+
+class Chat:
+    """Routes requests of chatd.v1 and relay connections."""
+
+    log = Logger()
+
+    def __init__(self, store, fanout, settings: Settings | None = None, clock=None, server="chatd"):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.hub = Hub()
+        self.store = store
+        self.fanout = fanout
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.server = server
+        #: display names of live anonymous connections (relay guests included)
+        self.names: set[str] = set()
+        self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
+
+    def now_ms(self) -> int:
+        """Server time in milliseconds."""
+        return int(self.clock.seconds() * 1000)
+
+    # connection lifecycle
+
+    def _guest_name(self) -> str:
+        while True:
+            name = wire.GUEST_PREFIX + secrets.token_hex(3)
+            if name not in self.names:
+                return name
+
+    def open(self, conn, requested_name: str | None) -> None:
+        """A connection finished its handshake.
+
+        Relay connections join the lobby under a guest name. chatd.v1
+        connections get the name they asked for (or a guest name) and a
+        ``welcome``; a bad or taken name gets an error and a close.
+        """
+        if conn.mode == RELAY:
+            conn.user = conn.name = self._guest_name()
+            self.names.add(conn.name)
+            if self.hub.connect_relay(conn):
+                self._presence(LOBBY, conn, "join")
+            return
+        if requested_name is None:
+            name = self._guest_name()
+        elif not wire.valid_name(requested_name):
+            return self._refuse(conn, errors.BadName("names are 1-32 letters, digits or _ - ."))
+        elif requested_name in self.names:
+            return self._refuse(conn, errors.NameTaken(f"the name {requested_name!r} is in use"))
+        else:
+            name = requested_name
+        self.names.add(name)
+        conn.user = conn.name = name
+        self.hub.connect(conn)
+        s = self.settings
+        conn.send(
+            wire.frame(
+                "welcome",
+                user=conn.user,
+                name=conn.name,
+                session=conn.session,
+                protocol=V1,
+                server=self.server,
+                max_text_length=s.max_text_length,
+                max_message_size=s.max_message_size,
+                ping_interval=s.ping_interval,
+            )
+        )
+
+    def _refuse(self, conn, error: errors.ChatError) -> None:
+        conn.user = None
+        conn.send(wire.error_frame(error))
+        conn.close(error.close_code, error.code)
+
+    def close(self, conn) -> None:
+        """A connection went away: it leaves every room, its name is free again."""
+        if conn.user is None:
+            return
+        self.names.discard(conn.name)
+        for room in self.hub.disconnect(conn):
+            self._presence(room, conn, "leave")
+
+    # incoming frames
+
+    def relay(self, conn, payload: bytes, is_binary: bool) -> None:
+        """A relay client's frame: verbatim to every other relay client.
+
+        Text that fits the chatd.v1 rules also becomes a lobby message.
+        """
+        self.fanout.relay(self.hub.relays, payload, is_binary, conn)
+        if is_binary:
+            return
+        text = payload.decode("utf-8")
+        if 0 < len(text) <= self.settings.max_text_length:
+            d = self.store.append(LOBBY, conn.user, conn.name, None, text, self.now_ms())
+            d.addCallback(lambda appended: self._to_room(LOBBY, appended.message, None, False))
+            d.addErrback(self._store_failed, "relay bridge")
+
+    def receive(self, conn, payload: bytes, is_binary: bool) -> None:
+        """A chatd.v1 frame: parse, dispatch, and answer errors with ``error``."""
+        if conn.user is None:
+            return
+        try:
+            if is_binary:
+                raise errors.BadRequest("chatd.v1 frames are JSON text frames")
+            request = wire.parse(payload, self.settings.max_text_length)
+            self._handlers[request.type](conn, request, request.fields)
+        except errors.ChatError as e:
+            self.send_error(conn, e)
+
+    def send_error(self, conn, error: errors.ChatError) -> None:
+        """Send ``error`` to *conn*, and close it when the error says so."""
+        conn.send(wire.error_frame(error))
+        if error.close_code is not None:
+            conn.close(error.close_code, error.code)
+
+    def _store_failed(self, failure, what, conn=None, ref=None):
+        self.log.failure("history store failed ({what})", failure, what=what)
+        if conn is not None:
+            reason = "the message could not be stored; resend it with the same id"
+            if not failure.check(StoreUnavailable):
+                reason = "internal error while storing; resend it with the same id"
+            self.send_error(conn, errors.Unavailable(reason, ref))
+
+    # fan-out helpers
+
+    def _to_room(self, room: str, message, exclude, to_relays: bool = True) -> None:
+        """Fan a stored message out to the room's chatd.v1 connections.
+
+        A lobby message also reaches relay clients as bare text, unless it came
+        from a relay client (they had the frame verbatim already).
+        """
+        payload = wire.message_frame(message)
+        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+        self.hub.buffer(room, message.seq, payload, exclude)
+        if to_relays and room == LOBBY and self.hub.relays:
+            self.fanout.relay(self.hub.relays, message.text.encode("utf-8"), False, None)
+
+    def _presence(self, room: str, conn, event: str) -> None:
+        payload = wire.frame("presence", room=room, user=conn.user, event=event)
+        self.fanout.deliver(self.hub.receivers(room), payload, conn)
+        self.hub.buffer(room, None, payload, conn)
+
+    # request handlers: one per client -> server type
+
+    def _on_join(self, conn, request, f) -> None:
+        room, since = f["room"], f["since"]
+        _already, new_user = self.hub.join(conn, room)
+        if new_user:
+            self._presence(room, conn, "join")
+        d = self.store.replay(room, since, self.settings.replay_limit)
+        d.addCallback(self._replay, conn, room, since)
+        d.addErrback(self._store_failed, "join replay", conn, request.id)
+
+    def _replay(self, replay, conn, room, since) -> None:
+        if not self.hub.in_room(conn, room):
+            return
+        joined = {"room": room, "members": self.hub.members(room), "seq": replay.last_seq}
+        if since is not None:
+            joined["since"] = since
+        joined["truncated"] = replay.truncated
+        conn.send(wire.frame("joined", **joined))
+        for message in replay.messages:
+            conn.send(wire.message_frame(message))
+        buffered = self.hub.go_live(conn, room)
+        for seq, payload in buffered or ():
+            if seq is None or seq > replay.last_seq:
+                conn.send(payload)
+
+    def _on_leave(self, conn, request, f) -> None:
+        room = f["room"]
+        if not self.hub.in_room(conn, room):
+            raise errors.NotInRoom(f"not in room {room!r}", request.id)
+        user_left = self.hub.leave(conn, room)
+        conn.send(wire.frame("left", room=room))
+        if user_left:
+            self._presence(room, conn, "leave")
+
+    def _on_send(self, conn, request, f) -> None:
+        room = f["room"]
+        if not self.hub.in_room(conn, room):
+            raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
+        d = self.store.append(room, conn.user, conn.name, request.id, f["text"], self.now_ms())
+        d.addCallback(self._sent, conn)
+        d.addErrback(self._store_failed, "send", conn, request.id)
+
+    def _sent(self, appended, conn) -> None:
+        message = appended.message
+        conn.send(wire.ack_frame(message, appended.duplicate, room=message.channel))
+        if not appended.duplicate:
+            self._to_room(message.channel, message, conn)
+
+    def _on_dm(self, conn, request, f) -> None:
+        to = f["to"]
+        if not self.hub.is_online(to):
+            raise errors.NoSuchUser(f"no user {to!r} is online", request.id)
+        channel = dm_channel(conn.user, to)
+        d = self.store.append(channel, conn.user, conn.name, request.id, f["text"], self.now_ms())
+        d.addCallback(self._dm_sent, conn, to)
+        d.addErrback(self._store_failed, "dm", conn, request.id)
+
+    def _dm_sent(self, appended, conn, to) -> None:
+        message = appended.message
+        conn.send(wire.ack_frame(message, appended.duplicate, to=to))
+        if appended.duplicate:
+            return
+        receivers = dict.fromkeys(self.hub.connections_of(to))
+        receivers.update(dict.fromkeys(self.hub.connections_of(conn.user)))
+        self.fanout.deliver(receivers, wire.dm_frame(message, to), conn)
+
+    def _on_typing(self, conn, request, f) -> None:
+        room = f["room"]
+        if not self.hub.in_room(conn, room):
+            raise errors.NotInRoom(f"not in room {room!r}", request.id)
+        payload = wire.frame("typing", room=room, **{"from": conn.user})
+        self.fanout.deliver(self.hub.receivers(room), payload, conn)
+
+    def _on_history(self, conn, request, f) -> None:
+        room = f["room"]
+        limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
+        d = self.store.history(room, f["before"], limit)
+        d.addCallback(lambda page: conn.send(wire.history_frame(room, page.messages, page.more)))
+        d.addErrback(self._store_failed, "history", conn, request.id)
+
+    def _on_dm_history(self, conn, request, f) -> None:
+        other = f["with"]
+        channel = dm_channel(conn.user, other)
+        limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
+        if f["since"] is not None:
+            d = self.store.replay(channel, f["since"], limit)
+            d.addCallback(lambda r: (r.messages, r.truncated))
+        else:
+            d = self.store.history(channel, f["before"], limit)
+            d.addCallback(lambda page: (page.messages, page.more))
+        d.addCallback(lambda r: conn.send(wire.dm_history_frame(conn.user, other, r[0], r[1])))
+        d.addErrback(self._store_failed, "dm_history", conn, request.id)
+
+    def _on_ping(self, conn, request, f) -> None:
+        pong = {"ts": self.now_ms()}
+        if request.id is not None:
+            pong["id"] = request.id
+        conn.send(wire.frame("pong", **pong))

@@ -1,0 +1,83 @@
+"""chatd's exceptions: one flat tree, each mapped to its wire error code here.
+
+Raise these from the chat logic and the wire parser; the protocol turns any of
+them into ``error {code, message, ref}`` (see docs/protocol.md) and the
+connection stays open unless :attr:`ChatError.close_code` says otherwise.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """A request was refused; ``code`` is the wire error code."""
+
+    code = "internal"
+    #: when not None, the connection is closed with this WebSocket close code
+    close_code: int | None = None
+
+    def __init__(self, message: str, ref: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.ref = ref
+
+
+class BadJSON(ChatError):
+    """The frame is not valid JSON or not a JSON object."""
+
+    code = "bad_json"
+
+
+class BadRequest(ChatError):
+    """A field is missing or has the wrong type, or the frame is binary."""
+
+    code = "bad_request"
+
+
+class UnknownType(ChatError):
+    """``type`` names no client-to-server message."""
+
+    code = "unknown_type"
+
+
+class BadRoom(ChatError):
+    """A room name breaks the room-name rule."""
+
+    code = "bad_room"
+
+
+class NotInRoom(ChatError):
+    """The connection is not a member of the room it addressed."""
+
+    code = "not_in_room"
+
+
+class NoSuchUser(ChatError):
+    """A direct message to a user with no live connection."""
+
+    code = "no_such_user"
+
+
+class TooLarge(ChatError):
+    """A text longer than ``max_text_length``."""
+
+    code = "too_large"
+
+
+class BadName(ChatError):
+    """The display name asked for breaks the name rule; the connection closes."""
+
+    code = "bad_name"
+    close_code = 4400
+
+
+class NameTaken(ChatError):
+    """The display name is used by another live connection; the connection closes."""
+
+    code = "name_taken"
+    close_code = 4409
+
+
+class Unavailable(ChatError):
+    """The history store could not commit: nothing was acknowledged."""
+
+    code = "unavailable"

@@ -1,0 +1,70 @@
+"""The WebSocket factory: tracks protocol instances and fans frames out.
+
+Fan-out frames a payload once (``prepareMessage``) and hands the same frame to
+every recipient; one recipient that is closing or failing never stops the
+send to the others.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd import __version__
+from chatd.chat import Chat
+from chatd.interfaces import IFanout
+from chatd.protocol import ChatProtocol
+from chatd.settings import Settings
+from chatd.wire import PROTOCOL
+
+_OPEN = ChatProtocol.STATE_OPEN
+
+
+@implementer(IFanout)
+class ChatFactory(WebSocketServerFactory):
+    """Builds :class:`ChatProtocol` instances sharing one :class:`Chat`."""
+
+    protocol = ChatProtocol
+    log = Logger()
+
+    def __init__(self, store, settings: Settings | None = None, reactor=None):
+        settings = settings or Settings()
+        server = f"chatd/{__version__}"
+        super().__init__(server=server, protocols=[PROTOCOL], reactor=reactor)
+        self.settings = settings
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            openHandshakeTimeout=settings.open_handshake_timeout,
+        )
+        self.chat = Chat(store, self, settings, clock=self.reactor, server=server)
+        #: every open connection, in the order they opened
+        self.connections: dict[ChatProtocol, None] = {}
+
+    def track(self, proto: ChatProtocol) -> None:
+        """Remember an open connection."""
+        self.connections[proto] = None
+
+    def untrack(self, proto: ChatProtocol) -> None:
+        """Forget a closed connection."""
+        self.connections.pop(proto, None)
+
+    def deliver(self, conns, payload: bytes, exclude=None) -> None:
+        """Send text frame *payload* to every open connection in *conns* but *exclude*."""
+        self.relay(conns, payload, False, exclude)
+
+    def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
+        """Send *payload* verbatim to every open connection in *conns* but *exclude*."""
+        if not conns:
+            return
+        prepared = self.prepareMessage(payload, is_binary)
+        for conn in tuple(conns):
+            if conn is exclude or conn.state != _OPEN:
+                continue
+            try:
+                conn.sendPreparedMessage(prepared)
+            except Exception:
+                self.log.failure("fan-out to {peer} failed", peer=conn.peer)

@@ -1,0 +1,78 @@
+"""The autobahn protocol: one instance per WebSocket connection.
+
+It is the thin adapter between autobahn's callbacks and :class:`chatd.chat.Chat`
+(the WsServer -> Chat step of the tutorial's Ratchet stack): it chooses the
+mode from the offered subprotocol during the handshake, then hands every
+frame to the chat logic.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from zope.interface import implementer
+
+from chatd.chat import RELAY, V1
+from chatd.interfaces import IChatClient
+
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
+@implementer(IChatClient)
+class ChatProtocol(WebSocketServerProtocol):
+    """A relay or chatd.v1 connection."""
+
+    mode = None
+    user = None
+    name = None
+    session = None
+    _requested_name = None
+    _opened = False
+
+    def onConnect(self, request):
+        """Pick the mode: no subprotocol is relay, ``chatd.v1`` is JSON; refuse others."""
+        if not request.protocols:
+            self.mode = RELAY
+            chosen = None
+        elif V1 in request.protocols:
+            self.mode = V1
+            chosen = V1
+        else:
+            raise ConnectionDeny(
+                ConnectionDeny.BAD_REQUEST, "unsupported subprotocol: offer chatd.v1 or none"
+            )
+        names = request.params.get("name")
+        self._requested_name = names[0] if names else None
+        self.session = secrets.token_hex(8)
+        return chosen
+
+    def onOpen(self):
+        self._opened = True
+        self.factory.track(self)
+        self.factory.chat.open(self, self._requested_name)
+
+    def onMessage(self, payload, isBinary):
+        if self.mode == RELAY:
+            self.factory.chat.relay(self, payload, isBinary)
+        else:
+            self.factory.chat.receive(self, payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        if self._opened:
+            self._opened = False
+            self.factory.untrack(self)
+            self.factory.chat.close(self)
+
+    # IChatClient
+
+    def send(self, payload: bytes) -> None:
+        """Send one text frame if the connection is open (never raises for closing peers)."""
+        if self.state == _OPEN:
+            self.sendMessage(payload, False)
+
+    def close(self, code, reason):
+        """Start the closing handshake with *code*."""
+        if self.state == _OPEN:
+            self.sendClose(code, reason)

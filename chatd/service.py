@@ -1,0 +1,147 @@
+"""Services: the listening endpoints and the history store, started and stopped by twistd.
+
+:class:`ChatService` is what ``makeService`` returns; its children are a
+:class:`StoreService` (started first, stopped last) and one
+:class:`ListeningService` per endpoint description.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+def describe_address(description: str, address) -> str:
+    """A human- and test-readable URL for where an endpoint listens."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        scheme = "wss" if description.split(":", 1)[0] in ("ssl", "tls") else "ws"
+        host = f"[{address.host}]" if isinstance(address, IPv6Address) else address.host
+        return f"{scheme}://{host}:{address.port}/"
+    if isinstance(address, UNIXAddress):
+        name = address.name.decode() if isinstance(address.name, bytes) else address.name
+        return f"unix:{name}"
+    return str(address)
+
+
+class ListeningService(Service):
+    """Listens on one endpoint description with a factory, like ``strports.service``.
+
+    A bind that fails synchronously (port in use, bad description) is raised
+    from ``startService`` so twistd aborts start-up with an error instead of
+    running without a socket.
+    """
+
+    log = Logger()
+
+    def __init__(self, description: str, factory, reactor=None):
+        self.description = description
+        self.factory = factory
+        self._reactor = reactor
+        self.port = None
+        self._listening = None
+
+    def startService(self):
+        super().startService()
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        endpoint = serverFromString(reactor, self.description)
+        self._listening = endpoint.listen(self.factory)
+        failure = []
+        self._listening.addCallbacks(self._listened, failure.append)
+        if failure:
+            failure[0].raiseException()
+
+    def _listened(self, port):
+        self.port = port
+        self.log.info(
+            "chatd listening on {url} (endpoint {description})",
+            url=describe_address(self.description, port.getHost()),
+            description=self.description,
+        )
+        return port
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+
+class StoreService(Service):
+    """Opens the history store on start and flushes and closes it on stop."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def startService(self):
+        super().startService()
+        return self.store.start()
+
+    def stopService(self):
+        super().stopService()
+        return self.store.stop()
+
+
+class ChatService(MultiService):
+    """chatd as a whole: the store first, then the listening endpoints.
+
+    Start-up opens the store before any endpoint listens; a store that cannot
+    open or an endpoint that cannot bind makes ``startService`` raise, so
+    twistd exits with an error. Shutdown stops listening first and closes the
+    store last, after everything queued is committed.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory, store, descriptions, reactor=None):
+        super().__init__()
+        from chatd.web import build_site
+
+        self.factory = factory
+        self.store = store
+        self.site = build_site(factory)
+        self.store_service = StoreService(store)
+        self.store_service.setServiceParent(self)
+        self.listeners = [
+            ListeningService(description, self.site, reactor) for description in descriptions
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+
+    def startService(self):
+        Service.startService(self)
+        d = defer.maybeDeferred(self.store_service.startService)
+        d.addCallback(lambda _: [listener.startService() for listener in self.listeners])
+        outcome = []
+        d.addBoth(lambda result: outcome.append(result) or result)
+        if outcome:
+            if isinstance(outcome[0], Failure):
+                d.addErrback(lambda _: None)
+                outcome[0].raiseException()
+            return
+        d.addErrback(self._fatal)
+
+    def _fatal(self, failure):
+        self.log.failure("chatd could not start", failure)
+        from twisted.internet import reactor
+
+        reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        yield defer.gatherResults(
+            [
+                defer.maybeDeferred(listener.stopService)
+                for listener in self.listeners
+                if listener.running
+            ]
+        )
+        if self.store_service.running:
+            yield self.store_service.stopService()

@@ -1,0 +1,20 @@
+"""The tunable limits of one chatd process, in one plain object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Settings:
+    """Limits and timings shared by the chat logic and the protocol.
+
+    Defaults match the command-line defaults documented in README.md.
+    """
+
+    max_message_size: int = 65536
+    max_text_length: int = 4000
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    replay_limit: int = 1000
+    open_handshake_timeout: float = 10.0

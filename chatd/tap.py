@@ -1,0 +1,140 @@
+"""Command-line options and ``makeService`` for ``twistd chatd`` (like ``twisted/web/tap.py``)."""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from chatd.settings import Settings
+
+DEFAULT_PORT = 8080
+
+
+def _positive_int(value):
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be a positive integer, not {value}")
+    return number
+
+
+def _positive_float(value):
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"must be a positive number, not {value}")
+    return number
+
+
+_defaults = Settings()
+
+
+class Options(usage.Options):
+    """``twistd chatd`` options. Every option is documented in README.md."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "chatd serves WebSocket chat at / and /ws of every endpoint: the tutorial's relay "
+        "for clients offering no subprotocol, and the chatd.v1 JSON room protocol for "
+        "clients offering 'chatd.v1' (docs/protocol.md). GET / serves the web client."
+    )
+
+    optParameters = [
+        [
+            "port",
+            "p",
+            None,
+            f"TCP port to listen on, all interfaces (default {DEFAULT_PORT} "
+            "when no --listen is given).",
+            int,
+        ],
+        [
+            "max-message-size",
+            None,
+            _defaults.max_message_size,
+            "Largest WebSocket frame/message in bytes; larger ones close the connection with 1009.",
+            _positive_int,
+        ],
+        [
+            "max-text-length",
+            None,
+            _defaults.max_text_length,
+            "Longest message text in characters; longer gets error too_large.",
+            _positive_int,
+        ],
+        [
+            "ping-interval",
+            None,
+            _defaults.ping_interval,
+            "Seconds between WebSocket pings the server sends.",
+            _positive_float,
+        ],
+        [
+            "ping-timeout",
+            None,
+            _defaults.ping_timeout,
+            "Seconds to wait for a pong before dropping the peer.",
+            _positive_float,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _defaults.open_handshake_timeout,
+            "Seconds a client may take to finish the WebSocket opening handshake.",
+            _positive_float,
+        ],
+        [
+            "replay-limit",
+            None,
+            _defaults.replay_limit,
+            "Most messages replayed by join {since}; beyond it joined says truncated.",
+            _positive_int,
+        ],
+        [
+            "history-max",
+            None,
+            10000,
+            "Messages kept per room (older ones are pruned).",
+            _positive_int,
+        ],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description):
+        """Listen on a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1,
+        ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/run/chatd.sock or
+        systemd:domain=INET:index=0 (repeatable)."""
+        self["listen"].append(description)
+
+    def postOptions(self):
+        if self["port"] is not None:
+            if not 0 <= self["port"] <= 65535:
+                raise usage.UsageError("--port must be from 0 to 65535")
+            self["listen"].insert(0, f"tcp:{self['port']}")
+        if not self["listen"]:
+            self["listen"].append(f"tcp:{DEFAULT_PORT}")
+        self["settings"] = Settings(
+            max_message_size=self["max-message-size"],
+            max_text_length=self["max-text-length"],
+            ping_interval=self["ping-interval"],
+            ping_timeout=self["ping-timeout"],
+            replay_limit=self["replay-limit"],
+            open_handshake_timeout=self["handshake-timeout"],
+        )
+
+
+def make_store(options):
+    """The history store the options ask for."""
+    from chatd.store.memory import MemoryStore
+
+    return MemoryStore(history_max=options["history-max"])
+
+
+def makeService(options, reactor=None):
+    """Build the chatd service tree from parsed :class:`Options`."""
+    from chatd.factory import ChatFactory
+    from chatd.service import ChatService
+
+    store = make_store(options)
+    factory = ChatFactory(store, options["settings"], reactor=reactor)
+    return ChatService(factory, store, options["listen"], reactor=reactor)

@@ -1,0 +1,69 @@
+"""The twisted.web resource tree (the tutorial's HttpServer layer).
+
+``/`` and ``/ws`` upgrade to WebSocket (the tutorial's client connects to
+``ws://host:8080``, i.e. ``/``); a plain GET of ``/`` serves the web client,
+whose assets live under ``/static/``. ``/healthz`` answers whether the process
+is up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _is_upgrade(request) -> bool:
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and upgrade.lower() == b"websocket"
+
+
+class UpgradeOrPage(Resource):
+    """WebSocket when the request asks for an upgrade, the web client otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, websocket: Resource, page: Resource):
+        super().__init__()
+        self.websocket = websocket
+        self.page = page
+
+    def render(self, request):
+        if _is_upgrade(request):
+            return self.websocket.render(request)
+        return self.page.render(request)
+
+
+class Health(Resource):
+    """``GET /healthz``: 200 and a small JSON body while the process serves."""
+
+    isLeaf = True
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        body = {"status": "ok", "connections": len(self.factory.connections)}
+        return json.dumps(body).encode()
+
+
+def build_site(factory) -> Site:
+    """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`)."""
+    websocket = WebSocketResource(factory)
+    root = Resource()
+    root.putChild(b"", UpgradeOrPage(websocket, File(str(STATIC / "index.html"))))
+    root.putChild(b"ws", websocket)
+    root.putChild(b"static", File(str(STATIC)))
+    root.putChild(b"healthz", Health(factory))
+    site = Site(root)
+    site.noisy = False
+    return site
