@@ -1,0 +1,546 @@
+"""Tests of the durable SQLite history store (chatd.store.sqlite.SQLiteStore).
+
+Every test uses a real SQLite file in ``tmp_path`` (or ``:memory:`` where
+that is the point) and the running reactor; a second, plain ``sqlite3``
+connection stands in for "another process holding the lock".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, task
+from zope.interface.verify import verifyObject
+
+from chatd.store import (
+    Appended,
+    IHistoryStore,
+    Message,
+    Page,
+    Replay,
+    SchemaTooNew,
+    StoreUnavailable,
+    dm_channel,
+)
+from chatd.store.memory import MemoryStore
+from chatd.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+REPO = Path(__file__).resolve().parent.parent
+DAY = 86400
+
+
+def _reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@defer.inlineCallbacks
+def _open(path, **kw):
+    kw.setdefault("prune_interval", None)
+    store = SQLiteStore(str(path), **kw)
+    yield store.start()
+    return store
+
+
+@pytest.fixture
+def db(tmp_path):
+    """Path of a fresh history file."""
+    return tmp_path / "history.db"
+
+
+@pytest_twisted.async_yield_fixture
+async def store(db):
+    """A started file store without periodic pruning; stopped afterwards."""
+    s = await _open(db)
+    yield s
+    await s.stop()
+
+
+class _Locker:
+    """Another connection to the same file that holds the write lock."""
+
+    def __init__(self, path):
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def release(self):
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+# -- the IHistoryStore contract ------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_provides_interface_and_is_durable(db):
+    """A file store provides IHistoryStore and says it is durable; :memory: says not."""
+    s = yield _open(db)
+    try:
+        assert verifyObject(IHistoryStore, s)
+        assert s.durable is True
+    finally:
+        yield s.stop()
+    m = yield _open(":memory:")
+    try:
+        assert verifyObject(IHistoryStore, m)
+        assert m.durable is False
+        a = yield m.append("lobby", "u1", "Ann", None, "hi", 1)
+        assert a.message.seq == 1
+    finally:
+        yield m.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_file_is_in_wal_mode_with_schema_version(store, db):
+    """The file is in WAL mode and carries the current schema version."""
+    conn = sqlite3.connect(str(db))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+    yield store.append("r", "u", "U", None, "x", 1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_append_assigns_seq_per_channel(store):
+    """Each channel counts its own seq from 1; a DM channel is one per pair of users."""
+    a1 = yield store.append("lobby", "u1", "Ann", "c1", "hello", 1000)
+    a2 = yield store.append("lobby", "u2", "Bob", None, "hey", 1001)
+    b1 = yield store.append("dev", "u1", "Ann", "c2", "other room", 1002)
+    dm = dm_channel("u1", "u2")
+    d1 = yield store.append(dm_channel("u2", "u1"), "u2", "Bob", None, "psst", 1003)
+    assert a1 == Appended(Message("lobby", 1, "u1", "Ann", "hello", 1000, "c1"), False)
+    assert a2 == Appended(Message("lobby", 2, "u2", "Bob", "hey", 1001, None), False)
+    assert b1.message.seq == 1
+    assert d1.message == Message(dm, 1, "u2", "Bob", "psst", 1003, None)
+    page = yield store.history(dm, None, 10)
+    assert page == Page([d1.message], False)
+
+
+@pytest_twisted.inlineCallbacks
+def test_replay_since_limit_truncated(store):
+    """replay returns seq > since ascending, the newest `limit` with truncated when more."""
+    msgs = []
+    for i in range(10):
+        a = yield store.append("r", "u", "U", None, f"m{i}", 100 + i)
+        msgs.append(a.message)
+    assert (yield store.replay("empty", None, 5)) == Replay([], 0, False)
+    assert (yield store.replay("empty", 0, 5)) == Replay([], 0, False)
+    assert (yield store.replay("r", None, 5)) == Replay([], 10, False)
+    assert (yield store.replay("r", 0, 100)) == Replay(msgs, 10, False)
+    assert (yield store.replay("r", 7, 100)) == Replay(msgs[7:], 10, False)
+    assert (yield store.replay("r", 10, 100)) == Replay([], 10, False)
+    assert (yield store.replay("r", 2, 3)) == Replay(msgs[7:], 10, True)
+    assert (yield store.replay("r", 7, 3)) == Replay(msgs[7:], 10, False)
+    assert (yield store.replay("r", 0, 0)) == Replay([], 10, True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_paging(store):
+    """history pages backwards, each page ascending; more is false on the oldest page."""
+    msgs = []
+    for i in range(7):
+        a = yield store.append("r", "u", "U", None, f"m{i}", i)
+        msgs.append(a.message)
+    p1 = yield store.history("r", None, 3)
+    assert p1 == Page(msgs[4:7], True)
+    p2 = yield store.history("r", p1.messages[0].seq, 3)
+    assert p2 == Page(msgs[1:4], True)
+    p3 = yield store.history("r", p2.messages[0].seq, 3)
+    assert p3 == Page(msgs[0:1], False)
+    assert (yield store.history("r", 1, 3)) == Page([], False)
+    assert (yield store.history("r", None, 0)) == Page([], True)
+    assert (yield store.history("nobody", None, 5)) == Page([], False)
+
+
+@pytest_twisted.inlineCallbacks
+def test_same_results_as_memory_store(store):
+    """A mixed sequence of operations gives exactly the MemoryStore's results."""
+    mem = MemoryStore()
+    yield mem.start()
+    ops = []
+    for i in range(60):
+        ch = ["a", "b", dm_channel("x", "y")][i % 3]
+        cid = None if i % 4 == 0 else f"id{i % 23}"
+        ops.append(("append", ch, f"u{i % 2}", f"N{i % 2}", cid, f"text {i}", 5000 + i))
+        if i % 7 == 0:
+            ops.append(("replay", ch, i // 6, 4))
+            ops.append(("history", ch, None if i % 2 else i // 5, 3))
+    for op in ops:
+        args = op[1:]
+        if op[0] == "append":
+            expected = yield mem.append(*args)
+            got = yield store.append(*args)
+        else:
+            expected = yield getattr(mem, op[0])(*args)
+            got = yield getattr(store, op[0])(*args)
+        assert got == expected, op
+
+
+# -- ordering and group commit -------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_results_fire_in_append_order_under_concurrency(store):
+    """Many appends in flight at once: results fire in the order made, seqs in order."""
+    fired = []
+    ds = []
+    n = 1500
+    for i in range(n):
+        d = store.append(f"room{i % 5}", f"u{i % 3}", "N", f"c{i}", f"t{i}", i)
+        d.addCallback(lambda a, i=i: fired.append((i, a)) or a)
+        ds.append(d)
+    yield defer.gatherResults(ds)
+    assert [i for i, _ in fired] == list(range(n))
+    for room in range(5):
+        seqs = [a.message.seq for i, a in fired if i % 5 == room]
+        assert seqs == list(range(1, n // 5 + 1))
+    assert store.appended == n
+    assert sum(size * count for size, count in store.batch_sizes.items()) == n
+
+
+@pytest_twisted.inlineCallbacks
+def test_read_after_append_callback_sees_it(store):
+    """A replay issued from an append's callback sees that append (FIFO with writes)."""
+    seen = []
+
+    def replay_now(a):
+        d = store.replay("r", a.message.seq - 1, 100)
+        return d.addCallback(lambda r: seen.append((a.message, r)))
+
+    ds = [store.append("r", "u", "U", None, f"t{i}", i).addCallback(replay_now) for i in range(50)]
+    yield defer.gatherResults(ds)
+    assert len(seen) == 50
+    for message, r in seen:
+        assert r.messages[0] == message
+        assert r.last_seq >= message.seq
+
+
+@pytest_twisted.inlineCallbacks
+def test_group_commit_batches_appends(db):
+    """Appends queued while a commit waits are committed together in one transaction."""
+    s = yield _open(db, busy_timeout_ms=10_000)
+    try:
+        locker = _Locker(db)  # the writer's first transaction waits for this lock
+        _reactor().callLater(0.3, locker.release)
+        ds = [s.append("r", "u", "U", f"c{i}", f"t{i}", i) for i in range(400)]
+        results = yield defer.gatherResults(ds)
+        assert [a.message.seq for a in results] == list(range(1, 401))
+        assert 1 <= s.commits <= 2
+        assert sum(size * count for size, count in s.batch_sizes.items()) == 400
+        assert max(s.batch_sizes) >= 200
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_batch_max_bounds_a_transaction(db):
+    """No transaction holds more than batch_max appends."""
+    s = yield _open(db, batch_max=25, busy_timeout_ms=10_000)
+    try:
+        locker = _Locker(db)
+        _reactor().callLater(0.2, locker.release)
+        yield defer.gatherResults([s.append("r", "u", "U", None, "t", i) for i in range(200)])
+        assert max(s.batch_sizes) <= 25
+        assert s.commits >= 8
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_commit_fails_the_batch_and_store_recovers(db):
+    """A locked file fails that batch with StoreUnavailable; later appends succeed."""
+    s = yield _open(db, busy_timeout_ms=50)
+    try:
+        first = yield s.append("r", "u", "U", "keep", "kept", 1)
+        locker = _Locker(db)
+        ds = [s.append("r", "u", "U", f"lost{i}", "lost", 2) for i in range(5)]
+        results = yield defer.DeferredList(ds, consumeErrors=True)
+        assert all(not ok and f.check(StoreUnavailable) for ok, f in results)
+        assert s.failed_commits >= 1
+        locker.release()
+        again = yield s.append("r", "u", "U", "lost0", "resent", 3)
+        assert again.duplicate is False
+        assert again.message.seq == first.message.seq + 1
+        replay = yield s.replay("r", 0, 100)
+        assert [m.text for m in replay.messages] == ["kept", "resent"]
+        assert replay.last_seq == 2
+    finally:
+        yield s.stop()
+
+
+# -- exactly-once and restarts --------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_dedupe_across_channels_batches_and_reopen(db):
+    """(sender, client_id) is stored once: across channels, within a batch, after reopening."""
+    s = yield _open(db)
+    a, b = (
+        s.append("r1", "u1", "Ann", "x", "first", 10),
+        s.append("r2", "u1", "Ann", "x", "2nd", 11),
+    )
+    a, b = yield defer.gatherResults([a, b])
+    assert a == Appended(Message("r1", 1, "u1", "Ann", "first", 10, "x"), False)
+    assert b == Appended(a.message, True)
+    other = yield s.append("r1", "u2", "Bob", "x", "same id, other user", 12)
+    assert other.duplicate is False and other.message.seq == 2
+    n1 = yield s.append("r1", "u1", "Ann", None, "no id", 13)
+    n2 = yield s.append("r1", "u1", "Ann", None, "no id", 13)
+    assert (n1.duplicate, n2.duplicate, n2.message.seq) == (False, False, 4)
+    yield s.stop()
+
+    s = yield _open(db)
+    try:
+        again = yield s.append("r9", "u1", "Ann", "x", "after restart", 99)
+        assert again == Appended(a.message, True)
+        assert (yield s.replay("r9", 0, 10)) == Replay([], 0, False)
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_seq_continues_after_reopen_even_when_all_rows_pruned(db):
+    """After a restart seq continues; pruning every row never lets a seq be reused."""
+    s = yield _open(db, history_days=1)
+    for _ in range(5):
+        yield s.append("r", "u", "U", None, "old", 1000)
+    yield s.prune(now=10 * DAY)
+    assert (yield s.history("r", None, 10)) == Page([], False)
+    yield s.stop()
+
+    s = yield _open(db, history_days=1)
+    try:
+        r = yield s.replay("r", 0, 10)
+        assert r == Replay([], 5, True)
+        a = yield s.append("r", "u", "U", None, "new", 10 * DAY * 1000)
+        assert a.message.seq == 6
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_schema_too_new_is_refused(db):
+    """A file of a newer schema makes start() fail with SchemaTooNew naming file and versions."""
+    s = yield _open(db)
+    yield s.append("r", "u", "U", None, "t", 1)
+    yield s.stop()
+    conn = sqlite3.connect(str(db))
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 41}")
+    conn.close()
+
+    s = SQLiteStore(str(db), prune_interval=None)
+    with pytest.raises(SchemaTooNew) as e:
+        yield s.start()
+    msg = str(e.value)
+    assert str(db) in msg and str(SCHEMA_VERSION + 41) in msg and str(SCHEMA_VERSION) in msg
+    assert s._thread is None
+    with pytest.raises(StoreUnavailable):
+        yield s.append("r", "u", "U", None, "t", 1)
+    yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_foreign_sqlite_file_is_refused(db):
+    """A SQLite file of another application is not touched."""
+    conn = sqlite3.connect(str(db))
+    conn.execute("PRAGMA application_id = 12345")
+    conn.close()
+    s = SQLiteStore(str(db), prune_interval=None)
+    with pytest.raises(StoreUnavailable, match="not a chatd history store"):
+        yield s.start()
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_flushes_queued_appends(db):
+    """stop() commits everything already queued; appends after stop() fail."""
+    s = yield _open(db)
+    ds = [s.append("r", "u", "U", None, f"t{i}", i) for i in range(300)]
+    stopped = s.stop()
+    late = s.append("r", "u", "U", None, "late", 0)
+    with pytest.raises(StoreUnavailable):
+        yield late
+    results = yield defer.gatherResults(ds)
+    yield stopped
+    assert results[-1].message.seq == 300
+    s = yield _open(db)
+    try:
+        assert len((yield s.replay("r", 0, 1000)).messages) == 300
+    finally:
+        yield s.stop()
+
+
+# -- retention -----------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_prune_by_count_in_chunks_while_appending(db):
+    """Pruning keeps the newest history_max per channel, in chunks, while sends go on."""
+    s = yield _open(db, history_max=10, prune_chunk=7)
+    try:
+        for i in range(60):
+            yield s.append("big", "u", "U", None, f"t{i}", i)
+        yield s.append("small", "u", "U", None, "only", 1)
+        pruning = s.prune(now=0)
+        more = [s.append("big", "u", "U", None, f"during{i}", 100) for i in range(5)]
+        yield defer.gatherResults(more)
+        deleted = yield pruning
+        assert deleted[0] >= 50
+        r = yield s.replay("big", 0, 100)
+        assert r.truncated and r.last_seq == 65
+        assert r.messages[-1].seq == 65
+        yield s.prune(now=0)
+        r = yield s.replay("big", 0, 100)
+        assert [m.seq for m in r.messages] == list(range(56, 66))
+        assert (yield s.history("big", None, 100)).more is False
+        assert len((yield s.replay("small", 0, 100)).messages) == 1
+    finally:
+        yield s.stop()
+
+
+class _ClockReactor(task.Clock):
+    """A fake clock for LoopingCall that hands thread results to the real reactor."""
+
+    def callFromThread(self, f, *args, **kw):
+        _reactor().callFromThread(f, *args, **kw)
+
+
+@pytest_twisted.inlineCallbacks
+def test_prune_by_days_on_the_injected_clock(db):
+    """Every prune_interval of the injected clock, messages older than history_days go."""
+    clock = _ClockReactor()
+    clock.advance(100 * DAY)
+    s = SQLiteStore(str(db), history_days=2, reactor=clock, prune_interval=3600)
+    yield s.start()
+    try:
+        now_ms = int(clock.seconds() * 1000)
+        for age_days in (5, 4, 3, 1, 0):
+            yield s.append("r", "u", "U", None, f"{age_days}d", now_ms - age_days * DAY * 1000)
+        clock.advance(3600)  # LoopingCall fires prune() at clock time
+        r = yield s.replay("r", 0, 100)  # queued behind the prune
+        assert [m.text for m in r.messages] == ["1d", "0d"]
+        assert r.truncated is True and r.last_seq == 5
+        assert s.pruned_messages == 3
+        clock.advance(DAY)  # 1d is now 2d + 1h old
+        r = yield s.replay("r", 0, 100)
+        assert [m.text for m in r.messages] == ["0d"]
+    finally:
+        yield s.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_dedupe_record_outlives_message_and_expires(db):
+    """After its message is pruned a resend is still a duplicate, until dedupe_days pass."""
+    s = yield _open(db, history_max=1, dedupe_days=3)
+    try:
+        ts = 10 * DAY * 1000
+        a = yield s.append("r", "u", "U", "id1", "first", ts)
+        yield s.append("r", "u", "U", "id2", "second", ts)
+        yield s.prune(now=10 * DAY)
+        assert [m.text for m in (yield s.replay("r", 0, 10)).messages] == ["second"]
+        dup = yield s.append("r", "u", "U", "id1", "resent", ts + 5)
+        assert dup.duplicate is True
+        assert (dup.message.channel, dup.message.seq, dup.message.ts) == ("r", 1, ts)
+        assert dup.message.client_id == "id1" and dup.message.sender == "u"
+        assert a.message.seq == 1
+        deleted = yield s.prune(now=14 * DAY)
+        assert deleted[1] == 2
+        fresh = yield s.append("r", "u", "U", "id1", "resent later", ts)
+        assert fresh.duplicate is False and fresh.message.seq == 3
+    finally:
+        yield s.stop()
+
+
+def test_bad_options_are_rejected(db):
+    """An unknown synchronous mode or a zero batch size is a ValueError."""
+    with pytest.raises(ValueError):
+        SQLiteStore(str(db), synchronous="SOMETIMES")
+    with pytest.raises(ValueError):
+        SQLiteStore(str(db), batch_max=0)
+
+
+# -- durability across a real process kill ---------------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import defer, task
+    from chatd.store.sqlite import SQLiteStore
+
+    @defer.inlineCallbacks
+    def writer(store, channel):
+        i = 0
+        while True:
+            a = yield store.append(channel, "u", "U", f"{channel}-{i}", "x" * 200, i)
+            sys.stdout.write(f"{channel} {a.message.seq}\\n")
+            sys.stdout.flush()
+            i += 1
+
+    @defer.inlineCallbacks
+    def main(reactor):
+        store = SQLiteStore(sys.argv[1], reactor=reactor, synchronous=sys.argv[2])
+        yield store.start()
+        yield defer.gatherResults([writer(store, f"room{k}") for k in range(4)])
+
+    task.react(main)
+    """
+)
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+@pytest_twisted.inlineCallbacks
+def test_acked_appends_survive_sigkill(db, synchronous):
+    """Every seq a process printed after its ack is in the file after SIGKILL."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(db), synchronous],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    acked = []
+    try:
+        deadline = time.monotonic() + 15
+        while len(acked) < 2000 and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            acked.append(line)
+        os.kill(child.pid, signal.SIGKILL)
+        rest, err = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, err
+    acked.extend(rest.splitlines(keepends=True))
+    complete = [line.split() for line in acked if line.endswith("\n")]
+    assert len(complete) >= 2000, err
+
+    s = yield _open(db)
+    try:
+        for k in range(4):
+            room = f"room{k}"
+            printed = [int(seq) for ch, seq in complete if ch == room]
+            assert printed == list(range(1, len(printed) + 1))
+            stored = [m.seq for m in (yield s.replay(room, 0, 100_000)).messages]
+            assert stored == list(range(1, len(stored) + 1))
+            assert set(printed) <= set(stored), room
+            # Seq continues after the crash and recovery.
+            a = yield s.append(room, "u", "U", None, "after", 0)
+            assert a.message.seq == len(stored) + 1
+    finally:
+        yield s.stop()
