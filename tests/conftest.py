@@ -1,0 +1,159 @@
+"""Shared fixtures: real chatd servers on loopback, in-process and as twistd subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from chatd import tap
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+LISTENING = re.compile(r"chatd listening on (?:ws|wss)://[^\s]+:(\d+)/")
+
+
+def need(binary_or_reason: str, available: bool):
+    """Skip when a dependency is missing on a laptop, but fail under CI=true."""
+    if available:
+        return
+    message = f"{binary_or_reason} is not available"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing dependency is a failure)")
+    pytest.skip(message)
+
+
+def need_binary(name: str) -> str:
+    """The path of *name* on PATH, or skip/fail as :func:`need` says."""
+    path = shutil.which(name)
+    need(name, path is not None)
+    return path
+
+
+class InProcessServer:
+    """A chatd service running in the test's own reactor."""
+
+    def __init__(self, service):
+        self.service = service
+        self.factory = service.factory
+        self.chat = self.factory.chat
+        self.store = service.store
+        self.port = service.listeners[0].port.getHost().port
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.port}"
+
+
+def start_server(*args) -> InProcessServer:
+    """Parse ``twistd chatd`` options *args*, build and start the service."""
+    options = tap.Options()
+    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *args])
+    service = tap.makeService(options, reactor=reactor)
+    service.startService()
+    return InProcessServer(service)
+
+
+@pytest_twisted.async_yield_fixture
+async def server():
+    """A chatd with default options on 127.0.0.1:<free port>."""
+    srv = start_server()
+    yield srv
+    await srv.service.stopService()
+
+
+@pytest.fixture
+def server_factory():
+    """Start chatd servers with custom options; all are stopped after the test."""
+    started = []
+
+    def start(*args):
+        srv = start_server(*args)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        pytest_twisted.blockon(srv.service.stopService())
+
+
+class TwistdProcess:
+    """``twistd -n chatd …`` as a child process; knows the port it logged."""
+
+    def __init__(self, args, cwd=None, env=None, twistd=None, timeout=20):
+        self.log_lines = []
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if env:
+            full_env.update(env)
+        twistd = twistd or [sys.executable, "-m", "twisted.scripts.twistd"]
+        self.proc = subprocess.Popen(
+            [*twistd, "-n", "chatd", *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.port = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.log_lines.append(line)
+            match = LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        if self.port is None:
+            self.stop()
+            raise RuntimeError("chatd did not start:\n" + "".join(self.log_lines))
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signal the process and wait; returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rest, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rest, _ = self.proc.communicate()
+        self.log_lines.append(rest or "")
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+
+@pytest.fixture
+def twistd_factory(tmp_path):
+    """Start ``twistd -n chatd`` subprocesses; each is stopped after the test."""
+    procs = []
+
+    def start(*args, **kwargs):
+        kwargs.setdefault("cwd", tmp_path)
+        proc = TwistdProcess(list(args), **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop(signal.SIGKILL if proc.proc.poll() is None else signal.SIGTERM)
+
+
+@pytest.fixture
+def chatd_process(twistd_factory):
+    """One ``twistd -n chatd --listen tcp:0:interface=127.0.0.1`` subprocess."""
+    return twistd_factory("--listen", "tcp:0:interface=127.0.0.1")
