@@ -1,0 +1,20 @@
+/**
+ * The one place where the chatd server address lives.
+ *
+ * Development (WeChat DevTools, "不校验合法域名" / urlCheck off, or a phone on
+ * the same LAN in preview with debugging on): plain ws:// to your machine works.
+ *
+ * Production: WeChat only allows wss:// to a domain listed under
+ * 开发管理 → 开发设置 → 服务器域名 → socket合法域名 (no IP, no localhost, a valid
+ * certificate, TLS >= 1.2). chatd serves TLS itself with an `ssl:` endpoint
+ * (`twistd -n chatd --listen ssl:443:privateKey=key.pem:certKey=cert.pem`) or
+ * sits behind nginx. See docs/miniprogram.md.
+ */
+module.exports = {
+  // e.g. 'wss://chat.example.com/ws' in production
+  serverUrl: 'ws://127.0.0.1:8080/ws',
+  // room offered on the room list before the user joins any
+  defaultRooms: ['lobby'],
+  // messages fetched per "load earlier messages"
+  historyPageSize: 30
+}

@@ -1,0 +1,78 @@
+/**
+ * Direct-message page (`?with=USER`): the conversation's newest history page,
+ * live DMs (the SDK fetches missed ones with `dm_history since` after a
+ * reconnect), own messages pending → sent, "load earlier messages".
+ */
+const config = require('../../config')
+const { toRow, merge } = require('../../utils/conversation')
+
+Component({
+  data: { peer: '', me: '', messages: [], state: '', delay: 0, hasMore: false, loading: false, error: '' },
+  methods: {
+    onLoad(options) {
+      const chat = getApp().chat()
+      if (!chat) {
+        wx.redirectTo({ url: '/pages/login/login' })
+        return
+      }
+      const peer = decodeURIComponent(options.with || '')
+      this.chat = chat
+      this.peer = peer
+      wx.setNavigationBarTitle({ title: '@' + peer })
+      const pending = chat.outbox.filter((e) => e.kind === 'dm' && e.to === peer).map((e) => toRow(e, chat.user))
+      this.setData({ peer, me: chat.user || '', state: chat.state, messages: merge([], pending) })
+      const mine = (e) => e.kind === 'dm' && e.to === peer
+      this._offs = [
+        chat.on('status', (s) => {
+          this.setData({ state: s.state, delay: s.delay || 0, me: chat.user || '' })
+          if (s.state === 'open' && !this._loadedOnce) this._firstLoad()
+        }),
+        chat.on('dm', (m) => {
+          if (m.peer === peer) this._add([m])
+        }),
+        chat.on('ack', (e) => {
+          if (mine(e)) this._add([e])
+        }),
+        chat.on('failed', (e) => {
+          if (mine(e)) {
+            this._add([e])
+            this.setData({ error: e.error === 'no_such_user' ? peer + ' is not online' : e.error })
+          }
+        })
+      ]
+      if (chat.connected) this._firstLoad()
+    },
+    onUnload() {
+      ;(this._offs || []).forEach((off) => off())
+    },
+    _firstLoad() {
+      this._loadedOnce = true
+      this.loadEarlier()
+    },
+    _add(msgs) {
+      const rows = msgs.map((m) => toRow(m, this.chat.user))
+      this.setData({ messages: merge(this.data.messages, rows) })
+    },
+    loadEarlier() {
+      if (this.data.loading) return Promise.resolve()
+      const first = this.data.messages.find((r) => r.seq !== null)
+      const opts = { limit: config.historyPageSize }
+      if (first) opts.before = first.seq
+      this.setData({ loading: true })
+      return this.chat.dmHistory(this.peer, opts).then(
+        (page) => {
+          this._add(page.messages || [])
+          this.setData({ loading: false, hasMore: !!page.more })
+        },
+        (e) => this.setData({ loading: false, error: 'History: ' + e.message })
+      )
+    },
+    onSend(e) {
+      try {
+        this._add([this.chat.dm(this.peer, e.detail.text)])
+      } catch (err) {
+        this.setData({ error: err.message })
+      }
+    }
+  }
+})

@@ -1,0 +1,121 @@
+/**
+ * Chat room page (`?room=NAME`): joins the room through the SDK, shows the
+ * newest page of history, live and resumed messages, own messages as
+ * pending → sent, members and presence, who is typing, the connection banner,
+ * and "load earlier messages" (history with `before`).
+ */
+const config = require('../../config')
+const { toRow, merge } = require('../../utils/conversation')
+
+const TYPING_MS = 4000
+
+Component({
+  data: {
+    room: '',
+    me: '',
+    messages: [],
+    members: [],
+    typingUsers: [],
+    state: '',
+    delay: 0,
+    hasMore: false,
+    loading: false,
+    error: ''
+  },
+  methods: {
+    onLoad(options) {
+      const chat = getApp().chat()
+      if (!chat) {
+        wx.redirectTo({ url: '/pages/login/login' })
+        return
+      }
+      const room = decodeURIComponent(options.room || 'lobby')
+      this.chat = chat
+      this.room = room
+      this._typing = {}
+      wx.setNavigationBarTitle({ title: '#' + room })
+      const pending = chat.outbox.filter((e) => e.kind === 'room' && e.room === room).map((e) => toRow(e, chat.user))
+      this.setData({ room, me: chat.user || '', state: chat.state, members: chat.members(room), messages: merge([], pending) })
+      const mine = (f) => (x) => {
+        if (x.room === room) f.call(this, x)
+      }
+      this._offs = [
+        chat.on('status', (s) => this.setData({ state: s.state, delay: s.delay || 0, me: chat.user || '' })),
+        chat.on('joined', mine(this._onJoined)),
+        chat.on('message', mine((m) => {
+          this._stopTyping(m.from)
+          this._add([m])
+        })),
+        chat.on('ack', mine((e) => this._add([e]))),
+        chat.on('failed', mine((e) => this._add([e]))),
+        chat.on('presence', mine((p) => this.setData({ members: p.members }))),
+        chat.on('typing', mine((t) => this._startTyping(t.from))),
+        chat.on('error', (e) => {
+          if (e.code !== 'name_taken') this.setData({ error: e.message || e.code })
+        })
+      ]
+      chat.join(room).catch((e) => this.setData({ error: 'Cannot join: ' + e.message }))
+    },
+    onUnload() {
+      ;(this._offs || []).forEach((off) => off())
+      Object.keys(this._typing || {}).forEach((u) => clearTimeout(this._typing[u]))
+    },
+    _onJoined(j) {
+      this.setData({ members: j.members, me: this.chat.user || '' })
+      if (!this._loadedOnce) {
+        this._loadedOnce = true
+        this.loadEarlier()
+      } else if (j.truncated) {
+        this.setData({ hasMore: true })
+      }
+    },
+    _add(msgs) {
+      const rows = msgs.map((m) => toRow(m, this.chat.user))
+      this.setData({ messages: merge(this.data.messages, rows) })
+    },
+    /** Fetches the page before the oldest row shown (or the newest page). */
+    loadEarlier() {
+      if (this.data.loading) return Promise.resolve()
+      const first = this.data.messages.find((r) => r.seq !== null)
+      const opts = { limit: config.historyPageSize }
+      if (first) opts.before = first.seq
+      this.setData({ loading: true })
+      return this.chat.history(this.room, opts).then(
+        (page) => {
+          this._add(page.messages || [])
+          this.setData({ loading: false, hasMore: !!page.more })
+        },
+        (e) => this.setData({ loading: false, error: 'History: ' + e.message })
+      )
+    },
+    onSend(e) {
+      try {
+        const entry = this.chat.send(this.room, e.detail.text)
+        this._add([entry])
+      } catch (err) {
+        this.setData({ error: err.message })
+      }
+    },
+    onTyping() {
+      this.chat.typing(this.room)
+    },
+    onSelectMember(e) {
+      wx.navigateTo({ url: '/pages/dm/dm?with=' + encodeURIComponent(e.detail.user) })
+    },
+    onLeave() {
+      this.chat.leave(this.room)
+      wx.navigateBack()
+    },
+    _startTyping(user) {
+      clearTimeout(this._typing[user])
+      this._typing[user] = setTimeout(() => this._stopTyping(user), TYPING_MS)
+      this.setData({ typingUsers: Object.keys(this._typing).sort() })
+    },
+    _stopTyping(user) {
+      if (!(user in this._typing)) return
+      clearTimeout(this._typing[user])
+      delete this._typing[user]
+      this.setData({ typingUsers: Object.keys(this._typing).sort() })
+    }
+  }
+})

@@ -1,0 +1,63 @@
+/**
+ * Room list page: the default rooms plus every room joined so far (with
+ * unread counts from live messages), a join box, and a box to start a direct
+ * message. Opening a room or a DM navigates to its page.
+ */
+const config = require('../../config')
+const { isValidName } = require('../../utils/chatd')
+
+Component({
+  data: { rooms: [], me: '', state: '', delay: 0, peer: '', dmError: '' },
+  methods: {
+    onLoad() {
+      const chat = getApp().chat()
+      if (!chat) {
+        wx.redirectTo({ url: '/pages/login/login' })
+        return
+      }
+      this.chat = chat
+      this._unread = {}
+      this.setData({ me: chat.user || '', state: chat.state })
+      this._offs = [
+        chat.on('status', (s) => this.setData({ state: s.state, delay: s.delay || 0, me: chat.user || '' })),
+        chat.on('message', (m) => {
+          this._unread[m.room] = (this._unread[m.room] || 0) + 1
+          this._refresh()
+        })
+      ]
+      this._refresh()
+    },
+    onShow() {
+      this._refresh()
+    },
+    onUnload() {
+      ;(this._offs || []).forEach((off) => off())
+    },
+    _refresh() {
+      if (!this.chat) return
+      const names = config.defaultRooms.slice()
+      this.chat.rooms.forEach((r, room) => {
+        if (names.indexOf(room) < 0) names.push(room)
+      })
+      this.setData({ rooms: names.map((room) => ({ room, unread: this._unread[room] || 0 })) })
+    },
+    onOpenRoom(e) {
+      const room = e.detail.room
+      this._unread[room] = 0
+      this._refresh()
+      wx.navigateTo({ url: '/pages/room/room?room=' + encodeURIComponent(room) })
+    },
+    onPeerInput(e) {
+      this.setData({ peer: e.detail.value, dmError: '' })
+    },
+    onStartDm() {
+      const peer = (this.data.peer || '').trim()
+      if (!peer || (!isValidName(peer) && peer.indexOf('guest-') !== 0)) {
+        this.setData({ dmError: 'Enter the name of someone online' })
+        return
+      }
+      this.setData({ peer: '' })
+      wx.navigateTo({ url: '/pages/dm/dm?with=' + encodeURIComponent(peer) })
+    }
+  }
+})

@@ -1,0 +1,79 @@
+/**
+ * A TCP proxy in front of chatd that can turn into a black hole: the
+ * connections stay open but nothing is forwarded in either direction and no
+ * FIN/RST is sent — what a mini-program sees when the phone changes network
+ * or the app is frozen in the background.
+ *
+ *   blackhole()  every current and future connection stops forwarding
+ *   heal()       new connections are forwarded again (old ones stay dead)
+ *   reap()       destroys the upstream side of dead connections (the server
+ *                eventually notices a dead peer)
+ */
+'use strict'
+const net = require('net')
+
+function startProxy(targetPort) {
+  const conns = new Set()
+  let dead = false
+  const server = net.createServer((client) => {
+    const c = { client, upstream: net.connect(targetPort, '127.0.0.1'), dead }
+    conns.add(c)
+    const forward = (from, to) => {
+      from.on('data', (d) => {
+        if (!c.dead) to.write(d)
+      })
+    }
+    forward(client, c.upstream)
+    forward(c.upstream, client)
+    const end = () => {
+      conns.delete(c)
+      client.destroy()
+      c.upstream.destroy()
+    }
+    // a dead network forwards no close either
+    client.on('close', () => {
+      if (!c.dead) end()
+    })
+    c.upstream.on('close', () => {
+      if (!c.dead) end()
+    })
+    client.on('error', () => {})
+    c.upstream.on('error', () => {})
+  })
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const port = server.address().port
+      resolve({
+        port,
+        url: `ws://127.0.0.1:${port}/ws`,
+        blackhole() {
+          dead = true
+          conns.forEach((c) => {
+            c.dead = true
+          })
+        },
+        heal() {
+          dead = false
+        },
+        reap() {
+          conns.forEach((c) => {
+            if (c.dead) {
+              c.upstream.destroy()
+              c.client.destroy()
+              conns.delete(c)
+            }
+          })
+        },
+        close() {
+          conns.forEach((c) => {
+            c.client.destroy()
+            c.upstream.destroy()
+          })
+          return new Promise((r) => server.close(() => r()))
+        }
+      })
+    })
+  })
+}
+
+module.exports = { startProxy }

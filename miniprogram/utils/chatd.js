@@ -1,0 +1,682 @@
+/**
+ * chatd.js — a small client for chatd's `chatd.v1` protocol over
+ * `wx.connectSocket` / `SocketTask` (see docs/protocol.md).
+ *
+ * What it does for the pages:
+ *  - reconnects with capped exponential backoff and jitter; `pause()` (call it
+ *    from App.onHide) closes the socket and stops retrying, `resume()` (from
+ *    App.onShow) reconnects at once;
+ *  - sends `ping` after `heartbeat.interval` ms of silence and declares the
+ *    socket dead when nothing arrives within `heartbeat.timeout` ms
+ *    (mini-program sockets die silently in the background or on a network
+ *    change);
+ *  - remembers the newest `seq` of every joined room and rejoins with `since`
+ *    after a reconnect, dropping anything already seen, so every missed message
+ *    is delivered exactly once; missed DMs are fetched with `dm_history since`;
+ *  - keeps an outbox: `send`/`dm` give each message a random client `id`, the
+ *    entry stays `pending` until its `ack` and is resent on every new
+ *    connection until then (chatd dedupes by `id`, so this is exactly-once);
+ *  - emits typed events: `status`, `welcome`, `joined`, `message`, `dm`,
+ *    `presence`, `typing`, `ack`, `failed`, `error`.
+ *
+ * The only state is the ChatClient instance: no globals, no storage.
+ */
+'use strict'
+
+const PROTOCOL = 'chatd.v1'
+
+/** Default tuning; every value can be overridden in the constructor. */
+const DEFAULTS = {
+  backoff: { initial: 500, factor: 2, max: 30000, jitter: 0.5 },
+  heartbeat: { interval: 25000, timeout: 10000 },
+  connectTimeout: 15000,
+  retryDelay: 1000,
+  seenWindow: 2000
+}
+
+/** Close codes after which reconnecting cannot help. */
+const FATAL_CLOSE = { 4400: 'bad_name' }
+
+/** Room names as docs/protocol.md states them: 1–64 letters, digits, `_ - . : #`. */
+const ROOM_RE = /^[\p{L}\p{N}_\-.:#]{1,64}$/u
+/** Display names: 1–32 letters, digits, `_ - .`, not starting with `guest-`. */
+const NAME_RE = /^[\p{L}\p{N}_\-.]{1,32}$/u
+
+function isValidRoom(room) {
+  return typeof room === 'string' && ROOM_RE.test(room)
+}
+
+function isValidName(name) {
+  return typeof name === 'string' && NAME_RE.test(name) && name.indexOf('guest-') !== 0
+}
+
+/**
+ * The delay before reconnect attempt number `attempt` (0 = first retry):
+ * `min(max, initial * factor^attempt)`, of which up to `jitter` (a fraction)
+ * is taken off at random so that clients cut off together do not return
+ * together.
+ */
+function backoffDelay(attempt, backoff, random) {
+  const b = Object.assign({}, DEFAULTS.backoff, backoff)
+  const base = Math.min(b.max, b.initial * Math.pow(b.factor, attempt))
+  const r = (random || Math.random)()
+  return Math.max(0, Math.round(base * (1 - b.jitter * r)))
+}
+
+/** A client message id: time + 64 random bits, printable ASCII, unique per user. */
+function makeId(random) {
+  const rnd = random || Math.random
+  let s = ''
+  for (let i = 0; i < 4; i++) {
+    s += Math.floor(rnd() * 0x10000).toString(16).padStart(4, '0')
+  }
+  return 'm' + Date.now().toString(36) + '-' + s
+}
+
+/** Appends `name` / `token` to the upgrade URL as query parameters. */
+function buildUrl(url, params) {
+  const parts = []
+  Object.keys(params).forEach((k) => {
+    if (params[k] !== undefined && params[k] !== null && params[k] !== '') {
+      parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(params[k]))
+    }
+  })
+  if (!parts.length) return url
+  return url + (url.indexOf('?') >= 0 ? '&' : '?') + parts.join('&')
+}
+
+/** Tracks which `seq`s of one stream (room or DM conversation) were delivered. */
+class SeqTracker {
+  constructor(windowSize) {
+    this.windowSize = windowSize
+    this.last = null // highest seq seen (or the live start after a plain join)
+    this.floor = 0 // every seq <= floor counts as seen
+    this.seen = new Set()
+  }
+
+  /** Records `seq`; returns false when it was already delivered. */
+  add(seq) {
+    if (typeof seq !== 'number') return true
+    if (seq <= this.floor || this.seen.has(seq)) return false
+    this.seen.add(seq)
+    if (this.last === null || seq > this.last) this.last = seq
+    if (this.seen.size > this.windowSize) {
+      const drop = Math.floor(this.windowSize / 2)
+      const sorted = Array.from(this.seen).sort((a, b) => a - b)
+      for (let i = 0; i < drop; i++) this.seen.delete(sorted[i])
+      this.floor = Math.max(this.floor, sorted[drop - 1])
+    }
+    return true
+  }
+
+  /** Marks everything up to `seq` as seen (the live start after a plain join). */
+  startAt(seq) {
+    if (typeof seq !== 'number') return
+    this.floor = Math.max(this.floor, seq)
+    if (this.last === null || seq > this.last) this.last = seq
+  }
+}
+
+class ChatClient {
+  /**
+   * @param {object} opts
+   * @param {string} opts.url      ws:// or wss:// URL of chatd (path `/` or `/ws`)
+   * @param {string} [opts.name]   display name to ask for (anonymous)
+   * @param {string} [opts.token]  access token (sent as `token`)
+   * @param {object} [opts.wx]     the wx API (defaults to the global `wx`)
+   */
+  constructor(opts) {
+    const o = opts || {}
+    if (!o.url) throw new Error('ChatClient: url is required')
+    this.url = o.url
+    this.name = o.name || null
+    this.token = o.token || null
+    this.wx = o.wx || (typeof wx !== 'undefined' ? wx : null) // eslint-disable-line no-undef
+    if (!this.wx) throw new Error('ChatClient: no wx API')
+    this.backoff = Object.assign({}, DEFAULTS.backoff, o.backoff)
+    this.heartbeat = Object.assign({}, DEFAULTS.heartbeat, o.heartbeat)
+    this.connectTimeout = o.connectTimeout || DEFAULTS.connectTimeout
+    this.retryDelay = o.retryDelay || DEFAULTS.retryDelay
+    this.seenWindow = o.seenWindow || DEFAULTS.seenWindow
+    this.random = o.random || Math.random
+    this.setTimeout = o.setTimeout || setTimeout
+    this.clearTimeout = o.clearTimeout || clearTimeout
+
+    this.state = 'idle'
+    this.user = null
+    this.welcome = null
+    this.rooms = new Map() // room -> {seq: SeqTracker, joined, members}
+    this.dms = new Map() // peer -> SeqTracker
+    this.outbox = [] // pending entries, oldest first
+
+    this._listeners = {}
+    this._task = null
+    this._gen = 0 // bumped whenever the current socket is abandoned
+    this._open = false // current socket opened and welcomed
+    this._wanted = false // the app wants a connection
+    this._paused = false
+    this._attempt = 0
+    this._everWelcomed = false
+    this._timers = {}
+    this._reqSeq = 0
+    this._byRef = new Map() // request id -> waiter
+    this._fifo = { history: new Map(), dm_history: new Map() }
+  }
+
+  // ---- events -------------------------------------------------------------
+
+  /** Adds a listener; returns a function that removes it. */
+  on(type, fn) {
+    ;(this._listeners[type] = this._listeners[type] || []).push(fn)
+    return () => this.off(type, fn)
+  }
+
+  off(type, fn) {
+    const l = this._listeners[type]
+    if (l) this._listeners[type] = l.filter((f) => f !== fn)
+  }
+
+  _emit(type, payload) {
+    const l = this._listeners[type]
+    if (!l) return
+    l.slice().forEach((fn) => {
+      try {
+        fn(payload)
+      } catch (e) {
+        console.error('chatd listener for ' + type + ' failed:', e)
+      }
+    })
+  }
+
+  _setState(state, extra) {
+    this.state = state
+    this._emit('status', Object.assign({ state }, extra || {}))
+  }
+
+  // ---- connection lifecycle ----------------------------------------------
+
+  /** Starts connecting (no-op when already connected or connecting). */
+  connect() {
+    this._wanted = true
+    this._paused = false
+    if (this._task) return
+    this._attempt = 0
+    this._dial()
+  }
+
+  /** Closes for good (logout): no reconnect, the outbox is kept. */
+  close() {
+    this._wanted = false
+    this._paused = false
+    this._abandon(1000, 'client closed')
+    this._setState('closed', { code: 1000, reason: 'client closed' })
+  }
+
+  /** App went to the background: close the socket, stop retrying. */
+  pause() {
+    if (!this._wanted || this._paused) return
+    this._paused = true
+    this._abandon(1000, 'app hidden')
+    this._setState('paused')
+  }
+
+  /** App came back: reconnect now (resuming every room). */
+  resume() {
+    if (!this._wanted) return
+    if (!this._paused && this._task) return
+    this._paused = false
+    this._attempt = 0
+    this._clearTimer('reconnect')
+    this._dial()
+  }
+
+  /** The network came back: skip the remaining backoff wait. */
+  reconnectNow() {
+    if (this._wanted && !this._paused && !this._task) {
+      this._clearTimer('reconnect')
+      this._dial()
+    }
+  }
+
+  /** True while a welcomed connection is up. */
+  get connected() {
+    return this._open
+  }
+
+  _dial() {
+    const gen = ++this._gen
+    this._open = false
+    this._setState(this._everWelcomed ? 'reconnecting' : 'connecting', { attempt: this._attempt })
+    const url = buildUrl(this.url, { name: this.name, token: this.token })
+    let task
+    try {
+      task = this.wx.connectSocket({
+        url,
+        protocols: [PROTOCOL],
+        fail: (err) => this._lost(gen, 1006, (err && err.errMsg) || 'connectSocket failed')
+      })
+    } catch (e) {
+      this._task = null
+      this._lost(gen, 1006, String(e && e.message))
+      return
+    }
+    if (gen !== this._gen) return // fail() already ran synchronously
+    this._task = task
+    task.onOpen(() => {
+      if (gen === this._gen) this._armHeartbeat(gen)
+    })
+    task.onMessage((res) => {
+      if (gen === this._gen) this._onFrame(gen, res && res.data)
+    })
+    task.onError((err) => {
+      if (gen === this._gen) this._lost(gen, 1006, (err && err.errMsg) || 'socket error')
+    })
+    task.onClose((res) => {
+      if (gen === this._gen) this._lost(gen, res && res.code, res && res.reason)
+    })
+    this._setTimer('connect', this.connectTimeout, () => this._lost(gen, 4008, 'connect timeout'))
+  }
+
+  /** Drops the current socket (if any) without reacting to its events. */
+  _abandon(code, reason) {
+    this._gen++
+    this._open = false
+    Object.keys(this._timers).forEach((k) => this._clearTimer(k))
+    const task = this._task
+    this._task = null
+    this.rooms.forEach((r) => {
+      r.joined = false
+    })
+    this._failRequests('disconnected')
+    if (task) {
+      try {
+        task.close({ code, reason, fail: () => {} })
+      } catch (e) {
+        // the socket may already be gone
+      }
+    }
+  }
+
+  /** The socket of generation `gen` is gone: decide between retry and stop. */
+  _lost(gen, code, reason) {
+    if (gen !== this._gen) return
+    const cleanCode = code === 4008 || code === 4000 ? 4000 : 1000
+    this._abandon(cleanCode, reason || 'lost')
+    if (!this._wanted || this._paused) return
+    let fatal = FATAL_CLOSE[code]
+    // A taken name on the very first connect is the user's problem; after a
+    // reconnect it is most likely our own dead connection, which the server
+    // drops after its ping timeout: keep retrying.
+    if (code === 4409 && !this._everWelcomed) fatal = 'name_taken'
+    if (fatal) {
+      this._wanted = false
+      this._setState('closed', { code, reason: fatal })
+      return
+    }
+    const delay = backoffDelay(this._attempt, this.backoff, this.random)
+    this._attempt++
+    this._setState('reconnecting', { attempt: this._attempt, delay, code, reason })
+    this._setTimer('reconnect', delay, () => this._dial())
+  }
+
+  _setTimer(name, ms, fn) {
+    this._clearTimer(name)
+    this._timers[name] = this.setTimeout(() => {
+      delete this._timers[name]
+      fn()
+    }, ms)
+  }
+
+  _clearTimer(name) {
+    if (this._timers[name] !== undefined) {
+      this.clearTimeout(this._timers[name])
+      delete this._timers[name]
+    }
+  }
+
+  /** After `interval` ms of silence send a ping; `timeout` ms later, give up. */
+  _armHeartbeat(gen) {
+    this._clearTimer('dead')
+    this._setTimer('ping', this.heartbeat.interval, () => {
+      this._raw({ type: 'ping', id: this._nextRef('p') })
+      this._setTimer('dead', this.heartbeat.timeout, () => this._lost(gen, 4000, 'heartbeat timeout'))
+    })
+  }
+
+  // ---- sending --------------------------------------------------------------
+
+  _raw(obj) {
+    if (!this._task) return false
+    try {
+      this._task.send({ data: JSON.stringify(obj), fail: () => {} })
+      return true
+    } catch (e) {
+      return false
+    }
+  }
+
+  _nextRef(prefix) {
+    this._reqSeq++
+    return prefix + this._reqSeq.toString(36) + '-' + this._gen
+  }
+
+  _failRequests(reason) {
+    const waiters = Array.from(this._byRef.values())
+    this._byRef.clear()
+    waiters.forEach((w) => w.reject(new Error(reason)))
+    ;['history', 'dm_history'].forEach((t) => this._fifo[t].clear())
+  }
+
+  /**
+   * Joins `room` (remembered: rejoined with `since` after every reconnect).
+   * Resolves with the `joined` frame of the current (or next) connection.
+   */
+  join(room) {
+    if (!isValidRoom(room)) return Promise.reject(new Error('bad_room'))
+    let r = this.rooms.get(room)
+    if (!r) {
+      r = { seq: new SeqTracker(this.seenWindow), joined: false, members: [], waiters: [] }
+      this.rooms.set(room, r)
+    }
+    const p = new Promise((resolve, reject) => r.waiters.push({ resolve, reject }))
+    if (this._open) this._sendJoin(room)
+    return p
+  }
+
+  _sendJoin(room) {
+    const r = this.rooms.get(room)
+    const frame = { type: 'join', room, id: this._nextRef('j') }
+    if (r.seq.last !== null) frame.since = r.seq.last
+    if (r.joinRef) this._byRef.delete(r.joinRef)
+    r.joinRef = frame.id
+    this._byRef.set(frame.id, {
+      resolve: () => {},
+      reject: (e) => {
+        if (!e.code) return // disconnected: the join is repeated on reconnect
+        this.rooms.delete(room)
+        r.waiters.splice(0).forEach((w) => w.reject(e))
+      }
+    })
+    this._raw(frame)
+  }
+
+  /** Leaves `room` and forgets it. */
+  leave(room) {
+    const r = this.rooms.get(room)
+    if (!r) return
+    this.rooms.delete(room)
+    r.waiters.splice(0).forEach((w) => w.reject(new Error('left')))
+    if (this._open && r.joined) this._raw({ type: 'leave', room })
+    this.outbox = this.outbox.filter((e) => !(e.kind === 'room' && e.room === room))
+  }
+
+  /** Members of a joined room (sorted user ids). */
+  members(room) {
+    const r = this.rooms.get(room)
+    return r ? r.members.slice() : []
+  }
+
+  /** Queues a room message; returns its outbox entry (status `pending`). */
+  send(room, text) {
+    return this._enqueue({ kind: 'room', room }, text)
+  }
+
+  /** Queues a direct message to user `to`; returns its outbox entry. */
+  dm(to, text) {
+    if (!this.dms.has(to)) this.dms.set(to, new SeqTracker(this.seenWindow))
+    return this._enqueue({ kind: 'dm', to }, text)
+  }
+
+  _enqueue(target, text) {
+    if (typeof text !== 'string' || !text.length) throw new Error('empty text')
+    const max = (this.welcome && this.welcome.max_text_length) || 4000
+    if (text.length > max) throw new Error('too_large')
+    const entry = Object.assign({ id: makeId(this.random), text, status: 'pending', ts: Date.now(), from: this.user }, target)
+    entry._gen = null
+    this.outbox.push(entry)
+    this._flush()
+    return entry
+  }
+
+  /** Sends every pending entry not yet sent on this connection. */
+  _flush() {
+    if (!this._open) return
+    this.outbox.forEach((e) => {
+      if (e._gen === this._gen) return
+      let frame
+      if (e.kind === 'room') {
+        const r = this.rooms.get(e.room)
+        if (!r || !r.joined) return
+        frame = { type: 'send', room: e.room, text: e.text, id: e.id }
+      } else {
+        frame = { type: 'dm', to: e.to, text: e.text, id: e.id }
+      }
+      if (this._raw(frame)) e._gen = this._gen
+    })
+  }
+
+  /** Tells the room this user is typing (dropped while offline). */
+  typing(room) {
+    const r = this.rooms.get(room)
+    if (this._open && r && r.joined) this._raw({ type: 'typing', room })
+  }
+
+  /** One page of older messages: `{room, messages (oldest first), more}`. */
+  history(room, opts) {
+    const o = opts || {}
+    const frame = { type: 'history', room }
+    if (o.before !== undefined && o.before !== null) frame.before = o.before
+    if (o.limit) frame.limit = o.limit
+    return this._request('history', room, frame)
+  }
+
+  /** One page of a DM conversation: `{with, messages, more}`. */
+  dmHistory(peer, opts) {
+    const frame = Object.assign({ type: 'dm_history', with: peer }, opts || {})
+    return this._request('dm_history', peer, frame)
+  }
+
+  _request(kind, key, frame) {
+    if (!this._open) return Promise.reject(new Error('offline'))
+    return new Promise((resolve, reject) => {
+      frame.id = this._nextRef('r')
+      const waiter = { resolve, reject, id: frame.id }
+      const q = this._fifo[kind].get(key) || []
+      q.push(waiter)
+      this._fifo[kind].set(key, q)
+      this._byRef.set(frame.id, {
+        resolve,
+        reject: (e) => {
+          const qq = this._fifo[kind].get(key) || []
+          this._fifo[kind].set(
+            key,
+            qq.filter((w) => w !== waiter)
+          )
+          reject(e)
+        }
+      })
+      this._raw(frame)
+    })
+  }
+
+  // ---- receiving ------------------------------------------------------------
+
+  _onFrame(gen, data) {
+    this._armHeartbeat(gen) // any frame proves the link alive
+    if (typeof data !== 'string') {
+      this._emit('error', { code: 'bad_frame', message: 'binary frame from server' })
+      return
+    }
+    let msg
+    try {
+      msg = JSON.parse(data)
+    } catch (e) {
+      this._emit('error', { code: 'bad_json', message: 'server sent invalid JSON' })
+      return
+    }
+    if (!msg || typeof msg.type !== 'string') return
+    const handler = this['_on_' + msg.type]
+    if (handler) handler.call(this, msg)
+  }
+
+  _on_welcome(msg) {
+    this._clearTimer('connect')
+    this.welcome = msg
+    this.user = msg.user
+    this.outbox.forEach((e) => {
+      e.from = msg.user
+    })
+    this._open = true
+    this._everWelcomed = true
+    this._attempt = 0
+    this._setState('open', { user: msg.user, session: msg.session })
+    this._emit('welcome', msg)
+    this.rooms.forEach((r, room) => this._sendJoin(room))
+    this.dms.forEach((t, peer) => {
+      if (t.last !== null) this._catchUpDm(peer, t.last)
+    })
+    this._flush()
+  }
+
+  _catchUpDm(peer, since) {
+    this._request('dm_history', peer, { type: 'dm_history', with: peer, since, limit: 200 }).then(
+      (page) => (page.messages || []).forEach((m) => this._on_dm(Object.assign({ type: 'dm' }, m))),
+      () => {}
+    )
+  }
+
+  _on_joined(msg) {
+    const r = this.rooms.get(msg.room)
+    if (!r) return
+    if (msg.since === undefined || msg.since === null) r.seq.startAt(msg.seq)
+    r.joined = true
+    if (r.joinRef) this._byRef.delete(r.joinRef)
+    r.joinRef = null
+    r.members = (msg.members || []).slice().sort()
+    this._emit('joined', {
+      room: msg.room,
+      members: r.members.slice(),
+      seq: msg.seq,
+      since: msg.since,
+      truncated: !!msg.truncated
+    })
+    r.waiters.splice(0).forEach((w) => w.resolve(msg))
+    this._flush()
+  }
+
+  _on_left() {}
+
+  _on_message(msg) {
+    const r = this.rooms.get(msg.room)
+    if (!r || !r.seq.add(msg.seq)) return
+    if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
+    this._emit('message', msg)
+  }
+
+  _on_dm(msg) {
+    const peer = msg.from === this.user ? msg.to : msg.from
+    if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
+    if (!this.dms.get(peer).add(msg.seq)) return
+    if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
+    this._emit('dm', Object.assign({ peer }, msg))
+  }
+
+  _on_presence(msg) {
+    const r = this.rooms.get(msg.room)
+    if (!r) return
+    const set = new Set(r.members)
+    if (msg.event === 'join') set.add(msg.user)
+    else if (msg.event === 'leave') set.delete(msg.user)
+    r.members = Array.from(set).sort()
+    this._emit('presence', { room: msg.room, user: msg.user, event: msg.event, members: r.members.slice() })
+  }
+
+  _on_typing(msg) {
+    if (msg.from === this.user) return
+    this._emit('typing', { room: msg.room, from: msg.from })
+  }
+
+  _on_ack(msg) {
+    const entry = this.outbox.find((e) => e.id === msg.id)
+    if (!entry) return // a duplicate ack for an entry already settled
+    if (entry.kind === 'room') {
+      const r = this.rooms.get(entry.room)
+      if (r) r.seq.add(msg.seq)
+    } else {
+      const t = this.dms.get(entry.to)
+      if (t) t.add(msg.seq)
+    }
+    this._settle(msg.id, msg)
+  }
+
+  /** Marks outbox entry `id` as sent with the server's seq/ts; false if unknown. */
+  _settle(id, info) {
+    const i = this.outbox.findIndex((e) => e.id === id)
+    if (i < 0) return false
+    const entry = this.outbox[i]
+    this.outbox.splice(i, 1)
+    entry.status = 'sent'
+    entry.seq = info.seq
+    entry.ts = info.ts
+    entry.from = this.user
+    delete entry._gen
+    this._emit('ack', Object.assign({}, entry))
+    return true
+  }
+
+  _on_history(msg) {
+    this._answer('history', msg.room, msg)
+  }
+
+  _on_dm_history(msg) {
+    this._answer('dm_history', msg.with, msg)
+  }
+
+  _answer(kind, key, msg) {
+    const q = this._fifo[kind].get(key)
+    if (!q || !q.length) return
+    const w = q.shift()
+    this._byRef.delete(w.id)
+    w.resolve(msg)
+  }
+
+  _on_pong() {}
+
+  _on_error(msg) {
+    const ref = msg.ref
+    const entry = ref ? this.outbox.find((e) => e.id === ref) : null
+    if (entry) {
+      if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
+        // not stored: send again later with the same id
+        entry._gen = null
+        if (msg.code === 'not_in_room' && entry.kind === 'room') this.join(entry.room).catch(() => {})
+        this._setTimer('retry', this.retryDelay, () => this._flush())
+      } else {
+        this.outbox = this.outbox.filter((e) => e !== entry)
+        entry.status = 'failed'
+        entry.error = msg.code
+        delete entry._gen
+        this._emit('failed', Object.assign({}, entry))
+      }
+    } else if (ref && this._byRef.has(ref)) {
+      const w = this._byRef.get(ref)
+      this._byRef.delete(ref)
+      const err = new Error(msg.code)
+      err.code = msg.code
+      w.reject(err)
+    }
+    this._emit('error', { code: msg.code, message: msg.message, ref: ref || null })
+  }
+}
+
+module.exports = {
+  ChatClient,
+  PROTOCOL,
+  DEFAULTS,
+  backoffDelay,
+  makeId,
+  buildUrl,
+  isValidRoom,
+  isValidName,
+  SeqTracker
+}
