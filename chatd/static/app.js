@@ -242,7 +242,8 @@
   }
 
   function addNote(conv, text) {
-    conv.notes.push({ afterSeq: conv.lastSeq, n: conv.notes.length, text: text });
+    conv.noteCounter = (conv.noteCounter || 0) + 1;
+    conv.notes.push({ afterSeq: conv.lastSeq, n: conv.noteCounter, text: text, ts: Date.now() });
     if (conv.notes.length > 200) conv.notes.shift();
   }
 
@@ -443,6 +444,18 @@
       var wasLoaded = conv.loaded;
       conv.joined = true;
       conv.members = new Set(f.members || []);
+      if (wasLoaded && typeof f.seq === "number" && f.seq < conv.lastSeq) {
+        // The server's history went backwards (it restarted without a durable
+        // store): our seqs mean nothing now, start over from its view.
+        conv.msgs.clear();
+        conv.els.clear();
+        conv.notes = [];
+        conv.oldestSeq = null;
+        conv.lastSeq = 0;
+        conv.loaded = false;
+        wasLoaded = false;
+        addNote(conv, "The server's history was reset.");
+      }
       if (f.truncated) {
         // More were missed than the server replays: drop the gap, page back later.
         conv.msgs.clear();
@@ -681,6 +694,10 @@
     var exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, state.attempt));
     // "Equal jitter": half fixed, half random, so clients spread out.
     var delay = Math.round(exp / 2 + Math.random() * (exp / 2));
+    if (state.holdUntil) {
+      delay = Math.max(delay, state.holdUntil - Date.now());
+      state.holdUntil = 0;
+    }
     state.attempt += 1;
     state.reconnectAt = Date.now() + delay;
     state.nameBusy = !!nameBusy;
@@ -962,6 +979,7 @@
     function pushNotesUpTo(seq) {
       while (ni < notes.length && notes[ni].afterSeq < seq) {
         var n = notes[ni++];
+        dayBreak(n.ts);
         var nk = "n" + n.afterSeq + "." + n.n;
         var nel = conv.els.get(nk) || h("li", "note", n.text);
         keep.set(nk, nel);
@@ -970,20 +988,24 @@
       }
     }
 
-    function pushItem(item) {
-      var day = new Date(item.ts).toDateString();
-      if (day !== lastDay) {
-        var dk = "d" + day;
-        var dEl = conv.els.get(dk);
-        if (!dEl) {
-          dEl = h("li", "day");
-          dEl.appendChild(h("span", null, fmtDay(item.ts)));
-        }
-        keep.set(dk, dEl);
-        nodes.push(dEl);
-        lastDay = day;
-        prev = null;
+    function dayBreak(ts) {
+      var day = new Date(ts).toDateString();
+      if (day === lastDay) return;
+      var dk = "d" + day;
+      var dEl = conv.els.get(dk);
+      if (!dEl) {
+        dEl = h("li", "day");
+        dEl.appendChild(h("span", null, fmtDay(ts)));
       }
+      keep.set(dk, dEl);
+      nodes.push(dEl);
+      lastDay = day;
+      prev = null;
+    }
+
+    var lastMine = null;
+    function pushItem(item) {
+      dayBreak(item.ts);
       var k = itemKey(item);
       var li = conv.els.get(k);
       if (!li) li = messageEl(conv, item);
@@ -991,6 +1013,8 @@
       // Group consecutive messages of one sender within 5 minutes.
       var grouped = prev && prev.from === item.from && item.ts - prev.ts < 300000;
       li.classList.toggle("grouped", !!grouped);
+      li.classList.remove("last-mine");
+      if (item.from === state.user) lastMine = li;
       keep.set(k, li);
       nodes.push(li);
       prev = item;
@@ -1002,6 +1026,7 @@
     });
     pushNotesUpTo(Infinity);
     conv.pending.forEach(pushItem);
+    if (lastMine) lastMine.classList.add("last-mine");
     conv.els = keep;
 
     el.messages.replaceChildren.apply(el.messages, nodes);
@@ -1304,8 +1329,12 @@
   window.chatd = {
     state: state,
     reconnectNow: reconnectNow,
-    dropConnection: function () {
-      if (state.ws) state.ws.close(4000, "dropped by client");
+    // Closes the connection as a network failure would; the client then
+    // reconnects by itself, no sooner than holdMs from now.
+    disconnect: function (holdMs) {
+      if (!state.ws) return;
+      state.holdUntil = Date.now() + (holdMs || 0);
+      state.ws.close(4000, "closed by client");
     },
   };
 
