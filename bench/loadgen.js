@@ -1,0 +1,336 @@
+// The fan-out load generator used by bench/fanout.py (run on its own core).
+//
+// It speaks just enough WebSocket over raw `net` sockets to be cheap: the
+// client handshake, masked text frames from publishers (all-zero mask key, so
+// no XOR work) and a receive path that only walks frame headers.
+// Subscribers never send after the handshake (chatd.v1: after `join`).
+//
+//   node bench/loadgen.js '<json config>'      -> prints one JSON line
+//
+// Config keys (see DEFAULTS): mode = throughput | latency | connections;
+// protocol = relay | chatd.v1; S subscribers, P publishers, C idle
+// connections; window = messages in flight per publisher (throughput);
+// rate = messages/s over all publishers (latency); payload = text bytes;
+// serverPid = pid whose CPU and RSS are read from /proc.
+//
+// Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
+// padded with `x` to `payload` bytes; a delivery is one received frame that
+// carries such a text, on any connection other than the sender.
+'use strict';
+const net = require('net');
+const fs = require('fs');
+const crypto = require('crypto');
+
+const DEFAULTS = {
+  host: '127.0.0.1', port: 0, path: '/', protocol: 'relay', mode: 'throughput',
+  S: 1000, P: 4, C: 10000, duration: 10, warmup: 2, window: 16, rate: 50,
+  payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
+  drainMs: 3000, setupTimeout: 120,
+};
+const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
+const MARK = Buffer.from('~B~');
+const room = 'bench';
+const now = () => performance.now();
+
+const st = {
+  phase: 'connect', // connect -> settle -> run -> drain -> done
+  recording: false,
+  sent: 0, rx: 0, other: 0, lastFrameAt: 0,
+  validated: 0, invalid: 0, lat: [],
+  publishing: false,
+};
+const fanout = cfg.S + cfg.P - 1;
+
+function readRssKb(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch (e) { return null; }
+}
+function readCpuTicks(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15)
+  } catch (e) { return null; }
+}
+const CLK_TCK = 100;
+
+function maskedFrame(text) {
+  const payload = Buffer.from(text);
+  const n = payload.length;
+  let head;
+  if (n < 126) head = Buffer.from([0x81, 0x80 | n, 0, 0, 0, 0]);
+  else { head = Buffer.from([0x81, 0xfe, n >> 8, n & 0xff, 0, 0, 0, 0]); }
+  return Buffer.concat([head, payload]);
+}
+
+function benchText(pub, n) {
+  const t = `~B~${now().toFixed(3)}~${pub}~${n}~`;
+  return t.length >= cfg.payload ? t : t + 'x'.repeat(cfg.payload - t.length);
+}
+
+function recordLatency(buf, s, e) {
+  const k = buf.indexOf(MARK, s);
+  if (k < 0 || k >= e) return;
+  let j = k + 3;
+  const t0 = j;
+  while (j < e && buf[j] !== 0x7e) j++;
+  const ts = Number(buf.toString('latin1', t0, j));
+  st.lat.push(now() - ts);
+}
+
+class Conn {
+  constructor(idx, role) {
+    this.idx = idx; this.role = role; // 'sub' | 'pub' | 'idle'
+    this.rest = null; this.open = false; this.joined = false; this.n = 0;
+    this.sock = null;
+  }
+
+  start(done) {
+    const key = crypto.randomBytes(16).toString('base64');
+    this.expectAccept = crypto.createHash('sha1')
+      .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+    const sock = net.connect({ host: cfg.host, port: cfg.port });
+    this.sock = sock;
+    sock.setNoDelay(true);
+    this.done = done;
+    let head = Buffer.alloc(0);
+    sock.on('connect', () => {
+      const proto = cfg.protocol === 'chatd.v1' ? 'Sec-WebSocket-Protocol: chatd.v1\r\n' : '';
+      sock.write(`GET ${cfg.path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\n` +
+        'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${proto}\r\n`);
+    });
+    const onHead = (chunk) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const text = head.toString('latin1', 0, end);
+      if (!/^HTTP\/1\.1 101/.test(text) || text.indexOf(this.expectAccept) < 0) {
+        fail(`handshake refused on connection ${this.idx}: ${text.split('\r\n')[0]}`);
+        return;
+      }
+      sock.removeListener('data', onHead);
+      sock.on('data', (c) => this.onData(c));
+      this.open = true;
+      if (cfg.protocol === 'chatd.v1' && this.role !== 'idle') {
+        sock.write(maskedFrame(JSON.stringify({ type: 'join', room })));
+      } else {
+        this.finishSetup();
+      }
+      const rest = head.subarray(end + 4);
+      if (rest.length) this.onData(rest);
+    };
+    sock.on('data', onHead);
+    sock.on('error', (e) => { if (st.phase !== 'done') fail(`socket error on ${this.idx}: ${e.message}`); });
+    sock.on('close', () => {
+      if (st.phase !== 'done' && st.phase !== 'closing') fail(`server closed connection ${this.idx}`);
+    });
+  }
+
+  finishSetup() {
+    if (this.done) { const d = this.done; this.done = null; d(); }
+  }
+
+  onData(chunk) {
+    let buf = chunk;
+    if (this.rest) { buf = Buffer.concat([this.rest, chunk]); this.rest = null; }
+    const n = buf.length;
+    let i = 0;
+    while (n - i >= 2) {
+      const b0 = buf[i];
+      let len = buf[i + 1] & 0x7f;
+      let h = i + 2;
+      if (len === 126) { if (n - i < 4) break; len = buf.readUInt16BE(h); h += 2; }
+      else if (len === 127) { if (n - i < 10) break; len = Number(buf.readBigUInt64BE(h)); h += 8; }
+      if (h + len > n) break;
+      const op = b0 & 0x0f;
+      if (op === 1 || op === 2) this.frame(buf, h, h + len);
+      else if (op === 9) this.pong(buf.subarray(h, h + len));
+      i = h + len;
+    }
+    if (i < n) this.rest = buf.subarray(i);
+    st.lastFrameAt = now();
+    if (st.publishing && cfg.mode === 'throughput') pump();
+  }
+
+  frame(buf, s, e) {
+    if (this.role === 'sub' && st.phase !== 'connect' && st.phase !== 'settle') {
+      st.rx++;
+      if (this.idx === 0) { // one subscriber checks every frame it counts
+        if (buf.indexOf(MARK, s) >= 0 && buf.indexOf(MARK, s) < e) st.validated++; else st.invalid++;
+      }
+      if (st.recording && cfg.mode === 'latency') recordLatency(buf, s, e);
+      return;
+    }
+    const k = buf.indexOf(MARK, s);
+    if (k >= 0 && k < e) {
+      if (st.phase !== 'connect' && st.phase !== 'settle') {
+        st.rx++;
+        if (st.recording && cfg.mode === 'latency') recordLatency(buf, s, e);
+      }
+      return;
+    }
+    if (!this.joined && cfg.protocol === 'chatd.v1') {
+      const txt = buf.toString('utf8', s, e);
+      if (txt.indexOf('"joined"') >= 0) { this.joined = true; this.finishSetup(); return; }
+      if (txt.indexOf('"error"') >= 0) fail(`chatd error during join: ${txt}`);
+    }
+    st.other++;
+  }
+
+  pong(payload) {
+    const n = payload.length;
+    this.sock.write(Buffer.concat([Buffer.from([0x8a, 0x80 | n, 0, 0, 0, 0]), payload]));
+  }
+
+  publish() {
+    const n = this.n++;
+    const text = benchText(this.idx, n);
+    const msg = cfg.protocol === 'chatd.v1'
+      ? JSON.stringify({ type: 'send', room, text, id: `b${this.idx}-${n}` })
+      : text;
+    this.sock.write(maskedFrame(msg));
+    st.sent++;
+  }
+}
+
+let finished = false;
+function emit(obj) {
+  if (finished) return;
+  finished = true;
+  st.phase = 'done';
+  process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(obj.error ? 2 : 0));
+}
+function fail(msg) { emit({ error: msg, mode: cfg.mode, phase: st.phase }); }
+
+function openAll(conns) {
+  return new Promise((resolve) => {
+    let next = 0, pending = 0, ready = 0;
+    const kick = () => {
+      while (pending < cfg.connectConcurrency && next < conns.length) {
+        const c = conns[next++];
+        pending++;
+        c.start(() => { pending--; ready++; if (ready === conns.length) resolve(); else kick(); });
+      }
+    };
+    kick();
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function quiet(ms, maxMs) { // wait until no frame arrived for `ms`
+  const t0 = now();
+  st.lastFrameAt = now();
+  while (now() - st.lastFrameAt < ms && now() - t0 < maxMs) await sleep(50);
+}
+
+let pubs = [];
+let rr = 0;
+function pump() {
+  const limit = cfg.P * cfg.window * fanout;
+  while (st.publishing && st.sent * fanout - st.rx < limit) {
+    pubs[rr].publish();
+    rr = (rr + 1) % pubs.length;
+  }
+}
+
+function pct(sorted, q) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
+
+async function runConnections() {
+  const before = readRssKb(cfg.serverPid);
+  const t0 = now();
+  const conns = [];
+  for (let i = 0; i < cfg.C; i++) conns.push(new Conn(i, 'idle'));
+  await openAll(conns);
+  const setupS = (now() - t0) / 1000;
+  await sleep(1000);
+  const after = readRssKb(cfg.serverPid);
+  st.phase = 'closing';
+  emit({
+    mode: 'connections', protocol: cfg.protocol, C: cfg.C, setup_s: r3(setupS),
+    rss_before_kb: before, rss_after_kb: after,
+    kb_per_conn: before !== null && after !== null ? r3((after - before) / cfg.C) : null,
+  });
+}
+
+async function runFanout() {
+  const t0 = now();
+  const subs = [];
+  for (let i = 0; i < cfg.S; i++) subs.push(new Conn(i, 'sub'));
+  pubs = [];
+  for (let i = 0; i < cfg.P; i++) pubs.push(new Conn(cfg.S + i, 'pub'));
+  await openAll(subs.concat(pubs));
+  const setupS = (now() - t0) / 1000;
+  st.phase = 'settle';
+  await quiet(cfg.settleMs, 30000); // chatd.v1: presence frames of the joins
+  st.phase = 'run';
+  st.rx = 0; st.sent = 0; st.validated = 0; st.invalid = 0;
+  st.publishing = true;
+  let ticker = null;
+  if (cfg.mode === 'throughput') {
+    pump();
+    ticker = setInterval(pump, 20);
+  } else {
+    const tStart = now();
+    ticker = setInterval(() => {
+      const due = Math.floor(((now() - tStart) * cfg.rate) / 1000) - st.sent;
+      for (let k = 0; k < due; k++) { pubs[rr].publish(); rr = (rr + 1) % pubs.length; }
+    }, 2);
+  }
+  await sleep(cfg.warmup * 1000);
+  st.recording = true;
+  const m0 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(), srv: readCpuTicks(cfg.serverPid),
+    backlog: st.sent * fanout - st.rx };
+  await sleep(cfg.duration * 1000);
+  const m1 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(m0.cpu), srv: readCpuTicks(cfg.serverPid),
+    backlog: st.sent * fanout - st.rx };
+  st.recording = false;
+  st.publishing = false;
+  clearInterval(ticker);
+  st.phase = 'drain';
+  const expected = st.sent * fanout;
+  const tStop = now();
+  let lastRx = -1, lastChange = now();
+  while (st.rx < expected && now() - lastChange < cfg.drainMs) {
+    await sleep(20);
+    if (st.rx !== lastRx) { lastRx = st.rx; lastChange = now(); }
+  }
+  const drainMs = now() - tStop;
+  const wallS = (m1.t - m0.t) / 1000;
+  const lat = Float64Array.from(st.lat).sort();
+  const deliveries = (m1.rx - m0.rx) / wallS;
+  const offered = cfg.mode === 'latency' ? cfg.rate * fanout : null;
+  const out = {
+    mode: cfg.mode, protocol: cfg.protocol, S: cfg.S, P: cfg.P, payload: cfg.payload,
+    window: cfg.mode === 'throughput' ? cfg.window : null,
+    rate: cfg.mode === 'latency' ? cfg.rate : null,
+    duration: r3(wallS), setup_s: r3(setupS),
+    deliveries_per_s: Math.round(deliveries),
+    messages_per_s: Math.round((m1.sent - m0.sent) / wallS),
+    offered_per_s: offered,
+    sent: st.sent, expected, received: st.rx, loss: Math.max(0, expected - st.rx),
+    extra: Math.max(0, st.rx - expected),
+    drain_ms: Math.round(drainMs),
+    backlog_growth: m1.backlog - m0.backlog,
+    p50_ms: r3(pct(lat, 0.5)), p90_ms: r3(pct(lat, 0.9)), p99_ms: r3(pct(lat, 0.99)),
+    max_ms: lat.length ? r3(lat[lat.length - 1]) : null, samples: lat.length,
+    gen_cpu: r3((m1.cpu.user + m1.cpu.system) / 1e6 / wallS),
+    server_cpu: m0.srv !== null && m1.srv !== null ? r3((m1.srv - m0.srv) / CLK_TCK / wallS) : null,
+    validated: st.validated, invalid: st.invalid,
+  };
+  if (cfg.mode === 'latency') {
+    out.keeps_up = deliveries >= 0.97 * offered && out.loss === 0 && drainMs < 1000;
+  }
+  st.phase = 'closing';
+  emit(out);
+}
+
+setTimeout(() => fail(`setup/run timed out in phase ${st.phase}`),
+  (cfg.setupTimeout + cfg.duration + cfg.warmup + cfg.drainMs / 1000 + 30) * 1000).unref();
+(cfg.mode === 'connections' ? runConnections() : runFanout()).catch((e) => fail(String(e.stack || e)));
