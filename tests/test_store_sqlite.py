@@ -432,6 +432,13 @@ def test_prune_by_days_on_the_injected_clock(db):
         assert [m.text for m in r.messages] == ["1d", "0d"]
         assert r.truncated is True and r.last_seq == 5
         assert s.pruned_messages == 3
+        # Pruning lets waiting reads overtake its remaining steps; the
+        # LoopingCall schedules its next run only once this prune has finished.
+        for _ in range(100):
+            if clock.getDelayedCalls():
+                break
+            yield s.history("r", None, 1)
+        assert clock.getDelayedCalls()
         clock.advance(DAY)  # 1d is now 2d + 1h old
         r = yield s.replay("r", 0, 100)
         assert [m.text for m in r.messages] == ["0d"]

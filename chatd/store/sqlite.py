@@ -199,6 +199,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._last_seq: dict[str, int] = {}  # writer thread only
         self._job: _Job | None = None  # writer thread only: the job being run
+        self._drain_rest = 0  # writer thread only: jobs of the drain after it
+        self._running = False  # writer thread only
         self._pruner: LoopingCall | None = None
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
         #: Committed append transactions.
@@ -232,6 +234,8 @@ class SQLiteStore:
         self._thread.start()
 
         def opened(_):
+            if self._state != "starting":  # stop() was called meanwhile
+                return None
             self._state = "running"
             if self.prune_interval and self._retention_enabled():
                 self._pruner = LoopingCall(self._scheduled_prune)
@@ -329,55 +333,74 @@ class SQLiteStore:
     def _run(self):
         """The writer thread: drain the queue, group appends, hand results back."""
         q = self._queue
-        running = True
-        while running:
+        self._running = True
+        while self._running:
             jobs = [q.get()]
             while len(jobs) < self.batch_max:
                 try:
                     jobs.append(q.get_nowait())
                 except queue.Empty:
                     break
-            results = []
-            pending = []  # consecutive appends, committed together
-            for job in jobs:
-                if job.kind == "append":
-                    pending.append(job)
-                    continue
-                if pending:
-                    results.extend(self._commit_appends(pending))
-                    pending = []
-                if not running:
-                    results.append((job.deferred, False, StoreUnavailable("store closed")))
-                    continue
-                self._job = job
-                try:
-                    value = getattr(self, "_do_" + job.kind)(*job.args)
-                except Exception as e:
-                    results.append((job.deferred, False, self._wrap_error(e)))
-                    if job.kind == "open":
-                        running = False
-                    continue
-                if value is _REQUEUED:
-                    continue
-                results.append((job.deferred, True, value))
-                if job.kind == "close":
-                    running = False
-            if pending:
-                results.extend(self._commit_appends(pending))
+            try:
+                results = self._process(jobs)
+            except BaseException as e:  # a bug: fail the drain, keep the thread alive
+                self.log.failure("History store writer failed on {path}", path=self.path)
+                error = StoreUnavailable(f"history store {self.path}: internal error: {e!r}")
+                results = [(job.deferred, False, error) for job in jobs]
             if results:
                 self._reactor.callFromThread(self._deliver, results)
         self._close_connection()
-        # Anything that was queued behind the close (only the writer's own
-        # prune continuations can be) is failed, never silently dropped.
+        # Only the writer's own prune continuations can be queued behind the
+        # close: they end with what they did; nothing is silently dropped.
         leftovers = []
         while True:
             try:
                 job = q.get_nowait()
             except queue.Empty:
                 break
-            leftovers.append((job.deferred, False, StoreUnavailable("store closed")))
+            leftovers.append(self._closed_result(job))
         if leftovers:
             self._reactor.callFromThread(self._deliver, leftovers)
+
+    def _closed_result(self, job):
+        if job.kind == "prune":
+            return (job.deferred, True, tuple(job.args[1]))
+        return (job.deferred, False, StoreUnavailable(f"history store {self.path} is closed"))
+
+    def _process(self, jobs):
+        """Run one drain of jobs; consecutive appends share one transaction."""
+        results = []
+        pending = []  # consecutive appends, committed together
+        for index, job in enumerate(jobs):
+            if not self._running:
+                results.extend(self._commit_appends(pending))
+                pending = []
+                results.append(self._closed_result(job))
+                continue
+            if job.kind == "append":
+                pending.append(job)
+                continue
+            results.extend(self._commit_appends(pending))
+            pending = []
+            self._job = job
+            self._drain_rest = len(jobs) - index - 1
+            try:
+                value = getattr(self, "_do_" + job.kind)(*job.args)
+            except Exception as e:
+                results.append((job.deferred, False, self._wrap_error(e)))
+                if job.kind in ("open", "close"):
+                    self._running = False
+                continue
+            if value is not _REQUEUED:
+                results.append((job.deferred, True, value))
+            if job.kind == "close":
+                self._running = False
+        results.extend(self._commit_appends(pending))
+        return results
+
+    def _others_waiting(self):
+        """True when jobs are waiting behind the one being run (writer thread)."""
+        return self._drain_rest > 0 or not self._queue.empty()
 
     def _wrap_error(self, e):
         if isinstance(e, SchemaTooNew | StoreUnavailable):
@@ -453,6 +476,8 @@ class SQLiteStore:
 
     def _commit_appends(self, jobs):
         """Commit *jobs* (appends) in one transaction; return their results."""
+        if not jobs:
+            return []
         conn = self._conn
         out = []
         touched = {}
@@ -513,7 +538,7 @@ class SQLiteStore:
 
     def _rollback(self):
         try:
-            if self._conn.in_transaction:
+            if self._conn is not None and self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error as e:
             self.log.error("Rollback on {path} failed: {e}", path=self.path, e=e)
@@ -575,7 +600,7 @@ class SQLiteStore:
                     counts,
                     0,
                 )
-            if not self._queue.empty():
+            if (channels or self.dedupe_days) and self._others_waiting():
                 self._queue.put(_Job("prune", (now, counts, channels), self._job.deferred))
                 return _REQUEUED
         if self.dedupe_days:
@@ -594,7 +619,7 @@ class SQLiteStore:
                 self._in_transaction("DELETE FROM client_ids WHERE rowid <= ?", (upto,), counts, 1)
                 if len(rows) < self.prune_chunk:
                     break
-                if not self._queue.empty():
+                if self._others_waiting():
                     self._queue.put(_Job("prune", (now, counts, []), self._job.deferred))
                     return _REQUEUED
         return tuple(counts)
