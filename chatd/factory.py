@@ -39,6 +39,9 @@ class ChatFactory(WebSocketServerFactory):
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
             openHandshakeTimeout=settings.open_handshake_timeout,
+            # protocol errors and oversize frames get a close frame with their
+            # code (1002, 1007, 1009), not a bare TCP drop
+            failByDrop=False,
         )
         self.chat = Chat(store, self, settings, clock=self.reactor, server=server)
         #: every open connection, in the order they opened
