@@ -5,6 +5,7 @@
  * or the app is frozen in the background.
  *
  *   blackhole()  every current and future connection stops forwarding
+ *   blackholeDownstream()  current connections drop server → client bytes
  *   heal()       new connections are forwarded again (old ones stay dead)
  *   reap()       destroys the upstream side of dead connections (the server
  *                eventually notices a dead peer)
@@ -15,16 +16,17 @@ const net = require('net')
 function startProxy(targetPort) {
   const conns = new Set()
   let dead = false
+  let downOnly = false
   const server = net.createServer((client) => {
-    const c = { client, upstream: net.connect(targetPort, '127.0.0.1'), dead }
+    const c = { client, upstream: net.connect(targetPort, '127.0.0.1'), dead, down: downOnly }
     conns.add(c)
-    const forward = (from, to) => {
+    const forward = (from, to, downstream) => {
       from.on('data', (d) => {
-        if (!c.dead) to.write(d)
+        if (!c.dead && !(downstream && c.down)) to.write(d)
       })
     }
-    forward(client, c.upstream)
-    forward(c.upstream, client)
+    forward(client, c.upstream, false)
+    forward(c.upstream, client, true)
     const end = () => {
       conns.delete(c)
       client.destroy()
@@ -52,8 +54,15 @@ function startProxy(targetPort) {
             c.dead = true
           })
         },
+        /** Server → client bytes are dropped on current connections. */
+        blackholeDownstream() {
+          conns.forEach((c) => {
+            c.down = true
+          })
+        },
         heal() {
           dead = false
+          downOnly = false
         },
         reap() {
           conns.forEach((c) => {
