@@ -363,6 +363,33 @@ def test_foreign_sqlite_file_is_refused(db):
 
 
 @pytest_twisted.inlineCallbacks
+def test_stop_while_starting_and_twice(db):
+    """stop() right after start() and a second stop() both fire; the file is usable after."""
+    s = SQLiteStore(str(db), history_max=5, prune_interval=1)
+    started = s.start()
+    queued = s.append("r", "u", "U", None, "during start", 1)
+    first, second = s.stop(), s.stop()
+    yield started
+    assert (yield queued).message.seq == 1
+    assert (yield first) is None and (yield second) is None
+    s = yield _open(db)
+    try:
+        assert (yield s.append("r", "u", "U", None, "again", 2)).message.seq == 2
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_unopenable_file_is_unavailable(tmp_path):
+    """A path that cannot be opened makes start() fail with StoreUnavailable naming it."""
+    path = tmp_path / "no-such-dir" / "history.db"
+    s = SQLiteStore(str(path), prune_interval=None)
+    with pytest.raises(StoreUnavailable, match="no-such-dir"):
+        yield s.start()
+    yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
 def test_stop_flushes_queued_appends(db):
     """stop() commits everything already queued; appends after stop() fail."""
     s = yield _open(db)

@@ -202,6 +202,7 @@ class SQLiteStore:
         self._drain_rest = 0  # writer thread only: jobs of the drain after it
         self._running = False  # writer thread only
         self._pruner: LoopingCall | None = None
+        self._stop_waiters: list[Deferred] = []
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
         #: Committed append transactions.
         self.commits = 0
@@ -259,21 +260,28 @@ class SQLiteStore:
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return succeed(None)
+        waiter = Deferred()
+        self._stop_waiters.append(waiter)
         if self._state == "stopping":
-            return self._stopped
+            return waiter
         self._state = "stopping"
         if self._pruner is not None and self._pruner.running:
             self._pruner.stop()
         self._pruner = None
-        self._stopped = self._submit("close", ())
 
         def closed(result):
             self._state = "stopped"
             self._join()
-            return result
+            waiters, self._stop_waiters = self._stop_waiters, []
+            for w in waiters:
+                w.callback(None)
 
-        self._stopped.addBoth(closed)
-        return self._stopped
+        def close_failed(f):
+            self.log.failure("Closing history store {path} failed", f, path=self.path)
+            closed(None)
+
+        self._submit("close", ()).addCallbacks(closed, close_failed)
+        return waiter
 
     def append(self, channel, sender, name, client_id, text, ts):
         """Store a message with the channel's next seq (see :class:`IHistoryStore`)."""
@@ -365,6 +373,8 @@ class SQLiteStore:
     def _closed_result(self, job):
         if job.kind == "prune":
             return (job.deferred, True, tuple(job.args[1]))
+        if job.kind == "close":
+            return (job.deferred, True, None)
         return (job.deferred, False, StoreUnavailable(f"history store {self.path} is closed"))
 
     def _process(self, jobs):
