@@ -55,6 +55,20 @@ function readCpuTicks(pid) {
   } catch (e) { return null; }
 }
 const CLK_TCK = 100;
+// Busy ticks of each CPU from /proc/stat (total minus idle and iowait).
+function readCoreBusy() {
+  try {
+    const out = {};
+    for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+      const m = /^cpu(\d+)\s+(.*)$/.exec(line);
+      if (!m) continue;
+      const v = m[2].trim().split(/\s+/).map(Number);
+      const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+      out[m[1]] = total - v[3] - v[4];
+    }
+    return out;
+  } catch (e) { return null; }
+}
 
 function maskedFrame(text) {
   const payload = Buffer.from(text);
@@ -285,10 +299,10 @@ async function runFanout() {
   }
   await sleep(cfg.warmup * 1000);
   st.recording = true;
-  const m0 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(), srv: readCpuTicks(cfg.serverPid),
+  const m0 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(), srv: readCpuTicks(cfg.serverPid), cores: readCoreBusy(),
     backlog: st.sent * fanout - st.rx };
   await sleep(cfg.duration * 1000);
-  const m1 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(m0.cpu), srv: readCpuTicks(cfg.serverPid),
+  const m1 = { t: now(), rx: st.rx, sent: st.sent, cpu: process.cpuUsage(m0.cpu), srv: readCpuTicks(cfg.serverPid), cores: readCoreBusy(),
     backlog: st.sent * fanout - st.rx };
   st.recording = false;
   st.publishing = false;
@@ -324,6 +338,12 @@ async function runFanout() {
     server_cpu: m0.srv !== null && m1.srv !== null ? r3((m1.srv - m0.srv) / CLK_TCK / wallS) : null,
     validated: st.validated, invalid: st.invalid,
   };
+  // How busy each core was during the measurement, all processes together:
+  // core0 - server_cpu (or core1 - gen_cpu) is time other processes took.
+  if (m0.cores && m1.cores) {
+    out.core_busy = {};
+    for (const k of Object.keys(m1.cores)) out.core_busy[k] = r3((m1.cores[k] - m0.cores[k]) / CLK_TCK / wallS);
+  }
   if (cfg.mode === 'latency') {
     out.keeps_up = deliveries >= 0.97 * offered && out.loss === 0 && drainMs < 1000;
   }
