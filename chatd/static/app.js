@@ -1317,15 +1317,27 @@
       document.body.classList.remove("show-sidebar");
       el.toggleMembers.setAttribute("aria-expanded", String(on));
     });
+    function closeDrawers() {
+      document.body.classList.remove("show-sidebar", "show-members");
+      el.toggleSidebar.setAttribute("aria-expanded", "false");
+      el.toggleMembers.setAttribute("aria-expanded", "false");
+    }
     document.addEventListener("keydown", function (e) {
-      if (e.key === "Escape") document.body.classList.remove("show-sidebar", "show-members");
+      if (e.key === "Escape") closeDrawers();
+    });
+    // On narrow screens a tap outside an open drawer closes it.
+    document.addEventListener("click", function (e) {
+      var b = document.body.classList;
+      if (!b.contains("show-sidebar") && !b.contains("show-members")) return;
+      if (e.target.closest("#sidebar, #members-panel, #toggle-sidebar, #toggle-members")) return;
+      closeDrawers();
     });
 
     setConn("idle");
     el.loginName.focus();
   }
 
-  // A small read-only view for tests and debugging.
+  // Hooks for tests and debugging in the browser console.
   window.chatd = {
     state: state,
     reconnectNow: reconnectNow,
