@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -105,6 +107,8 @@ class ChatService(MultiService):
 
         self.factory = factory
         self.store = store
+        self._reactor = reactor
+        self.ready = None
         self.site = build_site(factory)
         self.store_service = StoreService(store)
         self.store_service.setServiceParent(self)
@@ -118,20 +122,30 @@ class ChatService(MultiService):
         Service.startService(self)
         d = defer.maybeDeferred(self.store_service.startService)
         d.addCallback(lambda _: [listener.startService() for listener in self.listeners])
+        d.addCallback(lambda _: self)
         outcome = []
         d.addBoth(lambda result: outcome.append(result) or result)
-        if outcome:
-            if isinstance(outcome[0], Failure):
-                d.addErrback(lambda _: None)
-                outcome[0].raiseException()
-            return
+        if outcome and isinstance(outcome[0], Failure):
+            # failed before returning (e.g. a bind error): twistd reports it and exits 1
+            d.addErrback(lambda _: None)
+            outcome[0].raiseException()
         d.addErrback(self._fatal)
+        #: fires with this service once the store is open and every endpoint listens
+        self.ready = d
 
     def _fatal(self, failure):
-        self.log.failure("chatd could not start", failure)
-        from twisted.internet import reactor
-
-        reactor.stop()
+        """Start-up failed after the reactor started (e.g. the store refused to open)."""
+        self.log.critical(
+            "chatd could not start: {error}", error=failure.getErrorMessage(), failure=failure
+        )
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        if reactor.running:
+            # twistd has no exit status of its own: leave with 1 once shut down
+            reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reactor.stop()
+        return failure
 
     @defer.inlineCallbacks
     def stopService(self):

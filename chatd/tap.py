@@ -88,11 +88,32 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "db",
+            None,
+            "chatd.sqlite3",
+            "SQLite history file (created if missing); ':memory:' keeps history in memory only.",
+        ],
+        [
             "history-max",
             None,
             10000,
-            "Messages kept per room (older ones are pruned).",
+            "Messages kept per room and per DM conversation (older ones are pruned in the "
+            "background).",
             _positive_int,
+        ],
+        [
+            "history-days",
+            None,
+            None,
+            "Also prune messages older than this many days (default: keep by count only).",
+            _positive_float,
+        ],
+        [
+            "db-synchronous",
+            None,
+            "FULL",
+            "SQLite synchronous mode: FULL (an ack survives power loss) or NORMAL (survives a "
+            "crash of the process only).",
         ],
     ]
 
@@ -113,6 +134,8 @@ class Options(usage.Options):
             self["listen"].insert(0, f"tcp:{self['port']}")
         if not self["listen"]:
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
+        if self["db-synchronous"].upper() not in ("FULL", "NORMAL"):
+            raise usage.UsageError("--db-synchronous must be FULL or NORMAL")
         self["settings"] = Settings(
             max_message_size=self["max-message-size"],
             max_text_length=self["max-text-length"],
@@ -123,11 +146,17 @@ class Options(usage.Options):
         )
 
 
-def make_store(options):
-    """The history store the options ask for."""
-    from chatd.store.memory import MemoryStore
+def make_store(options, reactor=None):
+    """The history store the options ask for: SQLite, in a file or in memory."""
+    from chatd.store.sqlite import SQLiteStore
 
-    return MemoryStore(history_max=options["history-max"])
+    return SQLiteStore(
+        options["db"],
+        history_max=options["history-max"],
+        history_days=options["history-days"],
+        synchronous=options["db-synchronous"],
+        reactor=reactor,
+    )
 
 
 def makeService(options, reactor=None):
@@ -135,6 +164,6 @@ def makeService(options, reactor=None):
     from chatd.factory import ChatFactory
     from chatd.service import ChatService
 
-    store = make_store(options)
+    store = make_store(options, reactor)
     factory = ChatFactory(store, options["settings"], reactor=reactor)
     return ChatService(factory, store, options["listen"], reactor=reactor)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from chatd import tap
 
@@ -52,36 +52,44 @@ class InProcessServer:
         self.http_url = f"http://127.0.0.1:{self.port}"
 
 
-def start_server(*args) -> InProcessServer:
-    """Parse ``twistd chatd`` options *args*, build and start the service."""
+@defer.inlineCallbacks
+def start_server(*args):
+    """Parse ``twistd chatd`` options *args*, build and start the service.
+
+    Fires with an :class:`InProcessServer` once it listens. Unless *args*
+    name a ``--db``, history is kept in SQLite ``:memory:``.
+    """
+    if "--db" not in args:
+        args = ("--db", ":memory:", *args)
     options = tap.Options()
     options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *args])
     service = tap.makeService(options, reactor=reactor)
     service.startService()
+    yield service.ready
     return InProcessServer(service)
 
 
 @pytest_twisted.async_yield_fixture
 async def server():
-    """A chatd with default options on 127.0.0.1:<free port>."""
-    srv = start_server()
+    """A chatd with default options (history in SQLite :memory:) on 127.0.0.1:<free port>."""
+    srv = await start_server()
     yield srv
     await srv.service.stopService()
 
 
-@pytest.fixture
-def server_factory():
-    """Start chatd servers with custom options; all are stopped after the test."""
+@pytest_twisted.async_yield_fixture
+async def server_factory():
+    """Start chatd servers with custom options (fires with the server); stopped after the test."""
     started = []
 
     def start(*args):
-        srv = start_server(*args)
-        started.append(srv)
-        return srv
+        d = start_server(*args)
+        d.addCallback(lambda srv: started.append(srv) or srv)
+        return d
 
     yield start
     for srv in started:
-        pytest_twisted.blockon(srv.service.stopService())
+        await srv.service.stopService()
 
 
 class TwistdProcess:

@@ -323,7 +323,7 @@ def test_every_error_code_keeps_the_connection_open(server):
 @pytest_twisted.inlineCallbacks
 def test_oversize_frame_closes_1009_and_others_carry_on(server_factory):
     """A frame over --max-message-size closes that connection with 1009; others are fine."""
-    srv = server_factory("--max-message-size", "1024")
+    srv = yield server_factory("--max-message-size", "1024")
     a = yield Client.v1(srv.port, "alice")
     b = yield Client.v1(srv.port, "bob")
     yield a.join("r")
@@ -344,7 +344,7 @@ def test_oversize_frame_closes_1009_and_others_carry_on(server_factory):
 @pytest_twisted.inlineCallbacks
 def test_text_limit_option(server_factory):
     """--max-text-length bounds texts: at the limit is fine, one more is too_large."""
-    srv = server_factory("--max-text-length", "10")
+    srv = yield server_factory("--max-text-length", "10")
     a = yield Client.v1(srv.port, "alice")
     assert a.welcome["max_text_length"] == 10
     yield a.join("r")

@@ -61,7 +61,9 @@ class MemoryStore:
         log = self._log(channel)
         start = bisect_left([m.seq for m in log], since + 1)
         missed = log[start:]
-        truncated = len(missed) > limit or (last > since and (not missed or missed[0].seq > since + 1))
+        truncated = len(missed) > limit or (
+            last > since and (not missed or missed[0].seq > since + 1)
+        )
         return succeed(Replay(missed[-limit:] if limit else [], last, truncated))
 
     def history(self, channel, before, limit):
