@@ -234,3 +234,56 @@ def test_reconnect_resumes_and_resends_the_outbox(clients):
         "#messages li.msg", "els => els.map(e => Number(e.dataset.seq))"
     )
     assert seqs == [1, 2, 3, 4]
+
+
+def test_long_room_scrolls_to_newest_pages_back_and_counts_unread(clients):
+    """A late joiner sees the newest page of history scrolled to the bottom, loads
+    earlier messages with the button (history), and a message in a room it is not
+    looking at shows up as an unread count on that room."""
+    alice, bob = clients(), clients()
+    alice.sign_in("alice")
+    alice.wait_signed_in()
+    for i in range(60):
+        alice.say(f"m{i}")
+    alice.message("m59").and_(alice.page.locator('[data-status="sent"]')).wait_for()
+
+    bob.sign_in("bob")
+    bob.wait_signed_in()
+    bob.message("m59", sender="alice").wait_for()
+    assert len(bob.texts()) == 50
+    assert bob.texts()[0] == "m10"
+    at_bottom = "s => s.scrollHeight - s.scrollTop - s.clientHeight < 48"
+    assert bob.page.eval_on_selector("#scroller", at_bottom)
+
+    bob.page.click("#load-older")
+    bob.message("m0").wait_for()
+    assert bob.texts() == [f"m{i}" for i in range(60)]
+    bob.page.wait_for_selector("#history-start:not([hidden])")
+    assert bob.page.is_hidden("#load-older")
+
+    # A live message scrolls the reader who is at the bottom to it.
+    bob.page.evaluate("document.getElementById('scroller').scrollTop = 1e9")
+    alice.say("newest")
+    bob.message("newest").wait_for()
+    bob.page.wait_for_function(
+        "() => { const s = document.getElementById('scroller');"
+        " return s.scrollHeight - s.scrollTop - s.clientHeight < 48; }"
+    )
+
+    # Unread: bob joins #random but looks at #general; alice writes in #random.
+    bob.page.fill("#join-room", "random")
+    bob.page.press("#join-room", "Enter")
+    bob.page.wait_for_selector('#room-list button[data-id="random"][aria-current="page"]')
+    bob.page.click('#room-list button[data-id="general"]')
+    alice.page.fill("#join-room", "random")
+    alice.page.press("#join-room", "Enter")
+    alice.page.wait_for_selector('#members li[data-user="bob"]')
+    alice.say("over here")
+    badge = bob.page.locator('#room-list button[data-id="random"] .badge')
+    badge.wait_for()
+    assert badge.text_content() == "1"
+    assert bob.page.title() == "(1) chatd"
+    bob.page.click('#room-list button[data-id="random"]')
+    bob.message("over here", sender="alice").wait_for()
+    assert badge.count() == 0
+    assert bob.page.title() == "chatd"
