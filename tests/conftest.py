@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,7 +94,7 @@ async def server_factory():
 
 
 class TwistdProcess:
-    """``twistd -n chatd …`` as a child process; knows the port it logged."""
+    """``twistd -n chatd …`` (this Python's twistd) as a child process; knows its port."""
 
     def __init__(self, args, cwd=None, env=None, twistd=None, timeout=20):
         self.log_lines = []
@@ -102,7 +103,7 @@ class TwistdProcess:
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)
-        twistd = twistd or [sys.executable, "-m", "twisted.scripts.twistd"]
+        twistd = twistd or [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         self.proc = subprocess.Popen(
             [*twistd, "-n", "chatd", *args],
             cwd=cwd,
@@ -125,19 +126,28 @@ class TwistdProcess:
         if self.port is None:
             self.stop()
             raise RuntimeError("chatd did not start:\n" + "".join(self.log_lines))
+        # keep draining the log so a chatty server never blocks on a full pipe
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
+
+    def _read_rest(self):
+        for line in self.proc.stdout:
+            self.log_lines.append(line)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Signal the process and wait; returns its exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            rest, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            rest, _ = self.proc.communicate()
-        self.log_lines.append(rest or "")
+            self.proc.wait()
+        drain = getattr(self, "_drain", None)
+        if drain is not None:
+            drain.join(timeout=5)
         return self.proc.returncode
 
     @property
