@@ -189,7 +189,7 @@ liveDescribe('ChatClient against a live chatd', () => {
       await waitFor(() => b.log.status.find((s) => s.reason === 'heartbeat timeout'), 'heartbeat timeout', 3000)
       const took = Date.now() - t0
       expect(took).toBeGreaterThanOrEqual(250)
-      expect(took).toBeLessThan(1200)
+      expect(took).toBeLessThan(1500) // interval + timeout = 600 ms, plus scheduling slack on a busy CI box
       a.client.send(room, 'while dead')
       proxy.heal()
       // chatd still holds bob's dead connection: the name is taken until it
