@@ -419,7 +419,10 @@
       startHeartbeat();
       el.meName.textContent = state.name;
       el.meAvatar.replaceWith((el.meAvatar = avatar(state.user)));
-      if (first) showApp();
+      if (first) {
+        el.loginError.textContent = "";
+        showApp();
+      }
       // Rejoin every room (with `since` once its history is loaded) and catch
       // up on open DM conversations; then resend what was never acked.
       state.convs.forEach(function (conv) {
@@ -702,6 +705,9 @@
     state.reconnectAt = Date.now() + delay;
     state.nameBusy = !!nameBusy;
     setConn("waiting");
+    if (!state.welcomed) {
+      el.loginError.textContent = "Can't reach the chat server. Retrying in " + Math.ceil(delay / 1000) + " s…";
+    }
     clearTimeout(state.reconnectTimer);
     state.reconnectTimer = setTimeout(connect, delay);
     updateBanner();
