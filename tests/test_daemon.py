@@ -1,0 +1,224 @@
+"""chatd as a classic Unix daemon and its start-up failures.
+
+``twistd --pidfile chatd.pid --logfile chatd.log chatd --port 0`` must return
+at once, leave a daemon that writes its pid file and logs its real port, serve
+clients, and on SIGTERM stop cleanly and remove the pid file. A port that is
+already taken must make twistd exit non-zero with a log line that names the
+address, in the foreground and in daemon mode. The unix-socket endpoint that
+docs/deploy.md recommends behind nginx is exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect, unix_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"chatd listening on (\S+) \(endpoint ([^)]*)\)")
+# ``python -c`` with twistd's console-script body: ``-m twisted.scripts.twistd``
+# does nothing, the module has no ``__main__`` block.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+]
+
+pytestmark = pytest.mark.subprocess
+
+
+def chatd_env() -> dict:
+    """The environment with the checkout on PYTHONPATH (chatd is not installed)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    """Poll *predicate* until it returns something truthy; that value, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def process_gone(pid: int) -> bool:
+    """True when *pid* no longer runs (an unreaped zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def assert_relay(connect_a, connect_b):
+    """A text frame from one relay client reaches the other, not the sender."""
+    with connect_a() as alice, connect_b() as bob:
+        alice.send("ping from alice")
+        assert bob.recv(timeout=10) == "ping from alice"
+        with pytest.raises(TimeoutError):
+            alice.recv(timeout=0.3)
+
+
+@pytest.fixture
+def busy_port():
+    """A TCP port on 127.0.0.1 held by a listening socket for the whole test."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    yield holder.getsockname()[1]
+    holder.close()
+
+
+@pytest.fixture
+def daemons():
+    """Pids of daemons a test started; any still alive afterwards get SIGKILL."""
+    pids = []
+    yield pids
+    for pid in pids:
+        if not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
+    """twistd daemonizes and returns 0; the pid file names the running daemon; the
+    log file has the listening line with the real port; a client relays; SIGTERM
+    to the pid stops it cleanly and removes the pid file."""
+    pidfile = tmp_path / "chatd.pid"
+    logfile = tmp_path / "chatd.log"
+    started = time.monotonic()
+    result = subprocess.run(
+        [*TWISTD, "--pidfile", "chatd.pid", "--logfile", "chatd.log", "chatd", "--port", "0"],
+        cwd=tmp_path,
+        env=chatd_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+
+    pid_text = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    assert pid_text and pid_text.isdigit(), f"no pid file; log:\n{logfile.read_text()}"
+    pid = int(pid_text)
+    daemons.append(pid)
+    assert not process_gone(pid)
+    # A daemon: detached from the launching twistd, in a session of its own.
+    assert os.getsid(pid) != os.getsid(0)
+
+    match = wait_for(lambda: logfile.exists() and LISTENING.search(logfile.read_text()))
+    assert match, logfile.read_text()
+    url, endpoint = match.groups()
+    assert endpoint == "tcp:0"
+    port = int(url.rsplit(":", 1)[1].rstrip("/"))
+    assert port > 0
+
+    assert_relay(
+        lambda: connect(f"ws://127.0.0.1:{port}/", open_timeout=10),
+        lambda: connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10),
+    )
+
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: process_gone(pid)), "daemon ignored SIGTERM"
+    assert wait_for(lambda: not pidfile.exists()), "pid file left behind"
+    log = logfile.read_text()
+    assert "Received SIGTERM, shutting down." in log
+    assert "Server Shut Down." in log
+    assert "Traceback" not in log
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_port_in_use_foreground_exits_nonzero_with_clear_log(tmp_path, busy_port):
+    """``twistd -n chatd`` on a taken port exits with status 1 and logs which
+    address could not be bound and why."""
+    result = subprocess.run(
+        [*TWISTD, "-n", "chatd", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"],
+        cwd=tmp_path,
+        env=chatd_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log
+    assert f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use" in log
+    assert "chatd listening on" not in log
+
+
+def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, busy_port):
+    """In daemon mode the failed bind reaches the launching twistd: it exits 1,
+    says so on stderr, the log file has the reason and no pid file is left."""
+    result = subprocess.run(
+        [
+            *TWISTD,
+            "--pidfile",
+            "chatd.pid",
+            "--logfile",
+            "chatd.log",
+            "chatd",
+            "--listen",
+            f"tcp:{busy_port}:interface=127.0.0.1",
+        ],
+        cwd=tmp_path,
+        env=chatd_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"Couldn't listen on 127.0.0.1:{busy_port}" in result.stderr
+    log = (tmp_path / "chatd.log").read_text()
+    assert f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use" in log
+    assert not (tmp_path / "chatd.pid").exists()
+
+
+def test_unix_socket_endpoint(tmp_path):
+    """``--listen unix:PATH:mode=660`` (the nginx set-up in docs/deploy.md) creates
+    the socket with that mode, relays between clients and removes it on stop."""
+    path = tmp_path / "chatd.sock"
+    proc = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", f"unix:{path}:mode=660"],
+        cwd=tmp_path,
+        env=chatd_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if LISTENING.search(line):
+                break
+        log = "".join(lines)
+        match = LISTENING.search(log)
+        assert match, log
+        assert match.group(1) == f"unix:{path}"
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+        assert_relay(
+            lambda: unix_connect(str(path), "ws://localhost/", open_timeout=10),
+            lambda: unix_connect(str(path), "ws://localhost/ws", open_timeout=10),
+        )
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+        assert proc.returncode == -signal.SIGTERM, log + rest
+        assert not path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
