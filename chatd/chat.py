@@ -33,10 +33,25 @@ class Chat:
 
     log = Logger()
 
-    def __init__(self, store, fanout, settings: Settings | None = None, clock=None, server="chatd"):
+    def __init__(
+        self,
+        store,
+        fanout,
+        settings: Settings | None = None,
+        clock=None,
+        server="chatd",
+        broker=None,
+    ):
         if clock is None:
             from twisted.internet import reactor as clock
+        if broker is None:
+            from chatd.broker.local import LocalBroker
+
+            broker = LocalBroker()
+        self.broker = broker
         self.hub = Hub()
+        #: session id -> live connection (relay and chatd.v1)
+        self.sessions: dict[str, object] = {}
         self.store = store
         self.fanout = fanout
         self.settings = settings or Settings()
@@ -45,6 +60,7 @@ class Chat:
         #: display names of live anonymous connections (relay guests included)
         self.names: set[str] = set()
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
+        broker.attach(self)
 
     def now_ms(self) -> int:
         """Server time in milliseconds."""
@@ -68,8 +84,9 @@ class Chat:
         if conn.mode == RELAY:
             conn.user = conn.name = self._guest_name()
             self.names.add(conn.name)
+            self.sessions[conn.session] = conn
             if self.hub.connect_relay(conn):
-                self._presence(LOBBY, conn, "join")
+                self.broker.publish("presence", LOBBY, conn.user, "join", conn.session)
             return
         if requested_name is None:
             name = self._guest_name()
@@ -81,6 +98,7 @@ class Chat:
             name = requested_name
         self.names.add(name)
         conn.user = conn.name = name
+        self.sessions[conn.session] = conn
         self.hub.connect(conn)
         s = self.settings
         conn.send(
@@ -107,8 +125,9 @@ class Chat:
         if conn.user is None:
             return
         self.names.discard(conn.name)
+        self.sessions.pop(conn.session, None)
         for room in self.hub.disconnect(conn):
-            self._presence(room, conn, "leave")
+            self.broker.publish("presence", room, conn.user, "leave", conn.session)
 
     # incoming frames
 
@@ -117,13 +136,15 @@ class Chat:
 
         Text that fits the chatd.v1 rules also becomes a lobby message.
         """
-        self.fanout.relay(self.hub.relays, payload, is_binary, conn)
+        self.broker.publish("relay", payload, is_binary, conn.session)
         if is_binary:
             return
         text = payload.decode("utf-8")
         if 0 < len(text) <= self.settings.max_text_length:
             d = self.store.append(LOBBY, conn.user, conn.name, None, text, self.now_ms())
-            d.addCallback(lambda appended: self._to_room(LOBBY, appended.message, None, False))
+            d.addCallback(
+                lambda appended: self.broker.publish("message", appended.message, None, True)
+            )
             d.addErrback(self._store_failed, "relay bridge")
 
     def receive(self, conn, payload: bytes, is_binary: bool) -> None:
@@ -152,24 +173,46 @@ class Chat:
                 reason = "internal error while storing; resend it with the same id"
             self.send_error(conn, errors.Unavailable(reason, ref))
 
-    # fan-out helpers
+    # delivery: called by the broker on every node that should see an event
 
-    def _to_room(self, room: str, message, exclude, to_relays: bool = True) -> None:
-        """Fan a stored message out to the room's chatd.v1 connections.
+    def deliver_message(self, message, origin, from_relay=False) -> None:
+        """Fan a stored room message out to this node's members of its room.
 
         A lobby message also reaches relay clients as bare text, unless it came
         from a relay client (they had the frame verbatim already).
         """
+        room = message.channel
+        exclude = self.sessions.get(origin) if origin else None
         payload = wire.message_frame(message)
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
         self.hub.buffer(room, message.seq, payload, exclude)
-        if to_relays and room == LOBBY and self.hub.relays:
+        if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.relay(self.hub.relays, message.text.encode("utf-8"), False, None)
 
-    def _presence(self, room: str, conn, event: str) -> None:
-        payload = wire.frame("presence", room=room, user=conn.user, event=event)
-        self.fanout.deliver(self.hub.receivers(room), payload, conn)
-        self.hub.buffer(room, None, payload, conn)
+    def deliver_dm(self, message, to, origin) -> None:
+        """Deliver a stored DM to every connection of both users but the sender's own."""
+        receivers = dict.fromkeys(self.hub.connections_of(to))
+        receivers.update(dict.fromkeys(self.hub.connections_of(message.sender)))
+        exclude = self.sessions.get(origin) if origin else None
+        self.fanout.deliver(receivers, wire.dm_frame(message, to), exclude)
+
+    def deliver_presence(self, room, user, event, origin) -> None:
+        """Tell this node's members of *room* that *user* joined or left it."""
+        exclude = self.sessions.get(origin) if origin else None
+        payload = wire.frame("presence", room=room, user=user, event=event)
+        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+        self.hub.buffer(room, None, payload, exclude)
+
+    def deliver_typing(self, room, user, origin) -> None:
+        """Tell this node's live members of *room* that *user* is typing."""
+        exclude = self.sessions.get(origin) if origin else None
+        payload = wire.frame("typing", room=room, **{"from": user})
+        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+
+    def deliver_relay(self, payload, is_binary, origin) -> None:
+        """Relay a relay client's frame verbatim to this node's other relay clients."""
+        exclude = self.sessions.get(origin) if origin else None
+        self.fanout.relay(self.hub.relays, payload, is_binary, exclude)
 
     # request handlers: one per client -> server type
 
@@ -177,7 +220,7 @@ class Chat:
         room, since = f["room"], f["since"]
         _already, new_user = self.hub.join(conn, room)
         if new_user:
-            self._presence(room, conn, "join")
+            self.broker.publish("presence", room, conn.user, "join", conn.session)
         d = self.store.replay(room, since, self.settings.replay_limit)
         d.addCallback(self._replay, conn, room, since)
         d.addErrback(self._store_failed, "join replay", conn, request.id)
@@ -204,7 +247,7 @@ class Chat:
         user_left = self.hub.leave(conn, room)
         conn.send(wire.frame("left", room=room))
         if user_left:
-            self._presence(room, conn, "leave")
+            self.broker.publish("presence", room, conn.user, "leave", conn.session)
 
     def _on_send(self, conn, request, f) -> None:
         room = f["room"]
@@ -218,7 +261,7 @@ class Chat:
         message = appended.message
         conn.send(wire.ack_frame(message, appended.duplicate, room=message.channel))
         if not appended.duplicate:
-            self._to_room(message.channel, message, conn)
+            self.broker.publish("message", message, conn.session, False)
 
     def _on_dm(self, conn, request, f) -> None:
         to = f["to"]
@@ -232,18 +275,14 @@ class Chat:
     def _dm_sent(self, appended, conn, to) -> None:
         message = appended.message
         conn.send(wire.ack_frame(message, appended.duplicate, to=to))
-        if appended.duplicate:
-            return
-        receivers = dict.fromkeys(self.hub.connections_of(to))
-        receivers.update(dict.fromkeys(self.hub.connections_of(conn.user)))
-        self.fanout.deliver(receivers, wire.dm_frame(message, to), conn)
+        if not appended.duplicate:
+            self.broker.publish("dm", message, to, conn.session)
 
     def _on_typing(self, conn, request, f) -> None:
         room = f["room"]
         if not self.hub.in_room(conn, room):
             raise errors.NotInRoom(f"not in room {room!r}", request.id)
-        payload = wire.frame("typing", room=room, **{"from": conn.user})
-        self.fanout.deliver(self.hub.receivers(room), payload, conn)
+        self.broker.publish("typing", room, conn.user, conn.session)
 
     def _on_history(self, conn, request, f) -> None:
         room = f["room"]

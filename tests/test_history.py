@@ -126,6 +126,8 @@ def test_sigkill_loses_no_acked_message_and_seq_continues(twistd_factory, tmp_pa
     @defer.inlineCallbacks
     def burst(client, tag):
         for i in range(2000):
+            if client.close_code is not None:
+                return  # the server was killed
             client.send(type="send", room="durable", text=f"{tag}:{i}", id=f"{tag}:{i}")
             if i % 20 == 19:
                 yield deferLater(0.001)
