@@ -115,10 +115,18 @@ SERVERS = {
         Server(
             "chatd_relay",
             "relay",
-            "chatd, clients with no subprotocol (relay mode), default store",
+            "chatd relay mode (no subprotocol), default store (SQLite chatd.sqlite3 in a temp dir)",
             _chatd_argv(),
             {"PYTHONPATH": REPO},
             _need_chatd,
+        ),
+        Server(
+            "chatd_relay_memory",
+            "relay",
+            "chatd relay mode with --db :memory: (no SQLite for the lobby copy)",
+            _chatd_argv("--db", ":memory:"),
+            {"PYTHONPATH": REPO},
+            _need_chatd_db,
         ),
         Server(
             "chatd_v1_sqlite",
@@ -139,7 +147,7 @@ SERVERS = {
         Server(
             "chatd_v1",
             "chatd.v1",
-            "chatd.v1 room fan-out, chatd's default store (used while --db is missing)",
+            "chatd.v1 room fan-out, chatd's default store (for a chatd without --db)",
             _chatd_argv(),
             {"PYTHONPATH": REPO},
             _need_chatd,
@@ -175,9 +183,9 @@ SERVERS = {
 DEFAULT_SERVERS = [
     "twisted_bare",
     "chatd_relay",
+    "chatd_relay_memory",
     "chatd_v1_sqlite",
     "chatd_v1_memory",
-    "chatd_v1",
     "autobahn_tutorial",
     "autobahn_prepared",
     "ws_broadcast",
@@ -323,6 +331,15 @@ def run_one(server: Server, mode: str, args) -> dict:
         return {**row, "error": "load generator timed out"}
     finally:
         srv.stop()
+
+
+def summary(r: dict) -> str:
+    """A one-line progress note for stderr."""
+    if "error" in r:
+        return "error: " + r["error"].splitlines()[0][:200]
+    keys = ["deliveries_per_s", "p99_ms", "loss", "kb_per_conn", "gen_cpu", "server_cpu"]
+    keys += ["core0_other", "core1_other"]
+    return " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
 
 
 def least_disturbed(tries: list[dict]) -> dict:
@@ -489,6 +506,7 @@ def main(argv=None) -> int:
             for i in range(max(1, args.repeat)):
                 print(f"# {n} {m} (run {i + 1}) ...", file=sys.stderr, flush=True)
                 tries.append(run_one(server, m, args))
+                print("#   " + summary(tries[-1]), file=sys.stderr, flush=True)
             rows.append(least_disturbed(tries))
     add_ratios(rows)
     for r in rows:
