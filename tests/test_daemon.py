@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect, unix_connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,49 @@ def test_unix_socket_endpoint(tmp_path):
         rest, _ = proc.communicate(timeout=20)
         assert proc.returncode == -signal.SIGTERM, log + rest
         assert not path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_sigterm_closes_clients_with_going_away(tmp_path):
+    """On SIGTERM (what ``systemctl stop`` and ``kill`` send) chatd closes every
+    WebSocket with 1001 "going away" (docs/protocol.md, close codes) before it
+    exits, for relay and chatd.v1 clients alike, instead of dropping the TCP
+    connections."""
+    proc = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", "tcp:0:interface=127.0.0.1"],
+        cwd=tmp_path,
+        env=chatd_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if LISTENING.search(line):
+                break
+        match = LISTENING.search("".join(lines))
+        assert match, "".join(lines)
+        url = match.group(1)
+        with (
+            connect(url, open_timeout=10) as relay,
+            connect(url + "ws", open_timeout=10, subprotocols=["chatd.v1"]) as v1,
+        ):
+            assert '"welcome"' in v1.recv(timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            codes = []
+            for client in (relay, v1):
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        client.recv(timeout=10)
+                codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        rest, _ = proc.communicate(timeout=20)
+        assert codes == [1001, 1001], "".join(lines) + rest
+        assert proc.returncode == -signal.SIGTERM
     finally:
         if proc.poll() is None:
             proc.kill()

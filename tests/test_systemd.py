@@ -268,6 +268,9 @@ def test_socket_activation_with_the_service_units_command_line(tmp_path):
         status, rest = stop(proc)
         assert status == -signal.SIGTERM, log + rest
         assert "Server Shut Down." in rest
+        # The default --db is relative: under the unit it lands in
+        # WorkingDirectory=/var/lib/chatd, here in the test's working directory.
+        assert (tmp_path / "chatd.sqlite3").is_file()
         assert "Traceback" not in log + rest
     finally:
         if proc.poll() is None:
