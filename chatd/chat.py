@@ -16,12 +16,14 @@ presence bookkeeping to :class:`chatd.hub.Hub`.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 
 from twisted.logger import Logger
 
 from chatd import errors, wire
 from chatd.hub import LOBBY, Hub
 from chatd.settings import Settings
+from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel
 
 RELAY = "relay"
@@ -49,6 +51,7 @@ class Chat:
 
             broker = LocalBroker()
         self.broker = broker
+        self.stats = Stats()
         self.hub = Hub()
         #: session id -> live connection (relay and chatd.v1)
         self.sessions: dict[str, object] = {}
@@ -81,6 +84,7 @@ class Chat:
         connections get the name they asked for (or a guest name) and a
         ``welcome``; a bad or taken name gets an error and a close.
         """
+        self.stats.connections_opened[conn.mode] += 1
         if conn.mode == RELAY:
             conn.user = conn.name = self._guest_name()
             self.names.add(conn.name)
@@ -117,8 +121,7 @@ class Chat:
 
     def _refuse(self, conn, error: errors.ChatError) -> None:
         conn.user = None
-        conn.send(wire.error_frame(error))
-        conn.close(error.close_code, error.code)
+        self.send_error(conn, error)
 
     def close(self, conn) -> None:
         """A connection went away: it leaves every room, its name is free again."""
@@ -136,33 +139,35 @@ class Chat:
 
         Text that fits the chatd.v1 rules also becomes a lobby message.
         """
+        self.stats.frames_in[RELAY] += 1
         self.broker.publish("relay", payload, is_binary, conn.session)
         if is_binary:
             return
         text = payload.decode("utf-8")
         if 0 < len(text) <= self.settings.max_text_length:
-            d = self.store.append(LOBBY, conn.user, conn.name, None, text, self.now_ms())
-            d.addCallback(
-                lambda appended: self.broker.publish("message", appended.message, None, True)
-            )
+            d = self.post(LOBBY, conn.user, conn.name, text, from_relay=True)
             d.addErrback(self._store_failed, "relay bridge")
 
     def receive(self, conn, payload: bytes, is_binary: bool) -> None:
         """A chatd.v1 frame: parse, dispatch, and answer errors with ``error``."""
         if conn.user is None:
             return
+        self.stats.frames_in[V1] += 1
         try:
             if is_binary:
                 raise errors.BadRequest("chatd.v1 frames are JSON text frames")
             request = wire.parse(payload, self.settings.max_text_length)
+            request.received = self.clock.seconds()
             self._handlers[request.type](conn, request, request.fields)
         except errors.ChatError as e:
             self.send_error(conn, e)
 
     def send_error(self, conn, error: errors.ChatError) -> None:
         """Send ``error`` to *conn*, and close it when the error says so."""
+        self.stats.error(self.now_ms(), error.code, error.message)
         conn.send(wire.error_frame(error))
         if error.close_code is not None:
+            self.stats.closes[error.close_code] += 1
             conn.close(error.close_code, error.code)
 
     def _store_failed(self, failure, what, conn=None, ref=None):
@@ -172,6 +177,25 @@ class Chat:
             if not failure.check(StoreUnavailable):
                 reason = "internal error while storing; resend it with the same id"
             self.send_error(conn, errors.Unavailable(reason, ref))
+
+    # administration (the HTTP API and the admin page)
+
+    def disconnect_user(self, user: str, code: int = 4403, reason: str = "disconnected") -> int:
+        """Close every connection of *user* with *code*; returns how many were closed."""
+        conns = [c for c in self.sessions.values() if c.user == user]
+        for conn in conns:
+            self.stats.closes[code] += 1
+            conn.close(code, reason)
+        return len(conns)
+
+    def snapshot(self) -> dict:
+        """Live state for operators: connections by mode, rooms with their members."""
+        modes = Counter(conn.mode for conn in self.sessions.values())
+        return {
+            "connections": {RELAY: modes[RELAY], V1: modes[V1]},
+            "users": len(self.hub.connections),
+            "rooms": {name: self.hub.members(name) for name in sorted(self.hub.rooms)},
+        }
 
     # delivery: called by the broker on every node that should see an event
 
@@ -249,34 +273,49 @@ class Chat:
         if user_left:
             self.broker.publish("presence", room, conn.user, "leave", conn.session)
 
+    # posting: the one path every room message and DM takes (clients and the HTTP API)
+
+    def _committed(self, appended, kind, *args):
+        if appended.duplicate:
+            self.stats.duplicates += 1
+        else:
+            self.stats.messages_stored += 1
+            self.broker.publish(kind, appended.message, *args)
+        return appended
+
+    def post(self, room, sender, name, text, client_id=None, origin=None, from_relay=False):
+        """Store a room message and, once committed, fan it out everywhere.
+
+        Fires with :class:`chatd.store.Appended` (``duplicate`` for a resent
+        ``client_id``: then nothing is stored or delivered again).
+        """
+        d = self.store.append(room, sender, name, client_id, text, self.now_ms())
+        return d.addCallback(self._committed, "message", origin, from_relay)
+
+    def post_dm(self, sender, name, to, text, client_id=None, origin=None):
+        """Store a direct message and, once committed, deliver it to both users' connections."""
+        d = self.store.append(dm_channel(sender, to), sender, name, client_id, text, self.now_ms())
+        return d.addCallback(self._committed, "dm", to, origin)
+
+    def _ack(self, appended, conn, started, **where):
+        self.stats.ack_latency(self.clock.seconds() - started)
+        conn.send(wire.ack_frame(appended.message, appended.duplicate, **where))
+
     def _on_send(self, conn, request, f) -> None:
         room = f["room"]
         if not self.hub.in_room(conn, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
-        d = self.store.append(room, conn.user, conn.name, request.id, f["text"], self.now_ms())
-        d.addCallback(self._sent, conn)
+        d = self.post(room, conn.user, conn.name, f["text"], request.id, conn.session)
+        d.addCallback(lambda a: self._ack(a, conn, request.received, room=a.message.channel))
         d.addErrback(self._store_failed, "send", conn, request.id)
-
-    def _sent(self, appended, conn) -> None:
-        message = appended.message
-        conn.send(wire.ack_frame(message, appended.duplicate, room=message.channel))
-        if not appended.duplicate:
-            self.broker.publish("message", message, conn.session, False)
 
     def _on_dm(self, conn, request, f) -> None:
         to = f["to"]
         if not self.hub.is_online(to):
             raise errors.NoSuchUser(f"no user {to!r} is online", request.id)
-        channel = dm_channel(conn.user, to)
-        d = self.store.append(channel, conn.user, conn.name, request.id, f["text"], self.now_ms())
-        d.addCallback(self._dm_sent, conn, to)
+        d = self.post_dm(conn.user, conn.name, to, f["text"], request.id, conn.session)
+        d.addCallback(self._ack, conn, request.received, to=to)
         d.addErrback(self._store_failed, "dm", conn, request.id)
-
-    def _dm_sent(self, appended, conn, to) -> None:
-        message = appended.message
-        conn.send(wire.ack_frame(message, appended.duplicate, to=to))
-        if not appended.duplicate:
-            self.broker.publish("dm", message, to, conn.session)
 
     def _on_typing(self, conn, request, f) -> None:
         room = f["room"]

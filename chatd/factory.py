@@ -64,10 +64,15 @@ class ChatFactory(WebSocketServerFactory):
         if not conns:
             return
         prepared = self.prepareMessage(payload, is_binary)
+        sent = 0
         for conn in tuple(conns):
             if conn is exclude or conn.state != _OPEN:
                 continue
             try:
                 conn.sendPreparedMessage(prepared)
+                sent += 1
             except Exception:
                 self.log.failure("fan-out to {peer} failed", peer=conn.peer)
+        stats = self.chat.stats
+        stats.deliveries += sent
+        stats.delivery_bytes += sent * len(payload)

@@ -39,6 +39,8 @@ class Request:
     type: str
     id: str | None
     fields: dict[str, Any]
+    #: when the server received it (seconds, set by the receiver)
+    received: float = 0.0
 
 
 def _string(value, field, ref):
