@@ -14,7 +14,6 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 
 def describe_address(description: str, address) -> str:
@@ -91,11 +90,12 @@ class StoreService(Service):
 
 
 class ChatService(MultiService):
-    """chatd as a whole: the store first, then the listening endpoints.
+    """chatd as a whole: the history store and the listening endpoints.
 
-    Start-up opens the store before any endpoint listens; a store that cannot
-    open or an endpoint that cannot bind makes ``startService`` raise, so
-    twistd exits with an error. Shutdown stops listening first and closes the
+    Start-up begins opening the store and binds every endpoint at once: an
+    endpoint that cannot bind makes ``startService`` raise, so twistd exits
+    with an error before it daemonises; a store that cannot open stops the
+    process with exit status 1. Shutdown stops listening first and closes the
     store last, after everything queued is committed.
     """
 
@@ -120,18 +120,17 @@ class ChatService(MultiService):
 
     def startService(self):
         Service.startService(self)
-        d = defer.maybeDeferred(self.store_service.startService)
-        d.addCallback(lambda _: [listener.startService() for listener in self.listeners])
-        d.addCallback(lambda _: self)
-        outcome = []
-        d.addBoth(lambda result: outcome.append(result) or result)
-        if outcome and isinstance(outcome[0], Failure):
-            # failed before returning (e.g. a bind error): twistd reports it and exits 1
-            d.addErrback(lambda _: None)
-            outcome[0].raiseException()
-        d.addErrback(self._fatal)
+        # open the store first; its jobs are queued in order, so connections
+        # accepted while it is still opening simply wait for it
+        opened = defer.maybeDeferred(self.store_service.startService)
+        # bind every endpoint now, before twistd daemonises or reports success:
+        # a bind error raises here and twistd exits 1 (also in daemon mode)
+        for listener in self.listeners:
+            listener.startService()
+        opened.addCallback(lambda _: self)
+        opened.addErrback(self._fatal)
         #: fires with this service once the store is open and every endpoint listens
-        self.ready = d
+        self.ready = opened
 
     def _fatal(self, failure):
         """Start-up failed after the reactor started (e.g. the store refused to open)."""
