@@ -73,6 +73,8 @@ class ChatProtocol(WebSocketServerProtocol):
             self.sendMessage(payload, False)
 
     def close(self, code, reason):
-        """Start the closing handshake with *code*."""
+        """Start the closing handshake with *code* (any valid code, 1001 included)."""
         if self.state == _OPEN:
-            self.sendClose(code, reason)
+            # sendClose() only takes 1000 and 3000-4999; the server may also
+            # close with protocol codes such as 1001 (going away) or 1008
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)

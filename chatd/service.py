@@ -156,5 +156,40 @@ class ChatService(MultiService):
                 if listener.running
             ]
         )
+        yield self.close_connections()
         if self.store_service.running:
             yield self.store_service.stopService()
+
+    def close_connections(self, code=1001, reason="server shutting down", timeout=None):
+        """Close every connection with *code* (1001, going away) and wait for them.
+
+        Fires once all are closed, or after *timeout* seconds (default:
+        ``settings.close_timeout``), when the stragglers are dropped.
+        """
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        if timeout is None:
+            timeout = self.factory.settings.close_timeout
+        conns = list(self.factory.connections)
+        if not conns:
+            return defer.succeed(None)
+        done = defer.Deferred()
+
+        def check():
+            if not self.factory.connections:
+                if not done.called:
+                    done.callback(None)
+            elif reactor.seconds() >= deadline:
+                for conn in list(self.factory.connections):
+                    conn.transport.abortConnection()
+                if not done.called:
+                    done.callback(None)
+            else:
+                reactor.callLater(0.02, check)
+
+        deadline = reactor.seconds() + timeout
+        for conn in conns:
+            conn.close(code, reason)
+        check()
+        return done

@@ -18,3 +18,5 @@ class Settings:
     ping_timeout: float = 30.0
     replay_limit: int = 1000
     open_handshake_timeout: float = 10.0
+    #: seconds a shutdown waits for clients to answer the 1001 close
+    close_timeout: float = 3.0
