@@ -63,7 +63,17 @@ class Chat:
         #: display names of live anonymous connections (relay guests included)
         self.names: set[str] = set()
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
+        #: callables ``observer(event, **fields)`` told about ``online``/``offline``
+        #: (user, mode) and committed ``message``/``dm`` (message[, to]); e.g. webhooks
+        self.observers: list = []
         broker.attach(self)
+
+    def _emit(self, event: str, **fields) -> None:
+        for observer in self.observers:
+            try:
+                observer(event, **fields)
+            except Exception:
+                self.log.failure("chat observer failed on {event}", event=event)
 
     def now_ms(self) -> int:
         """Server time in milliseconds."""
@@ -91,6 +101,7 @@ class Chat:
             self.sessions[conn.session] = conn
             if self.hub.connect_relay(conn):
                 self.broker.publish("presence", LOBBY, conn.user, "join", conn.session)
+            self._emit("online", user=conn.user, mode=RELAY)
             return
         if requested_name is None:
             name = self._guest_name()
@@ -104,6 +115,8 @@ class Chat:
         conn.user = conn.name = name
         self.sessions[conn.session] = conn
         self.hub.connect(conn)
+        if len(self.hub.connections.get(conn.user, ())) == 1:
+            self._emit("online", user=conn.user, mode=V1)
         s = self.settings
         conn.send(
             wire.frame(
@@ -131,6 +144,8 @@ class Chat:
         self.sessions.pop(conn.session, None)
         for room in self.hub.disconnect(conn):
             self.broker.publish("presence", room, conn.user, "leave", conn.session)
+        if not self.hub.is_online(conn.user):
+            self._emit("offline", user=conn.user, mode=conn.mode)
 
     # incoming frames
 
@@ -281,6 +296,8 @@ class Chat:
         else:
             self.stats.messages_stored += 1
             self.broker.publish(kind, appended.message, *args)
+            if self.observers:
+                self._emit(kind, message=appended.message, to=args[0] if kind == "dm" else None)
         return appended
 
     def post(self, room, sender, name, text, client_id=None, origin=None, from_relay=False):

@@ -1,0 +1,287 @@
+"""The server HTTP API under ``/api/`` (docs/api.md): push into chatd from outside.
+
+Every request carries ``Authorization: apikey KEY``; the key is compared in
+constant time (:func:`hmac.compare_digest`). Without a configured key
+(``--api-key``, ``api-key`` in the config file or ``CHATD_API_KEY``) the API
+answers 403 to everything.
+
+Posting goes through :meth:`chatd.chat.Chat.post` / ``post_dm``: the very path
+a client's ``send``/``dm`` takes (stored, given a seq, fanned out through the
+broker, deduplicated by ``id``). JSON in, JSON out; errors are
+``{"error": code, "message": text}`` with the wire protocol's codes.
+
+=======  =====================================  ======================================
+method   path                                   what
+=======  =====================================  ======================================
+GET      /api/rooms                             rooms with members, connection counts
+GET      /api/rooms/ROOM                        one room's members and newest seq
+GET      /api/rooms/ROOM/history                a page of history (``before``, ``limit``)
+POST     /api/rooms/ROOM/messages               publish ``{from, name?, text, id?}``
+POST     /api/dm                                send ``{from, name?, to, text, id?}``
+POST     /api/users/USER/disconnect             close every connection of USER
+GET      /api/stats                             counters, rates and recent errors
+=======  =====================================  ======================================
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from chatd import wire
+
+MAX_BODY = 1 << 20
+
+
+class ApiError(Exception):
+    """An error answer: HTTP *status*, wire error *code*, human *message*."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ApiKey:
+    """The configured API key; ``None`` disables the API. Changeable on reload."""
+
+    def __init__(self, key: str | None = None):
+        self.key = key or None
+
+    def check(self, header: bytes | None) -> bool:
+        """True when *header* is ``apikey <the key>`` (constant-time comparison)."""
+        if self.key is None or header is None:
+            return False
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"apikey":
+            return False
+        return hmac.compare_digest(given.strip(), self.key.encode("utf-8"))
+
+
+def message_dict(m) -> dict:
+    """A stored room message as in the ``message`` frame (without ``type``)."""
+    return {
+        "room": m.channel,
+        "seq": m.seq,
+        "from": m.sender,
+        "name": m.name,
+        "text": m.text,
+        "ts": m.ts,
+        "id": m.client_id,
+    }
+
+
+class ApiResource(Resource):
+    """``/api/…``: one leaf that routes on the path (see the module docstring)."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, chat, key: ApiKey, clock=None):
+        super().__init__()
+        self.chat = chat
+        self.key = key
+        self.clock = clock if clock is not None else chat.clock
+        self.started = self.clock.seconds()
+
+    # plumbing
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        try:
+            if self.key.key is None:
+                raise ApiError(403, "forbidden", "the server API is disabled: set --api-key")
+            if not self.key.check(request.getHeader(b"authorization")):
+                request.setHeader(b"www-authenticate", b"apikey")
+                raise ApiError(401, "unauthorized", "missing or wrong 'Authorization: apikey KEY'")
+            method = request.method.decode("ascii", "replace")
+            parts = [unquote(p.decode("utf-8", "replace")) for p in request.postpath]
+            while parts and parts[-1] == "":
+                parts.pop()
+            result = self._route(request, method, parts)
+        except ApiError as e:
+            return self._error(request, e)
+        if hasattr(result, "addCallbacks"):
+            result.addCallbacks(
+                lambda body: self._finish(request, 200, body),
+                lambda f: self._failed(request, f),
+            )
+            return NOT_DONE_YET
+        return self._body(request, 200, result)
+
+    def _route(self, request, method, parts):
+        match (method, parts):
+            case ("GET", ["rooms"]):
+                return self.chat.snapshot()
+            case ("GET", ["rooms", room]):
+                return self.room(self._room(room))
+            case ("GET", ["rooms", room, "history"]):
+                return self.history(request, self._room(room))
+            case ("POST", ["rooms", room, "messages"]):
+                return self.publish(self._room(room), self._json(request))
+            case ("POST", ["dm"]):
+                return self.dm(self._json(request))
+            case ("POST", ["users", user, "disconnect"]):
+                return {"user": user, "closed": self.chat.disconnect_user(user)}
+            case ("GET", ["stats"]):
+                return self.stats()
+        if parts and parts[0] in ("rooms", "dm", "users", "stats"):
+            raise ApiError(405, "bad_request", f"{method} is not allowed on /api/{'/'.join(parts)}")
+        raise ApiError(404, "not_found", "no such API endpoint (see docs/api.md)")
+
+    def _body(self, request, status, body) -> bytes:
+        request.setResponseCode(status)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _finish(self, request, status, body):
+        if request._disconnected:
+            return
+        request.write(self._body(request, status, body))
+        request.finish()
+
+    def _error(self, request, e: ApiError) -> bytes:
+        return self._body(request, e.status, {"error": e.code, "message": e.message})
+
+    def _failed(self, request, failure):
+        if failure.check(ApiError):
+            e = failure.value
+        else:
+            self.log.failure("API request {uri} failed", failure, uri=request.uri)
+            e = ApiError(503, "unavailable", "the history store failed; retry with the same id")
+        if not request._disconnected:
+            request.write(self._error(request, e))
+            request.finish()
+
+    # validation
+
+    def _json(self, request) -> dict:
+        body = request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "too_large", "the request body is over 1 MiB")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_json", "the body must be a JSON object")
+        return data
+
+    @staticmethod
+    def _room(room: str) -> str:
+        if not wire.ROOM_RULE.fullmatch(room):
+            raise ApiError(400, "bad_room", "room names are 1-64 letters, digits or _ - . : #")
+        return room
+
+    def _fields(self, data, *users):
+        for field in users:
+            value = data.get(field)
+            if type(value) is not str or not wire.USER_RULE.fullmatch(value):
+                raise ApiError(400, "bad_request", f"'{field}' must be a user id string")
+        name = data.get("name", data[users[0]])
+        if type(name) is not str or not 1 <= len(name) <= 128:
+            raise ApiError(400, "bad_request", "'name' must be a string of 1-128 characters")
+        text = data.get("text")
+        if type(text) is not str or not text:
+            raise ApiError(400, "bad_request", "'text' must be a non-empty string")
+        limit = self.chat.settings.max_text_length
+        if len(text) > limit:
+            raise ApiError(413, "too_large", f"'text' is longer than {limit} characters")
+        client_id = data.get("id")
+        if client_id is not None and (
+            type(client_id) is not str or not wire.ID_RULE.fullmatch(client_id)
+        ):
+            raise ApiError(400, "bad_request", "'id' must be 1-64 printable ASCII characters")
+        return name, text, client_id
+
+    # endpoints
+
+    def room(self, room):
+        """Members and newest seq of *room*."""
+        d = self.chat.store.replay(room, None, 0)
+        members = self.chat.hub.members(room) if room in self.chat.hub.rooms else []
+        return d.addCallback(lambda r: {"room": room, "members": members, "seq": r.last_seq})
+
+    def history(self, request, room):
+        """A page of *room*'s history, oldest first, like the ``history`` request."""
+        args = request.args
+        try:
+            before = int(args[b"before"][0]) if b"before" in args else None
+            limit = int(args[b"limit"][0]) if b"limit" in args else wire.HISTORY_LIMIT_DEFAULT
+        except ValueError:
+            raise ApiError(400, "bad_request", "'before' and 'limit' must be integers") from None
+        if not 1 <= limit <= wire.HISTORY_LIMIT_MAX:
+            raise ApiError(400, "bad_request", f"'limit' must be 1-{wire.HISTORY_LIMIT_MAX}")
+        if before is not None and before < 0:
+            raise ApiError(400, "bad_request", "'before' must be >= 0")
+        d = self.chat.store.history(room, before, limit)
+        return d.addCallback(
+            lambda page: {
+                "room": room,
+                "messages": [message_dict(m) for m in page.messages],
+                "more": page.more,
+            }
+        )
+
+    def publish(self, room, data):
+        """Post to *room* as user ``from``: stored, seq, fanned out like a client's send."""
+        name, text, client_id = self._fields(data, "from")
+        d = self.chat.post(room, data["from"], name, text, client_id)
+        return d.addCallback(
+            lambda a: {
+                "room": a.message.channel,
+                "seq": a.message.seq,
+                "ts": a.message.ts,
+                "id": a.message.client_id,
+                "duplicate": a.duplicate,
+            }
+        )
+
+    def dm(self, data):
+        """A direct message from ``from`` to ``to`` (stored even when ``to`` is offline)."""
+        name, text, client_id = self._fields(data, "from", "to")
+        d = self.chat.post_dm(data["from"], name, data["to"], text, client_id)
+        return d.addCallback(
+            lambda a: {
+                "from": a.message.sender,
+                "to": data["to"],
+                "seq": a.message.seq,
+                "ts": a.message.ts,
+                "id": a.message.client_id,
+                "duplicate": a.duplicate,
+                "online": self.chat.hub.is_online(data["to"]),
+            }
+        )
+
+    def stats(self) -> dict:
+        """Everything the admin page shows: live state, counters, recent errors."""
+        stats = self.chat.stats
+        snap = self.chat.snapshot()
+        return {
+            "now": self.chat.now_ms(),
+            "uptime": round(self.clock.seconds() - self.started, 3),
+            "connections": snap["connections"],
+            "users": snap["users"],
+            "rooms": snap["rooms"],
+            "counters": {
+                "connections_opened": dict(stats.connections_opened),
+                "frames_in": dict(stats.frames_in),
+                "messages_stored": stats.messages_stored,
+                "duplicates": stats.duplicates,
+                "deliveries": stats.deliveries,
+                "delivery_bytes": stats.delivery_bytes,
+                "errors": dict(stats.errors),
+                "closes": {str(k): v for k, v in stats.closes.items()},
+            },
+            "recent_errors": [
+                {"ts": ts, "code": code, "message": message}
+                for ts, code, message in stats.recent_errors
+            ],
+            "broker_healthy": bool(getattr(self.chat.broker, "healthy", True)),
+        }

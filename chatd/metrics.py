@@ -1,0 +1,257 @@
+"""``/metrics``: chatd's counters in the Prometheus text format (``prometheus_client``).
+
+:class:`ChatCollector` is a custom collector: nothing is counted twice, every
+scrape reads :class:`chatd.stats.Stats`, the live state of the chat
+(connections, rooms, users), the history store's counters and the broker's
+health at that moment. Latency samples (``stats.ack_latencies`` and the
+store's append latencies measured by :class:`TimedStore`) are drained into
+cumulative histograms on each scrape, so memory stays bounded.
+
+Every chatd process has its own :class:`prometheus_client.CollectorRegistry`
+(no global state; two servers in one test process do not collide).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_left
+from collections import Counter
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from twisted.web.resource import Resource
+
+#: seconds; ack latency and store write latency buckets
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: messages per committed transaction
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+#: Stats fields exported under their own, documented names
+_KNOWN = {
+    "connections_opened",
+    "frames_in",
+    "messages_stored",
+    "duplicates",
+    "deliveries",
+    "delivery_bytes",
+    "errors",
+    "closes",
+    "ack_latencies",
+    "recent_errors",
+}
+
+
+class Histogram:
+    """A cumulative histogram fed with drained samples (no prometheus_client state)."""
+
+    def __init__(self, buckets):
+        self.bounds = tuple(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def add(self, value: float, n: int = 1) -> None:
+        """Count *n* observations of *value*."""
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.total += value * n
+
+    def family(self, name, doc) -> HistogramMetricFamily:
+        """The histogram as a metric family (cumulative ``le`` buckets)."""
+        buckets, running = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            buckets.append((_le(bound), running))
+        buckets.append(("+Inf", running + self.counts[-1]))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if bound == int(bound) else repr(bound)
+
+
+class TimedStore:
+    """Wraps a history store and measures how long each ``append`` takes to commit.
+
+    Everything else is delegated unchanged; the samples (seconds) wait in
+    ``append_latencies`` (bounded) until a scrape drains them.
+    """
+
+    SAMPLE_MAX = 10000
+
+    def __init__(self, store, clock):
+        self._store = store
+        self._clock = clock
+        self.append_latencies: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def append(self, channel, sender, name, client_id, text, ts):
+        """Append through the wrapped store, timing the commit."""
+        started = self._clock.seconds()
+        d = self._store.append(channel, sender, name, client_id, text, ts)
+
+        def done(result):
+            if len(self.append_latencies) < self.SAMPLE_MAX:
+                self.append_latencies.append(self._clock.seconds() - started)
+            return result
+
+        return d.addBoth(done)
+
+
+class ChatCollector:
+    """Reads a running chat's state on every scrape (a prometheus_client custom collector)."""
+
+    def __init__(self, chat, store=None, broker=None):
+        self.chat = chat
+        self.store = store if store is not None else chat.store
+        self.broker = broker if broker is not None else chat.broker
+        self.ack = Histogram(LATENCY_BUCKETS)
+        self.write = Histogram(LATENCY_BUCKETS)
+
+    def _drain(self, samples: list, histogram: Histogram) -> None:
+        taken = samples[:]
+        del samples[: len(taken)]
+        for value in taken:
+            histogram.add(value)
+
+    def collect(self):
+        """Yield every metric family (called by prometheus_client on each scrape)."""
+        chat, stats = self.chat, self.chat.stats
+        snap = chat.snapshot()
+
+        g = GaugeMetricFamily("chatd_connections", "Open WebSocket connections", labels=["mode"])
+        for mode, n in snap["connections"].items():
+            g.add_metric([mode], n)
+        yield g
+        yield GaugeMetricFamily(
+            "chatd_users", "Distinct chatd.v1 users online", value=snap["users"]
+        )
+        yield GaugeMetricFamily("chatd_rooms", "Rooms with members", value=len(snap["rooms"]))
+        yield GaugeMetricFamily(
+            "chatd_room_memberships",
+            "Room memberships (users in rooms, summed over rooms)",
+            value=sum(len(m) for m in snap["rooms"].values()),
+        )
+
+        yield _labelled(
+            "chatd_connections_opened",
+            "WebSocket connections that finished the handshake",
+            "mode",
+            stats.connections_opened,
+        )
+        yield _labelled("chatd_frames_in", "Frames received from clients", "mode", stats.frames_in)
+        yield CounterMetricFamily(
+            "chatd_messages_stored",
+            "Room messages and DMs committed to history (messages in)",
+            value=stats.messages_stored,
+        )
+        yield CounterMetricFamily(
+            "chatd_duplicates", "Resends recognised by exactly-once dedupe", value=stats.duplicates
+        )
+        yield CounterMetricFamily(
+            "chatd_deliveries",
+            "Frames handed to connections by the fan-out (messages out)",
+            value=stats.deliveries,
+        )
+        yield CounterMetricFamily(
+            "chatd_delivery_bytes",
+            "Payload bytes handed out by the fan-out",
+            value=stats.delivery_bytes,
+        )
+        yield _labelled("chatd_errors", "Error frames sent, by code", "code", stats.errors)
+        yield _labelled(
+            "chatd_closes", "Connections closed by the server, by close code", "code", stats.closes
+        )
+        yield CounterMetricFamily(
+            "chatd_rate_limited",
+            "Requests refused by a rate limit",
+            value=stats.errors.get("rate_limited", 0),
+        )
+        yield CounterMetricFamily(
+            "chatd_slow_consumer_disconnects",
+            "Connections closed because they did not read fast enough",
+            value=stats.closes.get(1008, 0) + getattr(stats, "slow_consumers", 0),
+        )
+        # counters other modules added to Stats later, exported generically
+        for f in dataclasses.fields(stats):
+            if f.name in _KNOWN:
+                continue
+            value = getattr(stats, f.name)
+            if isinstance(value, Counter):
+                yield _labelled(f"chatd_stats_{f.name}", f"chatd stats.{f.name}", "key", value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                yield CounterMetricFamily(f"chatd_stats_{f.name}", f"chatd stats.{f.name}", value)
+
+        self._drain(stats.ack_latencies, self.ack)
+        yield self.ack.family(
+            "chatd_ack_latency_seconds", "Seconds from receiving a send/dm to its ack"
+        )
+
+        store = self.store
+        samples = getattr(store, "append_latencies", None)
+        if samples is not None:
+            self._drain(samples, self.write)
+            yield self.write.family(
+                "chatd_store_append_latency_seconds",
+                "Seconds from queueing a message to the history store until it is committed",
+            )
+        if hasattr(store, "commits"):
+            yield CounterMetricFamily(
+                "chatd_store_commits", "Committed append transactions", value=store.commits
+            )
+            yield CounterMetricFamily(
+                "chatd_store_failed_commits",
+                "Append transactions that failed",
+                value=getattr(store, "failed_commits", 0),
+            )
+            yield CounterMetricFamily(
+                "chatd_store_appended", "Messages committed by the store", value=store.appended
+            )
+            batch = Histogram(BATCH_BUCKETS)
+            for size, n in dict(store.batch_sizes).items():
+                batch.add(size, n)
+            yield batch.family(
+                "chatd_store_batch_size", "Messages per committed transaction (group commit)"
+            )
+        healthy = getattr(self.broker, "healthy", True)
+        g = GaugeMetricFamily(
+            "chatd_broker_up",
+            "1 while the broker carries events (Redis reachable in cluster mode)",
+            labels=["broker"],
+        )
+        g.add_metric([type(self.broker).__name__], 1 if healthy else 0)
+        yield g
+
+
+def _labelled(name, doc, label, counter) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(counter.items(), key=lambda kv: str(kv[0])):
+        family.add_metric([str(key)], value)
+    return family
+
+
+def make_registry(chat, store=None) -> CollectorRegistry:
+    """A registry holding only chatd's collector for *chat*."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ChatCollector(chat, store))
+    return registry
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``: the registry in the Prometheus text format (version 0.0.4)."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry):
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return generate_latest(self.registry)
