@@ -60,19 +60,27 @@ class ChatFactory(WebSocketServerFactory):
         self.relay(conns, payload, False, exclude)
 
     def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
-        """Send *payload* verbatim to every open connection in *conns* but *exclude*."""
+        """Send *payload* verbatim to every open connection in *conns* but *exclude*.
+
+        The fast path: the frame is built once and the same bytes are written
+        straight to each transport — what ``sendPreparedMessage`` does for an
+        uncompressed connection, minus its per-call bookkeeping (chatd never
+        negotiates permessage-deflate, so every frame is identical). Closing
+        peers are skipped, and a peer that stopped reading is dropped once its
+        backlog passes ``max_queue_bytes`` (see :meth:`ChatProtocol.backlogged`).
+        """
         if not conns:
             return
-        prepared = self.prepareMessage(payload, is_binary)
+        frame = self.prepareMessage(payload, is_binary).payloadHybi
+        size = len(frame)
         sent = 0
         for conn in tuple(conns):
             if conn is exclude or conn.state != _OPEN:
                 continue
-            try:
-                conn.sendPreparedMessage(prepared)
-                sent += 1
-            except Exception:
-                self.log.failure("fan-out to {peer} failed", peer=conn.peer)
+            if conn.paused and conn.backlogged(size):
+                continue
+            conn.transport.write(frame)
+            sent += 1
         stats = self.chat.stats
         stats.deliveries += sent
         stats.delivery_bytes += sent * len(payload)

@@ -19,6 +19,30 @@ from chatd.interfaces import IChatClient
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
+#: close code recorded when a peer that stopped reading is dropped
+SLOW_CONSUMER = 4008
+
+
+class _WriteWatch:
+    """A streaming producer on the transport: it tells the connection when the
+    transport's write buffer is full (the peer stopped reading) and when it
+    drained again, so the fan-out can bound what it queues for that peer."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def pauseProducing(self):
+        self.conn.paused = True
+
+    def resumeProducing(self):
+        self.conn.paused = False
+        self.conn.backlog = 0
+
+    def stopProducing(self):
+        pass
+
 
 @implementer(IChatClient)
 class ChatProtocol(WebSocketServerProtocol):
@@ -30,6 +54,10 @@ class ChatProtocol(WebSocketServerProtocol):
     session = None
     _requested_name = None
     _opened = False
+    #: True while the transport's write buffer is full (the peer is not reading)
+    paused = False
+    #: bytes written while paused
+    backlog = 0
 
     def onConnect(self, request):
         """Pick the mode: no subprotocol is relay, ``chatd.v1`` is JSON; refuse others."""
@@ -50,6 +78,14 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self._opened = True
+        transport = self.transport
+        # twisted.web's HTTPChannel is still the transport's producer after the
+        # WebSocket takeover; watch the write buffer ourselves instead
+        try:
+            transport.unregisterProducer()
+        except Exception:
+            pass
+        transport.registerProducer(_WriteWatch(self), True)
         self.factory.track(self)
         self.factory.chat.open(self, self._requested_name)
 
@@ -69,8 +105,31 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def send(self, payload: bytes) -> None:
         """Send one text frame if the connection is open (never raises for closing peers)."""
-        if self.state == _OPEN:
+        if self.state == _OPEN and not (self.paused and self.backlogged(len(payload))):
             self.sendMessage(payload, False)
+
+    def backlogged(self, size: int) -> bool:
+        """Account *size* more bytes queued for a peer that stopped reading.
+
+        Once the backlog passes ``max_queue_bytes`` the connection is dropped
+        (recorded as close code 4008, slow consumer) and True is returned: the
+        caller must not write. The peer cannot read a close frame, so none is
+        sent: its socket is aborted and its memory freed at once.
+        """
+        self.backlog += size
+        if self.backlog <= self.factory.settings.max_queue_bytes:
+            return False
+        if self.state == _OPEN:
+            self.state = self.STATE_CLOSING
+            self.factory.chat.stats.closes[SLOW_CONSUMER] += 1
+            self.log.warn(
+                "dropping slow consumer {peer} ({user}): {backlog} bytes queued",
+                peer=self.peer,
+                user=self.user,
+                backlog=self.backlog,
+            )
+            self.transport.abortConnection()
+        return True
 
     def close(self, code, reason):
         """Start the closing handshake with *code* (any valid code, 1001 included)."""

@@ -18,5 +18,7 @@ class Settings:
     ping_timeout: float = 30.0
     replay_limit: int = 1000
     open_handshake_timeout: float = 10.0
+    #: bytes queued for a peer that stopped reading before it is dropped (4008)
+    max_queue_bytes: int = 1 << 20
     #: seconds a shutdown waits for clients to answer the 1001 close
     close_timeout: float = 3.0

@@ -182,8 +182,15 @@ def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, b
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Couldn't listen on 127.0.0.1:{busy_port}" in result.stderr
-    log = (tmp_path / "chatd.log").read_text()
-    assert f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use" in log
+    # the daemonised child reports the failure to the launcher before it has
+    # finished writing the traceback to its log: wait for it (bounded)
+    expected = f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use"
+    deadline = time.monotonic() + 10
+    log = ""
+    while expected not in log and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = (tmp_path / "chatd.log").read_text()
+    assert expected in log
     assert not (tmp_path / "chatd.pid").exists()
 
 
