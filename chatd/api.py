@@ -78,9 +78,12 @@ def message_dict(m) -> dict:
 
 
 class ApiResource(Resource):
-    """``/api/…``: one leaf that routes on the path (see the module docstring)."""
+    """``/api/…``: routes on the path (see the module docstring).
 
-    isLeaf = True
+    Children put with ``putChild`` (e.g. another module's ``/api/login``) take
+    precedence; every other path is handled here, with the API key.
+    """
+
     log = Logger()
 
     def __init__(self, chat, key: ApiKey, clock=None):
@@ -92,7 +95,13 @@ class ApiResource(Resource):
 
     # plumbing
 
+    def getChild(self, path, request):
+        return _Endpoint(self, [path, *request.postpath])
+
     def render(self, request):
+        return self.handle(request, [])
+
+    def handle(self, request, raw_parts):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         try:
@@ -102,7 +111,7 @@ class ApiResource(Resource):
                 request.setHeader(b"www-authenticate", b"apikey")
                 raise ApiError(401, "unauthorized", "missing or wrong 'Authorization: apikey KEY'")
             method = request.method.decode("ascii", "replace")
-            parts = [unquote(p.decode("utf-8", "replace")) for p in request.postpath]
+            parts = [unquote(p.decode("utf-8", "replace")) for p in raw_parts]
             while parts and parts[-1] == "":
                 parts.pop()
             result = self._route(request, method, parts)
@@ -285,3 +294,17 @@ class ApiResource(Resource):
             ],
             "broker_healthy": bool(getattr(self.chat.broker, "healthy", True)),
         }
+
+
+class _Endpoint(Resource):
+    """The leaf for one ``/api/...`` path (handled by its :class:`ApiResource`)."""
+
+    isLeaf = True
+
+    def __init__(self, api: ApiResource, parts):
+        super().__init__()
+        self.api = api
+        self.parts = parts
+
+    def render(self, request):
+        return self.api.handle(request, self.parts)

@@ -26,10 +26,13 @@ SIGHUP reload uses it.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
 from twisted.python import usage
+
+from chatd.logs import parse_format, parse_level
 
 #: option names that are not configuration (twistd built-ins and --config itself)
 NOT_CONFIG = frozenset({"help", "version", "config"})
@@ -175,3 +178,57 @@ def reparse(options: usage.Options) -> usage.Options:
             handler(name, value)
     fresh.postOptions()
     return fresh
+
+
+#: optParameters of ``twistd chatd`` owned by this module (appended in chatd/tap.py)
+OPT_PARAMETERS = [
+    [
+        "config",
+        None,
+        None,
+        "TOML configuration file holding any of these options (command-line options win); "
+        "see chatd.example.toml. SIGHUP reloads it.",
+    ],
+    [
+        "api-key",
+        None,
+        None,
+        "Key for the HTTP API under /api/ and the admin page (header 'Authorization: apikey "
+        "KEY'); default: $CHATD_API_KEY; without one the API answers 403.",
+    ],
+    [
+        "metrics-listen",
+        None,
+        None,
+        "Serve /metrics only on this endpoint (e.g. tcp:9100:interface=127.0.0.1) instead "
+        "of on every --listen endpoint.",
+    ],
+    [
+        "log-format",
+        None,
+        "text",
+        "Log format: text or json (one JSON object per line).",
+        parse_format,
+    ],
+    [
+        "log-level",
+        None,
+        "info",
+        "Lowest level logged: debug, info, warn, error or critical.",
+        parse_level,
+    ],
+    ["webhook-url", None, None, "POST user online/offline (and room message) events here."],
+    [
+        "webhook-rooms",
+        None,
+        None,
+        "Comma-separated rooms whose messages are POSTed to --webhook-url ('*': all rooms).",
+    ],
+]
+
+
+def post_options(options) -> None:
+    """Load the config file under the command line; fill ``api-key`` from the environment."""
+    apply(options)
+    if not options.get("api-key"):
+        options["api-key"] = os.environ.get("CHATD_API_KEY") or None

@@ -43,6 +43,8 @@ _KNOWN = {
     "closes",
     "ack_latencies",
     "recent_errors",
+    "rate_limited",
+    "slow_consumers",
 }
 
 
@@ -170,12 +172,12 @@ class ChatCollector:
         yield CounterMetricFamily(
             "chatd_rate_limited",
             "Requests refused by a rate limit",
-            value=stats.errors.get("rate_limited", 0),
+            value=getattr(stats, "rate_limited", stats.errors.get("rate_limited", 0)),
         )
         yield CounterMetricFamily(
             "chatd_slow_consumer_disconnects",
-            "Connections closed because they did not read fast enough",
-            value=stats.closes.get(1008, 0) + getattr(stats, "slow_consumers", 0),
+            "Connections closed (4008) because they did not read fast enough",
+            value=stats.closes.get(4008, 0),
         )
         # counters other modules added to Stats later, exported generically
         for f in dataclasses.fields(stats):

@@ -101,7 +101,7 @@ class ChatService(MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, store, descriptions, reactor=None):
+    def __init__(self, factory, store, descriptions, reactor=None, ops=None):
         super().__init__()
         from chatd.web import build_site
 
@@ -109,14 +109,29 @@ class ChatService(MultiService):
         self.store = store
         self._reactor = reactor
         self.ready = None
-        self.site = build_site(factory)
+        #: chatd.operations.Operations: /metrics, /api, /readyz, sd_notify, SIGHUP, logs
+        self.ops = ops
+        self.site = build_site(factory, ops.resources() if ops is not None else None)
         self.store_service = StoreService(store)
         self.store_service.setServiceParent(self)
         self.listeners = [
             ListeningService(description, self.site, reactor) for description in descriptions
         ]
+        if ops is not None and ops.metrics_site() is not None:
+            self.listeners.append(ops.metrics_listener(ops.metrics_site(), reactor))
         for listener in self.listeners:
             listener.setServiceParent(self)
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        # twistd uses an ILogObserver component of its application as the log
+        # observer: chatd's JSON / level-filtered logs (chatd/logs.py)
+        options = getattr(self.ops, "options", None)
+        observer = self.ops.log_observer(getattr(options, "parent", None)) if self.ops else None
+        if observer is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, observer)
 
     def startService(self):
         Service.startService(self)
@@ -127,6 +142,8 @@ class ChatService(MultiService):
         # a bind error raises here and twistd exits 1 (also in daemon mode)
         for listener in self.listeners:
             listener.startService()
+        if self.ops is not None:
+            opened.addCallback(lambda _: self.ops.started(self))
         opened.addCallback(lambda _: self)
         opened.addErrback(self._fatal)
         #: fires with this service once the store is open and every endpoint listens
@@ -149,6 +166,8 @@ class ChatService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        if self.ops is not None:
+            self.ops.stopping(self)  # systemd STOPPING=1, /readyz 503, webhooks stop
         yield defer.gatherResults(
             [
                 defer.maybeDeferred(listener.stopService)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
+from chatd import config
 from chatd.settings import Settings
 
 DEFAULT_PORT = 8080
@@ -115,11 +116,14 @@ class Options(usage.Options):
             "SQLite synchronous mode: FULL (an ack survives power loss) or NORMAL (survives a "
             "crash of the process only).",
         ],
+        # --config, --api-key, --metrics-listen, --log-*, --webhook-*: chatd/config.py
+        *config.OPT_PARAMETERS,
     ]
 
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        config.track(self)  # which options the command line gives (they beat --config)
 
     def opt_listen(self, description):
         """Listen on a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1,
@@ -128,6 +132,7 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def postOptions(self):
+        config.post_options(self)  # the --config file fills what the command line did not
         if self["port"] is not None:
             if not 0 <= self["port"] <= 65535:
                 raise usage.UsageError("--port must be from 0 to 65535")
@@ -162,8 +167,15 @@ def make_store(options, reactor=None):
 def makeService(options, reactor=None):
     """Build the chatd service tree from parsed :class:`Options`."""
     from chatd.factory import ChatFactory
+    from chatd.metrics import TimedStore
+    from chatd.operations import Operations
     from chatd.service import ChatService
 
     store = make_store(options, reactor)
-    factory = ChatFactory(store, options["settings"], reactor=reactor)
-    return ChatService(factory, store, options["listen"], reactor=reactor)
+    if reactor is None:
+        from twisted.internet import reactor
+    # the chat posts through TimedStore (append latency for /metrics); the
+    # service starts and stops the store itself
+    factory = ChatFactory(TimedStore(store, reactor), options["settings"], reactor=reactor)
+    ops = Operations(options, factory, store, reactor)
+    return ChatService(factory, store, options["listen"], reactor=reactor, ops=ops)

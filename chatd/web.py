@@ -56,14 +56,20 @@ class Health(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(factory) -> Site:
-    """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`)."""
+def build_site(factory, children=None) -> Site:
+    """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`).
+
+    *children* adds resources to the root (``/readyz``, ``/metrics``, ``/api``,
+    ``/admin`` from :meth:`chatd.operations.Operations.resources`).
+    """
     websocket = WebSocketResource(factory)
     root = Resource()
     root.putChild(b"", UpgradeOrPage(websocket, File(str(STATIC / "index.html"))))
     root.putChild(b"ws", websocket)
     root.putChild(b"static", File(str(STATIC)))
     root.putChild(b"healthz", Health(factory))
+    for name, resource in (children or {}).items():
+        root.putChild(name, resource)
     site = Site(root)
     site.noisy = False
     return site

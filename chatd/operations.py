@@ -1,0 +1,279 @@
+"""Running chatd in production: the pieces operators use, wired in one place.
+
+:class:`Operations` is built by ``makeService`` from the parsed options and
+handed to :class:`chatd.service.ChatService`, which calls it at three points:
+
+* building the Site: :meth:`resources` adds ``/readyz``, ``/api/``, ``/admin``
+  and ``/metrics`` (``/metrics`` only when no ``--metrics-listen`` moves it to
+  its own endpoint, :meth:`metrics_site`);
+* once chatd listens and its store is open: :meth:`started` sends systemd
+  ``READY=1`` (and starts watchdog pings) and, under twistd, installs the
+  SIGHUP handler that reloads the configuration (:meth:`reload`);
+* when it begins to stop: :meth:`stopping` sends ``STOPPING=1``, makes
+  ``/readyz`` answer 503 and stops webhook retries.
+
+Options handled here (all documented in README.md and chatd.example.toml):
+``--config``, ``--api-key`` (or ``CHATD_API_KEY``), ``--metrics-listen``,
+``--log-format``, ``--log-level``, ``--webhook-url``, ``--webhook-rooms``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import File
+
+from chatd import config
+from chatd.api import ApiKey, ApiResource
+from chatd.logs import ConnectionLog, LogSettings
+from chatd.metrics import MetricsResource, make_registry
+from chatd.notify import Notifier
+from chatd.service import ListeningService, describe_address
+from chatd.webhooks import Webhooks
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+
+#: option -> what a SIGHUP reload does with a new value
+RELOADABLE = (
+    "max-text-length",
+    "replay-limit",
+    "max-message-size",
+    "ping-interval",
+    "ping-timeout",
+    "handshake-timeout",
+    "log-level",
+    "api-key",
+    "webhook-url",
+    "webhook-rooms",
+)
+
+
+class Ready(Resource):
+    """``GET /readyz``: 200 when the store answers a round-trip and the broker is healthy.
+
+    503 (with what failed) otherwise and while chatd shuts down, so a load
+    balancer stops sending new clients before the 1001 closes go out.
+    """
+
+    isLeaf = True
+    TIMEOUT = 2.0
+
+    def __init__(self, ops):
+        super().__init__()
+        self.ops = ops
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        d = self.ops.check_ready()
+
+        def answer(result):
+            ok, body = result
+            if request._disconnected:
+                return
+            request.setResponseCode(200 if ok else 503)
+            request.write(json.dumps(body).encode())
+            request.finish()
+
+        d.addCallback(answer)
+        return NOT_DONE_YET
+
+
+class Operations:
+    """Production features of one chatd process (see the module docstring)."""
+
+    log = Logger()
+
+    def __init__(self, options, factory, store, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.options = options
+        self.factory = factory
+        self.chat = factory.chat
+        self.store = store
+        self.reactor = reactor
+        self.stopping_now = False
+        self.api_key = ApiKey(options.get("api-key"))
+        self.registry = make_registry(self.chat, self.chat.store)
+        self.logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
+        self.webhooks = Webhooks(
+            reactor, options.get("webhook-url"), options.get("webhook-rooms"), self.api_key
+        )
+        self.chat.observers.append(self.webhooks)
+        self.chat.observers.append(ConnectionLog())
+        self.notifier = Notifier(reactor)
+        self.service = None
+        self._previous_sighup = None
+
+    # the Site
+
+    def resources(self) -> dict[bytes, Resource]:
+        """Children of the main Site's root."""
+        children = {
+            b"readyz": Ready(self),
+            b"api": ApiResource(self.chat, self.api_key, self.reactor),
+            b"admin": File(os.path.join(STATIC, "admin.html")),
+        }
+        if not self.options.get("metrics-listen"):
+            children[b"metrics"] = MetricsResource(self.registry)
+        return children
+
+    def metrics_site(self) -> Site | None:
+        """The Site for ``--metrics-listen`` (``/metrics`` and ``/healthz`` only), or None."""
+        if not self.options.get("metrics-listen"):
+            return None
+        from chatd.web import Health
+
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(self.registry))
+        root.putChild(b"healthz", Health(self.factory))
+        root.putChild(b"readyz", Ready(self))
+        site = Site(root)
+        site.noisy = False
+        return site
+
+    def check_ready(self):
+        """Fires with ``(ok, body)``: store round-trip and broker health."""
+        if self.stopping_now:
+            return defer.succeed((False, {"status": "stopping"}))
+        broker_ok = bool(getattr(self.chat.broker, "healthy", True))
+        d = self.chat.store.replay("@readyz", None, 0)
+        d.addTimeout(Ready.TIMEOUT, self.reactor)
+
+        def result(outcome):
+            store_ok = not isinstance(outcome, defer.failure.Failure)
+            body = {
+                "status": "ready" if store_ok and broker_ok else "unavailable",
+                "store": "ok" if store_ok else outcome.getErrorMessage() or "failed",
+                "broker": "ok" if broker_ok else "unhealthy",
+            }
+            return (store_ok and broker_ok, body)
+
+        return d.addBoth(result)
+
+    # lifecycle
+
+    def started(self, service) -> None:
+        """chatd listens and its store is open: READY=1; SIGHUP reloads (under twistd)."""
+        self.service = service
+        urls = ", ".join(listener.description for listener in service.listeners)
+        self.notifier.ready(f"listening on {urls}")
+        if getattr(self.options, "parent", None) is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+            self.log.info("chatd reloads {config} on SIGHUP", config=self.options.get("config"))
+
+    def stopping(self, service) -> None:
+        """Shutdown began: STOPPING=1, /readyz says 503, webhooks stop retrying."""
+        self.stopping_now = True
+        self.notifier.stopping()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        self.webhooks.stop()
+
+    def log_observer(self, twistd_options):
+        """The observer to put on twistd's application, or None for twistd's default."""
+        if twistd_options is None or twistd_options.get("syslog"):
+            return None
+        if not self.logs.wanted():
+            return None
+        return self.logs.observer(twistd_options)
+
+    # SIGHUP
+
+    def _on_sighup(self, signum, frame):
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """Re-read the config file and apply what can change live; log what changed.
+
+        Returns ``(applied, needs_restart)``: lists of option names. An invalid
+        file is logged and changes nothing.
+        """
+        self.notifier.reloading()
+        try:
+            fresh = config.reparse(self.options)
+        except usage.UsageError as e:
+            self.log.error("configuration reload failed, nothing changed: {error}", error=str(e))
+            self.notifier.reloaded("reload failed")
+            return [], []
+        applied, restart = [], []
+        for key in config.config_keys(fresh):
+            if key in ("settings",):
+                continue
+            old, new = self.options.get(key), fresh.get(key)
+            if old == new:
+                continue
+            if key in RELOADABLE:
+                self._apply(key, new)
+                self.options[key] = new
+                applied.append(key)
+            else:
+                restart.append(key)
+        if applied:
+            self.log.info("configuration reloaded: {keys}", keys=", ".join(applied))
+        else:
+            self.log.info("configuration reloaded: nothing changed that can change live")
+        if restart:
+            self.log.warn(
+                "changed but needs a restart to take effect: {keys}", keys=", ".join(restart)
+            )
+        self.notifier.reloaded("configuration reloaded")
+        return applied, restart
+
+    def _apply(self, key, value) -> None:
+        settings = self.factory.settings
+        if key == "max-text-length":
+            settings.max_text_length = value
+        elif key == "replay-limit":
+            settings.replay_limit = value
+        elif key in ("max-message-size", "ping-interval", "ping-timeout", "handshake-timeout"):
+            # new connections get the new values; open ones keep theirs
+            attribute = {
+                "max-message-size": "max_message_size",
+                "ping-interval": "ping_interval",
+                "ping-timeout": "ping_timeout",
+                "handshake-timeout": "open_handshake_timeout",
+            }[key]
+            setattr(settings, attribute, value)
+            self.factory.setProtocolOptions(
+                maxFramePayloadSize=settings.max_message_size,
+                maxMessagePayloadSize=settings.max_message_size,
+                autoPingInterval=settings.ping_interval,
+                autoPingTimeout=settings.ping_timeout,
+                openHandshakeTimeout=settings.open_handshake_timeout,
+                allowNullOrigin=getattr(self.factory, "allowNullOrigin", False),
+            )
+        elif key == "log-level":
+            self.logs.set_level(value)
+        elif key == "api-key":
+            self.api_key.key = value or os.environ.get("CHATD_API_KEY") or None
+        elif key in ("webhook-url", "webhook-rooms"):
+            url = value if key == "webhook-url" else self.options.get("webhook-url")
+            rooms = value if key == "webhook-rooms" else self.options.get("webhook-rooms")
+            self.webhooks.configure(url, rooms)
+
+    def metrics_listener(self, site, reactor=None):
+        """The service listening on ``--metrics-listen`` with *site*."""
+        return MetricsListeningService(self.options["metrics-listen"], site, reactor)
+
+
+class MetricsListeningService(ListeningService):
+    """Listens on ``--metrics-listen``; its log line says where /metrics is."""
+
+    def _listened(self, port):
+        self.port = port
+        url = describe_address(self.description, port.getHost()).replace("ws", "http", 1)
+        self.log.info(
+            "chatd metrics on {url}metrics (endpoint {description})",
+            url=url,
+            description=self.description,
+        )
+        return port
