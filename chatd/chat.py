@@ -18,16 +18,20 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors, wire
 from chatd.hub import LOBBY, Hub
+from chatd.limits import RateLimiter
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel
 
 RELAY = "relay"
 V1 = wire.PROTOCOL
+#: close code for sustained flooding (1008, policy violation)
+FLOOD = 1008
 
 
 class Chat:
@@ -43,6 +47,8 @@ class Chat:
         clock=None,
         server="chatd",
         broker=None,
+        anonymous_prefix: str = "",
+        directory=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -51,6 +57,12 @@ class Chat:
 
             broker = LocalBroker()
         self.broker = broker
+        if directory is None:
+            from chatd.broker.local import LocalDirectory
+
+            directory = LocalDirectory()
+        #: presence and online users, of this process or of the cluster (chatd.broker.IDirectory)
+        self.directory = directory
         self.stats = Stats()
         self.hub = Hub()
         #: session id -> live connection (relay and chatd.v1)
@@ -60,13 +72,24 @@ class Chat:
         self.settings = settings or Settings()
         self.clock = clock
         self.server = server
-        #: display names of live anonymous connections (relay guests included)
-        self.names: set[str] = set()
+        #: display names of live anonymous connections (relay guests included) ->
+        #: the resume secret that lets another connection share the name
+        self.names: dict[str, str] = {}
+        self._name_refs: Counter = Counter()
+        #: anonymous user ids are this prefix + the name; "~" while tokens are
+        #: accepted, so no anonymous name can pass for a token's user
+        self.anonymous_prefix = anonymous_prefix
+        s = self.settings
+        self.limiter = RateLimiter(
+            s.rate_limit, s.rate_burst, s.user_rate_limit, s.user_rate_burst, s.flood_strikes
+        )
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
-        #: callables ``observer(event, **fields)`` told about ``online``/``offline``
-        #: (user, mode) and committed ``message``/``dm`` (message[, to]); e.g. webhooks
+        #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
+        #: (conn), ``online``/``offline`` (user, mode: first/last connection of a user),
+        #: ``error`` (conn, code) and committed ``message``/``dm`` (message, to)
         self.observers: list = []
         broker.attach(self)
+        directory.attach(self)
 
     def _emit(self, event: str, **fields) -> None:
         for observer in self.observers:
@@ -81,40 +104,63 @@ class Chat:
 
     # connection lifecycle
 
+    def _claim(self, name: str, secret: str) -> None:
+        self.names[name] = secret
+        self._name_refs[name] += 1
+
+    def _release(self, name: str) -> None:
+        self._name_refs[name] -= 1
+        if self._name_refs[name] <= 0:
+            del self._name_refs[name]
+            self.names.pop(name, None)
+
     def _guest_name(self) -> str:
         while True:
             name = wire.GUEST_PREFIX + secrets.token_hex(3)
             if name not in self.names:
                 return name
 
-    def open(self, conn, requested_name: str | None) -> None:
+    def open(self, conn, requested_name: str | None, identity=None, resume=None) -> None:
         """A connection finished its handshake.
 
-        Relay connections join the lobby under a guest name. chatd.v1
-        connections get the name they asked for (or a guest name) and a
-        ``welcome``; a bad or taken name gets an error and a close.
+        A connection with a verified token (*identity*) is that user; a user may
+        have several connections. Anonymous relay connections join the lobby
+        under a guest name. Anonymous chatd.v1 connections get the name they
+        asked for (or a guest name) and a ``welcome``; a bad name, or one held
+        by a live connection that did not give its ``resume`` secret, gets an
+        error and a close.
         """
         self.stats.connections_opened[conn.mode] += 1
+        now = self.clock.seconds()
+        conn.identity = identity
+        if identity is not None:
+            conn.user, conn.name = identity.user, identity.name
+        elif conn.mode == RELAY:
+            conn.name = self._guest_name()
+            conn.user = self.anonymous_prefix + conn.name
+            self._claim(conn.name, secrets.token_urlsafe(12))
+        else:
+            name = requested_name or None
+            if name is None:
+                name = self._guest_name()
+            elif not wire.valid_name(name):
+                return self._refuse(conn, errors.BadName("names are 1-32 letters, digits or _ - ."))
+            elif name in self.names and self.names[name] != resume:
+                return self._refuse(conn, errors.NameTaken(f"the name {name!r} is in use"))
+            self._claim(name, resume if name in self.names else secrets.token_urlsafe(12))
+            conn.name = name
+            conn.user = self.anonymous_prefix + name
+        conn.bucket, conn.strikes = self.limiter.connection(now)
+        self.limiter.add_user(conn.user, now)
+        self.sessions[conn.session] = conn
         if conn.mode == RELAY:
-            conn.user = conn.name = self._guest_name()
-            self.names.add(conn.name)
-            self.sessions[conn.session] = conn
             if self.hub.connect_relay(conn):
-                self.broker.publish("presence", LOBBY, conn.user, "join", conn.session)
+                self.directory.joined(LOBBY, conn.user, conn.session)
+            self._emit("connect", conn=conn)
             self._emit("online", user=conn.user, mode=RELAY)
             return
-        if requested_name is None:
-            name = self._guest_name()
-        elif not wire.valid_name(requested_name):
-            return self._refuse(conn, errors.BadName("names are 1-32 letters, digits or _ - ."))
-        elif requested_name in self.names:
-            return self._refuse(conn, errors.NameTaken(f"the name {requested_name!r} is in use"))
-        else:
-            name = requested_name
-        self.names.add(name)
-        conn.user = conn.name = name
-        self.sessions[conn.session] = conn
         self.hub.connect(conn)
+        self._emit("connect", conn=conn)
         if len(self.hub.connections.get(conn.user, ())) == 1:
             self._emit("online", user=conn.user, mode=V1)
         s = self.settings
@@ -129,8 +175,12 @@ class Chat:
                 max_text_length=s.max_text_length,
                 max_message_size=s.max_message_size,
                 ping_interval=s.ping_interval,
+                max_rooms=s.max_rooms,
+                authenticated=identity is not None,
+                **({} if identity is not None else {"resume": self.names[conn.name]}),
             )
         )
+        self.directory.connected(conn)
 
     def _refuse(self, conn, error: errors.ChatError) -> None:
         conn.user = None
@@ -140,10 +190,14 @@ class Chat:
         """A connection went away: it leaves every room, its name is free again."""
         if conn.user is None:
             return
-        self.names.discard(conn.name)
+        if conn.identity is None:
+            self._release(conn.name)
+        self.limiter.remove_user(conn.user)
         self.sessions.pop(conn.session, None)
         for room in self.hub.disconnect(conn):
-            self.broker.publish("presence", room, conn.user, "leave", conn.session)
+            self.directory.left(room, conn.user, conn.session)
+        self.directory.disconnected(conn, conn.user)
+        self._emit("disconnect", conn=conn)
         if not self.hub.is_online(conn.user):
             self._emit("offline", user=conn.user, mode=conn.mode)
 
@@ -155,6 +209,8 @@ class Chat:
         Text that fits the chatd.v1 rules also becomes a lobby message.
         """
         self.stats.frames_in[RELAY] += 1
+        if self._limit(conn) != "ok":
+            return  # relay clients get no error frames: the tutorial would show them as chat
         self.broker.publish("relay", payload, is_binary, conn.session)
         if is_binary:
             return
@@ -168,18 +224,44 @@ class Chat:
         if conn.user is None:
             return
         self.stats.frames_in[V1] += 1
+        verdict = self._limit(conn)
+        if verdict == "abuse":
+            return
         try:
             if is_binary:
                 raise errors.BadRequest("chatd.v1 frames are JSON text frames")
             request = wire.parse(payload, self.settings.max_text_length)
+            if verdict == "limited":
+                raise errors.RateLimited(
+                    "too many frames: this one was dropped, slow down and resend it", request.id
+                )
             request.received = self.clock.seconds()
             self._handlers[request.type](conn, request, request.fields)
         except errors.ChatError as e:
             self.send_error(conn, e)
 
+    def _limit(self, conn) -> str:
+        """Charge one frame to the connection's and its user's rate limits.
+
+        Sustained flooding (``flood_strikes`` refused frames within 10 s)
+        closes the connection with 1008 (policy violation).
+        """
+        verdict = self.limiter.check(conn.bucket, conn.strikes, conn.user, self.clock.seconds())
+        if verdict == "limited":
+            self.stats.rate_limited += 1
+        elif verdict == "abuse":
+            self.stats.rate_limited += 1
+            self.stats.closes[FLOOD] += 1
+            self.log.warn(
+                "closing {user} ({session}): flooding", user=conn.user, session=conn.session
+            )
+            conn.close(FLOOD, "flooding: too many frames over the rate limit")
+        return verdict
+
     def send_error(self, conn, error: errors.ChatError) -> None:
         """Send ``error`` to *conn*, and close it when the error says so."""
         self.stats.error(self.now_ms(), error.code, error.message)
+        self._emit("error", conn=conn, code=error.code)
         conn.send(wire.error_frame(error))
         if error.close_code is not None:
             self.stats.closes[error.close_code] += 1
@@ -255,19 +337,39 @@ class Chat:
 
     # request handlers: one per client -> server type
 
+    def _check_room(self, conn, room, ref) -> None:
+        identity = conn.identity
+        if identity is not None and not identity.may_join(room):
+            raise errors.Forbidden(f"your token does not allow room {room!r}", ref)
+
     def _on_join(self, conn, request, f) -> None:
         room, since = f["room"], f["since"]
+        self._check_room(conn, room, request.id)
+        if not self.hub.in_room(conn, room) and (
+            self.hub.room_count(conn) >= self.settings.max_rooms
+        ):
+            raise errors.TooManyRooms(
+                f"a connection may be in at most {self.settings.max_rooms} rooms", request.id
+            )
         _already, new_user = self.hub.join(conn, room)
         if new_user:
-            self.broker.publish("presence", room, conn.user, "join", conn.session)
+            self.directory.joined(room, conn.user, conn.session)
         d = self.store.replay(room, since, self.settings.replay_limit)
         d.addCallback(self._replay, conn, room, since)
         d.addErrback(self._store_failed, "join replay", conn, request.id)
 
-    def _replay(self, replay, conn, room, since) -> None:
+    def _replay(self, replay, conn, room, since):
+        if not self.hub.in_room(conn, room):
+            return None
+        members = self.directory.members(room)
+        if isinstance(members, Deferred):  # cluster-wide members come from Redis
+            return members.addCallback(self._joined, replay, conn, room, since)
+        return self._joined(members, replay, conn, room, since)
+
+    def _joined(self, members, replay, conn, room, since) -> None:
         if not self.hub.in_room(conn, room):
             return
-        joined = {"room": room, "members": self.hub.members(room), "seq": replay.last_seq}
+        joined = {"room": room, "members": members, "seq": replay.last_seq}
         if since is not None:
             joined["since"] = since
         joined["truncated"] = replay.truncated
@@ -286,7 +388,7 @@ class Chat:
         user_left = self.hub.leave(conn, room)
         conn.send(wire.frame("left", room=room))
         if user_left:
-            self.broker.publish("presence", room, conn.user, "leave", conn.session)
+            self.directory.left(room, conn.user, conn.session)
 
     # posting: the one path every room message and DM takes (clients and the HTTP API)
 
@@ -306,12 +408,14 @@ class Chat:
         Fires with :class:`chatd.store.Appended` (``duplicate`` for a resent
         ``client_id``: then nothing is stored or delivered again).
         """
-        d = self.store.append(room, sender, name, client_id, text, self.now_ms())
+        fields = (room, sender, name, client_id, text, self.now_ms())
+        d = self.broker.append(self.store, "message", fields, (origin, from_relay))
         return d.addCallback(self._committed, "message", origin, from_relay)
 
     def post_dm(self, sender, name, to, text, client_id=None, origin=None):
         """Store a direct message and, once committed, deliver it to both users' connections."""
-        d = self.store.append(dm_channel(sender, to), sender, name, client_id, text, self.now_ms())
+        fields = (dm_channel(sender, to), sender, name, client_id, text, self.now_ms())
+        d = self.broker.append(self.store, "dm", fields, (to, origin))
         return d.addCallback(self._committed, "dm", to, origin)
 
     def _ack(self, appended, conn, started, **where):
@@ -327,9 +431,17 @@ class Chat:
         d.addErrback(self._store_failed, "send", conn, request.id)
 
     def _on_dm(self, conn, request, f) -> None:
+        online = self.directory.is_online(f["to"])
+        if isinstance(online, Deferred):  # cluster-wide: asked from Redis
+            online.addCallback(self._dm, conn, request, f)
+            online.addErrback(self._store_failed, "dm", conn, request.id)
+        else:
+            self._dm(online, conn, request, f)
+
+    def _dm(self, online, conn, request, f) -> None:
         to = f["to"]
-        if not self.hub.is_online(to):
-            raise errors.NoSuchUser(f"no user {to!r} is online", request.id)
+        if not online:
+            return self.send_error(conn, errors.NoSuchUser(f"no user {to!r} is online", request.id))
         d = self.post_dm(conn.user, conn.name, to, f["text"], request.id, conn.session)
         d.addCallback(self._ack, conn, request.received, to=to)
         d.addErrback(self._store_failed, "dm", conn, request.id)
@@ -342,6 +454,7 @@ class Chat:
 
     def _on_history(self, conn, request, f) -> None:
         room = f["room"]
+        self._check_room(conn, room, request.id)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
         d = self.store.history(room, f["before"], limit)
         d.addCallback(lambda page: conn.send(wire.history_frame(room, page.messages, page.more)))

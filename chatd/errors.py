@@ -77,6 +77,24 @@ class NameTaken(ChatError):
     close_code = 4409
 
 
+class Forbidden(ChatError):
+    """The user's token does not allow this room."""
+
+    code = "forbidden"
+
+
+class TooManyRooms(ChatError):
+    """Joining would pass ``--max-rooms`` for this connection."""
+
+    code = "too_many_rooms"
+
+
+class RateLimited(ChatError):
+    """Over the rate limit: the request was dropped, not executed."""
+
+    code = "rate_limited"
+
+
 class Unavailable(ChatError):
     """The history store could not commit: nothing was acknowledged."""
 

@@ -12,7 +12,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd import __version__
+from chatd.auth import ANONYMOUS_PREFIX
 from chatd.chat import Chat
+from chatd.gate import Gate
 from chatd.interfaces import IFanout
 from chatd.protocol import ChatProtocol
 from chatd.settings import Settings
@@ -28,8 +30,18 @@ class ChatFactory(WebSocketServerFactory):
     protocol = ChatProtocol
     log = Logger()
 
-    def __init__(self, store, settings: Settings | None = None, reactor=None):
+    def __init__(
+        self,
+        store,
+        settings: Settings | None = None,
+        reactor=None,
+        broker=None,
+        directory=None,
+        gate=None,
+    ):
         settings = settings or Settings()
+        #: handshake admission (origins, tokens, connection caps)
+        self.gate = gate if gate is not None else Gate()
         server = f"chatd/{__version__}"
         super().__init__(server=server, protocols=[PROTOCOL], reactor=reactor)
         self.settings = settings
@@ -43,7 +55,18 @@ class ChatFactory(WebSocketServerFactory):
             # code (1002, 1007, 1009), not a bare TCP drop
             failByDrop=False,
         )
-        self.chat = Chat(store, self, settings, clock=self.reactor, server=server)
+        self.chat = Chat(
+            store,
+            self,
+            settings,
+            clock=self.reactor,
+            server=server,
+            broker=broker,
+            directory=directory,
+            # anonymous ids get "~" while tokens are accepted, so no anonymous
+            # name can pass for a token's user
+            anonymous_prefix="" if self.gate.auth == "off" else ANONYMOUS_PREFIX,
+        )
         #: every open connection, in the order they opened
         self.connections: dict[ChatProtocol, None] = {}
 

@@ -167,6 +167,10 @@ class Hub:
         rooms = self._rooms_of.get(conn)
         return rooms is not None and name in rooms
 
+    def room_count(self, conn) -> int:
+        """How many rooms *conn* is in."""
+        return len(self._rooms_of.get(conn, ()))
+
     def rooms_of(self, conn) -> set[str]:
         """The rooms *conn* is in."""
         return set(self._rooms_of.get(conn, ()))

@@ -9,18 +9,31 @@ frame to the chat logic.
 from __future__ import annotations
 
 import secrets
+import time
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
+from chatd.auth import bearer_token
 from chatd.chat import RELAY, V1
+from chatd.gate import Refused
 from chatd.interfaces import IChatClient
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 #: close code recorded when a peer that stopped reading is dropped
 SLOW_CONSUMER = 4008
+#: close code when the connection's token expires
+TOKEN_EXPIRED = 4401
+
+
+def _peer_host(peer: str) -> str:
+    """The host part of an autobahn peer string (``tcp:1.2.3.4:5678`` -> ``1.2.3.4``)."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("tcp", "tcp4", "tcp6"):
+        return rest.rpartition(":")[0] or rest
+    return kind
 
 
 class _WriteWatch:
@@ -53,14 +66,47 @@ class ChatProtocol(WebSocketServerProtocol):
     name = None
     session = None
     _requested_name = None
+    _resume = None
     _opened = False
+    _admitted = False
+    _ip = None
+    _expiry = None
+    #: the verified token's :class:`chatd.auth.Identity`, None for anonymous
+    identity = None
     #: True while the transport's write buffer is full (the peer is not reading)
     paused = False
     #: bytes written while paused
     backlog = 0
 
     def onConnect(self, request):
-        """Pick the mode: no subprotocol is relay, ``chatd.v1`` is JSON; refuse others."""
+        """Admit or refuse the handshake, and pick the mode.
+
+        The gate checks the Origin, the token (``?token=`` or ``Authorization:
+        Bearer``) and the connection caps, refusing with HTTP 401/403/429. No
+        subprotocol is relay mode, ``chatd.v1`` is JSON; others are refused.
+        """
+        gate = self.factory.gate
+        headers = request.headers
+        tokens = request.params.get("token")
+        token = tokens[0] if tokens else bearer_token(headers.get("authorization"))
+        self._ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
+        try:
+            self.identity = gate.admit(self._ip, headers.get("origin"), token)
+        except Refused as e:
+            raise ConnectionDeny(e.status, e.reason) from None
+        self._admitted = True
+        try:
+            return self._choose_mode(request)
+        except ConnectionDeny:
+            self._release()
+            raise
+
+    def _release(self):
+        if self._admitted:
+            self._admitted = False
+            self.factory.gate.release(self._ip, self.identity)
+
+    def _choose_mode(self, request):
         if not request.protocols:
             self.mode = RELAY
             chosen = None
@@ -73,6 +119,8 @@ class ChatProtocol(WebSocketServerProtocol):
             )
         names = request.params.get("name")
         self._requested_name = names[0] if names else None
+        resumes = request.params.get("resume")
+        self._resume = resumes[0] if resumes else None
         self.session = secrets.token_hex(8)
         return chosen
 
@@ -87,7 +135,16 @@ class ChatProtocol(WebSocketServerProtocol):
             pass
         transport.registerProducer(_WriteWatch(self), True)
         self.factory.track(self)
-        self.factory.chat.open(self, self._requested_name)
+        self.factory.chat.open(self, self._requested_name, self.identity, self._resume)
+        exp = self.identity.exp if self.identity is not None else None
+        if exp is not None and self.state == _OPEN:
+            delay = max(0.0, exp - time.time())
+            self._expiry = self.factory.reactor.callLater(delay, self._token_expired)
+
+    def _token_expired(self):
+        self._expiry = None
+        self.factory.chat.stats.closes[TOKEN_EXPIRED] += 1
+        self.close(TOKEN_EXPIRED, "token expired")
 
     def onMessage(self, payload, isBinary):
         if self.mode == RELAY:
@@ -96,6 +153,10 @@ class ChatProtocol(WebSocketServerProtocol):
             self.factory.chat.receive(self, payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
+        self._release()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self._opened:
             self._opened = False
             self.factory.untrack(self)

@@ -18,6 +18,16 @@ class Settings:
     ping_timeout: float = 30.0
     replay_limit: int = 1000
     open_handshake_timeout: float = 10.0
+    max_rooms: int = 100
+    #: per-connection and per-user token buckets (frames per second, burst)
+    rate_limit: float = 20.0
+    rate_burst: float = 40.0
+    user_rate_limit: float = 50.0
+    user_rate_burst: float = 100.0
+    #: refused frames within 10 s before the connection is closed with 1008
+    flood_strikes: int = 50
+    #: seconds without any frame from a client before it is closed (0: never)
+    idle_timeout: float = 0.0
     #: bytes queued for a peer that stopped reading before it is dropped (4008)
     max_queue_bytes: int = 1 << 20
     #: seconds a shutdown waits for clients to answer the 1001 close

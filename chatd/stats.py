@@ -28,6 +28,8 @@ class Stats:
     delivery_bytes: int = 0
     #: error frames sent, by error code
     errors: Counter = field(default_factory=Counter)
+    #: frames refused by the rate limits
+    rate_limited: int = 0
     #: connections closed by the server, by close code
     closes: Counter = field(default_factory=Counter)
     #: seconds from receiving a send/dm to sending its ack (for a latency histogram)

@@ -10,8 +10,9 @@ from tests.wsclient import Client, deferLater
 
 
 @pytest_twisted.inlineCallbacks
-def test_resume_under_concurrent_traffic_has_no_gap_and_no_duplicate(server):
+def test_resume_under_concurrent_traffic_has_no_gap_and_no_duplicate(server_factory):
     """A client drops, others keep sending, it rejoins with since and sees exactly what others saw."""
+    server = yield server_factory("--rate-limit", "0", "--user-rate-limit", "0")
     senders = yield defer.gatherResults([Client.v1(server.port, f"s{i}") for i in range(3)])
     watcher = yield Client.v1(server.port, "watcher")
     roamer = yield Client.v1(server.port, "roamer")
@@ -117,7 +118,8 @@ def test_join_with_since_zero_replays_everything(server):
 def test_sigkill_loses_no_acked_message_and_seq_continues(twistd_factory, tmp_path):
     """Kill -9 in the middle of a burst: every acked message is there after restart, once."""
     db = str(tmp_path / "chat.sqlite3")
-    proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--db", db)
+    unlimited = ("--rate-limit", "0", "--user-rate-limit", "0")
+    proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--db", db, *unlimited)
     senders = yield defer.gatherResults([Client.v1(proc.port, f"k{i}") for i in range(4)])
     for c in senders:
         yield c.join("durable")

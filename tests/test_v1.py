@@ -376,4 +376,4 @@ def test_disconnect_leaves_every_room_and_leaks_nothing(server):
     yield deferLater(0.1)
     hub = server.chat.hub
     assert hub.rooms == {} and hub.connections == {} and hub._rooms_of == {}
-    assert server.factory.connections == {} and server.chat.names == set()
+    assert server.factory.connections == {} and not server.chat.names

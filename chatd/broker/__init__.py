@@ -32,5 +32,58 @@ class IBroker(Interface):
     def attach(chat):
         """Deliver events to *chat* (this node's :class:`chatd.chat.Chat`)."""
 
+    def append(store, kind, fields, args):
+        """Commit a ``message`` or ``dm`` to *store*; fires with :class:`chatd.store.Appended`.
+
+        *fields* are ``store.append``'s arguments, *args* the event's arguments
+        after the message. A broker whose store publishes on commit (Redis)
+        does both in one atomic step; otherwise the chat publishes the event
+        once the commit fires.
+        """
+
     def publish(kind, *args):
-        """Carry one event of *kind* (see the module docstring) to every node."""
+        """Carry one event of *kind* (see the module docstring) to every node.
+
+        ``message`` and ``dm`` events already carried by :meth:`append` are
+        not carried again.
+        """
+
+
+class IDirectory(Interface):
+    """Who is where: presence and online users, on this node or across a cluster.
+
+    :class:`chatd.chat.Chat` keeps its connections in :class:`chatd.hub.Hub`
+    and tells the directory about user-level changes on this node; the
+    directory decides what the cluster (or the single process) sees. The
+    local implementation (:class:`chatd.broker.local.LocalDirectory`) answers
+    from the hub; the Redis one (:class:`chatd.broker.redis.RedisDirectory`)
+    counts users across nodes. ``members`` and ``is_online`` return either a
+    value or a Deferred firing with it.
+    """
+
+    def attach(chat):
+        """Serve *chat* (this node's :class:`chatd.chat.Chat`)."""
+
+    def connected(conn):
+        """A chatd.v1 connection of ``conn.user`` opened on this node.
+
+        A cluster directory that finds the name taken on another node sends
+        the connection ``error name_taken`` (which closes it with 4409).
+        """
+
+    def disconnected(conn, user):
+        """A connection of *user* closed on this node (it has left its rooms already)."""
+
+    def joined(room, user, origin):
+        """*user* has its first connection in *room* on this node: announce the join
+        (once per user across the cluster)."""
+
+    def left(room, user, origin):
+        """*user*'s last connection in *room* on this node left: announce the leave
+        when it was the user's last anywhere."""
+
+    def members(room):
+        """The sorted distinct user ids in *room* (a list, or a Deferred of one)."""
+
+    def is_online(user):
+        """True when *user* has a chatd.v1 connection (a bool, or a Deferred of one)."""
