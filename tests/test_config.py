@@ -1,0 +1,146 @@
+"""``--config chatd.toml``: file values, command-line precedence, refusals, SIGHUP reload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+from websockets.sync.client import connect
+
+from chatd import tap
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(*args) -> tap.Options:
+    """Parse ``twistd chatd`` arguments like twistd does."""
+    options = tap.Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_file_values_apply_and_the_command_line_wins(tmp_path):
+    """Every key sets its option (dashes or underscores); an option given on the command
+    line beats the file; ``listen`` takes a list; ``--port`` replaces the file's listen."""
+    cfg = tmp_path / "chatd.toml"
+    cfg.write_text(
+        'listen = ["tcp:9001:interface=127.0.0.1", "unix:/tmp/x.sock"]\n'
+        "max-text-length = 123\n"
+        "replay_limit = 7\n"
+        'db = "history.sqlite3"\n'
+        'log-format = "json"\n'
+        'api-key = "k1"\n'
+    )
+    options = parse("--config", str(cfg), "--replay-limit", "9")
+    assert options["listen"] == ["tcp:9001:interface=127.0.0.1", "unix:/tmp/x.sock"]
+    assert options["settings"].max_text_length == 123
+    assert options["settings"].replay_limit == 9  # command line wins
+    assert options["db"] == "history.sqlite3"
+    assert options["log-format"] == "json" and options["api-key"] == "k1"
+    options = parse("--config", str(cfg), "--port", "8099")
+    assert options["listen"] == ["tcp:8099"]
+
+
+def test_the_example_config_is_valid():
+    """chatd.example.toml in the repository parses and sets what it documents."""
+    options = parse("--config", str(ROOT / "chatd.example.toml"))
+    assert options["listen"] and options["settings"].max_text_length > 0
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("max-text-lenght = 5\n", ["unknown key 'max-text-lenght'"]),
+        ("max-text-length = 0\n", ["max-text-length", "positive"]),
+        ('max-text-length = "many"\n', ["max-text-length"]),
+        ("replay-limit = true\n", ["replay-limit", "expected a string or a number"]),
+        ('log-format = "xml"\n', ["log-format", "text or json"]),
+        ("listen = [1.5, {a = 1}]\n", ["listen"]),
+        ("max-text-length = \n", ["not valid TOML"]),
+    ],
+)
+def test_unknown_keys_and_bad_values_are_refused_naming_the_key(tmp_path, content, words):
+    """A typo or a bad value stops start-up with a message naming the file and the key."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    with pytest.raises(usage.UsageError) as error:
+        parse("--config", str(cfg))
+    message = str(error.value)
+    assert str(cfg) in message
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_file_is_refused(tmp_path):
+    """A config path that does not exist is a usage error saying so."""
+    with pytest.raises(usage.UsageError, match="cannot read config file"):
+        parse("--config", str(tmp_path / "nope.toml"))
+
+
+def test_twistd_refuses_a_bad_config_at_start(tmp_path):
+    """``twistd -n chatd --config bad.toml`` exits non-zero and names the key."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("ping-intervall = 3\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "chatd",
+            "--config",
+            str(cfg),
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "unknown key 'ping-intervall'" in result.stdout + result.stderr
+
+
+def _welcome(url):
+    with connect(url + "/ws", subprotocols=["chatd.v1"], open_timeout=10) as ws:
+        return json.loads(ws.recv(timeout=10))
+
+
+def _wait_log(proc, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.log:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.subprocess
+def test_sighup_reloads_live_settings_and_says_what(tmp_path, twistd_factory):
+    """SIGHUP re-reads the file: new limits apply to new connections at once, the log
+    names what was reloaded and what needs a restart; a broken file changes nothing."""
+    cfg = tmp_path / "chatd.toml"
+    cfg.write_text('max-text-length = 100\ndb = ":memory:"\n')
+    proc = twistd_factory("--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1")
+    assert _welcome(proc.ws_url)["max_text_length"] == 100
+
+    cfg.write_text('max-text-length = 250\nlog-level = "debug"\ndb = "other.sqlite3"\n')
+    proc.proc.send_signal(signal.SIGHUP)
+    assert _wait_log(proc, "configuration reloaded: "), proc.log
+    assert _wait_log(proc, "needs a restart to take effect: db"), proc.log
+    line = next(x for x in proc.log_lines if "configuration reloaded:" in x)
+    assert "max-text-length" in line and "log-level" in line
+    assert _welcome(proc.ws_url)["max_text_length"] == 250
+
+    cfg.write_text("max-text-length = -1\n")
+    proc.proc.send_signal(signal.SIGHUP)
+    assert _wait_log(proc, "configuration reload failed, nothing changed"), proc.log
+    assert _welcome(proc.ws_url)["max_text_length"] == 250
+    assert proc.proc.poll() is None
+    assert proc.stop() == -signal.SIGTERM
