@@ -118,6 +118,14 @@ class Options(usage.Options):
         ],
         # --config, --api-key, --metrics-listen, --log-*, --webhook-*: chatd/config.py
         *config.OPT_PARAMETERS,
+        [
+            "redis",
+            None,
+            None,
+            "Cluster mode: share history, fan-out and presence with every chatd node using "
+            "this Redis, e.g. redis://:password@host:6379/0?prefix=chatd: (rediss:// for TLS; "
+            "docs/cluster.md). Without it chatd is a single process and needs no Redis.",
+        ],
     ]
 
     def __init__(self):
@@ -141,6 +149,13 @@ class Options(usage.Options):
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
         if self["db-synchronous"].upper() not in ("FULL", "NORMAL"):
             raise usage.UsageError("--db-synchronous must be FULL or NORMAL")
+        if self["redis"] is not None:
+            from chatd.broker.redis import RedisURL
+
+            try:
+                RedisURL(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from e
         self["settings"] = Settings(
             max_message_size=self["max-message-size"],
             max_text_length=self["max-text-length"],
@@ -149,6 +164,26 @@ class Options(usage.Options):
             replay_limit=self["replay-limit"],
             open_handshake_timeout=self["handshake-timeout"],
         )
+
+
+def make_cluster(options, reactor=None):
+    """With ``--redis``: ``(RedisStore, RedisBroker, RedisDirectory)`` on one RedisNode.
+
+    Without it: ``(None, None, None)`` (a single process: SQLite, LocalBroker).
+    """
+    if options.get("redis") is None:
+        return None, None, None
+    from chatd.broker.redis import RedisBroker, RedisDirectory, RedisNode
+    from chatd.store.redis import RedisStore
+
+    node = RedisNode(options["redis"], reactor=reactor)
+    store = RedisStore(
+        node,
+        history_max=options["history-max"],
+        history_days=options["history-days"],
+        reactor=reactor,
+    )
+    return store, RedisBroker(node), RedisDirectory(node)
 
 
 def make_store(options, reactor=None):
@@ -171,11 +206,19 @@ def makeService(options, reactor=None):
     from chatd.operations import Operations
     from chatd.service import ChatService
 
-    store = make_store(options, reactor)
+    store, broker, directory = make_cluster(options, reactor)
+    if store is None:
+        store = make_store(options, reactor)
     if reactor is None:
         from twisted.internet import reactor
     # the chat posts through TimedStore (append latency for /metrics); the
     # service starts and stops the store itself
-    factory = ChatFactory(TimedStore(store, reactor), options["settings"], reactor=reactor)
+    factory = ChatFactory(
+        TimedStore(store, reactor),
+        options["settings"],
+        reactor=reactor,
+        broker=broker,
+        directory=directory,
+    )
     ops = Operations(options, factory, store, reactor)
     return ChatService(factory, store, options["listen"], reactor=reactor, ops=ops)

@@ -1,0 +1,229 @@
+"""Tests of the cluster history store (chatd.store.redis.RedisStore) on a real redis-server.
+
+The IHistoryStore contract tests of tests/test_store_sqlite.py run unchanged
+against RedisStore (imported below: they use this module's ``store``
+fixture); the Redis-specific behaviour (seq across nodes, atomic publish,
+retention, outages) is tested here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from zope.interface.verify import verifyObject
+
+from chatd.broker.redis import RedisBroker, RedisNode, RedisURL
+from chatd.store import Appended, IHistoryStore, Message, Replay, StoreUnavailable
+from chatd.store.redis import RedisStore
+from tests.redis_server import RedisServer
+from tests.test_store_sqlite import (  # noqa: F401  (collected here, with this `store`)
+    test_append_assigns_seq_per_channel,
+    test_history_paging,
+    test_read_after_append_callback_sees_it,
+    test_replay_since_limit_truncated,
+    test_same_results_as_memory_store,
+)
+
+pytestmark = pytest.mark.redis
+DAY = 86400
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A private redis-server (no persistence) for one test."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+def _node(redis, prefix="t:", **query):
+    extra = "".join(f"&{k}={v}" for k, v in query.items())
+    return RedisNode(f"{redis.url}?prefix={prefix}&backoff_max=0.3{extra}")
+
+
+@defer.inlineCallbacks
+def _open(redis, prefix="t:", **kw):
+    kw.setdefault("prune_interval", None)
+    store = RedisStore(_node(redis, prefix), **kw)
+    yield store.start()
+    return store
+
+
+@pytest_twisted.async_yield_fixture
+async def store(redis):
+    """A started RedisStore on a private redis-server; stopped afterwards."""
+    s = await _open(redis)
+    yield s
+    await s.stop()
+
+
+def test_provides_interface_and_is_durable(store):
+    """RedisStore provides IHistoryStore and says it is durable."""
+    assert verifyObject(IHistoryStore, store)
+    assert store.durable is True
+
+
+@pytest_twisted.inlineCallbacks
+def test_results_fire_in_append_order_under_concurrency(store):
+    """Many appends in flight on one connection: results fire in order, seqs in order."""
+    fired = []
+    ds = []
+    n = 1500
+    for i in range(n):
+        d = store.append(f"room{i % 5}", f"u{i % 3}", "N", f"c{i}", f"t{i}", i)
+        d.addCallback(lambda a, i=i: fired.append((i, a)) or a)
+        ds.append(d)
+    yield defer.gatherResults(ds)
+    assert [i for i, _ in fired] == list(range(n))
+    for room in range(5):
+        seqs = [a.message.seq for i, a in fired if i % 5 == room]
+        assert seqs == list(range(1, n // 5 + 1))
+    assert store.appended == n
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_nodes_share_seq_and_dedupe(redis):
+    """Two stores (two nodes) interleaving appends get one seq sequence and one dedupe."""
+    a = yield _open(redis)
+    b = yield _open(redis)
+    try:
+        results = yield defer.gatherResults(
+            [
+                (a if i % 2 else b).append("r", f"u{i % 3}", "N", f"id{i}", f"t{i}", i)
+                for i in range(200)
+            ]
+        )
+        assert sorted(r.message.seq for r in results) == list(range(1, 201))
+        again = yield a.append("elsewhere", "u1", "N", "id1", "resent via a", 5)
+        first = next(r for r in results if r.message.client_id == "id1")
+        assert again == Appended(first.message, True)
+        again_b = yield b.append("r", "u1", "N", "id1", "resent via b", 5)
+        assert again_b.duplicate and again_b.message.seq == first.message.seq
+        replay = yield b.replay("r", 0, 1000)
+        assert [m.seq for m in replay.messages] == list(range(1, 201))
+    finally:
+        yield a.stop()
+        yield b.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_dedupe_record_outlives_trimmed_message(redis):
+    """With history_max=1 a resend of a trimmed message is still a duplicate with its seq and ts."""
+    s = yield _open(redis, history_max=1)
+    try:
+        ts = 10 * DAY * 1000
+        yield s.append("r", "u", "U", "id1", "first", ts)
+        yield s.append("r", "u", "U", "id2", "second", ts + 1)
+        assert [m.text for m in (yield s.replay("r", 0, 10)).messages] == ["second"]
+        assert (yield s.replay("r", 0, 10)).truncated is True
+        dup = yield s.append("r", "u", "U", "id1", "resent", ts + 5)
+        assert dup == Appended(Message("r", 1, "u", "", "", ts, "id1"), True)
+        fresh = yield s.append("r", "u", "U", "id3", "third", ts + 6)
+        assert fresh.message.seq == 3
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_prune_by_days_keeps_seq(redis):
+    """prune() deletes messages older than history_days; seq continues, replay reports the gap."""
+    s = yield _open(redis, history_days=2, prune_chunk=3)
+    try:
+        now = 100 * DAY
+        for age in (9, 8, 7, 6, 5, 4, 1, 0):
+            yield s.append("r", "u", "U", None, f"{age}d", int((now - age * DAY) * 1000))
+        for age in (9, 8, 7):
+            yield s.append("old", "u", "U", None, f"{age}d", int((now - age * DAY) * 1000))
+        deleted = yield s.prune(now)
+        assert deleted == 9
+        r = yield s.replay("r", 0, 100)
+        assert [m.text for m in r.messages] == ["1d", "0d"]
+        assert r == Replay(r.messages, 8, True)
+        assert (yield s.replay("old", 0, 10)) == Replay([], 3, True)
+        a = yield s.append("old", "u", "U", None, "new", int(now * 1000))
+        assert a.message.seq == 4
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_commit_publishes_on_the_bus_in_seq_order(redis):
+    """A broker append commits and publishes in one script: the bus sees every seq in order."""
+    s = yield _open(redis)
+    listener = _node(redis)
+    seen = []
+    listener.add_bus_handler(seen.append)
+    yield listener.start()
+    try:
+        broker = RedisBroker(s.node)
+        ds = [
+            broker.append(s, "message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
+            for i in range(100)
+        ]
+        dup = broker.append(s, "message", ("r", "u", "U", "c0", "again", 0), ("sess", False))
+        yield defer.gatherResults([*ds, dup])
+        yield listener.barrier()
+        import json
+
+        events = [json.loads(p) for p in seen]
+        assert [e["m"][1] for e in events] == list(range(1, 101))
+        assert events[0]["k"] == "message" and events[0]["a"] == ["sess", False]
+        assert events[0]["n"] == s.node.node_id
+    finally:
+        yield listener.stop()
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_redis_down_fails_fast_then_recovers(redis):
+    """With Redis gone, appends fail with StoreUnavailable at once; after restart they work."""
+    s = yield _open(redis)
+    try:
+        first = yield s.append("r", "u", "U", "a", "before", 1)
+        redis.kill()
+        for _ in range(50):
+            if not s.node.healthy:
+                break
+            yield _sleep(0.05)
+        assert s.node.healthy is False
+        with pytest.raises(StoreUnavailable):
+            yield s.append("r", "u", "U", "b", "during", 2)
+        redis.start()
+        for _ in range(100):
+            if s.node.healthy:
+                break
+            yield _sleep(0.05)
+        assert s.node.healthy is True
+        after = yield s.append("r", "u", "U", "b", "after", 3)
+        # no persistence in this server: history restarted with it
+        assert after.duplicate is False and after.message.seq >= 1
+        assert first.message.seq == 1
+    finally:
+        yield s.stop()
+
+
+def test_url_parsing():
+    """--redis URLs: scheme, password, db, prefix and tunables; bad ones are ValueErrors."""
+    u = RedisURL("rediss://:s3cr%40t@cache.example:6380/2?prefix=x:&heartbeat=1&node_ttl=3")
+    assert (u.tls, u.host, u.port, u.db, u.password, u.prefix) == (
+        True,
+        "cache.example",
+        6380,
+        2,
+        "s3cr@t",
+        "x:",
+    )
+    assert (u.heartbeat, u.node_ttl) == (1.0, 3.0)
+    assert "s3cr" not in u.redacted()
+    d = RedisURL("redis://localhost")
+    assert (d.port, d.db, d.prefix, d.password, d.tls) == (6379, 0, "chatd:", None, False)
+    for bad in ("http://x", "redis://x/?nope=1", "redis://x/?heartbeat=5&node_ttl=2"):
+        with pytest.raises(ValueError):
+            RedisURL(bad)
+
+
+def _sleep(seconds):
+    from twisted.internet import reactor, task
+
+    return task.deferLater(reactor, seconds, lambda: None)
