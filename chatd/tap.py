@@ -27,6 +27,124 @@ def _positive_float(value):
 _defaults = Settings()
 
 
+def _rate(value):
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0 (0: unlimited), not {value}")
+    return number
+
+
+def _count(value):
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0 (0: unlimited), not {value}")
+    return number
+
+
+SECURITY_PARAMETERS = [
+    [
+        "auth",
+        None,
+        None,
+        "Token authentication: required, optional or off (default: optional "
+        "when --jwt-secret or --jwt-public-key is given, else off).",
+    ],
+    [
+        "jwt-secret",
+        None,
+        None,
+        "HS256 secret for connection tokens (or env CHATD_JWT_SECRET); "
+        "also signs the tokens issued by /api/login/wechat.",
+    ],
+    ["jwt-public-key", None, None, "PEM public key file to verify RS256/ES256 tokens."],
+    [
+        "jwt-algorithm",
+        None,
+        None,
+        "Token algorithm (default HS256 with a secret, RS256 or ES256 from the key type).",
+    ],
+    ["jwt-audience", None, None, "Required 'aud' claim."],
+    ["jwt-issuer", None, None, "Required 'iss' claim."],
+    [
+        "token-ttl",
+        None,
+        86400.0,
+        "Lifetime in seconds of tokens issued by the login endpoint.",
+        _positive_float,
+    ],
+    [
+        "max-rooms",
+        None,
+        _defaults.max_rooms,
+        "Most rooms one connection may be in (too_many_rooms beyond).",
+        _positive_int,
+    ],
+    [
+        "max-connections-per-ip",
+        None,
+        1000,
+        "Most live connections from one IP address (HTTP 429 beyond; 0: unlimited).",
+        _count,
+    ],
+    [
+        "max-connections-per-user",
+        None,
+        10,
+        "Most live connections of one token user (HTTP 429 beyond; 0: unlimited).",
+        _count,
+    ],
+    [
+        "rate-limit",
+        None,
+        _defaults.rate_limit,
+        "Frames per second one connection may send (rate_limited beyond; 0: unlimited).",
+        _rate,
+    ],
+    [
+        "rate-burst",
+        None,
+        _defaults.rate_burst,
+        "Burst allowance of the per-connection limit.",
+        _rate,
+    ],
+    [
+        "user-rate-limit",
+        None,
+        _defaults.user_rate_limit,
+        "Frames per second one user may send over all connections (0: unlimited).",
+        _rate,
+    ],
+    [
+        "user-rate-burst",
+        None,
+        _defaults.user_rate_burst,
+        "Burst allowance of the per-user limit.",
+        _rate,
+    ],
+    [
+        "flood-strikes",
+        None,
+        _defaults.flood_strikes,
+        "Refused frames within 10 s before the connection is closed with 1008.",
+        _positive_int,
+    ],
+    [
+        "max-queue-bytes",
+        None,
+        _defaults.max_queue_bytes,
+        "Bytes queued for a client that stopped reading before it is dropped (4008).",
+        _positive_int,
+    ],
+    [
+        "idle-timeout",
+        None,
+        _defaults.idle_timeout,
+        "Close connections that sent nothing for this many seconds with 4408 (0: never).",
+        _rate,
+    ],
+]
+
+
 class Options(usage.Options):
     """``twistd chatd`` options. Every option is documented in README.md."""
 
@@ -116,6 +234,8 @@ class Options(usage.Options):
             "SQLite synchronous mode: FULL (an ack survives power loss) or NORMAL (survives a "
             "crash of the process only).",
         ],
+        # --auth, --jwt-*, limits: identity and abuse limits (docs/security.md)
+        *SECURITY_PARAMETERS,
         # --config, --api-key, --metrics-listen, --log-*, --webhook-*: chatd/config.py
         *config.OPT_PARAMETERS,
         [
@@ -131,7 +251,20 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        self["allowed-origin"] = []
+        self["trusted-proxy"] = []
         config.track(self)  # which options the command line gives (they beat --config)
+
+    def opt_allowed_origin(self, origin):
+        """Browser origin allowed to connect, e.g. https://chat.example.com or
+        https://*.example.com (repeatable; default: any). Clients that send no
+        Origin (mini-programs, apps, servers) are always allowed."""
+        self["allowed-origin"].append(origin)
+
+    def opt_trusted_proxy(self, address):
+        """IP address of a reverse proxy whose X-Forwarded-For names the client
+        (repeatable; used for the per-IP connection limit)."""
+        self["trusted-proxy"].append(address)
 
     def opt_listen(self, description):
         """Listen on a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1,
@@ -163,7 +296,54 @@ class Options(usage.Options):
             ping_timeout=self["ping-timeout"],
             replay_limit=self["replay-limit"],
             open_handshake_timeout=self["handshake-timeout"],
+            max_rooms=self["max-rooms"],
+            rate_limit=self["rate-limit"],
+            rate_burst=self["rate-burst"],
+            user_rate_limit=self["user-rate-limit"],
+            user_rate_burst=self["user-rate-burst"],
+            flood_strikes=self["flood-strikes"],
+            max_queue_bytes=self["max-queue-bytes"],
+            idle_timeout=self["idle-timeout"],
         )
+        self["gate"] = make_gate(self)
+
+
+def make_gate(options):
+    """The handshake :class:`chatd.gate.Gate` the options describe."""
+    import os
+
+    from chatd.auth import TokenVerifier
+    from chatd.gate import AUTH_MODES, Gate
+
+    secret = options["jwt-secret"] or os.environ.get("CHATD_JWT_SECRET") or None
+    public_key = options["jwt-public-key"]
+    if secret and public_key:
+        raise usage.UsageError("give --jwt-secret or --jwt-public-key, not both")
+    verifier = None
+    if secret or public_key:
+        try:
+            verifier = TokenVerifier(
+                secret=secret,
+                public_key_file=public_key,
+                algorithm=options["jwt-algorithm"],
+                audience=options["jwt-audience"],
+                issuer=options["jwt-issuer"],
+            )
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--jwt-public-key / --jwt-algorithm: {e}") from None
+    auth = options["auth"] or ("optional" if verifier else "off")
+    if auth not in AUTH_MODES:
+        raise usage.UsageError("--auth must be required, optional or off")
+    if auth != "off" and verifier is None:
+        raise usage.UsageError(f"--auth {auth} needs --jwt-secret or --jwt-public-key")
+    return Gate(
+        auth,
+        verifier,
+        options["allowed-origin"],
+        max_per_ip=options["max-connections-per-ip"],
+        max_per_user=options["max-connections-per-user"],
+        trusted_proxies=options["trusted-proxy"],
+    )
 
 
 def make_cluster(options, reactor=None):
@@ -217,6 +397,7 @@ def makeService(options, reactor=None):
         TimedStore(store, reactor),
         options["settings"],
         reactor=reactor,
+        gate=options["gate"],
         broker=broker,
         directory=directory,
     )
