@@ -8,6 +8,7 @@ send to the others.
 from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -16,7 +17,7 @@ from chatd.auth import ANONYMOUS_PREFIX
 from chatd.chat import Chat
 from chatd.gate import Gate
 from chatd.interfaces import IFanout
-from chatd.protocol import ChatProtocol
+from chatd.protocol import IDLE, ChatProtocol
 from chatd.settings import Settings
 from chatd.wire import PROTOCOL
 
@@ -69,6 +70,28 @@ class ChatFactory(WebSocketServerFactory):
         )
         #: every open connection, in the order they opened
         self.connections: dict[ChatProtocol, None] = {}
+        self._sweeper = None
+
+    def start_housekeeping(self) -> None:
+        """Start the periodic idle-connection sweep (when ``idle_timeout`` is set)."""
+        idle = self.settings.idle_timeout
+        if idle and self._sweeper is None:
+            self._sweeper = LoopingCall(self._close_idle)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(max(idle / 4, 0.05), now=False)
+
+    def stop_housekeeping(self) -> None:
+        """Stop what :meth:`start_housekeeping` started."""
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _close_idle(self) -> None:
+        cutoff = self.reactor.seconds() - self.settings.idle_timeout
+        for conn in tuple(self.connections):
+            if conn.last_seen < cutoff and conn.state == _OPEN:
+                self.chat.stats.closes[IDLE] += 1
+                conn.close(IDLE, "idle timeout")
 
     def track(self, proto: ChatProtocol) -> None:
         """Remember an open connection."""

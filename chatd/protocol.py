@@ -26,6 +26,8 @@ _OPEN = WebSocketServerProtocol.STATE_OPEN
 SLOW_CONSUMER = 4008
 #: close code when the connection's token expires
 TOKEN_EXPIRED = 4401
+#: close code for a client that sent nothing for --idle-timeout seconds
+IDLE = 4408
 
 
 def _peer_host(peer: str) -> str:
@@ -77,6 +79,8 @@ class ChatProtocol(WebSocketServerProtocol):
     paused = False
     #: bytes written while paused
     backlog = 0
+    #: reactor time of the last frame from the client
+    last_seen = 0.0
 
     def onConnect(self, request):
         """Admit or refuse the handshake, and pick the mode.
@@ -126,6 +130,7 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self._opened = True
+        self.last_seen = self.factory.reactor.seconds()
         transport = self.transport
         # twisted.web's HTTPChannel is still the transport's producer after the
         # WebSocket takeover; watch the write buffer ourselves instead
@@ -147,6 +152,7 @@ class ChatProtocol(WebSocketServerProtocol):
         self.close(TOKEN_EXPIRED, "token expired")
 
     def onMessage(self, payload, isBinary):
+        self.last_seen = self.factory.reactor.seconds()
         if self.mode == RELAY:
             self.factory.chat.relay(self, payload, isBinary)
         else:

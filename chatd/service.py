@@ -142,6 +142,7 @@ class ChatService(MultiService):
         # a bind error raises here and twistd exits 1 (also in daemon mode)
         for listener in self.listeners:
             listener.startService()
+        self.factory.start_housekeeping()
         if self.ops is not None:
             opened.addCallback(lambda _: self.ops.started(self))
         opened.addCallback(lambda _: self)
@@ -166,6 +167,7 @@ class ChatService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        self.factory.stop_housekeeping()
         if self.ops is not None:
             self.ops.stopping(self)  # systemd STOPPING=1, /readyz 503, webhooks stop
         yield defer.gatherResults(
