@@ -1,0 +1,99 @@
+"""Slow consumers: a client that stops reading cannot make the server's memory grow."""
+
+import base64
+import os
+import socket
+import threading
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A real WebSocket client (relay mode) that completes the handshake, then never reads."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += s.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return s
+
+
+@pytest.mark.subprocess
+def test_stalled_reader_is_dropped_and_memory_stays_bounded(twistd_factory):
+    """100 MB flooded at a room with one stalled reader: the server drops that reader once
+    its backlog passes --max-queue-bytes, its RSS grows by far less than the flood, and a
+    reading client gets every frame."""
+    proc = twistd_factory(
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        ":memory:",
+        "--rate-limit",
+        "0",
+        "--user-rate-limit",
+        "0",
+        "--max-message-size",
+        "70000",
+        "--max-queue-bytes",
+        "1048576",
+    )
+    port = proc.port
+    frame = os.urandom(60_000)
+    count = 1700  # ~100 MB
+    received = []
+
+    with connect(proc.ws_url, max_size=None) as reader, connect(proc.ws_url) as flooder:
+        stalled = stalled_client(port)
+        time.sleep(0.3)
+        before = rss_kb(proc.proc.pid)
+
+        def read_all():
+            while len(received) < count:
+                received.append(len(reader.recv(timeout=30)))
+
+        t = threading.Thread(target=read_all)
+        t.start()
+        peak = before
+        for i in range(count):
+            flooder.send(frame)
+            if i % 50 == 0:
+                peak = max(peak, rss_kb(proc.proc.pid))
+        t.join(timeout=60)
+        peak = max(peak, rss_kb(proc.proc.pid))
+        assert len(received) == count and set(received) == {60_000}
+        growth_mb = (peak - before) / 1024
+        flood_mb = count * len(frame) / 1e6
+        assert growth_mb < 40, f"RSS grew {growth_mb:.0f} MB during a {flood_mb:.0f} MB flood"
+        # the stalled client was disconnected: reading now ends in EOF or a reset
+        stalled.settimeout(10)
+        drained = 0
+        try:
+            while True:
+                chunk = stalled.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except ConnectionResetError:
+            pass
+        stalled.close()
+        assert drained < 8 * 1048576, f"the stalled client still got {drained} bytes"
