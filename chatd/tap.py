@@ -135,6 +135,14 @@ SECURITY_PARAMETERS = [
         "Bytes queued for a client that stopped reading before it is dropped (4008).",
         _positive_int,
     ],
+    ["wechat-appid", None, None, "Mini-program app id: enables POST /api/login/wechat."],
+    [
+        "wechat-secret",
+        None,
+        None,
+        "Mini-program app secret (prefer env CHATD_WECHAT_SECRET; never logged).",
+    ],
+    ["wechat-api", None, None, "Base URL of WeChat's API (default https://api.weixin.qq.com)."],
     [
         "idle-timeout",
         None,
@@ -306,6 +314,16 @@ class Options(usage.Options):
             idle_timeout=self["idle-timeout"],
         )
         self["gate"] = make_gate(self)
+        if self["wechat-appid"]:
+            import os
+
+            if not (self["wechat-secret"] or os.environ.get("CHATD_WECHAT_SECRET")):
+                raise usage.UsageError(
+                    "--wechat-appid needs --wechat-secret or CHATD_WECHAT_SECRET"
+                )
+            verifier = self["gate"].verifier
+            if verifier is None or not verifier.can_issue:
+                raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
 
 
 def make_gate(options):
@@ -401,5 +419,8 @@ def makeService(options, reactor=None):
         broker=broker,
         directory=directory,
     )
+    from chatd.login import login_resources
+
+    factory.login = login_resources(options, options["gate"].verifier, reactor)
     ops = Operations(options, factory, store, reactor)
     return ChatService(factory, store, options["listen"], reactor=reactor, ops=ops)

@@ -70,6 +70,13 @@ def build_site(factory, children=None) -> Site:
     root.putChild(b"healthz", Health(factory))
     for name, resource in (children or {}).items():
         root.putChild(name, resource)
+    login = getattr(factory, "login", None)
+    if login is not None:
+        api = root.children.get(b"api")
+        if api is None:
+            api = Resource()
+            root.putChild(b"api", api)
+        api.putChild(b"login", login)  # /api/login/wechat needs no API key
     site = Site(root)
     site.noisy = False
     return site

@@ -1,0 +1,183 @@
+"""WeChat login: POST /api/login/wechat against a local stand-in for jscode2session."""
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from tests.wsclient import Client
+
+APP_SECRET = "app-secret-never-logged-1234"
+JWT_SECRET = "jwt-secret-for-tests-32-bytes-long!!"
+
+
+class FakeJscode2session(Resource):
+    """Mimics WeChat's /sns/jscode2session: its success and error answers by code."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render_GET(self, request):
+        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        self.seen.append(args)
+        if request.path != b"/sns/jscode2session" or args.get("secret") != APP_SECRET:
+            return json.dumps({"errcode": 40125, "errmsg": "invalid appsecret"}).encode()
+        code = args["js_code"]
+        if code == "slow":
+            return NOT_DONE_YET
+        if code == "garbage":
+            return b"<html>oops</html>"
+        replies = {
+            "bad": {"errcode": 40029, "errmsg": "invalid code"},
+            "used": {"errcode": 40163, "errmsg": "code been used"},
+            "limited": {"errcode": 45011, "errmsg": "api minute-quota reach limit"},
+            "busy": {"errcode": -1, "errmsg": "system error"},
+            "risky": {"errcode": 40226, "errmsg": "high risk user"},
+        }
+        reply = replies.get(code, {"openid": "o-" + code, "session_key": "SECRET-KEY"})
+        return json.dumps(reply).encode()
+
+
+class QuietSite(Site):
+    """The stand-in's own access log would show the secret it receives: keep it quiet."""
+
+    def log(self, request):
+        pass
+
+
+@pytest.fixture
+def wechat():
+    fake = FakeJscode2session()
+    port = reactor.listenTCP(0, QuietSite(fake), interface="127.0.0.1")
+    fake.url = f"http://127.0.0.1:{port.getHost().port}"
+    yield fake
+    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+
+
+@defer.inlineCallbacks
+def post(port, body, raw=None):
+    agent = Agent(reactor)
+    data = raw if raw is not None else json.dumps(body).encode()
+    response = yield agent.request(
+        b"POST",
+        f"http://127.0.0.1:{port}/api/login/wechat".encode(),
+        Headers({b"content-type": [b"application/json"]}),
+        FileBodyProducer(__import__("io").BytesIO(data)),
+    )
+    payload = yield readBody(response)
+    return response.code, json.loads(payload)
+
+
+@pytest_twisted.inlineCallbacks
+def test_login_success_gives_a_token_that_connects(server_factory, wechat):
+    """A good code yields a chatd token for wx:<openid>; the session_key never leaves."""
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        srv = yield server_factory(
+            "--jwt-secret",
+            JWT_SECRET,
+            "--wechat-appid",
+            "wx123",
+            "--wechat-secret",
+            APP_SECRET,
+            "--wechat-api",
+            wechat.url,
+        )
+        status, body = yield post(srv.port, {"code": "abc", "name": "小红"})
+        assert status == 200, body
+        assert body["user"] == "wx:o-abc" and body["name"] == "小红"
+        assert body["expires_in"] == 86400 and "session_key" not in json.dumps(body)
+        assert wechat.seen[-1]["appid"] == "wx123"
+        assert wechat.seen[-1]["grant_type"] == "authorization_code"
+        c = yield Client.v1(srv.port, token=body["token"])
+        assert (c.welcome["user"], c.welcome["name"]) == ("wx:o-abc", "小红")
+        yield c.close()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    text = "\n".join(formatEvent(e) or "" for e in logged) + repr(logged)
+    assert APP_SECRET not in text and body["token"] not in text
+
+
+@pytest.mark.parametrize(
+    "code, status, error",
+    [
+        ("bad", 401, "invalid_code"),
+        ("used", 401, "invalid_code"),
+        ("limited", 429, "rate_limited"),
+        ("busy", 503, "wechat_busy"),
+        ("risky", 403, "user_blocked"),
+        ("garbage", 502, "wechat_error"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_wechat_errors_are_clear(server_factory, wechat, code, status, error):
+    """Each jscode2session error maps to a documented HTTP status and error code."""
+    srv = yield server_factory(
+        "--jwt-secret",
+        JWT_SECRET,
+        "--wechat-appid",
+        "wx123",
+        "--wechat-secret",
+        APP_SECRET,
+        "--wechat-api",
+        wechat.url,
+    )
+    got_status, body = yield post(srv.port, {"code": code})
+    assert (got_status, body["error"]["code"]) == (status, error)
+    assert body["error"]["message"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_requests_and_unreachable_wechat(server_factory, wechat):
+    """No code → 400; WeChat down → 504; the secret is never in an answer."""
+    srv = yield server_factory(
+        "--jwt-secret",
+        JWT_SECRET,
+        "--wechat-appid",
+        "wx123",
+        "--wechat-secret",
+        APP_SECRET,
+        "--wechat-api",
+        wechat.url,
+    )
+    for raw in (b"not json", b"[]", b'{"code": 5}', b"{}"):
+        status, body = yield post(srv.port, None, raw=raw)
+        assert (status, body["error"]["code"]) == (400, "bad_request")
+    closed = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
+    dead = closed.getHost().port
+    yield closed.stopListening()
+    srv2 = yield server_factory(
+        "--jwt-secret",
+        JWT_SECRET,
+        "--wechat-appid",
+        "wx123",
+        "--wechat-secret",
+        APP_SECRET,
+        "--wechat-api",
+        f"http://127.0.0.1:{dead}",
+    )
+    status, body = yield post(srv2.port, {"code": "abc"})
+    assert (status, body["error"]["code"]) == (504, "wechat_unreachable")
+    assert APP_SECRET not in json.dumps(body)
+
+
+def test_wechat_login_needs_a_signing_secret():
+    """--wechat-appid without --jwt-secret (or without an app secret) is refused at start."""
+    from twisted.python.usage import UsageError
+
+    from chatd import tap
+
+    with pytest.raises(UsageError, match="jwt-secret"):
+        tap.Options().parseOptions(["--wechat-appid", "x", "--wechat-secret", "y"])
+    with pytest.raises(UsageError, match="wechat-secret"):
+        tap.Options().parseOptions(["--wechat-appid", "x", "--jwt-secret", JWT_SECRET])
