@@ -124,6 +124,9 @@ def _destination(twistd_options):
     return LogFile.fromFullPath(logfile or "twistd.log")
 
 
+_connections = Logger(namespace="chatd.connections")
+
+
 class ConnectionLog:
     """A chat observer logging connections opening and closing, and errors sent.
 
@@ -131,12 +134,10 @@ class ConnectionLog:
     the text of a message, never the URL (which may carry a token).
     """
 
-    log = Logger(namespace="chatd.connections")
-
     def __call__(self, event: str, **fields) -> None:
         if event in ("connect", "disconnect"):
             conn = fields["conn"]
-            self.log.info(
+            _connections.info(
                 "connection {what} peer={peer} user={user} mode={mode}",
                 what="open" if event == "connect" else "closed",
                 peer=getattr(conn, "peer", None),
@@ -146,7 +147,7 @@ class ConnectionLog:
             )
         elif event == "error":
             conn = fields["conn"]
-            self.log.info(
+            _connections.info(
                 "error {code} sent to peer={peer} user={user}",
                 code=fields["code"],
                 peer=getattr(conn, "peer", None),

@@ -26,6 +26,7 @@ import signal
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
@@ -148,7 +149,7 @@ class Operations:
         d.addTimeout(Ready.TIMEOUT, self.reactor)
 
         def result(outcome):
-            store_ok = not isinstance(outcome, defer.failure.Failure)
+            store_ok = not isinstance(outcome, Failure)
             body = {
                 "status": "ready" if store_ok and broker_ok else "unavailable",
                 "store": "ok" if store_ok else outcome.getErrorMessage() or "failed",
