@@ -1,0 +1,118 @@
+"""Webhooks: POSTs to a real HTTP receiver on loopback, retried, never blocking delivery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from tests.wsclient import Client, deferLater
+
+
+class Receiver(Resource):
+    """Records every POST; answers the first *fail* of them with HTTP 500."""
+
+    isLeaf = True
+
+    def __init__(self, fail=0):
+        super().__init__()
+        self.fail = fail
+        self.attempts = 0
+        self.events = []
+        self.headers = []
+        self.arrived = defer.DeferredQueue()
+
+    def render_POST(self, request):
+        self.attempts += 1
+        if self.attempts <= self.fail:
+            request.setResponseCode(500)
+            return b"try later"
+        event = json.loads(request.content.read())
+        self.events.append(event)
+        self.headers.append(request.getHeader(b"authorization"))
+        self.arrived.put(event)
+        return b"ok"
+
+
+@defer.inlineCallbacks
+def wait_for(receiver, predicate, timeout=10):
+    """The first received event matching *predicate*."""
+    while True:
+        event = yield receiver.arrived.get().addTimeout(timeout, reactor)
+        if predicate(event):
+            return event
+
+
+@pytest_twisted.inlineCallbacks
+def test_online_offline_and_room_messages_are_posted(server_factory):
+    """A user's first connection posts ``online``, the last ``offline``; messages of the
+    configured rooms are posted with seq and text, other rooms' are not; requests carry
+    the API key."""
+    receiver = Receiver()
+    port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        srv = yield server_factory(
+            "--webhook-url", url, "--webhook-rooms", "support", "--api-key", "hook-key"
+        )
+        eve = yield Client.v1(srv.port, "eve")
+        online = yield wait_for(receiver, lambda e: e["event"] == "online")
+        assert online["user"].endswith("eve") and online["mode"] == "chatd.v1"
+        yield eve.join("support")
+        yield eve.join("random")
+        eve.send(type="send", room="random", text="not posted", id="r1")
+        yield eve.expect("ack", id="r1")
+        eve.send(type="send", room="support", text="help!", id="s1")
+        ack = yield eve.expect("ack", id="s1")
+        message = yield wait_for(receiver, lambda e: e["event"] == "message")
+        assert message["room"] == "support" and message["text"] == "help!"
+        assert message["seq"] == ack["seq"] and message["id"] == "s1"
+        yield eve.close()
+        offline = yield wait_for(receiver, lambda e: e["event"] == "offline")
+        assert offline["user"] == online["user"]
+        assert all(e.get("room") != "random" for e in receiver.events)
+        assert set(receiver.headers) == {b"apikey hook-key"}
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_failures_are_retried_with_backoff_and_never_block_delivery(server_factory):
+    """A receiver answering 500 twice gets the event on the third try (after the
+    backoff); a dead receiver does not delay a send's ack or its delivery."""
+    receiver = Receiver(fail=2)
+    port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        srv = yield server_factory("--webhook-url", url, "--webhook-rooms", "*")
+        started = reactor.seconds()
+        a = yield Client.v1(srv.port, "ann")
+        event = yield wait_for(receiver, lambda e: e["event"] == "online")
+        assert receiver.attempts == 3 and event["user"].endswith("ann")
+        assert reactor.seconds() - started >= 0.5 + 1.0 - 0.05  # backoff 0.5 s, then 1 s
+        hooks = srv.service.ops.webhooks
+        yield deferLater(0.2)  # chatd reads the 200 response
+        assert hooks.retried == 2 and hooks.sent == 1
+    finally:
+        yield port.stopListening()
+
+    # a receiver that refuses connections: chat traffic is as fast as ever
+    hooks.configure("http://127.0.0.1:1/hook", "*")
+    yield a.join("any")
+    b = yield Client.v1(srv.port, "ben")
+    yield b.join("any")
+    yield a.expect("presence", event="join")
+    t0 = reactor.seconds()
+    for i in range(5):
+        a.send(type="send", room="any", text=f"x{i}", id=f"x{i}")
+        yield a.expect("ack", id=f"x{i}")
+    assert reactor.seconds() - t0 < 1.0
+    for i in range(5):
+        yield b.expect("message", text=f"x{i}")
+    yield deferLater(0.1)
+    assert hooks.retried > 2  # the dead receiver's events are being retried meanwhile
+    yield a.close()
+    yield b.close()
