@@ -53,9 +53,15 @@ def _twistd() -> str:
     return shutil.which("twistd") or "twistd"
 
 
+_HELP: list[str] = []
+
+
 def _chatd_help() -> str:
+    """``twistd chatd --help``, read once per run (the options chatd has now)."""
+    if _HELP:
+        return _HELP[0]
     try:
-        return subprocess.run(
+        out = subprocess.run(
             [_twistd(), "chatd", "--help"],
             env={**os.environ, "PYTHONPATH": REPO},
             capture_output=True,
@@ -65,6 +71,8 @@ def _chatd_help() -> str:
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
+    _HELP.append(out)
+    return out
 
 
 def _need_chatd():
@@ -87,6 +95,17 @@ def _need_node_ws():
     return None
 
 
+def _no_rate_limits() -> list[str]:
+    """chatd's flood limits off: the benchmark measures fan-out, not the limiter."""
+    text = _chatd_help()
+    return [
+        arg
+        for opt in ("--rate-limit", "--user-rate-limit")
+        if f"{opt}=" in text
+        for arg in (opt, "0")
+    ]
+
+
 def _chatd_argv(*extra):
     return lambda port, wd: [
         _twistd(),
@@ -95,6 +114,7 @@ def _chatd_argv(*extra):
         "chatd",
         "--listen",
         f"tcp:{port}:interface=127.0.0.1",
+        *_no_rate_limits(),
         *extra,
     ]
 
@@ -324,6 +344,13 @@ def run_one(server: Server, mode: str, args) -> dict:
             result["core0_other"] = round(max(0.0, busy["0"] - result["server_cpu"]), 3)
         if "1" in busy and result.get("gen_cpu") is not None:
             result["core1_other"] = round(max(0.0, busy["1"] - result["gen_cpu"]), 3)
+        if result.get("server_cpu") is not None and result.get("gen_cpu") is not None:
+            if result["gen_cpu"] >= 0.9:
+                result["bound"] = "generator"
+            elif result["server_cpu"] >= 0.9:
+                result["bound"] = "server"
+            else:
+                result["bound"] = "neither"
         if srv.proc.poll() is not None:
             result["error"] = result.get("error") or f"server died: {srv.tail()[-600:]}"
         return {**row, **result, "mode": mode}
@@ -405,6 +432,7 @@ def print_table(rows: list[dict], out):
                 "server_cpu",
                 "core0_other",
                 "core1_other",
+                "bound",
             ]
         cols += [f"{key}/twisted_bare", f"{key}/chatd_relay"]
         table = [cols]
