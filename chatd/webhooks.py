@@ -72,6 +72,11 @@ class Webhooks:
         self.failed = 0
         self.dropped = 0
 
+    @property
+    def pending(self) -> int:
+        """Events queued or being sent (retries waiting on a timer not included)."""
+        return len(self._queue) + self._in_flight
+
     def configure(self, url: str | None, rooms: str | None) -> None:
         """Set the target URL (None: off) and the rooms whose messages are sent."""
         self.url = url or None
