@@ -1,11 +1,16 @@
 """Durable history over real sockets: resume with since, exactly-once, restarts and SIGKILL."""
 
+import os
 import signal
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from tests.conftest import ROOT
 from tests.wsclient import Client, deferLater
 
 
@@ -212,3 +217,32 @@ def test_dm_history_and_dedupe_survive_a_clean_restart(twistd_factory, tmp_path)
     yield b2.silent(0.2)
     yield a2.close()
     yield b2.close()
+
+
+@pytest.mark.subprocess
+def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    """A history file written by a newer chatd stops start-up with exit 1 and says why."""
+    db = tmp_path / "future.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "chatd",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--db",
+            str(db),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1
+    assert "schema version 999" in proc.stdout and "newer chatd" in proc.stdout

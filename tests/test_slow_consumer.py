@@ -76,6 +76,11 @@ def test_stalled_reader_is_dropped_and_memory_stays_bounded(twistd_factory):
         peak = before
         for i in range(count):
             flooder.send(frame)
+            # pace the flood to what the reading client takes, so only the
+            # stalled one falls behind (a reader slower than the flood is, by
+            # definition, a slow consumer too)
+            while i - len(received) > 10 and t.is_alive():
+                time.sleep(0.001)
             if i % 50 == 0:
                 peak = max(peak, rss_kb(proc.proc.pid))
         t.join(timeout=60)
@@ -97,3 +102,39 @@ def test_stalled_reader_is_dropped_and_memory_stays_bounded(twistd_factory):
             pass
         stalled.close()
         assert drained < 8 * 1048576, f"the stalled client still got {drained} bytes"
+
+
+@pytest.mark.subprocess
+def test_dead_peer_that_never_answers_pings_is_dropped(twistd_factory):
+    """The server's WebSocket pings find a peer that went silent: it is dropped after
+    --ping-interval + --ping-timeout, while a peer that answers pings stays."""
+    proc = twistd_factory(
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        ":memory:",
+        "--ping-interval",
+        "1",
+        "--ping-timeout",
+        "3",
+    )
+    started = time.monotonic()
+    silent = stalled_client(proc.port)  # completes the handshake, never answers a ping
+    with connect(proc.ws_url) as alive:  # the websockets client answers pings itself
+        silent.settimeout(10)
+        data = b""
+        try:
+            while True:
+                chunk = silent.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+        waited = time.monotonic() - started
+        # autobahn batches its timers in 1 s buckets, so only an upper bound is meaningful
+        assert waited < 8, f"dropped after {waited:.2f} s"
+        assert data[:1] == b"\x89", "the server pinged first"  # opcode 9: ping
+        time.sleep(2.5)  # more ping rounds: the answering peer is still connected
+        alive.send("still here")
+        assert alive.ping().wait(timeout=2)
