@@ -192,8 +192,54 @@ liveDescribe('ChatClient against a live chatd', () => {
       expect(took).toBeLessThan(1500) // interval + timeout = 600 ms, plus scheduling slack on a busy CI box
       a.client.send(room, 'while dead')
       proxy.heal()
-      // chatd still holds bob's dead connection: the name is taken until it
-      // is reaped; the SDK keeps retrying instead of giving up
+      // chatd still holds bob's dead connection, but the reconnect presents
+      // welcome.resume: it is welcomed under the same name at once
+      await waitFor(() => b.client.connected && b.log.message.length === 1, 'bob resumed', 10000)
+      expect(b.log.message[0]).toMatchObject({ text: 'while dead', room })
+      expect(b.log.status.find((s) => s.code === 4409)).toBeUndefined()
+      expect(b.wx.tasks[b.wx.tasks.length - 1].url).toContain('resume=' + encodeURIComponent(b.log.welcome[0].resume))
+      expect(b.log.welcome.length).toBe(2)
+      expect(b.log.welcome[1].user).toBe(b.log.welcome[0].user)
+      proxy.reap()
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  test('resume secret: a second socket with welcome.resume shares the live name; without it name_taken', async () => {
+    const name = uniqueName('dora')
+    const a = await online(name)
+    const secret = a.log.welcome[0].resume
+    expect(typeof secret).toBe('string')
+    expect(a.wx.tasks[0].url).not.toContain('resume=') // nothing to present before the first welcome
+    // a wrong secret is refused like no secret
+    const stranger = client(name)
+    stranger.client.resumeSecret = 'not-' + secret
+    stranger.client.connect()
+    await waitFor(() => stranger.client.state === 'closed', 'stranger refused')
+    expect(stranger.log.error[0].code).toBe('name_taken')
+    // the same secret is welcomed while the first socket is still open
+    const twin = client(name)
+    twin.client.resumeSecret = secret
+    twin.client.connect()
+    await waitFor(() => twin.client.connected, 'twin welcomed')
+    expect(twin.client.user).toBe(a.client.user)
+    expect(a.client.connected).toBe(true)
+  })
+
+  test('fallback: without a usable resume secret a reconnect retries name_taken until chatd reaps the dead socket', async () => {
+    const proxy = await startProxy(server.port)
+    try {
+      const room = uniqueName('r')
+      const a = await online(uniqueName('alice'))
+      const b = await online(uniqueName('bob'), { heartbeat: { interval: 300, timeout: 300 }, backoff: { initial: 100, max: 300, jitter: 0 } }, proxy.url)
+      await a.client.join(room)
+      await b.client.join(room)
+      proxy.blackhole()
+      await waitFor(() => b.log.status.find((s) => s.reason === 'heartbeat timeout'), 'heartbeat timeout', 3000)
+      b.client.resumeSecret = 'lost' // e.g. an old app version that never stored it
+      a.client.send(room, 'while dead')
+      proxy.heal()
       await waitFor(() => b.log.status.find((s) => s.code === 4409), 'name_taken retry', 5000)
       expect(b.client.state).not.toBe('closed')
       proxy.reap()

@@ -16,10 +16,25 @@
  *  - keeps an outbox: `send`/`dm` give each message a random client `id`, the
  *    entry stays `pending` until its `ack` and is resent on every new
  *    connection until then (chatd dedupes by `id`, so this is exactly-once);
+ *  - anonymous sessions remember `welcome.resume` and reconnect with
+ *    `?name=…&resume=…`, so a reconnect may take over its own name while chatd
+ *    still holds the dead socket (a `name_taken` retry stays as a fallback);
+ *  - token sessions send `Authorization: Bearer <token>`; a token that expired
+ *    (close 4401, a 401 handshake refusal, or a known expiry in the past)
+ *    stops the reconnect loop and emits `auth` so the app logs in again and
+ *    calls `setToken()` + `connect()`;
+ *  - with `storageKey`, the outbox, the last seen `seq` of every room and DM
+ *    conversation and the resume secret are kept in wx storage, so a cold
+ *    start resends queued messages and resumes every room with `since`;
+ *  - `rate_limited` refusals are resent with the same `id` after a growing
+ *    delay, one frame in flight at a time until the server accepts again;
+ *    `forbidden` / `too_many_rooms` reject `join()` and fail the room's
+ *    queued messages;
  *  - emits typed events: `status`, `welcome`, `joined`, `message`, `dm`,
- *    `presence`, `typing`, `ack`, `failed`, `error`.
+ *    `presence`, `typing`, `ack`, `failed`, `error`, `auth`.
  *
- * The only state is the ChatClient instance: no globals, no storage.
+ * All state is in the ChatClient instance (and, with `storageKey`, in one
+ * storage entry); no globals.
  */
 'use strict'
 
@@ -31,8 +46,17 @@ const DEFAULTS = {
   heartbeat: { interval: 25000, timeout: 10000 },
   connectTimeout: 15000,
   retryDelay: 1000,
-  seenWindow: 2000
+  seenWindow: 2000,
+  // delay before resending a frame refused with rate_limited (grows ×2)
+  rateBackoff: { initial: 300, factor: 2, max: 8000, jitter: 0.2 },
+  // a token this close to its expiry (ms) is treated as expired before dialing
+  tokenSlack: 5000,
+  // seq changes are written to storage at most this often (ms)
+  saveDelay: 300
 }
+
+/** Storage format version of the persisted session. */
+const STORE_VERSION = 1
 
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = { 4400: 'bad_name' }
@@ -71,6 +95,11 @@ function makeId(random) {
     s += Math.floor(rnd() * 0x10000).toString(16).padStart(4, '0')
   }
   return 'm' + Date.now().toString(36) + '-' + s
+}
+
+/** True when a socket failure message reports an HTTP 401 handshake refusal. */
+function isUnauthorized(reason) {
+  return typeof reason === 'string' && /(^|\D)401(\D|$)/.test(reason)
 }
 
 /** Appends `name` / `token` to the upgrade URL as query parameters. */
@@ -122,7 +151,10 @@ class ChatClient {
    * @param {object} opts
    * @param {string} opts.url      ws:// or wss:// URL of chatd (path `/` or `/ws`)
    * @param {string} [opts.name]   display name to ask for (anonymous)
-   * @param {string} [opts.token]  access token (sent as `token`)
+   * @param {string} [opts.token]  access token (sent as `Authorization: Bearer`)
+   * @param {number} [opts.tokenExpiresAt] ms since the epoch when the token expires
+   * @param {string} [opts.tokenIn] 'header' (default) or 'query' (`?token=`)
+   * @param {string} [opts.storageKey] wx storage key to persist the session under
    * @param {object} [opts.wx]     the wx API (defaults to the global `wx`)
    */
   constructor(opts) {
@@ -131,6 +163,12 @@ class ChatClient {
     this.url = o.url
     this.name = o.name || null
     this.token = o.token || null
+    this.tokenExpiresAt = o.tokenExpiresAt || null
+    this.tokenIn = o.tokenIn === 'query' ? 'query' : 'header'
+    this.tokenSlack = o.tokenSlack !== undefined ? o.tokenSlack : DEFAULTS.tokenSlack
+    this.storageKey = o.storageKey || null
+    this.saveDelay = o.saveDelay !== undefined ? o.saveDelay : DEFAULTS.saveDelay
+    this.resumeSecret = null // welcome.resume of an anonymous session
     this.wx = o.wx || (typeof wx !== 'undefined' ? wx : null) // eslint-disable-line no-undef
     if (!this.wx) throw new Error('ChatClient: no wx API')
     this.backoff = Object.assign({}, DEFAULTS.backoff, o.backoff)
@@ -138,6 +176,7 @@ class ChatClient {
     this.connectTimeout = o.connectTimeout || DEFAULTS.connectTimeout
     this.retryDelay = o.retryDelay || DEFAULTS.retryDelay
     this.seenWindow = o.seenWindow || DEFAULTS.seenWindow
+    this.rateBackoff = Object.assign({}, DEFAULTS.rateBackoff, o.rateBackoff)
     this.random = o.random || Math.random
     this.setTimeout = o.setTimeout || setTimeout
     this.clearTimeout = o.clearTimeout || clearTimeout
@@ -161,6 +200,114 @@ class ChatClient {
     this._reqSeq = 0
     this._byRef = new Map() // request id -> waiter
     this._fifo = { history: new Map(), dm_history: new Map() }
+    this._limited = false // a frame was refused with rate_limited: pace the outbox
+    this._rateAttempt = 0
+    this._holdUntil = 0 // no outbox frame before this time (ms)
+    this._saveTimer = null
+    this._restore()
+  }
+
+  // ---- persistence ----------------------------------------------------------
+
+  /** Loads the persisted session (outbox, seqs, resume secret) if there is one. */
+  _restore() {
+    if (!this.storageKey) return
+    let saved = null
+    try {
+      saved = this.wx.getStorageSync(this.storageKey)
+    } catch (e) {
+      saved = null
+    }
+    if (typeof saved === 'string' && saved) {
+      try {
+        saved = JSON.parse(saved)
+      } catch (e) {
+        saved = null
+      }
+    }
+    if (!saved || typeof saved !== 'object' || saved.v !== STORE_VERSION) return
+    if (saved.name === (this.name || null) && typeof saved.resume === 'string') this.resumeSecret = saved.resume
+    Object.keys(saved.rooms || {}).forEach((room) => {
+      if (!isValidRoom(room)) return
+      const r = this._room(room)
+      const seq = saved.rooms[room]
+      if (typeof seq === 'number') r.seq.startAt(seq)
+    })
+    Object.keys(saved.dms || {}).forEach((peer) => {
+      const t = new SeqTracker(this.seenWindow)
+      if (typeof saved.dms[peer] === 'number') t.startAt(saved.dms[peer])
+      this.dms.set(peer, t)
+    })
+    ;(saved.outbox || []).forEach((e) => {
+      if (!e || typeof e.id !== 'string' || typeof e.text !== 'string') return
+      if (e.kind !== 'room' && e.kind !== 'dm') return
+      const entry = { id: e.id, text: e.text, status: 'pending', ts: e.ts, from: null, kind: e.kind }
+      if (e.kind === 'room') entry.room = e.room
+      else entry.to = e.to
+      entry._gen = null
+      this.outbox.push(entry)
+    })
+  }
+
+  /** Writes the session to storage now (outbox changes must survive a kill). */
+  _save() {
+    if (!this.storageKey) return
+    if (this._saveTimer !== null) {
+      this.clearTimeout(this._saveTimer)
+      this._saveTimer = null
+    }
+    const rooms = {}
+    this.rooms.forEach((r, room) => {
+      rooms[room] = r.seq.last
+    })
+    const dms = {}
+    this.dms.forEach((t, peer) => {
+      if (t.last !== null) dms[peer] = t.last
+    })
+    const outbox = this.outbox.map((e) => {
+      const o = { id: e.id, kind: e.kind, text: e.text, ts: e.ts }
+      if (e.kind === 'room') o.room = e.room
+      else o.to = e.to
+      return o
+    })
+    const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox }
+    try {
+      this.wx.setStorageSync(this.storageKey, data)
+    } catch (e) {
+      // storage full or unavailable: the session just is not persisted
+    }
+  }
+
+  /** Writes the session soon (seq advances: many per second while chatting). */
+  _saveSoon() {
+    if (!this.storageKey || this._saveTimer !== null) return
+    this._saveTimer = this.setTimeout(() => {
+      this._saveTimer = null
+      this._save()
+    }, this.saveDelay)
+  }
+
+  /** Deletes the persisted session (logout). */
+  forget() {
+    if (this._saveTimer !== null) {
+      this.clearTimeout(this._saveTimer)
+      this._saveTimer = null
+    }
+    if (!this.storageKey) return
+    try {
+      this.wx.removeStorageSync(this.storageKey)
+    } catch (e) {
+      // nothing stored
+    }
+  }
+
+  _room(room) {
+    let r = this.rooms.get(room)
+    if (!r) {
+      r = { seq: new SeqTracker(this.seenWindow), joined: false, members: [], waiters: [] }
+      this.rooms.set(room, r)
+    }
+    return r
   }
 
   // ---- events -------------------------------------------------------------
@@ -209,7 +356,19 @@ class ChatClient {
     this._wanted = false
     this._paused = false
     this._abandon(1000, 'client closed')
+    this._save()
     this._setState('closed', { code: 1000, reason: 'client closed' })
+  }
+
+  /** A new access token (after a fresh login); call `connect()` to use it. */
+  setToken(token, expiresAt) {
+    this.token = token || null
+    this.tokenExpiresAt = expiresAt || null
+  }
+
+  /** True when the token is known to be expired (or about to). */
+  tokenExpired() {
+    return !!(this.token && this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt - this.tokenSlack)
   }
 
   /** App went to the background: close the socket, stop retrying. */
@@ -217,6 +376,7 @@ class ChatClient {
     if (!this._wanted || this._paused) return
     this._paused = true
     this._abandon(1000, 'app hidden')
+    this._save() // the app may be killed while hidden
     this._setState('paused')
   }
 
@@ -244,17 +404,30 @@ class ChatClient {
   }
 
   _dial() {
+    if (this.tokenExpired()) {
+      this._gen++
+      this._needAuth(401, 'token_expired')
+      return
+    }
     const gen = ++this._gen
     this._open = false
     this._setState(this._everWelcomed ? 'reconnecting' : 'connecting', { attempt: this._attempt })
-    const url = buildUrl(this.url, { name: this.name, token: this.token })
+    const params = {}
+    if (this.token) {
+      if (this.tokenIn === 'query') params.token = this.token
+    } else {
+      params.name = this.name
+      if (this.name && this.resumeSecret) params.resume = this.resumeSecret
+    }
+    const req = {
+      url: buildUrl(this.url, params),
+      protocols: [PROTOCOL],
+      fail: (err) => this._lost(gen, 1006, (err && err.errMsg) || 'connectSocket failed')
+    }
+    if (this.token && this.tokenIn === 'header') req.header = { Authorization: 'Bearer ' + this.token }
     let task
     try {
-      task = this.wx.connectSocket({
-        url,
-        protocols: [PROTOCOL],
-        fail: (err) => this._lost(gen, 1006, (err && err.errMsg) || 'connectSocket failed')
-      })
+      task = this.wx.connectSocket(req)
     } catch (e) {
       this._task = null
       this._lost(gen, 1006, String(e && e.message))
@@ -303,6 +476,11 @@ class ChatClient {
     const cleanCode = code === 4008 || code === 4000 ? 4000 : 1000
     this._abandon(cleanCode, reason || 'lost')
     if (!this._wanted || this._paused) return
+    if (this.token && (code === 4401 || isUnauthorized(reason))) {
+      this._needAuth(code === 4401 ? 4401 : 401, code === 4401 ? 'token_expired' : 'unauthorized')
+      return
+    }
+    if (code === 1008) this._limited = true // closed for flooding: pace the resend
     let fatal = FATAL_CLOSE[code]
     // A taken name on the very first connect is the user's problem; after a
     // reconnect it is most likely our own dead connection, which the server
@@ -317,6 +495,13 @@ class ChatClient {
     this._attempt++
     this._setState('reconnecting', { attempt: this._attempt, delay, code, reason })
     this._setTimer('reconnect', delay, () => this._dial())
+  }
+
+  /** The token is no good any more: stop retrying, ask the app for a new one. */
+  _needAuth(code, reason) {
+    this._wanted = false
+    this._setState('closed', { code, reason })
+    this._emit('auth', { code, reason })
   }
 
   _setTimer(name, ms, fn) {
@@ -373,11 +558,9 @@ class ChatClient {
    */
   join(room) {
     if (!isValidRoom(room)) return Promise.reject(new Error('bad_room'))
-    let r = this.rooms.get(room)
-    if (!r) {
-      r = { seq: new SeqTracker(this.seenWindow), joined: false, members: [], waiters: [] }
-      this.rooms.set(room, r)
-    }
+    const isNew = !this.rooms.has(room)
+    const r = this._room(room)
+    if (isNew) this._save()
     const p = new Promise((resolve, reject) => r.waiters.push({ resolve, reject }))
     if (this._open) this._sendJoin(room)
     return p
@@ -393,8 +576,21 @@ class ChatClient {
       resolve: () => {},
       reject: (e) => {
         if (!e.code) return // disconnected: the join is repeated on reconnect
+        if (e.code === 'rate_limited') {
+          // dropped, not executed: ask again later on this connection
+          const gen = this._gen
+          this._setTimer('join:' + room, this._rateDelay(), () => {
+            if (gen === this._gen && this._open && this.rooms.get(room) === r) this._sendJoin(room)
+          })
+          return
+        }
         this.rooms.delete(room)
         r.waiters.splice(0).forEach((w) => w.reject(e))
+        // forbidden, too_many_rooms, bad_room: messages queued for it cannot go
+        this.outbox
+          .filter((x) => x.kind === 'room' && x.room === room)
+          .forEach((x) => this._fail(x, e.code))
+        this._save()
       }
     })
     this._raw(frame)
@@ -408,6 +604,7 @@ class ChatClient {
     r.waiters.splice(0).forEach((w) => w.reject(new Error('left')))
     if (this._open && r.joined) this._raw({ type: 'leave', room })
     this.outbox = this.outbox.filter((e) => !(e.kind === 'room' && e.room === room))
+    this._save()
   }
 
   /** Members of a joined room (sorted user ids). */
@@ -434,6 +631,7 @@ class ChatClient {
     const entry = Object.assign({ id: makeId(this.random), text, status: 'pending', ts: Date.now(), from: this.user }, target)
     entry._gen = null
     this.outbox.push(entry)
+    this._save()
     this._flush()
     return entry
   }
@@ -441,8 +639,15 @@ class ChatClient {
   /** Sends every pending entry not yet sent on this connection. */
   _flush() {
     if (!this._open) return
+    if (this._limited && Date.now() < this._holdUntil) {
+      // held back after a rate_limited refusal: the retry timer flushes
+      if (this._timers.retry === undefined) this._setTimer('retry', this._holdUntil - Date.now(), () => this._flush())
+      return
+    }
+    let inFlight = this.outbox.filter((e) => e._gen === this._gen).length
     this.outbox.forEach((e) => {
       if (e._gen === this._gen) return
+      if (this._limited && inFlight >= 1) return // one at a time until accepted again
       let frame
       if (e.kind === 'room') {
         const r = this.rooms.get(e.room)
@@ -451,8 +656,18 @@ class ChatClient {
       } else {
         frame = { type: 'dm', to: e.to, text: e.text, id: e.id }
       }
-      if (this._raw(frame)) e._gen = this._gen
+      if (this._raw(frame)) {
+        e._gen = this._gen
+        inFlight++
+      }
     })
+  }
+
+  /** The next delay after a rate_limited refusal (grows until frames are accepted). */
+  _rateDelay() {
+    const d = backoffDelay(this._rateAttempt, this.rateBackoff, this.random)
+    this._rateAttempt++
+    return d
   }
 
   /** Tells the room this user is typing (dropped while offline). */
@@ -476,8 +691,19 @@ class ChatClient {
     return this._request('dm_history', peer, frame)
   }
 
-  _request(kind, key, frame) {
+  _request(kind, key, frame, tries) {
     if (!this._open) return Promise.reject(new Error('offline'))
+    const left = tries === undefined ? 5 : tries
+    return this._request1(kind, key, frame).catch((e) => {
+      if (e.code !== 'rate_limited' || left <= 0) throw e
+      // dropped by the server's rate limit: ask again a little later
+      return new Promise((resolve) => this.setTimeout(resolve, this._rateDelay())).then(() =>
+        this._request(kind, key, Object.assign({}, frame), left - 1)
+      )
+    })
+  }
+
+  _request1(kind, key, frame) {
     return new Promise((resolve, reject) => {
       frame.id = this._nextRef('r')
       const waiter = { resolve, reject, id: frame.id }
@@ -523,6 +749,7 @@ class ChatClient {
     this._clearTimer('connect')
     this.welcome = msg
     this.user = msg.user
+    if (typeof msg.resume === 'string' && msg.resume) this.resumeSecret = msg.resume
     this.outbox.forEach((e) => {
       e.from = msg.user
     })
@@ -535,6 +762,7 @@ class ChatClient {
     this.dms.forEach((t, peer) => {
       if (t.last !== null) this._catchUpDm(peer, t.last)
     })
+    this._save()
     this._flush()
   }
 
@@ -550,6 +778,7 @@ class ChatClient {
     if (!r) return
     if (msg.since === undefined || msg.since === null) r.seq.startAt(msg.seq)
     r.joined = true
+    this._saveSoon()
     if (r.joinRef) this._byRef.delete(r.joinRef)
     r.joinRef = null
     r.members = (msg.members || []).slice().sort()
@@ -569,6 +798,7 @@ class ChatClient {
   _on_message(msg) {
     const r = this.rooms.get(msg.room)
     if (!r || !r.seq.add(msg.seq)) return
+    this._saveSoon()
     if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
     this._emit('message', msg)
   }
@@ -577,6 +807,7 @@ class ChatClient {
     const peer = msg.from === this.user ? msg.to : msg.from
     if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
     if (!this.dms.get(peer).add(msg.seq)) return
+    this._saveSoon()
     if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
     this._emit('dm', Object.assign({ peer }, msg))
   }
@@ -620,8 +851,25 @@ class ChatClient {
     entry.ts = info.ts
     entry.from = this.user
     delete entry._gen
+    this._save()
+    if (this._limited) {
+      // accepted again: shrink the delay; back to full speed once it is gone
+      this._rateAttempt = Math.max(0, this._rateAttempt - 1)
+      if (this._rateAttempt === 0) this._limited = false
+    }
     this._emit('ack', Object.assign({}, entry))
+    this._flush()
     return true
+  }
+
+  /** Drops outbox `entry` as refused with `code` and emits `failed`. */
+  _fail(entry, code) {
+    this.outbox = this.outbox.filter((e) => e !== entry)
+    entry.status = 'failed'
+    entry.error = code
+    delete entry._gen
+    this._save()
+    this._emit('failed', Object.assign({}, entry))
   }
 
   _on_history(msg) {
@@ -646,22 +894,26 @@ class ChatClient {
     const ref = msg.ref
     const entry = ref ? this.outbox.find((e) => e.id === ref) : null
     if (entry) {
-      if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
+      if (msg.code === 'rate_limited') {
+        // dropped, not executed: resend the same id after a growing delay,
+        // one frame in flight at a time until the server accepts again
+        entry._gen = null
+        this._limited = true
+        const delay = this._rateDelay()
+        this._holdUntil = Math.max(this._holdUntil, Date.now() + delay)
+        this._setTimer('retry', this._holdUntil - Date.now(), () => this._flush())
+      } else if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
         // not stored: send again later with the same id
         entry._gen = null
         if (msg.code === 'not_in_room' && entry.kind === 'room') this.join(entry.room).catch(() => {})
         this._setTimer('retry', this.retryDelay, () => this._flush())
       } else {
-        this.outbox = this.outbox.filter((e) => e !== entry)
-        entry.status = 'failed'
-        entry.error = msg.code
-        delete entry._gen
-        this._emit('failed', Object.assign({}, entry))
+        this._fail(entry, msg.code)
       }
     } else if (ref && this._byRef.has(ref)) {
       const w = this._byRef.get(ref)
       this._byRef.delete(ref)
-      const err = new Error(msg.code)
+      const err = new Error(msg.message || msg.code)
       err.code = msg.code
       w.reject(err)
     }
@@ -676,6 +928,7 @@ module.exports = {
   backoffDelay,
   makeId,
   buildUrl,
+  isUnauthorized,
   isValidRoom,
   isValidName,
   SeqTracker
