@@ -104,8 +104,12 @@ def _has_option(option: str) -> bool:
     return option in _HELP
 
 
-async def load(ports, S, P, rate, duration, warmup):
-    """Run the load against *ports*; returns (deliveries, latencies_ms, window seconds)."""
+async def load(ports, S, P, rate, duration, warmup, snapshot):
+    """Run the load against *ports*; returns (deliveries, latencies_ms, window s, CPU s).
+
+    *snapshot()* reads the CPU seconds of every process under test; it is
+    called when counting starts and when it stops.
+    """
     import websockets
 
     lat: list[float] = []
@@ -174,17 +178,20 @@ async def load(ports, S, P, rate, duration, warmup):
 
     t0 = time.monotonic()
     await publish(t0 + warmup)
+    cpu_before = snapshot()
     counting["on"] = True
     started = time.monotonic()
     await publish(started + duration)
+    await asyncio.sleep(0.2)  # deliveries in flight
     counting["on"] = False
     window = time.monotonic() - started
+    spent = [after - before for after, before in zip(snapshot(), cpu_before, strict=True)]
     await asyncio.sleep(0.5)
     for r in readers:
         r.cancel()
     for ws in [*ready, *pubs]:
         await ws.close()
-    return counting["n"], lat, window
+    return counting["n"], lat, window, spent
 
 
 def run_config(name, n_nodes, use_redis, args, workdir):
@@ -222,19 +229,23 @@ def run_config(name, n_nodes, use_redis, args, workdir):
             ports.append(port)
         time.sleep(1.0)  # Redis connections up
         pids = [p.pid for p in procs] + ([redis_proc.pid] if redis_proc else [])
-        before = [cpu_seconds(pid) for pid in pids]
-        t_before = time.monotonic()
-        delivered, lat, window = asyncio.run(
-            load(ports, args.S, args.P, args.rate, args.duration, args.warmup)
+        delivered, lat, window, spent = asyncio.run(
+            load(
+                ports,
+                args.S,
+                args.P,
+                args.rate,
+                args.duration,
+                args.warmup,
+                lambda: [cpu_seconds(pid) for pid in pids],
+            )
         )
-        spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-        elapsed = time.monotonic() - t_before
         lat.sort()
 
         def pct(q):
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
 
-        per_m = [round(s / max(delivered, 1) * 1e6 * (window / elapsed), 1) for s in spent]
+        per_m = [round(s / max(delivered, 1) * 1e6, 1) for s in spent]
         row = {
             "config": name,
             "nodes": n_nodes,
