@@ -10,6 +10,7 @@
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startProxy } = require('./support/proxy')
 const { waitFor, sleep, uniqueName, makeClient } = require('./support/helpers')
+const { createWx } = require('./support/wx-ws')
 
 let server
 const clients = []
@@ -245,6 +246,59 @@ liveDescribe('ChatClient against a live chatd', () => {
       proxy.reap()
       await waitFor(() => b.client.connected && b.log.message.length === 1, 'bob resumed', 10000)
       expect(b.log.message[0]).toMatchObject({ text: 'while dead', room })
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  test('persistence: queued messages and room seqs survive a cold start; the new instance resumes with since and resends once', async () => {
+    const proxy = await startProxy(server.port)
+    try {
+      const room = uniqueName('r')
+      const name = uniqueName('bob')
+      const key = 'chatd.state:' + name
+      const phone = new Map() // the phone's storage, shared by both app runs
+      const a = await online(uniqueName('alice'))
+      await a.client.join(room)
+      const b = await online(name, { wx: createWx({ storage: phone }), storageKey: key, saveDelay: 20 }, proxy.url)
+      await b.client.join(room)
+      a.client.send(room, 'seen before the crash')
+      await waitFor(() => b.log.message.length === 1, 'first message')
+      const seenSeq = b.log.message[0].seq
+      await waitFor(() => phone.get(key) && phone.get(key).rooms[room] === seenSeq, 'seq persisted')
+
+      // the network dies; bob types two messages that cannot go out
+      proxy.blackhole()
+      b.wx.tasks[0]._kill()
+      await waitFor(() => b.client.state === 'reconnecting', 'bob offline')
+      const queued = [b.client.send(room, 'queued 1'), b.client.send(room, 'queued 2')]
+      const saved = phone.get(key)
+      expect(saved.outbox.map((e) => [e.id, e.text, e.room])).toEqual(queued.map((q) => [q.id, q.text, room]))
+      expect(typeof saved.resume).toBe('string')
+      a.client.send(room, 'missed while dead')
+      await waitFor(() => a.log.ack.length === 2, 'alice acked')
+      // the app is killed: the old instance writes nothing more
+      b.client.storageKey = null
+      b.client.close()
+
+      // cold start on a new network: a fresh SDK reading the same storage
+      const b2 = client(name, { wx: createWx({ storage: phone }), storageKey: key })
+      expect(b2.client.outbox.map((e) => [e.id, e.status])).toEqual(queued.map((q) => [q.id, 'pending']))
+      expect(Array.from(b2.client.rooms.keys())).toEqual([room])
+      b2.client.connect()
+      // chatd still holds the dead socket behind the proxy: the stored resume secret takes the name over
+      await waitFor(() => b2.client.connected && b2.client.outbox.length === 0, 'b2 back, outbox drained', 10000)
+      await waitFor(() => b2.log.message.length === 1 && a.log.message.length === 2, 'replay and resend')
+      await sleep(200)
+      expect(b2.log.status.find((s) => s.code === 4409)).toBeUndefined()
+      expect(b2.log.joined[0].since).toBe(seenSeq)
+      expect(texts(b2.log.message)).toEqual(['missed while dead'])
+      expect(texts(a.log.message)).toEqual(['queued 1', 'queued 2'])
+      expect(a.log.message.map((m) => m.id)).toEqual(queued.map((q) => q.id))
+      expect(b2.log.ack.map((x) => x.id)).toEqual(queued.map((q) => q.id))
+      await waitFor(() => phone.get(key).outbox.length === 0, 'outbox cleared in storage')
+      b2.client.forget()
+      expect(phone.has(key)).toBe(false)
     } finally {
       await proxy.close()
     }

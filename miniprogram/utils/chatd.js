@@ -853,9 +853,12 @@ class ChatClient {
     delete entry._gen
     this._save()
     if (this._limited) {
-      // accepted again: shrink the delay; back to full speed once it is gone
+      // accepted: shrink the next delay; full speed again once the outbox is empty
       this._rateAttempt = Math.max(0, this._rateAttempt - 1)
-      if (this._rateAttempt === 0) this._limited = false
+      if (!this.outbox.length) {
+        this._limited = false
+        this._rateAttempt = 0
+      }
     }
     this._emit('ack', Object.assign({}, entry))
     this._flush()
@@ -897,11 +900,12 @@ class ChatClient {
       if (msg.code === 'rate_limited') {
         // dropped, not executed: resend the same id after a growing delay,
         // one frame in flight at a time until the server accepts again
+        // (refusals arriving while already holding belong to the same burst
+        // and do not lengthen the wait)
         entry._gen = null
         this._limited = true
-        const delay = this._rateDelay()
-        this._holdUntil = Math.max(this._holdUntil, Date.now() + delay)
-        this._setTimer('retry', this._holdUntil - Date.now(), () => this._flush())
+        if (Date.now() >= this._holdUntil) this._holdUntil = Date.now() + this._rateDelay()
+        this._setTimer('retry', Math.max(0, this._holdUntil - Date.now()), () => this._flush())
       } else if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
         // not stored: send again later with the same id
         entry._gen = null

@@ -36,10 +36,10 @@ function uniqueName(prefix) {
  * `log[type]`. Close it with `client.close()`.
  */
 function makeClient(url, opts) {
-  const wx = createWx()
+  const wx = (opts && opts.wx) || createWx()
   const client = new ChatClient(Object.assign({ url, wx, backoff: { initial: 50, max: 400 } }, opts))
   const log = {}
-  ;['status', 'welcome', 'joined', 'message', 'dm', 'presence', 'typing', 'ack', 'failed', 'error'].forEach((t) => {
+  ;['status', 'welcome', 'joined', 'message', 'dm', 'presence', 'typing', 'ack', 'failed', 'error', 'auth'].forEach((t) => {
     log[t] = []
     client.on(t, (e) => log[t].push(e))
   })

@@ -6,11 +6,20 @@
  *  - send before open fails; onMessage gets a string for text frames and an
  *    ArrayBuffer for binary ones; a refused connection gives onError then
  *    onClose(1006); at most 5 sockets are open at once;
- *  - storage is an in-memory map.
+ *  - storage is an in-memory map (pass `storage` to share one between two
+ *    wx objects: a cold start of the app on the same phone);
+ *  - `request` is a real HTTP request with Node's `http`: like WeChat it calls
+ *    `success` for every HTTP status ({statusCode, data, header}, `data`
+ *    parsed as JSON when it is JSON) and `fail` only when no answer came;
+ *  - `login` hands out the next code of `codes` (an array, consumed in
+ *    order, or a function), or fails with `loginError` when given;
+ *  - navigation calls are recorded in `navigations`.
  * `urlMap` rewrites URLs (so the tutorial's hard-coded `ws://host:8080` can
- * be pointed at the test's chatd); `tasks` lists every task made.
+ * be pointed at the test's chatd); `tasks` lists every task made, `requests`
+ * every request.
  */
 'use strict'
+const http = require('http')
 const WebSocket = require('ws')
 
 const MAX_SOCKETS = 5
@@ -18,8 +27,11 @@ const MAX_SOCKETS = 5
 function createWx(options) {
   const o = options || {}
   const urlMap = o.urlMap || {}
-  const storage = new Map()
+  const storage = o.storage || new Map()
   const tasks = []
+  const requests = []
+  const navigations = []
+  let codeN = 0
   let openCount = 0
 
   function mapUrl(url) {
@@ -35,6 +47,7 @@ function createWx(options) {
     const task = {
       url: opts.url,
       protocols: opts.protocols,
+      header: opts.header,
       readyState: 0,
       onOpen: (fn) => listeners.open.push(fn),
       onMessage: (fn) => listeners.message.push(fn),
@@ -123,17 +136,88 @@ function createWx(options) {
     return task
   }
 
+  function request(opts) {
+    const url = new URL(mapUrl(opts.url))
+    const method = (opts.method || 'GET').toUpperCase()
+    const header = Object.assign({}, opts.header)
+    let body = null
+    if (opts.data !== undefined && method !== 'GET') {
+      body = typeof opts.data === 'string' ? opts.data : JSON.stringify(opts.data)
+      if (!Object.keys(header).some((k) => k.toLowerCase() === 'content-type')) header['content-type'] = 'application/json'
+    }
+    requests.push({ url: opts.url, method, data: opts.data, header })
+    const done = (res) => {
+      if (opts.complete) opts.complete(res)
+    }
+    const req = http.request(url, { method, headers: header, timeout: opts.timeout || 60000 }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        let data = Buffer.concat(chunks).toString('utf8')
+        if ((opts.dataType || 'json') === 'json') {
+          try {
+            data = JSON.parse(data)
+          } catch (e) {
+            // WeChat leaves a body that is not JSON as a string
+          }
+        }
+        const r = { statusCode: res.statusCode, data, header: res.headers, errMsg: 'request:ok' }
+        if (opts.success) opts.success(r)
+        done(r)
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', (e) => {
+      const r = { errMsg: 'request:fail ' + e.message }
+      if (opts.fail) opts.fail(r)
+      done(r)
+    })
+    if (body !== null) req.write(body)
+    req.end()
+    return { abort: () => req.destroy(new Error('abort')) }
+  }
+
+  function login(opts) {
+    const a = opts || {}
+    setTimeout(() => {
+      if (o.loginError) {
+        const r = { errMsg: 'login:fail ' + o.loginError }
+        if (a.fail) a.fail(r)
+        if (a.complete) a.complete(r)
+        return
+      }
+      let code
+      if (typeof o.codes === 'function') code = o.codes()
+      else if (Array.isArray(o.codes) && o.codes.length) code = o.codes.shift()
+      else code = 'code' + ++codeN
+      const r = { code, errMsg: 'login:ok' }
+      if (a.success) a.success(r)
+      if (a.complete) a.complete(r)
+    }, 0)
+  }
+
+  const nav = (type) => (a) => {
+    navigations.push({ type, url: a && a.url })
+    if (a && a.success) a.success({ errMsg: type + ':ok' })
+  }
+
   return {
     tasks,
+    requests,
+    navigations,
+    storage,
     connectSocket,
+    request,
+    login,
     getStorageSync: (k) => (storage.has(k) ? storage.get(k) : ''),
     setStorageSync: (k, v) => storage.set(k, v),
     removeStorageSync: (k) => storage.delete(k),
     onNetworkStatusChange: () => {},
     setNavigationBarTitle: () => {},
-    navigateTo: () => {},
-    redirectTo: () => {},
-    navigateBack: () => {}
+    navigateTo: nav('navigateTo'),
+    redirectTo: nav('redirectTo'),
+    reLaunch: nav('reLaunch'),
+    navigateBack: nav('navigateBack')
   }
 }
 
