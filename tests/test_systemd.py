@@ -95,7 +95,7 @@ def test_units_have_the_deployment_settings():
     # ListenStream=<port only> opens a dual-stack AF_INET6 socket.
     assert args[3:] == ["--listen", "systemd:domain=INET6:name=web"]
     assert service["Unit.Requires"] == ["chatd.socket"]
-    assert service["Service.Type"] in (["exec"], ["simple"])
+    assert service["Service.Type"] == ["notify"] and service["Service.NotifyAccess"] == ["main"]
     assert service["Service.Restart"] == ["on-failure"]
     assert service["Service.StateDirectory"] == ["chatd"]
     assert service["Service.WorkingDirectory"] == ["/var/lib/chatd"]
