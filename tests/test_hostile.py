@@ -239,9 +239,9 @@ class RawWS:
         self.sock.close()
 
 
-def handshake_status(port, path="/ws", headers=()):
+def handshake_status(port, path="/ws", headers=(), protocols=("chatd.v1",)):
     """The HTTP status a handshake gets (101 when upgraded); the socket is closed."""
-    ws = RawWS(port, path=path, headers=headers)
+    ws = RawWS(port, path=path, headers=headers, protocols=protocols)
     ws.close()
     return ws.status
 
@@ -1043,7 +1043,7 @@ def test_connections_per_ip_cap_is_429(tmp_path_factory):
         world = World(proc)  # alice and bob: two of the three
         third = RawWS.v1(proc.port)
         assert handshake_status(proc.port) == 429
-        assert handshake_status(proc.port, path="/", headers=[]) == 429
+        assert handshake_status(proc.port, path="/", protocols=()) == 429  # relay too
         world.bystanders_talk("the 4th connection")
         third.close()
         deadline = time.monotonic() + TIMEOUT
@@ -1055,4 +1055,36 @@ def test_connections_per_ip_cap_is_429(tmp_path_factory):
         assert "Traceback" not in proc.log
         world.close()
     finally:
+        proc.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--handshake-timeout only starts once autobahn has the request: twisted.web's "
+    "Site (chatd/web.py build_site, default timeout 12 h) keeps a connection that never "
+    "finishes its HTTP request open, and the per-IP cap does not count it",
+)
+def test_unfinished_http_request_is_dropped_after_the_handshake_timeout(tmp_path_factory):
+    """Slowloris: connections that never finish the upgrade request (headers
+    cut short, or nothing sent at all) are closed once --handshake-timeout
+    passes, so they cannot pile up."""
+    proc = _start(tmp_path_factory, "--handshake-timeout", "1")
+    socks = []
+    try:
+        for partial in (b"GET /ws HTTP/1.1\r\nHost: x\r\n", b""):
+            sock = socket.create_connection(("127.0.0.1", proc.port), TIMEOUT)
+            sock.sendall(partial)
+            socks.append(sock)
+        time.sleep(2.5)
+        for sock in socks:
+            sock.settimeout(0.5)
+            try:
+                assert sock.recv(100) == b"", "an unfinished handshake got an answer"
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                pytest.fail("an unfinished handshake is still open after twice the timeout")
+    finally:
+        for sock in socks:
+            sock.close()
         proc.stop()
