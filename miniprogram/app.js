@@ -3,26 +3,87 @@
  * mini-program lifecycle onto it: hidden → pause (sockets are cut in the
  * background anyway), shown → resume (rejoin every room with `since`), network
  * back → reconnect without waiting for the backoff.
+ *
+ * With WeChat login the SDK reports an expired or refused token with an
+ * `auth` event; the app then logs in again with a fresh `wx.login()` code and
+ * reconnects the same instance (rooms and outbox kept). If that fails the
+ * login page is shown with the reason.
  */
 const { ChatClient } = require('./utils/chatd')
+const { wechatLogin, loginUrl, saveToken, clearToken } = require('./utils/login')
 const config = require('./config')
 
-App({
-  globalData: { chat: null, name: '' },
+/** A second automatic login within this many ms goes to the login page instead. */
+const RELOGIN_INTERVAL = 10000
 
-  /** Creates (or replaces) the SDK instance for `name` and connects it. */
-  startChat(name) {
+App({
+  globalData: { chat: null, name: '', user: '', loginError: '' },
+
+  /**
+   * Creates (or replaces) the SDK instance and connects it: `session` is a
+   * display name (anonymous, '' for a guest) or a WeChat login session
+   * `{token, user, name, expiresAt}`. Named and token sessions keep their
+   * outbox and room positions in storage across app restarts.
+   */
+  startChat(session) {
+    const s = typeof session === 'object' && session ? session : { name: session || '' }
     if (this.globalData.chat) this.globalData.chat.close()
-    const chat = new ChatClient({ url: config.serverUrl, name, wx })
+    let storageKey = null
+    if (s.token && s.user) storageKey = 'chatd.state:' + s.user
+    else if (!s.token && s.name) storageKey = 'chatd.state:~' + s.name
+    const chat = new ChatClient({
+      url: config.serverUrl,
+      name: s.token ? null : s.name,
+      token: s.token || null,
+      tokenExpiresAt: s.expiresAt || null,
+      storageKey,
+      wx
+    })
+    chat.on('auth', () => this.relogin())
     this.globalData.chat = chat
-    this.globalData.name = name
+    this.globalData.name = s.name || ''
+    this.globalData.user = s.user || ''
+    this._lastRelogin = 0
     chat.connect()
     return chat
   },
 
-  /** The SDK instance, or null before the user picked a name. */
+  /** The SDK instance, or null before the user logged in. */
   chat() {
     return this.globalData.chat
+  },
+
+  /** The token expired or was refused: fresh wx.login(), new token, reconnect. */
+  relogin() {
+    const chat = this.globalData.chat
+    if (!chat) return Promise.resolve()
+    if (this._relogging) return this._relogging
+    clearToken(wx)
+    const now = Date.now()
+    if (this._lastRelogin && now - this._lastRelogin < RELOGIN_INTERVAL) {
+      this._loginFailed('The chat server keeps refusing the login. Please log in again.')
+      return Promise.resolve()
+    }
+    this._lastRelogin = now
+    this._relogging = wechatLogin({ wx, url: loginUrl(config), name: this.globalData.name })
+      .then(
+        (s) => {
+          if (this.globalData.chat !== chat) return
+          saveToken(wx, s)
+          chat.setToken(s.token, s.expiresAt)
+          chat.connect()
+        },
+        (e) => this._loginFailed(e.message)
+      )
+      .then(() => {
+        this._relogging = null
+      })
+    return this._relogging
+  },
+
+  _loginFailed(message) {
+    this.globalData.loginError = message
+    wx.reLaunch({ url: '/pages/login/login?error=' + encodeURIComponent(message) })
   },
 
   onLaunch() {

@@ -13,6 +13,13 @@
 module.exports = {
   // e.g. 'wss://chat.example.com/ws' in production
   serverUrl: 'ws://127.0.0.1:8080/ws',
+  // 'name': pick a display name (anonymous); 'wechat': wx.login() → chatd's
+  // POST /api/login/wechat → token (needs chatd --jwt-secret, --wechat-appid
+  // and CHATD_WECHAT_SECRET; see docs/miniprogram.md)
+  login: 'name',
+  // http(s) origin of the login endpoint; default: derived from serverUrl
+  // (ws → http, wss → https). Add it under request合法域名 too.
+  apiBase: '',
   // room offered on the room list before the user joins any
   defaultRooms: ['lobby'],
   // messages fetched per "load earlier messages"

@@ -1,30 +1,45 @@
 /**
- * Login page: pick a display name (or go on as a guest) and connect. Moves to
- * the room list once the server welcomes us; shows the server's refusal
- * (name taken, bad name) otherwise. Token login plugs in here once chatd
- * issues tokens (wx.login code → server → token → ChatClient({token})).
+ * Login page. With `config.login === 'name'`: pick a display name (or go on as
+ * a guest) and connect anonymously; the server's refusal (name taken, bad
+ * name) is shown. With `config.login === 'wechat'`: "Log in with WeChat"
+ * (`wx.login()` → chatd's `/api/login/wechat` → token, see utils/login.js),
+ * with an optional display name; a stored token that has not expired is used
+ * at once. Every login error is shown as a sentence; the button stays usable
+ * when trying again can help. Moves to the room list once the server
+ * welcomes us.
  */
+const config = require('../../config')
 const { isValidName } = require('../../utils/chatd')
+const { wechatLogin, loginUrl, loadToken, saveToken } = require('../../utils/login')
 
 const NAME_KEY = 'chatd.name'
 
 Component({
-  data: { name: '', error: '', busy: false, state: '', reason: '' },
+  data: { mode: 'name', name: '', error: '', busy: false, state: '', reason: '', canRetry: true },
   methods: {
-    onLoad() {
+    onLoad(options) {
+      const mode = config.login === 'wechat' ? 'wechat' : 'name'
       let name = ''
       try {
         name = wx.getStorageSync(NAME_KEY) || ''
       } catch (e) {
         name = ''
       }
-      this.setData({ name })
+      const error = options && options.error ? decodeURIComponent(options.error) : ''
+      this.setData({ mode, name, error })
+      if (mode === 'wechat' && !error) {
+        const stored = loadToken(wx)
+        if (stored) this._startSession(stored)
+      }
     },
     onUnload() {
       this._unwatch()
     },
     onInput(e) {
-      this.setData({ name: e.detail.value, error: '' })
+      this.setData({ name: e.detail.value, error: '', canRetry: true })
+    },
+    onConfirm() {
+      return this.data.mode === 'wechat' ? this.onWechat() : this.onEnter()
     },
     onEnter() {
       const name = (this.data.name || '').trim()
@@ -37,11 +52,34 @@ Component({
     onGuest() {
       this._start('')
     },
+    /** "Log in with WeChat": a fresh code every time, so a retry is a new attempt. */
+    onWechat() {
+      if (this.data.busy) return Promise.resolve()
+      const name = (this.data.name || '').trim()
+      if (name && !isValidName(name)) {
+        this.setData({ error: 'A name is 1–32 letters, digits or _ - . and may not start with guest-' })
+        return Promise.resolve()
+      }
+      this.setData({ busy: true, error: '', state: 'connecting', reason: '' })
+      return wechatLogin({ wx, url: loginUrl(config), name }).then(
+        (session) => {
+          saveToken(wx, session)
+          if (name) wx.setStorageSync(NAME_KEY, name)
+          this._startSession(session)
+        },
+        (e) => this.setData({ busy: false, state: '', error: e.message, canRetry: e.retry !== false })
+      )
+    },
+    _startSession(session) {
+      this._watch(getApp().startChat(session), '')
+    },
     _start(name) {
+      this._watch(getApp().startChat(name), name)
+    },
+    _watch(chat, name) {
       this._unwatch()
-      const chat = getApp().startChat(name)
       this.setData({ busy: true, error: '' })
-      const offs = [
+      this._offs = [
         chat.on('status', (s) => {
           this.setData({ state: s.state, reason: s.reason || '' })
           if (s.state === 'open') {
@@ -49,7 +87,8 @@ Component({
             this._unwatch()
             this.setData({ busy: false })
             wx.redirectTo({ url: '/pages/rooms/rooms' })
-          } else if (s.state === 'closed') {
+          } else if (s.state === 'closed' && s.reason !== 'token_expired' && s.reason !== 'unauthorized') {
+            // (an expired or refused token is the app's business: it logs in again)
             this._unwatch()
             this.setData({ busy: false, error: s.reason === 'name_taken' ? 'That name is taken' : 'Could not connect: ' + (s.reason || 'closed') })
           }
@@ -58,7 +97,6 @@ Component({
           if (e.code === 'name_taken' || e.code === 'bad_name') this.setData({ error: e.message || e.code })
         })
       ]
-      this._offs = offs
     },
     _unwatch() {
       ;(this._offs || []).forEach((off) => off())

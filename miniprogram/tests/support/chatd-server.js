@@ -22,11 +22,14 @@ function haveTwistd() {
 
 const liveDescribe = process.env.CI === 'true' || haveTwistd() ? describe : describe.skip
 
-/** Starts chatd; resolves to {port, url, relayUrl, stop(), output()}. */
-function startChatd(extraArgs, timeoutMs) {
+/**
+ * Starts chatd with `extraArgs` (and `extraEnv` added to the environment, e.g.
+ * CHATD_WECHAT_SECRET); resolves to {port, url, relayUrl, httpUrl, stop(), output()}.
+ */
+function startChatd(extraArgs, timeoutMs, extraEnv) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-mp-'))
   const args = ['-n', '--pidfile=', 'chatd', '--listen', 'tcp:0:interface=127.0.0.1'].concat(extraArgs || [])
-  const env = Object.assign({}, process.env, {
+  const env = Object.assign({}, process.env, extraEnv, {
     PYTHONPATH: REPO + (process.env.PYTHONPATH ? path.delimiter + process.env.PYTHONPATH : '')
   })
   const child = spawn(TWISTD, args, { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -46,6 +49,7 @@ function startChatd(extraArgs, timeoutMs) {
           port,
           url: `ws://127.0.0.1:${port}/ws`,
           relayUrl: `ws://127.0.0.1:${port}/`,
+          httpUrl: `http://127.0.0.1:${port}`,
           output: () => out,
           stop: () =>
             new Promise((res) => {
