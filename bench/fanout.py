@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,15 +96,15 @@ def _need_node_ws():
     return None
 
 
+# chatd's abuse limits, off (0 = unlimited) when this chatd has them: the
+# benchmark measures fan-out from one address, not the limiters.
+UNLIMITED = ("--rate-limit", "--user-rate-limit", "--max-connections-per-ip")
+
+
 def _no_rate_limits() -> list[str]:
-    """chatd's flood limits off: the benchmark measures fan-out, not the limiter."""
+    """The options that switch chatd's limits off, for those chatd has."""
     text = _chatd_help()
-    return [
-        arg
-        for opt in ("--rate-limit", "--user-rate-limit")
-        if f"{opt}=" in text
-        for arg in (opt, "0")
-    ]
+    return [arg for opt in UNLIMITED if f"{opt}=" in text for arg in (opt, "0")]
 
 
 def _chatd_argv(*extra):
@@ -507,6 +508,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="S=200, C=2000, 3 s runs")
     p.add_argument("--json-only", action="store_true", help="print only the JSON lines")
     args = p.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the server and generator of the current run are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.S, args.C, args.duration, args.warmup = min(args.S, 200), min(args.C, 2000), 3.0, 1.0
     if not shutil.which("node"):
