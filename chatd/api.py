@@ -29,6 +29,7 @@ import hmac
 import json
 from urllib.parse import unquote
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -212,10 +213,16 @@ class ApiResource(Resource):
     # endpoints
 
     def room(self, room):
-        """Members and newest seq of *room*."""
-        d = self.chat.store.replay(room, None, 0)
-        members = self.chat.hub.members(room) if room in self.chat.hub.rooms else []
-        return d.addCallback(lambda r: {"room": room, "members": members, "seq": r.last_seq})
+        """Members (on every node in cluster mode) and newest seq of *room*."""
+        d = defer.gatherResults(
+            [
+                defer.maybeDeferred(self.chat.directory.members, room),
+                self.chat.store.replay(room, None, 0),
+            ],
+            consumeErrors=True,
+        )
+        d.addErrback(lambda f: f.value.subFailure)
+        return d.addCallback(lambda r: {"room": room, "members": list(r[0]), "seq": r[1].last_seq})
 
     def history(self, request, room):
         """A page of *room*'s history, oldest first, like the ``history`` request."""
@@ -256,17 +263,22 @@ class ApiResource(Resource):
         """A direct message from ``from`` to ``to`` (stored even when ``to`` is offline)."""
         name, text, client_id = self._fields(data, "from", "to")
         d = self.chat.post_dm(data["from"], name, data["to"], text, client_id)
-        return d.addCallback(
-            lambda a: {
-                "from": a.message.sender,
-                "to": data["to"],
-                "seq": a.message.seq,
-                "ts": a.message.ts,
-                "id": a.message.client_id,
-                "duplicate": a.duplicate,
-                "online": self.chat.hub.is_online(data["to"]),
-            }
-        )
+
+        def answer(appended):
+            online = defer.maybeDeferred(self.chat.directory.is_online, data["to"])
+            return online.addCallback(
+                lambda is_online: {
+                    "from": appended.message.sender,
+                    "to": data["to"],
+                    "seq": appended.message.seq,
+                    "ts": appended.message.ts,
+                    "id": appended.message.client_id,
+                    "duplicate": appended.duplicate,
+                    "online": bool(is_online),
+                }
+            )
+
+        return d.addCallback(answer)
 
     def stats(self) -> dict:
         """Everything the admin page shows: live state, counters, recent errors."""

@@ -92,17 +92,23 @@ class TimedStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def append(self, channel, sender, name, client_id, text, ts):
-        """Append through the wrapped store, timing the commit."""
-        started = self._clock.seconds()
-        d = self._store.append(channel, sender, name, client_id, text, ts)
-
+    def _timed(self, d, started):
         def done(result):
             if len(self.append_latencies) < self.SAMPLE_MAX:
                 self.append_latencies.append(self._clock.seconds() - started)
             return result
 
         return d.addBoth(done)
+
+    def append(self, channel, sender, name, client_id, text, ts):
+        """Append through the wrapped store, timing the commit."""
+        started = self._clock.seconds()
+        return self._timed(self._store.append(channel, sender, name, client_id, text, ts), started)
+
+    def append_published(self, *args):
+        """The cluster store's append-and-publish (chatd.store.redis), timed the same way."""
+        started = self._clock.seconds()
+        return self._timed(self._store.append_published(*args), started)
 
 
 class ChatCollector:
