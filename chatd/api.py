@@ -65,19 +65,6 @@ class ApiKey:
         return hmac.compare_digest(given.strip(), self.key.encode("utf-8"))
 
 
-def message_dict(m) -> dict:
-    """A stored room message as in the ``message`` frame (without ``type``)."""
-    return {
-        "room": m.channel,
-        "seq": m.seq,
-        "from": m.sender,
-        "name": m.name,
-        "text": m.text,
-        "ts": m.ts,
-        "id": m.client_id,
-    }
-
-
 class ApiResource(Resource):
     """``/api/…``: routes on the path (see the module docstring).
 
@@ -240,7 +227,7 @@ class ApiResource(Resource):
         return d.addCallback(
             lambda page: {
                 "room": room,
-                "messages": [message_dict(m) for m in page.messages],
+                "messages": [wire.message_dict(m) for m in page.messages],
                 "more": page.more,
             }
         )

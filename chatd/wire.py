@@ -150,7 +150,8 @@ def encode(obj: dict) -> bytes:
     return _dumps(obj).encode("utf-8")
 
 
-def _message_dict(m: Message) -> dict:
+def message_dict(m: Message) -> dict:
+    """A stored room message as in the ``message`` frame (without ``type``)."""
     return {
         "room": m.channel,
         "seq": m.seq,
@@ -176,7 +177,7 @@ def _dm_dict(m: Message, to: str) -> dict:
 
 def message_frame(m: Message) -> bytes:
     """``message`` for a stored room message."""
-    return encode({"type": "message", **_message_dict(m)})
+    return encode({"type": "message", **message_dict(m)})
 
 
 def dm_frame(m: Message, to: str) -> bytes:
@@ -190,7 +191,7 @@ def history_frame(room: str, messages: list[Message], more: bool) -> bytes:
         {
             "type": "history",
             "room": room,
-            "messages": [_message_dict(m) for m in messages],
+            "messages": [message_dict(m) for m in messages],
             "more": more,
         }
     )
