@@ -77,3 +77,21 @@ test('merge: replaces by key, sorts by seq, pending rows last in arrival order',
   // another user's id does not collide with mine
   expect(keyOf({ id: 'i1', from: 'bob' }, me)).not.toBe(keyOf({ id: 'i1', from: 'me' }, me))
 })
+
+test('the login endpoint is derived from serverUrl (ws → http, wss → https), apiBase overrides it', () => {
+  const { httpBase, loginUrl } = require('../utils/login')
+  expect(httpBase('ws://127.0.0.1:8080/ws')).toBe('http://127.0.0.1:8080')
+  expect(httpBase('wss://chat.example.com/ws?x=1')).toBe('https://chat.example.com')
+  expect(loginUrl({ serverUrl: 'wss://chat.example.com/ws' })).toBe('https://chat.example.com/api/login/wechat')
+  expect(loginUrl({ serverUrl: 'wss://c/ws', apiBase: 'https://api.example.com/' })).toBe('https://api.example.com/api/login/wechat')
+  expect(() => httpBase('http://x')).toThrow('ws://')
+})
+
+test('a 401 handshake refusal is recognised in socket error messages, other numbers are not', () => {
+  const { isUnauthorized } = require('../utils/chatd')
+  expect(isUnauthorized('WebSocket handshake failed: HTTP 401')).toBe(true)
+  expect(isUnauthorized('Unexpected response code: 401')).toBe(true)
+  expect(isUnauthorized('HTTP 4010')).toBe(false)
+  expect(isUnauthorized('HTTP 429')).toBe(false)
+  expect(isUnauthorized(undefined)).toBe(false)
+})
