@@ -345,6 +345,12 @@ def run_one(server: Server, mode: str, args) -> dict:
             result["core0_other"] = round(max(0.0, busy["0"] - result["server_cpu"]), 3)
         if "1" in busy and result.get("gen_cpu") is not None:
             result["core1_other"] = round(max(0.0, busy["1"] - result["gen_cpu"]), 3)
+        if result.get("server_cpu") and result.get("deliveries_per_s") is not None:
+            # What the server delivers per second of its own CPU: the throughput
+            # it would reach with core 0 to itself, robust to other load.
+            result["deliveries_per_cpu_s"] = round(
+                result["deliveries_per_s"] / result["server_cpu"]
+            )
         if result.get("server_cpu") is not None and result.get("gen_cpu") is not None:
             if result["gen_cpu"] >= 0.9:
                 result["bound"] = "generator"
@@ -379,6 +385,7 @@ def least_disturbed(tries: list[dict]) -> dict:
 
 METRIC = {  # (field, higher_is_better)
     "throughput": ("deliveries_per_s", True),
+    "throughput_cpu": ("deliveries_per_cpu_s", True),
     "lat50": ("p99_ms", False),
     "lat200": ("p99_ms", False),
     "conn": ("kb_per_conn", False),
@@ -386,11 +393,15 @@ METRIC = {  # (field, higher_is_better)
 
 
 def add_ratios(rows: list[dict]):
-    """Give each row ``ratio_vs``: its mode's metric divided by every other server's."""
+    """Give each row ``ratio_vs``: its mode's metric divided by every other server's
+    (throughput rows also get ``cpu_ratio_vs`` of deliveries per server CPU second)."""
     for mode, (key, _) in METRIC.items():
+        field_name = "ratio_vs"
+        if mode == "throughput_cpu":
+            mode, field_name = "throughput", "cpu_ratio_vs"
         same = [r for r in rows if r["mode"] == mode and isinstance(r.get(key), (int, float))]
         for r in same:
-            r["ratio_vs"] = {
+            r[field_name] = {
                 o["server"]: round(r[key] / o[key], 3) if o[key] else None
                 for o in same
                 if o is not r
@@ -424,6 +435,7 @@ def print_table(rows: list[dict], out):
                 "S",
                 "P",
                 "deliveries_per_s",
+                "deliveries_per_cpu_s",
                 "offered_per_s",
                 "p50_ms",
                 "p99_ms",
@@ -436,15 +448,20 @@ def print_table(rows: list[dict], out):
                 "bound",
             ]
         cols += [f"{key}/twisted_bare", f"{key}/chatd_relay"]
+        if mode == "throughput":
+            cols += ["per_cpu/twisted_bare", "per_cpu/chatd_relay"]
         table = [cols]
         for r in mrows:
             if "error" in r:
                 table.append([r["server"], "error: " + r["error"].splitlines()[0][:90]])
                 continue
-            cells = [fmt(r.get(c)) for c in cols[:-2]]
-            cells += [
+            ratios = [
                 fmt((r.get("ratio_vs") or {}).get(o)) for o in ("twisted_bare", "chatd_relay")
             ]
+            if mode == "throughput":
+                cpu = r.get("cpu_ratio_vs") or {}
+                ratios += [fmt(cpu.get(o)) for o in ("twisted_bare", "chatd_relay")]
+            cells = [fmt(r.get(c)) for c in cols[: len(cols) - len(ratios)]] + ratios
             table.append(cells)
         widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(len(cols))]
         for row in table:
@@ -463,12 +480,17 @@ def targets(rows: list[dict]) -> list[str]:
         get("chatd_relay", "throughput", "deliveries_per_s"),
         get("twisted_bare", "throughput", "deliveries_per_s"),
     )
+    ac = get("chatd_relay", "throughput", "deliveries_per_cpu_s")
+    bc = get("twisted_bare", "throughput", "deliveries_per_cpu_s")
     if a and b:
-        out.append(f"chatd_relay / twisted_bare throughput = {a / b:.2f} (target >= 0.8)")
-    for v1 in ("chatd_v1_sqlite", "chatd_v1"):
+        per_cpu = f", per server CPU s {ac / bc:.2f}" if ac and bc else ""
+        out.append(f"chatd_relay / twisted_bare throughput = {a / b:.2f}{per_cpu} (target >= 0.8)")
+    for v1 in ("chatd_v1_sqlite", "chatd_v1_memory", "chatd_v1"):
         c = get(v1, "throughput", "deliveries_per_s")
+        cc = get(v1, "throughput", "deliveries_per_cpu_s")
         if c and a:
-            out.append(f"{v1} / chatd_relay throughput = {c / a:.2f} (target >= 0.7)")
+            per_cpu = f", per server CPU s {cc / ac:.2f}" if cc and ac else ""
+            out.append(f"{v1} / chatd_relay throughput = {c / a:.2f}{per_cpu} (target >= 0.7)")
     w = get("ws_broadcast", "lat50", "p99_ms")
     for s in ("chatd_relay", "chatd_v1_sqlite", "chatd_v1"):
         p = get(s, "lat50", "p99_ms")
@@ -507,11 +529,21 @@ def main(argv=None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="S=200, C=2000, 3 s runs")
     p.add_argument("--json-only", action="store_true", help="print only the JSON lines")
+    p.add_argument("--from-json", metavar="FILE", help="print the tables of a saved run")
     args = p.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the server and generator of the current run are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.S, args.C, args.duration, args.warmup = min(args.S, 200), min(args.C, 2000), 3.0, 1.0
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+        for r in rows:
+            if r.get("server_cpu") and r.get("deliveries_per_s") is not None:
+                r.setdefault("deliveries_per_cpu_s", round(r["deliveries_per_s"] / r["server_cpu"]))
+        add_ratios(rows)
+        report(rows, [], args.json_only)
+        return 0
     if not shutil.which("node"):
         print(
             "bench/fanout.py needs node (the load generator is bench/loadgen.js)", file=sys.stderr
@@ -540,18 +572,24 @@ def main(argv=None) -> int:
                 print("#   " + summary(tries[-1]), file=sys.stderr, flush=True)
             rows.append(least_disturbed(tries))
     add_ratios(rows)
+    report(rows, skipped, args.json_only)
+    return 0
+
+
+def report(rows: list[dict], skipped: list[str], json_only: bool):
+    """Print the JSON lines, then (unless ``json_only``) the tables and targets."""
     for r in rows:
         print(json.dumps(r, sort_keys=True), flush=True)
-    if not args.json_only:
-        print_table(rows, sys.stdout)
-        for s in skipped:
-            print(f"\n{s}")
-        t = targets(rows)
-        if t:
-            print("\n## targets (this run)")
-            for line in t:
-                print("- " + line)
-    return 0
+    if json_only:
+        return
+    print_table(rows, sys.stdout)
+    for s in skipped:
+        print(f"\n{s}")
+    t = targets(rows)
+    if t:
+        print("\n## targets (this run)")
+        for line in t:
+            print("- " + line)
 
 
 if __name__ == "__main__":
