@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import jwt
 
-SUB_RULE = re.compile(r"[^\x00-\x1f\x7f~][^\x00-\x1f\x7f]{0,127}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SUB_RULE = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff~][^\x00-\x1f\x7f\ud800-\udfff]{0,127}")
+#: control characters and lone surrogates (which cannot be encoded) are dropped from names
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 ANONYMOUS_PREFIX = "~"
 
 

@@ -55,6 +55,8 @@ class ChatFactory(WebSocketServerFactory):
             # protocol errors and oversize frames get a close frame with their
             # code (1002, 1007, 1009), not a bare TCP drop
             failByDrop=False,
+            # Origin: null is the gate's decision (--allowed-origin null), not autobahn's
+            allowNullOrigin=True,
         )
         self.chat = Chat(
             store,

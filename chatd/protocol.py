@@ -152,6 +152,8 @@ class ChatProtocol(WebSocketServerProtocol):
         self.close(TOKEN_EXPIRED, "token expired")
 
     def onMessage(self, payload, isBinary):
+        if self.state != _OPEN:
+            return  # closing (e.g. closed for flooding): ignore what was still buffered
         self.last_seen = self.factory.reactor.seconds()
         if self.mode == RELAY:
             self.factory.chat.relay(self, payload, isBinary)

@@ -77,6 +77,8 @@ def build_site(factory, children=None) -> Site:
             api = Resource()
             root.putChild(b"api", api)
         api.putChild(b"login", login)  # /api/login/wechat needs no API key
-    site = Site(root)
+    # an HTTP request (or an upgrade request) must arrive within the handshake
+    # timeout; an upgraded WebSocket is no longer subject to it
+    site = Site(root, timeout=factory.settings.open_handshake_timeout)
     site.noisy = False
     return site

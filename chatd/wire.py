@@ -24,7 +24,7 @@ ROOM_RULE = re.compile(r"[\w\-.:#]{1,64}")
 NAME_RULE = re.compile(r"[\w\-.]{1,32}")
 ID_RULE = re.compile(r"[\x21-\x7e]{1,64}")
 #: user ids are display names for anonymous users, token subjects otherwise
-USER_RULE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+USER_RULE = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,128}")
 GUEST_PREFIX = "guest-"
 HISTORY_LIMIT_MAX = 200
 HISTORY_LIMIT_DEFAULT = 50
@@ -46,6 +46,10 @@ class Request:
 def _string(value, field, ref):
     if type(value) is not str:
         raise errors.BadRequest(f"'{field}' must be a string", ref)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON ("\ud800")
+        raise errors.BadRequest(f"'{field}' is not valid Unicode text", ref) from None
     return value
 
 

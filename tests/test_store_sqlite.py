@@ -578,3 +578,25 @@ def test_acked_appends_survive_sigkill(db, synchronous):
             assert a.message.seq == len(stored) + 1
     finally:
         yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_unstorable_row_fails_only_its_own_append(store, db):
+    """A row SQLite cannot take (a lone surrogate) fails that append alone; the other
+    appends of the same group-commit batch are committed with gap-free seqs."""
+    from chatd.store import StoreUnavailable
+
+    ds = []
+    for i in range(10):
+        text = "\ud800" if i == 4 else f"m{i}"
+        ds.append(store.append("r", "u", "u", f"c{i}", text, 1000 + i))
+    results = yield defer.DeferredList(ds, consumeErrors=True)
+    ok = [r for success, r in results if success]
+    failed = [r for success, r in results if not success]
+    assert len(failed) == 1 and failed[0].check(StoreUnavailable)
+    assert [a.message.seq for a in ok] == list(range(1, 10))
+    assert [a.message.text for a in ok] == [f"m{i}" for i in range(10) if i != 4]
+    page = yield store.history("r", None, 50)
+    assert [m.seq for m in page.messages] == list(range(1, 10))
+    again = yield store.append("r", "u", "u", "c11", "after", 2000)
+    assert again.message.seq == 10

@@ -149,6 +149,10 @@ class _Job:
         self.deferred = deferred
 
 
+#: errors of one row (not of the file): they fail that append only
+_ROW_ERRORS = (UnicodeEncodeError, sqlite3.InterfaceError, sqlite3.IntegrityError, TypeError)
+
+
 @implementer(IHistoryStore)
 class SQLiteStore:
     """A durable :class:`IHistoryStore` in one SQLite file (see the module docstring).
@@ -484,6 +488,36 @@ class SQLiteStore:
             self._last_seq[channel] = last
         return last
 
+    def _append_one(self, conn, job, touched):
+        """Store one append inside the open transaction; returns its :class:`Appended`."""
+        channel, sender, name, client_id, text, ts = job.args
+        if client_id is not None:
+            row = conn.execute(
+                "SELECT c.channel, c.seq, c.ts, m.name, m.text FROM client_ids c "
+                "LEFT JOIN messages m ON m.channel = c.channel AND m.seq = c.seq "
+                "WHERE c.sender = ? AND c.client_id = ?",
+                (sender, client_id),
+            ).fetchone()
+            if row is not None:
+                ch, seq, ots, oname, otext = row
+                original = Message(ch, seq, sender, oname or "", otext or "", ots, client_id)
+                return Appended(original, True)
+        seq = self._seq_of(channel) + 1
+        conn.execute(
+            "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (channel, seq, sender, name, text, ts, client_id),
+        )
+        if client_id is not None:
+            conn.execute(
+                "INSERT INTO client_ids (sender, client_id, channel, seq, ts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sender, client_id, channel, seq, ts),
+            )
+        self._last_seq[channel] = seq
+        touched[channel] = seq
+        return Appended(Message(channel, seq, sender, name, text, ts, client_id), False)
+
     def _commit_appends(self, jobs):
         """Commit *jobs* (appends) in one transaction; return their results."""
         if not jobs:
@@ -494,37 +528,23 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                channel, sender, name, client_id, text, ts = job.args
-                if client_id is not None:
-                    row = conn.execute(
-                        "SELECT c.channel, c.seq, c.ts, m.name, m.text FROM client_ids c "
-                        "LEFT JOIN messages m ON m.channel = c.channel AND m.seq = c.seq "
-                        "WHERE c.sender = ? AND c.client_id = ?",
-                        (sender, client_id),
-                    ).fetchone()
-                    if row is not None:
-                        ch, seq, ots, oname, otext = row
-                        original = Message(
-                            ch, seq, sender, oname or "", otext or "", ots, client_id
-                        )
-                        out.append((job.deferred, True, Appended(original, True)))
-                        continue
-                seq = self._seq_of(channel) + 1
-                self._last_seq[channel] = seq
-                touched[channel] = seq
-                conn.execute(
-                    "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (channel, seq, sender, name, text, ts, client_id),
-                )
-                if client_id is not None:
-                    conn.execute(
-                        "INSERT INTO client_ids (sender, client_id, channel, seq, ts) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (sender, client_id, channel, seq, ts),
-                    )
-                message = Message(channel, seq, sender, name, text, ts, client_id)
-                out.append((job.deferred, True, Appended(message, False)))
+                # each job in its own savepoint: one row SQLite cannot take (a
+                # lone surrogate, a wrong type) fails that append only, not the
+                # other senders' messages in the same batch
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = self._append_one(conn, job, touched)
+                except _ROW_ERRORS as e:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    # _append_one updates the seq caches only after its inserts,
+                    # so they still hold the batch's committed-to-be seqs
+                    self.log.warn("refused one message for {path}: {e}", path=self.path, e=e)
+                    error = StoreUnavailable(f"this message cannot be stored: {e}")
+                    out.append((job.deferred, False, error))
+                    continue
+                conn.execute("RELEASE job")
+                out.append((job.deferred, True, result))
             conn.executemany(
                 "INSERT INTO channels (channel, last_seq) VALUES (?, ?) "
                 "ON CONFLICT (channel) DO UPDATE SET last_seq = excluded.last_seq",
@@ -542,7 +562,7 @@ class SQLiteStore:
             error = StoreUnavailable(f"history store {self.path} could not commit: {e}")
             return [(job.deferred, False, error) for job in jobs]
         self.commits += 1
-        self.appended += sum(1 for _, _, appended in out if not appended.duplicate)
+        self.appended += sum(1 for _, ok, appended in out if ok and not appended.duplicate)
         self.batch_sizes[len(jobs)] += 1
         return out
 
