@@ -175,3 +175,31 @@ def twistd_factory(tmp_path):
 def chatd_process(twistd_factory):
     """One ``twistd -n chatd --listen tcp:0:interface=127.0.0.1`` subprocess."""
     return twistd_factory("--listen", "tcp:0:interface=127.0.0.1")
+
+
+CHROMIUM = os.environ.get("CHATD_CHROMIUM", "/usr/bin/chromium")
+#: Debian's chromium, headless, with nothing that reaches out to the network
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module, driven by Playwright's sync API (no download)."""
+    need(CHROMIUM, os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is not None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("the playwright Python package", False)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -9,48 +9,11 @@ process and Playwright's event loop do not share a thread well.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHATD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 10_000
-
-
-def _need(what: str, available: bool) -> None:
-    """Skip when *what* is missing on a laptop; fail when CI=true."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is not available (CI=true: a missing dependency is a failure)")
-    pytest.skip(f"{what} is not available")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module; every test opens its own contexts."""
-    _need(CHROMIUM, os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is not None)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright Python package", False)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Client:
