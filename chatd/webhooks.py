@@ -31,6 +31,8 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
+from chatd import wire
+
 
 class Webhooks:
     """Queue and deliver webhook events for one chat."""
@@ -97,16 +99,7 @@ class Webhooks:
             m = fields["message"]
             if not (self.all_rooms or m.channel in self.rooms):
                 return
-            body = {
-                "event": "message",
-                "room": m.channel,
-                "seq": m.seq,
-                "from": m.sender,
-                "name": m.name,
-                "text": m.text,
-                "ts": m.ts,
-                "id": m.client_id,
-            }
+            body = {"event": "message", **wire.message_dict(m)}
         else:
             return
         if len(self._queue) >= self.queue_max:

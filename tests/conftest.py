@@ -93,26 +93,53 @@ async def server_factory():
         await srv.service.stopService()
 
 
+#: this Python's twistd (``-m twisted.scripts.twistd`` does nothing: no ``__main__``)
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+]
+#: the start-up line: group 1 the URL, group 2 the endpoint description
+LISTENING_LINE = re.compile(r"chatd listening on (\S+) \(endpoint ([^)]*)\)")
+
+
+def chatd_env(**extra) -> dict:
+    """The environment with the checkout on PYTHONPATH (chatd is not installed)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
 class TwistdProcess:
-    """``twistd -n chatd …`` (this Python's twistd) as a child process; knows its port."""
+    """``twistd -n chatd ARGS`` (this Python's twistd, the checkout's chatd) as a child
+    process; knows the port it logged. :meth:`run` starts any other command line."""
 
     def __init__(self, args, cwd=None, env=None, twistd=None, timeout=20):
+        self._spawn(
+            [*(twistd or TWISTD), "-n", "chatd", *args], cwd, chatd_env(**(env or {})), timeout
+        )
+
+    @classmethod
+    def run(cls, command, cwd, env, timeout=30):
+        """Start *command* (e.g. a venv's ``twistd -n chatd …``) with exactly *env*."""
+        proc = cls.__new__(cls)
+        proc._spawn(command, cwd, env, timeout)
+        return proc
+
+    def _spawn(self, command, cwd, env, timeout):
         self.log_lines = []
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-        full_env["PYTHONUNBUFFERED"] = "1"
-        if env:
-            full_env.update(env)
-        twistd = twistd or [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
         self.proc = subprocess.Popen(
-            [*twistd, "-n", "chatd", *args],
+            command,
             cwd=cwd,
-            env=full_env,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         self.port = None
+        self.url = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -122,6 +149,7 @@ class TwistdProcess:
             match = LISTENING.search(line)
             if match:
                 self.port = int(match.group(1))
+                self.url = LISTENING_LINE.search(line).group(1)
                 break
         if self.port is None:
             self.stop()

@@ -11,12 +11,10 @@ docs/deploy.md recommends behind nginx is exercised too.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,25 +22,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect, unix_connect
 
+from tests.conftest import LISTENING_LINE, TWISTD, chatd_env
+
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"chatd listening on (\S+) \(endpoint ([^)]*)\)")
-# ``python -c`` with twistd's console-script body: ``-m twisted.scripts.twistd``
-# does nothing, the module has no ``__main__`` block.
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
-]
 
 pytestmark = pytest.mark.subprocess
-
-
-def chatd_env() -> dict:
-    """The environment with the checkout on PYTHONPATH (chatd is not installed)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05):
@@ -120,7 +104,7 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     # A daemon: detached from the launching twistd, in a session of its own.
     assert os.getsid(pid) != os.getsid(0)
 
-    match = wait_for(lambda: logfile.exists() and LISTENING.search(logfile.read_text()))
+    match = wait_for(lambda: logfile.exists() and LISTENING_LINE.search(logfile.read_text()))
     assert match, logfile.read_text()
     url, endpoint = match.groups()
     assert endpoint == "tcp:0"
@@ -210,10 +194,10 @@ def test_unix_socket_endpoint(tmp_path):
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if LISTENING.search(line):
+            if LISTENING_LINE.search(line):
                 break
         log = "".join(lines)
-        match = LISTENING.search(log)
+        match = LISTENING_LINE.search(log)
         assert match, log
         assert match.group(1) == f"unix:{path}"
         mode = path.stat().st_mode
@@ -249,9 +233,9 @@ def test_sigterm_closes_clients_with_going_away(tmp_path):
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if LISTENING.search(line):
+            if LISTENING_LINE.search(line):
                 break
-        match = LISTENING.search("".join(lines))
+        match = LISTENING_LINE.search("".join(lines))
         assert match, "".join(lines)
         url = match.group(1)
         with (

@@ -1,16 +1,14 @@
 """Durable history over real sockets: resume with since, exactly-once, restarts and SIGKILL."""
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.conftest import ROOT
+from tests.conftest import TWISTD, chatd_env
 from tests.wsclient import Client, deferLater
 
 
@@ -227,9 +225,7 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
         conn.execute("PRAGMA user_version = 999")
     proc = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
+            *TWISTD,
             "-n",
             "--pidfile=",
             "chatd",
@@ -242,7 +238,7 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=chatd_env(),
     )
     assert proc.returncode == 1
     assert "schema version 999" in proc.stdout and "newer chatd" in proc.stdout

@@ -20,11 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
+
+from tests.conftest import TwistdProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"chatd listening on ws://(\S+):(\d+)/ \(endpoint ([^)]*)\)")
@@ -137,58 +138,13 @@ def venv_python(venv: Path, code: str, cwd: Path) -> str:
     return result.stdout.strip()
 
 
-class Twistd:
-    """A ``twistd -n chatd …`` child process that has logged its listening line."""
-
-    def __init__(self, command, cwd, env, timeout=30):
-        self.proc = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines = []
-        self.port = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(2))
-                break
-        if self.port is None:
-            self.stop(signal.SIGKILL)
-            pytest.fail("chatd did not start:\n" + self.log)
-
-    def stop(self, sig=signal.SIGTERM, timeout=20) -> int:
-        """Send *sig*, wait, collect the rest of the log; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rest, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rest, _ = self.proc.communicate()
-        self.lines.append(rest or "")
-        return self.proc.returncode
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-
 @pytest.fixture
 def run_twistd():
     """Start ``twistd`` commands; any still running after the test are killed."""
     started = []
 
     def start(command, cwd, env):
-        proc = Twistd(command, cwd, env)
+        proc = TwistdProcess.run(command, cwd, env)
         started.append(proc)
         return proc
 

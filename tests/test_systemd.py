@@ -23,16 +23,10 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import need, need_binary
+from tests.conftest import LISTENING_LINE, TWISTD, need, need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
-LISTENING = re.compile(r"chatd listening on (\S+) \(endpoint ([^)]*)\)")
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
-]
 
 pytestmark = pytest.mark.subprocess
 
@@ -213,7 +207,7 @@ def wait_listening(proc, timeout=30.0) -> tuple[str, str, str]:
         if not line:
             break
         lines.append(line)
-        match = LISTENING.search(line)
+        match = LISTENING_LINE.search(line)
         if match:
             return match.group(1), match.group(2), "".join(lines)
     proc.kill()
