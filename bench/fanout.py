@@ -352,7 +352,9 @@ def run_one(server: Server, mode: str, args) -> dict:
                 result["deliveries_per_s"] / result["server_cpu"]
             )
         if result.get("server_cpu") is not None and result.get("gen_cpu") is not None:
-            if result["gen_cpu"] >= 0.9:
+            if result["gen_cpu"] >= 0.9 and result["server_cpu"] >= 0.9:
+                result["bound"] = "both"
+            elif result["gen_cpu"] >= 0.9:
                 result["bound"] = "generator"
             elif result["server_cpu"] >= 0.9:
                 result["bound"] = "server"
