@@ -73,6 +73,9 @@ class ChatFactory(WebSocketServerFactory):
         #: every open connection, in the order they opened
         self.connections: dict[ChatProtocol, None] = {}
         self._sweeper = None
+        #: connections with queued frames, written by flush() at the end of the turn
+        self._dirty: list = []
+        self._flush_call = None
 
     def start_housekeeping(self) -> None:
         """Start the periodic idle-connection sweep (when ``idle_timeout`` is set)."""
@@ -110,25 +113,46 @@ class ChatFactory(WebSocketServerFactory):
     def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
         """Send *payload* verbatim to every open connection in *conns* but *exclude*.
 
-        The fast path: the frame is built once and the same bytes are written
-        straight to each transport — what ``sendPreparedMessage`` does for an
-        uncompressed connection, minus its per-call bookkeeping (chatd never
-        negotiates permessage-deflate, so every frame is identical). Closing
-        peers are skipped, and a peer that stopped reading is dropped once its
-        backlog passes ``max_queue_bytes`` (see :meth:`ChatProtocol.backlogged`).
+        The fast path: the frame is built once (``prepareMessage``; chatd never
+        negotiates permessage-deflate, so the frame is the same for everyone)
+        and the same bytes object is appended to each recipient's queue. At the
+        end of the reactor turn :meth:`flush` writes each connection's queue as
+        one joined write straight to its transport. Every frame chatd sends to a
+        connection takes that queue, so each connection gets its frames in order.
         """
         if not conns:
             return
         frame = self.prepareMessage(payload, is_binary).payloadHybi
-        size = len(frame)
-        sent = 0
+        count = 0
         for conn in tuple(conns):
-            if conn is exclude or conn.state != _OPEN:
-                continue
-            if conn.paused and conn.backlogged(size):
-                continue
-            conn.transport.write(frame)
-            sent += 1
+            if conn is not exclude:
+                conn.queue(frame)
+                count += 1
         stats = self.chat.stats
-        stats.deliveries += sent
-        stats.delivery_bytes += sent * len(payload)
+        stats.deliveries += count
+        stats.delivery_bytes += count * len(payload)
+
+    def mark_dirty(self, conn) -> None:
+        """*conn* has frames queued: make sure a flush is scheduled this turn."""
+        self._dirty.append(conn)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write every connection's queued frames, one write per connection.
+
+        Members of a room usually have the very same frames queued: their
+        joined bytes are built once and shared (list equality compares the
+        frame objects by identity first, in C).
+        """
+        self._flush_call = None
+        dirty, self._dirty = self._dirty, []
+        last = blob = None
+        for conn in dirty:
+            queued = conn.take_queue()
+            if queued is None:
+                continue
+            if queued != last:
+                last = queued
+                blob = queued[0] if len(queued) == 1 else b"".join(queued)
+            conn.deliver_frame(blob)

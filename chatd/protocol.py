@@ -49,11 +49,16 @@ class _WriteWatch:
         self.conn = conn
 
     def pauseProducing(self):
-        self.conn.paused = True
+        conn = self.conn
+        conn.paused = True
+        conn.deliver_frame = conn.write_slowly
 
     def resumeProducing(self):
-        self.conn.paused = False
-        self.conn.backlog = 0
+        conn = self.conn
+        conn.paused = False
+        conn.backlog = 0
+        if conn.state == _OPEN:
+            conn.deliver_frame = conn.transport.write
 
     def stopProducing(self):
         pass
@@ -81,6 +86,8 @@ class ChatProtocol(WebSocketServerProtocol):
     backlog = 0
     #: reactor time of the last frame from the client
     last_seen = 0.0
+    #: frames queued this reactor turn (see queue)
+    _queued = None
 
     def onConnect(self, request):
         """Admit or refuse the handshake, and pick the mode.
@@ -139,6 +146,9 @@ class ChatProtocol(WebSocketServerProtocol):
         except Exception:
             pass
         transport.registerProducer(_WriteWatch(self), True)
+        #: what the fan-out calls with a ready frame: the transport's write while
+        #: the peer is open and reading, write_slowly otherwise
+        self.deliver_frame = transport.write
         self.factory.track(self)
         self.factory.chat.open(self, self._requested_name, self.identity, self._resume)
         exp = self.identity.exp if self.identity is not None else None
@@ -161,6 +171,7 @@ class ChatProtocol(WebSocketServerProtocol):
             self.factory.chat.receive(self, payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
+        self.deliver_frame = self.write_slowly
         self._release()
         if self._expiry is not None:
             self._expiry.cancel()
@@ -173,9 +184,49 @@ class ChatProtocol(WebSocketServerProtocol):
     # IChatClient
 
     def send(self, payload: bytes) -> None:
-        """Send one text frame if the connection is open (never raises for closing peers)."""
-        if self.state == _OPEN and not (self.paused and self.backlogged(len(payload))):
-            self.sendMessage(payload, False)
+        """Queue one text frame holding *payload* (dropped once the connection is closing)."""
+        if self.state == _OPEN:
+            self.queue(self.factory.prepareMessage(payload, False).payloadHybi)
+
+    def queue(self, frame: bytes) -> None:
+        """Queue a ready frame; it is written with the rest at the end of the reactor turn.
+
+        The first frame of a turn creates the queue and tells the factory; after
+        that ``queue`` is the queue's own ``append`` (the fan-out's hot path).
+        """
+        self._queued = [frame]
+        self.queue = self._queued.append
+        self.factory.mark_dirty(self)
+
+    def take_queue(self) -> list | None:
+        """The queued frames (None if none); the next frame starts a new queue."""
+        queued = self._queued
+        if queued is not None:
+            self._queued = None
+            del self.queue  # back to the method (see queue)
+        return queued
+
+    def flush_queue(self) -> None:
+        """Write this connection's queued frames now, as one write."""
+        queued = self.take_queue()
+        if queued is not None:
+            self.deliver_frame(queued[0] if len(queued) == 1 else b"".join(queued))
+
+    def write_slowly(self, frame: bytes) -> None:
+        """Write *frame* for a peer that is not plainly writable: nothing once closing,
+        and with backlog accounting while the peer is not reading."""
+        if self.state == _OPEN and not (self.paused and self.backlogged(len(frame))):
+            self.transport.write(frame)
+
+    def sendCloseFrame(self, *args, **kwargs):
+        # frames queued before the close go first; no data frame may follow it
+        self.flush_queue()
+        self.deliver_frame = self.write_slowly
+        return super().sendCloseFrame(*args, **kwargs)
+
+    def dropConnection(self, *args, **kwargs):
+        self.deliver_frame = self.write_slowly
+        return super().dropConnection(*args, **kwargs)
 
     def backlogged(self, size: int) -> bool:
         """Account *size* more bytes queued for a peer that stopped reading.
