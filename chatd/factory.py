@@ -115,31 +115,42 @@ class ChatFactory(WebSocketServerFactory):
 
         The fast path: the frame is built once (``prepareMessage``; chatd never
         negotiates permessage-deflate, so the frame is the same for everyone)
-        and the same bytes object is appended to each recipient's queue. At the
-        end of the reactor turn :meth:`flush` writes each connection's queue as
-        one joined write straight to its transport. Every frame chatd sends to a
-        connection takes that queue, so each connection gets its frames in order.
+        and the same bytes object goes to every recipient. The first fan-out of
+        a reactor turn writes straight to the transports; later ones in the
+        same turn append to per-connection queues that :meth:`flush` writes at
+        the end of the turn as one joined write per connection, so a busy turn
+        costs one write per connection, not one per message. A connection with
+        a queue gets every further frame (acks and replies too) through it, so
+        each connection still receives its frames in order.
         """
         if not conns:
             return
         frame = self.prepareMessage(payload, is_binary).payloadHybi
         count = 0
-        for conn in tuple(conns):
-            if conn is not exclude:
-                conn.queue(frame)
-                count += 1
+        if self._flush_call is None:
+            # first fan-out this turn: nobody has a queue yet
+            self._flush_call = self.reactor.callLater(0, self.flush)
+            for conn in tuple(conns):
+                if conn is not exclude:
+                    # transport.write while the peer is open and reading,
+                    # else ChatProtocol.write_slowly
+                    conn.deliver_frame(frame)
+                    count += 1
+        else:
+            for conn in tuple(conns):
+                if conn is not exclude:
+                    conn.queue(frame)
+                    count += 1
         stats = self.chat.stats
         stats.deliveries += count
         stats.delivery_bytes += count * len(payload)
 
     def mark_dirty(self, conn) -> None:
-        """*conn* has frames queued: make sure a flush is scheduled this turn."""
+        """*conn* started a queue this turn: :meth:`flush` will write it."""
         self._dirty.append(conn)
-        if self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Write every connection's queued frames, one write per connection.
+        """End of the turn: write every connection's queued frames, one write each.
 
         Members of a room usually have the very same frames queued: their
         joined bytes are built once and shared (list equality compares the

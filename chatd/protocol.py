@@ -13,6 +13,7 @@ import time
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import tcp
 from zope.interface import implementer
 
 from chatd.auth import bearer_token
@@ -58,7 +59,7 @@ class _WriteWatch:
         conn.paused = False
         conn.backlog = 0
         if conn.state == _OPEN:
-            conn.deliver_frame = conn.transport.write
+            conn.deliver_frame = conn._writer()
 
     def stopProducing(self):
         pass
@@ -146,9 +147,10 @@ class ChatProtocol(WebSocketServerProtocol):
         except Exception:
             pass
         transport.registerProducer(_WriteWatch(self), True)
-        #: what the fan-out calls with a ready frame: the transport's write while
-        #: the peer is open and reading, write_slowly otherwise
-        self.deliver_frame = transport.write
+        #: what the fan-out calls with ready frame bytes: a direct socket send (or
+        #: the transport's write) while the peer is open and reading,
+        #: write_slowly otherwise
+        self.deliver_frame = self._writer()
         self.factory.track(self)
         self.factory.chat.open(self, self._requested_name, self.identity, self._resume)
         exp = self.identity.exp if self.identity is not None else None
@@ -184,9 +186,16 @@ class ChatProtocol(WebSocketServerProtocol):
     # IChatClient
 
     def send(self, payload: bytes) -> None:
-        """Queue one text frame holding *payload* (dropped once the connection is closing)."""
+        """Send one text frame holding *payload* (dropped once the connection is closing).
+
+        It goes behind frames the fan-out queued for this connection this turn.
+        """
         if self.state == _OPEN:
-            self.queue(self.factory.prepareMessage(payload, False).payloadHybi)
+            frame = self.factory.prepareMessage(payload, False).payloadHybi
+            if self._queued is None:
+                self.deliver_frame(frame)
+            else:
+                self.queue(frame)
 
     def queue(self, frame: bytes) -> None:
         """Queue a ready frame; it is written with the rest at the end of the reactor turn.
@@ -211,6 +220,52 @@ class ChatProtocol(WebSocketServerProtocol):
         queued = self.take_queue()
         if queued is not None:
             self.deliver_frame(queued[0] if len(queued) == 1 else b"".join(queued))
+
+    def _writer(self):
+        """The fastest correct way to hand bytes to this connection's socket.
+
+        For a plain TCP or UNIX transport, :meth:`send_direct` (one ``send``
+        syscall, no reactor round trip while the socket keeps up); for anything
+        else (TLS, a transport without the attributes it relies on), the
+        transport's own ``write``.
+        """
+        t = self.transport
+        # exactly Twisted's own TCP/UNIX connection, not TLS: a TLS transport
+        # (e.g. BufferingTLSTransport) forwards unknown attributes, ``socket``
+        # included, to the raw connection beneath it, and bytes sent there
+        # would skip the encryption
+        if (
+            isinstance(t, tcp.Connection)
+            and t.TLS is False
+            and all(hasattr(t, a) for a in ("socket", "dataBuffer", "_tempDataLen"))
+        ):
+            self._sock_send = t.socket.send
+            return self.send_direct
+        return t.write
+
+    def send_direct(self, data: bytes) -> None:
+        """Send *data* on the socket now if nothing is buffered ahead of it.
+
+        Twisted's ``transport.write`` buffers and waits for the reactor to report
+        the socket writable (two ``epoll_ctl`` calls and a poll round per write);
+        with an empty buffer the bytes can go at once. Whatever the kernel does
+        not take goes to ``transport.write``, which then keeps the order and
+        watches the socket as usual (and tells the slow-consumer watch when the
+        peer stops reading).
+        """
+        t = self.transport
+        if t.dataBuffer or t._tempDataLen or not t.connected or t.disconnecting:
+            t.write(data)
+            return
+        try:
+            sent = self._sock_send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            t.write(data)  # let Twisted see the error on its own path
+            return
+        if sent < len(data):
+            t.write(data[sent:])
 
     def write_slowly(self, frame: bytes) -> None:
         """Write *frame* for a peer that is not plainly writable: nothing once closing,

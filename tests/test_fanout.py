@@ -68,6 +68,8 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(server_factory, size, 
     reader = yield threads.deferToThread(RawReader, server.port)
     yield deferLater(0.1)
     (proto,) = list(server.factory.connections)
+    # plain TCP: the fan-out sends on the socket directly (TLS is covered by test_tls)
+    assert proto.deliver_frame == proto.send_direct
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
     by_autobahn = yield threads.deferToThread(reader.frame)
