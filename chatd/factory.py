@@ -7,6 +7,8 @@ send to the others.
 
 from __future__ import annotations
 
+from types import FunctionType
+
 from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -76,6 +78,25 @@ class ChatFactory(WebSocketServerFactory):
         #: connections with queued frames, written by flush() at the end of the turn
         self._dirty: list = []
         self._flush_call = None
+
+    def setProtocolOptions(self, **options) -> None:
+        """Set autobahn protocol options, and keep them on this factory's protocol class.
+
+        autobahn copies every option onto each new protocol instance unless the
+        class already has it: a per-factory subclass that holds them spares
+        every connection ~45 instance attributes.
+        """
+        super().setProtocolOptions(**options)
+        values = {
+            # a function stored on a class would become a method: keep it plain
+            name: staticmethod(value) if isinstance(value, FunctionType) else value
+            for name, value in ((n, getattr(self, n)) for n in ChatProtocol.CONFIG_ATTRS)
+        }
+        if self.protocol is ChatProtocol:
+            self.protocol = type("ChatProtocol", (ChatProtocol,), values)
+        else:
+            for name, value in values.items():
+                setattr(self.protocol, name, value)
 
     def start_housekeeping(self) -> None:
         """Start the periodic idle-connection sweep (when ``idle_timeout`` is set)."""

@@ -70,6 +70,7 @@ class RateLimiter:
         self.strike_limit = strikes
         self.window = window
         self._users: dict[str, TokenBucket] = {}
+        self._conn_stricter = bool(rate) and rate <= user_rate and burst <= user_burst
         self._user_refs: Counter = Counter()
 
     def connection(self, now: float):
@@ -78,10 +79,15 @@ class RateLimiter:
         return bucket, Strikes(self.strike_limit, self.window)
 
     def add_user(self, user: str, now: float) -> None:
-        """A connection of *user* opened (users share one bucket across connections)."""
-        if self.user_rate and user not in self._users:
+        """A connection of *user* opened (users share one bucket across connections).
+
+        While a user has one connection and the connection's own bucket is at
+        least as strict, that bucket is the limit: the user's bucket is made
+        with the second connection (it saves memory on every guest).
+        """
+        refs = self._user_refs[user] = self._user_refs[user] + 1
+        if self.user_rate and user not in self._users and (refs >= 2 or not self._conn_stricter):
             self._users[user] = TokenBucket(self.user_rate, self.user_burst, now)
-        self._user_refs[user] += 1
 
     def remove_user(self, user: str) -> None:
         """A connection of *user* closed; the user's bucket goes with its last one."""

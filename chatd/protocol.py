@@ -31,6 +31,66 @@ TOKEN_EXPIRED = 4401
 IDLE = 4408
 
 
+#: autobahn attributes used only while the opening handshake is processed
+_HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "_wskey",
+    "websocket_extensions",
+)
+
+
+#: autobahn per-connection state that is None/False/0 for an open, idle connection.
+#: They become class attributes of ChatProtocol; an instance keeps its own value
+#: only once autobahn sets another one (reads fall back to the class).
+_AUTOBAHN_DEFAULTS = {
+    **dict.fromkeys(
+        (
+            "_perMessageCompress",
+            "autoPingPending",
+            "autoPingPendingSent",
+            "autoPingTimeoutCall",
+            "closeHandshakeTimeoutCall",
+            "current_frame",
+            "localCloseCode",
+            "localCloseReason",
+            "openHandshakeTimeoutCall",
+            "remoteCloseCode",
+            "remoteCloseReason",
+            "trackedTimings",
+            "wasNotCleanReason",
+            "websocket_protocol_in_use",
+        ),
+        None,
+    ),
+    **dict.fromkeys(
+        (
+            "closedByMe",
+            "droppedByMe",
+            "failedByMe",
+            "inside_message",
+            "triggered",
+            "wasClean",
+            "wasCloseHandshakeTimeout",
+            "wasMaxFramePayloadSizeExceeded",
+            "wasMaxMessagePayloadSizeExceeded",
+            "wasOpenHandshakeTimeout",
+            "wasServerConnectionDropTimeout",
+            "wasServingFlashSocketPolicyFile",
+        ),
+        False,
+    ),
+    "autoPingPendingSeq": 0,
+    "send_state": 0,
+}
+
+
 def _peer_host(peer: str) -> str:
     """The host part of an autobahn peer string (``tcp:1.2.3.4:5678`` -> ``1.2.3.4``)."""
     kind, _, rest = peer.partition(":")
@@ -136,7 +196,23 @@ class ChatProtocol(WebSocketServerProtocol):
         self.session = secrets.token_hex(8)
         return chosen
 
+    def _compact(self) -> None:
+        """Forget what only the opening handshake needed, leave default-valued state to
+        the class (``_AUTOBAHN_DEFAULTS``) and repack the instance dict: that was most
+        of an idle connection's memory."""
+        d = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            d.pop(name, None)
+        for name, default in _AUTOBAHN_DEFAULTS.items():
+            if name in d and d[name] is default:
+                del d[name]
+        # autobahn's send queue serves chopped or synchronous sends, which chatd
+        # never asks for; an empty tuple answers its len() checks
+        d["send_queue"] = ()
+        self.__dict__ = dict(d)
+
     def onOpen(self):
+        self._compact()
         self._opened = True
         self.last_seen = self.factory.reactor.seconds()
         transport = self.transport
@@ -312,3 +388,7 @@ class ChatProtocol(WebSocketServerProtocol):
             # sendClose() only takes 1000 and 3000-4999; the server may also
             # close with protocol codes such as 1001 (going away) or 1008
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+
+for _name, _default in _AUTOBAHN_DEFAULTS.items():
+    setattr(ChatProtocol, _name, _default)
