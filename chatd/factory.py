@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import FunctionType
 
 from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -93,6 +94,8 @@ class ChatFactory(WebSocketServerFactory):
             for name, value in ((n, getattr(self, n)) for n in ChatProtocol.CONFIG_ATTRS)
         }
         if self.protocol is ChatProtocol:
+            # one set of autobahn traffic counters for all this factory's connections
+            values["trafficStats"] = TrafficStats()
             self.protocol = type("ChatProtocol", (ChatProtocol,), values)
         else:
             for name, value in values.items():

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 
 LOBBY = "lobby"
+#: the rooms of every relay connection (shared, never changed)
+_LOBBY_ONLY = (LOBBY,)
 
 
 class Room:
@@ -51,7 +53,8 @@ class Hub:
     def __init__(self):
         self.rooms: dict[str, Room] = {}
         #: user id -> that user's chatd.v1 connections
-        self.connections: dict[str, dict[Hashable, None]] = {}
+        #: (a list: most users have one connection, and a list is a quarter of a dict)
+        self.connections: dict[str, list] = {}
         #: relay-mode connections, in connection order
         self.relays: dict[Hashable, None] = {}
         self._rooms_of: dict[Hashable, set[str]] = {}
@@ -60,8 +63,10 @@ class Hub:
 
     def connect(self, conn) -> None:
         """Register a chatd.v1 connection of ``conn.user``."""
-        self.connections.setdefault(conn.user, {})[conn] = None
-        self._rooms_of[conn] = set()
+        self.connections.setdefault(conn.user, []).append(conn)
+        # a list, not a set: a connection is in a handful of rooms (--max-rooms),
+        # and an empty list costs a quarter of an empty set on every connection
+        self._rooms_of[conn] = []
 
     def connect_relay(self, conn) -> bool:
         """Register a relay connection; it joins :data:`LOBBY`.
@@ -69,15 +74,15 @@ class Hub:
         Returns True when this made ``conn.user`` a new member of the lobby.
         """
         self.relays[conn] = None
-        self._rooms_of[conn] = {LOBBY}
+        self._rooms_of[conn] = _LOBBY_ONLY
         return self._add_user(self._room(LOBBY), conn.user)
 
     def disconnect(self, conn) -> list[str]:
         """Forget *conn*; returns the rooms its user has now left entirely."""
         self.relays.pop(conn, None)
         conns = self.connections.get(conn.user)
-        if conns is not None:
-            conns.pop(conn, None)
+        if conns is not None and conn in conns:
+            conns.remove(conn)
             if not conns:
                 del self.connections[conn.user]
         left = []
@@ -123,7 +128,7 @@ class Hub:
                 del room.live[conn]
                 room.pending[conn] = []
             return True, False
-        rooms.add(name)
+        rooms.append(name)
         room.pending[conn] = []
         return False, self._add_user(room, conn.user)
 
@@ -144,7 +149,7 @@ class Hub:
     def leave(self, conn, name: str) -> bool:
         """Remove *conn* from room *name*; True when its user left the room entirely.
 
-        Raises KeyError when the connection is not in the room.
+        Raises ValueError when the connection is not in the room.
         """
         self._rooms_of[conn].remove(name)
         return self._remove(conn, name)

@@ -41,11 +41,14 @@ class Strikes:
     def __init__(self, limit: int, window: float):
         self.limit = limit
         self.window = window
-        self.times: list[float] = []
+        #: times of recent strikes (a list from the first strike on)
+        self.times: list[float] | tuple = ()
 
     def strike(self, now: float) -> bool:
         """Record a refused frame; True when the limit within the window is passed."""
         times = self.times
+        if not times:
+            times = self.times = []
         times.append(now)
         cutoff = now - self.window
         while times and times[0] < cutoff:

@@ -203,6 +203,8 @@ class ChatProtocol(WebSocketServerProtocol):
         d = self.__dict__
         for name in _HANDSHAKE_ONLY:
             d.pop(name, None)
+        if hasattr(type(self), "trafficStats"):
+            del d["trafficStats"]  # count into the factory's shared counters
         for name, default in _AUTOBAHN_DEFAULTS.items():
             if name in d and d[name] is default:
                 del d[name]
