@@ -275,6 +275,28 @@ class Chat:
                 reason = "internal error while storing; resend it with the same id"
             self.send_error(conn, errors.Unavailable(reason, ref))
 
+    def apply_limits(self, settings: Settings) -> None:
+        """Take new limits (a reload): rooms, rate limits, flood strikes, queue bytes,
+        idle timeout. Open connections get the new rates at once."""
+        s = self.settings
+        for name in (
+            "max_rooms",
+            "rate_limit",
+            "rate_burst",
+            "user_rate_limit",
+            "user_rate_burst",
+            "flood_strikes",
+            "max_queue_bytes",
+            "idle_timeout",
+        ):
+            setattr(s, name, getattr(settings, name))
+        self.limiter.configure(
+            s.rate_limit, s.rate_burst, s.user_rate_limit, s.user_rate_burst, s.flood_strikes
+        )
+        now = self.clock.seconds()
+        for conn in self.sessions.values():
+            conn.bucket, conn.strikes = self.limiter.connection(now)
+
     # administration (the HTTP API and the admin page)
 
     def disconnect_user(self, user: str, code: int = 4403, reason: str = "disconnected") -> int:

@@ -67,6 +67,13 @@ class Gate:
         self.per_ip = ConnectionCounter(max_per_ip)
         self.per_user = ConnectionCounter(max_per_user)
 
+    def update_from(self, other: Gate) -> None:
+        """Take *other*'s rules (origins, proxies, caps), keeping the live counts."""
+        self.allowed_origins = other.allowed_origins
+        self.trusted_proxies = other.trusted_proxies
+        self.per_ip.maximum = other.per_ip.maximum
+        self.per_user.maximum = other.per_user.maximum
+
     def client_ip(self, peer_ip: str, forwarded_for: str | None) -> str:
         """The client's address: the peer's, or, behind a trusted proxy, the last
         address that proxy put in X-Forwarded-For."""

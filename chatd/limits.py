@@ -66,15 +66,24 @@ class RateLimiter:
     """
 
     def __init__(self, rate, burst, user_rate, user_burst, strikes=50, window=10.0):
+        self.window = window
+        self._users: dict[str, TokenBucket] = {}
+        self._user_refs: Counter = Counter()
+        self.configure(rate, burst, user_rate, user_burst, strikes)
+
+    def configure(self, rate, burst, user_rate, user_burst, strikes) -> None:
+        """Set the limits; the users' shared buckets start afresh with the new rates."""
         self.rate = rate
         self.burst = burst
         self.user_rate = user_rate
         self.user_burst = user_burst
         self.strike_limit = strikes
-        self.window = window
-        self._users: dict[str, TokenBucket] = {}
         self._conn_stricter = bool(rate) and rate <= user_rate and burst <= user_burst
-        self._user_refs: Counter = Counter()
+        self._users = {
+            user: TokenBucket(user_rate, user_burst, 0.0)  # a full burst to start with
+            for user, refs in self._user_refs.items()
+            if user_rate and (refs >= 2 or not self._conn_stricter)
+        }
 
     def connection(self, now: float):
         """A bucket (None: unlimited) and strike counter for one new connection."""

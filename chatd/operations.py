@@ -42,6 +42,22 @@ from chatd.webhooks import Webhooks
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 #: option -> what a SIGHUP reload does with a new value
+#: options whose new values apply to the gate, the rate limiter and the settings
+LIMIT_KEYS = (
+    "allowed-origin",
+    "trusted-proxy",
+    "max-connections-per-ip",
+    "max-connections-per-user",
+    "max-rooms",
+    "rate-limit",
+    "rate-burst",
+    "user-rate-limit",
+    "user-rate-burst",
+    "flood-strikes",
+    "max-queue-bytes",
+    "idle-timeout",
+)
+
 RELOADABLE = (
     "max-text-length",
     "replay-limit",
@@ -53,6 +69,9 @@ RELOADABLE = (
     "api-key",
     "webhook-url",
     "webhook-rooms",
+    # identity and abuse limits (chatd/gate.py, chatd/limits.py): live for every
+    # connection; connection counters are kept
+    *LIMIT_KEYS,
 )
 
 
@@ -212,7 +231,11 @@ class Operations:
             old, new = self.options.get(key), fresh.get(key)
             if old == new:
                 continue
-            if key in RELOADABLE:
+            if key in LIMIT_KEYS:
+                self._apply_limits(fresh)
+                self.options[key] = new
+                applied.append(key)
+            elif key in RELOADABLE:
                 self._apply(key, new)
                 self.options[key] = new
                 applied.append(key)
@@ -229,6 +252,13 @@ class Operations:
         self.notifier.reloaded("configuration reloaded")
         return applied, restart
 
+    def _apply_limits(self, fresh) -> None:
+        """Take the gate's rules and the rate/queue/room limits from *fresh* options."""
+        self.factory.gate.update_from(fresh["gate"])
+        self.factory.chat.apply_limits(fresh["settings"])
+        self.factory.stop_housekeeping()
+        self.factory.start_housekeeping()
+
     def _apply(self, key, value) -> None:
         settings = self.factory.settings
         if key == "max-text-length":
@@ -236,7 +266,8 @@ class Operations:
         elif key == "replay-limit":
             settings.replay_limit = value
         elif key in ("max-message-size", "ping-interval", "ping-timeout", "handshake-timeout"):
-            # new connections get the new values; open ones keep theirs
+            # autobahn reads these from the factory's protocol class: every
+            # connection, open or new, uses the new values
             attribute = {
                 "max-message-size": "max_message_size",
                 "ping-interval": "ping_interval",

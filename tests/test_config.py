@@ -144,3 +144,35 @@ def test_sighup_reloads_live_settings_and_says_what(tmp_path, twistd_factory):
     assert _welcome(proc.ws_url)["max_text_length"] == 250
     assert proc.proc.poll() is None
     assert proc.stop() == -signal.SIGTERM
+
+
+@pytest.mark.subprocess
+def test_sighup_reloads_limits_and_origins_for_open_connections_too(tmp_path, twistd_factory):
+    """Limits and allowed origins reload live: an open connection gets the new room
+    limit, new handshakes meet the new origin list, and the log names the keys."""
+    from websockets.exceptions import InvalidStatus
+
+    cfg = tmp_path / "chatd.toml"
+    cfg.write_text('db = ":memory:"\nmax-rooms = 2\nallowed-origin = ["https://a.example"]\n')
+    proc = twistd_factory("--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1")
+    url = proc.ws_url + "/ws"
+    with connect(url, subprotocols=["chatd.v1"], origin="https://a.example") as ws:
+        assert json.loads(ws.recv(timeout=10))["max_rooms"] == 2
+        for room in ("r1", "r2", "r3"):
+            ws.send(json.dumps({"type": "join", "room": room, "id": room}))
+        replies = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
+        # (the refusal is immediate; joined waits for the store, so it may come first)
+        assert sorted(r.get("room") or r["code"] for r in replies) == ["r1", "r2", "too_many_rooms"]
+
+        cfg.write_text('db = ":memory:"\nmax-rooms = 3\nallowed-origin = ["https://b.example"]\n')
+        proc.proc.send_signal(signal.SIGHUP)
+        assert _wait_log(proc, "configuration reloaded: "), proc.log
+        line = next(x for x in proc.log_lines if "configuration reloaded:" in x)
+        assert "max-rooms" in line and "allowed-origin" in line
+        ws.send(json.dumps({"type": "join", "room": "r3", "id": "again"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "joined"  # the open connection
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, subprotocols=["chatd.v1"], origin="https://a.example", open_timeout=10)
+    assert refused.value.response.status_code == 403
+    with connect(url, subprotocols=["chatd.v1"], origin="https://b.example") as ws:
+        assert json.loads(ws.recv(timeout=10))["max_rooms"] == 3
