@@ -150,21 +150,20 @@ class ChatFactory(WebSocketServerFactory):
         if not conns:
             return
         frame = self.prepareMessage(payload, is_binary).payloadHybi
-        count = 0
+        targets = tuple(conns)
+        count = len(targets) - (exclude is not None and exclude in conns)
         if self._flush_call is None:
             # first fan-out this turn: nobody has a queue yet
             self._flush_call = self.reactor.callLater(0, self.flush)
-            for conn in tuple(conns):
+            for conn in targets:
                 if conn is not exclude:
-                    # transport.write while the peer is open and reading,
+                    # a direct socket send while the peer is open and reading,
                     # else ChatProtocol.write_slowly
                     conn.deliver_frame(frame)
-                    count += 1
         else:
-            for conn in tuple(conns):
+            for conn in targets:
                 if conn is not exclude:
                     conn.queue(frame)
-                    count += 1
         stats = self.chat.stats
         stats.deliveries += count
         stats.delivery_bytes += count * len(payload)

@@ -332,7 +332,9 @@ class ChatProtocol(WebSocketServerProtocol):
         peer stops reading).
         """
         t = self.transport
-        if t.dataBuffer or t._tempDataLen or not t.connected or t.disconnecting:
+        # (closing or closed connections never get here: their deliver_frame is
+        # write_slowly from sendCloseFrame / dropConnection / onClose on)
+        if t.dataBuffer or t._tempDataLen:
             t.write(data)
             return
         try:
