@@ -63,6 +63,20 @@ def wechat():
     pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
 
 
+def login_server(server_factory, wechat_api):
+    """A chatd with WeChat login against *wechat_api* (fires with the server)."""
+    return server_factory(
+        "--jwt-secret",
+        JWT_SECRET,
+        "--wechat-appid",
+        "wx123",
+        "--wechat-secret",
+        APP_SECRET,
+        "--wechat-api",
+        wechat_api,
+    )
+
+
 @defer.inlineCallbacks
 def post(port, body, raw=None):
     agent = Agent(reactor)
@@ -83,16 +97,7 @@ def test_login_success_gives_a_token_that_connects(server_factory, wechat):
     logged = []
     globalLogPublisher.addObserver(logged.append)
     try:
-        srv = yield server_factory(
-            "--jwt-secret",
-            JWT_SECRET,
-            "--wechat-appid",
-            "wx123",
-            "--wechat-secret",
-            APP_SECRET,
-            "--wechat-api",
-            wechat.url,
-        )
+        srv = yield login_server(server_factory, wechat.url)
         status, body = yield post(srv.port, {"code": "abc", "name": "小红"})
         assert status == 200, body
         assert body["user"] == "wx:o-abc" and body["name"] == "小红"
@@ -122,16 +127,7 @@ def test_login_success_gives_a_token_that_connects(server_factory, wechat):
 @pytest_twisted.inlineCallbacks
 def test_wechat_errors_are_clear(server_factory, wechat, code, status, error):
     """Each jscode2session error maps to a documented HTTP status and error code."""
-    srv = yield server_factory(
-        "--jwt-secret",
-        JWT_SECRET,
-        "--wechat-appid",
-        "wx123",
-        "--wechat-secret",
-        APP_SECRET,
-        "--wechat-api",
-        wechat.url,
-    )
+    srv = yield login_server(server_factory, wechat.url)
     got_status, body = yield post(srv.port, {"code": code})
     assert (got_status, body["error"]["code"]) == (status, error)
     assert body["error"]["message"]
@@ -140,32 +136,14 @@ def test_wechat_errors_are_clear(server_factory, wechat, code, status, error):
 @pytest_twisted.inlineCallbacks
 def test_bad_requests_and_unreachable_wechat(server_factory, wechat):
     """No code → 400; WeChat down → 504; the secret is never in an answer."""
-    srv = yield server_factory(
-        "--jwt-secret",
-        JWT_SECRET,
-        "--wechat-appid",
-        "wx123",
-        "--wechat-secret",
-        APP_SECRET,
-        "--wechat-api",
-        wechat.url,
-    )
+    srv = yield login_server(server_factory, wechat.url)
     for raw in (b"not json", b"[]", b'{"code": 5}', b"{}"):
         status, body = yield post(srv.port, None, raw=raw)
         assert (status, body["error"]["code"]) == (400, "bad_request")
     closed = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
     dead = closed.getHost().port
     yield closed.stopListening()
-    srv2 = yield server_factory(
-        "--jwt-secret",
-        JWT_SECRET,
-        "--wechat-appid",
-        "wx123",
-        "--wechat-secret",
-        APP_SECRET,
-        "--wechat-api",
-        f"http://127.0.0.1:{dead}",
-    )
+    srv2 = yield login_server(server_factory, f"http://127.0.0.1:{dead}")
     status, body = yield post(srv2.port, {"code": "abc"})
     assert (status, body["error"]["code"]) == (504, "wechat_unreachable")
     assert APP_SECRET not in json.dumps(body)
