@@ -18,6 +18,7 @@ from chatd.store import Appended, IHistoryStore, Message, Replay, StoreUnavailab
 from chatd.store.redis import RedisStore
 from tests.redis_server import RedisServer
 from tests.test_store_sqlite import (  # noqa: F401  (collected here, with this `store`)
+    check_append_order_under_concurrency,
     test_append_assigns_seq_per_channel,
     test_history_paging,
     test_read_after_append_callback_sees_it,
@@ -67,19 +68,7 @@ def test_provides_interface_and_is_durable(store):
 @pytest_twisted.inlineCallbacks
 def test_results_fire_in_append_order_under_concurrency(store):
     """Many appends in flight on one connection: results fire in order, seqs in order."""
-    fired = []
-    ds = []
-    n = 1500
-    for i in range(n):
-        d = store.append(f"room{i % 5}", f"u{i % 3}", "N", f"c{i}", f"t{i}", i)
-        d.addCallback(lambda a, i=i: fired.append((i, a)) or a)
-        ds.append(d)
-    yield defer.gatherResults(ds)
-    assert [i for i, _ in fired] == list(range(n))
-    for room in range(5):
-        seqs = [a.message.seq for i, a in fired if i % 5 == room]
-        assert seqs == list(range(1, n // 5 + 1))
-    assert store.appended == n
+    yield check_append_order_under_concurrency(store)
 
 
 @pytest_twisted.inlineCallbacks
