@@ -146,12 +146,13 @@ class TwistdProcess:
             if not line:
                 break
             self.log_lines.append(line)
-            match = LISTENING.search(line)
+            match = LISTENING_LINE.search(line)
             if match:
-                self.port = int(match.group(1))
-                self.url = LISTENING_LINE.search(line).group(1)
+                self.url = match.group(1)
+                tcp = LISTENING.search(line)
+                self.port = int(tcp.group(1)) if tcp else None  # None for unix sockets
                 break
-        if self.port is None:
+        if self.url is None:
             self.stop()
             raise RuntimeError("chatd did not start:\n" + "".join(self.log_lines))
         # keep draining the log so a chatty server never blocks on a full pipe

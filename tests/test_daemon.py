@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect, unix_connect
 
-from tests.conftest import LISTENING_LINE, TWISTD, chatd_env
+from tests.conftest import LISTENING_LINE, TWISTD, TwistdProcess, chatd_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,38 +182,23 @@ def test_unix_socket_endpoint(tmp_path):
     """``--listen unix:PATH:mode=660`` (the nginx set-up in docs/deploy.md) creates
     the socket with that mode, relays between clients and removes it on stop."""
     path = tmp_path / "chatd.sock"
-    proc = subprocess.Popen(
+    proc = TwistdProcess.run(
         [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", f"unix:{path}:mode=660"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path,
+        chatd_env(),
     )
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if LISTENING_LINE.search(line):
-                break
-        log = "".join(lines)
-        match = LISTENING_LINE.search(log)
-        assert match, log
-        assert match.group(1) == f"unix:{path}"
+        assert proc.url == f"unix:{path}"
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
         assert_relay(
             lambda: unix_connect(str(path), "ws://localhost/", open_timeout=10),
             lambda: unix_connect(str(path), "ws://localhost/ws", open_timeout=10),
         )
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=20)
-        assert proc.returncode == -signal.SIGTERM, log + rest
+        assert proc.stop(timeout=20) == -signal.SIGTERM, proc.log
         assert not path.exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        proc.stop(signal.SIGKILL)
 
 
 def test_sigterm_closes_clients_with_going_away(tmp_path):
@@ -221,39 +206,26 @@ def test_sigterm_closes_clients_with_going_away(tmp_path):
     WebSocket with 1001 "going away" (docs/protocol.md, close codes) before it
     exits, for relay and chatd.v1 clients alike, instead of dropping the TCP
     connections."""
-    proc = subprocess.Popen(
+    proc = TwistdProcess.run(
         [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", "tcp:0:interface=127.0.0.1"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path,
+        chatd_env(),
     )
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if LISTENING_LINE.search(line):
-                break
-        match = LISTENING_LINE.search("".join(lines))
-        assert match, "".join(lines)
-        url = match.group(1)
+        url = proc.url
         with (
             connect(url, open_timeout=10) as relay,
             connect(url + "ws", open_timeout=10, subprotocols=["chatd.v1"]) as v1,
         ):
             assert '"welcome"' in v1.recv(timeout=10)
-            proc.send_signal(signal.SIGTERM)
+            proc.proc.send_signal(signal.SIGTERM)
             codes = []
             for client in (relay, v1):
                 with pytest.raises(ConnectionClosed) as closed:
                     while True:
                         client.recv(timeout=10)
                 codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
-        rest, _ = proc.communicate(timeout=20)
-        assert codes == [1001, 1001], "".join(lines) + rest
-        assert proc.returncode == -signal.SIGTERM
+        assert proc.stop(timeout=20) == -signal.SIGTERM
+        assert codes == [1001, 1001], proc.log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        proc.stop(signal.SIGKILL)
