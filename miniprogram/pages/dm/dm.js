@@ -5,6 +5,7 @@
  */
 const config = require('../../config')
 const { toRow, merge } = require('../../utils/conversation')
+const { addMessages, loadEarlier } = require('../../utils/thread')
 
 Component({
   data: { peer: '', me: '', messages: [], state: '', delay: 0, hasMore: false, loading: false, error: '' },
@@ -50,22 +51,10 @@ Component({
       this.loadEarlier()
     },
     _add(msgs) {
-      const rows = msgs.map((m) => toRow(m, this.chat.user))
-      this.setData({ messages: merge(this.data.messages, rows) })
+      addMessages(this, msgs, this.chat.user)
     },
     loadEarlier() {
-      if (this.data.loading) return Promise.resolve()
-      const first = this.data.messages.find((r) => r.seq !== null)
-      const opts = { limit: config.historyPageSize }
-      if (first) opts.before = first.seq
-      this.setData({ loading: true })
-      return this.chat.dmHistory(this.peer, opts).then(
-        (page) => {
-          this._add(page.messages || [])
-          this.setData({ loading: false, hasMore: !!page.more })
-        },
-        (e) => this.setData({ loading: false, error: 'History: ' + e.message })
-      )
+      return loadEarlier(this, (o) => this.chat.dmHistory(this.peer, o), config.historyPageSize, this.chat.user)
     },
     onSend(e) {
       try {

@@ -6,6 +6,7 @@
  */
 const config = require('../../config')
 const { toRow, merge } = require('../../utils/conversation')
+const { addMessages, loadEarlier } = require('../../utils/thread')
 
 const TYPING_MS = 4000
 
@@ -70,23 +71,11 @@ Component({
       }
     },
     _add(msgs) {
-      const rows = msgs.map((m) => toRow(m, this.chat.user))
-      this.setData({ messages: merge(this.data.messages, rows) })
+      addMessages(this, msgs, this.chat.user)
     },
     /** Fetches the page before the oldest row shown (or the newest page). */
     loadEarlier() {
-      if (this.data.loading) return Promise.resolve()
-      const first = this.data.messages.find((r) => r.seq !== null)
-      const opts = { limit: config.historyPageSize }
-      if (first) opts.before = first.seq
-      this.setData({ loading: true })
-      return this.chat.history(this.room, opts).then(
-        (page) => {
-          this._add(page.messages || [])
-          this.setData({ loading: false, hasMore: !!page.more })
-        },
-        (e) => this.setData({ loading: false, error: 'History: ' + e.message })
-      )
+      return loadEarlier(this, (o) => this.chat.history(this.room, o), config.historyPageSize, this.chat.user)
     },
     onSend(e) {
       try {
