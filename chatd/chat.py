@@ -251,7 +251,6 @@ class Chat:
             self.stats.rate_limited += 1
         elif verdict == "abuse":
             self.stats.rate_limited += 1
-            self.stats.closes[FLOOD] += 1
             self.log.warn(
                 "closing {user} ({session}): flooding", user=conn.user, session=conn.session
             )
@@ -264,7 +263,6 @@ class Chat:
         self._emit("error", conn=conn, code=error.code)
         conn.send(wire.error_frame(error))
         if error.close_code is not None:
-            self.stats.closes[error.close_code] += 1
             conn.close(error.close_code, error.code)
 
     def _store_failed(self, failure, what, conn=None, ref=None):
@@ -303,7 +301,6 @@ class Chat:
         """Close every connection of *user* with *code*; returns how many were closed."""
         conns = [c for c in self.sessions.values() if c.user == user]
         for conn in conns:
-            self.stats.closes[code] += 1
             conn.close(code, reason)
         return len(conns)
 

@@ -118,8 +118,7 @@ class ChatFactory(WebSocketServerFactory):
     def _close_idle(self) -> None:
         cutoff = self.reactor.seconds() - self.settings.idle_timeout
         for conn in tuple(self.connections):
-            if conn.last_seen < cutoff and conn.state == _OPEN:
-                self.chat.stats.closes[IDLE] += 1
+            if conn.last_seen < cutoff:
                 conn.close(IDLE, "idle timeout")
 
     def track(self, proto: ChatProtocol) -> None:

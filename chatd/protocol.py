@@ -238,7 +238,6 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def _token_expired(self):
         self._expiry = None
-        self.factory.chat.stats.closes[TOKEN_EXPIRED] += 1
         self.close(TOKEN_EXPIRED, "token expired")
 
     def onMessage(self, payload, isBinary):
@@ -387,8 +386,10 @@ class ChatProtocol(WebSocketServerProtocol):
         return True
 
     def close(self, code, reason):
-        """Start the closing handshake with *code* (any valid code, 1001 included)."""
+        """Start the closing handshake with *code* (any valid code, 1001 included);
+        every close the server starts is counted here, by code."""
         if self.state == _OPEN:
+            self.factory.chat.stats.closes[code] += 1
             # sendClose() only takes 1000 and 3000-4999; the server may also
             # close with protocol codes such as 1001 (going away) or 1008
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)

@@ -30,7 +30,7 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     #: frames refused by the rate limits
     rate_limited: int = 0
-    #: connections closed by the server, by close code
+    #: connections closed by the server, by close code (4008: dropped slow consumers)
     closes: Counter = field(default_factory=Counter)
     #: seconds from receiving a send/dm to sending its ack (for a latency histogram)
     ack_latencies: list = field(default_factory=list)
