@@ -7,6 +7,7 @@ send to the others.
 
 from __future__ import annotations
 
+import os
 from types import FunctionType
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -25,6 +26,21 @@ from chatd.settings import Settings
 from chatd.wire import PROTOCOL
 
 _OPEN = ChatProtocol.STATE_OPEN
+
+#: environment variable that turns the C fan-out loop off (the pure-Python loop
+#: does the same, more slowly)
+NO_C_FANOUT = "CHATD_NO_C_FANOUT"
+
+
+def _c_send_all():
+    """``chatd._fanout.send_all`` when the accelerator is built and not turned off."""
+    if os.environ.get(NO_C_FANOUT):
+        return None
+    try:
+        from chatd._fanout import send_all
+    except ImportError:
+        return None
+    return send_all
 
 
 @implementer(IFanout)
@@ -79,6 +95,11 @@ class ChatFactory(WebSocketServerFactory):
         #: connections with queued frames, written by flush() at the end of the turn
         self._dirty: list = []
         self._flush_call = None
+        c_send_all = _c_send_all()
+        #: "c" when the fan-out's per-recipient loop runs in chatd._fanout, else "python"
+        self.fanout_impl = "c" if c_send_all is not None else "python"
+        #: send_all(targets, exclude, frame) -> None | [(conn, code), ...]
+        self.send_all = c_send_all or self.send_all_py
 
     def setProtocolOptions(self, **options) -> None:
         """Set autobahn protocol options, and keep them on this factory's protocol class.
@@ -154,11 +175,9 @@ class ChatFactory(WebSocketServerFactory):
         if self._flush_call is None:
             # first fan-out this turn: nobody has a queue yet
             self._flush_call = self.reactor.callLater(0, self.flush)
-            for conn in targets:
-                if conn is not exclude:
-                    # a direct socket send while the peer is open and reading,
-                    # else ChatProtocol.write_slowly
-                    conn.deliver_frame(frame)
+            left = self.send_all(targets, exclude, frame)
+            if left:
+                self.finish_sends(left, frame)
         else:
             for conn in targets:
                 if conn is not exclude:
@@ -166,6 +185,31 @@ class ChatFactory(WebSocketServerFactory):
         stats = self.chat.stats
         stats.deliveries += count
         stats.delivery_bytes += count * len(payload)
+
+    @staticmethod
+    def send_all_py(targets, exclude, frame: bytes) -> None:
+        """Hand *frame* to every connection in *targets* but *exclude* (the
+        pure-Python twin of ``chatd._fanout.send_all``, which leaves nothing over)."""
+        for conn in targets:
+            if conn is not exclude:
+                # a direct socket send while the peer is open and reading,
+                # else ChatProtocol.write_slowly
+                conn.deliver_frame(frame)
+
+    @staticmethod
+    def finish_sends(left, frame: bytes) -> None:
+        """Finish what ``chatd._fanout.send_all`` left over, as
+        :meth:`ChatProtocol.send_direct` would have: connections it could not
+        send to directly get ``deliver_frame``; a failed send goes to Twisted's
+        ``transport.write`` (which reports the error on its own path), a partial
+        one writes the rest there (and keeps the order)."""
+        for conn, code in left:
+            if code == -1:
+                conn.deliver_frame(frame)
+            elif code == -2:
+                conn.transport.write(frame)
+            else:
+                conn.transport.write(frame[code:] if code else frame)
 
     def mark_dirty(self, conn) -> None:
         """*conn* started a queue this turn: :meth:`flush` will write it."""

@@ -112,7 +112,7 @@ class _WriteWatch:
     def pauseProducing(self):
         conn = self.conn
         conn.paused = True
-        conn.deliver_frame = conn.write_slowly
+        conn.go_slow()
 
     def resumeProducing(self):
         conn = self.conn
@@ -149,6 +149,9 @@ class ChatProtocol(WebSocketServerProtocol):
     last_seen = 0.0
     #: frames queued this reactor turn (see queue)
     _queued = None
+    #: the socket's descriptor while deliver_frame is send_direct, else -1: the C
+    #: fan-out loop (chatd._fanout) sends only to connections with one
+    _fd = -1
 
     def onConnect(self, request):
         """Admit or refuse the handshake, and pick the mode.
@@ -250,7 +253,7 @@ class ChatProtocol(WebSocketServerProtocol):
             self.factory.chat.receive(self, payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
-        self.deliver_frame = self.write_slowly
+        self.go_slow()
         self._release()
         if self._expiry is not None:
             self._expiry.cancel()
@@ -317,8 +320,16 @@ class ChatProtocol(WebSocketServerProtocol):
             and all(hasattr(t, a) for a in ("socket", "dataBuffer", "_tempDataLen"))
         ):
             self._sock_send = t.socket.send
+            self._fd = t.socket.fileno()
             return self.send_direct
+        self._fd = -1
         return t.write
+
+    def go_slow(self) -> None:
+        """From now on frames go through :meth:`write_slowly` (closing, or the peer
+        stopped reading), never straight to the socket."""
+        self.deliver_frame = self.write_slowly
+        self._fd = -1
 
     def send_direct(self, data: bytes) -> None:
         """Send *data* on the socket now if nothing is buffered ahead of it.
@@ -355,11 +366,11 @@ class ChatProtocol(WebSocketServerProtocol):
     def sendCloseFrame(self, *args, **kwargs):
         # frames queued before the close go first; no data frame may follow it
         self.flush_queue()
-        self.deliver_frame = self.write_slowly
+        self.go_slow()
         return super().sendCloseFrame(*args, **kwargs)
 
     def dropConnection(self, *args, **kwargs):
-        self.deliver_frame = self.write_slowly
+        self.go_slow()
         return super().dropConnection(*args, **kwargs)
 
     def backlogged(self, size: int) -> bool:

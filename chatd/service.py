@@ -157,6 +157,12 @@ class ChatService(MultiService):
         for listener in self.listeners:
             listener.startService()
         self.factory.start_housekeeping()
+        self.log.info(
+            "fan-out loop: {impl}",
+            impl="C (chatd._fanout)"
+            if self.factory.fanout_impl == "c"
+            else "pure Python (chatd._fanout not built, or CHATD_NO_C_FANOUT set)",
+        )
         if self.ops is not None:
             opened.addCallback(lambda _: self.ops.started(self))
         opened.addCallback(lambda _: settle_heap())

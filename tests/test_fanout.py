@@ -1,6 +1,8 @@
-"""The fast fan-out path: byte-identical frames, per-connection order, no compression."""
+"""The fast fan-out path: byte-identical frames, per-connection order, no compression,
+with the C loop (chatd._fanout) and with the pure-Python loop."""
 
 import base64
+import importlib.util
 import os
 import socket
 import struct
@@ -9,7 +11,29 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
 
+from chatd.factory import NO_C_FANOUT, ChatFactory
+from tests.conftest import need
 from tests.wsclient import Client, deferLater
+
+C_BUILT = importlib.util.find_spec("chatd._fanout") is not None
+BUILD_HINT = "chatd._fanout (build it in place: python3 setup.py build_ext --inplace)"
+
+
+@pytest.fixture(params=["c", "python"])
+def fanout_impl(request):
+    """Run the test with the C fan-out loop and with the pure-Python one."""
+    if request.param == "c":
+        need(BUILD_HINT, C_BUILT)
+    return request.param
+
+
+def use_impl(server, impl):
+    """Make *server*'s factory fan out with *impl* ("c" or "python")."""
+    factory = server.factory
+    if impl == "python":
+        factory.send_all = ChatFactory.send_all_py
+        factory.fanout_impl = "python"
+    assert factory.fanout_impl == impl
 
 
 class RawReader:
@@ -61,15 +85,19 @@ class RawReader:
 @pytest.mark.parametrize("size", [1, 125, 126, 65535, 65536, 70000])
 @pytest.mark.parametrize("binary", [False, True])
 @pytest_twisted.inlineCallbacks
-def test_fast_path_frames_are_byte_identical_to_autobahns(server_factory, size, binary):
+def test_fast_path_frames_are_byte_identical_to_autobahns(
+    server_factory, size, binary, fanout_impl
+):
     """For every length class the fan-out writes exactly the bytes autobahn's own
     sendMessage writes for the same payload."""
     server = yield server_factory("--max-message-size", "100000")  # autobahn's send limit
+    use_impl(server, fanout_impl)
     reader = yield threads.deferToThread(RawReader, server.port)
     yield deferLater(0.1)
     (proto,) = list(server.factory.connections)
     # plain TCP: the fan-out sends on the socket directly (TLS is covered by test_tls)
     assert proto.deliver_frame == proto.send_direct
+    assert proto._fd == proto.transport.socket.fileno()
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
     by_autobahn = yield threads.deferToThread(reader.frame)
@@ -88,10 +116,11 @@ def test_compression_is_never_negotiated(chatd_process):
 
 
 @pytest_twisted.inlineCallbacks
-def test_each_connection_sees_acks_and_messages_in_seq_order(server_factory):
+def test_each_connection_sees_acks_and_messages_in_seq_order(server_factory, fanout_impl):
     """Two members flood one room: each sees its own acks and the other's messages
     interleaved in exactly seq order 1..N, though writes are coalesced per turn."""
     srv = yield server_factory("--rate-limit", "0", "--user-rate-limit", "0")
+    use_impl(srv, fanout_impl)
     a = yield Client.v1(srv.port, "a")
     b = yield Client.v1(srv.port, "b")
     watcher = yield Client.v1(srv.port, "w")
@@ -120,3 +149,151 @@ def test_each_connection_sees_acks_and_messages_in_seq_order(server_factory):
     assert got_a == got_b == got_w == list(range(1, 2 * n + 1))
     for c in (a, b, watcher):
         yield c.close()
+
+
+def test_c_fanout_is_used_when_built(monkeypatch):
+    """A factory picks the C loop when chatd._fanout is importable (bash .ci/run
+    builds it), and the pure-Python loop when CHATD_NO_C_FANOUT is set."""
+    need(BUILD_HINT, C_BUILT)
+    from chatd.store.memory import MemoryStore
+
+    assert ChatFactory(MemoryStore()).fanout_impl == "c"
+    monkeypatch.setenv(NO_C_FANOUT, "1")
+    factory = ChatFactory(MemoryStore())
+    assert factory.fanout_impl == "python"
+    assert factory.send_all == ChatFactory.send_all_py
+
+
+class _Transport:
+    """What send_all reads of a Twisted transport: its two write-buffer fields."""
+
+    def __init__(self, buffered=b"", temp=0):
+        self.dataBuffer = buffered
+        self._tempDataLen = temp
+
+
+class _Conn:
+    """What send_all reads of a ChatProtocol: ``_fd`` and ``transport``."""
+
+    def __init__(self, fd, transport=None):
+        self._fd = fd
+        self.transport = transport or _Transport()
+
+
+@pytest.fixture
+def socket_pairs():
+    pairs = [socket.socketpair() for _ in range(4)]
+    for ours, _theirs in pairs:
+        ours.setblocking(False)
+    yield pairs
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+
+
+def test_c_send_all_contract(socket_pairs):
+    """chatd._fanout.send_all sends the frame once to every eligible connection
+    but the excluded one, and hands back exactly the ones Python must finish:
+    not eligible (-1), failed (-2), partial or would-block (bytes sent)."""
+    need(BUILD_HINT, C_BUILT)
+    from chatd._fanout import send_all
+
+    frame = b"\x81\x05hello"
+    (a, a_peer), (b, b_peer), (c, c_peer), (d, d_peer) = socket_pairs
+    ok = _Conn(a.fileno())
+    excluded = _Conn(b.fileno())
+    slow = _Conn(-1)  # deliver_frame is write_slowly
+    buffered = _Conn(c.fileno(), _Transport(buffered=b"earlier bytes"))
+    temp = _Conn(d.fileno(), _Transport(temp=3))
+    left = send_all((ok, excluded, slow, buffered, temp), excluded, frame)
+    assert left == [(slow, -1), (buffered, -1), (temp, -1)]
+    assert a_peer.recv(100) == frame
+    for peer in (b_peer, c_peer, d_peer):
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+    assert send_all([ok], None, frame) is None
+    assert a_peer.recv(100) == frame
+    assert send_all([], None, frame) is None
+
+
+def test_c_send_all_partial_and_failed_sends(socket_pairs):
+    """A peer that stopped reading: the first frame that does not fit comes back
+    with the bytes that went (0 when none did); a dead descriptor comes back as -2."""
+    need(BUILD_HINT, C_BUILT)
+    from chatd._fanout import send_all
+
+    (a, a_peer), (b, _b_peer), _, _ = socket_pairs
+    conn = _Conn(a.fileno())
+    frame = b"\x82\x7e\xff\xff" + b"x" * 0xFFFF
+    total = 0
+    codes = []
+    while len(codes) < 2:
+        left = send_all([conn], None, frame)
+        if left is None:
+            total += len(frame)
+            continue
+        ((who, code),) = left
+        assert who is conn and 0 <= code < len(frame)
+        total += code
+        codes.append(code)
+    assert codes[-1] == 0  # the buffer is full: nothing more went
+    a_peer.setblocking(False)
+    got = 0
+    while True:
+        try:
+            chunk = a_peer.recv(1 << 20)
+        except BlockingIOError:
+            break
+        got += len(chunk)
+    assert got == total
+    dead = _Conn(b.fileno())
+    b.close()
+    assert send_all([dead], None, frame) == [(dead, -2)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_stalled_reader_with_each_fanout_loop(server_factory, fanout_impl):
+    """One member stops reading while another keeps sending: the reading members get
+    every frame in order, the stalled one is dropped as a slow consumer (4008) once
+    its backlog passes --max-queue-bytes, with either loop."""
+    srv = yield server_factory(
+        "--rate-limit", "0", "--user-rate-limit", "0", "--max-queue-bytes", "200000"
+    )
+    use_impl(srv, fanout_impl)
+    sender = yield Client.connect(srv.port)
+    reader = yield Client.connect(srv.port)
+    stalled = yield threads.deferToThread(RawReader, srv.port)
+    yield deferLater(0.1)
+    text = b"m" * 4000
+    n = 4000  # 16 MB: far more than the stalled socket and the queue bound hold
+    got = []
+    for i in range(n):
+        sender.send_raw(b"%05d" % i + text)
+        if i % 50 == 49:
+            while len(got) <= i:
+                payload, _ = yield reader.recv_raw()
+                got.append(int(payload[:5]))
+    assert got == list(range(n))
+    assert srv.chat.stats.closes[4008] == 1
+    yield sender.close()
+    yield reader.close()
+    stalled.sock.close()
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("disabled", [False, True], ids=["c", "python"])
+def test_twistd_logs_its_fanout_loop_and_relays(twistd_factory, disabled):
+    """``twistd -n chatd`` says which fan-out loop it runs (C unless CHATD_NO_C_FANOUT
+    is set) and relays with it between real clients."""
+    if not disabled:
+        need(BUILD_HINT, C_BUILT)
+    proc = twistd_factory("--port", "0", env={NO_C_FANOUT: "1"} if disabled else None)
+    from websockets.sync.client import connect
+
+    with connect(proc.ws_url) as a, connect(proc.ws_url) as b, connect(proc.ws_url) as c:
+        a.send("hello from a")
+        assert b.recv(timeout=5) == "hello from a"
+        assert c.recv(timeout=5) == "hello from a"
+    expected = "fan-out loop: pure Python" if disabled else "fan-out loop: C (chatd._fanout)"
+    assert expected in proc.log

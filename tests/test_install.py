@@ -20,12 +20,13 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import TwistdProcess
+from tests.conftest import IN_CI, TwistdProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"chatd listening on ws://(\S+):(\d+)/ \(endpoint ([^)]*)\)")
@@ -62,6 +63,7 @@ COPY_IGNORE = shutil.ignore_patterns(
     "*.pid",
     "*.log",
     "*.sqlite3*",
+    "*.so",
 )
 
 
@@ -71,6 +73,12 @@ def clean_env(**extra) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
+
+
+def can_compile() -> bool:
+    """True when a C compiler and this Python's headers are here (setup.py's accelerator)."""
+    include = sysconfig.get_paths()["include"]
+    return shutil.which("cc") is not None and os.path.exists(os.path.join(include, "Python.h"))
 
 
 def can_build_offline() -> bool:
@@ -263,6 +271,13 @@ def test_installed_twistd_runs_chatd_from_any_directory(
         # Static files ship in the wheel (GET / serves the web client).
         assert (chatd_file.parent / "static").is_dir()
     assert not chatd_file.is_relative_to(ROOT)
+    # pip built the optional C fan-out loop (setup.py). Without a compiler the build
+    # only warns and chatd runs its pure-Python loop; .ci/run installs one, so
+    # under CI=true it must have been built
+    if can_compile() or IN_CI:
+        code = "import chatd.factory as f; print(f._c_send_all())"
+        fanout = venv_python(venv, code, cwd=elsewhere)
+        assert fanout.startswith("<built-in function send_all>"), fanout
 
     twistd = venv / "bin" / "twistd"
     assert_help_lists_options(help_text(twistd, elsewhere, clean_env()))

@@ -1,0 +1,203 @@
+/* chatd._fanout: the fan-out's per-recipient loop in C (optional accelerator).
+ *
+ * send_all(conns, exclude, frame) hands one ready WebSocket frame to every
+ * connection in the sequence `conns` except `exclude`, with one non-blocking
+ * send(2) per connection, and returns what it could not finish, for Python to
+ * handle exactly as ChatProtocol.send_direct does.
+ *
+ * A connection is sent to here only when all of these hold (else it is left
+ * to Python untouched):
+ *   - conn._fd is a non-negative int: ChatProtocol keeps it set to its
+ *     socket's descriptor while its deliver_frame is the direct send (open,
+ *     plain TCP/UNIX, peer reading) and -1 otherwise;
+ *   - conn.transport.dataBuffer is empty and conn.transport._tempDataLen is 0:
+ *     nothing Twisted buffered may be overtaken.
+ * The descriptors are gathered first; the sends then run with the GIL released
+ * (no Python code runs in between, and only the reactor thread, which is in
+ * this call, closes these sockets).
+ *
+ * Returns None when every eligible send completed and nobody was left over,
+ * else a list of (conn, code) pairs:
+ *   code == -1  not eligible: call conn.deliver_frame(frame)
+ *   code == -2  send failed with an error other than EAGAIN/EINTR: let Twisted
+ *               see it (transport.write(frame))
+ *   code >= 0   that many bytes were sent (0 for EAGAIN/EINTR): write the rest
+ *               with transport.write(frame[code:])
+ * Pure-Python equivalent: chatd.factory.ChatFactory._send_all_py.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+static PyObject *str_fd, *str_transport, *str_dataBuffer, *str_tempDataLen;
+
+/* 1: conn may be sent to directly (its descriptor in *fd), 0: not, -1: error set */
+static int
+eligible(PyObject *conn, int *fd)
+{
+    PyObject *o = PyObject_GetAttr(conn, str_fd);
+    if (o == NULL)
+        return -1;
+    long v = PyLong_Check(o) ? PyLong_AsLong(o) : -1;
+    Py_DECREF(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > INT_MAX)
+        return 0;
+    PyObject *t = PyObject_GetAttr(conn, str_transport);
+    if (t == NULL)
+        return -1;
+    int ok = 0;
+    PyObject *buf = PyObject_GetAttr(t, str_dataBuffer);
+    if (buf == NULL)
+        goto fail;
+    Py_ssize_t n = PyObject_Length(buf);
+    Py_DECREF(buf);
+    if (n < 0)
+        goto fail;
+    if (n == 0) {
+        PyObject *tmp = PyObject_GetAttr(t, str_tempDataLen);
+        if (tmp == NULL)
+            goto fail;
+        int truth = PyObject_IsTrue(tmp);
+        Py_DECREF(tmp);
+        if (truth < 0)
+            goto fail;
+        ok = !truth;
+    }
+    Py_DECREF(t);
+    *fd = (int)v;
+    return ok;
+fail:
+    Py_DECREF(t);
+    return -1;
+}
+
+static int
+add_left(PyObject **left, PyObject *conn, Py_ssize_t code)
+{
+    if (*left == NULL && (*left = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *pair = Py_BuildValue("(On)", conn, code);
+    if (pair == NULL)
+        return -1;
+    int r = PyList_Append(*left, pair);
+    Py_DECREF(pair);
+    return r;
+}
+
+static PyObject *
+send_all(PyObject *self, PyObject *args)
+{
+    PyObject *conns, *exclude;
+    Py_buffer frame;
+    if (!PyArg_ParseTuple(args, "OOy*:send_all", &conns, &exclude, &frame))
+        return NULL;
+    PyObject *seq = PySequence_Fast(conns, "conns must be a sequence");
+    if (seq == NULL) {
+        PyBuffer_Release(&frame);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *left = NULL;
+    int *fds = NULL;
+    Py_ssize_t *idx = NULL, *sent = NULL;
+    int *errs = NULL;
+    if (n > 0) {
+        fds = PyMem_Malloc(n * sizeof(int));
+        idx = PyMem_Malloc(n * sizeof(Py_ssize_t));
+        sent = PyMem_Malloc(n * sizeof(Py_ssize_t));
+        errs = PyMem_Malloc(n * sizeof(int));
+        if (!fds || !idx || !sent || !errs) {
+            PyErr_NoMemory();
+            goto error;
+        }
+    }
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *conn = items[i];
+        if (conn == exclude)
+            continue;
+        int fd = -1;
+        int ok = eligible(conn, &fd);
+        if (ok < 0)
+            goto error;
+        if (ok) {
+            fds[m] = fd;
+            idx[m++] = i;
+        }
+        else if (add_left(&left, conn, -1) < 0)
+            goto error;
+    }
+    const char *data = frame.buf;
+    Py_ssize_t len = frame.len;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < m; k++) {
+        ssize_t r = send(fds[k], data, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        sent[k] = r;
+        errs[k] = r < 0 ? errno : 0;
+    }
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (sent[k] == len)
+            continue;
+        Py_ssize_t code;
+        if (sent[k] >= 0)
+            code = sent[k];
+        else if (errs[k] == EAGAIN || errs[k] == EWOULDBLOCK || errs[k] == EINTR)
+            code = 0;
+        else
+            code = -2;
+        if (add_left(&left, items[idx[k]], code) < 0)
+            goto error;
+    }
+    PyMem_Free(fds);
+    PyMem_Free(idx);
+    PyMem_Free(sent);
+    PyMem_Free(errs);
+    Py_DECREF(seq);
+    PyBuffer_Release(&frame);
+    if (left == NULL)
+        Py_RETURN_NONE;
+    return left;
+error:
+    PyMem_Free(fds);
+    PyMem_Free(idx);
+    PyMem_Free(sent);
+    PyMem_Free(errs);
+    Py_XDECREF(left);
+    Py_DECREF(seq);
+    PyBuffer_Release(&frame);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"send_all", send_all, METH_VARARGS,
+     "send_all(conns, exclude, frame) -> None | [(conn, code), ...]\n\n"
+     "Send one ready frame to every eligible connection; see chatd/_fanout.c."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "chatd._fanout",
+    "The fan-out's per-recipient send loop in C (optional accelerator).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fanout(void)
+{
+    if (!(str_fd = PyUnicode_InternFromString("_fd")) ||
+        !(str_transport = PyUnicode_InternFromString("transport")) ||
+        !(str_dataBuffer = PyUnicode_InternFromString("dataBuffer")) ||
+        !(str_tempDataLen = PyUnicode_InternFromString("_tempDataLen")))
+        return NULL;
+    return PyModule_Create(&module);
+}
