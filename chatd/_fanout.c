@@ -5,13 +5,12 @@
  * send(2) per connection, and returns what it could not finish, for Python to
  * handle exactly as ChatProtocol.send_direct does.
  *
- * A connection is sent to here only when all of these hold (else it is left
- * to Python untouched):
- *   - conn._fd is a non-negative int: ChatProtocol keeps it set to its
- *     socket's descriptor while its deliver_frame is the direct send (open,
- *     plain TCP/UNIX, peer reading) and -1 otherwise;
- *   - conn.transport.dataBuffer is empty and conn.transport._tempDataLen is 0:
- *     nothing Twisted buffered may be overtaken.
+ * A connection is sent to here only when conn._fd is a non-negative int (else
+ * it is left to Python untouched). ChatProtocol keeps _fd set to its socket's
+ * descriptor only while its deliver_frame is the direct send (open, plain
+ * TCP/UNIX, peer reading) AND Twisted's write buffer for it is empty (see
+ * ChatProtocol.arm/disarm), so nothing Twisted buffered is ever overtaken;
+ * one attribute read per connection is all this loop looks at.
  * The descriptors are gathered first; the sends then run with the GIL released
  * (no Python code runs in between, and only the reactor thread, which is in
  * this call, closes these sockets).
@@ -36,7 +35,7 @@
 #define MSG_NOSIGNAL 0
 #endif
 
-static PyObject *str_fd, *str_transport, *str_dataBuffer, *str_tempDataLen;
+static PyObject *str_fd;
 
 /* 1: conn may be sent to directly (its descriptor in *fd), 0: not, -1: error set */
 static int
@@ -51,33 +50,8 @@ eligible(PyObject *conn, int *fd)
         return -1;
     if (v < 0 || v > INT_MAX)
         return 0;
-    PyObject *t = PyObject_GetAttr(conn, str_transport);
-    if (t == NULL)
-        return -1;
-    int ok = 0;
-    PyObject *buf = PyObject_GetAttr(t, str_dataBuffer);
-    if (buf == NULL)
-        goto fail;
-    Py_ssize_t n = PyObject_Length(buf);
-    Py_DECREF(buf);
-    if (n < 0)
-        goto fail;
-    if (n == 0) {
-        PyObject *tmp = PyObject_GetAttr(t, str_tempDataLen);
-        if (tmp == NULL)
-            goto fail;
-        int truth = PyObject_IsTrue(tmp);
-        Py_DECREF(tmp);
-        if (truth < 0)
-            goto fail;
-        ok = !truth;
-    }
-    Py_DECREF(t);
     *fd = (int)v;
-    return ok;
-fail:
-    Py_DECREF(t);
-    return -1;
+    return 1;
 }
 
 static int
@@ -194,10 +168,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fanout(void)
 {
-    if (!(str_fd = PyUnicode_InternFromString("_fd")) ||
-        !(str_transport = PyUnicode_InternFromString("transport")) ||
-        !(str_dataBuffer = PyUnicode_InternFromString("dataBuffer")) ||
-        !(str_tempDataLen = PyUnicode_InternFromString("_tempDataLen")))
+    if (!(str_fd = PyUnicode_InternFromString("_fd")))
         return NULL;
     return PyModule_Create(&module);
 }

@@ -95,6 +95,9 @@ class ChatFactory(WebSocketServerFactory):
         #: connections with queued frames, written by flush() at the end of the turn
         self._dirty: list = []
         self._flush_call = None
+        #: armable connections whose transport still had bytes buffered (see
+        #: ChatProtocol.arm): re-armed at the next fan-out once it has drained
+        self._rearm: dict = {}
         c_send_all = _c_send_all()
         #: "c" when the fan-out's per-recipient loop runs in chatd._fanout, else "python"
         self.fanout_impl = "c" if c_send_all is not None else "python"
@@ -149,6 +152,23 @@ class ChatFactory(WebSocketServerFactory):
     def untrack(self, proto: ChatProtocol) -> None:
         """Forget a closed connection."""
         self.connections.pop(proto, None)
+        self._rearm.pop(proto, None)
+
+    def rearm_later(self, conn) -> None:
+        """*conn* has bytes in its transport's buffer: :meth:`rearm` checks it again."""
+        self._rearm[conn] = None
+
+    def forget_rearm(self, conn) -> None:
+        """*conn* no longer wants direct sends (closing, or its peer stopped reading)."""
+        self._rearm.pop(conn, None)
+
+    def rearm(self) -> None:
+        """Arm every waiting connection whose transport has written everything."""
+        waiting = self._rearm
+        self._rearm = {}
+        for conn in waiting:
+            if conn.state == _OPEN:
+                conn.arm()  # puts it back in _rearm if still buffered
 
     def deliver(self, conns, payload: bytes, exclude=None) -> None:
         """Send text frame *payload* to every open connection in *conns* but *exclude*."""
@@ -175,6 +195,8 @@ class ChatFactory(WebSocketServerFactory):
         if self._flush_call is None:
             # first fan-out this turn: nobody has a queue yet
             self._flush_call = self.reactor.callLater(0, self.flush)
+            if self._rearm:
+                self.rearm()
             left = self.send_all(targets, exclude, frame)
             if left:
                 self.finish_sends(left, frame)
@@ -206,10 +228,12 @@ class ChatFactory(WebSocketServerFactory):
         for conn, code in left:
             if code == -1:
                 conn.deliver_frame(frame)
-            elif code == -2:
+                continue
+            if code == -2:
                 conn.transport.write(frame)
             else:
                 conn.transport.write(frame[code:] if code else frame)
+            conn.disarm()
 
     def mark_dirty(self, conn) -> None:
         """*conn* started a queue this turn: :meth:`flush` will write it."""

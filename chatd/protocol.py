@@ -320,16 +320,46 @@ class ChatProtocol(WebSocketServerProtocol):
             and all(hasattr(t, a) for a in ("socket", "dataBuffer", "_tempDataLen"))
         ):
             self._sock_send = t.socket.send
-            self._fd = t.socket.fileno()
+            self.arm()
             return self.send_direct
         self._fd = -1
         return t.write
+
+    # The C fan-out loop (chatd._fanout) sends straight to ``_fd`` without looking
+    # at Twisted's write buffer, so ``_fd`` is a descriptor only while that buffer
+    # is empty: every path that hands bytes to transport.write on an armed
+    # connection disarms it (sendData, send_direct's and the factory's leftovers),
+    # and the factory re-arms it once Twisted has written everything.
+
+    def arm(self) -> bool:
+        """Let the C loop send to this connection if Twisted has nothing buffered
+        for it; else have the factory try again at the next fan-out. True if armed."""
+        t = self.transport
+        if t.dataBuffer or t._tempDataLen:
+            self._fd = -1
+            self.factory.rearm_later(self)
+            return False
+        self._fd = t.socket.fileno()
+        return True
+
+    def disarm(self) -> None:
+        """Bytes may now be buffered in the transport: the C loop must leave this
+        connection to Python until :meth:`arm` sees the buffer empty."""
+        if self._fd >= 0:
+            self._fd = -1
+            self.factory.rearm_later(self)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        # autobahn's own frames (pongs, pings, close) go through the transport
+        super().sendData(data, sync, chopsize)
+        self.disarm()
 
     def go_slow(self) -> None:
         """From now on frames go through :meth:`write_slowly` (closing, or the peer
         stopped reading), never straight to the socket."""
         self.deliver_frame = self.write_slowly
         self._fd = -1
+        self.factory.forget_rearm(self)
 
     def send_direct(self, data: bytes) -> None:
         """Send *data* on the socket now if nothing is buffered ahead of it.
@@ -353,9 +383,11 @@ class ChatProtocol(WebSocketServerProtocol):
             sent = 0
         except OSError:
             t.write(data)  # let Twisted see the error on its own path
+            self.disarm()
             return
         if sent < len(data):
             t.write(data[sent:])
+            self.disarm()
 
     def write_slowly(self, frame: bytes) -> None:
         """Write *frame* for a peer that is not plainly writable: nothing once closing,

@@ -97,6 +97,7 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     (proto,) = list(server.factory.connections)
     # plain TCP: the fan-out sends on the socket directly (TLS is covered by test_tls)
     assert proto.deliver_frame == proto.send_direct
+    server.factory.rearm()  # (the fan-out does this first) the 101 reply is written
     assert proto._fd == proto.transport.socket.fileno()
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
@@ -164,20 +165,12 @@ def test_c_fanout_is_used_when_built(monkeypatch):
     assert factory.send_all == ChatFactory.send_all_py
 
 
-class _Transport:
-    """What send_all reads of a Twisted transport: its two write-buffer fields."""
-
-    def __init__(self, buffered=b"", temp=0):
-        self.dataBuffer = buffered
-        self._tempDataLen = temp
-
-
 class _Conn:
-    """What send_all reads of a ChatProtocol: ``_fd`` and ``transport``."""
+    """What send_all reads of a ChatProtocol: ``_fd`` (its socket's descriptor while
+    armed, -1 otherwise)."""
 
-    def __init__(self, fd, transport=None):
+    def __init__(self, fd):
         self._fd = fd
-        self.transport = transport or _Transport()
 
 
 @pytest.fixture
@@ -192,9 +185,9 @@ def socket_pairs():
 
 
 def test_c_send_all_contract(socket_pairs):
-    """chatd._fanout.send_all sends the frame once to every eligible connection
-    but the excluded one, and hands back exactly the ones Python must finish:
-    not eligible (-1), failed (-2), partial or would-block (bytes sent)."""
+    """chatd._fanout.send_all sends the frame once to every armed connection but
+    the excluded one, and hands back exactly the ones Python must finish: not
+    armed (-1), failed (-2), partial or would-block (bytes sent)."""
     need(BUILD_HINT, C_BUILT)
     from chatd._fanout import send_all
 
@@ -202,11 +195,10 @@ def test_c_send_all_contract(socket_pairs):
     (a, a_peer), (b, b_peer), (c, c_peer), (d, d_peer) = socket_pairs
     ok = _Conn(a.fileno())
     excluded = _Conn(b.fileno())
-    slow = _Conn(-1)  # deliver_frame is write_slowly
-    buffered = _Conn(c.fileno(), _Transport(buffered=b"earlier bytes"))
-    temp = _Conn(d.fileno(), _Transport(temp=3))
-    left = send_all((ok, excluded, slow, buffered, temp), excluded, frame)
-    assert left == [(slow, -1), (buffered, -1), (temp, -1)]
+    slow = _Conn(-1)  # write_slowly, or bytes buffered in its transport
+    odd = _Conn(None)  # anything but a non-negative int counts as not armed
+    left = send_all((ok, excluded, slow, odd), excluded, frame)
+    assert left == [(slow, -1), (odd, -1)]
     assert a_peer.recv(100) == frame
     for peer in (b_peer, c_peer, d_peer):
         peer.setblocking(False)
@@ -252,6 +244,52 @@ def test_c_send_all_partial_and_failed_sends(socket_pairs):
     assert send_all([dead], None, frame) == [(dead, -2)]
 
 
+def assert_armed_means_empty(factory):
+    """The invariant the C loop relies on: a connection with a descriptor in ``_fd``
+    has nothing in its transport's write buffer (nothing can be overtaken)."""
+    for conn in factory.connections:
+        if conn._fd >= 0:
+            t = conn.transport
+            assert not t.dataBuffer and not t._tempDataLen, conn.peer
+            assert conn._fd == t.socket.fileno()
+            assert conn.deliver_frame == conn.send_direct
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_are_armed_only_with_empty_buffers(server_factory):
+    """Open connections get armed once the handshake reply is written; autobahn's
+    own frames (pings, pongs) disarm them until Twisted has written them, and the
+    next fan-out re-arms them: meanwhile every frame still arrives, in order."""
+    need(BUILD_HINT, C_BUILT)
+    srv = yield server_factory("--rate-limit", "0", "--user-rate-limit", "0")
+    clients = []
+    for _ in range(5):
+        c = yield Client.connect(srv.port)
+        clients.append(c)
+    sender, *readers = clients
+    yield deferLater(0.1)
+    assert_armed_means_empty(srv.factory)
+    for i in range(200):
+        if i % 20 == 0:
+            for conn in srv.factory.connections:
+                conn.sendPing()  # an autobahn write behind the fan-out's back
+            assert_armed_means_empty(srv.factory)
+            assert srv.factory._rearm  # waiting to be re-armed
+        sender.send_raw(b"%05d" % i)
+        yield deferLater(0.002)
+        assert_armed_means_empty(srv.factory)
+    for r in readers:
+        got = []
+        while len(got) < 200:
+            payload, _ = yield r.recv_raw()
+            got.append(int(payload))
+        assert got == list(range(200))
+    armed = [conn for conn in srv.factory.connections if conn._fd >= 0]
+    assert len(armed) == 5  # all re-armed by the fan-outs after the pings
+    for c in clients:
+        yield c.close()
+
+
 @pytest_twisted.inlineCallbacks
 def test_stalled_reader_with_each_fanout_loop(server_factory, fanout_impl):
     """One member stops reading while another keeps sending: the reading members get
@@ -274,6 +312,7 @@ def test_stalled_reader_with_each_fanout_loop(server_factory, fanout_impl):
             while len(got) <= i:
                 payload, _ = yield reader.recv_raw()
                 got.append(int(payload[:5]))
+            assert_armed_means_empty(srv.factory)
     assert got == list(range(n))
     assert srv.chat.stats.closes[4008] == 1
     yield sender.close()
