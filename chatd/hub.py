@@ -27,6 +27,8 @@ from collections.abc import Hashable, Iterable
 LOBBY = "lobby"
 #: the rooms of every relay connection (shared, never changed)
 _LOBBY_ONLY = (LOBBY,)
+#: the rooms of a chatd.v1 connection before its first join (shared; a list replaces it)
+_NO_ROOMS = ()
 
 
 class Room:
@@ -64,9 +66,9 @@ class Hub:
     def connect(self, conn) -> None:
         """Register a chatd.v1 connection of ``conn.user``."""
         self.connections.setdefault(conn.user, []).append(conn)
-        # a list, not a set: a connection is in a handful of rooms (--max-rooms),
-        # and an empty list costs a quarter of an empty set on every connection
-        self._rooms_of[conn] = []
+        # a list once it joins, not a set: a connection is in a handful of rooms
+        # (--max-rooms); until then the shared empty tuple costs nothing per connection
+        self._rooms_of[conn] = _NO_ROOMS
 
     def connect_relay(self, conn) -> bool:
         """Register a relay connection; it joins :data:`LOBBY`.
@@ -128,6 +130,8 @@ class Hub:
                 del room.live[conn]
                 room.pending[conn] = []
             return True, False
+        if rooms is _NO_ROOMS:
+            rooms = self._rooms_of[conn] = []
         rooms.append(name)
         room.pending[conn] = []
         return False, self._add_user(room, conn.user)
@@ -151,7 +155,10 @@ class Hub:
 
         Raises ValueError when the connection is not in the room.
         """
-        self._rooms_of[conn].remove(name)
+        rooms = self._rooms_of[conn]
+        if name not in rooms:
+            raise ValueError(f"not in room {name!r}")
+        rooms.remove(name)
         return self._remove(conn, name)
 
     def _remove(self, conn, name: str) -> bool:
