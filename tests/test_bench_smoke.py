@@ -106,3 +106,34 @@ def test_latency_and_connection_modes_smoke():
     assert conn["C"] == 200
     assert conn["rss_after_kb"] > 0 and conn["rss_before_kb"] > 0
     assert conn["kb_per_conn"] is not None
+
+
+@pytest.mark.parametrize("server", ["chatd_relay", "chatd_v1_memory"])
+def test_kernel_timestamp_latency_smoke(server):
+    """klat50 (bench/kstamp.py, Python with SO_TIMESTAMPNS) against chatd, relay and
+    chatd.v1: every frame arrives, each delivery gives one kernel-timestamped
+    sample, and the percentiles are ordered and positive."""
+    rows, proc = _run(
+        "--servers",
+        server,
+        "--modes",
+        "klat50",
+        "--S",
+        "20",
+        "--P",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+    )
+    r = rows.get((server, "klat50"))
+    assert r is not None, proc.stdout + proc.stderr[-2000:]
+    assert "error" not in r, r
+    assert r["clock"] == "kernel"
+    assert r["sent"] > 0 and r["received"] == r["expected"] == r["sent"] * (20 + 2 - 1)
+    assert r["loss"] == 0 and r["extra"] == 0
+    assert r["validated"] > 0 and r["invalid"] == 0
+    assert 0 < r["samples"] <= r["received"]
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert r["read_lag_p99_ms"] is not None and r["read_lag_p99_ms"] >= 0
