@@ -252,6 +252,13 @@ class ChatProtocol(WebSocketServerProtocol):
         else:
             self.factory.chat.receive(self, payload, isBinary)
 
+    def connectionLost(self, reason):
+        # Twisted has closed the socket: its descriptor number may be reused by the
+        # next accept, so the C loop must never see it again (onClose, which
+        # autobahn calls from here, also does this; this does not depend on it)
+        self._fd = -1
+        super().connectionLost(reason)
+
     def onClose(self, wasClean, code, reason):
         self.go_slow()
         self._release()

@@ -284,10 +284,15 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
             payload, _ = yield r.recv_raw()
             got.append(int(payload))
         assert got == list(range(200))
-    armed = [conn for conn in srv.factory.connections if conn._fd >= 0]
+    protos = list(srv.factory.connections)
+    armed = [conn for conn in protos if conn._fd >= 0]
     assert len(armed) == 5  # all re-armed by the fan-outs after the pings
     for c in clients:
         yield c.close()
+    yield deferLater(0.1)
+    # closed: no descriptor left for the C loop, nothing waiting to be re-armed
+    assert [conn._fd for conn in protos] == [-1] * 5
+    assert not srv.factory.connections and not srv.factory._rearm
 
 
 @pytest_twisted.inlineCallbacks
