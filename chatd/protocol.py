@@ -149,8 +149,9 @@ class ChatProtocol(WebSocketServerProtocol):
     last_seen = 0.0
     #: frames queued this reactor turn (see queue)
     _queued = None
-    #: the socket's descriptor while deliver_frame is send_direct, else -1: the C
-    #: fan-out loop (chatd._fanout) sends only to connections with one
+    #: the socket's descriptor while deliver_frame is send_direct and Twisted has
+    #: nothing buffered for it ("armed", see arm), else -1: the C fan-out loop
+    #: (chatd._fanout) sends only to connections with one
     _fd = -1
 
     def onConnect(self, request):
