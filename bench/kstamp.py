@@ -34,13 +34,14 @@ import struct
 import sys
 import time
 
+from cluster_bench import CLK_TCK, cpu_seconds  # bench/ is this script's directory
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 CMSG_SPACE = socket.CMSG_SPACE(16)
 MARK = b"~B~"
 ROOM = "bench"
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DEFAULTS = {
     "host": "127.0.0.1",
@@ -71,11 +72,10 @@ def masked(payload: bytes, opcode: int = 0x1) -> bytes:
     return head + b"\0\0\0\0" + payload
 
 
-def cpu_ticks(pid: int) -> int | None:
+def server_cpu_seconds(pid: int) -> float | None:
+    """The server's CPU time so far (None if it cannot be read)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])
+        return cpu_seconds(pid)
     except (OSError, IndexError, ValueError):
         return None
 
@@ -259,7 +259,7 @@ class Generator:
             "rx": self.rx,
             "sent": self.sent,
             "cpu": time.process_time(),
-            "srv": cpu_ticks(self.cfg["serverPid"]),
+            "srv": server_cpu_seconds(self.cfg["serverPid"]),
             "cores": core_busy(),
             "backlog": self.sent * self.fanout - self.rx,
         }
@@ -341,7 +341,7 @@ class Generator:
             "multi_frame_reads": self.multi,
             "gen_cpu": round((m1["cpu"] - m0["cpu"]) / wall, 3),
             "server_cpu": (
-                round((m1["srv"] - m0["srv"]) / CLK_TCK / wall, 3)
+                round((m1["srv"] - m0["srv"]) / wall, 3)
                 if m0["srv"] is not None and m1["srv"] is not None
                 else None
             ),
