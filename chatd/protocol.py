@@ -330,8 +330,7 @@ class ChatProtocol(WebSocketServerProtocol):
             self._sock_send = t.socket.send
             self.arm()
             return self.send_direct
-        self._fd = -1
-        return t.write
+        return t.write  # (_fd stays -1: the C loop leaves this connection to Python)
 
     # The C fan-out loop (chatd._fanout) sends straight to ``_fd`` without looking
     # at Twisted's write buffer, so ``_fd`` is a descriptor only while that buffer
