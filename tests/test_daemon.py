@@ -117,7 +117,9 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     )
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: process_gone(pid)), "daemon ignored SIGTERM"
+    assert wait_for(lambda: process_gone(pid)), (
+        f"daemon ignored SIGTERM; log:\n{logfile.read_text()[-4000:]}"
+    )
     assert wait_for(lambda: not pidfile.exists()), "pid file left behind"
     log = logfile.read_text()
     assert "Received SIGTERM, shutting down." in log
