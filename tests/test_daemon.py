@@ -231,3 +231,43 @@ def test_sigterm_closes_clients_with_going_away(tmp_path):
         assert codes == [1001, 1001], proc.log
     finally:
         proc.stop(signal.SIGKILL)
+
+
+class _RecordingReactor:
+    """Stands in for Twisted's reactor: records what is scheduled; its signal
+    handlers must never run inside the signal handler itself."""
+
+    def __init__(self):
+        self.scheduled = []
+
+    def callFromThread(self, f, *args):
+        self.scheduled.append((f, args))
+
+    def sigTerm(self, number, frame=None):
+        raise AssertionError("sigTerm ran inside the signal handler")
+
+    def sigInt(self, number, frame=None):
+        raise AssertionError("sigInt ran inside the signal handler")
+
+
+def test_stop_signals_only_schedule_the_reactors_handler():
+    """With chatd's handlers installed, a real SIGTERM / SIGINT sent to this process
+    only schedules the reactor's own sigTerm / sigInt for the main loop (so their
+    log call never runs inside an interrupted log write: the daemon once hung
+    that way)."""
+    from chatd.operations import defer_stop_signals
+
+    reactor = _RecordingReactor()
+    previous = defer_stop_signals(reactor)
+    try:
+        assert set(previous) == {signal.SIGTERM, signal.SIGINT}
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert wait_for(lambda: len(reactor.scheduled) == 2, timeout=5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert reactor.scheduled == [
+        (reactor.sigTerm, (signal.SIGTERM, None)),
+        (reactor.sigInt, (signal.SIGINT, None)),
+    ]
