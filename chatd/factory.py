@@ -228,12 +228,8 @@ class ChatFactory(WebSocketServerFactory):
         for conn, code in left:
             if code == -1:
                 conn.deliver_frame(frame)
-                continue
-            if code == -2:
-                conn.transport.write(frame)
             else:
-                conn.transport.write(frame[code:] if code else frame)
-            conn.disarm()
+                conn.write_rest(frame, max(code, 0))
 
     def mark_dirty(self, conn) -> None:
         """*conn* started a queue this turn: :meth:`flush` will write it."""

@@ -389,12 +389,17 @@ class ChatProtocol(WebSocketServerProtocol):
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            t.write(data)  # let Twisted see the error on its own path
-            self.disarm()
+            self.write_rest(data, 0)  # let Twisted see the error on its own path
             return
         if sent < len(data):
-            t.write(data[sent:])
-            self.disarm()
+            self.write_rest(data, sent)
+
+    def write_rest(self, data: bytes, sent: int) -> None:
+        """Hand what a direct send left of *data* (all but its first *sent* bytes)
+        to ``transport.write``, which keeps the order; the C loop leaves this
+        connection alone until that has been written."""
+        self.transport.write(data[sent:] if sent else data)
+        self.disarm()
 
     def write_slowly(self, frame: bytes) -> None:
         """Write *frame* for a peer that is not plainly writable: nothing once closing,
