@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from chatd import config
+from chatd import config, extras
 from chatd.settings import Settings
 
 DEFAULT_PORT = 8080
@@ -291,6 +291,7 @@ class Options(usage.Options):
         if self["db-synchronous"].upper() not in ("FULL", "NORMAL"):
             raise usage.UsageError("--db-synchronous must be FULL or NORMAL")
         if self["redis"] is not None:
+            extras.require("--redis")
             from chatd.broker.redis import RedisURL
 
             try:
@@ -338,6 +339,8 @@ def make_gate(options):
     if secret and public_key:
         raise usage.UsageError("give --jwt-secret or --jwt-public-key, not both")
     verifier = None
+    if public_key:
+        extras.require("--jwt-public-key")
     if secret or public_key:
         try:
             verifier = TokenVerifier(

@@ -122,13 +122,14 @@ class TwistdProcess:
         )
 
     @classmethod
-    def run(cls, command, cwd, env, timeout=30):
-        """Start *command* (e.g. a venv's ``twistd -n chatd …``) with exactly *env*."""
+    def run(cls, command, cwd, env, timeout=30, start_new_session=False):
+        """Start *command* (e.g. a venv's ``twistd -n chatd …``) with exactly *env*; with
+        *start_new_session* in a process group of its own (see :meth:`kill_group`)."""
         proc = cls.__new__(cls)
-        proc._spawn(command, cwd, env, timeout)
+        proc._spawn(command, cwd, env, timeout, start_new_session)
         return proc
 
-    def _spawn(self, command, cwd, env, timeout):
+    def _spawn(self, command, cwd, env, timeout, start_new_session=False):
         self.log_lines = []
         self.proc = subprocess.Popen(
             command,
@@ -137,6 +138,7 @@ class TwistdProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=start_new_session,
         )
         self.port = None
         self.url = None

@@ -1,18 +1,19 @@
-"""chatd runs as ``twistd -n chatd`` three ways: from a clone, after ``pip install .``
-and after ``pip install -e .``.
+"""chatd runs as ``twistd -n chatd`` four ways: from a clone, after ``pip install .``,
+after ``pip install -e .`` and through the README's first command, word for word.
 
-Each install test builds a throw-away virtualenv (``--system-site-packages`` so
-Twisted and Autobahn come from the machine and nothing big is downloaded),
-installs a copy of this checkout into it with ``--no-deps``, proves that the
-venv's own chatd is the one imported (PYTHONPATH unset, a scratch working
-directory), then starts the venv's ``twistd -n chatd --port 0`` from yet another
-directory, relays a text frame between two real WebSocket clients and stops it
-with SIGTERM.
+Each install test builds a throw-away virtualenv **without** ``--system-site-packages``
+and installs chatd *with* its declared dependencies from the package index (pip's
+cache makes that quick), so a dependency missing from setup.cfg fails here exactly
+as it would on a new user's machine. In each venv it imports every module of the
+installed ``chatd`` package, then starts the venv's ``twistd -n chatd --port 0`` from
+an unrelated directory, relays a text frame between two real WebSocket clients,
+exchanges a chatd.v1 message, and stops it with SIGTERM.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -33,20 +34,10 @@ LISTENING = re.compile(r"chatd listening on ws://(\S+):(\d+)/ \(endpoint ([^)]*)
 
 pytestmark = [pytest.mark.install, pytest.mark.subprocess]
 
-# What pip writes as bin/twistd for Twisted's console_scripts entry point
-# ``twistd = twisted.scripts.twistd:run``.
-CONSOLE_SCRIPT = """#!{python}
-import re
-import sys
-from twisted.scripts.twistd import run
-if __name__ == "__main__":
-    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
-    sys.exit(run())
-"""
-
 COPY_IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
+    "venv",
     "node_modules",
     "miniprogram",
     "bench",
@@ -81,16 +72,6 @@ def can_compile() -> bool:
     return shutil.which("cc") is not None and os.path.exists(os.path.join(include, "Python.h"))
 
 
-def can_build_offline() -> bool:
-    """True when setuptools can build a wheel without pip's isolated build env."""
-    if importlib.util.find_spec("wheel") is not None:
-        return True
-    import setuptools
-
-    major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1)  # bdist_wheel moved into setuptools in 70.1
-
-
 @pytest.fixture(scope="module")
 def source_tree(tmp_path_factory) -> Path:
     """A copy of the checkout (working tree, not .git), so pip's build files never
@@ -101,35 +82,52 @@ def source_tree(tmp_path_factory) -> Path:
 
 
 def make_venv(path: Path) -> Path:
-    """A virtualenv that sees the machine's site-packages (Twisted, Autobahn, pip)
-    and has its own ``bin/twistd``, like a venv where Twisted was pip-installed."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-        check=True,
-        timeout=60,
-    )
-    python = path / "bin" / "python"
-    twistd = path / "bin" / "twistd"
-    twistd.write_text(CONSOLE_SCRIPT.format(python=python))
-    twistd.chmod(0o755)
+    """An empty virtualenv of its own (no system site-packages), with pip: it sees only
+    what chatd declares."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
     return path
 
 
 def pip_install(venv: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """``VENV/bin/python -m pip install --no-deps ARGS``; fails the test with pip's output."""
-    flags = ["--no-deps", "--disable-pip-version-check", "--quiet"]
-    if can_build_offline():
-        flags.append("--no-build-isolation")
+    """``VENV/bin/python -m pip install ARGS`` with dependencies from the index; fails the
+    test with pip's output."""
     result = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", *flags, *args],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            *args,
+        ],
         cwd=cwd,
         env=clean_env(),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
     )
     assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+#: imports every module of the installed chatd package, and says where chatd came from
+IMPORT_ALL = """
+import importlib, pkgutil, chatd
+names = [m.name for m in pkgutil.walk_packages(chatd.__path__, "chatd.")]
+for name in names:
+    importlib.import_module(name)
+print(chatd.__file__)
+print(len(names))
+"""
+
+
+def assert_imports_everything(venv: Path, cwd: Path) -> Path:
+    """Every module of the venv's chatd imports (optional extras included); returns
+    the path of the chatd package that was imported."""
+    where, count = venv_python(venv, IMPORT_ALL, cwd=cwd).splitlines()[-2:]
+    assert int(count) >= 20, count
+    return Path(where)
 
 
 def venv_python(venv: Path, code: str, cwd: Path) -> str:
@@ -151,14 +149,16 @@ def run_twistd():
     """Start ``twistd`` commands; any still running after the test are killed."""
     started = []
 
-    def start(command, cwd, env):
-        proc = TwistdProcess.run(command, cwd, env)
+    def start(command, cwd, env, **kwargs):
+        proc = TwistdProcess.run(command, cwd, env, **kwargs)
         started.append(proc)
         return proc
 
     yield start
     for proc in started:
         if proc.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.proc.pid, signal.SIGKILL)  # a group leader: its whole group
             proc.stop(signal.SIGKILL)
 
 
@@ -178,12 +178,42 @@ def assert_relay(port: int):
             bob.recv(timeout=0.3)
 
 
+def assert_v1_message(port: int):
+    """Two chatd.v1 clients join one room: a ``send`` from one is acked with a seq and
+    delivered to the other as a ``message``."""
+    url = f"ws://127.0.0.1:{port}/"
+    with (
+        connect(url + "?name=alice", subprotocols=["chatd.v1"], open_timeout=10) as alice,
+        connect(url + "?name=bob", subprotocols=["chatd.v1"], open_timeout=10) as bob,
+    ):
+        for client in (alice, bob):
+            assert json.loads(client.recv(timeout=10))["type"] == "welcome"
+            client.send(json.dumps({"type": "join", "room": "install"}))
+            until(client, "joined")
+        alice.send(json.dumps({"type": "send", "room": "install", "text": "v1 hi", "id": "m1"}))
+        ack = until(alice, "ack")
+        assert ack["id"] == "m1" and ack["seq"] == 1, ack
+        message = until(bob, "message")
+        assert (message["from"], message["text"], message["seq"]) == ("alice", "v1 hi", 1)
+
+
+def until(client, kind: str) -> dict:
+    """The next frame of type *kind* from *client* (presence and the like skipped)."""
+    while True:
+        frame = json.loads(client.recv(timeout=10))
+        if frame["type"] == kind:
+            return frame
+        assert frame["type"] != "error", frame
+
+
 def run_and_relay(run_twistd, command, cwd, env):
-    """Start chatd with *command*, check the logged endpoint, relay, SIGTERM."""
+    """Start chatd with *command*, check the logged endpoint, relay and exchange a chatd.v1
+    message, SIGTERM."""
     chatd = run_twistd(command, cwd, env)
     match = LISTENING.search(chatd.log)
     assert match.group(1) == "0.0.0.0" and match.group(3) == "tcp:0", chatd.log
     assert_relay(chatd.port)
+    assert_v1_message(chatd.port)
     status = chatd.stop()
     # twistd re-raises SIGTERM after a clean shutdown: killed by SIGTERM is a
     # clean stop for systemd and shells alike.
@@ -250,12 +280,12 @@ def test_installed_twistd_runs_chatd_from_any_directory(
     else:
         pip_install(venv, str(source_tree), cwd=elsewhere)
 
-    where = venv_python(
-        venv,
-        "import chatd, twisted.plugins.chatd_plugin as p; print(chatd.__file__); print(p.__file__)",
-        cwd=elsewhere,
-    ).splitlines()
-    chatd_file, plugin_file = (Path(line) for line in where)
+    chatd_file = assert_imports_everything(venv, cwd=elsewhere)
+    plugin_file = Path(
+        venv_python(
+            venv, "import twisted.plugins.chatd_plugin as p; print(p.__file__)", cwd=elsewhere
+        )
+    )
     if editable:
         # The editable install points at the source tree, through a plain .pth.
         assert chatd_file == source_tree / "chatd" / "__init__.py"
@@ -282,3 +312,44 @@ def test_installed_twistd_runs_chatd_from_any_directory(
     twistd = venv / "bin" / "twistd"
     assert_help_lists_options(help_text(twistd, elsewhere, clean_env()))
     run_and_relay(run_twistd, [str(twistd), "-n", "chatd", "--port", "0"], elsewhere, clean_env())
+
+
+def readme_first_command() -> str:
+    """The first shell block under the README's "Two commands": install and run."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Two commands") :]
+    return re.search(r"```sh\n(.*?)\n```", section, re.S).group(1).strip()
+
+
+def test_readme_first_command_word_for_word(tmp_path, run_twistd):
+    """The README's first command, pasted into a shell in a fresh copy of the clone (only
+    ``--port 8080`` becomes ``--port 0``), creates its virtualenv, installs chatd with its
+    dependencies and serves relay and chatd.v1 clients until SIGTERM."""
+    command = readme_first_command()
+    assert "pip install ." in command and "twistd -n chatd --port 8080" in command, command
+    tree = tmp_path / "clone"
+    shutil.copytree(ROOT, tree, ignore=COPY_IGNORE)
+    env = clean_env()
+    env.pop("VIRTUAL_ENV", None)
+    # the machine's PATH minus any activated virtualenv: a newcomer's shell
+    active = os.environ.get("VIRTUAL_ENV")
+    if active:
+        env["PATH"] = os.pathsep.join(
+            p for p in env["PATH"].split(os.pathsep) if not p.startswith(active)
+        )
+    shell = run_twistd(
+        ["bash", "-c", command.replace("--port 8080", "--port 0")],
+        tree,
+        env,
+        timeout=600,
+        start_new_session=True,
+    )
+    assert_relay(shell.port)
+    assert_v1_message(shell.port)
+    # the shell does not forward signals: stop its process group, as a terminal's ^C would
+    os.killpg(shell.proc.pid, signal.SIGTERM)
+    shell.stop()
+    assert "Server Shut Down." in shell.log, shell.log
+    assert "Traceback" not in shell.log, shell.log
+    venv = next(p.parent.parent for p in tree.glob("*/bin/activate"))
+    assert_imports_everything(venv, cwd=tmp_path)
