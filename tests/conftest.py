@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import signal
@@ -124,7 +125,7 @@ class TwistdProcess:
     @classmethod
     def run(cls, command, cwd, env, timeout=30, start_new_session=False):
         """Start *command* (e.g. a venv's ``twistd -n chatd …``) with exactly *env*; with
-        *start_new_session* in a process group of its own (see :meth:`kill_group`)."""
+        *start_new_session* in a process group of its own (stop it with ``os.killpg``)."""
         proc = cls.__new__(cls)
         proc._spawn(command, cwd, env, timeout, start_new_session)
         return proc
@@ -142,30 +143,37 @@ class TwistdProcess:
         )
         self.port = None
         self.url = None
+        # one thread reads the log from the start, so a server that prints nothing (or
+        # hangs before its listening line) fails after *timeout* instead of blocking
+        # the test in readline()
+        self._lines: queue.Queue = queue.Queue()
+        self._drain = threading.Thread(target=self._read_all, daemon=True)
+        self._drain.start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while self.url is None:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
                 break
-            self.log_lines.append(line)
+            if line is None:  # end of output: the process exited
+                break
             match = LISTENING_LINE.search(line)
             if match:
                 self.url = match.group(1)
                 tcp = LISTENING.search(line)
                 self.port = int(tcp.group(1)) if tcp else None  # None for unix sockets
-                break
         if self.url is None:
             self.stop()
             raise RuntimeError("chatd did not start:\n" + "".join(self.log_lines))
-        # keep draining the log so a chatty server never blocks on a full pipe
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self._drain.start()
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
 
-    def _read_rest(self):
+    def _read_all(self):
         for line in self.proc.stdout:
             self.log_lines.append(line)
+            if self.url is None:
+                self._lines.put(line)
+        self._lines.put(None)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Signal the process and wait; returns its exit status."""
