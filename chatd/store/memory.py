@@ -1,7 +1,8 @@
 """An in-memory history store: nothing survives a restart.
 
-Used by ``--db :memory:`` style throwaway runs and as the reference
-implementation of :class:`chatd.store.IHistoryStore`.
+The reference implementation of :class:`chatd.store.IHistoryStore`: the property test
+checks the SQLite store against it, and the unit tests run the ``Chat`` realm on it.
+(``--db :memory:`` is SQLite in memory, not this store.)
 """
 
 from __future__ import annotations
