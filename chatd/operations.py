@@ -177,14 +177,18 @@ class Operations:
     # lifecycle
 
     def started(self, service) -> None:
-        """chatd listens and its store is open: READY=1; SIGHUP reloads (under twistd)."""
+        """chatd listens and its store is open: SIGHUP reloads (under twistd); READY=1.
+
+        The SIGHUP handler goes in first: systemd may send a reload the moment
+        it hears READY=1, and SIGHUP's default action would end the process.
+        """
         self.service = service
-        urls = ", ".join(listener.description for listener in service.listeners)
-        self.notifier.ready(f"listening on {urls}")
         if getattr(self.options, "parent", None) is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
             self.log.info("chatd reloads {config} on SIGHUP", config=self.options.get("config"))
             defer_stop_signals(self.reactor)
+        urls = ", ".join(listener.description for listener in service.listeners)
+        self.notifier.ready(f"listening on {urls}")
 
     def stopping(self, service) -> None:
         """Shutdown began: STOPPING=1, /readyz says 503, webhooks stop retrying."""
