@@ -293,9 +293,7 @@ def _reload(proc, sock) -> str:
 
 
 @pytest.mark.subprocess
-def test_a_bad_file_on_sighup_keeps_the_old_settings_and_still_says_ready(
-    tmp_path, twistd_factory
-):
+def test_a_bad_file_on_sighup_keeps_old_settings_and_says_ready(tmp_path, twistd_factory):
     """On SIGHUP a file holding nan, inf, a huge integer, or that is not UTF-8 or not
     TOML is logged as a failed reload, changes nothing (max-text-length stays 100) and
     systemd still gets READY=1 after RELOADING=1; a good file afterwards reloads."""
