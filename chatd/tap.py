@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from chatd import config, options
+from chatd import config
+from chatd import options as options_table
 from chatd.options import DEFAULT_PORT
-
-__all__ = ["DEFAULT_PORT", "Options", "makeService"]
 
 
 class Options(usage.Options):
@@ -21,12 +20,12 @@ class Options(usage.Options):
         "clients offering 'chatd.v1' (docs/protocol.md). GET / serves the web client."
     )
 
-    optParameters = options.opt_parameters()
-    optFlags = options.opt_flags()
+    optParameters = options_table.opt_parameters()
+    optFlags = options_table.opt_flags()
 
     def __init__(self):
         super().__init__()
-        options.start_lists(self)
+        options_table.start_lists(self)
         config.track(self)  # which options the command line gives (they beat --config)
 
     def postOptions(self):
@@ -42,7 +41,7 @@ class Options(usage.Options):
                 RedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError(f"--redis: {e}") from e
-        self["settings"] = options.settings_from(self)
+        self["settings"] = options_table.settings_from(self)
         self["gate"] = make_gate(self)
         if self["wechat-appid"]:
             import os
@@ -57,7 +56,7 @@ class Options(usage.Options):
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
-for _name, _handler in options.repeatable_handlers().items():
+for _name, _handler in options_table.repeatable_handlers().items():
     setattr(Options, _name, _handler)
 
 
