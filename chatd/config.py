@@ -2,7 +2,8 @@
 
 The file is TOML (read with the standard library's :mod:`tomllib`). Each key
 is the name of a command-line option of ``twistd chatd`` (``max-text-length``
-or ``max_text_length``), and each value goes through exactly the same parsing
+or ``max_text_length``; the keys are the rows of :data:`chatd.options.TABLE`
+but ``config``), and each value goes through exactly the same parsing
 and checks as that option on the command line, so the two can never disagree.
 A repeatable option (``listen``) takes a list. A flag takes ``true``/``false``.
 
@@ -10,8 +11,10 @@ Precedence: an option given on the command line wins over the file; the file
 wins over the built-in default. ``port`` and ``listen`` count as one: either
 on the command line replaces both from the file.
 
-An unknown key or a bad value stops start-up with a message naming the file
-and the key, e.g. ``chatd.toml: max-text-length: must be a positive integer``.
+An unknown key, a bad value, a file that is not UTF-8 or not TOML stops
+start-up with one line naming the file (and the key), e.g.
+``chatd.toml: max-text-length: must be a positive integer up to 1000000, not '0'``;
+on a SIGHUP reload the same refusal keeps the old settings.
 
 ``chatd.example.toml`` in the repository documents every key.
 
@@ -32,10 +35,8 @@ from pathlib import Path
 
 from twisted.python import usage
 
-from chatd.logs import parse_format, parse_level
+from chatd import options as options_table
 
-#: option names that are not configuration (twistd built-ins and --config itself)
-NOT_CONFIG = frozenset({"help", "version", "config"})
 #: options that together say where chatd listens
 LISTEN_GROUP = frozenset({"port", "listen"})
 
@@ -74,20 +75,9 @@ def _record(options, param, value) -> None:
     options.given_args.append((param, value))
 
 
-def _kind(options: usage.Options, name: str) -> str:
-    """``param`` (takes a value), ``flag`` (no value) or ``handler`` (opt_ method with a value)."""
-    handler = options._dispatch[name]
-    if isinstance(handler, usage.CoerceParameter):
-        return "param"
-    method = getattr(options, "opt_" + name.replace("-", "_"), None)
-    if method is None:
-        return "flag"
-    return "flag" if usage.flagFunction(method) else "handler"
-
-
-def config_keys(options: usage.Options) -> list[str]:
-    """Every key a configuration file may hold (the long option names)."""
-    return sorted(name for name in options._dispatch if name not in NOT_CONFIG)
+def config_keys(options: usage.Options | None = None) -> list[str]:
+    """Every key a configuration file may hold (the long option names of the table)."""
+    return options_table.config_keys()
 
 
 def load(path) -> dict:
@@ -97,6 +87,10 @@ def load(path) -> dict:
             return tomllib.load(f)
     except OSError as e:
         raise usage.UsageError(f"cannot read config file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise usage.UsageError(
+            f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"{path}: not valid TOML: {e}") from e
 
@@ -141,7 +135,7 @@ def _apply(options, path, data, known, skip) -> None:
             )
         if key in skip:
             continue
-        kind = _kind(options, key)
+        kind = options_table.BY_NAME[key].kind
         handler = options._dispatch[key]
         try:
             if kind == "flag":
@@ -151,10 +145,12 @@ def _apply(options, path, data, known, skip) -> None:
                     handler(key, None)
             elif kind == "param":
                 handler.dispatch(key, _scalar(path, key, value))
-            else:
+            else:  # a repeatable option: a list or one value
                 values = value if isinstance(value, list) else [value]
                 for item in values:
                     handler(key, _scalar(path, key, item))
+        except options_table.OptionError as e:
+            raise usage.UsageError(f"{path}: {key}: {e.reason}") from None
         except usage.UsageError as e:
             message = str(e)
             if message.startswith(f"{path}:"):
@@ -178,53 +174,6 @@ def reparse(options: usage.Options) -> usage.Options:
             handler(name, value)
     fresh.postOptions()
     return fresh
-
-
-#: optParameters of ``twistd chatd`` owned by this module (appended in chatd/tap.py)
-OPT_PARAMETERS = [
-    [
-        "config",
-        None,
-        None,
-        "TOML configuration file holding any of these options (command-line options win); "
-        "see chatd.example.toml. SIGHUP reloads it.",
-    ],
-    [
-        "api-key",
-        None,
-        None,
-        "Key for the HTTP API under /api/ and the admin page (header 'Authorization: apikey "
-        "KEY'); default: $CHATD_API_KEY; without one the API answers 403.",
-    ],
-    [
-        "metrics-listen",
-        None,
-        None,
-        "Serve /metrics only on this endpoint (e.g. tcp:9100:interface=127.0.0.1) instead "
-        "of on every --listen endpoint.",
-    ],
-    [
-        "log-format",
-        None,
-        "text",
-        "Log format: text or json (one JSON object per line).",
-        parse_format,
-    ],
-    [
-        "log-level",
-        None,
-        "info",
-        "Lowest level logged: debug, info, warn, error or critical.",
-        parse_level,
-    ],
-    ["webhook-url", None, None, "POST user online/offline (and room message) events here."],
-    [
-        "webhook-rooms",
-        None,
-        None,
-        "Comma-separated rooms whose messages are POSTed to --webhook-url ('*': all rooms).",
-    ],
-]
 
 
 def post_options(options) -> None:

@@ -34,7 +34,10 @@ class TokenBucket:
 
 
 class Strikes:
-    """Counts refused frames in a sliding window; too many means sustained abuse."""
+    """Counts refused frames in a sliding window; too many means sustained abuse.
+
+    A limit of 0 turns flood detection off: refused frames are only refused.
+    """
 
     __slots__ = ("limit", "window", "times")
 
@@ -46,6 +49,8 @@ class Strikes:
 
     def strike(self, now: float) -> bool:
         """Record a refused frame; True when the limit within the window is passed."""
+        if not self.limit:
+            return False
         times = self.times
         if not times:
             times = self.times = []
@@ -59,7 +64,7 @@ class Strikes:
 class RateLimiter:
     """Per-connection and per-user token buckets plus flood detection.
 
-    A rate of 0 means unlimited.
+    A rate or a burst of 0 means unlimited; ``strikes=0`` never closes for flooding.
 
     :meth:`check` answers ``"ok"``, ``"limited"`` (refuse this frame with
     ``rate_limited``) or ``"abuse"`` (close the connection with 1008).
@@ -78,16 +83,17 @@ class RateLimiter:
         self.user_rate = user_rate
         self.user_burst = user_burst
         self.strike_limit = strikes
-        self._conn_stricter = bool(rate) and rate <= user_rate and burst <= user_burst
+        self._user_limited = bool(user_rate and user_burst)
+        self._conn_stricter = bool(rate and burst) and rate <= user_rate and burst <= user_burst
         self._users = {
             user: TokenBucket(user_rate, user_burst, 0.0)  # a full burst to start with
             for user, refs in self._user_refs.items()
-            if user_rate and (refs >= 2 or not self._conn_stricter)
+            if self._user_limited and (refs >= 2 or not self._conn_stricter)
         }
 
     def connection(self, now: float):
         """A bucket (None: unlimited) and strike counter for one new connection."""
-        bucket = TokenBucket(self.rate, self.burst, now) if self.rate else None
+        bucket = TokenBucket(self.rate, self.burst, now) if self.rate and self.burst else None
         return bucket, Strikes(self.strike_limit, self.window)
 
     def add_user(self, user: str, now: float) -> None:
@@ -98,7 +104,11 @@ class RateLimiter:
         with the second connection (it saves memory on every guest).
         """
         refs = self._user_refs[user] = self._user_refs[user] + 1
-        if self.user_rate and user not in self._users and (refs >= 2 or not self._conn_stricter):
+        if (
+            self._user_limited
+            and user not in self._users
+            and (refs >= 2 or not self._conn_stricter)
+        ):
             self._users[user] = TokenBucket(self.user_rate, self.user_burst, now)
 
     def remove_user(self, user: str) -> None:

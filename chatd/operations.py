@@ -15,6 +15,8 @@ handed to :class:`chatd.service.ChatService`, which calls it at three points:
 Options handled here (all documented in README.md and chatd.example.toml):
 ``--config``, ``--api-key`` (or ``CHATD_API_KEY``), ``--metrics-listen``,
 ``--log-format``, ``--log-level``, ``--webhook-url``, ``--webhook-rooms``.
+What a reload does with each changed option is the option's ``reload`` in
+:data:`chatd.options.TABLE`: the ``_reload_<applier>`` method it names.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
 
 from chatd import config
+from chatd import options as options_table
 from chatd.api import ApiKey, ApiResource
 from chatd.logs import ConnectionLog, LogSettings
 from chatd.metrics import MetricsResource, make_registry
@@ -40,39 +43,6 @@ from chatd.service import ListeningService, describe_address
 from chatd.webhooks import Webhooks
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-
-#: option -> what a SIGHUP reload does with a new value
-#: options whose new values apply to the gate, the rate limiter and the settings
-LIMIT_KEYS = (
-    "allowed-origin",
-    "trusted-proxy",
-    "max-connections-per-ip",
-    "max-connections-per-user",
-    "max-rooms",
-    "rate-limit",
-    "rate-burst",
-    "user-rate-limit",
-    "user-rate-burst",
-    "flood-strikes",
-    "max-queue-bytes",
-    "idle-timeout",
-)
-
-RELOADABLE = (
-    "max-text-length",
-    "replay-limit",
-    "max-message-size",
-    "ping-interval",
-    "ping-timeout",
-    "handshake-timeout",
-    "log-level",
-    "api-key",
-    "webhook-url",
-    "webhook-rooms",
-    # identity and abuse limits (chatd/gate.py, chatd/limits.py): live for every
-    # connection; connection counters are kept
-    *LIMIT_KEYS,
-)
 
 
 class Ready(Resource):
@@ -207,14 +177,18 @@ class Operations:
     # lifecycle
 
     def started(self, service) -> None:
-        """chatd listens and its store is open: READY=1; SIGHUP reloads (under twistd)."""
+        """chatd listens and its store is open: SIGHUP reloads (under twistd); READY=1.
+
+        The SIGHUP handler goes in first: systemd may send a reload the moment
+        it hears READY=1, and SIGHUP's default action would end the process.
+        """
         self.service = service
-        urls = ", ".join(listener.description for listener in service.listeners)
-        self.notifier.ready(f"listening on {urls}")
         if getattr(self.options, "parent", None) is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
             self.log.info("chatd reloads {config} on SIGHUP", config=self.options.get("config"))
             defer_stop_signals(self.reactor)
+        urls = ", ".join(listener.description for listener in service.listeners)
+        self.notifier.ready(f"listening on {urls}")
 
     def stopping(self, service) -> None:
         """Shutdown began: STOPPING=1, /readyz says 503, webhooks stop retrying."""
@@ -241,33 +215,60 @@ class Operations:
     def reload(self):
         """Re-read the config file and apply what can change live; log what changed.
 
-        Returns ``(applied, needs_restart)``: lists of option names. An invalid
-        file is logged and changes nothing.
+        Returns ``(applied, needs_restart)``: lists of option names. A file that
+        cannot be read or holds a bad value is logged and changes nothing.
+        Whatever happens, systemd hears ``READY=1`` after ``RELOADING=1``
+        (``systemctl reload`` waits for it).
         """
         self.notifier.reloading()
+        status = "reload failed"
         try:
-            fresh = config.reparse(self.options)
-        except usage.UsageError as e:
-            self.log.error("configuration reload failed, nothing changed: {error}", error=str(e))
-            self.notifier.reloaded("reload failed")
-            return [], []
-        applied, restart = [], []
-        for key in config.config_keys(fresh):
-            if key in ("settings",):
+            try:
+                fresh = config.reparse(self.options)
+            except usage.UsageError as e:
+                status = f"reload failed: {e}"
+                self.log.error(
+                    "configuration reload failed, nothing changed: {error}", error=str(e)
+                )
+                return [], []
+            except Exception as e:
+                status = f"reload failed: {e!r}"
+                self.log.failure("configuration reload failed, nothing changed")
+                return [], []
+            applied, restart = self._apply_changes(fresh)
+            status = "configuration reloaded"
+            return applied, restart
+        finally:
+            self.notifier.reloaded(" ".join(status.split()))
+
+    def _apply_changes(self, fresh):
+        """Apply every changed option of *fresh* its table row lets change live."""
+        changed = [
+            row
+            for row in options_table.TABLE
+            if row.in_file and self.options.get(row.name) != fresh.get(row.name)
+        ]
+        live = sorted((row for row in changed if row.reload), key=lambda row: row.name)
+        restart = sorted(row.name for row in changed if not row.reload)
+        appliers = []
+        for row in live:
+            if row.reload.applier not in appliers:
+                appliers.append(row.reload.applier)
+        applied = []
+        for applier in appliers:
+            rows = [row for row in live if row.reload.applier == applier]
+            try:
+                getattr(self, "_reload_" + applier)(fresh, rows)
+            except Exception:
+                self.log.failure(
+                    "configuration reload failed to apply {keys}",
+                    keys=", ".join(row.name for row in rows),
+                )
                 continue
-            old, new = self.options.get(key), fresh.get(key)
-            if old == new:
-                continue
-            if key in LIMIT_KEYS:
-                self._apply_limits(fresh)
-                self.options[key] = new
-                applied.append(key)
-            elif key in RELOADABLE:
-                self._apply(key, new)
-                self.options[key] = new
-                applied.append(key)
-            else:
-                restart.append(key)
+            for row in rows:
+                self.options[row.name] = fresh[row.name]
+                applied.append(row.name)
+        applied.sort()
         if applied:
             self.log.info("configuration reloaded: {keys}", keys=", ".join(applied))
         else:
@@ -276,48 +277,44 @@ class Operations:
             self.log.warn(
                 "changed but needs a restart to take effect: {keys}", keys=", ".join(restart)
             )
-        self.notifier.reloaded("configuration reloaded")
         return applied, restart
 
-    def _apply_limits(self, fresh) -> None:
+    # the appliers named by the table's reload policies (chatd/options.py)
+
+    def _reload_settings(self, fresh, rows) -> None:
+        """Settings read on every request: the new value is used from the next one on."""
+        for row in rows:
+            setattr(self.factory.settings, row.setting, fresh[row.name])
+
+    def _reload_protocol(self, fresh, rows) -> None:
+        """autobahn reads these from the factory's protocol class: every
+        connection, open or new, uses the new values."""
+        self._reload_settings(fresh, rows)
+        settings = self.factory.settings
+        self.factory.setProtocolOptions(
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            openHandshakeTimeout=settings.open_handshake_timeout,
+            allowNullOrigin=getattr(self.factory, "allowNullOrigin", False),
+        )
+
+    def _reload_limits(self, fresh, rows) -> None:
         """Take the gate's rules and the rate/queue/room limits from *fresh* options."""
         self.factory.gate.update_from(fresh["gate"])
         self.factory.chat.apply_limits(fresh["settings"])
         self.factory.stop_housekeeping()
         self.factory.start_housekeeping()
 
-    def _apply(self, key, value) -> None:
-        settings = self.factory.settings
-        if key == "max-text-length":
-            settings.max_text_length = value
-        elif key == "replay-limit":
-            settings.replay_limit = value
-        elif key in ("max-message-size", "ping-interval", "ping-timeout", "handshake-timeout"):
-            # autobahn reads these from the factory's protocol class: every
-            # connection, open or new, uses the new values
-            attribute = {
-                "max-message-size": "max_message_size",
-                "ping-interval": "ping_interval",
-                "ping-timeout": "ping_timeout",
-                "handshake-timeout": "open_handshake_timeout",
-            }[key]
-            setattr(settings, attribute, value)
-            self.factory.setProtocolOptions(
-                maxFramePayloadSize=settings.max_message_size,
-                maxMessagePayloadSize=settings.max_message_size,
-                autoPingInterval=settings.ping_interval,
-                autoPingTimeout=settings.ping_timeout,
-                openHandshakeTimeout=settings.open_handshake_timeout,
-                allowNullOrigin=getattr(self.factory, "allowNullOrigin", False),
-            )
-        elif key == "log-level":
-            self.logs.set_level(value)
-        elif key == "api-key":
-            self.api_key.key = value or os.environ.get("CHATD_API_KEY") or None
-        elif key in ("webhook-url", "webhook-rooms"):
-            url = value if key == "webhook-url" else self.options.get("webhook-url")
-            rooms = value if key == "webhook-rooms" else self.options.get("webhook-rooms")
-            self.webhooks.configure(url, rooms)
+    def _reload_log_level(self, fresh, rows) -> None:
+        self.logs.set_level(fresh["log-level"])
+
+    def _reload_api_key(self, fresh, rows) -> None:
+        self.api_key.key = fresh["api-key"] or os.environ.get("CHATD_API_KEY") or None
+
+    def _reload_webhooks(self, fresh, rows) -> None:
+        self.webhooks.configure(fresh["webhook-url"], fresh["webhook-rooms"])
 
     def metrics_listener(self, site, reactor=None):
         """The service listening on ``--metrics-listen`` with *site*."""
