@@ -208,3 +208,13 @@ def test_presence_on_join_and_leave_on_close(clock):
     chat.close(bob)
     states = [(p["user"], p["event"]) for p in alice.of("presence")]
     assert states == [("bob", "join"), ("bob", "leave")], states
+
+
+def test_flood_strikes_0_is_off_refused_frames_never_close(clock):
+    """With ``flood_strikes`` 0 a flood is only refused (``rate_limited``), never closed."""
+    chat = make_chat(clock, rate_limit=1.0, rate_burst=1.0, flood_strikes=0)
+    flood = opened(chat, "flood")
+    for _ in range(200):
+        say(chat, flood, type="typing", room="r")
+    assert flood.closed is None
+    assert [e["code"] for e in flood.of("error")].count("rate_limited") == 199
