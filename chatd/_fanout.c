@@ -22,7 +22,7 @@
  *               see it (transport.write(frame))
  *   code >= 0   that many bytes were sent (0 for EAGAIN/EINTR): write the rest
  *               with transport.write(frame[code:])
- * Pure-Python equivalent: chatd.factory.ChatFactory.send_all_py.
+ * Pure-Python equivalent: chatd.fanout.send_all_py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

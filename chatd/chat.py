@@ -49,6 +49,7 @@ class Chat:
         broker=None,
         anonymous_prefix: str = "",
         directory=None,
+        stats: Stats | None = None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -63,7 +64,8 @@ class Chat:
             directory = LocalDirectory()
         #: presence and online users, of this process or of the cluster (chatd.broker.IDirectory)
         self.directory = directory
-        self.stats = Stats()
+        #: counters shared with the fan-out (deliveries, closes) and read by /metrics
+        self.stats = stats if stats is not None else Stats()
         self.hub = Hub()
         #: session id -> live connection (relay and chatd.v1)
         self.sessions: dict[str, object] = {}

@@ -157,11 +157,10 @@ class ChatService(MultiService):
         for listener in self.listeners:
             listener.startService()
         self.factory.start_housekeeping()
-        self.log.info(
-            "fan-out loop: {impl}",
-            impl="C (chatd._fanout)"
-            if self.factory.fanout_impl == "c"
-            else "pure Python (chatd._fanout not built, or CHATD_NO_C_FANOUT set)",
+        out = self.factory.fanout
+        # direct sends off (a Twisted without the names they read) is worth a warning
+        (self.log.info if out.direct else self.log.warn)(
+            "fan-out loop: {impl}", impl=out.describe()
         )
         if self.ops is not None:
             opened.addCallback(lambda _: self.ops.started(self))

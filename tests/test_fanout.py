@@ -1,5 +1,7 @@
 """The fast fan-out path: byte-identical frames, per-connection order, no compression,
-with the C loop (chatd._fanout) and with the pure-Python loop."""
+with the C loop (chatd._fanout), with the pure-Python loop, and with the direct path
+off (as when a Twisted release lacks a name it reads): everything through
+``transport.write``."""
 
 import base64
 import importlib.util
@@ -11,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
 
+from chatd import fanout
 from chatd.factory import NO_C_FANOUT, ChatFactory
 from tests.conftest import need
 from tests.wsclient import Client, deferLater
@@ -19,21 +22,32 @@ C_BUILT = importlib.util.find_spec("chatd._fanout") is not None
 BUILD_HINT = "chatd._fanout (build it in place: python3 setup.py build_ext --inplace)"
 
 
-@pytest.fixture(params=["c", "python"])
-def fanout_impl(request):
-    """Run the test with the C fan-out loop and with the pure-Python one."""
+@pytest.fixture(params=["c", "python", "transport"])
+def fanout_impl(request, monkeypatch):
+    """Run the test with the C fan-out loop, with the pure-Python one, and with direct
+    sends off: servers started by the test then find a name the direct path reads
+    missing from Twisted (one that no Twisted has, as if a release had renamed it)."""
     if request.param == "c":
         need(BUILD_HINT, C_BUILT)
+    if request.param == "transport":
+        monkeypatch.setattr(fanout, "TWISTED_NAMES", (*fanout.TWISTED_NAMES, "_renamed"))
     return request.param
 
 
 def use_impl(server, impl):
-    """Make *server*'s factory fan out with *impl* ("c" or "python")."""
-    factory = server.factory
+    """Make *server*'s factory fan out with *impl* ("c", "python" or "transport")."""
+    out = server.factory.fanout
+    if impl == "transport":
+        assert not out.direct
+        assert out.describe() == (
+            "transport.write only (direct sends off: "
+            "twisted.internet.tcp.Connection has no _renamed)"
+        )
+        return
     if impl == "python":
-        factory.send_all = ChatFactory.send_all_py
-        factory.fanout_impl = "python"
-    assert factory.fanout_impl == impl
+        out.send_all = fanout.send_all_py
+        out.impl = "python"
+    assert out.direct and out.impl == impl
 
 
 class RawReader:
@@ -95,14 +109,18 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     reader = yield threads.deferToThread(RawReader, server.port)
     yield deferLater(0.1)
     (proto,) = list(server.factory.connections)
-    # plain TCP: the fan-out sends on the socket directly (TLS is covered by test_tls)
-    assert proto.deliver_frame == proto.send_direct
-    server.factory.rearm()  # (the fan-out does this first) the 101 reply is written
-    assert proto._fd == proto.transport.socket.fileno()
+    server.factory.fanout.rearm_all()  # (the fan-out does this first) the 101 reply is written
+    if fanout_impl == "transport":
+        assert proto.deliver_frame == proto.write_through
+        assert proto._fd == -1
+    else:
+        # plain TCP: the fan-out sends on the socket directly (TLS is covered by test_tls)
+        assert proto.deliver_frame == proto.send_direct
+        assert proto._fd == proto.transport.socket.fileno()
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
     by_autobahn = yield threads.deferToThread(reader.frame)
-    server.factory.relay([proto], payload, binary)  # chatd's fast path
+    server.factory.fanout.relay([proto], payload, binary)  # chatd's fast path
     by_chatd = yield threads.deferToThread(reader.frame)
     assert by_chatd == by_autobahn
     assert by_chatd[0] == (0x82 if binary else 0x81)
@@ -158,11 +176,11 @@ def test_c_fanout_is_used_when_built(monkeypatch):
     need(BUILD_HINT, C_BUILT)
     from chatd.store.memory import MemoryStore
 
-    assert ChatFactory(MemoryStore()).fanout_impl == "c"
+    assert ChatFactory(MemoryStore()).fanout.impl == "c"
     monkeypatch.setenv(NO_C_FANOUT, "1")
-    factory = ChatFactory(MemoryStore())
-    assert factory.fanout_impl == "python"
-    assert factory.send_all == ChatFactory.send_all_py
+    out = ChatFactory(MemoryStore()).fanout
+    assert out.impl == "python"
+    assert out.send_all == fanout.send_all_py
 
 
 class _Conn:
@@ -274,7 +292,7 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
             for conn in srv.factory.connections:
                 conn.sendPing()  # an autobahn write behind the fan-out's back
             assert_armed_means_empty(srv.factory)
-            assert srv.factory._rearm  # waiting to be re-armed
+            assert srv.factory.fanout.rearm  # waiting to be re-armed
         sender.send_raw(b"%05d" % i)
         yield deferLater(0.002)
         assert_armed_means_empty(srv.factory)
@@ -292,7 +310,7 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
     yield deferLater(0.1)
     # closed: no descriptor left for the C loop, nothing waiting to be re-armed
     assert [conn._fd for conn in protos] == [-1] * 5
-    assert not srv.factory.connections and not srv.factory._rearm
+    assert not srv.factory.connections and not srv.factory.fanout.rearm
 
 
 @pytest_twisted.inlineCallbacks
@@ -341,3 +359,41 @@ def test_twistd_logs_its_fanout_loop_and_relays(twistd_factory, disabled):
         assert c.recv(timeout=5) == "hello from a"
     expected = "fan-out loop: pure Python" if disabled else "fan-out loop: C (chatd._fanout)"
     assert expected in proc.log
+
+
+def test_direct_support_names_what_twisted_lacks():
+    """The start-up probe finds every name it reads on this Twisted, and names the one
+    a connection class lacks."""
+    from twisted.internet import reactor, tcp
+
+    assert fanout.direct_support(reactor) is None
+
+    class Renamed(tcp.Connection):
+        """As if a Twisted release had renamed its buffer counter."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            del self._tempDataLen
+
+    assert fanout.direct_support(reactor, Renamed) == (
+        "twisted.internet.tcp.Connection has no _tempDataLen"
+    )
+
+
+def test_only_the_fanout_module_writes_to_connections():
+    """No chatd module but chatd/fanout.py hands bytes to a transport or a socket, or
+    calls autobahn's own send methods: the direct-send invariant has one owner."""
+    import re
+    from pathlib import Path
+
+    import chatd
+
+    writes = re.compile(r"transport\.write|\.send(Data|Message|PreparedMessage)\(|_sock_send")
+    offenders = [
+        f"{path.name}:{n}"
+        for path in Path(chatd.__file__).parent.rglob("*.py")
+        if path.name != "fanout.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if writes.search(line)
+    ]
+    assert offenders == []

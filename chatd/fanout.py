@@ -1,0 +1,423 @@
+"""Every write to a connection: per-turn coalescing, direct socket sends, the C loop.
+
+This module is the only code that hands bytes to a connection's transport or socket.
+Two classes share the job:
+
+* :class:`Writer` is the writing half of a connection (``ChatProtocol`` inherits it):
+  it owns the connection's write state and every path to its transport, autobahn's
+  own frames (pings, pongs, close) included, through :meth:`Writer.sendData`.
+* :class:`Fanout` (:class:`chatd.interfaces.IFanout`) sends one frame to many
+  connections, framing it once, and coalesces a busy turn's frames into one write per
+  connection.
+
+**The invariant.** Bytes go straight to a connection's socket — by
+:meth:`Writer.send_direct` or by the C loop (``chatd._fanout.send_all``) — only while
+Twisted's write buffer for it is empty, so nothing Twisted buffered can be overtaken.
+A connection is *armed* (``_fd`` holds its socket's descriptor, the only thing the C
+loop reads) exactly while that holds. It is kept by structure, not by convention:
+
+1. every write that may leave bytes in Twisted's buffer goes through
+   :meth:`Writer.write_through`, which writes and disarms, in one place;
+2. only :meth:`Writer.arm` sets ``_fd``, and only after seeing the buffer empty;
+   a disarmed connection waits in :attr:`Fanout.rearm` until the next fan-out arms it
+   again once Twisted has written everything;
+3. a connection that closes, or whose peer stops reading, leaves the direct path for
+   good (:meth:`Writer.go_slow`), and ``_fd`` is cleared before Twisted closes the
+   socket (its number may be reused by the next accept).
+
+The direct path reads a few of Twisted's private names (:data:`TWISTED_NAMES`).
+:func:`direct_support` checks them once at start-up; where a Twisted release lacks
+any, the direct path and the C loop are off (one log line says why) and every byte
+goes through ``transport.write`` — slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import tcp
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd.interfaces import IFanout
+
+#: environment variable that turns the C fan-out loop off (the pure-Python loop
+#: does the same, more slowly)
+NO_C_FANOUT = "CHATD_NO_C_FANOUT"
+
+#: close code recorded when a peer that stopped reading is dropped
+SLOW_CONSUMER = 4008
+
+#: what the direct path reads of ``twisted.internet.tcp.Connection``: its socket, and
+#: the two halves of FileDescriptor's write buffer (empty buffer: ``not dataBuffer and
+#: not _tempDataLen``), plus ``TLS`` (False on a plain connection)
+TWISTED_NAMES = ("socket", "dataBuffer", "_tempDataLen", "TLS")
+
+log = Logger()
+
+
+def direct_support(reactor, connection_class=tcp.Connection, names=None) -> str | None:
+    """None when *connection_class* has every name the direct path reads (*names*,
+    default :data:`TWISTED_NAMES`), else why not.
+
+    ``socket`` and ``_tempDataLen`` are set in ``__init__``, so an instance is made (on
+    a socketpair, never started) and looked at.
+    """
+    a, b = socket.socketpair()
+    try:
+        conn = connection_class(a, None, reactor)
+        missing = [name for name in names or TWISTED_NAMES if not hasattr(conn, name)]
+    except Exception as e:  # a constructor that changed shape is as good as missing
+        return f"{connection_class.__qualname__}() failed: {e!r}"
+    finally:
+        a.close()
+        b.close()
+    if missing:
+        return f"twisted.internet.tcp.Connection has no {', '.join(missing)}"
+    return None
+
+
+def c_send_all():
+    """``chatd._fanout.send_all`` when the accelerator is built and not turned off."""
+    if os.environ.get(NO_C_FANOUT):
+        return None
+    try:
+        from chatd._fanout import send_all
+    except ImportError:
+        return None
+    return send_all
+
+
+def send_all_py(targets, exclude, frame: bytes) -> None:
+    """Hand *frame* to every connection in *targets* but *exclude* (the pure-Python twin
+    of ``chatd._fanout.send_all``, which leaves nothing over)."""
+    for conn in targets:
+        if conn is not exclude:
+            # a direct socket send while the peer is open and reading, else
+            # Writer.write_slowly (or transport.write with the direct path off)
+            conn.deliver_frame(frame)
+
+
+def finish_sends(left, frame: bytes) -> None:
+    """Finish what ``chatd._fanout.send_all`` left over, as :meth:`Writer.send_direct`
+    would have: connections it could not send to directly get ``deliver_frame``; a
+    failed send goes to Twisted's ``transport.write`` (which reports the error on its
+    own path), a partial one writes the rest there (and keeps the order)."""
+    for conn, code in left:
+        if code == -1:
+            conn.deliver_frame(frame)
+        else:
+            conn.write_rest(frame, max(code, 0))
+
+
+class _WriteWatch:
+    """A streaming producer on the transport: it tells the connection when the
+    transport's write buffer is full (the peer stopped reading) and when it drained
+    again, so the fan-out can bound what it queues for that peer."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def pauseProducing(self):
+        conn = self.conn
+        conn.paused = True
+        conn.go_slow()
+
+    def resumeProducing(self):
+        conn = self.conn
+        conn.paused = False
+        conn.backlog = 0
+        if conn.state == conn.STATE_OPEN:
+            conn.deliver_frame = conn._writer()
+
+    def stopProducing(self):
+        pass
+
+
+class Writer:
+    """The writing half of a WebSocket connection (a mixin for autobahn's protocol).
+
+    Its state lives in class defaults until a connection needs its own value, so an
+    idle connection pays nothing for it. ``fanout`` is set on the factory's protocol
+    class (:meth:`Fanout.serve`).
+    """
+
+    #: the :class:`Fanout` this connection's frames go through
+    fanout = None
+    #: the socket's descriptor while armed (see the module docstring), else -1
+    _fd = -1
+    #: True while the transport's write buffer is full (the peer is not reading)
+    paused = False
+    #: bytes written while paused
+    backlog = 0
+
+    def start_writing(self) -> None:
+        """The connection is open: watch the transport's buffer, pick the writer."""
+        transport = self.transport
+        # twisted.web's HTTPChannel is still the transport's producer after the
+        # WebSocket takeover; watch the write buffer ourselves instead
+        try:
+            transport.unregisterProducer()
+        except Exception:
+            pass
+        transport.registerProducer(_WriteWatch(self), True)
+        #: what the fan-out calls with ready frame bytes: a direct socket send (or the
+        #: transport's write) while the peer is open and reading, write_slowly otherwise
+        self.deliver_frame = self._writer()
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write one ready frame, behind any frames the fan-out queued for this
+        connection this turn (so each connection gets its frames in order)."""
+        queued = self.fanout.queues.get(self)
+        if queued is None:
+            self.deliver_frame(frame)
+        else:
+            queued.append(frame)
+
+    def _writer(self):
+        """The fastest correct way to hand bytes to this connection's socket: for
+        exactly Twisted's plain TCP/UNIX connection, :meth:`send_direct`; for anything
+        else (TLS, another transport, the direct path off), the transport's write."""
+        t = self.transport
+        # exactly Twisted's own TCP/UNIX connection, not TLS: a TLS transport (e.g.
+        # BufferingTLSTransport) forwards unknown attributes, ``socket`` included, to
+        # the raw connection beneath it, and bytes sent there would skip the encryption
+        if self.fanout.direct and isinstance(t, tcp.Connection) and t.TLS is False:
+            self._sock_send = t.socket.send
+            self.arm()
+            return self.send_direct
+        return self.write_through  # (_fd stays -1: the C loop leaves it to Python)
+
+    def arm(self) -> bool:
+        """Let the C loop send to this connection if Twisted has nothing buffered for
+        it; else have the fan-out try again at its next send. True if armed."""
+        t = self.transport
+        if t.dataBuffer or t._tempDataLen:
+            self._fd = -1
+            self.fanout.rearm[self] = None
+            return False
+        self._fd = t.socket.fileno()
+        return True
+
+    def write_through(self, data: bytes) -> None:
+        """Hand *data* to ``transport.write``, which buffers it behind anything already
+        buffered: the connection is disarmed until :meth:`arm` sees the buffer empty."""
+        self.transport.write(data)
+        self.disarm()
+
+    def sendData(self, data, sync=False, chopsize=None):
+        """autobahn's own writes (pings, pongs, the close frame) go to the transport too."""
+        super().sendData(data, sync, chopsize)
+        self.disarm()
+
+    def disarm(self) -> None:
+        """Bytes may now be buffered in the transport: the C loop leaves this connection
+        to Python until :meth:`arm` sees the buffer empty."""
+        if self._fd >= 0:
+            self._fd = -1
+            self.fanout.rearm[self] = None
+
+    def go_slow(self) -> None:
+        """From now on frames go through :meth:`write_slowly` (closing, or the peer
+        stopped reading), never straight to the socket."""
+        self.deliver_frame = self.write_slowly
+        self._fd = -1
+        self.fanout.forget(self)
+
+    def stop_writing(self) -> None:
+        """Twisted is closing the socket: its descriptor number may be reused by the next
+        accept, so the C loop must never see it again."""
+        self._fd = -1
+
+    def send_direct(self, data: bytes) -> None:
+        """Send *data* on the socket now if nothing is buffered ahead of it.
+
+        Twisted's ``transport.write`` buffers and waits for the reactor to report the
+        socket writable (two ``epoll_ctl`` calls and a poll round per write); with an
+        empty buffer the bytes can go at once. Whatever the kernel does not take goes
+        to ``transport.write``, which keeps the order and watches the socket as usual
+        (and tells the slow-consumer watch when the peer stops reading).
+        """
+        t = self.transport
+        # (closing or closed connections never get here: their deliver_frame is
+        # write_slowly from sendCloseFrame / dropConnection / onClose on)
+        if t.dataBuffer or t._tempDataLen:
+            t.write(data)  # (not armed: something is buffered)
+            return
+        try:
+            sent = self._sock_send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.write_rest(data, 0)  # let Twisted see the error on its own path
+            return
+        if sent < len(data):
+            self.write_rest(data, sent)
+
+    def write_rest(self, data: bytes, sent: int) -> None:
+        """Hand what a direct send left of *data* (all but its first *sent* bytes) to
+        the transport, which keeps the order."""
+        self.write_through(data[sent:] if sent else data)
+
+    def write_slowly(self, frame: bytes) -> None:
+        """Write *frame* for a peer that is not plainly writable: nothing once closing,
+        and with backlog accounting while the peer is not reading."""
+        if self.state == self.STATE_OPEN and not (self.paused and self.backlogged(len(frame))):
+            self.write_through(frame)
+
+    def sendCloseFrame(self, *args, **kwargs):
+        # frames queued before the close go first; no data frame may follow it
+        self.fanout.flush_one(self)
+        self.go_slow()
+        return super().sendCloseFrame(*args, **kwargs)
+
+    def dropConnection(self, *args, **kwargs):
+        self.go_slow()
+        return super().dropConnection(*args, **kwargs)
+
+    def backlogged(self, size: int) -> bool:
+        """Account *size* more bytes queued for a peer that stopped reading.
+
+        Once the backlog passes ``max_queue_bytes`` the connection is dropped (recorded
+        as close code 4008, slow consumer) and True is returned: the caller must not
+        write. The peer cannot read a close frame, so none is sent: its socket is
+        aborted and its memory freed at once.
+        """
+        self.backlog += size
+        fanout = self.fanout
+        if self.backlog <= fanout.settings.max_queue_bytes:
+            return False
+        if self.state == self.STATE_OPEN:
+            self.state = self.STATE_CLOSING
+            fanout.stats.closes[SLOW_CONSUMER] += 1
+            log.warn(
+                "dropping slow consumer {peer} ({user}): {backlog} bytes queued",
+                peer=self.peer,
+                user=self.user,
+                backlog=self.backlog,
+            )
+            self.transport.abortConnection()
+        return True
+
+
+@implementer(IFanout)
+class Fanout:
+    """Sends one frame to many connections, framing it once.
+
+    The first fan-out of a reactor turn writes straight to the sockets (the C loop, or
+    its Python twin); later ones in the same turn append to per-connection queues
+    (:attr:`queues`) that :meth:`flush` writes at the end of the turn as one joined
+    write per connection, so a busy turn costs one write per connection, not one per
+    message. A connection with a queue gets every further frame of the turn (acks and
+    replies too) through it, so each connection receives its frames in order.
+    """
+
+    def __init__(self, reactor, settings, stats, prepare, direct_problem=None):
+        self.reactor = reactor
+        #: the live settings (``max_queue_bytes`` is reloadable)
+        self.settings = settings
+        #: counters: deliveries, delivery_bytes, closes
+        self.stats = stats
+        #: ``prepare(payload, is_binary) -> frame bytes``: the frame is built once
+        self.prepare = prepare
+        #: why the direct path is off (None: it is on)
+        self.direct_problem = direct_problem
+        self.direct = direct_problem is None
+        send_all = c_send_all() if self.direct else None
+        #: "c" when the per-recipient loop runs in chatd._fanout, else "python"
+        self.impl = "c" if send_all is not None else "python"
+        #: send_all(targets, exclude, frame) -> None | [(conn, code), ...]
+        self.send_all = send_all or send_all_py
+        #: connection -> frames queued this turn, written by flush()
+        self.queues: dict = {}
+        #: armable connections whose transport still had bytes buffered: re-armed at
+        #: the next fan-out once it has drained
+        self.rearm: dict = {}
+        self._flush_call = None
+
+    def serve(self, protocol_class) -> None:
+        """Make *protocol_class*'s connections write through this fan-out."""
+        protocol_class.fanout = self
+
+    def describe(self) -> str:
+        """One line for the start-up log: which loop runs, or why direct sends are off."""
+        if not self.direct:
+            return f"transport.write only (direct sends off: {self.direct_problem})"
+        if self.impl == "c":
+            return "C (chatd._fanout)"
+        return "pure Python (chatd._fanout not built, or CHATD_NO_C_FANOUT set)"
+
+    def forget(self, conn) -> None:
+        """*conn* no longer takes direct sends (closing, or its peer stopped reading)."""
+        self.rearm.pop(conn, None)
+
+    def rearm_all(self) -> None:
+        """Arm every waiting connection whose transport has written everything."""
+        waiting = self.rearm
+        self.rearm = {}
+        for conn in waiting:
+            if conn.state == conn.STATE_OPEN:
+                conn.arm()  # puts it back in rearm if still buffered
+
+    def deliver(self, conns, payload: bytes, exclude=None) -> None:
+        """Send text frame *payload* to every open connection in *conns* but *exclude*."""
+        self.relay(conns, payload, False, exclude)
+
+    def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
+        """Send *payload* verbatim to every open connection in *conns* but *exclude*;
+        the same frame bytes go to every recipient."""
+        if not conns:
+            return
+        frame = self.prepare(payload, is_binary)
+        targets = tuple(conns)
+        count = len(targets) - (exclude is not None and exclude in conns)
+        if self._flush_call is None:
+            # first fan-out this turn: nobody has a queue yet
+            self._flush_call = self.reactor.callLater(0, self.flush)
+            if self.rearm:
+                self.rearm_all()
+            left = self.send_all(targets, exclude, frame)
+            if left:
+                finish_sends(left, frame)
+        else:
+            queues = self.queues
+            for conn in targets:
+                if conn is not exclude:
+                    queued = queues.get(conn)
+                    if queued is None:
+                        queues[conn] = [frame]
+                    else:
+                        queued.append(frame)
+        stats = self.stats
+        stats.deliveries += count
+        stats.delivery_bytes += count * len(payload)
+
+    def flush(self) -> None:
+        """End of the turn: write every connection's queued frames, one write each.
+
+        Members of a room usually have the very same frames queued: their joined bytes
+        are built once and shared (list equality compares the frame objects by identity
+        first, in C).
+        """
+        self._flush_call = None
+        queues, self.queues = self.queues, {}
+        last = blob = None
+        for conn, queued in queues.items():
+            if queued != last:
+                last = queued
+                blob = queued[0] if len(queued) == 1 else b"".join(queued)
+            conn.deliver_frame(blob)
+
+    def flush_one(self, conn) -> None:
+        """Write *conn*'s queued frames now, as one write (it is about to close)."""
+        queued = self.queues.pop(conn, None)
+        if queued is not None:
+            conn.deliver_frame(queued[0] if len(queued) == 1 else b"".join(queued))
+
+    def untrack(self, conn) -> None:
+        """*conn* closed: nothing is kept for it."""
+        self.rearm.pop(conn, None)
+        self.queues.pop(conn, None)
