@@ -267,6 +267,7 @@ class ChatClient {
    * @param {object} [opts.adapter] socket/storage/timers (`wxAdapter(wx)`, `browserAdapter(window)`)
    * @param {object} [opts.wx]     without `adapter`: the wx API for `wxAdapter` (defaults to the global `wx`)
    * @param {string} [opts.idPrefix] prefix of client message ids (default `m`)
+   * @param {function} [opts.now]  the clock in ms (default `Date.now`)
    */
   constructor(opts) {
     const o = opts || {}
@@ -294,6 +295,7 @@ class ChatClient {
     this.seenWindow = o.seenWindow || DEFAULTS.seenWindow
     this.rateBackoff = Object.assign({}, DEFAULTS.rateBackoff, o.rateBackoff)
     this.random = o.random || Math.random
+    this.now = o.now || (() => Date.now()) // the clock (ms) for expiry and pacing
     this.setTimeout = o.setTimeout || this.io.setTimeout
     this.clearTimeout = o.clearTimeout || this.io.clearTimeout
 
@@ -485,7 +487,7 @@ class ChatClient {
 
   /** True when the token is known to be expired (or about to). */
   tokenExpired() {
-    return !!(this.token && this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt - this.tokenSlack)
+    return !!(this.token && this.tokenExpiresAt && this.now() >= this.tokenExpiresAt - this.tokenSlack)
   }
 
   /** App went to the background: close the socket, stop retrying. */
@@ -521,7 +523,7 @@ class ChatClient {
    */
   drop(holdMs) {
     if (!this._task) return
-    this._holdReconnect = Date.now() + (holdMs || 0)
+    this._holdReconnect = this.now() + (holdMs || 0)
     this._lost(this._gen, 4000, 'dropped by client')
   }
 
@@ -615,7 +617,7 @@ class ChatClient {
       this._setState('closed', { code, reason: fatal })
       return
     }
-    const delay = Math.max(backoffDelay(this._attempt, this.backoff, this.random), this._holdReconnect - Date.now())
+    const delay = Math.max(backoffDelay(this._attempt, this.backoff, this.random), this._holdReconnect - this.now())
     this._holdReconnect = 0
     this._attempt++
     this._setState('reconnecting', { attempt: this._attempt, delay, code, reason })
@@ -764,7 +766,7 @@ class ChatClient {
     if (typeof text !== 'string' || !text.length) throw new Error('empty text')
     const max = (this.welcome && this.welcome.max_text_length) || 4000
     if (textLength(text) > max) throw new Error('too_large')
-    const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: Date.now(), from: this.user }, target)
+    const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: this.now(), from: this.user }, target)
     entry._gen = null
     this.outbox.push(entry)
     this._save()
@@ -775,9 +777,9 @@ class ChatClient {
   /** Sends every pending entry not yet sent on this connection. */
   _flush() {
     if (!this._open) return
-    if (this._limited && Date.now() < this._holdUntil) {
+    if (this._limited && this.now() < this._holdUntil) {
       // held back after a rate_limited refusal: the retry timer flushes
-      if (this._timers.retry === undefined) this._setTimer('retry', this._holdUntil - Date.now(), () => this._flush())
+      if (this._timers.retry === undefined) this._setTimer('retry', this._holdUntil - this.now(), () => this._flush())
       return
     }
     let inFlight = this.outbox.filter((e) => e._gen === this._gen).length
@@ -1055,8 +1057,8 @@ class ChatClient {
         // and do not lengthen the wait)
         entry._gen = null
         this._limited = true
-        if (Date.now() >= this._holdUntil) this._holdUntil = Date.now() + this._rateDelay()
-        this._setTimer('retry', Math.max(0, this._holdUntil - Date.now()), () => this._flush())
+        if (this.now() >= this._holdUntil) this._holdUntil = this.now() + this._rateDelay()
+        this._setTimer('retry', Math.max(0, this._holdUntil - this.now()), () => this._flush())
       } else if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
         // not stored: send again later with the same id
         entry._gen = null
