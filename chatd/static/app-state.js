@@ -478,8 +478,9 @@
 
       error: function (f) {
         // Errors about a request of ours (a join, a page, a message) are
-        // answered through it; name errors close the connection (status).
-        if (f.ref || f.code === "name_taken" || f.code === "bad_name") return;
+        // answered through it, the client paces itself after rate_limited,
+        // and name errors close the connection (status).
+        if (f.ref || f.code === "rate_limited" || f.code === "name_taken" || f.code === "bad_name") return;
         view.toast(f.message || "Error: " + f.code);
       },
     };
