@@ -78,7 +78,7 @@ def test_a_reconnect_takes_over_the_name_with_the_resume_secret(clients):  # noq
 
 def test_a_message_queued_offline_survives_a_reload(clients):  # noqa: F811
     """A message written while disconnected stays in the client's outbox in
-    localStorage: after a reload and a new sign-in it is shown pending, resent
+    the tab's sessionStorage: after a reload and a new sign-in it is shown pending, resent
     with its id, acknowledged, and reaches the other page exactly once; the new
     page rejoins its room with `since` and presents the stored resume secret."""
     alice, bob = clients(), clients()
@@ -95,7 +95,7 @@ def test_a_message_queued_offline_survives_a_reload(clients):  # noqa: F811
     queued = alice.message("queued before reload")
     assert queued.get_attribute("data-status") == "pending"
     queued_id = queued.get_attribute("data-id")
-    stored = json.loads(alice.page.evaluate("() => localStorage.getItem('chatd.session.alice')"))
+    stored = json.loads(alice.page.evaluate("() => sessionStorage.getItem('chatd.session.alice')"))
     assert [e["id"] for e in stored["outbox"]] == [queued_id]
     secret = stored["resume"]
 
@@ -109,8 +109,30 @@ def test_a_message_queued_offline_survives_a_reload(clients):  # noqa: F811
     assert sockets(alice)[-1].endswith("/ws?name=alice&resume=" + secret)
     assert alice.texts() == ["before", "queued before reload"]
     assert bob.texts() == ["before", "queued before reload"]
-    stored = json.loads(alice.page.evaluate("() => localStorage.getItem('chatd.session.alice')"))
+    stored = json.loads(alice.page.evaluate("() => sessionStorage.getItem('chatd.session.alice')"))
     assert stored["outbox"] == []
+
+
+def test_a_second_tab_does_not_inherit_the_resume_secret(clients, chatd_process):  # noqa: F811
+    """The session (and with it the resume secret) is kept per tab: a second tab
+    of the same browser asking for the name the first tab holds gets name_taken
+    on its sign-in form, as a second browser does, and the first tab stays."""
+    alice = clients()
+    alice.sign_in("alice")
+    alice.wait_signed_in()
+    assert alice.page.evaluate("() => localStorage.getItem('chatd.name')") == '"alice"'
+    tab = alice.context.new_page()
+    tab.set_default_timeout(10_000)
+    errors = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.goto(chatd_process.http_url + "/")
+    assert tab.input_value("#login-name") == "alice"  # the last name is shared
+    tab.fill("#login-room", "general")
+    tab.press("#login-name", "Enter")
+    tab.wait_for_selector("#login-error:has-text('already taken')")
+    assert tab.is_hidden("#app")
+    assert alice.page.get_attribute("#conn-dot", "data-state") == "open"
+    assert errors == []
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@
  *
  * The shared client owns the connection: reconnect with backoff, heartbeat,
  * the outbox (client ids, resend after a reconnect, rate-limit pacing), rejoin
- * with `since`, the resume secret and their persistence in localStorage. This
+ * with `since`, the resume secret and their persistence in sessionStorage. This
  * file only keeps what the page needs on top: message rows per conversation,
  * presence notes, unread counts, typing and the sidebar order.
  */
@@ -41,6 +41,14 @@
       else window.localStorage.setItem(key, JSON.stringify(value));
     } catch (e) {
       /* storage may be disabled; the client works without it */
+    }
+  }
+
+  function sessionStorage() {
+    try {
+      return window.sessionStorage;
+    } catch (e) {
+      return null; // storage disabled: the client then keeps nothing
     }
   }
 
@@ -387,6 +395,7 @@
         state.name = f.name || f.user;
         state.welcomed = true;
         if (typeof f.max_text_length === "number") state.maxText = f.max_text_length;
+        if (first) persist(); // the name and rooms for the next visit
         state.pending.forEach(function (row) {
           row.from = f.user;
         });
@@ -523,7 +532,10 @@
       var client = new Chatd.ChatClient({
         url: connectUrl(),
         name: name,
-        adapter: opts.adapter || Chatd.browserAdapter(window),
+        // sessionStorage: the session (outbox, seqs, resume secret) survives
+        // a reload of this tab, but a second tab does not inherit the resume
+        // secret and so cannot take the name of the first
+        adapter: opts.adapter || Chatd.browserAdapter(window, { storage: sessionStorage() }),
         storageKey: "chatd.session." + name,
         idPrefix: "c-",
       });

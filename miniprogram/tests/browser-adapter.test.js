@@ -156,6 +156,37 @@ test('the session goes to localStorage as a JSON string and a new client restore
   expect(win.items.has('k')).toBe(false)
 })
 
+test('{storage} puts the session in another Storage (the web client uses sessionStorage: one per tab)', () => {
+  const win = fakeWindow()
+  const session = new Map()
+  const sessionStorage = {
+    getItem: (k) => (session.has(k) ? session.get(k) : null),
+    setItem: (k, v) => session.set(k, v),
+    removeItem: (k) => session.delete(k)
+  }
+  const client = new ChatClient({ url: 'ws://h/ws', name: 'alice', adapter: browserAdapter(win, { storage: sessionStorage }), storageKey: 'k' })
+  client.connect()
+  win.sockets[0].open()
+  win.sockets[0].frame(WELCOME)
+  expect(JSON.parse(session.get('k')).resume).toBe('sekrit')
+  expect(win.items.size).toBe(0)
+  client.close()
+})
+
+test('storage that throws (disabled) leaves the client working without persistence', () => {
+  const win = fakeWindow()
+  Object.defineProperty(win, 'localStorage', {
+    get() {
+      throw new Error('SecurityError')
+    }
+  })
+  const { client, ws } = welcomed(win, { storageKey: 'k' })
+  client.join('lobby')
+  expect(ws.sent[0]).toMatchObject({ type: 'join', room: 'lobby' })
+  expect(client.send('lobby', 'hi').status).toBe('pending')
+  client.close()
+})
+
 test('a lost socket reconnects on the window timer with the resume secret; drop(hold) waits at least hold', () => {
   const win = fakeWindow()
   const { client, ws } = welcomed(win, { backoff: { initial: 500, jitter: 0 } })

@@ -11,8 +11,9 @@
  * and the timers come from an adapter —
  *  - `wxAdapter(wx)`: `wx.connectSocket` / `SocketTask`, wx storage,
  *    setTimeout (the default when `opts.wx` or a global `wx` exists);
- *  - `browserAdapter(window)`: `WebSocket`, `localStorage`, window timers
- *    (a browser cannot send headers: use `tokenIn: 'query'` there).
+ *  - `browserAdapter(window, {storage})`: `WebSocket`, `localStorage` (or
+ *    the given storage, e.g. `sessionStorage`), window timers (a browser
+ *    cannot send headers: use `tokenIn: 'query'` there).
  * An adapter is `{connect(req, on), load(key), save(key, value),
  * remove(key), setTimeout(fn, ms), clearTimeout(t)}`; `connect` gets
  * `{url, protocols, header?}` and `on = {open(), message(data),
@@ -186,14 +187,18 @@ function wxAdapter(wxApi) {
 }
 
 /**
- * The browser adapter: `WebSocket`, `localStorage` (JSON strings) and the
+ * The browser adapter: `WebSocket`, `localStorage` (JSON strings; pass
+ * `{storage: window.sessionStorage}` for one session per tab) and the
  * window's timers. `win` defaults to the global `window`; tests pass a fake.
  * A browser WebSocket cannot send headers, so a `header` request (a token
  * with `tokenIn: 'header'`) fails the connection: use `tokenIn: 'query'`.
  */
-function browserAdapter(win) {
+function browserAdapter(win, options) {
   const w = win || (typeof window !== 'undefined' ? window : null) // eslint-disable-line no-undef
   if (!w || !w.WebSocket) throw new Error('browserAdapter: no WebSocket')
+  // looked up on use: reading window.localStorage throws where storage is
+  // disabled, and the client treats a failing storage as no storage
+  const storage = () => (options && options.storage) || w.localStorage
   return {
     connect(req, on) {
       if (req.header) throw new Error('a browser WebSocket cannot send headers: use tokenIn "query"')
@@ -215,9 +220,9 @@ function browserAdapter(win) {
         }
       }
     },
-    load: (key) => w.localStorage.getItem(key),
-    save: (key, value) => w.localStorage.setItem(key, JSON.stringify(value)),
-    remove: (key) => w.localStorage.removeItem(key),
+    load: (key) => storage().getItem(key),
+    save: (key, value) => storage().setItem(key, JSON.stringify(value)),
+    remove: (key) => storage().removeItem(key),
     setTimeout: (fn, ms) => w.setTimeout(fn, ms),
     clearTimeout: (t) => w.clearTimeout(t)
   }
