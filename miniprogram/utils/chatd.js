@@ -1,6 +1,24 @@
 /**
- * chatd.js — a small client for chatd's `chatd.v1` protocol over
- * `wx.connectSocket` / `SocketTask` (see docs/protocol.md).
+ * chatd.js — THE JavaScript client for chatd's `chatd.v1` protocol (see
+ * docs/protocol.md), shared by the WeChat mini-program and the web client.
+ *
+ * One source file, no build step: the mini-program `require`s it as
+ * CommonJS (`miniprogram/utils/chatd.js`), chatd serves the very same file to
+ * browsers at `/static/chatd-client.js` (`chatd/static/chatd-client.js` is a
+ * symlink to it), where a plain `<script>` sets `window.ChatdClient`.
+ *
+ * `ChatClient` never touches a platform API itself: the socket, the storage
+ * and the timers come from an adapter —
+ *  - `wxAdapter(wx)`: `wx.connectSocket` / `SocketTask`, wx storage,
+ *    setTimeout (the default when `opts.wx` or a global `wx` exists);
+ *  - `browserAdapter(window, {storage})`: `WebSocket`, `localStorage` (or
+ *    the given storage, e.g. `sessionStorage`), window timers (a browser
+ *    cannot send headers: use `tokenIn: 'query'` there).
+ * An adapter is `{connect(req, on), load(key), save(key, value),
+ * remove(key), setTimeout(fn, ms), clearTimeout(t)}`; `connect` gets
+ * `{url, protocols, header?}` and `on = {open(), message(data),
+ * error(reason), close(code, reason)}` and returns `{send(text) → false when
+ * it could not, close(code, reason)}`.
  *
  * What it does for the pages:
  *  - reconnects with capped exponential backoff and jitter; `pause()` (call it
@@ -24,7 +42,7 @@
  *    stops the reconnect loop and emits `auth` so the app logs in again and
  *    calls `setToken()` + `connect()`;
  *  - with `storageKey`, the outbox, the last seen `seq` of every room and DM
- *    conversation and the resume secret are kept in wx storage, so a cold
+ *    conversation and the resume secret are kept in the adapter's storage, so a cold
  *    start resends queued messages and resumes every room with `since`;
  *  - `rate_limited` refusals are resent with the same `id` after a growing
  *    delay, one frame in flight at a time until the server accepts again;
@@ -36,6 +54,11 @@
  * All state is in the ChatClient instance (and, with `storageKey`, in one
  * storage entry); no globals.
  */
+(function (root, factory) {
+  const api = factory()
+  if (typeof module === 'object' && module && module.exports) module.exports = api
+  else root.ChatdClient = api
+})(typeof self !== 'undefined' ? self : this, function () {
 'use strict'
 
 const PROTOCOL = 'chatd.v1'
@@ -87,14 +110,24 @@ function backoffDelay(attempt, backoff, random) {
   return Math.max(0, Math.round(base * (1 - b.jitter * r)))
 }
 
-/** A client message id: time + 64 random bits, printable ASCII, unique per user. */
-function makeId(random) {
+/**
+ * A client message id: `prefix` (default `m`) + time + 64 random bits,
+ * printable ASCII, unique per user.
+ */
+function makeId(random, prefix) {
   const rnd = random || Math.random
   let s = ''
   for (let i = 0; i < 4; i++) {
     s += Math.floor(rnd() * 0x10000).toString(16).padStart(4, '0')
   }
-  return 'm' + Date.now().toString(36) + '-' + s
+  return (prefix || 'm') + Date.now().toString(36) + '-' + s
+}
+
+/** The length of `text` in code points, as chatd counts `max_text_length`. */
+function textLength(text) {
+  let n = 0
+  for (const _ of text) n++ // eslint-disable-line no-unused-vars
+  return n
 }
 
 /** True when a socket failure message reports an HTTP 401 handshake refusal. */
@@ -112,6 +145,87 @@ function buildUrl(url, params) {
   })
   if (!parts.length) return url
   return url + (url.indexOf('?') >= 0 ? '&' : '?') + parts.join('&')
+}
+
+// ---- adapters ---------------------------------------------------------------
+
+/**
+ * The mini-program adapter: `wx.connectSocket` / `SocketTask`, wx storage
+ * (objects are stored as they are) and the global timers.
+ */
+function wxAdapter(wxApi) {
+  if (!wxApi) throw new Error('wxAdapter: no wx API')
+  return {
+    connect(req, on) {
+      const opts = {
+        url: req.url,
+        protocols: req.protocols,
+        fail: (err) => on.error((err && err.errMsg) || 'connectSocket failed')
+      }
+      if (req.header) opts.header = req.header
+      const task = wxApi.connectSocket(opts)
+      task.onOpen(() => on.open())
+      task.onMessage((res) => on.message(res && res.data))
+      task.onError((err) => on.error((err && err.errMsg) || 'socket error'))
+      task.onClose((res) => on.close(res && res.code, res && res.reason))
+      return {
+        send(text) {
+          task.send({ data: text, fail: () => {} })
+          return true
+        },
+        close(code, reason) {
+          task.close({ code, reason, fail: () => {} })
+        }
+      }
+    },
+    load: (key) => wxApi.getStorageSync(key),
+    save: (key, value) => wxApi.setStorageSync(key, value),
+    remove: (key) => wxApi.removeStorageSync(key),
+    setTimeout: (fn, ms) => setTimeout(fn, ms),
+    clearTimeout: (t) => clearTimeout(t)
+  }
+}
+
+/**
+ * The browser adapter: `WebSocket`, `localStorage` (JSON strings; pass
+ * `{storage: window.sessionStorage}` for one session per tab) and the
+ * window's timers. `win` defaults to the global `window`; tests pass a fake.
+ * A browser WebSocket cannot send headers, so a `header` request (a token
+ * with `tokenIn: 'header'`) fails the connection: use `tokenIn: 'query'`.
+ */
+function browserAdapter(win, options) {
+  const w = win || (typeof window !== 'undefined' ? window : null) // eslint-disable-line no-undef
+  if (!w || !w.WebSocket) throw new Error('browserAdapter: no WebSocket')
+  // looked up on use: reading window.localStorage throws where storage is
+  // disabled, and the client treats a failing storage as no storage
+  const storage = () => (options && options.storage) || w.localStorage
+  return {
+    connect(req, on) {
+      if (req.header) throw new Error('a browser WebSocket cannot send headers: use tokenIn "query"')
+      const ws = new w.WebSocket(req.url, req.protocols)
+      ws.binaryType = 'arraybuffer'
+      ws.onopen = () => on.open()
+      ws.onmessage = (ev) => on.message(ev.data)
+      // a browser reports a failure as onerror followed by onclose (1006):
+      // the close carries the code, so only it is passed on
+      ws.onclose = (ev) => on.close(ev.code, ev.reason)
+      return {
+        send(text) {
+          if (ws.readyState !== 1) return false
+          ws.send(text)
+          return true
+        },
+        close(code, reason) {
+          ws.close(code, reason)
+        }
+      }
+    },
+    load: (key) => storage().getItem(key),
+    save: (key, value) => storage().setItem(key, JSON.stringify(value)),
+    remove: (key) => storage().removeItem(key),
+    setTimeout: (fn, ms) => w.setTimeout(fn, ms),
+    clearTimeout: (t) => w.clearTimeout(t)
+  }
 }
 
 /** Tracks which `seq`s of one stream (room or DM conversation) were delivered. */
@@ -154,8 +268,11 @@ class ChatClient {
    * @param {string} [opts.token]  access token (sent as `Authorization: Bearer`)
    * @param {number} [opts.tokenExpiresAt] ms since the epoch when the token expires
    * @param {string} [opts.tokenIn] 'header' (default) or 'query' (`?token=`)
-   * @param {string} [opts.storageKey] wx storage key to persist the session under
-   * @param {object} [opts.wx]     the wx API (defaults to the global `wx`)
+   * @param {string} [opts.storageKey] storage key to persist the session under
+   * @param {object} [opts.adapter] socket/storage/timers (`wxAdapter(wx)`, `browserAdapter(window)`)
+   * @param {object} [opts.wx]     without `adapter`: the wx API for `wxAdapter` (defaults to the global `wx`)
+   * @param {string} [opts.idPrefix] prefix of client message ids (default `m`)
+   * @param {function} [opts.now]  the clock in ms (default `Date.now`)
    */
   constructor(opts) {
     const o = opts || {}
@@ -169,8 +286,13 @@ class ChatClient {
     this.storageKey = o.storageKey || null
     this.saveDelay = o.saveDelay !== undefined ? o.saveDelay : DEFAULTS.saveDelay
     this.resumeSecret = null // welcome.resume of an anonymous session
-    this.wx = o.wx || (typeof wx !== 'undefined' ? wx : null) // eslint-disable-line no-undef
-    if (!this.wx) throw new Error('ChatClient: no wx API')
+    this.io = o.adapter || null
+    if (!this.io) {
+      const wxApi = o.wx || (typeof wx !== 'undefined' ? wx : null) // eslint-disable-line no-undef
+      if (!wxApi) throw new Error('ChatClient: no adapter and no wx API')
+      this.io = wxAdapter(wxApi)
+    }
+    this.idPrefix = o.idPrefix || 'm'
     this.backoff = Object.assign({}, DEFAULTS.backoff, o.backoff)
     this.heartbeat = Object.assign({}, DEFAULTS.heartbeat, o.heartbeat)
     this.connectTimeout = o.connectTimeout || DEFAULTS.connectTimeout
@@ -178,8 +300,9 @@ class ChatClient {
     this.seenWindow = o.seenWindow || DEFAULTS.seenWindow
     this.rateBackoff = Object.assign({}, DEFAULTS.rateBackoff, o.rateBackoff)
     this.random = o.random || Math.random
-    this.setTimeout = o.setTimeout || setTimeout
-    this.clearTimeout = o.clearTimeout || clearTimeout
+    this.now = o.now || (() => Date.now()) // the clock (ms) for expiry and pacing
+    this.setTimeout = o.setTimeout || this.io.setTimeout
+    this.clearTimeout = o.clearTimeout || this.io.clearTimeout
 
     this.state = 'idle'
     this.user = null
@@ -203,6 +326,7 @@ class ChatClient {
     this._limited = false // a frame was refused with rate_limited: pace the outbox
     this._rateAttempt = 0
     this._holdUntil = 0 // no outbox frame before this time (ms)
+    this._holdReconnect = 0 // no reconnect before this time (ms), see drop()
     this._saveTimer = null
     this._restore()
   }
@@ -214,7 +338,7 @@ class ChatClient {
     if (!this.storageKey) return
     let saved = null
     try {
-      saved = this.wx.getStorageSync(this.storageKey)
+      saved = this.io.load(this.storageKey)
     } catch (e) {
       saved = null
     }
@@ -272,7 +396,7 @@ class ChatClient {
     })
     const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox }
     try {
-      this.wx.setStorageSync(this.storageKey, data)
+      this.io.save(this.storageKey, data)
     } catch (e) {
       // storage full or unavailable: the session just is not persisted
     }
@@ -295,7 +419,7 @@ class ChatClient {
     }
     if (!this.storageKey) return
     try {
-      this.wx.removeStorageSync(this.storageKey)
+      this.io.remove(this.storageKey)
     } catch (e) {
       // nothing stored
     }
@@ -368,7 +492,7 @@ class ChatClient {
 
   /** True when the token is known to be expired (or about to). */
   tokenExpired() {
-    return !!(this.token && this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt - this.tokenSlack)
+    return !!(this.token && this.tokenExpiresAt && this.now() >= this.tokenExpiresAt - this.tokenSlack)
   }
 
   /** App went to the background: close the socket, stop retrying. */
@@ -398,6 +522,16 @@ class ChatClient {
     }
   }
 
+  /**
+   * Drops the socket as a failed network would (close 4000) and reconnects
+   * by itself, no sooner than `holdMs` from now (for tests and debugging).
+   */
+  drop(holdMs) {
+    if (!this._task) return
+    this._holdReconnect = this.now() + (holdMs || 0)
+    this._lost(this._gen, 4000, 'dropped by client')
+  }
+
   /** True while a welcomed connection is up. */
   get connected() {
     return this._open
@@ -419,34 +553,31 @@ class ChatClient {
       params.name = this.name
       if (this.name && this.resumeSecret) params.resume = this.resumeSecret
     }
-    const req = {
-      url: buildUrl(this.url, params),
-      protocols: [PROTOCOL],
-      fail: (err) => this._lost(gen, 1006, (err && err.errMsg) || 'connectSocket failed')
-    }
+    const req = { url: buildUrl(this.url, params), protocols: [PROTOCOL] }
     if (this.token && this.tokenIn === 'header') req.header = { Authorization: 'Bearer ' + this.token }
     let task
     try {
-      task = this.wx.connectSocket(req)
+      task = this.io.connect(req, {
+        open: () => {
+          if (gen === this._gen) this._armHeartbeat(gen)
+        },
+        message: (data) => {
+          if (gen === this._gen) this._onFrame(gen, data)
+        },
+        error: (reason) => {
+          if (gen === this._gen) this._lost(gen, 1006, reason)
+        },
+        close: (code, reason) => {
+          if (gen === this._gen) this._lost(gen, code, reason)
+        }
+      })
     } catch (e) {
       this._task = null
       this._lost(gen, 1006, String(e && e.message))
       return
     }
-    if (gen !== this._gen) return // fail() already ran synchronously
+    if (gen !== this._gen) return // the connect failed synchronously
     this._task = task
-    task.onOpen(() => {
-      if (gen === this._gen) this._armHeartbeat(gen)
-    })
-    task.onMessage((res) => {
-      if (gen === this._gen) this._onFrame(gen, res && res.data)
-    })
-    task.onError((err) => {
-      if (gen === this._gen) this._lost(gen, 1006, (err && err.errMsg) || 'socket error')
-    })
-    task.onClose((res) => {
-      if (gen === this._gen) this._lost(gen, res && res.code, res && res.reason)
-    })
     this._setTimer('connect', this.connectTimeout, () => this._lost(gen, 4008, 'connect timeout'))
   }
 
@@ -463,7 +594,7 @@ class ChatClient {
     this._failRequests('disconnected')
     if (task) {
       try {
-        task.close({ code, reason, fail: () => {} })
+        task.close(code, reason)
       } catch (e) {
         // the socket may already be gone
       }
@@ -491,7 +622,8 @@ class ChatClient {
       this._setState('closed', { code, reason: fatal })
       return
     }
-    const delay = backoffDelay(this._attempt, this.backoff, this.random)
+    const delay = Math.max(backoffDelay(this._attempt, this.backoff, this.random), this._holdReconnect - this.now())
+    this._holdReconnect = 0
     this._attempt++
     this._setState('reconnecting', { attempt: this._attempt, delay, code, reason })
     this._setTimer('reconnect', delay, () => this._dial())
@@ -533,8 +665,7 @@ class ChatClient {
   _raw(obj) {
     if (!this._task) return false
     try {
-      this._task.send({ data: JSON.stringify(obj), fail: () => {} })
-      return true
+      return this._task.send(JSON.stringify(obj)) !== false
     } catch (e) {
       return false
     }
@@ -624,11 +755,23 @@ class ChatClient {
     return this._enqueue({ kind: 'dm', to }, text)
   }
 
+  /** Queues a `failed` entry again with the same id (a retry the server dedupes). */
+  retry(entry) {
+    if (!entry || entry.status !== 'failed' || this.outbox.indexOf(entry) >= 0) return entry
+    entry.status = 'pending'
+    delete entry.error
+    entry._gen = null
+    this.outbox.push(entry)
+    this._save()
+    this._flush()
+    return entry
+  }
+
   _enqueue(target, text) {
     if (typeof text !== 'string' || !text.length) throw new Error('empty text')
     const max = (this.welcome && this.welcome.max_text_length) || 4000
-    if (text.length > max) throw new Error('too_large')
-    const entry = Object.assign({ id: makeId(this.random), text, status: 'pending', ts: Date.now(), from: this.user }, target)
+    if (textLength(text) > max) throw new Error('too_large')
+    const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: this.now(), from: this.user }, target)
     entry._gen = null
     this.outbox.push(entry)
     this._save()
@@ -639,9 +782,9 @@ class ChatClient {
   /** Sends every pending entry not yet sent on this connection. */
   _flush() {
     if (!this._open) return
-    if (this._limited && Date.now() < this._holdUntil) {
+    if (this._limited && this.now() < this._holdUntil) {
       // held back after a rate_limited refusal: the retry timer flushes
-      if (this._timers.retry === undefined) this._setTimer('retry', this._holdUntil - Date.now(), () => this._flush())
+      if (this._timers.retry === undefined) this._setTimer('retry', this._holdUntil - this.now(), () => this._flush())
       return
     }
     let inFlight = this.outbox.filter((e) => e._gen === this._gen).length
@@ -685,10 +828,19 @@ class ChatClient {
     return this._request('history', room, frame)
   }
 
-  /** One page of a DM conversation: `{with, messages, more}`. */
+  /**
+   * One page of a DM conversation: `{with, messages, more}`. Its seqs count
+   * as delivered, so a reconnect catches up with `since` from the newest.
+   */
   dmHistory(peer, opts) {
     const frame = Object.assign({ type: 'dm_history', with: peer }, opts || {})
-    return this._request('dm_history', peer, frame)
+    return this._request('dm_history', peer, frame).then((page) => {
+      if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
+      const t = this.dms.get(peer)
+      ;(page.messages || []).forEach((m) => t.add(m.seq))
+      this._saveSoon()
+      return page
+    })
   }
 
   _request(kind, key, frame, tries) {
@@ -776,7 +928,13 @@ class ChatClient {
   _on_joined(msg) {
     const r = this.rooms.get(msg.room)
     if (!r) return
-    if (msg.since === undefined || msg.since === null) r.seq.startAt(msg.seq)
+    const resumed = msg.since !== undefined && msg.since !== null
+    if (resumed && typeof msg.seq === 'number' && msg.seq < msg.since) {
+      // the room's history went backwards (a server without a durable store
+      // restarted): the old seqs mean nothing now, start from its view
+      r.seq = new SeqTracker(this.seenWindow)
+    }
+    if (!resumed || r.seq.last === null) r.seq.startAt(msg.seq)
     r.joined = true
     this._saveSoon()
     if (r.joinRef) this._byRef.delete(r.joinRef)
@@ -904,8 +1062,8 @@ class ChatClient {
         // and do not lengthen the wait)
         entry._gen = null
         this._limited = true
-        if (Date.now() >= this._holdUntil) this._holdUntil = Date.now() + this._rateDelay()
-        this._setTimer('retry', Math.max(0, this._holdUntil - Date.now()), () => this._flush())
+        if (this.now() >= this._holdUntil) this._holdUntil = this.now() + this._rateDelay()
+        this._setTimer('retry', Math.max(0, this._holdUntil - this.now()), () => this._flush())
       } else if (msg.code === 'unavailable' || msg.code === 'not_in_room') {
         // not stored: send again later with the same id
         entry._gen = null
@@ -925,15 +1083,19 @@ class ChatClient {
   }
 }
 
-module.exports = {
+return {
   ChatClient,
   PROTOCOL,
   DEFAULTS,
+  wxAdapter,
+  browserAdapter,
   backoffDelay,
   makeId,
+  textLength,
   buildUrl,
   isUnauthorized,
   isValidRoom,
   isValidName,
   SeqTracker
 }
+})

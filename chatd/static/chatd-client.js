@@ -1,0 +1,1 @@
+../../miniprogram/utils/chatd.js

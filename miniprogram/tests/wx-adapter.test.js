@@ -1,0 +1,76 @@
+/**
+ * @jest-environment node
+ *
+ * The shared client's `wx` adapter with a recording fake `wx`: what reaches
+ * `wx.connectSocket` and the SocketTask, a `fail` that runs synchronously,
+ * and wx storage holding objects as they are. The live tests
+ * (sdk/limits/login/rooms/pages.live.test.js) run the same adapter on a wx
+ * shim backed by real WebSockets against a real chatd.
+ */
+'use strict'
+const { ChatClient, wxAdapter } = require('../utils/chatd')
+
+function fakeWx(opts) {
+  const o = opts || {}
+  const tasks = []
+  const storage = new Map()
+  return {
+    tasks,
+    storage,
+    connectSocket(req) {
+      const h = {}
+      const task = {
+        req,
+        sent: [],
+        closed: null,
+        onOpen: (fn) => (h.open = fn),
+        onMessage: (fn) => (h.message = fn),
+        onError: (fn) => (h.error = fn),
+        onClose: (fn) => (h.close = fn),
+        send: (a) => task.sent.push(a),
+        close: (a) => (task.closed = a),
+        h
+      }
+      tasks.push(task)
+      if (o.failNow) req.fail({ errMsg: 'connectSocket:fail exceed max task count' })
+      return task
+    },
+    getStorageSync: (k) => (storage.has(k) ? storage.get(k) : ''),
+    setStorageSync: (k, v) => storage.set(k, v),
+    removeStorageSync: (k) => storage.delete(k)
+  }
+}
+
+test('opts.wx means wxAdapter(wx): connectSocket gets url, protocols and the Bearer header; frames go through task.send({data})', () => {
+  const wx = fakeWx()
+  const client = new ChatClient({ url: 'ws://h/ws', token: 'tok', wx, storageKey: 'k' })
+  client.connect()
+  const task = wx.tasks[0]
+  expect(task.req.url).toBe('ws://h/ws')
+  expect(task.req.protocols).toEqual(['chatd.v1'])
+  expect(task.req.header).toEqual({ Authorization: 'Bearer tok' })
+  task.h.open({})
+  task.h.message({ data: JSON.stringify({ type: 'welcome', user: 'wx:o1', session: 's' }) })
+  client.join('lobby')
+  expect(JSON.parse(task.sent[0].data)).toMatchObject({ type: 'join', room: 'lobby' })
+  expect(typeof task.sent[0].fail).toBe('function')
+  expect(wx.storage.get('k')).toMatchObject({ v: 1, rooms: { lobby: null } }) // an object, not a string
+  client.close()
+  expect(task.closed).toMatchObject({ code: 1000, reason: 'client closed' })
+})
+
+test('an anonymous session sends no header; a fail() that runs inside connectSocket means one retry, not two', () => {
+  const wx = fakeWx({ failNow: true })
+  const client = new ChatClient({ url: 'ws://h/ws', name: 'alice', adapter: wxAdapter(wx), backoff: { jitter: 0 } })
+  const statuses = []
+  client.on('status', (s) => statuses.push(s))
+  client.connect()
+  expect(wx.tasks[0].req.url).toBe('ws://h/ws?name=alice')
+  expect('header' in wx.tasks[0].req).toBe(false)
+  // the task's own onError/onClose for the same failure are ignored
+  wx.tasks[0].h.error({ errMsg: 'again' })
+  wx.tasks[0].h.close({ code: 1006, reason: '' })
+  expect(statuses.map((s) => s.state)).toEqual(['connecting', 'reconnecting'])
+  expect(statuses[1]).toMatchObject({ code: 1006, reason: 'connectSocket:fail exceed max task count', delay: 500 })
+  client.close()
+})
