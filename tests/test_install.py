@@ -305,7 +305,7 @@ def test_installed_twistd_runs_chatd_from_any_directory(
     # only warns and chatd runs its pure-Python loop; .ci/run installs one, so
     # under CI=true it must have been built
     if can_compile() or IN_CI:
-        code = "import chatd.factory as f; print(f._c_send_all())"
+        code = "import chatd.fanout as f; print(f.c_send_all())"
         fanout = venv_python(venv, code, cwd=elsewhere)
         assert fanout.startswith("<built-in function send_all>"), fanout
 
