@@ -156,10 +156,10 @@ class ChatChannel(http.HTTPChannel):
         ip = _ip(self.transport.getPeer())
         if gate is not None and ip is not None and ip not in gate.trusted_proxies:
             if not gate.per_ip.acquire(ip):
-                self._refuse(
-                    Refusal(429, "too_many_connections", "too many connections from this address"),
-                    flat_error,
+                refusal = Refusal(
+                    429, "too_many_connections", "too many connections from this address"
                 )
+                self._refuse(refusal, flat_error, linger=False)
                 return
             self._counted = ip
         timeout = self.site.request_deadline()
@@ -168,13 +168,16 @@ class ChatChannel(http.HTTPChannel):
 
     def _request_complete(self):
         """The request is in (or the connection is gone): uncount it, stop its deadline."""
+        self._stop_deadline()
+        if self._counted is not None:
+            ip, self._counted = self._counted, None
+            self.site.gate.per_ip.release(ip)
+
+    def _stop_deadline(self):
         if self._deadline is not None:
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
-        if self._counted is not None:
-            ip, self._counted = self._counted, None
-            self.site.gate.per_ip.release(ip)
 
     def _deadline_passed(self):
         self._deadline = None
@@ -258,12 +261,17 @@ class ChatChannel(http.HTTPChannel):
 
     # refusing
 
-    def _refuse(self, refusal: Refusal, error_body) -> None:
-        """Answer *refusal* now, read nothing more of the request, then close."""
+    def _refuse(self, refusal: Refusal, error_body, linger=True) -> None:
+        """Answer *refusal* now, read nothing more of the request, then close.
+
+        With *linger* the client gets :data:`LINGER_SECONDS` to read the answer
+        (the connection stays counted against its address until it is gone);
+        without, the connection is closed as soon as the answer is written.
+        """
         if self._refused:
             return
         self._refused = True
-        self._request_complete()
+        self._stop_deadline()
         body = json.dumps(error_body(refusal.code, refusal.message)).encode()
         phrase = _PHRASES.get(refusal.status) or http.RESPONSES.get(refusal.status, b"Error")
         head = [
@@ -275,6 +283,9 @@ class ChatChannel(http.HTTPChannel):
             *(name + b": " + value for name, value in refusal.headers),
         ]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if not linger:
+            self.transport.loseConnection()
+            return
         # stop reading the body but let the client read the answer: close our
         # side, discard a little of what still comes, then drop the connection
         lose_write = getattr(self.transport, "loseWriteConnection", None)
