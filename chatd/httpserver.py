@@ -8,7 +8,8 @@ module enforces chatd's limits while the request arrives (docs/api.md,
 * **One deadline per request.** From accept (or the end of the previous
   response on a keep-alive connection) a complete request -- request line,
   headers and body -- must arrive within ``--handshake-timeout`` seconds, however
-  slowly it trickles in; otherwise the connection is dropped without an answer.
+  slowly it trickles in; otherwise the connection is dropped (reset) without an
+  answer, or closed cleanly if not one byte of the request came.
   For a WebSocket the request is its upgrade request, answered with 101 at once.
 * **Unfinished requests count against ``--max-connections-per-ip``**, like
   WebSocket connections: a connection is counted from accept until its request
@@ -139,6 +140,8 @@ class ChatChannel(http.HTTPChannel):
     _refused = False
     _head_bytes = 0
     _head_lines = 0
+    #: bytes of the awaited request have arrived
+    _begun = False
     _method = b""
     _target = b""
     _discarded = 0
@@ -152,6 +155,7 @@ class ChatChannel(http.HTTPChannel):
     def _await_request(self):
         """A request may begin: count it against the address and start its deadline."""
         self._head_bytes = self._head_lines = 0
+        self._begun = False
         gate = self.site.gate
         ip = _ip(self.transport.getPeer())
         if gate is not None and ip is not None and ip not in gate.trusted_proxies:
@@ -182,7 +186,11 @@ class ChatChannel(http.HTTPChannel):
     def _deadline_passed(self):
         self._deadline = None
         self._request_complete()
-        self.transport.abortConnection()
+        if self._begun:
+            self.transport.abortConnection()
+        else:  # an idle keep-alive connection (or one that never sent a byte): a clean close
+            self.transport.loseConnection()
+            self._linger = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
 
     def allContentReceived(self):
         if self._refused:
@@ -208,6 +216,7 @@ class ChatChannel(http.HTTPChannel):
         if self._refused:
             self._discard(data)
             return
+        self._begun = True
         super().dataReceived(data)
 
     def rawDataReceived(self, data):
