@@ -568,3 +568,40 @@ def wait_for(condition, timeout=TIMEOUT):
     while not condition():
         assert reactor.seconds() < deadline, "condition not met in time"
         yield deferLater(0.02)
+
+
+# --------------------------------------------------------------------------
+# the pure parts: the body-rule table and the per-address login buckets
+
+
+def test_body_rules_match_the_longest_decoded_prefix():
+    """Rules match path segments after percent-decoding, as twisted.web routes
+    them; the longest prefix wins; other paths get the default limit."""
+    from chatd.httpserver import BodyRules
+
+    rules = BodyRules(100)
+    rules.add(b"/api/", 50, precheck=print)
+    rules.add(b"/api/login/", 10)
+    assert rules.rule_for(b"/api/rooms/x/messages?x=1").max_body == 50
+    assert rules.rule_for(b"/%61pi/rooms").precheck is print
+    assert rules.rule_for(b"/api/login/wechat").max_body == 10
+    assert rules.rule_for(b"/api/%6Cogin/wechat").precheck is None
+    assert rules.rule_for(b"/api").max_body == 50
+    assert rules.rule_for(b"/static/app.js").max_body == 100
+    assert rules.rule_for(b"//api/rooms").max_body == 100  # routed to the page, not the API
+
+
+def test_keyed_buckets_limit_each_key_and_forget_full_ones():
+    """One bucket per key with the given rate and burst; retry_after says when
+    the next token comes; buckets that filled up again are swept away."""
+    from chatd.limits import KeyedBuckets
+
+    buckets = KeyedBuckets(rate=1.0, burst=3)
+    assert [buckets.take("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.take("b", 0.0)
+    assert buckets.retry_after("a", 0.0) == pytest.approx(1.0)
+    assert buckets.retry_after("a", 0.5) == pytest.approx(0.5)
+    assert buckets.take("a", 1.0) and not buckets.take("a", 1.0)
+    for i in range(2000):
+        buckets.take(i, 10.0 + i)  # each new key is full again a few seconds later
+    assert len(buckets.buckets) < 1100
