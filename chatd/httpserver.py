@@ -71,6 +71,11 @@ class Refusal(Exception):
         self.headers = tuple(headers)
 
 
+def phrase(status: int) -> bytes:
+    """The reason phrase of HTTP *status* (twisted.web lacks 429 and 431)."""
+    return _PHRASES.get(status) or http.RESPONSES.get(status, b"Error")
+
+
 def flat_error(code: str, message: str) -> dict:
     """The HTTP API's error body: ``{"error": code, "message": message}`` (docs/api.md)."""
     return {"error": code, "message": message}
@@ -282,9 +287,8 @@ class ChatChannel(http.HTTPChannel):
         self._refused = True
         self._stop_deadline()
         body = json.dumps(error_body(refusal.code, refusal.message)).encode()
-        phrase = _PHRASES.get(refusal.status) or http.RESPONSES.get(refusal.status, b"Error")
         head = [
-            b"HTTP/1.1 %d %s" % (refusal.status, phrase),
+            b"HTTP/1.1 %d %s" % (refusal.status, phrase(refusal.status)),
             b"Content-Type: application/json",
             b"Cache-Control: no-store",
             b"Content-Length: %d" % len(body),
@@ -357,6 +361,10 @@ class ChatSite(Site):
         self.body_rules = body_rules if body_rules is not None else BodyRules()
 
     def protocol(self):
-        # HTTP/1.1 only: chatd offers no h2 (twisted.web's default wrapper would
-        # only switch to h2 after an ALPN negotiation chatd never makes)
+        # HTTP/1.1 only: twisted.web's default wrapper would switch to h2 after
+        # an ALPN negotiation, and h2 requests would bypass these limits
         return ChatChannel()
+
+    def acceptableProtocols(self):
+        """Offer only HTTP/1.1 in a TLS ALPN negotiation (even when ``h2`` is installed)."""
+        return [b"http/1.1"]

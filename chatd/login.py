@@ -50,6 +50,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from chatd import wire
+from chatd.httpserver import phrase
 from chatd.limits import ConnectionCounter, KeyedBuckets
 
 DEFAULT_API = "https://api.weixin.qq.com"
@@ -160,7 +161,7 @@ class WeChatLogin(Resource):
         return result
 
     def _refuse(self, request, e: LoginError) -> bytes:
-        request.setResponseCode(e.status)
+        request.setResponseCode(e.status, phrase(e.status))
         if e.retry_after is not None:
             request.setHeader(b"retry-after", str(e.retry_after).encode())
         return json.dumps(error_body(e.code, e.message)).encode()
@@ -168,7 +169,7 @@ class WeChatLogin(Resource):
     def _write(self, request, status, body):
         if request._disconnected:
             return
-        request.setResponseCode(status)
+        request.setResponseCode(status, phrase(status))
         request.write(json.dumps(body).encode())
         request.finish()
 
