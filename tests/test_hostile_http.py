@@ -260,9 +260,9 @@ def test_unfinished_requests_count_against_the_per_ip_cap(tmp_path_factory):
 
 def test_300_trickling_sockets_under_a_256_fd_limit(tmp_path_factory):
     """The report's setup: --handshake-timeout 2, RLIMIT_NOFILE 256, 300 sockets
-    trickling one header byte per second. They are all dropped within the
-    deadline (plus accept time), the server's open descriptors fall back to
-    where they were, and a legitimate client then gets its 101."""
+    trickling one header byte per second. They are all dropped (each 2 s after
+    it is accepted), the server's open descriptors fall back to where they
+    were, and a legitimate client then gets its 101."""
     cwd = tmp_path_factory.mktemp("chatd")
     proc = TwistdProcess(
         ["--listen", "tcp:0:interface=127.0.0.1", "--db", ":memory:", "--handshake-timeout", "2"],
@@ -281,7 +281,10 @@ def test_300_trickling_sockets_under_a_256_fd_limit(tmp_path_factory):
             sock.connect_ex(("127.0.0.1", proc.port))
             socks.append(sock)
         request = b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100
-        deadline = time.monotonic() + 10.0
+        # 2 s per connection once accepted; the listen backlog and the descriptor
+        # limit make the last ones wait for their turn (SYN retries)
+        started = time.monotonic()
+        deadline = started + 20.0
         alive = set(socks)
         for byte in request:
             for sock in list(alive):
@@ -289,13 +292,13 @@ def test_300_trickling_sockets_under_a_256_fd_limit(tmp_path_factory):
                     sock.send(bytes([byte]))
                     if sock.recv(100) == b"":
                         alive.discard(sock)
-                except BlockingIOError:
-                    pass
-                except OSError:
+                except (BrokenPipeError, ConnectionResetError):
                     alive.discard(sock)
+                except OSError:
+                    pass  # still connecting (the listen backlog is full), or nothing to read
             if not alive:
                 break
-            assert time.monotonic() < deadline, f"{len(alive)} of 300 still open after 10 s"
+            assert time.monotonic() < deadline, f"{len(alive)} of 300 still open after 20 s"
             time.sleep(1.0)
         assert len(os.listdir(fd_dir)) <= baseline + 4
         ws = RawWS.v1(proc.port)
