@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from chatd import wire
-from chatd.httpserver import MAX_BODY, Refusal
+from chatd.httpserver import MAX_BODY, Refusal, flat_error
 
 
 class ApiError(Exception):
@@ -161,7 +161,7 @@ class ApiResource(Resource):
         request.finish()
 
     def _error(self, request, e: ApiError) -> bytes:
-        return self._body(request, e.status, {"error": e.code, "message": e.message})
+        return self._body(request, e.status, flat_error(e.code, e.message))
 
     def _failed(self, request, failure):
         if failure.check(ApiError):
