@@ -1,7 +1,7 @@
 """Hostile HTTP thrown at live chatd servers: request bodies, slowloris, login abuse, edges.
 
-The HTTP side of docs/security.md's hostile-input table (the block of rows from
-"a 300 MB body" on). Each test sends what an attacker would send to a real
+The HTTP side of docs/security.md's hostile-input table (its block "Hostile
+HTTP: bodies, slow requests, the login endpoint, edges"), one test per row. Each test sends what an attacker would send to a real
 chatd over loopback and asserts the documented answer (docs/api.md, "Limits")
 and that the server carries on: the twistd-process tests end with the
 bystander check of tests/test_hostile.py (:class:`World`), which also fails on
