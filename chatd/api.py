@@ -35,8 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from chatd import wire
-
-MAX_BODY = 1 << 20
+from chatd.httpserver import MAX_BODY, Refusal, flat_error
 
 
 class ApiError(Exception):
@@ -93,11 +92,12 @@ class ApiResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         try:
-            if self.key.key is None:
-                raise ApiError(403, "forbidden", "the server API is disabled: set --api-key")
-            if not self.key.check(request.getHeader(b"authorization")):
-                request.setHeader(b"www-authenticate", b"apikey")
-                raise ApiError(401, "unauthorized", "missing or wrong 'Authorization: apikey KEY'")
+            try:
+                self.authorize(request.getHeader(b"authorization"))
+            except ApiError as e:
+                if e.status == 401:
+                    request.setHeader(b"www-authenticate", b"apikey")
+                raise
             method = request.method.decode("ascii", "replace")
             parts = [unquote(p.decode("utf-8", "replace")) for p in raw_parts]
             while parts and parts[-1] == "":
@@ -112,6 +112,23 @@ class ApiResource(Resource):
             )
             return NOT_DONE_YET
         return self._body(request, 200, result)
+
+    def authorize(self, authorization: bytes | None) -> None:
+        """Raise :class:`ApiError` 403 while the API is off, 401 without the key."""
+        if self.key.key is None:
+            raise ApiError(403, "forbidden", "the server API is disabled: set --api-key")
+        if not self.key.check(authorization):
+            raise ApiError(401, "unauthorized", "missing or wrong 'Authorization: apikey KEY'")
+
+    def precheck(self, method: bytes, headers) -> None:
+        """:meth:`authorize` from the request headers, before any body byte is
+        read (a :class:`chatd.httpserver.BodyRule` precheck)."""
+        values = headers.getRawHeaders(b"authorization")
+        try:
+            self.authorize(values[-1] if values else None)
+        except ApiError as e:
+            extra = [(b"WWW-Authenticate", b"apikey")] if e.status == 401 else []
+            raise Refusal(e.status, e.code, e.message, extra) from None
 
     def _route(self, request, method, parts):
         match (method, parts):
@@ -144,7 +161,7 @@ class ApiResource(Resource):
         request.finish()
 
     def _error(self, request, e: ApiError) -> bytes:
-        return self._body(request, e.status, {"error": e.code, "message": e.message})
+        return self._body(request, e.status, flat_error(e.code, e.message))
 
     def _failed(self, request, failure):
         if failure.check(ApiError):

@@ -159,3 +159,18 @@ def bearer_token(authorization: bytes | str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def header_token(authorization: bytes | str | None) -> str | None:
+    """The token of an ``Authorization`` header: None without the header.
+
+    Raises :class:`AuthError` for a header that is not ``Bearer <token>`` (another
+    scheme, a tab after ``Bearer``, no token): a credential chatd cannot read is
+    refused like a bad token, never taken as anonymous.
+    """
+    if authorization is None:
+        return None
+    token = bearer_token(authorization)
+    if token is None:
+        raise AuthError("unrecognised Authorization header: send 'Authorization: Bearer <token>'")
+    return token

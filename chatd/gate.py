@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from chatd.auth import AuthError, Identity
+from chatd.auth import AuthError, Identity, header_token
 from chatd.limits import ConnectionCounter
 
 AUTH_MODES = ("off", "optional", "required")
@@ -98,6 +98,19 @@ class Gate:
                 if o_scheme == scheme and o_host.endswith(host[1:]):
                     return True
         return False
+
+    def token_from(self, query_token: str | None, authorization: str | None) -> str | None:
+        """The token a handshake carries: ``?token=``, else the ``Authorization``
+        header's. Under ``--auth off`` tokens are ignored (None); otherwise a
+        header chatd cannot read raises :class:`Refused` 401."""
+        if self.auth == "off":
+            return None
+        if query_token is not None:
+            return query_token
+        try:
+            return header_token(authorization)
+        except AuthError as e:
+            raise Refused(401, e.reason) from None
 
     def admit(self, ip: str, origin: str | None, token: str | None) -> Identity | None:
         """Check a handshake; returns the token's identity (None: anonymous).

@@ -33,6 +33,42 @@ class TokenBucket:
         return False
 
 
+class KeyedBuckets:
+    """One :class:`TokenBucket` per key (a client address); a bucket that has filled
+    up again is forgotten, so the table holds only keys active lately."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict = {}
+        self._sweep_at = 1024
+
+    def take(self, key, now: float) -> bool:
+        """Charge one request to *key*; False means over the limit."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= self._sweep_at:
+                self._sweep(now)
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+    def retry_after(self, key, now: float) -> float:
+        """Seconds until *key* has a token again (0 when it has one)."""
+        bucket = self.buckets.get(key)
+        if bucket is None or not self.rate:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        return max(0.0, (1.0 - tokens) / self.rate)
+
+    def _sweep(self, now: float) -> None:
+        rate, burst = self.rate, self.burst
+        for key in [
+            k for k, b in self.buckets.items() if b.tokens + (now - b.stamp) * rate >= burst
+        ]:
+            del self.buckets[key]
+        self._sweep_at = max(1024, 2 * len(self.buckets))
+
+
 class Strikes:
     """Counts refused frames in a sliding window; too many means sustained abuse.
 

@@ -46,10 +46,13 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
 class Ready(Resource):
-    """``GET /readyz``: 200 when the store answers a round-trip and the broker is healthy.
+    """``GET /readyz``: 200 when the store answers a round-trip, its latest commit
+    succeeded and the broker is healthy.
 
     503 (with what failed) otherwise and while chatd shuts down, so a load
-    balancer stops sending new clients before the 1001 closes go out.
+    balancer stops sending new clients before the 1001 closes go out. A store
+    whose commits fail (a full disk) still answers reads, so the round-trip
+    alone would stay 200 while every ``send`` gets ``unavailable``.
     """
 
     isLeaf = True
@@ -164,10 +167,17 @@ class Operations:
         d.addTimeout(Ready.TIMEOUT, self.reactor)
 
         def result(outcome):
-            store_ok = not isinstance(outcome, Failure)
+            commit_error = getattr(self.store, "commit_error", None)
+            if isinstance(outcome, Failure):
+                store = outcome.getErrorMessage() or "failed"
+            elif commit_error is not None:
+                store = f"commits fail: {commit_error}"
+            else:
+                store = "ok"
+            store_ok = store == "ok"
             body = {
                 "status": "ready" if store_ok and broker_ok else "unavailable",
-                "store": "ok" if store_ok else outcome.getErrorMessage() or "failed",
+                "store": store,
                 "broker": "ok" if broker_ok else "unhealthy",
             }
             return (store_ok and broker_ok, body)

@@ -16,7 +16,6 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
-from chatd.auth import bearer_token
 from chatd.chat import RELAY, V1
 from chatd.fanout import SLOW_CONSUMER, Writer
 from chatd.gate import Refused
@@ -128,9 +127,9 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         gate = self.factory.gate
         headers = request.headers
         tokens = request.params.get("token")
-        token = tokens[0] if tokens else bearer_token(headers.get("authorization"))
         self._ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
         try:
+            token = gate.token_from(tokens[0] if tokens else None, headers.get("authorization"))
             self.identity = gate.admit(self._ip, headers.get("origin"), token)
         except Refused as e:
             raise ConnectionDeny(e.status, e.reason) from None

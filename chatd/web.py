@@ -13,8 +13,10 @@ from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from twisted.web.static import File
+
+from chatd.api import ApiResource
+from chatd.httpserver import MAX_BODY, BodyRules, ChatSite
 
 STATIC = Path(__file__).parent / "static"
 
@@ -40,6 +42,23 @@ class UpgradeOrPage(Resource):
         return self.page.render(request)
 
 
+class StaticFiles(File):
+    """A directory of files; a path segment that cannot name a file is a plain 404.
+
+    twisted.web's ``File`` answers a NUL byte (``/static/%00``) with a 500 and a
+    logged traceback, and logs an error for a segment that is not UTF-8.
+    """
+
+    def getChild(self, path, request):
+        if b"\x00" in path:
+            return self.childNotFound
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        return super().getChild(path, request)
+
+
 class Health(Resource):
     """``GET /healthz``: 200 and a small JSON body while the process serves."""
 
@@ -56,7 +75,7 @@ class Health(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(factory, children=None) -> Site:
+def build_site(factory, children=None) -> ChatSite:
     """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`).
 
     *children* adds resources to the root (``/readyz``, ``/metrics``, ``/api``,
@@ -66,19 +85,34 @@ def build_site(factory, children=None) -> Site:
     root = Resource()
     root.putChild(b"", UpgradeOrPage(websocket, File(str(STATIC / "index.html"))))
     root.putChild(b"ws", websocket)
-    root.putChild(b"static", File(str(STATIC)))
+    root.putChild(b"static", StaticFiles(str(STATIC)))
     root.putChild(b"healthz", Health(factory))
     for name, resource in (children or {}).items():
         root.putChild(name, resource)
+    rules = BodyRules(MAX_BODY)
+    api = root.children.get(b"api")
+    if isinstance(api, ApiResource):
+        # the API key is checked from the headers, before any body byte is read
+        rules.add(b"/api/", MAX_BODY, api.precheck)
     login = getattr(factory, "login", None)
     if login is not None:
-        api = root.children.get(b"api")
+        from chatd.login import MAX_LOGIN_BODY, error_body
+
         if api is None:
             api = Resource()
             root.putChild(b"api", api)
         api.putChild(b"login", login)  # /api/login/wechat needs no API key
-    # an HTTP request (or an upgrade request) must arrive within the handshake
-    # timeout; an upgraded WebSocket is no longer subject to it
-    site = Site(root, timeout=factory.settings.open_handshake_timeout)
+        rules.add(b"/api/login/", MAX_LOGIN_BODY, error_body=error_body)
+    settings = factory.settings
+    # a whole HTTP request (or upgrade request) must arrive within the handshake
+    # timeout, counted from accept however slowly it trickles in (chatd/httpserver.py);
+    # the Site's idle timeout is the same; an upgraded WebSocket is subject to neither
+    site = ChatSite(
+        root,
+        gate=factory.gate,
+        deadline=lambda: settings.open_handshake_timeout,
+        body_rules=rules,
+        timeout=settings.open_handshake_timeout,
+    )
     site.noisy = False
     return site

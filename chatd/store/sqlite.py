@@ -212,6 +212,8 @@ class SQLiteStore:
         self.commits = 0
         #: Append transactions that failed (their appends got StoreUnavailable).
         self.failed_commits = 0
+        #: Why the latest append transaction failed; None once one commits (``/readyz``).
+        self.commit_error: str | None = None
         #: Messages committed (duplicates are not counted).
         self.appended = 0
         #: ``{batch size: number of committed transactions of that size}``;
@@ -556,12 +558,14 @@ class SQLiteStore:
             # The cached seqs of this batch were never committed.
             self._last_seq.clear()
             self.failed_commits += 1
+            self.commit_error = str(e) or type(e).__name__
             self.log.error(
                 "Committing {n} messages to {path} failed: {e}", n=len(jobs), path=self.path, e=e
             )
             error = StoreUnavailable(f"history store {self.path} could not commit: {e}")
             return [(job.deferred, False, error) for job in jobs]
         self.commits += 1
+        self.commit_error = None
         self.appended += sum(1 for _, ok, appended in out if ok and not appended.duplicate)
         self.batch_sizes[len(jobs)] += 1
         return out
