@@ -244,7 +244,8 @@ TABLE: tuple[Option, ...] = (
     ),
     Option(
         "handshake-timeout",
-        "Seconds a client may take to finish the WebSocket opening handshake.",
+        "Seconds from accept to a complete HTTP request (the WebSocket opening handshake "
+        "included): one absolute deadline that trickled bytes do not extend.",
         _d.open_handshake_timeout,
         _float(3600),
         setting="open_handshake_timeout",
