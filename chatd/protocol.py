@@ -273,6 +273,12 @@ class ChatProtocol(WebSocketServerProtocol):
 
     # IChatClient
 
+    @property
+    def active(self) -> bool:
+        """True until the closing handshake starts (or the connection is dropped).
+        (Not autobahn's ``is_open``, a future of the opening handshake.)"""
+        return self.state == _OPEN
+
     def send(self, payload: bytes) -> None:
         """Send one text frame holding *payload* (dropped once the connection is closing).
 
