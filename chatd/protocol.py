@@ -19,6 +19,7 @@ from zope.interface import implementer
 from chatd.auth import bearer_token
 from chatd.chat import RELAY, V1
 from chatd.gate import Refused
+from chatd.hub import LOBBY
 from chatd.interfaces import IChatClient
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -184,6 +185,12 @@ class ChatProtocol(WebSocketServerProtocol):
 
     def _choose_mode(self, request):
         if not request.protocols:
+            if self.identity is not None and not self.identity.may_join(LOBBY):
+                # relay clients live in the lobby: a token kept out of it stays out
+                raise ConnectionDeny(
+                    ConnectionDeny.FORBIDDEN,
+                    f"your token does not allow room {LOBBY!r} (relay mode)",
+                )
             self.mode = RELAY
             chosen = None
         elif V1 in request.protocols:
