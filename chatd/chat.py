@@ -208,7 +208,8 @@ class Chat:
             return  # closed meanwhile
         anonymous = self._anonymous.get(conn.session)
         if result == TAKEN:
-            self._forget_session(conn)
+            # (its session stays resumable here: the epoch check of the next claim
+            # tells whether the other node's holder came in between)
             err = errors.NameTaken(f"the name {conn.user!r} is in use on another node")
             return self.send_error(conn, err)
         if result == SUPERSEDED and anonymous is not None:
@@ -228,22 +229,16 @@ class Chat:
             return self._claimed(CLAIMED, conn)
         if self._opening.pop(conn.session, None) is None or not self._live(conn):
             return
-        self._forget_session(conn)
         self.send_error(conn, errors.Unavailable("the name cannot be checked now; reconnect later"))
         conn.close(TRY_AGAIN_LATER, "try again later")
 
-    def _forget_session(self, conn) -> None:
-        """*conn* never held its anonymous name: its session owns nothing and
-        resumes nothing."""
-        anonymous = self._anonymous.pop(conn.session, None)
-        if anonymous is not None:
-            self.names.release(anonymous, self.clock.seconds(), forget=True)
+    def opening_users(self) -> set[str]:
+        """Users with a connection here whose name claim the cluster has not answered."""
+        return {self.sessions[s].user for s in self._opening if s in self.sessions}
 
     def holds(self, user: str) -> bool:
         """True while *user* has a connection on this node (confirmed or not yet)."""
-        if self.hub.is_online(user):
-            return True
-        return any(self.sessions[s].user == user for s in self._opening if s in self.sessions)
+        return self.hub.is_online(user) or user in self.opening_users()
 
     def _live(self, conn) -> bool:
         """True while *conn* is open and registered: its requests may still take effect."""

@@ -60,8 +60,9 @@ def v1(port, **params):
 
 
 def v1_when_free(port, name, **params):
-    """Connect as *name* once the server has let go of it (a close it has not
-    processed yet answers ``name_taken``); returns the welcomed connection."""
+    """Connect as *name* once the server (or the cluster) has let go of it: a
+    close not processed yet answers ``name_taken``, before or (in a cluster)
+    after ``welcome``. Returns the connection, its name confirmed by a ``pong``."""
     deadline = time.monotonic() + TIMEOUT
     while True:
         ws = RawWS(port, path="/ws?" + urlencode({"name": name, **params}))
@@ -69,7 +70,10 @@ def v1_when_free(port, name, **params):
         first = ws.recv()
         if first["type"] == "welcome":
             ws.welcome = first
-            return ws
+            ws.send_json(type="ping", id="confirmed")
+            first = ws.recv()
+            if first["type"] == "pong":
+                return ws
         assert (first["type"], first["code"]) == ("error", "name_taken"), first
         ws.until_closed()
         assert time.monotonic() < deadline, f"{name} was never released"

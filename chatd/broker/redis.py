@@ -677,6 +677,7 @@ class RedisDirectory:
                 for user in room.users:
                     members.add(json.dumps([name, user], ensure_ascii=False))
             users.update(chat.hub.connections)
+            users.update(chat.opening_users())  # their CONNECT may be ahead of this
         return sorted(members), sorted(users)
 
     def _resync(self):
