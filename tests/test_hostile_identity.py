@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from chatd.anonymous import AnonymousNames
 from tests.test_hostile import (
     SECRET,
     TIMEOUT,
@@ -284,3 +285,77 @@ def test_rooms_claim_restricts_the_token_not_the_room(optional_server):
     for c in (ws, anonymous, writer):
         c.close()
     world.check("rooms claim under optional")
+
+
+# --------------------------------------------------------------------------
+# chatd.anonymous on its own: pure logic, time passed in
+
+
+def test_a_live_name_is_shared_only_with_its_secret():
+    """A held name is refused without its secret and shared with it; the last
+    release frees it."""
+    names = AnonymousNames(grace=300)
+    first = names.claim("alice", None, now=0)
+    assert "alice" in names and len(names) == 1
+    assert names.claim("alice", None, now=1) is None
+    assert names.claim("alice", "wrong", now=1) is None
+    assert names.claim("alice", first.secret, now=1) is first
+    names.release(first, now=2)
+    assert "alice" in names
+    names.release(first, now=3)
+    assert "alice" not in names and len(names) == 0
+
+
+def test_a_released_session_resumes_within_the_grace_only():
+    """Its secret takes a released session back (floors kept) until ``grace``
+    seconds after the release; later, or without the secret, a new session."""
+    names = AnonymousNames(grace=300)
+    session = names.claim("alice", None, now=0)
+    session.record("@dm:x", 5)
+    names.release(session, now=10)
+    back = names.claim("alice", session.secret, now=309)
+    assert back is session and back.owns("@dm:x", 5) and not back.owns("@dm:x", 4)
+    names.release(back, now=310)
+    late = names.claim("alice", session.secret, now=611)
+    assert late is not session and late.secret != session.secret and late.floors == {}
+
+
+def test_a_new_session_ends_the_earlier_one_for_good():
+    """Once another session claimed the name, the earlier secret resumes nothing;
+    guest sessions and forgotten ones are never resumable."""
+    names = AnonymousNames(grace=300)
+    alice = names.claim("alice", None, now=0)
+    names.release(alice, now=1)
+    mallory = names.claim("alice", None, now=2)
+    assert mallory is not alice
+    names.release(mallory, now=3)
+    assert names.claim("alice", alice.secret, now=4) not in (alice, mallory)
+    guest = names.claim("guest-abc123", None, now=0, resumable=False)
+    names.release(guest, now=1)
+    assert names.claim("guest-abc123", guest.secret, now=2) is not guest
+    bob = names.claim("bob", None, now=0)
+    names.release(bob, now=1, forget=True)
+    assert names.claim("bob", bob.secret, now=2) is not bob
+
+
+def test_released_sessions_are_bounded():
+    """At most ``max_released`` released sessions are kept; the oldest go first."""
+    names = AnonymousNames(grace=300, max_released=2)
+    sessions = [names.claim(f"n{i}", None, now=i) for i in range(3)]
+    for i, s in enumerate(sessions):
+        names.release(s, now=10 + i)
+    assert names.claim("n0", sessions[0].secret, now=20) is not sessions[0]
+    assert names.claim("n2", sessions[2].secret, now=20) is sessions[2]
+
+
+def test_floors_take_the_earliest_message_and_restart_drops_them():
+    """A session owns a channel's messages above the seq before its earliest one
+    recorded (in whatever order they are recorded); restart owns nothing."""
+    session = AnonymousNames().claim("alice", None, now=0)
+    assert session.floor("r") is None and not session.owns("r", 1)
+    session.record("r", 7)
+    session.record("r", 5)
+    session.record("r", 9)
+    assert session.floor("r") == 4 and session.owns("r", 5) and not session.owns("r", 4)
+    session.restart()
+    assert session.floor("r") is None
