@@ -128,3 +128,28 @@ def test_session_resumed_after_another_node_held_its_name_owns_nothing(nodes):  
     assert dm_texts(back, "bob", since=0) == (["new"], False)
     back.close()
     bob.close()
+
+
+def test_anonymous_name_is_refused_while_redis_cannot_confirm_it(nodes, redis):  # noqa: F811
+    """Redis down: a new anonymous connection is not let in unchecked (it could be
+    a second holder of a live name): ``welcome``, ``error unavailable``, close 1013,
+    and its frames are not executed. Once Redis is back the name is served."""
+    from tests.test_cluster import wait_log
+
+    (a,) = nodes(1)
+    redis.kill()
+    wait_log(a, "degraded: Redis unreachable", 1)
+    ws = RawWS(a.port, path="/ws?name=alice")
+    assert ws.status == 101, ws.head
+    ws.send(text({"type": "ping", "id": "p"}))
+    code, frames = ws.until_closed()
+    got = [json.loads(p) for _, p in frames]
+    assert code == 1013, got
+    assert [(f["type"], f.get("code")) for f in got] == [
+        ("welcome", None),
+        ("error", "unavailable"),
+    ]
+    redis.start()
+    wait_log(a, "healthy: Redis reachable", 2)
+    alice = v1_when_free(a.port, "alice")
+    alice.close()
