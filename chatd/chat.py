@@ -22,6 +22,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors, wire
+from chatd.anonymous import AnonymousNames, AnonymousSession
+from chatd.broker import CLAIMED, SUPERSEDED, TAKEN
 from chatd.hub import LOBBY, Hub
 from chatd.limits import RateLimiter
 from chatd.settings import Settings
@@ -32,6 +34,10 @@ RELAY = "relay"
 V1 = wire.PROTOCOL
 #: close code for sustained flooding (1008, policy violation)
 FLOOD = 1008
+#: close code when the cluster cannot confirm an anonymous name (1013, try again later)
+TRY_AGAIN_LATER = 1013
+#: frames held per connection while its name claim is pending; more close it with 1008
+HOLD_MAX = 64
 
 
 class Chat:
@@ -74,10 +80,14 @@ class Chat:
         self.settings = settings or Settings()
         self.clock = clock
         self.server = server
-        #: display names of live anonymous connections (relay guests included) ->
-        #: the resume secret that lets another connection share the name
-        self.names: dict[str, str] = {}
-        self._name_refs: Counter = Counter()
+        #: anonymous sessions (relay guests included): live ones by display name, and
+        #: released ones their resume secret may still take back (chatd.anonymous)
+        self.names = AnonymousNames()
+        #: session id -> the anonymous session of that connection
+        self._anonymous: dict[str, AnonymousSession] = {}
+        #: session id -> frames held while the cluster has not yet confirmed the
+        #: connection's name (see open)
+        self._opening: dict[str, list] = {}
         #: anonymous user ids are this prefix + the name; "~" while tokens are
         #: accepted, so no anonymous name can pass for a token's user
         self.anonymous_prefix = anonymous_prefix
@@ -106,16 +116,6 @@ class Chat:
 
     # connection lifecycle
 
-    def _claim(self, name: str, secret: str) -> None:
-        self.names[name] = secret
-        self._name_refs[name] += 1
-
-    def _release(self, name: str) -> None:
-        self._name_refs[name] -= 1
-        if self._name_refs[name] <= 0:
-            del self._name_refs[name]
-            self.names.pop(name, None)
-
     def _guest_name(self) -> str:
         while True:
             name = wire.GUEST_PREFIX + secrets.token_hex(3)
@@ -131,27 +131,33 @@ class Chat:
         asked for (or a guest name) and a ``welcome``; a bad name, or one held
         by a live connection that did not give its ``resume`` secret, gets an
         error and a close.
+
+        When the directory has to confirm the name cluster-wide, the connection
+        gets its ``welcome`` at once, but it is not registered (it receives
+        nothing addressed to its user) and its frames are held, not executed,
+        until the claim is confirmed; a name taken on another node then closes it
+        with ``name_taken`` and the held frames are dropped.
         """
         self.stats.connections_opened[conn.mode] += 1
         now = self.clock.seconds()
         conn.identity = identity
+        anonymous = None
         if identity is not None:
             conn.user, conn.name = identity.user, identity.name
-        elif conn.mode == RELAY:
-            conn.name = self._guest_name()
-            conn.user = self.anonymous_prefix + conn.name
-            self._claim(conn.name, secrets.token_urlsafe(12))
-        else:
-            name = requested_name or None
-            if name is None:
-                name = self._guest_name()
-            elif not wire.valid_name(name):
+        elif conn.mode == V1 and requested_name:
+            if not wire.valid_name(requested_name):
                 return self._refuse(conn, errors.BadName("names are 1-32 letters, digits or _ - ."))
-            elif name in self.names and self.names[name] != resume:
-                return self._refuse(conn, errors.NameTaken(f"the name {name!r} is in use"))
-            self._claim(name, resume if name in self.names else secrets.token_urlsafe(12))
-            conn.name = name
-            conn.user = self.anonymous_prefix + name
+            anonymous = self.names.claim(requested_name, resume, now)
+            if anonymous is None:
+                return self._refuse(
+                    conn, errors.NameTaken(f"the name {requested_name!r} is in use")
+                )
+        else:
+            anonymous = self.names.claim(self._guest_name(), None, now, resumable=False)
+        if anonymous is not None:
+            self._anonymous[conn.session] = anonymous
+            conn.name = anonymous.name
+            conn.user = self.anonymous_prefix + anonymous.name
         conn.bucket, conn.strikes = self.limiter.connection(now)
         self.limiter.add_user(conn.user, now)
         self.sessions[conn.session] = conn
@@ -161,11 +167,18 @@ class Chat:
             self._emit("connect", conn=conn)
             self._emit("online", user=conn.user, mode=RELAY)
             return
-        self.hub.connect(conn)
-        self._emit("connect", conn=conn)
-        if len(self.hub.connections.get(conn.user, ())) == 1:
-            self._emit("online", user=conn.user, mode=V1)
+        claim = self.directory.connected(conn, anonymous.epoch if anonymous else None)
+        if claim is None:
+            self._admit(conn)
+            self._welcome(conn)
+            return
+        self._welcome(conn)
+        self._opening[conn.session] = []
+        claim.addCallbacks(self._claimed, self._claim_failed, (conn,), None, (conn,))
+
+    def _welcome(self, conn) -> None:
         s = self.settings
+        anonymous = self._anonymous.get(conn.session)
         conn.send(
             wire.frame(
                 "welcome",
@@ -178,11 +191,60 @@ class Chat:
                 max_message_size=s.max_message_size,
                 ping_interval=s.ping_interval,
                 max_rooms=s.max_rooms,
-                authenticated=identity is not None,
-                **({} if identity is not None else {"resume": self.names[conn.name]}),
+                authenticated=conn.identity is not None,
+                **({} if anonymous is None else {"resume": anonymous.secret}),
             )
         )
-        self.directory.connected(conn)
+
+    def _admit(self, conn) -> None:
+        """Register a chatd.v1 connection: from now on it receives its user's DMs."""
+        self.hub.connect(conn)
+        self._emit("connect", conn=conn)
+        if len(self.hub.connections.get(conn.user, ())) == 1:
+            self._emit("online", user=conn.user, mode=V1)
+
+    def _claimed(self, result, conn) -> None:
+        """The cluster answered a connection's name claim (see open)."""
+        held = self._opening.pop(conn.session, None)
+        if held is None or self.sessions.get(conn.session) is not conn:
+            return  # closed meanwhile
+        anonymous = self._anonymous.get(conn.session)
+        if result == TAKEN:
+            # (its session stays resumable here: the epoch check of the next claim
+            # tells whether the other node's holder came in between)
+            err = errors.NameTaken(f"the name {conn.user!r} is in use on another node")
+            return self.send_error(conn, err)
+        if result == SUPERSEDED and anonymous is not None:
+            anonymous.restart()  # another node gave the name to someone else meanwhile
+        self._admit(conn)
+        for payload, is_binary in held:
+            if not self._live(conn):
+                break
+            self.receive(conn, payload, is_binary)
+
+    def _claim_failed(self, failure, conn) -> None:
+        """The cluster could not be asked (Redis down): a token user is admitted, an
+        anonymous name is refused (``unavailable``, close 1013) rather than risk
+        two holders of one name."""
+        self.log.warn("name claim for {user} failed: {e}", user=conn.user, e=failure.value)
+        if conn.session not in self._anonymous:
+            return self._claimed(CLAIMED, conn)
+        if self._opening.pop(conn.session, None) is None or not self._live(conn):
+            return
+        self.send_error(conn, errors.Unavailable("the name cannot be checked now; reconnect later"))
+        conn.close(TRY_AGAIN_LATER, "try again later")
+
+    def opening_users(self) -> set[str]:
+        """Users with a connection here whose name claim the cluster has not answered."""
+        return {self.sessions[s].user for s in self._opening if s in self.sessions}
+
+    def holds(self, user: str) -> bool:
+        """True while *user* has a connection on this node (confirmed or not yet)."""
+        return self.hub.is_online(user) or user in self.opening_users()
+
+    def _live(self, conn) -> bool:
+        """True while *conn* is open and registered: its requests may still take effect."""
+        return conn.active and self.sessions.get(conn.session) is conn
 
     def _refuse(self, conn, error: errors.ChatError) -> None:
         conn.user = None
@@ -192,16 +254,21 @@ class Chat:
         """A connection went away: it leaves every room, its name is free again."""
         if conn.user is None:
             return
-        if conn.identity is None:
-            self._release(conn.name)
+        anonymous = self._anonymous.pop(conn.session, None)
+        if anonymous is not None:
+            self.names.release(anonymous, self.clock.seconds())
+        self._opening.pop(conn.session, None)
         self.limiter.remove_user(conn.user)
         self.sessions.pop(conn.session, None)
+        # a connection whose name the cluster never confirmed was never announced
+        admitted = conn in self.hub.relays or conn in self.hub.connections.get(conn.user, ())
         for room in self.hub.disconnect(conn):
             self.directory.left(room, conn.user, conn.session)
         self.directory.disconnected(conn, conn.user)
-        self._emit("disconnect", conn=conn)
-        if not self.hub.is_online(conn.user):
-            self._emit("offline", user=conn.user, mode=conn.mode)
+        if admitted:
+            self._emit("disconnect", conn=conn)
+            if not self.hub.is_online(conn.user):
+                self._emit("offline", user=conn.user, mode=conn.mode)
 
     # incoming frames
 
@@ -224,6 +291,13 @@ class Chat:
     def receive(self, conn, payload: bytes, is_binary: bool) -> None:
         """A chatd.v1 frame: parse, dispatch, and answer errors with ``error``."""
         if conn.user is None:
+            return
+        held = self._opening.get(conn.session)
+        if held is not None:  # the name is not confirmed yet: execute it after (see open)
+            if len(held) >= HOLD_MAX:
+                conn.close(FLOOD, "flooding: too many frames before the name was confirmed")
+            else:
+                held.append((payload, is_binary))
             return
         self.stats.frames_in[V1] += 1
         verdict = self._limit(conn)
@@ -333,6 +407,8 @@ class Chat:
 
     def deliver_dm(self, message, to, origin) -> None:
         """Deliver a stored DM to every connection of both users but the sender's own."""
+        self._note(to, message)
+        self._note(message.sender, message)
         receivers = dict.fromkeys(self.hub.connections_of(to))
         receivers.update(dict.fromkeys(self.hub.connections_of(message.sender)))
         exclude = self.sessions.get(origin) if origin else None
@@ -413,11 +489,21 @@ class Chat:
 
     # posting: the one path every room message and DM takes (clients and the HTTP API)
 
+    def _note(self, user: str, message) -> None:
+        """*message* was stored by or for *user*: if that is an anonymous session
+        with a confirmed connection here, the message is the session's."""
+        p = self.anonymous_prefix
+        if user.startswith(p) and self.hub.connections.get(user):
+            anonymous = self.names.live(user[len(p) :])
+            if anonymous is not None:
+                anonymous.record(message.channel, message.seq)
+
     def _committed(self, appended, kind, *args):
         if appended.duplicate:
             self.stats.duplicates += 1
         else:
             self.stats.messages_stored += 1
+            self._note(appended.message.sender, appended.message)
             self.broker.publish(kind, appended.message, *args)
             if self.observers:
                 self._emit(kind, message=appended.message, to=args[0] if kind == "dm" else None)
@@ -439,16 +525,41 @@ class Chat:
         d = self.broker.append(self.store, "dm", fields, (to, origin))
         return d.addCallback(self._committed, "dm", to, origin)
 
-    def _ack(self, appended, conn, started, **where):
+    def _ack(self, appended, conn, started, text, room=None, to=None):
+        message = appended.message
+        if appended.duplicate and not self._resend_of(conn, message, room, text):
+            # the id is an earlier anonymous session's under this name: say nothing
+            # about its message, and do not pretend this one was stored
+            return self.send_error(
+                conn,
+                errors.IdReused(
+                    "this id was used before under this name; send with a new id",
+                    message.client_id,
+                ),
+            )
         self.stats.ack_latency(self.clock.seconds() - started)
-        conn.send(wire.ack_frame(appended.message, appended.duplicate, **where))
+        where = {"to": to} if room is None else {"room": message.channel}
+        conn.send(wire.ack_frame(message, appended.duplicate, **where))
+
+    def _resend_of(self, conn, original, room, text) -> bool:
+        """May a request reusing *original*'s id be answered with its ack?
+
+        A token user's ids are its own, an anonymous session's are the session's.
+        A later anonymous session of the same name only has an exact repeat of a
+        room message acknowledged (same room, same text): it learns nothing that
+        room history does not show.
+        """
+        anonymous = self._anonymous.get(conn.session)
+        if anonymous is None or anonymous.owns(original.channel, original.seq):
+            return True
+        return room is not None and room == original.channel and original.text == text
 
     def _on_send(self, conn, request, f) -> None:
         room = f["room"]
         if not self.hub.in_room(conn, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
         d = self.post(room, conn.user, conn.name, f["text"], request.id, conn.session)
-        d.addCallback(lambda a: self._ack(a, conn, request.received, room=a.message.channel))
+        d.addCallback(self._ack, conn, request.received, f["text"], room=room)
         d.addErrback(self._store_failed, "send", conn, request.id)
 
     def _on_dm(self, conn, request, f) -> None:
@@ -460,11 +571,13 @@ class Chat:
             self._dm(online, conn, request, f)
 
     def _dm(self, online, conn, request, f) -> None:
+        if not self._live(conn):
+            return  # closed (or closing) while the cluster was asked: nothing it sent counts
         to = f["to"]
         if not online:
             return self.send_error(conn, errors.NoSuchUser(f"no user {to!r} is online", request.id))
         d = self.post_dm(conn.user, conn.name, to, f["text"], request.id, conn.session)
-        d.addCallback(self._ack, conn, request.received, to=to)
+        d.addCallback(self._ack, conn, request.received, f["text"], to=to)
         d.addErrback(self._store_failed, "dm", conn, request.id)
 
     def _on_typing(self, conn, request, f) -> None:
@@ -485,12 +598,20 @@ class Chat:
         other = f["with"]
         channel = dm_channel(conn.user, other)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
+        # an anonymous session reads only the DMs of that session, never those of
+        # an earlier holder of its name
+        anonymous = self._anonymous.get(conn.session)
+        floor = None if anonymous is None else anonymous.floor(channel)
+        if anonymous is not None and floor is None:
+            conn.send(wire.dm_history_frame(conn.user, other, [], False))
+            return
         if f["since"] is not None:
-            d = self.store.replay(channel, f["since"], limit)
+            since = f["since"] if floor is None else max(f["since"], floor)
+            d = self.store.replay(channel, since, limit)
             d.addCallback(lambda r: (r.messages, r.truncated))
         else:
             d = self.store.history(channel, f["before"], limit)
-            d.addCallback(lambda page: (page.messages, page.more))
+            d.addCallback(lambda page: _above(page.messages, page.more, floor))
         d.addCallback(lambda r: conn.send(wire.dm_history_frame(conn.user, other, r[0], r[1])))
         d.addErrback(self._store_failed, "dm_history", conn, request.id)
 
@@ -499,3 +620,11 @@ class Chat:
         if request.id is not None:
             pong["id"] = request.id
         conn.send(wire.frame("pong", **pong))
+
+
+def _above(messages, more, floor):
+    """A history page without the messages at or below *floor* (None: all kept)."""
+    if floor is None:
+        return messages, more
+    kept = [m for m in messages if m.seq > floor]
+    return kept, bool(more and kept and kept[0].seq > floor + 1)

@@ -99,3 +99,10 @@ class Unavailable(ChatError):
     """The history store could not commit: nothing was acknowledged."""
 
     code = "unavailable"
+
+
+class IdReused(ChatError):
+    """An anonymous session sent an id that an earlier session under the same name
+    used: nothing was stored; send it again with a new id."""
+
+    code = "id_reused"

@@ -12,6 +12,7 @@ class IChatClient(Interface):
     user = Attribute("The user id (None until the connection is accepted).")
     name = Attribute("The display name.")
     session = Attribute("A unique id of this connection.")
+    active = Attribute("True until the connection starts closing (nothing it sent after counts).")
 
     def send(payload):
         """Send one text frame holding *payload* (bytes), if the connection is open."""

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from chatd.chat import RELAY, V1
 from chatd.fanout import SLOW_CONSUMER, Writer
 from chatd.gate import Refused
+from chatd.hub import LOBBY
 from chatd.interfaces import IChatClient
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -147,6 +148,12 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
 
     def _choose_mode(self, request):
         if not request.protocols:
+            if self.identity is not None and not self.identity.may_join(LOBBY):
+                # relay clients live in the lobby: a token kept out of it stays out
+                raise ConnectionDeny(
+                    ConnectionDeny.FORBIDDEN,
+                    f"your token does not allow room {LOBBY!r} (relay mode)",
+                )
             self.mode = RELAY
             chosen = None
         elif V1 in request.protocols:
@@ -222,6 +229,12 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
             self.factory.chat.close(self)
 
     # IChatClient
+
+    @property
+    def active(self) -> bool:
+        """True until the closing handshake starts (or the connection is dropped).
+        (Not autobahn's ``is_open``, a future of the opening handshake.)"""
+        return self.state == _OPEN
 
     def send(self, payload: bytes) -> None:
         """Send one text frame holding *payload* (dropped once the connection is closing),

@@ -389,10 +389,13 @@ def test_only_the_fanout_module_writes_to_connections():
     import chatd
 
     writes = re.compile(r"transport\.write|\.send(Data|Message|PreparedMessage)\(|_sock_send")
+    # the HTTP layer answers refused requests on the HTTP channel: that is before any
+    # WebSocket (and so any armed descriptor) exists for the connection
+    before_websocket = {"httpserver.py"}
     offenders = [
         f"{path.name}:{n}"
         for path in Path(chatd.__file__).parent.rglob("*.py")
-        if path.name != "fanout.py"
+        if path.name != "fanout.py" and path.name not in before_websocket
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if writes.search(line)
     ]

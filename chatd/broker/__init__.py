@@ -23,6 +23,11 @@ from zope.interface import Attribute, Interface
 
 KINDS = ("message", "dm", "presence", "typing", "relay")
 
+#: answers of a cluster-wide name claim (:meth:`IDirectory.connected`): the name is
+#: this node's now; it is held on another node; it is this node's, but another
+#: session held it since the claiming anonymous session last did
+TAKEN, CLAIMED, SUPERSEDED = 0, 1, 2
+
 
 class IBroker(Interface):
     """Carries chat events to the nodes that deliver them."""
@@ -64,11 +69,16 @@ class IDirectory(Interface):
     def attach(chat):
         """Serve *chat* (this node's :class:`chatd.chat.Chat`)."""
 
-    def connected(conn):
+    def connected(conn, epoch):
         """A chatd.v1 connection of ``conn.user`` opened on this node.
 
-        A cluster directory that finds the name taken on another node sends
-        the connection ``error name_taken`` (which closes it with 4409).
+        *epoch* is the id of the connection's anonymous session
+        (:class:`chatd.anonymous.AnonymousSession`), None for a token user.
+        Returns None when this node alone decides names (the chat has checked
+        it), else a Deferred firing with :data:`CLAIMED`, :data:`TAKEN` (an
+        anonymous name held on another node) or :data:`SUPERSEDED` (claimed, but
+        another session had the name since *epoch* last held it). The chat
+        executes none of the connection's frames before it fires.
         """
 
     def disconnected(conn, user):

@@ -451,21 +451,32 @@ class RedisBroker:
 
 # -- presence -------------------------------------------------------------------
 
-#: KEYS: nu:<node>, online. ARGV: user, exclusive ("1" for anonymous names). Returns
-#: 1 when the user is registered on this node, 0 when an exclusive name is online
-#: on another node (the name is taken).
+#: KEYS: nu:<node>, online, an:<user>. ARGV: user, exclusive ("1" for anonymous
+#: names), epoch (the anonymous session's id). Returns 1 (CLAIMED) when the user is
+#: registered on this node, 0 (TAKEN) when an exclusive name is online on another
+#: node, 2 (SUPERSEDED) when it is registered but ``an:<user>`` (the session that
+#: last held the name, anywhere) was not *epoch*.
 CONNECT = r"""
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
-if ARGV[2] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local result = 1
+if ARGV[2] == '1' then
+  if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+  if redis.call('GET', KEYS[3]) ~= ARGV[3] then result = 2 end
+  redis.call('SET', KEYS[3], ARGV[3])
+end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return 1
+return result
 """
 
-#: KEYS: nu:<node>, online. ARGV: user
+#: KEYS: nu:<node>, online, an:<user>. ARGV: user, ms to keep ``an:<user>`` once the
+#: user is offline everywhere (its session's resume grace; 0: none kept)
 DISCONNECT = r"""
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+  end
 end
 return 1
 """
@@ -666,6 +677,7 @@ class RedisDirectory:
                 for user in room.users:
                     members.add(json.dumps([name, user], ensure_ascii=False))
             users.update(chat.hub.connections)
+            users.update(chat.opening_users())  # their CONNECT may be ahead of this
         return sorted(members), sorted(users)
 
     def _resync(self):
@@ -701,27 +713,24 @@ class RedisDirectory:
 
     # IDirectory
 
-    def connected(self, conn):
-        exclusive = "1" if getattr(conn, "identity", None) is None else "0"
+    def _name_keys(self, user):
+        p = self.node.prefix
+        return [self._k("nu"), p + "online", p + "an:" + user]
+
+    def connected(self, conn, epoch):
+        exclusive = "0" if epoch is None else "1"
         d = self.node.script(
-            "connect", [self._k("nu"), self.node.prefix + "online"], [conn.user, exclusive]
+            "connect", self._name_keys(conn.user), [conn.user, exclusive, epoch or ""]
         )
-
-        def claimed(ok):
-            if not int(ok) and self.chat is not None and conn.user is not None:
-                from chatd import errors
-
-                self.chat.send_error(
-                    conn, errors.NameTaken(f"the name {conn.user!r} is in use on another node")
-                )
-
-        d.addCallback(claimed)
-        self._logged(d, "connect")
+        return d.addCallback(int)
 
     def disconnected(self, conn, user):
-        if self.chat is not None and self.chat.hub.is_online(user):
+        if self.chat is not None and self.chat.holds(user):
             return
-        d = self.node.script("disconnect", [self._k("nu"), self.node.prefix + "online"], [user])
+        keep = 0
+        if getattr(conn, "identity", None) is None and self.chat is not None:
+            keep = int(self.chat.names.grace * 1000)
+        d = self.node.script("disconnect", self._name_keys(user), [user, keep])
         self._logged(d, "disconnect")
 
     def _membership(self, room, user, event, origin, delta):
