@@ -116,7 +116,8 @@ class PresenceQueue:
             last = lane[-1]
             if last.attempt == 0 and last.kind != event.kind and last.mode == event.mode:
                 kind, mode = self._state_before(lane, event.user)
-                if kind == event.kind and (kind == "offline" or mode == event.mode):
+                # the receiver's state without the pair: "offline" never seen counts as offline
+                if kind == event.kind and mode in (event.mode, None):
                     lane.pop()
                     last.queued = False
                     self.size -= 1
