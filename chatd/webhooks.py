@@ -344,7 +344,8 @@ class Webhooks:
         return item
 
     def _pump(self) -> None:
-        while self._in_flight < self.concurrency and not self._stopped:
+        # with the URL unset by a reload, queued events wait for one to be set again
+        while self._in_flight < self.concurrency and not self._stopped and self.url:
             item = self._next()
             if item is None:
                 return
