@@ -334,5 +334,6 @@ class MetricsListeningService(ListeningService):
             "chatd metrics on {url}metrics (endpoint {description})",
             url=url,
             description=self.description,
+            startup=True,
         )
         return port
