@@ -26,6 +26,7 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
@@ -37,6 +38,12 @@ LEVELS.update({"warning": LogLevel.warn, "error": LogLevel.error, "critical": Lo
 FORMATS = ("text", "json")
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+def startup_passes(event: dict) -> PredicateResult:
+    """Start-up lines (events logged with ``startup=True``: where chatd listens) pass
+    every ``--log-level``; other events are left to the level filter."""
+    return PredicateResult.yes if event.get("startup") is True else PredicateResult.maybe
 
 
 def parse_level(value: str) -> str:
@@ -91,7 +98,11 @@ class JSONLinesObserver:
 
 
 class LogSettings:
-    """The observer chatd installs for twistd, and its live level (changed on SIGHUP)."""
+    """The observer chatd installs for twistd, and its live level (changed on SIGHUP).
+
+    The level hides what is below it except start-up lines (:func:`startup_passes`):
+    "chatd listening on …" shows even with ``--log-level critical``.
+    """
 
     def __init__(self, fmt: str = "text", level: str = "info"):
         self.format = fmt
@@ -111,7 +122,7 @@ class LogSettings:
         """An observer writing where twistd would, filtered by the live level."""
         out = _destination(twistd_options)
         inner = JSONLinesObserver(out) if self.format == "json" else textFileLogObserver(out)
-        return FilteringLogObserver(inner, [self.predicate])
+        return FilteringLogObserver(inner, [startup_passes, self.predicate])
 
 
 def _destination(twistd_options):

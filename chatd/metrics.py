@@ -2,8 +2,9 @@
 
 :class:`ChatCollector` is a custom collector: nothing is counted twice, every
 scrape reads :class:`chatd.stats.Stats`, the live state of the chat
-(connections, rooms, users), the history store's counters and the broker's
-health at that moment. Latency samples (``stats.ack_latencies`` and the
+(connections, rooms, users), the history store's counters, the broker's
+health and the webhook queues (:class:`chatd.webhooks.Webhooks`) at that
+moment. Latency samples (``stats.ack_latencies`` and the
 store's append latencies measured by :class:`TimedStore`) are drained into
 cumulative histograms on each scrape, so memory stays bounded.
 
@@ -26,8 +27,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from twisted.web.resource import Resource
 
+from chatd.webhooks import EVENTS
+
 #: seconds; ack latency and store write latency buckets
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: seconds; a message event's webhook delay (queued until the receiver's 2xx)
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 #: messages per committed transaction
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -114,12 +119,14 @@ class TimedStore:
 class ChatCollector:
     """Reads a running chat's state on every scrape (a prometheus_client custom collector)."""
 
-    def __init__(self, chat, store=None, broker=None):
+    def __init__(self, chat, store=None, broker=None, webhooks=None):
         self.chat = chat
         self.store = store if store is not None else chat.store
         self.broker = broker if broker is not None else chat.broker
+        self.webhooks = webhooks
         self.ack = Histogram(LATENCY_BUCKETS)
         self.write = Histogram(LATENCY_BUCKETS)
+        self.webhook_delay = Histogram(WEBHOOK_BUCKETS)
 
     def _drain(self, samples: list, histogram: Histogram) -> None:
         taken = samples[:]
@@ -234,6 +241,45 @@ class ChatCollector:
         )
         g.add_metric([type(self.broker).__name__], 1 if healthy else 0)
         yield g
+        if self.webhooks is not None:
+            yield from self._webhook_families(self.webhooks)
+
+    def _webhook_families(self, hooks):
+        for name, doc, counter in (
+            ("sent", "Webhook events the receiver answered with 2xx, by event", hooks.sent_by),
+            ("failed", "Webhook events given up on after every retry, by event", hooks.failed_by),
+            (
+                "dropped",
+                "Webhook events dropped from a full queue (presence before messages), by event",
+                hooks.dropped_by,
+            ),
+        ):
+            family = CounterMetricFamily(f"chatd_webhook_{name}", doc, labels=["event"])
+            for event in EVENTS:
+                family.add_metric([event], counter[event])
+            yield family
+        yield CounterMetricFamily(
+            "chatd_webhook_retried", "Webhook requests retried after a failure", hooks.retried
+        )
+        yield CounterMetricFamily(
+            "chatd_webhook_coalesced",
+            "online/offline events never sent: a user's online and offline collapsed in the queue",
+            hooks.coalesced,
+        )
+        g = GaugeMetricFamily(
+            "chatd_webhook_queued", "Webhook events waiting for a request slot", labels=["queue"]
+        )
+        for queue, n in hooks.queued().items():
+            g.add_metric([queue], n)
+        yield g
+        yield GaugeMetricFamily(
+            "chatd_webhook_in_flight", "Webhook requests being sent", value=hooks.in_flight
+        )
+        self._drain(hooks.message_delays, self.webhook_delay)
+        yield self.webhook_delay.family(
+            "chatd_webhook_message_delay_seconds",
+            "Seconds from a message event's queueing to the receiver's 2xx",
+        )
 
 
 def _labelled(name, doc, label, counter) -> CounterMetricFamily:
@@ -243,10 +289,10 @@ def _labelled(name, doc, label, counter) -> CounterMetricFamily:
     return family
 
 
-def make_registry(chat, store=None) -> CollectorRegistry:
-    """A registry holding only chatd's collector for *chat*."""
+def make_registry(chat, store=None, webhooks=None) -> CollectorRegistry:
+    """A registry holding only chatd's collector for *chat* (and its *webhooks*)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ChatCollector(chat, store))
+    registry.register(ChatCollector(chat, store, webhooks=webhooks))
     return registry
 
 

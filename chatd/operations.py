@@ -120,11 +120,11 @@ class Operations:
         self.reactor = reactor
         self.stopping_now = False
         self.api_key = ApiKey(options.get("api-key"))
-        self.registry = make_registry(self.chat, self.chat.store)
-        self.logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
         self.webhooks = Webhooks(
             reactor, options.get("webhook-url"), options.get("webhook-rooms"), self.api_key
         )
+        self.registry = make_registry(self.chat, self.chat.store, self.webhooks)
+        self.logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
         self.chat.observers.append(self.webhooks)
         self.chat.observers.append(ConnectionLog())
         self.notifier = Notifier(reactor)
@@ -341,5 +341,6 @@ class MetricsListeningService(ListeningService):
             "chatd metrics on {url}metrics (endpoint {description})",
             url=url,
             description=self.description,
+            startup=True,
         )
         return port

@@ -77,6 +77,7 @@ class ListeningService(Service):
             "chatd listening on {url} (endpoint {description})",
             url=describe_address(self.description, port.getHost()),
             description=self.description,
+            startup=True,  # shown at every --log-level (chatd.logs.startup_passes)
         )
         return port
 

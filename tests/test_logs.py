@@ -65,10 +65,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_log_level_warn_hides_info(tmp_path):
-    """``--log-level warn`` drops info events (connection opens, even the listening line)
-    but keeps warnings."""
-    port = free_port()
+def run_until_connected(tmp_path, port, *args) -> tuple[int, str]:
+    """``twistd -n chatd --db :memory: --listen tcp:PORT… ARGS``: connect one chatd.v1
+    client, read its welcome, stop with SIGTERM; ``(exit status, output)``. Needs no
+    log line to find the port (the level may hide every line)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -80,8 +80,7 @@ def test_log_level_warn_hides_info(tmp_path):
             ":memory:",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
-            "--log-level",
-            "warn",
+            *args,
         ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
@@ -107,7 +106,40 @@ def test_log_level_warn_hides_info(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == -signal.SIGTERM, out
+    return proc.returncode, out
+
+
+def test_log_level_warn_hides_info(tmp_path):
+    """``--log-level warn`` drops info events (connection opens) but keeps warnings and
+    the start-up line saying where chatd listens."""
+    port = free_port()
+    returncode, out = run_until_connected(tmp_path, port, "--log-level", "warn")
+    assert returncode == -signal.SIGTERM, out
     assert "connection open" not in out
-    assert "chatd listening on" not in out
+    assert f"chatd listening on ws://127.0.0.1:{port}/ (endpoint tcp:{port}:" in out
     assert "Received SIGTERM" not in out  # info from twisted itself
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_listening_lines_show_at_every_log_level(tmp_path, fmt):
+    """With ``--log-level critical`` (text or JSON) chatd still logs where it listens,
+    for the chat and for ``--metrics-listen``, and nothing at info level besides."""
+    port, metrics = free_port(), free_port()
+    returncode, out = run_until_connected(
+        tmp_path,
+        port,
+        "--metrics-listen",
+        f"tcp:{metrics}:interface=127.0.0.1",
+        "--log-level",
+        "critical",
+        "--log-format",
+        fmt,
+    )
+    assert returncode == -signal.SIGTERM, out
+    assert f"chatd listening on ws://127.0.0.1:{port}/ (endpoint tcp:{port}:" in out
+    assert f"chatd metrics on http://127.0.0.1:{metrics}/metrics" in out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 2, out
+    if fmt == "json":
+        events = [json.loads(line) for line in lines]
+        assert all(e["startup"] is True and e["level"] == "info" for e in events)
