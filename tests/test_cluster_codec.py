@@ -18,9 +18,9 @@ import zipfile
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from chatd.chat import Chat
 from chatd.cluster import IBroker, codec, scripts
 from chatd.cluster.codec import BusEvent
 from chatd.cluster.local import LocalBroker, LocalMessageLog
@@ -33,6 +33,7 @@ from chatd.store.memory import MemoryStore
 from chatd.store.redis import RedisStore
 from tests.redis_server import RedisServer
 from tests.test_install import COPY_IGNORE, ROOT
+from tests.unit.test_chat_clock import make_chat, opened, say
 
 TS = 1764686769123
 TEXT = 'hi "there" / ünï 💬\n'
@@ -234,52 +235,26 @@ def test_message_logs_brokers_and_directories_provide_their_interfaces():
     assert verifyObject(IDirectory, RedisDirectory(node))
 
 
-class _Fanout:
-    """Collects what the chat hands to the fan-out (the chat's only output here)."""
-
-    def __init__(self):
-        self.sent = []
-
-    def deliver(self, conns, payload, exclude):
-        self.sent.append(payload)
-
-    def relay(self, conns, payload, is_binary, exclude):
-        self.sent.append(payload)
-
-
-class _Clock:
-    def seconds(self):
-        return 100.0
-
-
-def test_local_log_commits_then_publishes_once_and_the_directory_answers_fired_deferreds():
-    """The local message log stores a message and delivers it once; a resend is not
-    delivered again. The local directory's answers are Deferreds that have fired."""
-    fanout = _Fanout()
-    chat = Chat(MemoryStore(), fanout, clock=_Clock())
-    results = []
-    chat.post("lobby", "alice", "Alice", "hi", "c1").addCallback(results.append)
-    chat.post("lobby", "alice", "Alice", "hi", "c1").addCallback(results.append)
-    assert [a.duplicate for a in results] == [False, True]
-    assert len([p for p in fanout.sent if b'"message"' in p]) == 1
-    members, online = chat.directory.members("lobby"), chat.directory.is_online("alice")
+def test_local_log_delivers_a_commit_once_and_members_come_in_a_fired_deferred():
+    """In one process a sent message is stored, delivered once and acked; its resend is
+    acked as a duplicate and not delivered again. ``joined.members`` (the local
+    directory's fired Deferred) arrives with the join, synchronously."""
+    chat = make_chat(Clock())
+    alice, bob = opened(chat, "alice"), opened(chat, "bob")
+    say(chat, alice, type="join", room="r")
+    say(chat, bob, type="join", room="r")
+    assert bob.of("joined")[0]["members"] == ["alice", "bob"]
+    say(chat, alice, type="send", room="r", text="hi", id="c1")
+    say(chat, alice, type="send", room="r", text="hi", id="c1")
+    assert [a.get("duplicate", False) for a in alice.of("ack")] == [False, True]
+    assert [m["text"] for m in bob.of("message")] == ["hi"]
+    members, online = chat.directory.members("r"), chat.directory.is_online("bob")
     assert isinstance(members, defer.Deferred) and members.called
     assert isinstance(online, defer.Deferred) and online.called
-    got = []
-    members.addCallback(got.append)
-    online.addCallback(got.append)
-    assert got == [[], False]
 
 
 def test_timed_log_times_each_commit():
     """TimedLog passes the commit through and keeps one latency sample per append."""
-
-    class Clock:
-        now = 10.0
-
-        def seconds(self):
-            return self.now
-
     clock = Clock()
     pending = defer.Deferred()
 
@@ -290,7 +265,7 @@ def test_timed_log_times_each_commit():
     timed = TimedLog(Log(), clock)
     results = []
     timed.append("message", (), ()).addCallback(results.append)
-    clock.now = 10.25
+    clock.advance(0.25)
     pending.callback("appended")
     assert results == ["appended"] and timed.append_latencies == [0.25]
 

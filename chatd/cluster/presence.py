@@ -45,10 +45,10 @@ class IDirectory(Interface):
     :class:`chatd.chat.Chat` keeps its connections in :class:`chatd.hub.Hub`
     and tells the directory about user-level changes on this node; the
     directory decides what the cluster (or the single process) sees. The
-    local implementation (:class:`LocalDirectory`) answers
-    from the hub; the Redis one (:class:`RedisDirectory`)
-    counts users across nodes. ``members`` and ``is_online`` return a Deferred
-    (the local one's has fired already).
+    local implementation (:class:`LocalDirectory`) answers from the hub; the
+    Redis one (:class:`RedisDirectory`) counts users across nodes. ``members``
+    and ``is_online`` always return a Deferred (the local one's has fired
+    already).
     """
 
     def attach(chat):

@@ -155,6 +155,7 @@ class RedisNode:
         self._factories: dict[str, _Factory] = {}
         self._handlers = []  # called with each bus payload
         self._on_up = []  # called (Deferred allowed) when the command connection is up
+        self._on_stop = []  # called (Deferred allowed) before the connections close on stop
         self._starts = 0
         self._ready: defer.Deferred | None = None
         self._pinger: LoopingCall | None = None
@@ -277,7 +278,7 @@ class RedisNode:
             return
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
-        for hook in getattr(self, "_on_stop", ()):
+        for hook in self._on_stop:
             try:
                 yield hook()
             except Exception as e:
@@ -290,7 +291,7 @@ class RedisNode:
 
     def add_stop_hook(self, hook) -> None:
         """Call *hook()* (Deferred allowed) before the connections close on stop."""
-        self.__dict__.setdefault("_on_stop", []).append(hook)
+        self._on_stop.append(hook)
 
     @defer.inlineCallbacks
     def _connected(self, role, conn):
