@@ -7,7 +7,11 @@ talks to the world only through three seams:
   ``send(payload)``, ``close(code, reason)``;
 * the fan-out (:class:`chatd.interfaces.IFanout`, the factory in a server):
   sends one pre-encoded frame to many connections;
-* the history store (:class:`chatd.store.IHistoryStore`).
+* the history store (:class:`chatd.store.IHistoryStore`), read for replay and
+  history, and the message log (:class:`chatd.interfaces.IMessageLog`) that
+  commits and publishes what is posted;
+* the broker (:class:`chatd.cluster.IBroker`) and the directory
+  (:class:`chatd.cluster.presence.IDirectory`).
 
 It keeps no socket, reads the time from an injected clock and leaves rooms and
 presence bookkeeping to :class:`chatd.hub.Hub`.
@@ -18,12 +22,11 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd import errors, wire
 from chatd.anonymous import AnonymousNames, AnonymousSession
-from chatd.broker import CLAIMED, SUPERSEDED, TAKEN
+from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
 from chatd.hub import LOBBY, Hub
 from chatd.limits import RateLimiter
 from chatd.settings import Settings
@@ -56,19 +59,27 @@ class Chat:
         anonymous_prefix: str = "",
         directory=None,
         stats: Stats | None = None,
+        messages=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
         if broker is None:
-            from chatd.broker.local import LocalBroker
+            from chatd.cluster.local import LocalBroker
 
             broker = LocalBroker()
         self.broker = broker
+        if messages is None:
+            from chatd.cluster.local import LocalMessageLog
+
+            messages = LocalMessageLog(store, broker)
+        #: commits and publishes room messages and DMs (chatd.interfaces.IMessageLog)
+        self.messages = messages
         if directory is None:
-            from chatd.broker.local import LocalDirectory
+            from chatd.cluster.presence import LocalDirectory
 
             directory = LocalDirectory()
-        #: presence and online users, of this process or of the cluster (chatd.broker.IDirectory)
+        #: presence and online users, of this process or of the cluster
+        #: (chatd.cluster.presence.IDirectory)
         self.directory = directory
         #: counters shared with the fan-out (deliveries, closes) and read by /metrics
         self.stats = stats if stats is not None else Stats()
@@ -458,10 +469,8 @@ class Chat:
     def _replay(self, replay, conn, room, since):
         if not self.hub.in_room(conn, room):
             return None
-        members = self.directory.members(room)
-        if isinstance(members, Deferred):  # cluster-wide members come from Redis
-            return members.addCallback(self._joined, replay, conn, room, since)
-        return self._joined(members, replay, conn, room, since)
+        d = self.directory.members(room)
+        return d.addCallback(self._joined, replay, conn, room, since)
 
     def _joined(self, members, replay, conn, room, since) -> None:
         if not self.hub.in_room(conn, room):
@@ -504,7 +513,6 @@ class Chat:
         else:
             self.stats.messages_stored += 1
             self._note(appended.message.sender, appended.message)
-            self.broker.publish(kind, appended.message, *args)
             if self.observers:
                 self._emit(kind, message=appended.message, to=args[0] if kind == "dm" else None)
         return appended
@@ -516,13 +524,13 @@ class Chat:
         ``client_id``: then nothing is stored or delivered again).
         """
         fields = (room, sender, name, client_id, text, self.now_ms())
-        d = self.broker.append(self.store, "message", fields, (origin, from_relay))
+        d = self.messages.append("message", fields, (origin, from_relay))
         return d.addCallback(self._committed, "message", origin, from_relay)
 
     def post_dm(self, sender, name, to, text, client_id=None, origin=None):
         """Store a direct message and, once committed, deliver it to both users' connections."""
         fields = (dm_channel(sender, to), sender, name, client_id, text, self.now_ms())
-        d = self.broker.append(self.store, "dm", fields, (to, origin))
+        d = self.messages.append("dm", fields, (to, origin))
         return d.addCallback(self._committed, "dm", to, origin)
 
     def _ack(self, appended, conn, started, text, room=None, to=None):
@@ -564,11 +572,8 @@ class Chat:
 
     def _on_dm(self, conn, request, f) -> None:
         online = self.directory.is_online(f["to"])
-        if isinstance(online, Deferred):  # cluster-wide: asked from Redis
-            online.addCallback(self._dm, conn, request, f)
-            online.addErrback(self._store_failed, "dm", conn, request.id)
-        else:
-            self._dm(online, conn, request, f)
+        online.addCallback(self._dm, conn, request, f)
+        online.addErrback(self._store_failed, "dm", conn, request.id)
 
     def _dm(self, online, conn, request, f) -> None:
         if not self._live(conn):

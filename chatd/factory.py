@@ -41,6 +41,7 @@ class ChatFactory(WebSocketServerFactory):
         broker=None,
         directory=None,
         gate=None,
+        messages=None,
     ):
         settings = settings or Settings()
         #: handshake admission (origins, tokens, connection caps)
@@ -79,6 +80,7 @@ class ChatFactory(WebSocketServerFactory):
             server=server,
             broker=broker,
             directory=directory,
+            messages=messages,
             # anonymous ids get "~" while tokens are accepted, so no anonymous
             # name can pass for a token's user
             anonymous_prefix="" if self.gate.auth == "off" else ANONYMOUS_PREFIX,

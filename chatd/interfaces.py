@@ -29,3 +29,24 @@ class IFanout(Interface):
 
     def relay(conns, payload, is_binary, exclude):
         """Send *payload* verbatim (text or binary) to every open one of *conns* but *exclude*."""
+
+
+class IMessageLog(Interface):
+    """Where the chat commits room messages and DMs: the history store and the bus in one.
+
+    A commit is published to every node (``chat.deliver_<kind>``) once it is
+    stored, and never when it is a duplicate. The single-process log
+    (:class:`chatd.cluster.local.LocalMessageLog`) appends to the store, then
+    publishes through the local broker; the cluster one
+    (:class:`chatd.cluster.redis.RedisMessageLog`) commits and publishes in one
+    Redis script, so every node sees each channel's messages in seq order.
+    """
+
+    def append(kind, fields, args):
+        """Commit a ``message`` or ``dm`` and publish it; fires with :class:`chatd.store.Appended`.
+
+        *fields* are :meth:`chatd.store.IHistoryStore.append`'s arguments
+        ``(channel, sender, name, client_id, text, ts)``, *args* the event's
+        arguments after the message (see :mod:`chatd.cluster`). Fails with
+        :class:`chatd.store.StoreUnavailable` when nothing was committed.
+        """

@@ -4,8 +4,8 @@
 scrape reads :class:`chatd.stats.Stats`, the live state of the chat
 (connections, rooms, users), the history store's counters, the broker's
 health and the webhook queues (:class:`chatd.webhooks.Webhooks`) at that
-moment. Latency samples (``stats.ack_latencies`` and the
-store's append latencies measured by :class:`TimedStore`) are drained into
+moment. Latency samples (``stats.ack_latencies`` and the message log's append
+latencies measured by :class:`TimedLog`) are drained into
 cumulative histograms on each scrape, so memory stays bounded.
 
 Every chatd process has its own :class:`prometheus_client.CollectorRegistry`
@@ -26,7 +26,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
+from chatd.interfaces import IMessageLog
 from chatd.webhooks import EVENTS
 
 #: seconds; ack latency and store write latency buckets
@@ -80,40 +82,31 @@ def _le(bound: float) -> str:
     return str(int(bound)) if bound == int(bound) else repr(bound)
 
 
-class TimedStore:
-    """Wraps a history store and measures how long each ``append`` takes to commit.
+@implementer(IMessageLog)
+class TimedLog:
+    """An :class:`~chatd.interfaces.IMessageLog` that times each commit of the one it wraps.
 
-    Everything else is delegated unchanged; the samples (seconds) wait in
+    The samples (seconds from the append until the commit fired) wait in
     ``append_latencies`` (bounded) until a scrape drains them.
     """
 
     SAMPLE_MAX = 10000
 
-    def __init__(self, store, clock):
-        self._store = store
+    def __init__(self, log, clock):
+        self._log = log
         self._clock = clock
         self.append_latencies: list[float] = []
 
-    def __getattr__(self, name):
-        return getattr(self._store, name)
+    def append(self, kind, fields, args):
+        """Commit and publish through the wrapped log, timing the commit."""
+        started = self._clock.seconds()
 
-    def _timed(self, d, started):
         def done(result):
             if len(self.append_latencies) < self.SAMPLE_MAX:
                 self.append_latencies.append(self._clock.seconds() - started)
             return result
 
-        return d.addBoth(done)
-
-    def append(self, channel, sender, name, client_id, text, ts):
-        """Append through the wrapped store, timing the commit."""
-        started = self._clock.seconds()
-        return self._timed(self._store.append(channel, sender, name, client_id, text, ts), started)
-
-    def append_published(self, *args):
-        """The cluster store's append-and-publish (chatd.store.redis), timed the same way."""
-        started = self._clock.seconds()
-        return self._timed(self._store.append_published(*args), started)
+        return self._log.append(kind, fields, args).addBoth(done)
 
 
 class ChatCollector:
@@ -208,7 +201,7 @@ class ChatCollector:
         )
 
         store = self.store
-        samples = getattr(store, "append_latencies", None)
+        samples = getattr(chat.messages, "append_latencies", None)
         if samples is not None:
             self._drain(samples, self.write)
             yield self.write.family(

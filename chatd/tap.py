@@ -36,7 +36,7 @@ class Options(usage.Options):
             self["listen"].append(f"tcp:{DEFAULT_PORT}")
         if self["redis"] is not None:
             extras.require("--redis")
-            from chatd.broker.redis import RedisURL
+            from chatd.cluster.redis import RedisURL
 
             try:
                 RedisURL(self["redis"])
@@ -102,13 +102,15 @@ def make_gate(options):
 
 
 def make_cluster(options, reactor=None):
-    """With ``--redis``: ``(RedisStore, RedisBroker, RedisDirectory)`` on one RedisNode.
+    """With ``--redis``: ``(RedisStore, RedisBroker, RedisDirectory, RedisMessageLog)``
+    on one RedisNode.
 
-    Without it: ``(None, None, None)`` (a single process: SQLite, LocalBroker).
+    Without it: ``(None, None, None, None)`` (a single process: SQLite, LocalBroker).
     """
     if options.get("redis") is None:
-        return None, None, None
-    from chatd.broker.redis import RedisBroker, RedisDirectory, RedisNode
+        return None, None, None, None
+    from chatd.cluster.presence import RedisDirectory
+    from chatd.cluster.redis import RedisBroker, RedisMessageLog, RedisNode
     from chatd.store.redis import RedisStore
 
     node = RedisNode(options["redis"], reactor=reactor)
@@ -118,7 +120,7 @@ def make_cluster(options, reactor=None):
         history_days=options["history-days"],
         reactor=reactor,
     )
-    return store, RedisBroker(node), RedisDirectory(node)
+    return store, RedisBroker(node), RedisDirectory(node), RedisMessageLog(store, node)
 
 
 def make_store(options, reactor=None):
@@ -137,24 +139,29 @@ def make_store(options, reactor=None):
 def makeService(options, reactor=None):
     """Build the chatd service tree from parsed :class:`Options`."""
     from chatd.factory import ChatFactory
-    from chatd.metrics import TimedStore
+    from chatd.metrics import TimedLog
     from chatd.operations import Operations
     from chatd.service import ChatService
 
-    store, broker, directory = make_cluster(options, reactor)
+    store, broker, directory, messages = make_cluster(options, reactor)
     if store is None:
+        from chatd.cluster.local import LocalBroker, LocalMessageLog
+
         store = make_store(options, reactor)
+        broker = LocalBroker()
+        messages = LocalMessageLog(store, broker)
     if reactor is None:
         from twisted.internet import reactor
-    # the chat posts through TimedStore (append latency for /metrics); the
+    # the chat commits through TimedLog (append latency for /metrics); the
     # service starts and stops the store itself
     factory = ChatFactory(
-        TimedStore(store, reactor),
+        store,
         options["settings"],
         reactor=reactor,
         gate=options["gate"],
         broker=broker,
         directory=directory,
+        messages=TimedLog(messages, reactor),
     )
     from chatd.login import login_resources
 

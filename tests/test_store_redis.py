@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
-from chatd.broker.redis import RedisBroker, RedisNode, RedisURL
+from chatd.cluster.redis import RedisMessageLog, RedisNode, RedisURL
 from chatd.store import Appended, IHistoryStore, Message, Replay, StoreUnavailable
 from chatd.store.redis import RedisStore
 from tests.redis_server import RedisServer
@@ -138,19 +138,19 @@ def test_prune_by_days_keeps_seq(redis):
 
 @pytest_twisted.inlineCallbacks
 def test_commit_publishes_on_the_bus_in_seq_order(redis):
-    """A broker append commits and publishes in one script: the bus sees every seq in order."""
+    """A message log append commits and publishes in one script: the bus sees every seq in order."""
     s = yield _open(redis)
     listener = _node(redis)
     seen = []
     listener.add_bus_handler(seen.append)
     yield listener.start()
     try:
-        broker = RedisBroker(s.node)
+        log = RedisMessageLog(s, s.node)
         ds = [
-            broker.append(s, "message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
+            log.append("message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
             for i in range(100)
         ]
-        dup = broker.append(s, "message", ("r", "u", "U", "c0", "again", 0), ("sess", False))
+        dup = log.append("message", ("r", "u", "U", "c0", "again", 0), ("sess", False))
         yield defer.gatherResults([*ds, dup])
         yield listener.barrier()
         import json

@@ -20,13 +20,13 @@ channel's keys live in one Redis Cluster slot):
 ``P channels``
     every channel ever written (for pruning by age).
 
-One Lua script (:data:`APPEND`) does dedupe check + ``INCR`` + ``XADD`` +
-dedupe record + ``PUBLISH`` of the committed message on the node bus. Redis
+One Lua script (``chatd/cluster/lua/append.lua``) does dedupe check + ``INCR``
++ ``XADD`` + dedupe record + ``PUBLISH`` of the committed message on the node bus. Redis
 runs a script atomically and delivers published messages to each subscriber
 in publish order, so every node receives each channel's messages in ``seq``
-order, whichever node committed them. The payload published is built by the
-broker (:meth:`chatd.broker.redis.RedisBroker.commit_options`) and finished by
-the script with the message fields.
+order, whichever node committed them. The payload published is begun by
+:class:`chatd.cluster.redis.RedisMessageLog` (:func:`chatd.cluster.codec.committed_head`)
+and finished by the script with the message fields (``lua/bus.lua``).
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
 (fail fast, nothing is queued), so chat answers ``unavailable`` and clients
@@ -48,102 +48,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd.cluster.scripts import SOURCES
 from chatd.store import Appended, IHistoryStore, Message, Page, Replay, StoreUnavailable
 
 _DAY_MS = 86_400_000
 
-#: KEYS: seq key, stream key, dedupe key (or the stream key again when no client id), channels
-#: ARGV: sender, name, text, ts, client_id ("" = none), maxlen (0 = none), dedupe_ms,
-#:       bus channel ("" = do not publish), payload head, channel, key prefix
-APPEND = r"""
-local cid = ARGV[5]
-if cid ~= '' then
-  local orig = redis.call('GET', KEYS[3])
-  if orig then
-    local seq, ts, ch = string.match(orig, '^(%d+) (%d+) (.*)$')
-    local found = redis.call('XRANGE', ARGV[11] .. 'm:{' .. ch .. '}', '0-' .. seq, '0-' .. seq)
-    local name, text = '', ''
-    if found[1] then
-      local f = found[1][2]
-      for i = 1, #f, 2 do
-        if f[i] == 'n' then name = f[i + 1] elseif f[i] == 't' then text = f[i + 1] end
-      end
-    end
-    return {1, ch, tonumber(seq), tonumber(ts), name, text}
-  end
-end
-local seq = redis.call('INCR', KEYS[1])
-local id = '0-' .. seq
-local maxlen = tonumber(ARGV[6])
-local cmd = {'XADD', KEYS[2]}
-if maxlen > 0 then
-  cmd[#cmd + 1] = 'MAXLEN'
-  cmd[#cmd + 1] = maxlen
-end
-cmd[#cmd + 1] = id
-for _, v in ipairs({'s', ARGV[1], 'n', ARGV[2], 't', ARGV[3], 'ts', ARGV[4]}) do
-  cmd[#cmd + 1] = v
-end
-if cid ~= '' then
-  cmd[#cmd + 1] = 'c'
-  cmd[#cmd + 1] = cid
-  redis.call('SET', KEYS[3], seq .. ' ' .. ARGV[4] .. ' ' .. ARGV[10], 'PX', ARGV[7])
-end
-redis.call(unpack(cmd))
-if seq == 1 then redis.call('SADD', KEYS[4], ARGV[10]) end
-if ARGV[8] ~= '' then
-  local c = cjson.null
-  if cid ~= '' then c = cid end
-  redis.call('PUBLISH', ARGV[8], ARGV[9] .. cjson.encode(
-    {ARGV[10], seq, ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), c}) .. '}')
-end
-return {0, seq}
-"""
-
-#: KEYS: seq key, stream key. ARGV: since ("" = none), limit
-REPLAY = r"""
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] == '' then return {last, {}} end
-local n = tonumber(ARGV[2]) + 1
-local rows = redis.call('XREVRANGE', KEYS[2], '+', '(0-' .. ARGV[1], 'COUNT', n)
-return {last, rows}
-"""
-
-#: KEYS: stream key. ARGV: before ("" = newest), limit
-HISTORY = r"""
-local top = '+'
-if ARGV[1] ~= '' then
-  if tonumber(ARGV[1]) <= 1 then return {} end
-  top = '(0-' .. ARGV[1]
-end
-return redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', tonumber(ARGV[2]) + 1)
-"""
-
-#: KEYS: stream key. ARGV: cutoff ts (ms), chunk. Deletes the prefix of entries older
-#: than cutoff (at most `chunk` per call); returns {deleted, more}
-PRUNE = r"""
-local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[2]))
-local keep = nil
-local old = 0
-for _, row in ipairs(rows) do
-  local f = row[2]
-  local ts = 0
-  for i = 1, #f, 2 do if f[i] == 'ts' then ts = tonumber(f[i + 1]) end end
-  if ts >= tonumber(ARGV[1]) then keep = row[1] break end
-  old = old + 1
-end
-if old == 0 then return {0, 0} end
-if keep == nil then
-  local lastid = rows[#rows][1]
-  local seq = tonumber(string.match(lastid, '%-(%d+)$'))
-  keep = '0-' .. (seq + 1)
-end
-redis.call('XTRIM', KEYS[1], 'MINID', keep)
-if old == #rows then return {old, 1} end
-return {old, 0}
-"""
-
-SCRIPTS = {"append": APPEND, "replay": REPLAY, "history": HISTORY, "prune": PRUNE}
+#: the Lua scripts (chatd.cluster.scripts, ``chatd/cluster/lua/``) the store runs
+STORE_SCRIPTS = ("append", "replay", "history", "prune")
 
 
 def _seq_of(entry_id: str) -> int:
@@ -160,7 +71,7 @@ def _message(channel: str, row) -> Message:
 class RedisStore:
     """An :class:`IHistoryStore` shared by every node of a cluster (see the module docstring).
 
-    *node* is a :class:`chatd.broker.redis.RedisNode` (the Redis connections of
+    *node* is a :class:`chatd.cluster.redis.RedisNode` (the Redis connections of
     this chatd process); ``start()``/``stop()`` start and stop it.
     ``history_max`` / ``history_days`` / ``dedupe_days`` mean what they mean
     for :class:`~chatd.store.sqlite.SQLiteStore`.
@@ -189,8 +100,8 @@ class RedisStore:
         self.prune_chunk = prune_chunk
         self._reactor = reactor
         self._pruner: LoopingCall | None = None
-        for name, source in SCRIPTS.items():
-            node.register_script(name, source)
+        for name in STORE_SCRIPTS:
+            node.register_script(name, SOURCES[name])
         #: Messages committed by this node (duplicates are not counted).
         self.appended = 0
         #: Appends refused or failed because Redis was unreachable.
@@ -241,7 +152,7 @@ class RedisStore:
     def append_published(self, channel, sender, name, client_id, text, ts, bus, head):
         """Store a message and, in the same script, PUBLISH it on *bus*.
 
-        The payload is *head* (built by :class:`chatd.broker.redis.RedisBroker`)
+        The payload is *head* (:func:`chatd.cluster.codec.committed_head`)
         followed by the JSON array ``[channel, seq, sender, name, text, ts,
         client_id]`` and ``}``. Nothing is published for a duplicate.
         """

@@ -35,6 +35,10 @@ class Conn:
         self.frames: list = []
         self.closed = None
 
+    @property
+    def active(self) -> bool:
+        return self.closed is None
+
     def send(self, payload: bytes) -> None:
         if self.closed is None:
             self.frames.append(payload)

@@ -1,7 +1,6 @@
 """Cluster mode: many chatd nodes share one Redis (``twistd chatd --redis redis://…``).
 
-Three pieces, all built on one :class:`RedisNode` (this process's Redis
-connections):
+Built on one :class:`RedisNode` (this process's Redis connections):
 
 :class:`RedisNode`
     two txredisapi connections, like Synapse's replication
@@ -13,26 +12,17 @@ connections):
     aborts the connection, which starts a reconnect) and log every state
     change. ``healthy`` is false while either is down.
 :class:`RedisBroker`
-    an :class:`~chatd.broker.IBroker`: every event is one JSON object on the
-    bus, ``{"k": kind, "n": origin node id, "a": args}`` (``"m"``: the
-    message of ``message``/``dm``); every node, the origin included, delivers
-    it with ``chat.deliver_<kind>`` in the order Redis delivers it. Room
-    messages and DMs are published by the history store's commit script
-    (:mod:`chatd.store.redis`), atomically with their ``seq``: the chat
-    commits them through :meth:`RedisBroker.append`, and the broker's own
-    ``publish`` does nothing for those kinds.
-:class:`RedisDirectory`
-    cluster-wide presence (see :class:`chatd.broker.local.LocalDirectory`):
-    per node a set of its ``(room, user)`` memberships (``nr:<node>``) and of
-    its online users (``nu:<node>``); per room a hash ``user -> number of
-    nodes`` (``rm:{room}``) and a hash ``online`` ``user -> number of nodes``.
-    A presence ``join`` is published when the count goes 0 -> 1, ``leave``
-    when it goes 1 -> 0, by the same script. Every node refreshes its
-    heartbeat key ``hb:<node>`` (TTL ``node_ttl``) every ``heartbeat``
-    seconds and, in the same script, reaps every registered node whose
-    heartbeat key has expired: its memberships are removed and the leaves
-    published. A SIGKILLed node's users are gone from presence within
-    ``node_ttl + heartbeat`` seconds.
+    an :class:`~chatd.cluster.IBroker`: every event is one JSON object on the
+    bus (:mod:`chatd.cluster.codec`); every node, the origin included,
+    delivers it with ``chat.deliver_<kind>`` in the order Redis delivers it.
+:class:`RedisMessageLog`
+    an :class:`~chatd.interfaces.IMessageLog`: room messages and DMs are
+    published by the history store's commit script
+    (:mod:`chatd.store.redis`, ``lua/append.lua``), atomically with their
+    ``seq``; the broker's own ``publish`` does nothing for those kinds.
+
+Presence across the cluster is :class:`chatd.cluster.presence.RedisDirectory`,
+on the same node.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=chatd:&heartbeat=2&node_ttl=6&
 ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS.
@@ -40,9 +30,7 @@ ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import secrets
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -54,11 +42,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd.broker import KINDS, IBroker, IDirectory
-from chatd.store import Message, StoreUnavailable
-
-#: the kinds the history store's commit script publishes
-COMMITTED_KINDS = frozenset({"message", "dm"})
+from chatd.cluster import KINDS, IBroker, codec
+from chatd.cluster.codec import COMMITTED_KINDS
+from chatd.interfaces import IMessageLog
+from chatd.store import StoreUnavailable
 
 
 class RedisUnavailable(StoreUnavailable):
@@ -168,6 +155,7 @@ class RedisNode:
         self._factories: dict[str, _Factory] = {}
         self._handlers = []  # called with each bus payload
         self._on_up = []  # called (Deferred allowed) when the command connection is up
+        self._on_stop = []  # called (Deferred allowed) before the connections close on stop
         self._starts = 0
         self._ready: defer.Deferred | None = None
         self._pinger: LoopingCall | None = None
@@ -290,7 +278,7 @@ class RedisNode:
             return
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
-        for hook in getattr(self, "_on_stop", ()):
+        for hook in self._on_stop:
             try:
                 yield hook()
             except Exception as e:
@@ -303,7 +291,7 @@ class RedisNode:
 
     def add_stop_hook(self, hook) -> None:
         """Call *hook()* (Deferred allowed) before the connections close on stop."""
-        self.__dict__.setdefault("_on_stop", []).append(hook)
+        self._on_stop.append(hook)
 
     @defer.inlineCallbacks
     def _connected(self, role, conn):
@@ -409,352 +397,31 @@ class RedisBroker:
         self.chat = chat
         self._deliver = {kind: getattr(chat, "deliver_" + kind) for kind in KINDS}
 
-    def append(self, store, kind, fields, args):
-        """Commit a message with *store* and publish it on the bus in the same script.
-
-        *store* must offer ``append_published`` (:class:`chatd.store.redis.RedisStore`):
-        the commit and the PUBLISH are one atomic step, so every node gets each
-        channel's messages in seq order.
-        """
-        head = json.dumps({"k": kind, "n": self.node.node_id, "a": list(args)})
-        return store.append_published(*fields, self.node.bus, head[:-1] + ',"m":')
-
     def publish(self, kind, *args):
         if kind in COMMITTED_KINDS:
             return  # published by the store's commit script, in seq order
-        if kind == "relay":
-            payload, is_binary, origin = args
-            args = (base64.b64encode(payload).decode(), is_binary, origin)
-        self.node.publish(json.dumps({"k": kind, "n": self.node.node_id, "a": list(args)}))
+        self.node.publish(codec.encode(codec.BusEvent(kind, self.node.node_id, args)))
 
     def _received(self, payload):
-        event = json.loads(payload)
-        kind, args = event["k"], event["a"]
-        self.received[kind] += 1
+        event = codec.decode(payload)
+        self.received[event.kind] += 1
         if self.chat is None:
             return
-        mine = event.get("n") == self.node.node_id
-        if kind in COMMITTED_KINDS:
-            message = Message(*event["m"])
-            if kind == "message":
-                origin, from_relay = args
-                self._deliver[kind](message, origin if mine else None, from_relay)
-            else:
-                to, origin = args
-                self._deliver[kind](message, to, origin if mine else None)
-            return
-        *rest, origin = args
-        if kind == "relay":
-            rest[0] = base64.b64decode(rest[0])
-        self._deliver[kind](*rest, origin if mine else None)
+        local = event.node == self.node.node_id
+        self._deliver[event.kind](*event.deliver_args(local))
 
 
-# -- presence -------------------------------------------------------------------
+@implementer(IMessageLog)
+class RedisMessageLog:
+    """Commits a message to a :class:`chatd.store.redis.RedisStore` and publishes it
+    on *node*'s bus in the same script: every node gets each channel's messages
+    in seq order."""
 
-#: KEYS: nu:<node>, online, an:<user>. ARGV: user, exclusive ("1" for anonymous
-#: names), epoch (the anonymous session's id). Returns 1 (CLAIMED) when the user is
-#: registered on this node, 0 (TAKEN) when an exclusive name is online on another
-#: node, 2 (SUPERSEDED) when it is registered but ``an:<user>`` (the session that
-#: last held the name, anywhere) was not *epoch*.
-CONNECT = r"""
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
-local result = 1
-if ARGV[2] == '1' then
-  if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-  if redis.call('GET', KEYS[3]) ~= ARGV[3] then result = 2 end
-  redis.call('SET', KEYS[3], ARGV[3])
-end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return result
-"""
-
-#: KEYS: nu:<node>, online, an:<user>. ARGV: user, ms to keep ``an:<user>`` once the
-#: user is offline everywhere (its session's resume grace; 0: none kept)
-DISCONNECT = r"""
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
-    redis.call('HDEL', KEYS[2], ARGV[1])
-    if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
-  end
-end
-return 1
-"""
-
-#: KEYS: nr:<node>, rm:{room}. ARGV: member, user, bus, payload, +1 / -1
-MEMBERSHIP = r"""
-if ARGV[5] == '1' then
-  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-    if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
-      redis.call('PUBLISH', ARGV[3], ARGV[4])
-    end
-  end
-else
-  if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
-    if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
-      redis.call('HDEL', KEYS[2], ARGV[2])
-      redis.call('PUBLISH', ARGV[3], ARGV[4])
-    end
-  end
-end
-return 1
-"""
-
-_REAP = r"""
-local function reap(p, bus, node)
-  for _, m in ipairs(redis.call('SMEMBERS', p .. 'nr:' .. node)) do
-    local ru = cjson.decode(m)
-    local rm = p .. 'rm:{' .. ru[1] .. '}'
-    if redis.call('HINCRBY', rm, ru[2], -1) <= 0 then
-      redis.call('HDEL', rm, ru[2])
-      redis.call('PUBLISH', bus, cjson.encode({k = 'presence', n = node,
-        a = {ru[1], ru[2], 'leave', cjson.null}}))
-    end
-  end
-  for _, u in ipairs(redis.call('SMEMBERS', p .. 'nu:' .. node)) do
-    if redis.call('HINCRBY', p .. 'online', u, -1) <= 0 then redis.call('HDEL', p .. 'online', u) end
-  end
-  redis.call('DEL', p .. 'nr:' .. node, p .. 'nu:' .. node)
-  redis.call('SREM', p .. 'nodes', node)
-end
-"""
-
-#: ARGV: prefix, bus, node, ttl_ms. Refreshes this node's heartbeat and reaps
-#: every node whose heartbeat expired; returns {1 if this node's heartbeat was
-#: still alive else 0, reaped node ids}.
-HEARTBEAT = (
-    _REAP
-    + r"""
-local p, bus, me = ARGV[1], ARGV[2], ARGV[3]
-local alive = redis.call('EXISTS', p .. 'hb:' .. me)
-redis.call('SET', p .. 'hb:' .. me, '1', 'PX', ARGV[4])
-redis.call('SADD', p .. 'nodes', me)
-local reaped = {}
-for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
-  if node ~= me and redis.call('EXISTS', p .. 'hb:' .. node) == 0 then
-    reap(p, bus, node)
-    reaped[#reaped + 1] = node
-  end
-end
-return {alive, reaped}
-"""
-)
-
-#: ARGV: prefix, bus, node. A node leaving the cluster (clean shutdown).
-REAP_SELF = (
-    _REAP
-    + r"""
-reap(ARGV[1], ARGV[2], ARGV[3])
-redis.call('DEL', ARGV[1] .. 'hb:' .. ARGV[3])
-return 1
-"""
-)
-
-#: ARGV: prefix, bus, node, n_members, members..., users...
-#: Makes this node's registrations equal to what it really has (after a reconnect).
-RESYNC = r"""
-local p, bus, me = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[4])
-local want, users = {}, {}
-for i = 5, 4 + n do want[ARGV[i]] = true end
-for i = 5 + n, #ARGV do users[ARGV[i]] = true end
-local nr, nu = p .. 'nr:' .. me, p .. 'nu:' .. me
-for _, m in ipairs(redis.call('SMEMBERS', nr)) do
-  if not want[m] then
-    local ru = cjson.decode(m)
-    local rm = p .. 'rm:{' .. ru[1] .. '}'
-    redis.call('SREM', nr, m)
-    if redis.call('HINCRBY', rm, ru[2], -1) <= 0 then
-      redis.call('HDEL', rm, ru[2])
-      redis.call('PUBLISH', bus, cjson.encode({k = 'presence', n = me, a = {ru[1], ru[2], 'leave', cjson.null}}))
-    end
-  else
-    want[m] = nil
-  end
-end
-for m, _ in pairs(want) do
-  local ru = cjson.decode(m)
-  redis.call('SADD', nr, m)
-  if redis.call('HINCRBY', p .. 'rm:{' .. ru[1] .. '}', ru[2], 1) == 1 then
-    redis.call('PUBLISH', bus, cjson.encode({k = 'presence', n = me, a = {ru[1], ru[2], 'join', cjson.null}}))
-  end
-end
-for _, u in ipairs(redis.call('SMEMBERS', nu)) do
-  if not users[u] then
-    redis.call('SREM', nu, u)
-    if redis.call('HINCRBY', p .. 'online', u, -1) <= 0 then redis.call('HDEL', p .. 'online', u) end
-  else
-    users[u] = nil
-  end
-end
-for u, _ in pairs(users) do
-  redis.call('SADD', nu, u)
-  redis.call('HINCRBY', p .. 'online', u, 1)
-end
-return 1
-"""
-
-DIRECTORY_SCRIPTS = {
-    "connect": CONNECT,
-    "disconnect": DISCONNECT,
-    "membership": MEMBERSHIP,
-    "heartbeat": HEARTBEAT,
-    "reap_self": REAP_SELF,
-    "resync": RESYNC,
-}
-
-
-@implementer(IDirectory)
-class RedisDirectory:
-    """Cluster-wide presence, online users and names (see the module docstring)."""
-
-    log = Logger()
-
-    def __init__(self, node: RedisNode):
+    def __init__(self, store, node: RedisNode):
+        self.store = store
         self.node = node
-        self.chat = None
-        self._beat: LoopingCall | None = None
-        for name, source in DIRECTORY_SCRIPTS.items():
-            node.register_script(name, source)
-        node.add_connect_hook(self._resync)
-        node.add_stop_hook(self._leave_cluster)
-        #: node ids this node found dead and reaped
-        self.reaped: list[str] = []
 
-    def attach(self, chat):
-        self.chat = chat
-        self._beat = LoopingCall(self._heartbeat)
-        self._beat.clock = self.node.reactor
-        self._beat.start(self.node.url.heartbeat, now=False)
-
-    # keys
-
-    def _k(self, name):
-        return f"{self.node.prefix}{name}:{self.node.node_id}"
-
-    def _room(self, room):
-        return f"{self.node.prefix}rm:{{{room}}}"
-
-    def _logged(self, d, what):
-        d.addErrback(
-            lambda f: self.log.warn("Redis presence {what} failed: {e}", what=what, e=f.value)
-        )
-        return d
-
-    # heartbeat and reaping
-
-    def _heartbeat(self):
-        if "command" not in self.node._conns:
-            return None
-        u = self.node.url
-        d = self.node.script(
-            "heartbeat",
-            [],
-            [self.node.prefix, self.node.bus, self.node.node_id, int(u.node_ttl * 1000)],
-        )
-
-        def reaped(result):
-            alive, nodes = result
-            if not int(alive):
-                # this node was silent too long (paused, partitioned) and may
-                # have been reaped by the others: register everything again
-                self.log.warn(
-                    "chatd node {node} lost its heartbeat: re-registering", node=self.node.node_id
-                )
-                self._resync()
-            for node in nodes or ():
-                self.reaped.append(node)
-                self.log.warn("chatd node {node} stopped heartbeating: its users left", node=node)
-
-        d.addCallback(reaped)
-        return self._logged(d, "heartbeat")
-
-    def _state(self):
-        chat = self.chat
-        members, users = set(), set()
-        if chat is not None:
-            for name, room in chat.hub.rooms.items():
-                for user in room.users:
-                    members.add(json.dumps([name, user], ensure_ascii=False))
-            users.update(chat.hub.connections)
-            users.update(chat.opening_users())  # their CONNECT may be ahead of this
-        return sorted(members), sorted(users)
-
-    def _resync(self):
-        """After (re)connecting: heartbeat, then register exactly what this node has."""
-        u = self.node.url
-        members, users = self._state()
-        d = self.node.script(
-            "heartbeat",
-            [],
-            [self.node.prefix, self.node.bus, self.node.node_id, int(u.node_ttl * 1000)],
-        )
-        d.addCallback(
-            lambda _: self.node.script(
-                "resync",
-                [],
-                [
-                    self.node.prefix,
-                    self.node.bus,
-                    self.node.node_id,
-                    len(members),
-                    *members,
-                    *users,
-                ],
-            )
-        )
-        return self._logged(d, "resync")
-
-    def _leave_cluster(self):
-        if self._beat is not None and self._beat.running:
-            self._beat.stop()
-        d = self.node.script("reap_self", [], [self.node.prefix, self.node.bus, self.node.node_id])
-        return self._logged(d, "leave")
-
-    # IDirectory
-
-    def _name_keys(self, user):
-        p = self.node.prefix
-        return [self._k("nu"), p + "online", p + "an:" + user]
-
-    def connected(self, conn, epoch):
-        exclusive = "0" if epoch is None else "1"
-        d = self.node.script(
-            "connect", self._name_keys(conn.user), [conn.user, exclusive, epoch or ""]
-        )
-        return d.addCallback(int)
-
-    def disconnected(self, conn, user):
-        if self.chat is not None and self.chat.holds(user):
-            return
-        keep = 0
-        if getattr(conn, "identity", None) is None and self.chat is not None:
-            keep = int(self.chat.names.grace * 1000)
-        d = self.node.script("disconnect", self._name_keys(user), [user, keep])
-        self._logged(d, "disconnect")
-
-    def _membership(self, room, user, event, origin, delta):
-        payload = json.dumps(
-            {"k": "presence", "n": self.node.node_id, "a": [room, user, event, origin]}
-        )
-        member = json.dumps([room, user], ensure_ascii=False)
-        d = self.node.script(
-            "membership",
-            [self._k("nr"), self._room(room)],
-            [member, user, self.node.bus, payload, delta],
-        )
-        self._logged(d, "membership")
-
-    def joined(self, room, user, origin):
-        self._membership(room, user, "join", origin, 1)
-
-    def left(self, room, user, origin):
-        self._membership(room, user, "leave", origin, -1)
-
-    def members(self, room):
-        d = self.node.execute("HKEYS", self._room(room))
-        return d.addCallback(sorted)
-
-    def is_online(self, user):
-        d = self.node.execute("HEXISTS", self.node.prefix + "online", user)
-        return d.addCallback(lambda n: bool(int(n)))
+    def append(self, kind, fields, args):
+        """Commit and publish (see :meth:`chatd.interfaces.IMessageLog.append`)."""
+        head = codec.committed_head(kind, self.node.node_id, args)
+        return self.store.append_published(*fields, self.node.bus, head)

@@ -1,0 +1,21 @@
+-- History: KEYS: stream key. ARGV: cutoff ts (ms), chunk. Deletes the prefix of
+-- entries older than cutoff (at most chunk per call); returns {deleted, more}.
+local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[2]))
+local keep = nil
+local old = 0
+for _, row in ipairs(rows) do
+  local f = row[2]
+  local ts = 0
+  for i = 1, #f, 2 do if f[i] == 'ts' then ts = tonumber(f[i + 1]) end end
+  if ts >= tonumber(ARGV[1]) then keep = row[1] break end
+  old = old + 1
+end
+if old == 0 then return {0, 0} end
+if keep == nil then
+  local lastid = rows[#rows][1]
+  local seq = tonumber(string.match(lastid, '%-(%d+)$'))
+  keep = '0-' .. (seq + 1)
+end
+redis.call('XTRIM', KEYS[1], 'MINID', keep)
+if old == #rows then return {old, 1} end
+return {old, 0}

@@ -1,0 +1,270 @@
+"""Presence: who is where, on this node or across a cluster (:class:`IDirectory`).
+
+:class:`LocalDirectory`
+    one process: answers from the chat's hub, announces joins and leaves
+    through the chat's broker.
+:class:`RedisDirectory`
+    cluster-wide presence on a :class:`chatd.cluster.redis.RedisNode`: per
+    node a set of its ``(room, user)`` memberships (``nr:<node>``) and of its
+    online users (``nu:<node>``); per room a hash ``user -> number of nodes``
+    (``rm:{room}``) and a hash ``online`` ``user -> number of nodes``. A
+    presence ``join`` is published when the count goes 0 -> 1, ``leave`` when
+    it goes 1 -> 0, by the same script (``lua/membership.lua``). Every node
+    refreshes its heartbeat key ``hb:<node>`` (TTL ``node_ttl``) every
+    ``heartbeat`` seconds and, in the same script (``lua/heartbeat.lua``),
+    reaps every registered node whose heartbeat key has expired: its
+    memberships are removed and the leaves published. A SIGKILLed node's users
+    are gone from presence within ``node_ttl + heartbeat`` seconds. Anonymous
+    names are claimed cluster-wide by ``lua/connect.lua``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from chatd.cluster import codec
+from chatd.cluster.scripts import SOURCES
+
+#: answers of a cluster-wide name claim (:meth:`IDirectory.connected`): the name is
+#: this node's now; it is held on another node; it is this node's, but another
+#: session held it since the claiming anonymous session last did
+TAKEN, CLAIMED, SUPERSEDED = 0, 1, 2
+
+#: the Lua scripts (chatd.cluster.scripts) the Redis directory runs
+DIRECTORY_SCRIPTS = ("connect", "disconnect", "membership", "heartbeat", "reap_self", "resync")
+
+
+class IDirectory(Interface):
+    """Who is where: presence and online users, on this node or across a cluster.
+
+    :class:`chatd.chat.Chat` keeps its connections in :class:`chatd.hub.Hub`
+    and tells the directory about user-level changes on this node; the
+    directory decides what the cluster (or the single process) sees. The
+    local implementation (:class:`LocalDirectory`) answers from the hub; the
+    Redis one (:class:`RedisDirectory`) counts users across nodes. ``members``
+    and ``is_online`` always return a Deferred (the local one's has fired
+    already).
+    """
+
+    def attach(chat):
+        """Serve *chat* (this node's :class:`chatd.chat.Chat`)."""
+
+    def connected(conn, epoch):
+        """A chatd.v1 connection of ``conn.user`` opened on this node.
+
+        *epoch* is the id of the connection's anonymous session
+        (:class:`chatd.anonymous.AnonymousSession`), None for a token user.
+        Returns None when this node alone decides names (the chat has checked
+        it), else a Deferred firing with :data:`CLAIMED`, :data:`TAKEN` (an
+        anonymous name held on another node) or :data:`SUPERSEDED` (claimed, but
+        another session had the name since *epoch* last held it). The chat
+        executes none of the connection's frames before it fires.
+        """
+
+    def disconnected(conn, user):
+        """A connection of *user* closed on this node (it has left its rooms already)."""
+
+    def joined(room, user, origin):
+        """*user* has its first connection in *room* on this node: announce the join
+        (once per user across the cluster)."""
+
+    def left(room, user, origin):
+        """*user*'s last connection in *room* on this node left: announce the leave
+        when it was the user's last anywhere."""
+
+    def members(room):
+        """A Deferred firing with the sorted distinct user ids in *room*."""
+
+    def is_online(user):
+        """A Deferred firing with True when *user* has a chatd.v1 connection."""
+
+
+@implementer(IDirectory)
+class LocalDirectory:
+    """Presence of one process: answers from the chat's hub, announces through its broker."""
+
+    def __init__(self):
+        self.chat = None
+
+    def attach(self, chat):
+        self.chat = chat
+
+    def connected(self, conn, epoch):
+        return None  # the chat's own name check is the whole truth
+
+    def disconnected(self, conn, user):
+        pass
+
+    def joined(self, room, user, origin):
+        self.chat.broker.publish("presence", room, user, "join", origin)
+
+    def left(self, room, user, origin):
+        self.chat.broker.publish("presence", room, user, "leave", origin)
+
+    def members(self, room):
+        return succeed(self.chat.hub.members(room))
+
+    def is_online(self, user):
+        return succeed(self.chat.hub.is_online(user))
+
+
+@implementer(IDirectory)
+class RedisDirectory:
+    """Cluster-wide presence, online users and names (see the module docstring)."""
+
+    log = Logger()
+
+    def __init__(self, node):
+        """*node* is this process's :class:`chatd.cluster.redis.RedisNode`."""
+        self.node = node
+        self.chat = None
+        self._beat: LoopingCall | None = None
+        for name in DIRECTORY_SCRIPTS:
+            node.register_script(name, SOURCES[name])
+        node.add_connect_hook(self._resync)
+        node.add_stop_hook(self._leave_cluster)
+        #: node ids this node found dead and reaped
+        self.reaped: list[str] = []
+
+    def attach(self, chat):
+        self.chat = chat
+        self._beat = LoopingCall(self._heartbeat)
+        self._beat.clock = self.node.reactor
+        self._beat.start(self.node.url.heartbeat, now=False)
+
+    # keys
+
+    def _k(self, name):
+        return f"{self.node.prefix}{name}:{self.node.node_id}"
+
+    def _room(self, room):
+        return f"{self.node.prefix}rm:{{{room}}}"
+
+    def _logged(self, d, what):
+        d.addErrback(
+            lambda f: self.log.warn("Redis presence {what} failed: {e}", what=what, e=f.value)
+        )
+        return d
+
+    # heartbeat and reaping
+
+    def _heartbeat(self):
+        if "command" not in self.node._conns:
+            return None
+        u = self.node.url
+        d = self.node.script(
+            "heartbeat",
+            [],
+            [self.node.prefix, self.node.bus, self.node.node_id, int(u.node_ttl * 1000)],
+        )
+
+        def reaped(result):
+            alive, nodes = result
+            if not int(alive):
+                # this node was silent too long (paused, partitioned) and may
+                # have been reaped by the others: register everything again
+                self.log.warn(
+                    "chatd node {node} lost its heartbeat: re-registering", node=self.node.node_id
+                )
+                self._resync()
+            for node in nodes or ():
+                self.reaped.append(node)
+                self.log.warn("chatd node {node} stopped heartbeating: its users left", node=node)
+
+        d.addCallback(reaped)
+        return self._logged(d, "heartbeat")
+
+    def _state(self):
+        chat = self.chat
+        members, users = set(), set()
+        if chat is not None:
+            for name, room in chat.hub.rooms.items():
+                for user in room.users:
+                    members.add(json.dumps([name, user], ensure_ascii=False))
+            users.update(chat.hub.connections)
+            users.update(chat.opening_users())  # their CONNECT may be ahead of this
+        return sorted(members), sorted(users)
+
+    def _resync(self):
+        """After (re)connecting: heartbeat, then register exactly what this node has."""
+        u = self.node.url
+        members, users = self._state()
+        d = self.node.script(
+            "heartbeat",
+            [],
+            [self.node.prefix, self.node.bus, self.node.node_id, int(u.node_ttl * 1000)],
+        )
+        d.addCallback(
+            lambda _: self.node.script(
+                "resync",
+                [],
+                [
+                    self.node.prefix,
+                    self.node.bus,
+                    self.node.node_id,
+                    len(members),
+                    *members,
+                    *users,
+                ],
+            )
+        )
+        return self._logged(d, "resync")
+
+    def _leave_cluster(self):
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        d = self.node.script("reap_self", [], [self.node.prefix, self.node.bus, self.node.node_id])
+        return self._logged(d, "leave")
+
+    # IDirectory
+
+    def _name_keys(self, user):
+        p = self.node.prefix
+        return [self._k("nu"), p + "online", p + "an:" + user]
+
+    def connected(self, conn, epoch):
+        exclusive = "0" if epoch is None else "1"
+        d = self.node.script(
+            "connect", self._name_keys(conn.user), [conn.user, exclusive, epoch or ""]
+        )
+        return d.addCallback(int)
+
+    def disconnected(self, conn, user):
+        if self.chat is not None and self.chat.holds(user):
+            return
+        keep = 0
+        if getattr(conn, "identity", None) is None and self.chat is not None:
+            keep = int(self.chat.names.grace * 1000)
+        d = self.node.script("disconnect", self._name_keys(user), [user, keep])
+        self._logged(d, "disconnect")
+
+    def _membership(self, room, user, event, origin, delta):
+        payload = codec.encode(
+            codec.BusEvent("presence", self.node.node_id, (room, user, event, origin))
+        )
+        member = json.dumps([room, user], ensure_ascii=False)
+        d = self.node.script(
+            "membership",
+            [self._k("nr"), self._room(room)],
+            [member, user, self.node.bus, payload, delta],
+        )
+        self._logged(d, "membership")
+
+    def joined(self, room, user, origin):
+        self._membership(room, user, "join", origin, 1)
+
+    def left(self, room, user, origin):
+        self._membership(room, user, "leave", origin, -1)
+
+    def members(self, room):
+        d = self.node.execute("HKEYS", self._room(room))
+        return d.addCallback(sorted)
+
+    def is_online(self, user):
+        d = self.node.execute("HEXISTS", self.node.prefix + "online", user)
+        return d.addCallback(lambda n: bool(int(n)))

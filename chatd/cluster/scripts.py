@@ -1,0 +1,37 @@
+"""The cluster's Redis Lua scripts, read from ``chatd/cluster/lua/`` at import.
+
+The ``.lua`` files ship in the package (setup.cfg ``package_data``). A script
+is one or more files joined in order: helpers first (``bus.lua``, the Lua half
+of :mod:`chatd.cluster.codec`; ``reap.lua``), then the script's body. Each file
+documents its KEYS, ARGV and result.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+_LUA = files("chatd.cluster") / "lua"
+
+#: script name -> the files it is made of, in order
+PARTS = {
+    # presence (chatd.cluster.presence.RedisDirectory)
+    "connect": ("connect",),
+    "disconnect": ("disconnect",),
+    "membership": ("membership",),
+    "heartbeat": ("bus", "reap", "heartbeat"),
+    "reap_self": ("bus", "reap", "reap_self"),
+    "resync": ("bus", "resync"),
+    # history (chatd.store.redis.RedisStore)
+    "append": ("bus", "append"),
+    "replay": ("replay",),
+    "history": ("history",),
+    "prune": ("prune",),
+}
+
+
+def _source(name: str) -> str:
+    return "\n".join((_LUA / f"{part}.lua").read_text(encoding="utf-8") for part in PARTS[name])
+
+
+#: script name -> Lua source
+SOURCES = {name: _source(name) for name in PARTS}
