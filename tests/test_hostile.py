@@ -172,8 +172,9 @@ class RawWS:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def recv_frame(self):
-        """The next ``(opcode, payload)`` from the server (pings are answered)."""
+    def recv_frame(self, pings=False):
+        """The next ``(opcode, payload)`` from the server (pings are answered, and with
+        *pings* true returned too, so a test can wait for the server's next ping)."""
         while True:
             b0, b1 = self._read(2)
             assert b1 & 0x80 == 0, "server frames must not be masked"
@@ -186,7 +187,8 @@ class RawWS:
             opcode, payload = b0 & 0x0F, self._read(n)
             if opcode == 0x9:
                 self.send(frame(0xA, payload))
-                continue
+                if not pings:
+                    continue
             return opcode, payload
 
     def recv(self):
