@@ -234,8 +234,8 @@ def test_idle_timeout(server_factory):
 
     Time is the behaviour here: a short real timeout (0.5 s), and the test waits for the
     idle client's close (under a deadline) while the busy one pings every *gap* seconds
-    (its activity pattern, not a wait), then keeps it busy one more timeout. No unit test
-    drives the sweep (``ChatFactory._close_idle``) by a clock yet."""
+    (its activity pattern, not a wait), then keeps it busy one more timeout. The sweep's
+    exact boundaries are checked by clock in tests/unit/test_idle_clock.py."""
     timeout, gap = 0.5, 0.1
     srv = yield server_factory("--idle-timeout", str(timeout))
     idle = yield Client.v1(srv.port, "idle")
