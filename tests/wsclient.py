@@ -149,6 +149,8 @@ class Client:
             frame = yield self.recv(timeout)
             if frame.get("type") == "pong" and frame.get("id") == ref:
                 return before
+            # (a rate-limited ping is answered with an error instead: say so, at once)
+            assert frame.get("ref") != ref, f"the barrier ping was refused: {frame}"
             before.append(frame)
 
     @defer.inlineCallbacks

@@ -78,6 +78,7 @@ function barrier(c, ms) {
       if (typeof m.data !== 'string' || m.data.indexOf(id) < 0) return
       const f = JSON.parse(m.data)
       if (f.type === 'pong' && f.id === id) finish()
+      else if (f.ref === id) finish(new Error('the barrier ping was refused: ' + m.data)) // e.g. rate_limited
     })
     task.send({ data: JSON.stringify({ type: 'ping', id }), fail: (e) => finish(new Error('ping not sent: ' + e.errMsg)) })
   })
