@@ -41,6 +41,30 @@ def need_binary(name: str) -> str:
     return path
 
 
+def poll(predicate, timeout=10.0, interval=0.02):
+    """*predicate*'s first truthy value, tried every *interval* seconds for at most
+    *timeout* seconds (blocking: for tests without a reactor); None if it never came.
+
+    Tests wait for a condition under a deadline like this, never for a fixed sleep
+    (Twisted tests use :func:`tests.wsclient.wait_for`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def wait_until(predicate, what, timeout=10.0, interval=0.02):
+    """Like :func:`poll`, but an AssertionError naming *what* when the deadline passes."""
+    value = poll(predicate, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return value
+
+
 class InProcessServer:
     """A chatd service running in the test's own reactor."""
 
@@ -52,6 +76,19 @@ class InProcessServer:
         self.port = service.listeners[0].port.getHost().port
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.http_url = f"http://127.0.0.1:{self.port}"
+
+    def gone(self, *clients, timeout=10.0):
+        """Fires once chatd has handled the close of every chatd.v1 client in *clients*
+        (:class:`tests.wsclient.Client` with a ``welcome``): their sessions are gone, so
+        their names, rooms and connection-cap slots are released."""
+        from tests.wsclient import wait_for
+
+        sessions = [c.welcome["session"] for c in clients]
+        return wait_for(
+            lambda: not any(s in self.chat.sessions for s in sessions),
+            timeout,
+            what=f"chatd to let go of {sessions}",
+        )
 
 
 @defer.inlineCallbacks
@@ -192,6 +229,11 @@ class TwistdProcess:
     @property
     def log(self) -> str:
         return "".join(self.log_lines)
+
+    def wait_log(self, text, count=1, timeout=10.0) -> bool:
+        """Wait (at most *timeout* s) until *text* is in the log *count* times; whether
+        it got there."""
+        return poll(lambda: self.log.count(text) >= count, timeout) is not None
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 
-from tests.conftest import need_binary
+from tests.conftest import need_binary, poll
 
 
 def free_port() -> int:
@@ -44,18 +43,18 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
+        if poll(self._answers_ping, timeout, 0.05):
+            return self
         self.kill()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def kill(self):
         """SIGKILL the server and wait for it."""

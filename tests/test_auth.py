@@ -72,7 +72,7 @@ def test_one_user_many_connections(server_factory):
     yield dave.expect("presence", user="carol", event="join")
     joined = yield web.join("r")
     assert joined["members"] == ["carol", "dave"]
-    yield dave.silent(0.2)  # no second presence join
+    yield dave.quiet()  # no second presence join (chatd sends it, if at all, before joined)
     dave.send(type="send", room="r", text="to carol", id="1")
     yield dave.expect("ack", id="1")
     yield phone.expect("message", text="to carol")
@@ -86,7 +86,8 @@ def test_one_user_many_connections(server_factory):
     yield dave.expect("dm", text="from phone")
     yield web.expect("dm", text="from phone")  # the sender's other device sees it too
     yield phone.close()
-    yield dave.silent(0.2)  # carol is still there through the web connection
+    yield srv.gone(phone)
+    yield dave.quiet()  # no presence leave: carol is still there through the web connection
     yield web.close()
     yield dave.expect("presence", user="carol", event="leave")
     yield dave.close()
@@ -132,7 +133,7 @@ def test_connection_caps_per_user_and_per_ip(server_factory):
     with pytest.raises(ConnectionError):
         yield Client.v1(srv.port, "anon2")
     yield a.close()
-    yield deferLater(0.1)
+    yield srv.gone(a)
     e = yield Client.v1(srv.port, token=t)  # a slot is free again
     for x in (b, c, d, e):
         yield x.close()
@@ -151,10 +152,10 @@ def test_resume_secret_lets_a_reconnect_share_its_name(server):
     new = yield Client.v1(server.port, "henry", resume=secret)
     assert new.welcome["user"] == "henry" and new.welcome["resume"] == secret
     yield old.close()
-    yield deferLater(0.05)
+    yield server.gone(old)
     assert "henry" in server.chat.names  # still held by the new connection
     yield new.close()
-    yield deferLater(0.05)
+    yield server.gone(new)
     assert "henry" not in server.chat.names
 
 
@@ -229,20 +230,31 @@ def test_max_rooms(server_factory):
 
 @pytest_twisted.inlineCallbacks
 def test_idle_timeout(server_factory):
-    """--idle-timeout closes a client that sent nothing with 4408; an active one stays."""
-    srv = yield server_factory("--idle-timeout", "0.5")
+    """--idle-timeout closes a client that sent nothing with 4408; an active one stays.
+
+    Time is the behaviour here: a short real timeout (0.5 s), and the test waits for the
+    idle client's close (under a deadline) while the busy one pings every *gap* seconds
+    (its activity pattern, not a wait), then keeps it busy one more timeout. The sweep's
+    exact boundaries are checked by clock in tests/unit/test_idle_clock.py."""
+    timeout, gap = 0.5, 0.1
+    srv = yield server_factory("--idle-timeout", str(timeout))
     idle = yield Client.v1(srv.port, "idle")
     busy = yield Client.v1(srv.port, "busy")
 
     @defer.inlineCallbacks
-    def keep_busy():
-        for _ in range(10):
+    def keep_busy(until):
+        while not until():
             busy.send(type="ping")
             yield busy.expect("pong")
-            yield deferLater(0.15)
+            yield deferLater(gap)
 
-    yield keep_busy()
+    deadline = reactor.seconds() + 10
+    yield keep_busy(lambda: idle.close_code is not None or reactor.seconds() > deadline)
     code, _ = yield idle.closed()
     assert code == 4408
+    # one more idle timeout: had the pings not counted, busy (opened just after idle)
+    # would be closed by now as well
+    later = reactor.seconds() + timeout + 0.2
+    yield keep_busy(lambda: reactor.seconds() > later)
     assert busy.close_code is None
     yield busy.close()

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,12 +112,8 @@ def _welcome(url):
 
 
 def _wait_log(proc, text, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in proc.log:
-            return True
-        time.sleep(0.05)
-    return False
+    """Whether *text* got into the log within *timeout* seconds."""
+    return proc.wait_log(text, 1, timeout)
 
 
 @pytest.mark.subprocess

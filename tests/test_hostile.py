@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatd import wire
-from tests.conftest import TwistdProcess
+from tests.conftest import TwistdProcess, wait_until
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 5.0
@@ -172,8 +172,9 @@ class RawWS:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def recv_frame(self):
-        """The next ``(opcode, payload)`` from the server (pings are answered)."""
+    def recv_frame(self, pings=False):
+        """The next ``(opcode, payload)`` from the server (pings are answered, and with
+        *pings* true returned too, so a test can wait for the server's next ping)."""
         while True:
             b0, b1 = self._read(2)
             assert b1 & 0x80 == 0, "server frames must not be masked"
@@ -186,7 +187,8 @@ class RawWS:
             opcode, payload = b0 & 0x0F, self._read(n)
             if opcode == 0x9:
                 self.send(frame(0xA, payload))
-                continue
+                if not pings:
+                    continue
             return opcode, payload
 
     def recv(self):
@@ -982,10 +984,11 @@ def test_connections_per_user_cap_is_429(authed):
     conns = [RawWS.v1(authed.port, path="/ws?token=" + token) for _ in range(3)]
     assert handshake_status(authed.port, "/ws?token=" + token) == 429
     conns.pop().close()
-    deadline = time.monotonic() + TIMEOUT
-    while handshake_status(authed.port, "/ws?token=" + token) != 101:
-        assert time.monotonic() < deadline, "the closed connection was never released"
-        time.sleep(0.05)
+    wait_until(
+        lambda: handshake_status(authed.port, "/ws?token=" + token) == 101,
+        "the closed connection to be released",
+        TIMEOUT,
+    )
     for ws in conns:
         ws.close()
     authed.check("per-user cap")
@@ -1040,11 +1043,13 @@ def test_connections_per_ip_cap_is_429(tmp_path_factory):
         assert handshake_status(proc.port, path="/", protocols=()) == 429  # relay too
         world.bystanders_talk("the 4th connection")
         third.close()
-        deadline = time.monotonic() + TIMEOUT
-        while (status := handshake_status(proc.port)) != 101:
-            assert status == 429
-            assert time.monotonic() < deadline, "the closed connection was never released"
-            time.sleep(0.05)
+
+        def released():
+            status = handshake_status(proc.port)
+            assert status in (101, 429), status
+            return status == 101
+
+        wait_until(released, "the closed connection to be released", TIMEOUT)
         world.bystanders_talk("a freed slot")
         assert "Traceback" not in proc.log
         world.close()
@@ -1063,9 +1068,11 @@ def test_unfinished_http_request_is_dropped_after_the_handshake_timeout(tmp_path
             sock = socket.create_connection(("127.0.0.1", proc.port), TIMEOUT)
             sock.sendall(partial)
             socks.append(sock)
-        time.sleep(2.5)
+        # wait for the server's close itself, under the bound the test always had
+        # (3 s: a 2.5 s sleep, then 0.5 s to read), instead of sleeping it out
+        deadline = time.monotonic() + 3.0
         for sock in socks:
-            sock.settimeout(0.5)
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
             try:
                 assert sock.recv(100) == b"", "an unfinished handshake got an answer"
             except ConnectionResetError:

@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
+
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.subprocess
 
@@ -37,9 +38,7 @@ def test_json_lines_with_connection_fields_and_no_bodies_or_tokens(twistd_factor
         ws.recv(timeout=10)
         ws.send(json.dumps({"type": "send", "room": "nope", "text": SECRET_TEXT}))
         ws.recv(timeout=10)
-    deadline = time.monotonic() + 10
-    while "connection closed" not in proc.log and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert proc.wait_log("connection closed", 1, 10), proc.log
     assert proc.stop() == -signal.SIGTERM
     events = [json.loads(line) for line in proc.log_lines if line.strip()]
     assert len(events) == len([x for x in proc.log_lines if x.strip()])
@@ -89,17 +88,19 @@ def run_until_connected(tmp_path, port, *args) -> tuple[int, str]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
+
+        def connected():
             try:
-                ws = connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["chatd.v1"], open_timeout=2)
-                break
+                return connect(
+                    f"ws://127.0.0.1:{port}/ws", subprotocols=["chatd.v1"], open_timeout=2
+                )
             except OSError:
-                assert time.monotonic() < deadline, "chatd did not start"
-                time.sleep(0.1)
-        with ws:
+                return None
+
+        ws = wait_until(connected, "chatd to start", timeout=15, interval=0.1)
+        with ws:  # the info events this test looks for come before the welcome
             ws.recv(timeout=10)
-        time.sleep(0.3)
+        # (the closing handshake is done when the with block ends: nothing to wait for)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     finally:

@@ -3,7 +3,7 @@
 import pytest_twisted
 from twisted.internet import threads
 
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client, wait_for
 
 
 @pytest_twisted.inlineCallbacks
@@ -17,7 +17,10 @@ def test_text_goes_to_every_other_client_not_the_sender(server):
     for other in clients[1:]:
         payload, binary = yield other.recv_raw()
         assert (payload, binary) == (b"hello from 0", False)
-    yield clients[0].silent()
+    # a positive marker instead of a sleep: the next frame the sender gets is a later
+    # one from another client, so its own came not back before it
+    clients[1].send_raw("marker")
+    assert (yield clients[0].recv_raw()) == (b"marker", False)
     for c in clients:
         yield c.close()
 
@@ -31,7 +34,8 @@ def test_binary_frames_are_relayed_as_binary(server):
     a.send_raw(blob, binary=True)
     payload, binary = yield b.recv_raw()
     assert binary and payload == blob
-    yield a.silent()
+    b.send_raw("marker")  # the next frame at the sender: no echo came before it
+    assert (yield a.recv_raw()) == (b"marker", False)
     yield a.close()
     yield b.close()
 
@@ -110,7 +114,8 @@ def test_v1_lobby_text_reaches_relay_clients_as_bare_text(server):
     yield v1.join("elsewhere")
     v1.send(type="send", room="elsewhere", text="not for relay", id="x2")
     yield v1.expect("ack", id="x2")
-    yield relay.silent()
+    v1.send(type="send", room="lobby", text="marker", id="x3")  # the next frame there
+    assert (yield relay.recv_raw()) == (b"marker", False)
     yield relay.close()
     yield v1.close()
 
@@ -123,7 +128,10 @@ def test_relay_binary_is_not_bridged(server):
     relay = yield Client.connect(server.port)
     yield v1.expect("presence", event="join")
     relay.send_raw(b"\x00\x01", binary=True)
-    yield v1.silent()
+    # a positive marker: text sent after it is bridged, and it is the next frame at v1
+    # (a bridged binary frame would have been stored, and delivered, first)
+    relay.send_raw("marker")
+    yield v1.expect("message", room="lobby", text="marker")
     yield relay.close()
     yield v1.close()
 
@@ -138,12 +146,12 @@ def test_relay_disconnect_cleans_up(server):
     for c in clients[:2]:
         yield c.close()
     clients[2].abort()
-    yield deferLater(0.2)
+    yield wait_for(lambda: len(server.factory.connections) == 1, what="three closes handled")
     assert len(server.factory.connections) == 1
     assert len(server.chat.hub.relays) == 1
     assert len(server.chat.hub.members("lobby")) == 1
     yield clients[3].close()
-    yield deferLater(0.1)
+    yield wait_for(lambda: not server.factory.connections, what="the last close handled")
     assert not server.factory.connections
     assert not server.chat.hub.relays
     assert server.chat.hub.rooms == {}

@@ -9,6 +9,9 @@ import time
 import pytest
 from websockets.sync.client import connect
 
+from tests.test_hostile import RawWS, text
+from tests.test_hostile import frame as ws_frame
+
 
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
@@ -64,12 +67,22 @@ def test_stalled_reader_is_dropped_and_memory_stays_bounded(twistd_factory):
 
     with connect(proc.ws_url, max_size=None) as reader, connect(proc.ws_url) as flooder:
         stalled = stalled_client(port)
-        time.sleep(0.3)
+        # chatd has set up all three (it answered the stalled one's handshake) and
+        # answered everything the others sent: a ping round trip on each, no sleep
+        assert reader.ping().wait(timeout=10) and flooder.ping().wait(timeout=10)
         before = rss_kb(proc.proc.pid)
+        progress = threading.Condition()
 
         def read_all():
-            while len(received) < count:
-                received.append(len(reader.recv(timeout=30)))
+            try:
+                while len(received) < count:
+                    size = len(reader.recv(timeout=30))
+                    with progress:
+                        received.append(size)
+                        progress.notify()
+            finally:
+                with progress:
+                    progress.notify()
 
         t = threading.Thread(target=read_all)
         t.start()
@@ -78,9 +91,9 @@ def test_stalled_reader_is_dropped_and_memory_stays_bounded(twistd_factory):
             flooder.send(frame)
             # pace the flood to what the reading client takes, so only the
             # stalled one falls behind (a reader slower than the flood is, by
-            # definition, a slow consumer too)
-            while i - len(received) > 10 and t.is_alive():
-                time.sleep(0.001)
+            # definition, a slow consumer too): wait for the reader, not a sleep
+            with progress:
+                progress.wait_for(lambda i=i: i - len(received) <= 10 or not t.is_alive(), 30)
             if i % 50 == 0:
                 peak = max(peak, rss_kb(proc.proc.pid))
         t.join(timeout=60)
@@ -120,7 +133,12 @@ def test_dead_peer_that_never_answers_pings_is_dropped(twistd_factory):
     )
     started = time.monotonic()
     silent = stalled_client(proc.port)  # completes the handshake, never answers a ping
-    with connect(proc.ws_url) as alive:  # the websockets client answers pings itself
+    alive = RawWS(proc.port, path="/", protocols=())  # answers every ping it reads
+    assert alive.status == 101, alive.head
+    alive_opened = time.monotonic()
+    seen = {}  # what the silent peer got, and when it was dropped
+
+    def watch_silent():
         silent.settimeout(10)
         data = b""
         try:
@@ -131,10 +149,32 @@ def test_dead_peer_that_never_answers_pings_is_dropped(twistd_factory):
                 data += chunk
         except ConnectionResetError:
             pass
-        waited = time.monotonic() - started
+        except TimeoutError:
+            return  # never dropped: the deadline below fails the test
+        seen["data"], seen["dropped"] = data, time.monotonic()
+
+    watcher = threading.Thread(target=watch_silent, daemon=True)
+    watcher.start()
+    try:
+        # the answering peer outlives the moment it would have been dropped (it opened
+        # a little later than the silent one, +1 s for autobahn's timer buckets): the
+        # event waited for is a server ping after that, which only a live peer gets
+        while True:
+            opcode, _ = alive.recv_frame(pings=True)  # EOFError if it was dropped
+            assert opcode == 0x9, opcode  # nobody else talks: only the server's pings
+            if "dropped" in seen:
+                drop_by = seen["dropped"] + (alive_opened - started) + 1.0
+                if time.monotonic() > drop_by:
+                    break
+            assert time.monotonic() - started < 15, "the silent peer was never dropped"
+        waited = seen["dropped"] - started
         # autobahn batches its timers in 1 s buckets, so only an upper bound is meaningful
         assert waited < 8, f"dropped after {waited:.2f} s"
-        assert data[:1] == b"\x89", "the server pinged first"  # opcode 9: ping
-        time.sleep(2.5)  # more ping rounds: the answering peer is still connected
-        alive.send("still here")
-        assert alive.ping().wait(timeout=2)
+        assert seen["data"][:1] == b"\x89", "the server pinged first"  # opcode 9: ping
+        alive.send(text("still here"))
+        alive.send(ws_frame(0x9, b"are you there"))
+        assert alive.recv_frame() == (0xA, b"are you there")
+    finally:
+        alive.close()
+        silent.close()
+        watcher.join(timeout=10)

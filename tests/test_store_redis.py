@@ -25,6 +25,7 @@ from tests.test_store_sqlite import (  # noqa: F401  (collected here, with this 
     test_replay_since_limit_truncated,
     test_same_results_as_memory_store,
 )
+from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
 DAY = 86400
@@ -171,18 +172,12 @@ def test_redis_down_fails_fast_then_recovers(redis):
     try:
         first = yield s.append("r", "u", "U", "a", "before", 1)
         redis.kill()
-        for _ in range(50):
-            if not s.node.healthy:
-                break
-            yield _sleep(0.05)
+        yield wait_for(lambda: not s.node.healthy, 2.5, what="the store to notice Redis is gone")
         assert s.node.healthy is False
         with pytest.raises(StoreUnavailable):
             yield s.append("r", "u", "U", "b", "during", 2)
         redis.start()
-        for _ in range(100):
-            if s.node.healthy:
-                break
-            yield _sleep(0.05)
+        yield wait_for(lambda: s.node.healthy, 5.0, what="the store to reconnect")
         assert s.node.healthy is True
         after = yield s.append("r", "u", "U", "b", "after", 3)
         # no persistence in this server: history restarted with it
@@ -210,9 +205,3 @@ def test_url_parsing():
     for bad in ("http://x", "redis://x/?nope=1", "redis://x/?heartbeat=5&node_ttl=2"):
         with pytest.raises(ValueError):
             RedisURL(bad)
-
-
-def _sleep(seconds):
-    from twisted.internet import reactor, task
-
-    return task.deferLater(reactor, seconds, lambda: None)

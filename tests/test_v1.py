@@ -5,7 +5,7 @@ import json
 import pytest
 import pytest_twisted
 
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client
 
 
 @pytest_twisted.inlineCallbacks
@@ -43,7 +43,7 @@ def test_name_taken_then_free_again(server):
     code, _ = yield second.closed()
     assert code == 4409
     yield first.close()
-    yield deferLater(0.05)
+    yield server.gone(first)
     third = yield Client.v1(server.port, "alice")
     assert third.welcome["user"] == "alice"
     yield third.close()
@@ -90,7 +90,7 @@ def test_join_leave_presence_and_members(server):
     yield a.expect("presence", room="r", user="bob", event="leave")
     # joining twice answers joined again without a second presence
     yield a.join("r")
-    yield a.silent(0.1)
+    yield a.quiet()
     yield a.close()
     yield b.close()
 
@@ -112,7 +112,7 @@ def test_send_ack_message_and_seq(server):
         for other in (b, c):
             m = yield other.expect("message", seq=i, text=f"t{i}", id=f"m{i}", room="r")
             assert m["from"] == "alice" and m["name"] == "alice" and m["ts"] == ack["ts"]
-    yield a.silent(0.1)
+    yield a.quiet()  # no echo of its own messages (chatd fans out before it acks)
     # a send without an id is acked with id null
     a.send(type="send", room="r", text="no id")
     ack = yield a.expect("ack", seq=4)
@@ -175,7 +175,7 @@ def test_typing_is_relayed_not_stored(server):
     a.send(type="typing", room="r")
     t = yield b.expect("typing", room="r")
     assert t["from"] == "alice"
-    yield a.silent(0.1)
+    yield a.quiet()  # no echo of its own typing
     a.send(type="send", room="r", text="x", id="1")
     yield a.expect("ack", seq=1)
     yield a.close()
@@ -260,7 +260,7 @@ def test_exactly_once_resend_returns_original_ack(server):
     assert ack2["ts"] == ack1["ts"]
     yield b.expect("presence", event="leave")
     yield b.expect("presence", event="join")
-    yield b.silent(0.2)
+    yield b.quiet()  # the resend delivered nothing (chatd would before acking it)
     yield a2.close()
     yield b.close()
 
@@ -373,7 +373,7 @@ def test_disconnect_leaves_every_room_and_leaks_nothing(server):
     assert sorted(rooms) == ["r1", "r2"]
     assert server.chat.hub.members("r1") == ["alice"]
     yield a.close()
-    yield deferLater(0.1)
+    yield server.gone(a)
     hub = server.chat.hub
     assert hub.rooms == {} and hub.connections == {} and hub._rooms_of == {}
     assert server.factory.connections == {} and not server.chat.names

@@ -4,10 +4,18 @@ Each :class:`Client` is one real TCP connection doing a real WebSocket
 handshake with the server under test. Received frames are queued; the
 ``recv*``/``expect`` helpers return Deferreds with a timeout so a missing frame
 fails the test instead of hanging it.
+
+Tests wait for conditions under a deadline, never for a fixed time: :meth:`Client.expect`
+waits for a frame, :func:`wait_for` for any condition (polled in the reactor), and
+:meth:`Client.barrier` / :meth:`Client.quiet` prove that *nothing* was sent with an
+ordering barrier (a ``ping`` and its ``pong``) instead of a sleep. :meth:`Client.silent`
+is the one bounded negative wait, for the few cases no barrier covers (e.g. an event
+another node may still publish through Redis).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from urllib.parse import urlencode
 
@@ -15,6 +23,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer, reactor
 
 TIMEOUT = 5.0
+#: ids of the pings :meth:`Client.barrier` sends
+_barrier_ids = itertools.count(1)
 
 
 class _Protocol(WebSocketClientProtocol):
@@ -115,9 +125,42 @@ class Client:
 
     @defer.inlineCallbacks
     def silent(self, wait=0.3):
-        """Assert nothing arrives within *wait* seconds."""
+        """Assert nothing arrives within *wait* seconds: a bounded negative wait.
+
+        Prefer :meth:`quiet` (an ordering barrier, no sleep) or a positive marker (a
+        later frame that must come next); this is for what no barrier covers.
+        """
         yield deferLater(wait)
         assert self.frames.pending == [], f"unexpected frames: {self.frames.pending}"
+
+    @defer.inlineCallbacks
+    def barrier(self, timeout=TIMEOUT):
+        """An ordering barrier (chatd.v1): send ``ping`` with a fresh id and read up to
+        its ``pong``; fires with the frames read before it (parsed).
+
+        chatd writes each connection's frames in order, its own replies and fan-out
+        alike, so once the pong is here every frame chatd sent this connection before
+        it read the ping has arrived.
+        """
+        ref = f"barrier-{next(_barrier_ids)}"
+        self.send(type="ping", id=ref)
+        before = []
+        while True:
+            frame = yield self.recv(timeout)
+            if frame.get("type") == "pong" and frame.get("id") == ref:
+                return before
+            # (a rate-limited ping is answered with an error instead: say so, at once)
+            assert frame.get("ref") != ref, f"the barrier ping was refused: {frame}"
+            before.append(frame)
+
+    @defer.inlineCallbacks
+    def quiet(self, timeout=TIMEOUT):
+        """Assert chatd has sent this connection nothing that was not read yet, proven
+        by :meth:`barrier` (no sleep). Whatever must not reach this connection has to
+        have been handled by chatd first: wait for another effect of it (an ``ack``, a
+        frame at another client) before calling this."""
+        before = yield self.barrier(timeout)
+        assert before == [], f"unexpected frames: {before}"
 
     @defer.inlineCallbacks
     def join(self, room, **extra):
@@ -150,3 +193,19 @@ def deferLater(seconds):
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout=TIMEOUT, interval=0.01, what=None):
+    """Fires with *predicate*'s first truthy value, polled in the reactor every
+    *interval* seconds; fails with an AssertionError (naming *what*) once *timeout*
+    seconds pass without it. The reactor keeps running meanwhile, so servers in the
+    test's own reactor make progress. An exception from *predicate* fails at once."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if reactor.seconds() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        yield deferLater(interval)

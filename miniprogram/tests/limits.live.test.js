@@ -10,7 +10,7 @@
  */
 'use strict'
 const { startChatd, liveDescribe } = require('./support/chatd-server')
-const { waitFor, sleep, uniqueName, makeClient } = require('./support/helpers')
+const { waitFor, holdsFor, barrier, uniqueName, makeClient } = require('./support/helpers')
 const { mintToken } = require('./support/jwt')
 
 const SECRET = 'jwt-secret-for-miniprogram-tests-32b!'
@@ -58,7 +58,7 @@ liveDescribe('ChatClient against a chatd with tokens and limits', () => {
     expect(refused.every((ref) => entries.some((e) => e.id === ref))).toBe(true)
     await waitFor(() => bob.client.outbox.length === 0, 'all six acked', 15000)
     await waitFor(() => alice.log.message.length === 6, 'alice has six', 5000)
-    await sleep(200)
+    await barrier(alice) // every ack is in: a duplicate delivery would be at alice by now
     const ids = entries.map((e) => e.id)
     expect(alice.log.message.map((m) => m.id).sort()).toEqual(ids.slice().sort())
     expect(bob.log.ack.map((a) => a.id).sort()).toEqual(ids.slice().sort())
@@ -113,7 +113,7 @@ liveDescribe('ChatClient against a chatd with tokens and limits', () => {
     await waitFor(() => c.log.auth.length === 1, 'auth event', 5000)
     expect(c.log.auth[0]).toEqual({ code: 4401, reason: 'token_expired' })
     expect(c.client.state).toBe('closed')
-    await sleep(400)
+    await holdsFor(() => c.wx.tasks.length === 1, 'no reconnect after 4401', 400) // backoff max 400 ms
     expect(c.wx.tasks.length).toBe(1) // no reconnect loop
     const other = await online({ name: uniqueName('alice') })
     await other.client.join(room)
@@ -133,7 +133,7 @@ liveDescribe('ChatClient against a chatd with tokens and limits', () => {
     c.client.connect()
     await waitFor(() => c.log.auth.length === 1, 'auth event')
     expect(c.log.auth[0]).toEqual({ code: 401, reason: 'unauthorized' })
-    await sleep(400)
+    await holdsFor(() => c.wx.tasks.length === 1, 'no reconnect after 401', 400) // backoff max 400 ms
     expect(c.wx.tasks.length).toBe(1)
     expect(c.client.state).toBe('closed')
 

@@ -12,7 +12,7 @@ const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startWechat } = require('./support/wechat-standin')
 const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
-const { waitFor, sleep, uniqueName, makeClient } = require('./support/helpers')
+const { waitFor, holdsFor, uniqueName, makeClient } = require('./support/helpers')
 const { mintToken } = require('./support/jwt')
 const { TOKEN_KEY } = require('../utils/login')
 
@@ -158,7 +158,7 @@ liveDescribe('login page and app against chatd with WeChat login', () => {
     expect(wx.tasks).toHaveLength(2) // the refused handshake, then the new token
     expect(wx.requests).toHaveLength(1)
     expect(phone.get(TOKEN_KEY).token).not.toBe(forged)
-    await sleep(300)
+    await holdsFor(() => wx.tasks.length === 2, 'no reconnect loop after the new login', 300)
     expect(wx.tasks).toHaveLength(2)
     expect(page.data.error).toBe('')
   })

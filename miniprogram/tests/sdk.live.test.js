@@ -9,7 +9,7 @@
 'use strict'
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startProxy } = require('./support/proxy')
-const { waitFor, sleep, uniqueName, makeClient } = require('./support/helpers')
+const { waitFor, holdsFor, barrier, uniqueName, makeClient } = require('./support/helpers')
 const { createWx } = require('./support/wx-ws')
 
 let server
@@ -73,7 +73,8 @@ liveDescribe('ChatClient against a live chatd', () => {
     expect(a.client.outbox).toEqual([])
     await waitFor(() => b.log.message.length, 'message at bob')
     expect(b.log.message[0]).toMatchObject({ room, from: a.client.user, text: 'hello bob', id: entry.id, seq: a.log.ack[0].seq })
-    await sleep(100)
+    await barrier(b)
+    await barrier(a)
     expect(b.log.message.length).toBe(1)
     expect(a.log.message.length).toBe(0) // own message comes back as ack only
   })
@@ -138,7 +139,8 @@ liveDescribe('ChatClient against a live chatd', () => {
     await waitFor(() => b.client.connected && b.client.outbox.length === 0, 'bob back, outbox drained', 10000)
     await waitFor(() => b.log.message.length === 6, 'bob has 6 messages')
     await waitFor(() => a.log.message.length === 2, 'alice has bob’s 2')
-    await sleep(200)
+    await barrier(b) // (every send is acked: any duplicate would be here by now)
+    await barrier(a)
     expect(texts(b.log.message)).toEqual(['before', 'missed1', 'missed2', 'missed3', 'missed4', 'missed5'])
     const seqs = b.log.message.map((m) => m.seq)
     expect(new Set(seqs).size).toBe(seqs.length)
@@ -160,13 +162,15 @@ liveDescribe('ChatClient against a live chatd', () => {
       proxy.blackholeDownstream()
       const e = b.client.send(room, 'exactly once')
       await waitFor(() => a.log.message.length === 1, 'alice got it')
-      await sleep(100)
+      // chatd acks right after delivering: wait until the ack has gone into the hole
+      await waitFor(() => proxy.droppedDownstream() > 0, 'the ack dropped by the proxy')
       expect(b.client.outbox.map((x) => x.status + ':' + x.id)).toEqual(['pending:' + e.id]) // ack lost
       expect(b.log.ack).toEqual([])
       proxy.heal()
       b.wx.tasks[0]._kill()
       await waitFor(() => b.client.connected && b.client.outbox.length === 0, 'bob settled', 10000)
-      await sleep(300)
+      await barrier(a)
+      await barrier(b)
       expect(texts(a.log.message)).toEqual(['exactly once'])
       expect(b.log.ack.map((x) => x.id)).toEqual([e.id])
       expect(b.log.message).toEqual([])
@@ -183,7 +187,16 @@ liveDescribe('ChatClient against a live chatd', () => {
       const b = await online(uniqueName('bob'), { heartbeat: { interval: 300, timeout: 300 }, backoff: { initial: 100, max: 300, jitter: 0 } }, proxy.url)
       await a.client.join(room)
       await b.client.join(room)
-      await sleep(800) // idle but alive: pings are answered, nothing declared dead
+      // idle but alive: pings are answered, nothing declared dead; three answered
+      // heartbeats (about 900 ms) take it past interval + timeout more than once
+      let pongs = 0
+      b.wx.tasks[0].onMessage((m) => {
+        if (typeof m.data === 'string' && JSON.parse(m.data).type === 'pong') pongs++
+      })
+      await waitFor(() => {
+        if (b.client.state !== 'open') throw new Error('declared dead while idle: ' + b.client.state)
+        return pongs >= 3
+      }, 'three answered heartbeats', 5000)
       expect(b.client.state).toBe('open')
       const t0 = Date.now()
       proxy.blackhole()
@@ -289,7 +302,8 @@ liveDescribe('ChatClient against a live chatd', () => {
       // chatd still holds the dead socket behind the proxy: the stored resume secret takes the name over
       await waitFor(() => b2.client.connected && b2.client.outbox.length === 0, 'b2 back, outbox drained', 10000)
       await waitFor(() => b2.log.message.length === 1 && a.log.message.length === 2, 'replay and resend')
-      await sleep(200)
+      await barrier(b2)
+      await barrier(a)
       expect(b2.log.status.find((s) => s.code === 4409)).toBeUndefined()
       expect(b2.log.joined[0].since).toBe(seenSeq)
       expect(texts(b2.log.message)).toEqual(['missed while dead'])
@@ -315,11 +329,11 @@ liveDescribe('ChatClient against a live chatd', () => {
     await waitFor(() => a.log.presence.find((p) => p.event === 'leave'), 'bob left')
     a.client.send(room, 'x1')
     a.client.send(room, 'x2')
-    await sleep(300)
+    await holdsFor(() => b.wx.tasks.length === 1, 'no reconnect while hidden', 300)
     expect(b.wx.tasks.length).toBe(1) // no reconnect while hidden
     b.client.resume()
     await waitFor(() => b.log.message.length === 2, 'caught up')
-    await sleep(100)
+    await barrier(b)
     expect(texts(b.log.message)).toEqual(['x1', 'x2'])
   })
 

@@ -11,7 +11,7 @@ const path = require('path')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { loadPage } = require('./support/page-runtime')
-const { waitFor, sleep, uniqueName, makeClient } = require('./support/helpers')
+const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
 
 const PAGE = path.join(__dirname, 'fixtures', 'tutorial', 'index.js')
 
@@ -65,9 +65,13 @@ liveDescribe('the tutorial page against chatd relay mode', () => {
     await waitFor(() => a.data.messages.length === 1 && b.data.messages.length === 2, 'bare text at relays')
     expect(a.data.messages).toEqual(['hello relay'])
     expect(b.data.messages).toEqual(['hi from the tutorial', 'hello relay'])
-    await sleep(150)
-    // never echoed back to the sender, never JSON
-    expect(a.data.messages).toEqual(['hello relay'])
+    // never echoed back to the sender: the relays have it, so the barrier proves it
+    await barrier(sdk)
     expect(sdk.log.message.length).toBe(1)
+    // never JSON at a relay page either: a later text from B is the next thing A gets
+    b.bindInput({ detail: { value: 'marker' } })
+    b.sendMessage()
+    await waitFor(() => a.data.messages.length === 2, 'the marker at relay A')
+    expect(a.data.messages).toEqual(['hello relay', 'marker'])
   })
 })

@@ -22,7 +22,67 @@ function waitFor(fn, what, ms) {
   })
 }
 
+/**
+ * A fixed wait. Tests wait for a condition (`waitFor`), prove absence with `barrier`
+ * or a positive marker, and use `holdsFor` where neither can; this stays for
+ * whatever still needs it.
+ */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * A bounded negative wait, for what no barrier can prove (say, a reconnect timer
+ * that must never fire): `fn` must stay truthy for `ms`; rejects as soon as it is not.
+ */
+function holdsFor(fn, what, ms) {
+  const end = Date.now() + ms
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      let v
+      try {
+        v = fn()
+      } catch (e) {
+        return reject(e)
+      }
+      if (!v) return reject(new Error('no longer true: ' + what))
+      if (Date.now() >= end) return resolve()
+      setTimeout(tick, 10)
+    }
+    tick()
+  })
+}
+
+let barriers = 0
+/**
+ * An ordering barrier on the chatd.v1 socket of `c` (a `makeClient` result): sends
+ * `ping` with a fresh id on its current socket task and resolves once the `pong` has
+ * been handled. chatd writes a connection's frames in order and the SDK handles each
+ * frame synchronously (its listener was added first), so every frame chatd sent
+ * before it read the ping has then reached the SDK and its events are in `c.log`.
+ * Whatever must not arrive has to have been handled by chatd first: wait for another
+ * effect of it (an ack, a message at another client) before the barrier.
+ */
+function barrier(c, ms) {
+  const task = c.wx.tasks[c.wx.tasks.length - 1]
+  const id = 'barrier' + process.pid + 'x' + ++barriers
+  return new Promise((resolve, reject) => {
+    let done = false
+    const finish = (err) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      if (err) reject(err)
+      else resolve()
+    }
+    const timer = setTimeout(() => finish(new Error('no pong for ' + id)), ms || 8000)
+    task.onMessage((m) => {
+      if (typeof m.data !== 'string' || m.data.indexOf(id) < 0) return
+      const f = JSON.parse(m.data)
+      if (f.type === 'pong' && f.id === id) finish()
+      else if (f.ref === id) finish(new Error('the barrier ping was refused: ' + m.data)) // e.g. rate_limited
+    })
+    task.send({ data: JSON.stringify({ type: 'ping', id }), fail: (e) => finish(new Error('ping not sent: ' + e.errMsg)) })
+  })
+}
 
 let n = 0
 /** A unique display name per test run. */
@@ -46,4 +106,4 @@ function makeClient(url, opts) {
   return { client, log, wx }
 }
 
-module.exports = { waitFor, sleep, uniqueName, makeClient }
+module.exports = { waitFor, sleep, holdsFor, barrier, uniqueName, makeClient }

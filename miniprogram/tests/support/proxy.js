@@ -9,6 +9,8 @@
  *   heal()       new connections are forwarded again (old ones stay dead)
  *   reap()       destroys the upstream side of dead connections (the server
  *                eventually notices a dead peer)
+ *   droppedDownstream()  server → client bytes dropped so far (a test waits for
+ *                it to know a frame really went into the hole)
  */
 'use strict'
 const net = require('net')
@@ -17,12 +19,14 @@ function startProxy(targetPort) {
   const conns = new Set()
   let dead = false
   let downOnly = false
+  let droppedDown = 0
   const server = net.createServer((client) => {
     const c = { client, upstream: net.connect(targetPort, '127.0.0.1'), dead, down: downOnly }
     conns.add(c)
     const forward = (from, to, downstream) => {
       from.on('data', (d) => {
         if (!c.dead && !(downstream && c.down)) to.write(d)
+        else if (downstream) droppedDown += d.length
       })
     }
     forward(client, c.upstream, false)
@@ -59,6 +63,9 @@ function startProxy(targetPort) {
           conns.forEach((c) => {
             c.down = true
           })
+        },
+        droppedDownstream() {
+          return droppedDown
         },
         heal() {
           dead = false
