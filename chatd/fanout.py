@@ -29,6 +29,16 @@ The direct path reads a few of Twisted's private names (:data:`TWISTED_NAMES`).
 :func:`direct_support` checks them once at start-up; where a Twisted release lacks
 any, the direct path and the C loop are off (one log line says why) and every byte
 goes through ``transport.write`` — slower, never wrong.
+
+**Compression.** A connection that negotiated permessage-deflate (chatd/deflate.py,
+always without server context takeover) has ``deflate_bits`` set to the window its
+client allowed (0: uncompressed). A fan-out message of at least
+:data:`chatd.deflate.MIN_SIZE` bytes is then compressed once per window size among
+its recipients, and every recipient of that size gets the same compressed frame
+(RSV1 set), through the same direct path, C loop and coalescing as any frame: a room
+with a mix gets one frame per parameter set, never one per recipient. While no open
+connection compresses (:attr:`Fanout.compressing` is 0), or for shorter messages, the
+fan-out is exactly the uncompressed one.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd import deflate
 from chatd.interfaces import IFanout
 
 #: environment variable that turns the C fan-out loop off (the pure-Python loop
@@ -153,6 +164,8 @@ class Writer:
     paused = False
     #: bytes written while paused
     backlog = 0
+    #: the permessage-deflate window its frames are compressed for (0: uncompressed)
+    deflate_bits = 0
 
     def start_writing(self) -> None:
         """The connection is open: watch the transport's buffer, pick the writer."""
@@ -164,6 +177,8 @@ class Writer:
         except Exception:
             pass
         transport.registerProducer(_WriteWatch(self), True)
+        if self.deflate_bits:
+            self.fanout.compressing += 1
         #: what the fan-out calls with ready frame bytes: a direct socket send (or the
         #: transport's write) while the peer is open and reading, write_slowly otherwise
         self.deliver_frame = self._writer()
@@ -323,6 +338,8 @@ class Fanout:
         self.stats = stats
         #: ``prepare(payload, is_binary) -> frame bytes``: the frame is built once
         self.prepare = prepare
+        #: open connections that negotiated permessage-deflate
+        self.compressing = 0
         #: why the direct path is off (None: it is on)
         self.direct_problem = direct_problem
         self.direct = direct_problem is None
@@ -368,32 +385,68 @@ class Fanout:
 
     def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
         """Send *payload* verbatim to every open connection in *conns* but *exclude*;
-        the same frame bytes go to every recipient."""
+        the same frame bytes go to every recipient with the same compression
+        parameters."""
         if not conns:
             return
         frame = self.prepare(payload, is_binary)
         targets = tuple(conns)
         count = len(targets) - (exclude is not None and exclude in conns)
+        if self.compressing and len(payload) >= deflate.MIN_SIZE:
+            parts = self._by_parameters(targets, exclude, payload, is_binary, frame)
+            exclude = None  # (left out of every part)
+        else:
+            parts = ((targets, frame),)
         if self._flush_call is None:
             # first fan-out this turn: nobody has a queue yet
             self._flush_call = self.reactor.callLater(0, self.flush)
             if self.rearm:
                 self.rearm_all()
-            left = self.send_all(targets, exclude, frame)
-            if left:
-                finish_sends(left, frame)
+            for group, f in parts:
+                left = self.send_all(group, exclude, f)
+                if left:
+                    finish_sends(left, f)
         else:
             queues = self.queues
-            for conn in targets:
-                if conn is not exclude:
-                    queued = queues.get(conn)
-                    if queued is None:
-                        queues[conn] = [frame]
-                    else:
-                        queued.append(frame)
+            for group, f in parts:
+                for conn in group:
+                    if conn is not exclude:
+                        queued = queues.get(conn)
+                        if queued is None:
+                            queues[conn] = [f]
+                        else:
+                            queued.append(f)
         stats = self.stats
         stats.deliveries += count
         stats.delivery_bytes += count * len(payload)
+
+    def _by_parameters(self, targets, exclude, payload, is_binary, frame):
+        """*targets* but *exclude* grouped by compression window, each group with its
+        frame: *frame* for the uncompressed, one compressed frame per window."""
+        groups: dict[int, list] = {}
+        for conn in targets:
+            if conn is not exclude:
+                bits = conn.deflate_bits
+                group = groups.get(bits)
+                if group is None:
+                    groups[bits] = [conn]
+                else:
+                    group.append(conn)
+        return [
+            (group, self.frame(payload, is_binary, bits, frame) if bits else frame)
+            for bits, group in groups.items()
+        ]
+
+    def frame(self, payload: bytes, is_binary: bool, bits: int = 0, plain=None) -> bytes:
+        """The frame carrying *payload* for a connection whose ``deflate_bits`` is
+        *bits*: compressed once with a fresh compressor (RSV1 set) when that is worth
+        it, else the plain frame (*plain* when the caller has it already)."""
+        body = deflate.compress(payload, bits) if bits else None
+        if body is None:
+            return plain if plain is not None else self.prepare(payload, is_binary)
+        framed = bytearray(self.prepare(body, is_binary))
+        framed[0] |= 0x40  # RSV1: a compressed message (a single frame: FIN is set too)
+        return bytes(framed)
 
     def flush(self) -> None:
         """End of the turn: write every connection's queued frames, one write each.
@@ -421,3 +474,5 @@ class Fanout:
         """*conn* closed: nothing is kept for it."""
         self.rearm.pop(conn, None)
         self.queues.pop(conn, None)
+        if conn.deflate_bits:
+            self.compressing -= 1
