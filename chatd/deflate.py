@@ -52,12 +52,17 @@ _FLAGS = ("server_no_context_takeover", "client_no_context_takeover")
 class Agreement:
     """The accepted parameters of one connection's permessage-deflate."""
 
-    #: the LZ77 window chatd compresses with (server_max_window_bits, 15 by default)
-    server_max_window_bits: int = 15
+    #: the window the client allowed chatd (None: not offered, which means 15)
+    server_max_window_bits: int | None = None
     #: the client promised to reset its compressor per message
     client_no_context_takeover: bool = False
     #: the client's window, when its offer gave one (echoed in the response)
     client_max_window_bits: int | None = None
+
+    @property
+    def window_bits(self) -> int:
+        """The LZ77 window chatd compresses with."""
+        return self.server_max_window_bits or 15
 
     @property
     def response(self) -> str:
@@ -65,7 +70,7 @@ class Agreement:
         parts = [NAME, "server_no_context_takeover"]
         if self.client_no_context_takeover:
             parts.append("client_no_context_takeover")
-        if self.server_max_window_bits != 15:
+        if self.server_max_window_bits is not None:  # accepted by echoing it (§7.1.2.1)
             parts.append(f"server_max_window_bits={self.server_max_window_bits}")
         if self.client_max_window_bits is not None:
             parts.append(f"client_max_window_bits={self.client_max_window_bits}")
@@ -80,7 +85,7 @@ class Agreement:
             is_server=True,
             server_no_context_takeover=True,
             client_no_context_takeover=self.client_no_context_takeover,
-            server_max_window_bits=self.server_max_window_bits,
+            server_max_window_bits=self.window_bits,
             client_max_window_bits=15,
             mem_level=None,
         )
@@ -89,8 +94,7 @@ class Agreement:
 def parse_offer(params: dict) -> Agreement | None:
     """The agreement accepting one offer (autobahn's parsed parameters: name -> list of
     values, True for a parameter without a value), or None if it must be declined."""
-    server_bits = 15
-    client_bits = None
+    server_bits = client_bits = None
     flags = {}
     for name, values in params.items():
         if len(values) != 1:
@@ -135,7 +139,13 @@ def compress(payload: bytes, window_bits: int, level: int = zlib.Z_DEFAULT_COMPR
         if size > _SMALL_WINDOW_LIMIT:
             return None
         window_bits = 9
+    data = deflate_message(payload, window_bits, level)
+    return data if len(data) < size else None
+
+
+def deflate_message(payload: bytes, window_bits: int = 15, level=zlib.Z_DEFAULT_COMPRESSION):
+    """*payload* deflated by a fresh compressor (no context taken over) with a
+    *window_bits* window (9 to 15), sync-flushed, without the trailing ``00 00 ff ff``."""
     compressor = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
     data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    data = data[:-4]  # the sync flush's empty stored block, 00 00 ff ff (§7.2.1)
-    return data if len(data) < size else None
+    return data[:-4]  # the sync flush's empty stored block, 00 00 ff ff (§7.2.1)

@@ -162,7 +162,7 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         agreed = deflate.negotiate(offers)
         if agreed is None:
             return chosen
-        self.deflate_bits = agreed.server_max_window_bits
+        self.deflate_bits = agreed.window_bits
         self._perMessageCompress = agreed.inflater()
         return chosen, {"Sec-WebSocket-Extensions": agreed.response}
 
