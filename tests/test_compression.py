@@ -258,6 +258,25 @@ def test_deflate_bomb_is_closed_with_1009(server_factory):
     yield sender.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_compressed_message_just_under_the_limit_is_delivered(server_factory):
+    """The limit is on the inflated size, and a message under it passes: 65000 bytes
+    of text, compressed, sent in fragments, reach the relay peer whole."""
+    srv = yield server_factory("--max-message-size", "65536")
+    sender = yield connect(srv.port, "permessage-deflate")
+    peer = yield Client.connect(srv.port)
+    text = os.urandom(32500).hex().encode()
+    body = deflate.deflate_message(text)
+    third = len(body) // 3
+    sender.send(body[:third], 0x41)  # RSV1 on the first fragment only
+    sender.send(body[third : 2 * third], 0x00)
+    sender.send(body[2 * third :], 0x80)
+    payload, _binary = yield peer.recv_raw()
+    assert payload == text
+    sender.sock.close()
+    yield peer.close()
+
+
 @pytest.mark.parametrize("negotiated", [True, False])
 @pytest_twisted.inlineCallbacks
 def test_rsv1_on_a_control_frame_is_a_protocol_error(server, negotiated):
