@@ -21,8 +21,15 @@ import pytest_twisted
 from twisted.internet import threads
 
 from chatd import deflate
-from tests.conftest import ROOT, need_binary
-from tests.test_fanout import RawReader, fanout_impl, use_impl  # noqa: F401 (a fixture)
+from tests.conftest import ROOT, need, need_binary
+from tests.test_fanout import (  # noqa: F401 (fixtures)
+    BUILD_HINT,
+    C_BUILT,
+    RawReader,
+    fanout_impl,
+    socket_pairs,
+    use_impl,
+)
 from tests.wsclient import Client
 
 EXT = "Sec-WebSocket-Extensions:"
@@ -338,6 +345,33 @@ def test_recipients_with_the_same_parameters_get_identical_bytes(server_factory,
         reader.sock.close()
 
 
+class _WindowConn:
+    """What send_all reads of a ChatProtocol: ``_fd`` and ``deflate_bits``."""
+
+    def __init__(self, fd, bits):
+        self._fd = fd
+        self.deflate_bits = bits
+
+
+def test_c_send_all_picks_each_connections_frame(socket_pairs):  # noqa: F811
+    """With *frames*, chatd._fanout.send_all sends ``frames[conn.deflate_bits]`` (the
+    plain frame for 0, out-of-range or non-bytes entries) in the same single pass."""
+    need(BUILD_HINT, C_BUILT)
+    from chatd._fanout import send_all
+
+    plain, small, big = b"\x81\x01p", b"\xc1\x01s", b"\xc1\x02bb"
+    frames = (plain,) * 10 + (small,) + (plain,) * 4 + (big,)  # index 10 and 15
+    (a, a_peer), (b, b_peer), (c, c_peer), (d, d_peer) = socket_pairs
+    conns = [_WindowConn(a.fileno(), 0), _WindowConn(b.fileno(), 10)]
+    conns += [_WindowConn(c.fileno(), 15), _WindowConn(d.fileno(), 99)]
+    assert send_all(conns, None, plain, frames) is None
+    assert [p.recv(100) for p in (a_peer, b_peer, c_peer, d_peer)] == [plain, small, big, plain]
+    with pytest.raises(TypeError):
+        send_all(conns, None, plain, [plain])  # a tuple or None
+    left = send_all([_WindowConn(-1, 15)], None, plain, frames)
+    assert [code for _conn, code in left] == [-1]  # Python finishes it (finish_sends)
+
+
 @pytest_twisted.inlineCallbacks
 def test_replies_are_compressed_for_a_compressing_connection(server):
     """A reply (joined, history) above the threshold is compressed for a connection
@@ -481,3 +515,15 @@ def test_chromium_reads_a_compressing_room(chatd_process, browser):
             assert page.evaluate("window.got") == texts
     finally:
         page.close()
+
+
+def test_an_older_c_build_leaves_compressed_fanouts_to_python():
+    """A chatd._fanout built before the *frames* argument is detected: compressed
+    fan-outs then take the pure-Python loop instead of failing."""
+    from chatd import fanout
+
+    def old_send_all(conns, exclude, frame):
+        return None
+
+    assert not fanout.c_takes_frames(old_send_all)
+    assert fanout.c_takes_frames(fanout.send_all_py)
