@@ -180,6 +180,21 @@ def test_server_max_window_bits_is_respected(server_factory, bits):
     yield sender.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_relay_keeps_the_frame_type_when_compressing(server):
+    """Relay mode stays verbatim under compression: a binary frame arrives binary
+    (opcode 2, RSV1 set) and inflates to the very bytes sent."""
+    reader = yield connect(server.port, "permessage-deflate")
+    sender = yield Client.connect(server.port)
+    data = bytes(range(256)) * 4
+    sender.send_raw(data, binary=True)
+    frame = yield read(reader)
+    assert frame[0] == 0xC2
+    assert message(frame) == data
+    reader.sock.close()
+    yield sender.close()
+
+
 def test_rfc7692_hello_is_compressed_as_the_rfc_shows():
     """§7.2.3.1: "Hello" without context takeover is f2 48 cd c9 c9 07 00."""
     assert deflate.deflate_message(b"Hello") == bytes.fromhex("f248cdc9c90700")
