@@ -297,6 +297,7 @@ def mode_config(mode: str, args) -> dict:
         "S": args.S,
         "P": args.P,
         "payload": args.payload,
+        "fill": args.fill,
         "duration": args.duration,
         "warmup": args.warmup,
     }
@@ -311,9 +312,13 @@ def mode_config(mode: str, args) -> dict:
     raise ValueError(mode)
 
 
-def run_one(server: Server, mode: str, args) -> dict:
-    """Start ``server``, run one load-generator pass in ``mode``, stop the server."""
-    cfg = mode_config(mode, args)
+def run_one(server: Server, mode: str, args, deflate: bool = False) -> dict:
+    """Start ``server``, run one load-generator pass in ``mode``, stop the server.
+
+    With *deflate* every generator connection offers permessage-deflate; the row's
+    mode is then ``<mode>+deflate``."""
+    cfg = {**mode_config(mode, args), "deflate": deflate}
+    mode = mode + "+deflate" if deflate else mode
     row = {"server": server.name, "mode": mode}
     nofile = args.C + 1024
     try:
@@ -537,6 +542,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--repeat", type=int, default=1, help="runs per cell; keep the least disturbed one"
     )
+    p.add_argument(
+        "--deflate",
+        choices=("off", "on", "both"),
+        default="off",
+        help="clients offer permessage-deflate: off, on, or both (each cell twice, one "
+        "row each; chatd servers only)",
+    )
+    p.add_argument(
+        "--fill", choices=("x", "text"), default="x", help="pad texts with x or random words"
+    )
     p.add_argument("--quick", action="store_true", help="S=200, C=2000, 3 s runs")
     p.add_argument("--json-only", action="store_true", help="print only the JSON lines")
     p.add_argument("--from-json", metavar="FILE", help="print the tables of a saved run")
@@ -574,13 +589,16 @@ def main(argv=None) -> int:
         if reason:
             skipped.append(f"{n}: skipped ({reason})")
             continue
+        deflates = {"off": [False], "on": [True], "both": [False, True]}[args.deflate]
         for m in modes:
-            tries = []
-            for i in range(max(1, args.repeat)):
-                print(f"# {n} {m} (run {i + 1}) ...", file=sys.stderr, flush=True)
-                tries.append(run_one(server, m, args))
-                print("#   " + summary(tries[-1]), file=sys.stderr, flush=True)
-            rows.append(least_disturbed(tries))
+            for deflate in deflates:
+                tries = []
+                for i in range(max(1, args.repeat)):
+                    tag = " +deflate" if deflate else ""
+                    print(f"# {n} {m}{tag} (run {i + 1}) ...", file=sys.stderr, flush=True)
+                    tries.append(run_one(server, m, args, deflate))
+                    print("#   " + summary(tries[-1]), file=sys.stderr, flush=True)
+                rows.append(least_disturbed(tries))
     add_ratios(rows)
     report(rows, skipped, args.json_only)
     return 0

@@ -11,7 +11,16 @@
 // protocol = relay | chatd.v1; S subscribers, P publishers, C idle
 // connections; window = messages in flight per publisher (throughput);
 // rate = messages/s over all publishers (latency); payload = text bytes;
-// serverPid = pid whose CPU and RSS are read from /proc.
+// serverPid = pid whose CPU and RSS are read from /proc; deflate = offer
+// permessage-deflate on every connection (the server must accept it); fill =
+// 'x' (pad with x) or 'text' (pad with random words: compresses like chat text).
+//
+// With deflate, a frame with RSV1 set is inflated (zlib raw inflate, the
+// trailing 00 00 ff ff appended) wherever its text is read: joins, publishers,
+// latency samples, and every frame subscriber 0 counts (its check that each
+// counted frame carries a benchmark text); other subscribers count the frame
+// without inflating it, as they count uncompressed frames without reading them.
+// `wire_bytes_per_delivery` is the mean size of the frames counted as deliveries.
 //
 // Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
 // padded with `x` to `payload` bytes; a delivery is one received frame that
@@ -20,23 +29,42 @@
 const net = require('net');
 const fs = require('fs');
 const crypto = require('crypto');
+const zlib = require('zlib');
 
 const DEFAULTS = {
   host: '127.0.0.1', port: 0, path: '/', protocol: 'relay', mode: 'throughput',
   S: 1000, P: 4, C: 10000, duration: 10, warmup: 2, window: 16, rate: 50,
   payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
-  drainMs: 3000, setupTimeout: 120,
+  drainMs: 3000, setupTimeout: 120, deflate: false, fill: 'x',
 };
 const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
 const MARK = Buffer.from('~B~');
 const room = 'bench';
 const now = () => performance.now();
 const READBUF = Buffer.alloc(256 * 1024);
+const SYNC_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+// random words, for fill = 'text' (a fixed seed: the same text every run)
+const WORDS = ('the of and to in is you that it he was for on are as with his they at be ' +
+  'this have from or one had by word but not what all were we when your can said there ' +
+  'use an each which she do how their if will up other about out many then them these so ' +
+  'some her would make like him into time has look two more write go see number no way ' +
+  'could people my than first water been call who oil its now find long down day did get ' +
+  'come made may part meeting tonight station ticket lunch message phone later thanks').split(' ');
+const FILLER = (() => {
+  let x = 12345, out = '';
+  while (out.length < 1 << 16) { x = (x * 1103515245 + 12345) & 0x7fffffff; out += WORDS[x % WORDS.length] + ' '; }
+  return out;
+})();
+let fillAt = 0;
+function inflate(buf, s, e) {
+  return zlib.inflateRawSync(Buffer.concat([buf.subarray(s, e), SYNC_TAIL]),
+    { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+}
 
 const st = {
   phase: 'connect', // connect -> settle -> run -> drain -> done
   recording: false,
-  sent: 0, rx: 0, other: 0, lastFrameAt: 0,
+  sent: 0, rx: 0, other: 0, lastFrameAt: 0, rxBytes: 0, rxCompressed: 0,
   validated: 0, invalid: 0, lat: [],
   publishing: false,
 };
@@ -82,7 +110,13 @@ function maskedFrame(text) {
 
 function benchText(pub, n) {
   const t = `~B~${now().toFixed(3)}~${pub}~${n}~`;
-  return t.length >= cfg.payload ? t : t + 'x'.repeat(cfg.payload - t.length);
+  if (t.length >= cfg.payload) return t;
+  const need = cfg.payload - t.length;
+  if (cfg.fill !== 'text') return t + 'x'.repeat(need);
+  if (fillAt + need > FILLER.length) fillAt = 0;
+  const pad = FILLER.slice(fillAt, fillAt + need);
+  fillAt += need;
+  return t + pad;
 }
 
 function recordLatency(buf, s, e) {
@@ -117,7 +151,8 @@ class Conn {
     this.done = done;
     let head = Buffer.alloc(0);
     sock.on('connect', () => {
-      const proto = cfg.protocol === 'chatd.v1' ? 'Sec-WebSocket-Protocol: chatd.v1\r\n' : '';
+      let proto = cfg.protocol === 'chatd.v1' ? 'Sec-WebSocket-Protocol: chatd.v1\r\n' : '';
+      if (cfg.deflate) proto += 'Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n';
       sock.write(`GET ${cfg.path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\n` +
         'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${proto}\r\n`);
@@ -129,6 +164,10 @@ class Conn {
       const text = head.toString('latin1', 0, end);
       if (!/^HTTP\/1\.1 101/.test(text) || text.indexOf(this.expectAccept) < 0) {
         fail(`handshake refused on connection ${this.idx}: ${text.split('\r\n')[0]}`);
+        return;
+      }
+      if (cfg.deflate && !/^sec-websocket-extensions: permessage-deflate/im.test(text)) {
+        fail(`permessage-deflate not accepted on connection ${this.idx}`);
         return;
       }
       this.onRead = (c) => this.onData(c);
@@ -164,7 +203,7 @@ class Conn {
       else if (len === 127) { if (n - i < 10) break; len = Number(buf.readBigUInt64BE(h)); h += 8; }
       if (h + len > n) break;
       const op = b0 & 0x0f;
-      if (op === 1 || op === 2) this.frame(buf, h, h + len);
+      if (op === 1 || op === 2) this.frame(buf, h, h + len, (b0 & 0x40) !== 0);
       else if (op === 9) this.pong(buf.subarray(h, h + len));
       i = h + len;
     }
@@ -173,19 +212,29 @@ class Conn {
     if (st.publishing && cfg.mode === 'throughput') pump();
   }
 
-  frame(buf, s, e) {
+  frame(buf, s, e, compressed) {
+    const wire = e - s + (e - s < 126 ? 2 : e - s < 65536 ? 4 : 10);
     if (this.role === 'sub' && st.phase !== 'connect' && st.phase !== 'settle') {
       st.rx++;
+      st.rxBytes += wire;
+      if (compressed) {
+        st.rxCompressed++;
+        if (this.idx !== 0 && !(st.recording && cfg.mode === 'latency')) return;
+        buf = inflate(buf, s, e); s = 0; e = buf.length;
+      }
       if (this.idx === 0) { // one subscriber checks every frame it counts
         if (buf.indexOf(MARK, s) >= 0 && buf.indexOf(MARK, s) < e) st.validated++; else st.invalid++;
       }
       if (st.recording && cfg.mode === 'latency') recordLatency(buf, s, e);
       return;
     }
+    if (compressed) { buf = inflate(buf, s, e); s = 0; e = buf.length; }
     const k = buf.indexOf(MARK, s);
     if (k >= 0 && k < e) {
       if (st.phase !== 'connect' && st.phase !== 'settle') {
         st.rx++;
+        st.rxBytes += wire;
+        if (compressed) st.rxCompressed++;
         if (st.recording && cfg.mode === 'latency') recordLatency(buf, s, e);
       }
       return;
@@ -288,7 +337,7 @@ async function runFanout() {
   st.phase = 'settle';
   await quiet(cfg.settleMs, 30000); // chatd.v1: presence frames of the joins
   st.phase = 'run';
-  st.rx = 0; st.sent = 0; st.validated = 0; st.invalid = 0;
+  st.rx = 0; st.sent = 0; st.validated = 0; st.invalid = 0; st.rxBytes = 0; st.rxCompressed = 0;
   st.publishing = true;
   let ticker = null;
   if (cfg.mode === 'throughput') {
@@ -341,6 +390,9 @@ async function runFanout() {
     gen_cpu: r3((m1.cpu.user + m1.cpu.system) / 1e6 / wallS),
     server_cpu: m0.srv !== null && m1.srv !== null ? r3((m1.srv - m0.srv) / CLK_TCK / wallS) : null,
     validated: st.validated, invalid: st.invalid,
+    deflate: !!cfg.deflate, fill: cfg.fill,
+    wire_bytes_per_delivery: st.rx ? r3(st.rxBytes / st.rx) : null,
+    compressed_share: st.rx ? r3(st.rxCompressed / st.rx) : null,
   };
   // How busy each core was during the measurement, all processes together:
   // core0 - server_cpu (or core1 - gen_cpu) is time other processes took.

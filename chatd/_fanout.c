@@ -1,9 +1,15 @@
 /* chatd._fanout: the fan-out's per-recipient loop in C (optional accelerator).
  *
- * send_all(conns, exclude, frame) hands one ready WebSocket frame to every
- * connection in the sequence `conns` except `exclude`, with one non-blocking
- * send(2) per connection, and returns what it could not finish, for Python to
- * handle exactly as ChatProtocol.send_direct does.
+ * send_all(conns, exclude, frame[, frames]) hands one ready WebSocket frame to
+ * every connection in the sequence `conns` except `exclude`, with one
+ * non-blocking send(2) per connection, and returns what it could not finish,
+ * for Python to handle exactly as ChatProtocol.send_direct does.
+ *
+ * With `frames` (a tuple of bytes, or None), a connection gets
+ * frames[conn.deflate_bits] instead (the message compressed for its
+ * permessage-deflate window; index 0 and anything out of range or not bytes:
+ * `frame`), so a room with compressing and plain members is still one pass.
+ * Codes below then count bytes of the connection's own frame.
  *
  * A connection is sent to here only when conn._fd is a non-negative int (else
  * it is left to Python untouched). ChatProtocol keeps _fd set to its socket's
@@ -36,6 +42,7 @@
 #endif
 
 static PyObject *str_fd;
+static PyObject *str_bits;
 
 /* 1: conn may be sent to directly (its descriptor in *fd), 0: not, -1: error set */
 static int
@@ -70,10 +77,17 @@ add_left(PyObject **left, PyObject *conn, Py_ssize_t code)
 static PyObject *
 send_all(PyObject *self, PyObject *args)
 {
-    PyObject *conns, *exclude;
+    PyObject *conns, *exclude, *frames = NULL;
     Py_buffer frame;
-    if (!PyArg_ParseTuple(args, "OOy*:send_all", &conns, &exclude, &frame))
+    if (!PyArg_ParseTuple(args, "OOy*|O:send_all", &conns, &exclude, &frame, &frames))
         return NULL;
+    if (frames == Py_None)
+        frames = NULL;
+    if (frames != NULL && !PyTuple_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "frames must be a tuple or None");
+        PyBuffer_Release(&frame);
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(conns, "conns must be a sequence");
     if (seq == NULL) {
         PyBuffer_Release(&frame);
@@ -85,12 +99,16 @@ send_all(PyObject *self, PyObject *args)
     int *fds = NULL;
     Py_ssize_t *idx = NULL, *sent = NULL;
     int *errs = NULL;
+    const char **bufs = NULL;
+    Py_ssize_t *lens = NULL;
     if (n > 0) {
         fds = PyMem_Malloc(n * sizeof(int));
         idx = PyMem_Malloc(n * sizeof(Py_ssize_t));
         sent = PyMem_Malloc(n * sizeof(Py_ssize_t));
         errs = PyMem_Malloc(n * sizeof(int));
-        if (!fds || !idx || !sent || !errs) {
+        bufs = PyMem_Malloc(n * sizeof(char *));
+        lens = PyMem_Malloc(n * sizeof(Py_ssize_t));
+        if (!fds || !idx || !sent || !errs || !bufs || !lens) {
             PyErr_NoMemory();
             goto error;
         }
@@ -105,23 +123,42 @@ send_all(PyObject *self, PyObject *args)
         if (ok < 0)
             goto error;
         if (ok) {
+            const char *buf = frame.buf;
+            Py_ssize_t len = frame.len;
+            if (frames != NULL) {
+                PyObject *o = PyObject_GetAttr(conn, str_bits);
+                if (o == NULL)
+                    goto error;
+                long k = PyLong_Check(o) ? PyLong_AsLong(o) : 0;
+                Py_DECREF(o);
+                if (k == -1 && PyErr_Occurred())
+                    goto error;
+                if (k > 0 && k < PyTuple_GET_SIZE(frames)) {
+                    PyObject *f = PyTuple_GET_ITEM(frames, k);
+                    if (PyBytes_Check(f)) {
+                        buf = PyBytes_AS_STRING(f);
+                        len = PyBytes_GET_SIZE(f);
+                    }
+                }
+            }
             fds[m] = fd;
+            bufs[m] = buf;
+            lens[m] = len;
             idx[m++] = i;
         }
         else if (add_left(&left, conn, -1) < 0)
             goto error;
     }
-    const char *data = frame.buf;
-    Py_ssize_t len = frame.len;
+    /* (the frames stay alive: the caller holds `frames`, and no Python code runs) */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < m; k++) {
-        ssize_t r = send(fds[k], data, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t r = send(fds[k], bufs[k], (size_t)lens[k], MSG_DONTWAIT | MSG_NOSIGNAL);
         sent[k] = r;
         errs[k] = r < 0 ? errno : 0;
     }
     Py_END_ALLOW_THREADS
     for (Py_ssize_t k = 0; k < m; k++) {
-        if (sent[k] == len)
+        if (sent[k] == lens[k])
             continue;
         Py_ssize_t code;
         if (sent[k] >= 0)
@@ -137,6 +174,8 @@ send_all(PyObject *self, PyObject *args)
     PyMem_Free(idx);
     PyMem_Free(sent);
     PyMem_Free(errs);
+    PyMem_Free(bufs);
+    PyMem_Free(lens);
     Py_DECREF(seq);
     PyBuffer_Release(&frame);
     if (left == NULL)
@@ -147,6 +186,8 @@ error:
     PyMem_Free(idx);
     PyMem_Free(sent);
     PyMem_Free(errs);
+    PyMem_Free(bufs);
+    PyMem_Free(lens);
     Py_XDECREF(left);
     Py_DECREF(seq);
     PyBuffer_Release(&frame);
@@ -155,8 +196,9 @@ error:
 
 static PyMethodDef methods[] = {
     {"send_all", send_all, METH_VARARGS,
-     "send_all(conns, exclude, frame) -> None | [(conn, code), ...]\n\n"
-     "Send one ready frame to every eligible connection; see chatd/_fanout.c."},
+     "send_all(conns, exclude, frame[, frames]) -> None | [(conn, code), ...]\n\n"
+     "Send one ready frame (or frames[conn.deflate_bits]) to every eligible\n"
+     "connection; see chatd/_fanout.c."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -169,6 +211,8 @@ PyMODINIT_FUNC
 PyInit__fanout(void)
 {
     if (!(str_fd = PyUnicode_InternFromString("_fd")))
+        return NULL;
+    if (!(str_bits = PyUnicode_InternFromString("deflate_bits")))
         return NULL;
     return PyModule_Create(&module);
 }

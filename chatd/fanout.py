@@ -29,6 +29,17 @@ The direct path reads a few of Twisted's private names (:data:`TWISTED_NAMES`).
 :func:`direct_support` checks them once at start-up; where a Twisted release lacks
 any, the direct path and the C loop are off (one log line says why) and every byte
 goes through ``transport.write`` — slower, never wrong.
+
+**Compression.** A connection that negotiated permessage-deflate (chatd/deflate.py,
+always without server context takeover) has ``deflate_bits`` set to the window its
+client allowed (0: uncompressed). A fan-out message of at least
+:data:`chatd.deflate.MIN_SIZE` bytes is then compressed once per window size among
+the open connections (:attr:`Fanout.windows`), and every recipient with that window
+gets the same compressed frame (RSV1 set), through the same direct path, C loop and
+coalescing as any frame: the C loop picks ``frames[conn.deflate_bits]`` per recipient
+in the same single pass, so a room with a mix gets one frame per parameter set,
+never one per recipient, and no per-recipient Python work. While no open connection
+compresses, or for shorter messages, the fan-out is exactly the uncompressed one.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd import deflate
 from chatd.interfaces import IFanout
 
 #: environment variable that turns the C fan-out loop off (the pure-Python loop
@@ -55,6 +67,9 @@ SLOW_CONSUMER = 4008
 TWISTED_NAMES = ("socket", "dataBuffer", "_tempDataLen", "TLS")
 
 log = Logger()
+
+#: up to this many recipients the fan-out compresses only for their own windows
+_FEW = 16
 
 
 def direct_support(reactor, connection_class=tcp.Connection, names=None) -> str | None:
@@ -89,26 +104,44 @@ def c_send_all():
     return send_all
 
 
-def send_all_py(targets, exclude, frame: bytes) -> None:
-    """Hand *frame* to every connection in *targets* but *exclude* (the pure-Python twin
-    of ``chatd._fanout.send_all``, which leaves nothing over)."""
-    for conn in targets:
-        if conn is not exclude:
-            # a direct socket send while the peer is open and reading, else
-            # Writer.write_slowly (or transport.write with the direct path off)
-            conn.deliver_frame(frame)
+def send_all_py(targets, exclude, frame: bytes, frames=None) -> None:
+    """Hand *frame* (or, given *frames*, ``frames[conn.deflate_bits]``) to every
+    connection in *targets* but *exclude* (the pure-Python twin of
+    ``chatd._fanout.send_all``, which leaves nothing over)."""
+    if frames is None:
+        for conn in targets:
+            if conn is not exclude:
+                # a direct socket send while the peer is open and reading, else
+                # Writer.write_slowly (or transport.write with the direct path off)
+                conn.deliver_frame(frame)
+    else:
+        for conn in targets:
+            if conn is not exclude:
+                conn.deliver_frame(frames[conn.deflate_bits])
 
 
-def finish_sends(left, frame: bytes) -> None:
+def finish_sends(left, frame: bytes, frames=None) -> None:
     """Finish what ``chatd._fanout.send_all`` left over, as :meth:`Writer.send_direct`
     would have: connections it could not send to directly get ``deliver_frame``; a
     failed send goes to Twisted's ``transport.write`` (which reports the error on its
-    own path), a partial one writes the rest there (and keeps the order)."""
+    own path), a partial one writes the rest there (and keeps the order). With
+    *frames*, each connection's frame is ``frames[conn.deflate_bits]``."""
     for conn, code in left:
+        own = frame if frames is None else frames[conn.deflate_bits]
         if code == -1:
-            conn.deliver_frame(frame)
+            conn.deliver_frame(own)
         else:
-            conn.write_rest(frame, max(code, 0))
+            conn.write_rest(own, max(code, 0))
+
+
+def c_takes_frames(send_all) -> bool:
+    """Whether this build of ``chatd._fanout.send_all`` takes the *frames* argument
+    (an older build does not: compressed fan-outs then use the Python loop)."""
+    try:
+        send_all((), None, b"", ())
+    except TypeError:
+        return False
+    return True
 
 
 class _WriteWatch:
@@ -153,6 +186,8 @@ class Writer:
     paused = False
     #: bytes written while paused
     backlog = 0
+    #: the permessage-deflate window its frames are compressed for (0: uncompressed)
+    deflate_bits = 0
 
     def start_writing(self) -> None:
         """The connection is open: watch the transport's buffer, pick the writer."""
@@ -164,6 +199,8 @@ class Writer:
         except Exception:
             pass
         transport.registerProducer(_WriteWatch(self), True)
+        if self.deflate_bits:
+            self.fanout.count_window(self.deflate_bits, 1)
         #: what the fan-out calls with ready frame bytes: a direct socket send (or the
         #: transport's write) while the peer is open and reading, write_slowly otherwise
         self.deliver_frame = self._writer()
@@ -323,14 +360,20 @@ class Fanout:
         self.stats = stats
         #: ``prepare(payload, is_binary) -> frame bytes``: the frame is built once
         self.prepare = prepare
+        #: permessage-deflate window -> how many open connections use it
+        self.windows: dict[int, int] = {}
         #: why the direct path is off (None: it is on)
         self.direct_problem = direct_problem
         self.direct = direct_problem is None
         send_all = c_send_all() if self.direct else None
         #: "c" when the per-recipient loop runs in chatd._fanout, else "python"
         self.impl = "c" if send_all is not None else "python"
-        #: send_all(targets, exclude, frame) -> None | [(conn, code), ...]
+        #: send_all(targets, exclude, frame[, frames]) -> None | [(conn, code), ...]
         self.send_all = send_all or send_all_py
+        #: the same with per-window frames (send_all_py for an older C build)
+        self.send_all_frames = (
+            send_all if send_all is not None and c_takes_frames(send_all) else send_all_py
+        )
         #: connection -> frames queued this turn, written by flush()
         self.queues: dict = {}
         #: armable connections whose transport still had bytes buffered: re-armed at
@@ -366,34 +409,83 @@ class Fanout:
         """Send text frame *payload* to every open connection in *conns* but *exclude*."""
         self.relay(conns, payload, False, exclude)
 
+    @property
+    def compressing(self) -> int:
+        """How many open connections negotiated permessage-deflate."""
+        return sum(self.windows.values())
+
+    def count_window(self, bits: int, delta: int) -> None:
+        """A connection compressing for window *bits* opened (+1) or closed (-1)."""
+        left = self.windows.get(bits, 0) + delta
+        if left > 0:
+            self.windows[bits] = left
+        else:
+            self.windows.pop(bits, None)
+
     def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
         """Send *payload* verbatim to every open connection in *conns* but *exclude*;
-        the same frame bytes go to every recipient."""
+        the same frame bytes go to every recipient with the same compression
+        parameters."""
         if not conns:
             return
         frame = self.prepare(payload, is_binary)
         targets = tuple(conns)
         count = len(targets) - (exclude is not None and exclude in conns)
+        frames = None
+        if self.windows and len(payload) >= deflate.MIN_SIZE:
+            frames = self._frames(targets, payload, is_binary, frame)
         if self._flush_call is None:
             # first fan-out this turn: nobody has a queue yet
             self._flush_call = self.reactor.callLater(0, self.flush)
             if self.rearm:
                 self.rearm_all()
-            left = self.send_all(targets, exclude, frame)
+            if frames is None:
+                left = self.send_all(targets, exclude, frame)
+            else:
+                left = self.send_all_frames(targets, exclude, frame, frames)
             if left:
-                finish_sends(left, frame)
+                finish_sends(left, frame, frames)
         else:
             queues = self.queues
             for conn in targets:
                 if conn is not exclude:
+                    own = frame if frames is None else frames[conn.deflate_bits]
                     queued = queues.get(conn)
                     if queued is None:
-                        queues[conn] = [frame]
+                        queues[conn] = [own]
                     else:
-                        queued.append(frame)
+                        queued.append(own)
         stats = self.stats
         stats.deliveries += count
         stats.delivery_bytes += count * len(payload)
+
+    def _frames(self, targets, payload: bytes, is_binary: bool, frame: bytes):
+        """The frame for each window (index: ``deflate_bits``): *frame* at 0 and for
+        unused windows, the message compressed once for each window in use (among a
+        few *targets*: theirs; in a big room: every window in use on this server,
+        rather than a look at each recipient); None when no target compresses."""
+        if len(targets) <= _FEW:
+            windows = {conn.deflate_bits for conn in targets}
+            windows.discard(0)
+            if not windows:
+                return None
+        else:
+            windows = self.windows
+        frames = [frame] * 16
+        for bits in windows:
+            frames[bits] = self.frame(payload, is_binary, bits, frame)
+        return tuple(frames)
+
+    def frame(self, payload: bytes, is_binary: bool, bits: int = 0, plain=None) -> bytes:
+        """The frame carrying *payload* for a connection whose ``deflate_bits`` is
+        *bits*: compressed once with a fresh compressor (RSV1 set) when that is worth
+        it, else the plain frame (*plain* when the caller has it already)."""
+        body = deflate.compress(payload, bits) if bits else None
+        if body is None:
+            return plain if plain is not None else self.prepare(payload, is_binary)
+        framed = bytearray(self.prepare(body, is_binary))
+        framed[0] |= 0x40  # RSV1: a compressed message (a single frame: FIN is set too)
+        return bytes(framed)
 
     def flush(self) -> None:
         """End of the turn: write every connection's queued frames, one write each.
@@ -421,3 +513,5 @@ class Fanout:
         """*conn* closed: nothing is kept for it."""
         self.rearm.pop(conn, None)
         self.queues.pop(conn, None)
+        if conn.deflate_bits:
+            self.count_window(conn.deflate_bits, -1)

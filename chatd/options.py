@@ -219,6 +219,16 @@ TABLE: tuple[Option, ...] = (
         reload=PROTOCOL,
     ),
     Option(
+        "compression",
+        "permessage-deflate (RFC 7692) for clients that offer it: on or off. Always "
+        "without server context takeover, so each message is compressed once for all "
+        "its recipients; messages under 128 bytes go uncompressed.",
+        _d.compression,
+        Choice(("on", "off")),
+        setting="compression",
+        reload=Reload("settings", "every new handshake (open connections keep theirs)"),
+    ),
+    Option(
         "max-text-length",
         "Longest message text in characters; longer gets error too_large.",
         _d.max_text_length,

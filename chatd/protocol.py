@@ -16,6 +16,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
+from chatd import deflate
 from chatd.chat import RELAY, V1
 from chatd.fanout import SLOW_CONSUMER, Writer
 from chatd.gate import Refused
@@ -136,10 +137,34 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
             raise ConnectionDeny(e.status, e.reason) from None
         self._admitted = True
         try:
-            return self._choose_mode(request)
+            chosen = self._choose_mode(request)
         except ConnectionDeny:
             self._release()
             raise
+        return self._negotiate_deflate(chosen)
+
+    def _negotiate_deflate(self, chosen):
+        """Accept the client's first acceptable permessage-deflate offer (chatd/deflate.py)
+        when ``--compression`` is on; the subprotocol, plus the extension's response
+        header when accepted.
+
+        chatd negotiates permessage-deflate itself: autobahn would fail the whole
+        handshake on an offer it cannot parse, where RFC 7692 declines the offer, and it
+        would compress per connection. autobahn only inflates what the client sends.
+        """
+        extensions = self.websocket_extensions
+        offers = [params for name, params in extensions if name == deflate.NAME]
+        if not offers:
+            return chosen
+        self.websocket_extensions = [e for e in extensions if e[0] != deflate.NAME]
+        if self.factory.settings.compression.lower() != "on":
+            return chosen
+        agreed = deflate.negotiate(offers)
+        if agreed is None:
+            return chosen
+        self.deflate_bits = agreed.window_bits
+        self._perMessageCompress = agreed.inflater()
+        return chosen, {"Sec-WebSocket-Extensions": agreed.response}
 
     def _release(self):
         if self._admitted:
@@ -238,9 +263,10 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
 
     def send(self, payload: bytes) -> None:
         """Send one text frame holding *payload* (dropped once the connection is closing),
-        behind frames the fan-out queued for this connection this turn."""
+        behind frames the fan-out queued for this connection this turn; compressed when
+        the connection negotiated permessage-deflate and *payload* is long enough."""
         if self.state == _OPEN:
-            self.write_frame(self.factory.prepareMessage(payload, False).payloadHybi)
+            self.write_frame(self.fanout.frame(payload, False, self.deflate_bits))
 
     def close(self, code, reason):
         """Start the closing handshake with *code* (any valid code, 1001 included);

@@ -32,3 +32,5 @@ class Settings:
     max_queue_bytes: int = 1 << 20
     #: seconds a shutdown waits for clients to answer the 1001 close
     close_timeout: float = 3.0
+    #: permessage-deflate offers are accepted ("on") or ignored ("off")
+    compression: str = "on"

@@ -1,4 +1,5 @@
-"""The fast fan-out path: byte-identical frames, per-connection order, no compression,
+"""The fast fan-out path: byte-identical frames, per-connection order, compression
+negotiated only without server context takeover (tests/test_compression.py has the rest),
 with the C loop (chatd._fanout), with the pure-Python loop, and with the direct path
 off (as when a Twisted release lacks a name it reads): everything through
 ``transport.write``."""
@@ -53,11 +54,13 @@ def use_impl(server, impl):
 class RawReader:
     """A relay-mode client on a plain socket that reads whole frames as raw bytes."""
 
-    def __init__(self, port, extensions=None):
+    def __init__(self, port, extensions=None, protocol=None):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.settimeout(5)
         key = base64.b64encode(os.urandom(16)).decode()
         ext = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+        if protocol:
+            ext += f"Sec-WebSocket-Protocol: {protocol}\r\n"
         self.sock.sendall(
             (
                 f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -95,6 +98,19 @@ class RawReader:
         frame, self.buf = self.buf[: head + n], self.buf[head + n :]
         return frame
 
+    def send(self, payload: bytes, first: int = 0x81) -> None:
+        """Send one masked frame: *first* is its first byte (FIN, RSV bits, opcode)."""
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", first, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack("!BBH", first, 0x80 | 126, n)
+        else:
+            head = struct.pack("!BBQ", first, 0x80 | 127, n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
 
 @pytest.mark.parametrize("size", [1, 125, 126, 65535, 65536, 70000])
 @pytest.mark.parametrize("binary", [False, True])
@@ -127,9 +143,21 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     reader.sock.close()
 
 
-def test_compression_is_never_negotiated(chatd_process):
-    """A client offering permessage-deflate gets no extension, so one frame fits all."""
+def test_compression_is_negotiated_without_server_context_takeover(chatd_process):
+    """A client offering permessage-deflate gets it, always with
+    server_no_context_takeover, so one compressed frame fits every such recipient."""
     reader = RawReader(chatd_process.port, extensions="permessage-deflate; client_max_window_bits")
+    assert (
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+        in reader.response + "\r\n"
+    )
+    reader.sock.close()
+
+
+def test_compression_off_negotiates_nothing(twistd_factory):
+    """With --compression off a client offering permessage-deflate gets no extension."""
+    proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--compression", "off")
+    reader = RawReader(proc.port, extensions="permessage-deflate; client_max_window_bits")
     assert "sec-websocket-extensions" not in reader.response.lower()
     reader.sock.close()
 

@@ -53,6 +53,31 @@ liveDescribe('ChatClient against a live chatd', () => {
     expect(a.log.status.map((s) => s.state)).toEqual(['connecting', 'open'])
   })
 
+  test('offers permessage-deflate (chatd answers server_no_context_takeover); a long message reaches a compressing and a plain client alike', async () => {
+    const room = uniqueName('z')
+    const a = await online(uniqueName('alice'))
+    const ws = a.wx.tasks[0]._ws
+    expect(ws.extensions).toBe('permessage-deflate')
+    // the parameters ws accepted from chatd's answer
+    expect(ws._extensions['permessage-deflate'].params).toMatchObject({ server_no_context_takeover: true })
+    // a wx whose connectSocket does not ask for compression (wx's own default)
+    const plainWx = createWx()
+    const connectSocket = plainWx.connectSocket
+    plainWx.connectSocket = (opts) => connectSocket(Object.assign({}, opts, { perMessageDeflate: false }))
+    const b = await online(uniqueName('bob'), { wx: plainWx })
+    expect(b.wx.tasks[0]._ws.extensions).toBe('')
+    await a.client.join(room)
+    await b.client.join(room)
+    const long = 'a long message that deflate shrinks, '.repeat(60)
+    const c = await online(uniqueName('carol'))
+    await c.client.join(room)
+    c.client.send(room, long)
+    c.client.send(room, 'short')
+    await waitFor(() => a.log.message.length >= 2 && b.log.message.length >= 2, 'both messages at both')
+    expect(texts(a.log.message)).toEqual([long, 'short'])
+    expect(texts(b.log.message)).toEqual([long, 'short'])
+  })
+
   test('join, send/ack and receive: pending → sent, the other member gets it once with the same id', async () => {
     const room = uniqueName('r')
     const a = await online(uniqueName('alice'))

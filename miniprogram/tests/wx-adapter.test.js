@@ -49,6 +49,7 @@ test('opts.wx means wxAdapter(wx): connectSocket gets url, protocols and the Bea
   expect(task.req.url).toBe('ws://h/ws')
   expect(task.req.protocols).toEqual(['chatd.v1'])
   expect(task.req.header).toEqual({ Authorization: 'Bearer tok' })
+  expect(task.req.perMessageDeflate).toBe(true)
   task.h.open({})
   task.h.message({ data: JSON.stringify({ type: 'welcome', user: 'wx:o1', session: 's' }) })
   client.join('lobby')

@@ -160,6 +160,9 @@ function wxAdapter(wxApi) {
       const opts = {
         url: req.url,
         protocols: req.protocols,
+        // chatd compresses long frames (history pages, member lists) once per
+        // message for every client that offers permessage-deflate (docs/protocol.md)
+        perMessageDeflate: true,
         fail: (err) => on.error((err && err.errMsg) || 'connectSocket failed')
       }
       if (req.header) opts.header = req.header

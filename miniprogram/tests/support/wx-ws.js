@@ -11,6 +11,9 @@
  *  - `request` is a real HTTP request with Node's `http`: like WeChat it calls
  *    `success` for every HTTP status ({statusCode, data, header}, `data`
  *    parsed as JSON when it is JSON) and `fail` only when no answer came;
+ *  - permessage-deflate is offered only with `perMessageDeflate: true` (its
+ *    default in wx.connectSocket is false); `task._ws.extensions` shows the
+ *    server's answer;
  *  - `login` hands out the next code of `codes` (an array, consumed in
  *    order, or a function), or fails with `loginError` when given;
  *  - navigation calls are recorded in `navigations`.
@@ -103,7 +106,11 @@ function createWx(options) {
         openCount--
       }
     }
-    const ws = new WebSocket(mapUrl(opts.url), opts.protocols || [], { headers: opts.header || {} })
+    // like wx.connectSocket, permessage-deflate only when asked for (ws offers it by default)
+    const ws = new WebSocket(mapUrl(opts.url), opts.protocols || [], {
+      headers: opts.header || {},
+      perMessageDeflate: opts.perMessageDeflate === true
+    })
     task._ws = ws
     if (opts.success) opts.success({ errMsg: 'connectSocket:ok' })
     let errored = false
