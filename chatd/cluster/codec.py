@@ -24,7 +24,7 @@ The arguments per kind (see :mod:`chatd.cluster`), as they are on the wire:
 ``relay``    ``[base64 of the frame, is_binary, origin session]``
 
 The bytes are a contract between chatd versions (a rolling upgrade runs old
-and new nodes on one bus): tests/test_cluster_codec.py holds payloads captured
+and new nodes on one bus): tests/e2e/test_cluster_codec.py holds payloads captured
 from the previous version and checks that this codec reads them and writes
 the same bytes.
 """

@@ -6,7 +6,7 @@
  * a WebSocket class that records what the client does and lets the test play
  * the server, a localStorage that only holds strings, and timers the test
  * fires by hand. The live behaviour in a real browser is covered by
- * tests/test_browser*.py (Chromium against a real chatd).
+ * tests/e2e/test_browser*.py (Chromium against a real chatd).
  */
 'use strict'
 const fs = require('fs')

@@ -1,6 +1,6 @@
 """The idle-connection sweep on its own: ``ChatFactory`` on a ``task.Clock``, no sockets.
 
-``tests/test_auth.py::test_idle_timeout`` checks the same over real connections with a
+``tests/integration/test_auth.py::test_idle_timeout`` checks the same over real connections with a
 short real timeout; here time is advanced by the clock, so the boundaries are exact.
 """
 

@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from chatd import tap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse(*args) -> tap.Options:

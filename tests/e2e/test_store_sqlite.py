@@ -34,7 +34,7 @@ from chatd.store import (
 from chatd.store.memory import MemoryStore
 from chatd.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DAY = 86400
 
 
@@ -194,7 +194,7 @@ def test_same_results_as_memory_store(store):
 @defer.inlineCallbacks
 def check_append_order_under_concurrency(store, n=1500):
     """Make *n* appends at once over 5 channels; their results must fire in the order
-    made, with gap-free seqs per channel. Shared with tests/test_store_redis.py."""
+    made, with gap-free seqs per channel. Shared with tests/e2e/test_store_redis.py."""
     fired = []
     ds = []
     for i in range(n):

@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import LISTENING_LINE, TWISTD, need, need_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
 
 pytestmark = pytest.mark.subprocess

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FANOUT = os.path.join(REPO, "bench", "fanout.py")
 
 pytestmark = pytest.mark.subprocess

@@ -1,5 +1,5 @@
 """The fast fan-out path: byte-identical frames, per-connection order, compression
-negotiated only without server context takeover (tests/test_compression.py has the rest),
+negotiated only without server context takeover (tests/e2e/test_compression.py has the rest),
 with the C loop (chatd._fanout), with the pure-Python loop, and with the direct path
 off (as when a Twisted release lacks a name it reads): everything through
 ``transport.write``."""

@@ -1,7 +1,7 @@
 """permessage-deflate (RFC 7692): negotiation, the RFC's examples, bounded inflation,
 and one compressed frame per parameter set shared by every recipient.
 
-Raw-socket clients (``RawReader`` of tests/test_fanout.py) see the frames exactly as
+Raw-socket clients (``RawReader`` of tests/e2e/test_fanout.py) see the frames exactly as
 they come off the wire; real clients (python websockets, Node ws, Chromium) show that
 compression is transparent to them.
 """
@@ -22,7 +22,7 @@ from twisted.internet import threads
 
 from chatd import deflate
 from tests.conftest import ROOT, need, need_binary
-from tests.test_fanout import (  # noqa: F401 (fixtures)
+from tests.e2e.test_fanout import (  # noqa: F401 (fixtures)
     BUILD_HINT,
     C_BUILT,
     RawReader,

@@ -3,7 +3,7 @@
 name, and the token ``rooms`` claim in relay mode.
 
 Each test runs against a real ``twistd -n chatd`` over loopback with the raw
-client of tests/test_hostile.py, and ends with that suite's after-every-row
+client of tests/e2e/test_hostile.py, and ends with that suite's after-every-row
 check (the server is whole, bystanders talk, nothing acknowledged is lost,
 nothing refused is stored).
 """
@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 
 from chatd.anonymous import AnonymousNames
-from tests.test_hostile import (
+from tests.e2e.test_hostile import (
     SECRET,
     TIMEOUT,
     RawWS,

@@ -4,7 +4,7 @@ The web client runs on the same client file as the mini-program
 (``miniprogram/utils/chatd.js``) with its browser adapter; these tests drive it
 against a live ``twistd -n chatd`` and check what the web client gained from it:
 the resume secret, an outbox that survives a reload, and pacing after
-``rate_limited``. The page helpers are those of ``tests/test_browser.py``.
+``rate_limited``. The page helpers are those of ``tests/e2e/test_browser.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from test_browser import Client, clients  # noqa: F401 (clients is a fixture)
 
 pytestmark = pytest.mark.browser
 
-SHARED = Path(__file__).resolve().parent.parent / "miniprogram" / "utils" / "chatd.js"
+SHARED = Path(__file__).resolve().parents[2] / "miniprogram" / "utils" / "chatd.js"
 
 
 def sockets(client: Client) -> list[str]:

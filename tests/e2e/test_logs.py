@@ -17,7 +17,7 @@ from tests.conftest import wait_until
 
 pytestmark = pytest.mark.subprocess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_TEXT = "the-launch-code-is-0000"
 TOKEN = "tok-ABCDEF123456"
 

@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import IN_CI, TwistdProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"chatd listening on ws://(\S+):(\d+)/ \(endpoint ([^)]*)\)")
 
 pytestmark = [pytest.mark.install, pytest.mark.subprocess]

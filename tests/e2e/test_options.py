@@ -26,11 +26,11 @@ from chatd.limits import RateLimiter, Strikes
 from chatd.operations import Operations
 from chatd.settings import Settings
 from tests.conftest import TWISTD, chatd_env
-from tests.test_config import _wait_log, _welcome, parse
-from tests.test_notify import receive_until
+from tests.e2e.test_config import _wait_log, _welcome, parse
+from tests.e2e.test_notify import receive_until
 from tests.wsclient import Client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 NUMERIC = [row for row in options.TABLE if isinstance(row.parse, options.Number)]
 FLOATS = [row for row in NUMERIC if row.parse.kind is float]

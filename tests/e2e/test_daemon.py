@@ -24,7 +24,7 @@ from websockets.sync.client import connect, unix_connect
 
 from tests.conftest import LISTENING_LINE, TWISTD, TwistdProcess, chatd_env, poll
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.subprocess
 

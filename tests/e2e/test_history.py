@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.conftest import TWISTD, chatd_env
-from tests.test_auth import SECRET, token
+from tests.integration.test_auth import SECRET, token
 from tests.wsclient import Client, deferLater
 
 
@@ -197,7 +197,7 @@ def test_dm_history_and_dedupe_survive_a_clean_restart(twistd_factory, tmp_path)
     """DMs are stored: after a SIGTERM restart dm_history has them and resends are deduped.
 
     (Token users: an anonymous user after a restart is a new session, which reads
-    no earlier DMs; see tests/test_hostile_identity.py.)"""
+    no earlier DMs; see tests/integration/test_hostile_identity.py.)"""
     db = str(tmp_path / "chat.sqlite3")
     auth = ("--jwt-secret", SECRET)
     proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--db", db, *auth)

@@ -31,8 +31,8 @@ from chatd.metrics import TimedLog
 from chatd.store import Message
 from chatd.store.memory import MemoryStore
 from chatd.store.redis import RedisStore
+from tests.e2e.test_install import COPY_IGNORE, ROOT
 from tests.redis_server import RedisServer
-from tests.test_install import COPY_IGNORE, ROOT
 from tests.unit.test_chat_clock import make_chat, opened, say
 
 TS = 1764686769123

@@ -1,6 +1,6 @@
 """Identity attacks on a cluster: two real ``twistd -n chatd --redis`` nodes on a
-private redis-server (the fixtures of tests/test_cluster.py), raw clients from
-tests/test_hostile.py.
+private redis-server (the fixtures of tests/e2e/test_cluster.py), raw clients from
+tests/e2e/test_hostile.py.
 
 * an imposter taking a live user's anonymous name on another node, sending
   frames right after the 101, has none of them executed;
@@ -17,9 +17,9 @@ import struct
 
 import pytest
 
-from tests.test_cluster import nodes, redis  # noqa: F401 (fixtures)
-from tests.test_hostile import RawWS, frame, text
-from tests.test_hostile_identity import dm_texts, v1, v1_when_free
+from tests.e2e.test_cluster import nodes, redis  # noqa: F401 (fixtures)
+from tests.e2e.test_hostile import RawWS, frame, text
+from tests.integration.test_hostile_identity import dm_texts, v1, v1_when_free
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
@@ -134,7 +134,7 @@ def test_anonymous_name_is_refused_while_redis_cannot_confirm_it(nodes, redis): 
     """Redis down: a new anonymous connection is not let in unchecked (it could be
     a second holder of a live name): ``welcome``, ``error unavailable``, close 1013,
     and its frames are not executed. Once Redis is back the name is served."""
-    from tests.test_cluster import wait_log
+    from tests.e2e.test_cluster import wait_log
 
     (a,) = nodes(1)
     redis.kill()

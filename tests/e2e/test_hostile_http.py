@@ -4,7 +4,7 @@ The HTTP side of docs/security.md's hostile-input table (its block "Hostile
 HTTP: bodies, slow requests, the login endpoint, edges"), one test per row. Each test sends what an attacker would send to a real
 chatd over loopback and asserts the documented answer (docs/api.md, "Limits")
 and that the server carries on: the twistd-process tests end with the
-bystander check of tests/test_hostile.py (:class:`World`), which also fails on
+bystander check of tests/e2e/test_hostile.py (:class:`World`), which also fails on
 any logged traceback.
 
 Raw HTTP goes over plain blocking sockets (:func:`http_exchange`); against an
@@ -28,8 +28,8 @@ from twisted.web.server import NOT_DONE_YET
 from chatd import login, wire
 from chatd.httpserver import MAX_HEAD, MAX_REQUEST_LINE
 from tests.conftest import TWISTD, TwistdProcess
-from tests.test_hostile import SECRET, RawWS, World, _start, _token, _world, handshake_status
-from tests.test_login import APP_SECRET, JWT_SECRET, FakeJscode2session, QuietSite
+from tests.e2e.test_hostile import SECRET, RawWS, World, _start, _token, _world, handshake_status
+from tests.integration.test_login import APP_SECRET, JWT_SECRET, FakeJscode2session, QuietSite
 from tests.wsclient import Client, deferLater
 
 TIMEOUT = 5.0

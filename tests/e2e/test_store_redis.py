@@ -1,6 +1,6 @@
 """Tests of the cluster history store (chatd.store.redis.RedisStore) on a real redis-server.
 
-The IHistoryStore contract tests of tests/test_store_sqlite.py run unchanged
+The IHistoryStore contract tests of tests/e2e/test_store_sqlite.py run unchanged
 against RedisStore (imported below: they use this module's ``store``
 fixture); the Redis-specific behaviour (seq across nodes, atomic publish,
 retention, outages) is tested here.
@@ -16,8 +16,7 @@ from zope.interface.verify import verifyObject
 from chatd.cluster.redis import RedisMessageLog, RedisNode, RedisURL
 from chatd.store import Appended, IHistoryStore, Message, Replay, StoreUnavailable
 from chatd.store.redis import RedisStore
-from tests.redis_server import RedisServer
-from tests.test_store_sqlite import (  # noqa: F401  (collected here, with this `store`)
+from tests.e2e.test_store_sqlite import (  # noqa: F401  (collected here, with this `store`)
     check_append_order_under_concurrency,
     test_append_assigns_seq_per_channel,
     test_history_paging,
@@ -25,6 +24,7 @@ from tests.test_store_sqlite import (  # noqa: F401  (collected here, with this 
     test_replay_since_limit_truncated,
     test_same_results_as_memory_store,
 )
+from tests.redis_server import RedisServer
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis

@@ -15,16 +15,20 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Site
 
 from chatd.webhooks import Event, PresenceQueue
-from tests.test_api import http
-from tests.test_cluster import until
-from tests.test_metrics import samples
-from tests.test_webhooks import Receiver
-from tests.wsclient import Client
+from tests.integration.test_api import http
+from tests.integration.test_metrics import samples
+from tests.integration.test_webhooks import Receiver
+from tests.wsclient import Client, wait_for
 
 #: the receiver's answer time (seconds per request)
 RECEIVER_DELAY = 0.02
 #: the bound on a message event's delay under churn that docs/operations.md states
 MESSAGE_BOUND = 2.0
+
+
+def until(predicate, timeout=10.0):
+    """*predicate* true within *timeout* seconds (the reactor runs meanwhile)."""
+    return wait_for(predicate, timeout)
 
 
 class Churn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_api import KEY, http
+from tests.integration.test_api import KEY, http
 from tests.wsclient import Client
 
 

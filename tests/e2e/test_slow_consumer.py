@@ -9,8 +9,8 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from tests.test_hostile import RawWS, text
-from tests.test_hostile import frame as ws_frame
+from tests.e2e.test_hostile import RawWS, text
+from tests.e2e.test_hostile import frame as ws_frame
 
 
 def rss_kb(pid: int) -> int:
