@@ -14,6 +14,7 @@ import time
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from chatd.auth import bearer_token
@@ -120,6 +121,12 @@ class _WriteWatch:
         conn.backlog = 0
         if conn.state == _OPEN:
             conn.deliver_frame = conn._writer()
+        waiters = conn._drain_waiters
+        if waiters:
+            conn._drain_waiters = None
+            for d in waiters:
+                if not d.called:  # (cancelled ones are)
+                    d.callback(None)
 
     def stopProducing(self):
         pass
@@ -153,6 +160,8 @@ class ChatProtocol(WebSocketServerProtocol):
     #: nothing buffered for it ("armed", see arm), else -1: the C fan-out loop
     #: (chatd._fanout) sends only to connections with one
     _fd = -1
+    #: Deferreds of when_drained callers, fired when the write buffer drained
+    _drain_waiters = None
 
     def onConnect(self, request):
         """Admit or refuse the handshake, and pick the mode.
@@ -284,6 +293,19 @@ class ChatProtocol(WebSocketServerProtocol):
                 self.deliver_frame(frame)
             else:
                 self.queue(frame)
+
+    def when_drained(self) -> Deferred | None:
+        """None while the transport takes more (its write buffer is below Twisted's
+        high-water mark: the peer reads); else a Deferred fired once it has drained.
+
+        The join replay reads its next page only then (chatd.replay)."""
+        if not self.paused:
+            return None
+        d = Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(d)
+        return d
 
     def queue(self, frame: bytes) -> None:
         """Queue a ready frame; it is written with the rest at the end of the reactor turn.
