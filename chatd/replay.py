@@ -210,29 +210,32 @@ class Replayer:
     def _join_task(self, conn, room, since, replay, task):
         chat = self.chat
         store = chat.store
+        limit = chat.settings.replay_limit
         lock = yield self._turn(conn)
         try:
-            # the room's newest seq: every message up to it is in the store, every
-            # later one reaches the hub's buffer for this (pending) connection
-            last = (yield store.replay(room, None, 0)).last_seq
-        finally:
-            self._end_turn(lock)
-        first, after, truncated = [], None, False
-        if replay and since is not None and last > since:
-            after = max(since, last - chat.settings.replay_limit)
-            lock = yield self._turn(conn)
-            try:
+            # Up to one page of what was missed, and the room's newest seq: every
+            # message up to it is in the store, every later one reaches the hub's
+            # buffer for this (pending) connection. A resume that missed little
+            # (the usual case) is answered by this one read.
+            if replay and since is not None:
+                r = yield store.replay(
+                    room, since, min(page_size(chat.settings.max_text_length), limit)
+                )
+            else:
+                r = yield store.replay(room, None, 0)
+            last = r.last_seq
+            if r.truncated:  # more than a page (or pruned ones): page through the window
+                after = max(since, last - limit)
                 first, after = yield self._page(room, after, last)
                 truncated = not first or first[0].seq > since + 1
-                members = yield self._members(room)
-                self._send_joined(conn, room, members, last, since, truncated)
-                self._send(conn, first)
-            finally:
-                self._end_turn(lock)
-        else:
+            else:
+                first, after, truncated = r.messages, last, False
             members = yield self._members(room)
-            self._send_joined(conn, room, members, last, since, False)
-        while after is not None and after < last and chat.hub.in_room(conn, room):
+            self._send_joined(conn, room, members, last, since, truncated)
+            self._send(conn, first)
+        finally:
+            self._end_turn(lock)
+        while after < last and chat.hub.in_room(conn, room):
             lock = yield self._turn(conn)
             try:
                 page, after = yield self._page(room, after, last)
