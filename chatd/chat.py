@@ -33,6 +33,8 @@ RELAY = "relay"
 V1 = wire.PROTOCOL
 #: close code for sustained flooding (1008, policy violation)
 FLOOD = 1008
+#: close code of a dropped slow consumer (also chatd.protocol.SLOW_CONSUMER)
+SLOW_CONSUMER = 4008
 
 
 class Chat:
@@ -329,7 +331,7 @@ class Chat:
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.message_frame(message)
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
-        self.hub.buffer(room, message.seq, payload, exclude)
+        self._buffer(room, message.seq, payload, exclude)
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.relay(self.hub.relays, message.text.encode("utf-8"), False, None)
 
@@ -345,7 +347,14 @@ class Chat:
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.frame("presence", room=room, user=user, event=event)
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
-        self.hub.buffer(room, None, payload, exclude)
+        self._buffer(room, None, payload, exclude)
+
+    def _buffer(self, room, seq, payload, exclude) -> None:
+        """Buffer a frame for the room's joiners whose replay is still being sent;
+        one that has more than --max-queue-bytes buffered reads too slowly: drop it."""
+        for conn in self.hub.buffer(room, seq, payload, exclude, self.settings.max_queue_bytes):
+            self.replayer.cancel(conn, room)
+            conn.close(SLOW_CONSUMER, "slow consumer: too far behind its replay")
 
     def deliver_typing(self, room, user, origin) -> None:
         """Tell this node's live members of *room* that *user* is typing."""

@@ -18,14 +18,12 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from chatd.auth import bearer_token
-from chatd.chat import RELAY, V1
+from chatd.chat import RELAY, SLOW_CONSUMER, V1
 from chatd.gate import Refused
 from chatd.interfaces import IChatClient
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
-#: close code recorded when a peer that stopped reading is dropped
-SLOW_CONSUMER = 4008
 #: close code when the connection's token expires
 TOKEN_EXPIRED = 4401
 #: close code for a client that sent nothing for --idle-timeout seconds

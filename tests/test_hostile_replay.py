@@ -249,6 +249,40 @@ def test_closed_connections_pending_replay_is_cancelled(server_factory):
     assert replayer.waiting == 0
 
 
+@pytest_twisted.inlineCallbacks
+def test_joiner_too_far_behind_its_replay_is_dropped(server_factory):
+    """Live messages for a joiner are buffered until its replay is sent; a joiner that
+    stops reading while the room is busy is dropped (4008) once --max-queue-bytes are
+    buffered for it, instead of the buffer growing; the others carry on."""
+    srv = yield server_factory("--max-queue-bytes", "65536")
+    yield posted(srv, "r", MESSAGES, TEXT)
+    replayer, hub, stats = srv.chat.replayer, srv.chat.hub, srv.chat.stats
+    other = yield Client.v1(srv.port, "other")
+    yield other.join("r")
+    a = yield Client.v1(srv.port, "alice")
+    a.proto.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.proto.transport.pauseProducing()
+    a.send(type="join", room="r", since=0)
+    deadline = time.monotonic() + 10
+    while replayer.waiting == 0:
+        assert time.monotonic() < deadline, "the replay never waited for the client"
+        yield deferLater(0.02)
+    for i in range(20):  # 80 KB of live messages while alice's replay waits
+        yield srv.chat.post("r", "~poster", "poster", f"{i} {TEXT}")
+    assert stats.closes[4008] == 1
+    assert hub.rooms["r"].pending == {} and hub.rooms["r"].pending_bytes == {}
+    while replayer.active:
+        assert time.monotonic() < deadline, "the dropped joiner's replay still runs"
+        yield deferLater(0.02)
+    yield other.expect("presence", room="r", user="alice", event="join")
+    seqs = []
+    for _ in range(20):
+        seqs.append((yield other.expect("message"))["seq"])
+    assert seqs == list(range(MESSAGES + 1, MESSAGES + 21))
+    a.proto.transport.abortConnection()
+    yield other.close()
+
+
 # -- bounded per-channel state (item 7) ---------------------------------------
 
 
