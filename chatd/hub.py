@@ -185,6 +185,11 @@ class Hub:
         rooms = self._rooms_of.get(conn)
         return rooms is not None and name in rooms
 
+    def is_pending(self, conn, name: str) -> bool:
+        """True when *conn* joined room *name* and has not gone live there yet."""
+        room = self.rooms.get(name)
+        return room is not None and conn in room.pending
+
     def room_count(self, conn) -> int:
         """How many rooms *conn* is in."""
         return len(self._rooms_of.get(conn, ()))

@@ -96,7 +96,10 @@ class Replayer:
         if task is not None:  # its joined goes out once the running replay is sent
             task.owed.append(since)
             return
-        self._start(conn, room, self._join(conn, room, since, replay=False), ref)
+        # still pending with no replay running: the first one failed (the store was
+        # unavailable), so this join is answered as a first one
+        replay = self.chat.hub.is_pending(conn, room)
+        self._start(conn, room, self._join(conn, room, since, replay=replay), ref)
 
     def read(self, conn, read, deliver, what: str, ref) -> None:
         """Run ``read()`` (a store read) in *conn*'s turn and ``deliver`` its result.

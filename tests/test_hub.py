@@ -103,3 +103,15 @@ def test_a_pending_buffer_past_its_limit_is_dropped():
     assert hub.go_live(a, "r") is None
     assert hub.go_live(b, "r") == [(2, b"y" * 60)]
     assert hub.rooms["r"].pending_bytes == {}
+
+
+def test_is_pending_until_live():
+    """is_pending: joined and not live yet; not for live members or strangers."""
+    hub = Hub()
+    a = Conn("a")
+    hub.connect(a)
+    assert hub.is_pending(a, "r") is False
+    hub.join(a, "r")
+    assert hub.is_pending(a, "r") is True
+    hub.go_live(a, "r")
+    assert hub.is_pending(a, "r") is False
