@@ -8,7 +8,10 @@ store results and write buffers nobody would ever read. So:
 * **Pages.** A replay is read in pages of at most :func:`page_size` messages
   (``PAGE_MESSAGES``, and at most ``PAGE_TEXT`` characters of text at
   ``max_text_length``), each read only once the previous page has been
-  handed to the connection.
+  handed to the connection. The first read is the store's ``replay`` of up
+  to one page after ``since`` (so a resume that missed little is one read, as
+  before); when more were missed, the newest ``--replay-limit`` are read
+  oldest page first with ``history``.
 * **Backpressure.** The next page is read only once the connection's
   transport has room (``conn.when_drained()``: its write buffer is below
   Twisted's high-water mark, 64 KiB, i.e. the peer reads). A client that stops

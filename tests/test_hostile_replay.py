@@ -172,6 +172,76 @@ def test_join_replay_flood_with_resets_keeps_memory_and_acks_bounded(twistd_fact
     ws.sock.close()
 
 
+@pytest.mark.subprocess
+@pytest_twisted.inlineCallbacks
+def test_paced_join_flood_by_reading_clients_keeps_acks_fast(twistd_factory, tmp_path):
+    """The slower variant: 8 connections that read everything send ``join {since: 0}``
+    of the big room at 20 per second (under the rate limit) for 4 s. Each gets the
+    replay once; the server's RSS grows by less than RSS_GROWTH_MB and a bystander's
+    acks during the flood stay under BYSTANDER_S each."""
+    db = tmp_path / "history.db"
+    yield fill(db)
+    proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--db", str(db))
+    pid = proc.proc.pid
+    base = rss_kb(pid)
+    stop = threading.Event()
+    received = []
+
+    def attacker():
+        ws = RawWS.v1(proc.port, timeout=30)
+
+        def read():
+            try:
+                while True:
+                    received.append(len(ws.recv_frame()[1]))
+            except (OSError, EOFError):
+                pass
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        join = text({"type": "join", "room": ROOM, "since": 0})
+        while not stop.wait(0.05):  # the attack's pace: 20 joins/s
+            ws.send(join)
+        ws.sock.close()
+        reader.join(10)
+
+    watch = RSSWatch(pid)
+    threads = [threading.Thread(target=attacker, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    acks = []
+    try:
+        ws = RawWS.v1(proc.port, timeout=60)
+        ws.send_json(type="join", room="quiet")
+        ws.expect("joined", room="quiet")
+        ends = time.monotonic() + 4
+        i = 0
+        while time.monotonic() < ends:
+            started = time.monotonic()
+            ws.send_json(type="send", room="quiet", text="hi", id=f"q{i}")
+            ws.expect("ack", id=f"q{i}")
+            acks.append(time.monotonic() - started)
+            i += 1
+            stop.wait(max(0.0, 0.1 - acks[-1]))  # 10 sends/s: under the rate limit
+        ws.sock.close()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        peak = watch.stop()
+    acks.sort()
+    p99 = acks[int(len(acks) * 0.99)]
+    growth_mb = (peak - base) / 1024
+    print(
+        f"\n{len(acks)} bystander acks: p99 {p99 * 1000:.1f} ms, max {acks[-1] * 1000:.1f} ms; "
+        f"RSS +{growth_mb:.0f} MB; attackers read {sum(received) / 1e6:.0f} MB"
+    )
+    assert growth_mb < RSS_GROWTH_MB, f"RSS grew by {growth_mb:.0f} MB"
+    assert acks[-1] < BYSTANDER_S, f"a bystander's ack took {acks[-1]:.2f} s"
+    # each attacker got the room's replay once (8 x ~4 MB), not once per join
+    assert sum(received) < 8 * 2 * MESSAGES * len(TEXT)
+
+
 # -- repeated joins and cancellation, in-process ------------------------------
 
 
