@@ -24,7 +24,7 @@ room's chatd.v1 receivers.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 LOBBY = "lobby"
 #: the rooms of every relay connection (shared, never changed)
@@ -210,7 +210,7 @@ class Hub:
 
     def buffer(
         self, name: str, seq: int | None, payload: bytes, exclude=None, limit: int | None = None
-    ) -> list:
+    ) -> Sequence:
         """Queue a frame of room *name* for its pending connections.
 
         Returns the connections whose buffer would pass *limit* bytes: they
@@ -219,7 +219,7 @@ class Hub:
         """
         room = self.rooms.get(name)
         if room is None or not room.pending:
-            return []
+            return ()  # the fan-out's usual case: nobody is joining
         over = []
         sizes = room.pending_bytes
         size = len(payload)
