@@ -27,8 +27,10 @@ from twisted.logger import Logger
 from chatd import errors, wire
 from chatd.anonymous import AnonymousNames, AnonymousSession
 from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
+from chatd.fanout import SLOW_CONSUMER
 from chatd.hub import LOBBY, Hub
 from chatd.limits import RateLimiter
+from chatd.replay import Replayer
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel
@@ -84,6 +86,8 @@ class Chat:
         #: counters shared with the fan-out (deliveries, closes) and read by /metrics
         self.stats = stats if stats is not None else Stats()
         self.hub = Hub()
+        #: join replays and history reads: paged, paced by each client (chatd.replay)
+        self.replayer = Replayer(self)
         #: session id -> live connection (relay and chatd.v1)
         self.sessions: dict[str, object] = {}
         self.store = store
@@ -273,6 +277,7 @@ class Chat:
         self.sessions.pop(conn.session, None)
         # a connection whose name the cluster never confirmed was never announced
         admitted = conn in self.hub.relays or conn in self.hub.connections.get(conn.user, ())
+        self.replayer.cancel(conn)
         for room in self.hub.disconnect(conn):
             self.directory.left(room, conn.user, conn.session)
         self.directory.disconnected(conn, conn.user)
@@ -412,7 +417,7 @@ class Chat:
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.message_frame(message)
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
-        self.hub.buffer(room, message.seq, payload, exclude)
+        self._buffer(room, message.seq, payload, exclude)
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.relay(self.hub.relays, message.text.encode("utf-8"), False, None)
 
@@ -430,7 +435,14 @@ class Chat:
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.frame("presence", room=room, user=user, event=event)
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
-        self.hub.buffer(room, None, payload, exclude)
+        self._buffer(room, None, payload, exclude)
+
+    def _buffer(self, room, seq, payload, exclude) -> None:
+        """Buffer a frame for the room's joiners whose replay is still being sent;
+        one that has more than --max-queue-bytes buffered reads too slowly: drop it."""
+        for conn in self.hub.buffer(room, seq, payload, exclude, self.settings.max_queue_bytes):
+            self.replayer.cancel(conn, room)
+            conn.close(SLOW_CONSUMER, "slow consumer: too far behind its replay")
 
     def deliver_typing(self, room, user, origin) -> None:
         """Tell this node's live members of *room* that *user* is typing."""
@@ -453,44 +465,22 @@ class Chat:
     def _on_join(self, conn, request, f) -> None:
         room, since = f["room"], f["since"]
         self._check_room(conn, room, request.id)
-        if not self.hub.in_room(conn, room) and (
-            self.hub.room_count(conn) >= self.settings.max_rooms
-        ):
+        if self.hub.in_room(conn, room):  # answered with joined, never replayed again
+            return self.replayer.rejoin(conn, room, since, request.id)
+        if self.hub.room_count(conn) >= self.settings.max_rooms:
             raise errors.TooManyRooms(
                 f"a connection may be in at most {self.settings.max_rooms} rooms", request.id
             )
         _already, new_user = self.hub.join(conn, room)
         if new_user:
             self.directory.joined(room, conn.user, conn.session)
-        d = self.store.replay(room, since, self.settings.replay_limit)
-        d.addCallback(self._replay, conn, room, since)
-        d.addErrback(self._store_failed, "join replay", conn, request.id)
-
-    def _replay(self, replay, conn, room, since):
-        if not self.hub.in_room(conn, room):
-            return None
-        d = self.directory.members(room)
-        return d.addCallback(self._joined, replay, conn, room, since)
-
-    def _joined(self, members, replay, conn, room, since) -> None:
-        if not self.hub.in_room(conn, room):
-            return
-        joined = {"room": room, "members": members, "seq": replay.last_seq}
-        if since is not None:
-            joined["since"] = since
-        joined["truncated"] = replay.truncated
-        conn.send(wire.frame("joined", **joined))
-        for message in replay.messages:
-            conn.send(wire.message_frame(message))
-        buffered = self.hub.go_live(conn, room)
-        for seq, payload in buffered or ():
-            if seq is None or seq > replay.last_seq:
-                conn.send(payload)
+        self.replayer.join(conn, room, since, request.id)
 
     def _on_leave(self, conn, request, f) -> None:
         room = f["room"]
         if not self.hub.in_room(conn, room):
             raise errors.NotInRoom(f"not in room {room!r}", request.id)
+        self.replayer.cancel(conn, room)
         user_left = self.hub.leave(conn, room)
         conn.send(wire.frame("left", room=room))
         if user_left:
@@ -595,9 +585,13 @@ class Chat:
         room = f["room"]
         self._check_room(conn, room, request.id)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
-        d = self.store.history(room, f["before"], limit)
-        d.addCallback(lambda page: conn.send(wire.history_frame(room, page.messages, page.more)))
-        d.addErrback(self._store_failed, "history", conn, request.id)
+        self.replayer.read(
+            conn,
+            lambda: self.store.history(room, f["before"], limit),
+            lambda page: conn.send(wire.history_frame(room, page.messages, page.more)),
+            "history",
+            request.id,
+        )
 
     def _on_dm_history(self, conn, request, f) -> None:
         other = f["with"]
@@ -610,15 +604,22 @@ class Chat:
         if anonymous is not None and floor is None:
             conn.send(wire.dm_history_frame(conn.user, other, [], False))
             return
-        if f["since"] is not None:
-            since = f["since"] if floor is None else max(f["since"], floor)
-            d = self.store.replay(channel, since, limit)
-            d.addCallback(lambda r: (r.messages, r.truncated))
-        else:
+
+        def read():
+            if f["since"] is not None:
+                since = f["since"] if floor is None else max(f["since"], floor)
+                d = self.store.replay(channel, since, limit)
+                return d.addCallback(lambda r: (r.messages, r.truncated))
             d = self.store.history(channel, f["before"], limit)
-            d.addCallback(lambda page: _above(page.messages, page.more, floor))
-        d.addCallback(lambda r: conn.send(wire.dm_history_frame(conn.user, other, r[0], r[1])))
-        d.addErrback(self._store_failed, "dm_history", conn, request.id)
+            return d.addCallback(lambda page: _above(page.messages, page.more, floor))
+
+        self.replayer.read(
+            conn,
+            read,
+            lambda r: conn.send(wire.dm_history_frame(conn.user, other, r[0], r[1])),
+            "dm_history",
+            request.id,
+        )
 
     def _on_ping(self, conn, request, f) -> None:
         pong = {"ts": self.now_ms()}

@@ -48,6 +48,7 @@ import os
 import socket
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -165,6 +166,12 @@ class _WriteWatch:
         conn.backlog = 0
         if conn.state == conn.STATE_OPEN:
             conn.deliver_frame = conn._writer()
+        waiters = conn._drain_waiters
+        if waiters:
+            conn._drain_waiters = None
+            for d in waiters:
+                if not d.called:  # (cancelled ones are)
+                    d.callback(None)
 
     def stopProducing(self):
         pass
@@ -186,6 +193,8 @@ class Writer:
     paused = False
     #: bytes written while paused
     backlog = 0
+    #: Deferreds of when_drained callers, fired when the write buffer drained
+    _drain_waiters = None
     #: the permessage-deflate window its frames are compressed for (0: uncompressed)
     deflate_bits = 0
 
@@ -204,6 +213,19 @@ class Writer:
         #: what the fan-out calls with ready frame bytes: a direct socket send (or the
         #: transport's write) while the peer is open and reading, write_slowly otherwise
         self.deliver_frame = self._writer()
+
+    def when_drained(self) -> Deferred | None:
+        """None while the transport takes more (its write buffer is below Twisted's
+        high-water mark: the peer reads); else a Deferred fired once it has drained.
+
+        The join replay reads its next page only then (chatd.replay)."""
+        if not self.paused:
+            return None
+        d = Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(d)
+        return d
 
     def write_frame(self, frame: bytes) -> None:
         """Write one ready frame, behind any frames the fan-out queued for this

@@ -13,7 +13,9 @@ A chatd.v1 connection that has just joined a room is *pending* there until its
 ``joined`` reply (and any replay of missed messages) has been sent: frames for
 the room are buffered for it (:meth:`Hub.buffer`) rather than sent, and
 :meth:`Hub.go_live` hands the buffer back, so replay and live stream join
-without a gap or a duplicate.
+without a gap or a duplicate. A pending connection whose buffer grows past
+the limit given to :meth:`Hub.buffer` (a slow reader joining a busy room) loses
+its buffer and is returned to the caller, which drops it as a slow consumer.
 
 Relay connections (the tutorial's protocol) are members of :data:`LOBBY` for
 presence, but receive only bare relayed frames, so they are kept apart from the
@@ -22,7 +24,7 @@ room's chatd.v1 receivers.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 LOBBY = "lobby"
 #: the rooms of every relay connection (shared, never changed)
@@ -34,7 +36,7 @@ _NO_ROOMS = ()
 class Room:
     """One room: its live receivers, its pending joiners and its users."""
 
-    __slots__ = ("name", "live", "pending", "users")
+    __slots__ = ("name", "live", "pending", "pending_bytes", "users")
 
     def __init__(self, name: str):
         self.name = name
@@ -42,6 +44,8 @@ class Room:
         self.live: dict[Hashable, None] = {}
         #: chatd.v1 connections still being sent their joined/replay -> buffer
         self.pending: dict[Hashable, list[tuple[int | None, bytes]]] = {}
+        #: bytes buffered in ``pending`` per connection (only those with any)
+        self.pending_bytes: dict[Hashable, int] = {}
         #: user id -> number of that user's connections in the room
         self.users: dict[str, int] = {}
 
@@ -146,6 +150,7 @@ class Hub:
         if room is None:
             return None
         buffered = room.pending.pop(conn, None)
+        room.pending_bytes.pop(conn, None)
         if buffered is not None:
             room.live[conn] = None
         return buffered
@@ -165,6 +170,7 @@ class Hub:
         room = self.rooms[name]
         room.live.pop(conn, None)
         room.pending.pop(conn, None)
+        room.pending_bytes.pop(conn, None)
         count = room.users[conn.user] - 1
         if count:
             room.users[conn.user] = count
@@ -178,6 +184,11 @@ class Hub:
         """True when *conn* has joined room *name* (pending or live)."""
         rooms = self._rooms_of.get(conn)
         return rooms is not None and name in rooms
+
+    def is_pending(self, conn, name: str) -> bool:
+        """True when *conn* joined room *name* and has not gone live there yet."""
+        room = self.rooms.get(name)
+        return room is not None and conn in room.pending
 
     def room_count(self, conn) -> int:
         """How many rooms *conn* is in."""
@@ -197,11 +208,28 @@ class Hub:
         room = self.rooms.get(name)
         return room.live if room else ()
 
-    def buffer(self, name: str, seq: int | None, payload: bytes, exclude=None) -> None:
-        """Queue a frame of room *name* for its pending connections."""
+    def buffer(
+        self, name: str, seq: int | None, payload: bytes, exclude=None, limit: int | None = None
+    ) -> Sequence:
+        """Queue a frame of room *name* for its pending connections.
+
+        Returns the connections whose buffer would pass *limit* bytes: they
+        are pending no more (their buffer is dropped; :meth:`go_live` answers
+        None) and the caller must drop them.
+        """
         room = self.rooms.get(name)
-        if room is None:
-            return
+        if room is None or not room.pending:
+            return ()  # the fan-out's usual case: nobody is joining
+        over = []
+        sizes = room.pending_bytes
+        size = len(payload)
         for conn, queued in room.pending.items():
             if conn is not exclude:
-                queued.append((seq, payload))
+                total = sizes[conn] = sizes.get(conn, 0) + size
+                if limit is not None and total > limit:
+                    over.append(conn)
+                else:
+                    queued.append((seq, payload))
+        for conn in over:
+            del room.pending[conn], sizes[conn]
+        return over

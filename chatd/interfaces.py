@@ -20,6 +20,11 @@ class IChatClient(Interface):
     def close(code, reason):
         """Close the connection with a WebSocket close code."""
 
+    def when_drained():
+        """None while the connection takes more bytes now, else a Deferred fired once
+        its write buffer has drained (join replays wait for it; a connection without
+        this method counts as always drained)."""
+
 
 class IFanout(Interface):
     """Sends one frame to many connections, encoding and framing it once."""

@@ -140,6 +140,13 @@ class ChatCollector:
             "chatd_users", "Distinct chatd.v1 users online", value=snap["users"]
         )
         yield GaugeMetricFamily("chatd_rooms", "Rooms with members", value=len(snap["rooms"]))
+        replayer = getattr(chat, "replayer", None)
+        if replayer is not None:
+            yield GaugeMetricFamily(
+                "chatd_replays_active",
+                "Join replays and history reads started and not finished",
+                value=replayer.active,
+            )
         yield GaugeMetricFamily(
             "chatd_room_memberships",
             "Room memberships (users in rooms, summed over rooms)",

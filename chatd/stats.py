@@ -30,6 +30,8 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     #: frames refused by the rate limits
     rate_limited: int = 0
+    #: join replays and history reads cancelled because their connection closed or left
+    replays_cancelled: int = 0
     #: connections closed by the server, by close code (4008: dropped slow consumers)
     closes: Counter = field(default_factory=Counter)
     #: seconds from receiving a send/dm to sending its ack (for a latency histogram)

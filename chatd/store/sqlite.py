@@ -57,6 +57,22 @@ Schema and versions
         channel, seq, sender, ts and client_id, with empty ``name`` and
         ``text``) and nothing is stored twice.
 
+Reads
+    ``replay`` and ``history`` results are handed back as soon as each read
+    has run, not at the end of its drain, so a drain never holds more than
+    one read's rows. A read whose Deferred is cancelled before the writer
+    reaches it is skipped (``cancelled_reads`` counts them, ``reads`` counts
+    the reads run): the chat cancels the reads of connections that closed.
+    Callers bound the size of each read (chatd.replay reads join replays in
+    pages of at most ``replay.PAGE_MESSAGES`` messages).
+
+Seq cache
+    The newest seq of recently used channels is cached in an LRU of at most
+    ``seq_cache_max`` channels (default 10,000, ~200 bytes each); a miss reads
+    the ``channels`` table. A lookup of a channel that has no message adds
+    nothing, so lookups of random channels (``dm_history`` with random users,
+    joins of new rooms) cannot grow the process.
+
 Retention
     At most ``history_max`` messages per channel and, if ``history_days`` is
     set, none older than that (by ``ts``). ``prune()`` runs in the writer
@@ -73,7 +89,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -141,12 +157,21 @@ MIGRATIONS = {0: _migrate_0_to_1}
 class _Job:
     """One unit of work for the writer thread, with its Deferred."""
 
-    __slots__ = ("kind", "args", "deferred")
+    __slots__ = ("kind", "args", "deferred", "cancelled")
 
     def __init__(self, kind, args, deferred):
         self.kind = kind
         self.args = args
         self.deferred = deferred
+        #: set (in the reactor thread) when a read's Deferred was cancelled
+        self.cancelled = False
+
+    def cancel(self, _deferred):
+        self.cancelled = True
+
+
+#: jobs that only read: cancellable, and delivered as soon as they have run
+_READS = frozenset(("replay", "history"))
 
 
 #: errors of one row (not of the file): they fail that append only
@@ -162,6 +187,7 @@ class SQLiteStore:
     no bound); ``dedupe_days`` is how long exactly-once records are kept.
     ``busy_timeout_ms`` is how long a statement waits for a lock held by
     another connection before the batch fails with :class:`StoreUnavailable`.
+    ``seq_cache_max`` bounds the per-channel seq cache (see the module docstring).
     """
 
     durable = True
@@ -179,14 +205,15 @@ class SQLiteStore:
         prune_interval: float | None = 60.0,
         prune_chunk: int = 500,
         busy_timeout_ms: int = 2000,
+        seq_cache_max: int = 10_000,
     ):
         if reactor is None:
             from twisted.internet import reactor
         synchronous = synchronous.upper()
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        if batch_max < 1 or prune_chunk < 1:
-            raise ValueError("batch_max and prune_chunk must be >= 1")
+        if batch_max < 1 or prune_chunk < 1 or seq_cache_max < 1:
+            raise ValueError("batch_max, prune_chunk and seq_cache_max must be >= 1")
         self.path = str(path)
         self.durable = self.path not in (":memory:", "")
         self.history_max = history_max
@@ -201,7 +228,9 @@ class SQLiteStore:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._last_seq: dict[str, int] = {}  # writer thread only
+        self.seq_cache_max = seq_cache_max
+        #: channel -> newest committed seq, least recently used first (writer thread only)
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
         self._job: _Job | None = None  # writer thread only: the job being run
         self._drain_rest = 0  # writer thread only: jobs of the drain after it
         self._running = False  # writer thread only
@@ -222,6 +251,14 @@ class SQLiteStore:
         #: Rows deleted by pruning: messages and exactly-once records.
         self.pruned_messages = 0
         self.pruned_client_ids = 0
+        #: Reads (replay, history) run, and reads skipped because they were cancelled.
+        self.reads = 0
+        self.cancelled_reads = 0
+
+    @property
+    def seq_cache_size(self) -> int:
+        """Channels in the seq cache (at most ``seq_cache_max``)."""
+        return len(self._last_seq)
 
     # -- reactor-thread API -------------------------------------------------
 
@@ -322,11 +359,13 @@ class SQLiteStore:
         return d
 
     def _submit(self, kind, args):
-        d = Deferred()
+        job = _Job(kind, args, None)
+        # a read can be cancelled (its job is then skipped); nothing else can
+        d = job.deferred = Deferred(job.cancel if kind in _READS else None)
         if self._state in ("new", "stopping", "stopped") and kind != "close":
             d.errback(StoreUnavailable(f"history store {self.path} is not running"))
             return d
-        self._queue.put(_Job(kind, args, d))
+        self._queue.put(job)
         return d
 
     def _join(self):
@@ -337,6 +376,8 @@ class SQLiteStore:
     def _deliver(self, results):
         """Fire Deferreds in the reactor thread, in order."""
         for d, ok, value in results:
+            if d.called:  # a read cancelled while it ran
+                continue
             if ok:
                 d.callback(value)
             else:
@@ -398,6 +439,9 @@ class SQLiteStore:
                 continue
             results.extend(self._commit_appends(pending))
             pending = []
+            if job.cancelled:
+                self.cancelled_reads += 1
+                continue
             self._job = job
             self._drain_rest = len(jobs) - index - 1
             try:
@@ -409,6 +453,11 @@ class SQLiteStore:
                 continue
             if value is not _REQUEUED:
                 results.append((job.deferred, True, value))
+            if job.kind in _READS:
+                # hand the rows back now: a drain never holds more than one read's rows
+                self.reads += 1
+                self._reactor.callFromThread(self._deliver, results)
+                results = []
             if job.kind == "close":
                 self._running = False
         results.extend(self._commit_appends(pending))
@@ -480,15 +529,34 @@ class SQLiteStore:
         self._close_connection()
         return None
 
-    def _seq_of(self, channel):
-        last = self._last_seq.get(channel)
-        if last is None:
-            row = self._conn.execute(
-                "SELECT last_seq FROM channels WHERE channel = ?", (channel,)
-            ).fetchone()
-            last = row[0] if row else 0
-            self._last_seq[channel] = last
-        return last
+    def _seq_of(self, channel, touched=None):
+        """The channel's newest seq: of the open batch (*touched*), cached, or committed.
+
+        A channel without messages is not cached (a lookup creates no state).
+        """
+        if touched:
+            last = touched.get(channel)
+            if last is not None:
+                return last
+        cache = self._last_seq
+        last = cache.get(channel)
+        if last is not None:
+            cache.move_to_end(channel)
+            return last
+        row = self._conn.execute(
+            "SELECT last_seq FROM channels WHERE channel = ?", (channel,)
+        ).fetchone()
+        if row is None:
+            return 0
+        self._cache_seq(channel, row[0])
+        return row[0]
+
+    def _cache_seq(self, channel, seq):
+        cache = self._last_seq
+        cache[channel] = seq
+        cache.move_to_end(channel)
+        if len(cache) > self.seq_cache_max:
+            cache.popitem(last=False)
 
     def _append_one(self, conn, job, touched):
         """Store one append inside the open transaction; returns its :class:`Appended`."""
@@ -504,7 +572,9 @@ class SQLiteStore:
                 ch, seq, ots, oname, otext = row
                 original = Message(ch, seq, sender, oname or "", otext or "", ots, client_id)
                 return Appended(original, True)
-        seq = self._seq_of(channel) + 1
+        # the batch's own seqs first: the cache may have evicted this channel
+        # since its last append of the (still uncommitted) batch
+        seq = self._seq_of(channel, touched) + 1
         conn.execute(
             "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -516,7 +586,7 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (sender, client_id, channel, seq, ts),
             )
-        self._last_seq[channel] = seq
+        self._cache_seq(channel, seq)
         touched[channel] = seq
         return Appended(Message(channel, seq, sender, name, text, ts, client_id), False)
 

@@ -39,6 +39,9 @@ class Conn:
     def active(self) -> bool:
         return self.closed is None
 
+    def when_drained(self):
+        return None  # always writable: nothing to wait for
+
     def send(self, payload: bytes) -> None:
         if self.closed is None:
             self.frames.append(payload)

@@ -86,3 +86,32 @@ def test_empty_rooms_are_forgotten():
     assert hub.disconnect(a) == ["x", "y", "z"]
     assert hub.rooms == {} and hub.connections == {}
     assert not hub.in_room(a, "x")
+
+
+def test_a_pending_buffer_past_its_limit_is_dropped():
+    """Hub.buffer returns the pending connections whose buffer would pass the limit;
+    they are pending no more and the others keep buffering."""
+    hub = Hub()
+    a, b = Conn("a"), Conn("b")
+    for c in (a, b):
+        hub.connect(c)
+        hub.join(c, "r")
+    assert hub.buffer("r", 1, b"x" * 60, limit=100) == []
+    hub.go_live(b, "r")
+    hub.join(b, "r")  # pending again, with an empty buffer
+    assert hub.buffer("r", 2, b"y" * 60, limit=100) == [a]
+    assert hub.go_live(a, "r") is None
+    assert hub.go_live(b, "r") == [(2, b"y" * 60)]
+    assert hub.rooms["r"].pending_bytes == {}
+
+
+def test_is_pending_until_live():
+    """is_pending: joined and not live yet; not for live members or strangers."""
+    hub = Hub()
+    a = Conn("a")
+    hub.connect(a)
+    assert hub.is_pending(a, "r") is False
+    hub.join(a, "r")
+    assert hub.is_pending(a, "r") is True
+    hub.go_live(a, "r")
+    assert hub.is_pending(a, "r") is False
