@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from tests.conftest import TWISTD, chatd_env
 from tests.integration.test_auth import SECRET, token
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client, deferLater, wait_for
 
 
 @pytest_twisted.inlineCallbacks
@@ -24,6 +24,7 @@ def test_resume_under_concurrent_traffic_has_no_gap_and_no_duplicate(server_fact
         yield c.join("busy")
     seen_by_roamer = []
     stop = []
+    sent = [0]
 
     @defer.inlineCallbacks
     def pump(client, tag):
@@ -31,7 +32,8 @@ def test_resume_under_concurrent_traffic_has_no_gap_and_no_duplicate(server_fact
         while not stop:
             client.send(type="send", room="busy", text=f"{tag}-{i}", id=f"{tag}-{i}")
             i += 1
-            yield deferLater(0.002)
+            sent[0] += 1
+            yield deferLater(0.002)  # pacing the load, not waiting for anything
 
     pumps = [pump(c, f"s{i}") for i, c in enumerate(senders)]
     # the roamer reads a while, remembering the highest seq it saw
@@ -41,33 +43,40 @@ def test_resume_under_concurrent_traffic_has_no_gap_and_no_duplicate(server_fact
             seen_by_roamer.append(frame["seq"])
     last = seen_by_roamer[-1]
     roamer.abort()
-    yield deferLater(0.3)
+    yield server.gone(roamer)  # its name is free again; the others keep sending
     roamer = yield Client.v1(server.port, "roamer")
     roamer.send(type="join", room="busy", since=last)
     joined = yield roamer.expect("joined", room="busy", since=last, truncated=False)
     assert joined["seq"] > last
-    yield deferLater(0.3)
+    # let the live stream run on after the replay for a while
+    at_join = sent[0]
+    yield wait_for(lambda: sent[0] >= at_join + 60, timeout=30, what="60 more sends")
     stop.append(True)
     yield defer.gatherResults(pumps)
-    yield deferLater(0.3)
+    # a last message whose ack names the final seq: everything before it was sent
+    senders[0].send(type="send", room="busy", text="end", id="end")
+    while True:
+        frame = yield senders[0].recv()
+        if frame["type"] == "ack" and frame["id"] == "end":
+            final = frame["seq"]
+            break
+
+    @defer.inlineCallbacks
+    def seqs_up_to_final(client):
+        """Message seqs *client* receives until the final one (everything after it is
+        read by nobody: the room is quiet)."""
+        out = []
+        while not out or out[-1] < final:
+            frame = yield client.recv()
+            if frame["type"] == "message":
+                out.append(frame["seq"])
+        return out
+
     # everything after `last` arrives once, in order, replay and live stream joined seamlessly
-    resumed = []
-    while True:
-        try:
-            frame = yield roamer.recv(timeout=0.5)
-        except defer.TimeoutError:
-            break
-        if frame["type"] == "message":
-            resumed.append(frame["seq"])
-    watcher_seqs = []
-    while True:
-        try:
-            frame = yield watcher.recv(timeout=0.5)
-        except defer.TimeoutError:
-            break
-        if frame["type"] == "message":
-            watcher_seqs.append(frame["seq"])
-    final = watcher_seqs[-1]
+    resumed = yield seqs_up_to_final(roamer)
+    watcher_seqs = yield seqs_up_to_final(watcher)
+    yield roamer.quiet()
+    yield watcher.quiet()
     assert watcher_seqs == list(range(1, final + 1))
     assert resumed == list(range(last + 1, final + 1))
     assert seen_by_roamer == list(range(seen_by_roamer[0], last + 1))
@@ -95,7 +104,7 @@ def test_truncated_replay(server_factory):
     b.send(type="history", room="r", before=8, limit=5)
     page = yield b.expect("history", more=True)
     assert [m["seq"] for m in page["messages"]] == [3, 4, 5, 6, 7]
-    yield b.silent(0.1)
+    yield b.quiet()
     yield a.close()
     yield b.close()
 
@@ -136,7 +145,7 @@ def test_sigkill_loses_no_acked_message_and_seq_continues(twistd_factory, tmp_pa
                 return  # the server was killed
             client.send(type="send", room="durable", text=f"{tag}:{i}", id=f"{tag}:{i}")
             if i % 20 == 19:
-                yield deferLater(0.001)
+                yield deferLater(0.001)  # pacing: let the reactor write between bursts
 
     @defer.inlineCallbacks
     def collect(client):
@@ -151,8 +160,7 @@ def test_sigkill_loses_no_acked_message_and_seq_continues(twistd_factory, tmp_pa
     collectors = [collect(c) for c in senders]
     for i, c in enumerate(senders):
         burst(c, f"k{i}")
-    while len(acked) < 1000:
-        yield deferLater(0.01)
+    yield wait_for(lambda: len(acked) >= 1000, timeout=60, what="1000 acks")
     proc.stop(signal.SIGKILL)
     yield defer.gatherResults(collectors)
     assert len(acked) >= 1000
@@ -219,7 +227,7 @@ def test_dm_history_and_dedupe_survive_a_clean_restart(twistd_factory, tmp_path)
     a2.send(type="dm", to="bob", text="before restart", id="dm-1")
     again = yield a2.expect("ack", id="dm-1", seq=1, duplicate=True)
     assert again["ts"] == ack["ts"]
-    yield b2.silent(0.2)
+    yield b2.quiet()
     yield a2.close()
     yield b2.close()
 
