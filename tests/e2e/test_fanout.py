@@ -17,7 +17,7 @@ from twisted.internet import defer, threads
 from chatd import fanout
 from chatd.factory import NO_C_FANOUT, ChatFactory
 from tests.conftest import need
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client, deferLater, wait_for
 
 C_BUILT = importlib.util.find_spec("chatd._fanout") is not None
 BUILD_HINT = "chatd._fanout (build it in place: python3 setup.py build_ext --inplace)"
@@ -123,7 +123,7 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     server = yield server_factory("--max-message-size", "100000")  # autobahn's send limit
     use_impl(server, fanout_impl)
     reader = yield threads.deferToThread(RawReader, server.port)
-    yield deferLater(0.1)
+    yield wait_for(lambda: len(server.factory.connections) == 1, what="the reader tracked")
     (proto,) = list(server.factory.connections)
     server.factory.fanout.rearm_all()  # (the fan-out does this first) the 101 reply is written
     if fanout_impl == "transport":
@@ -313,7 +313,7 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
         c = yield Client.connect(srv.port)
         clients.append(c)
     sender, *readers = clients
-    yield deferLater(0.1)
+    yield wait_for(lambda: len(srv.factory.connections) == 5, what="5 connections tracked")
     assert_armed_means_empty(srv.factory)
     for i in range(200):
         if i % 20 == 0:
@@ -322,7 +322,7 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
             assert_armed_means_empty(srv.factory)
             assert srv.factory.fanout.rearm  # waiting to be re-armed
         sender.send_raw(b"%05d" % i)
-        yield deferLater(0.002)
+        yield deferLater(0.002)  # pacing: one fan-out per reactor turn, not a wait
         assert_armed_means_empty(srv.factory)
     for r in readers:
         got = []
@@ -335,7 +335,7 @@ def test_connections_are_armed_only_with_empty_buffers(server_factory):
     assert len(armed) == 5  # all re-armed by the fan-outs after the pings
     for c in clients:
         yield c.close()
-    yield deferLater(0.1)
+    yield wait_for(lambda: not srv.factory.connections, what="every connection untracked")
     # closed: no descriptor left for the C loop, nothing waiting to be re-armed
     assert [conn._fd for conn in protos] == [-1] * 5
     assert not srv.factory.connections and not srv.factory.fanout.rearm
@@ -353,7 +353,7 @@ def test_stalled_reader_with_each_fanout_loop(server_factory, fanout_impl):
     sender = yield Client.connect(srv.port)
     reader = yield Client.connect(srv.port)
     stalled = yield threads.deferToThread(RawReader, srv.port)
-    yield deferLater(0.1)
+    yield wait_for(lambda: len(srv.factory.connections) == 3, what="3 connections tracked")
     text = b"m" * 4000
     n = 4000  # 16 MB: far more than the stalled socket and the queue bound hold
     got = []

@@ -9,7 +9,8 @@ from twisted.internet import defer, reactor
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client
+from tests.wsclient import wait_for as condition
 
 
 class Receiver(Resource):
@@ -129,7 +130,8 @@ def test_failures_are_retried_with_backoff_and_never_block_delivery(server_facto
         assert receiver.attempts == 3 and event["user"].endswith("ann")
         assert reactor.seconds() - started >= 0.5 + 1.0 - 0.05  # backoff 0.5 s, then 1 s
         hooks = srv.service.ops.webhooks
-        yield deferLater(0.2)  # chatd reads the 200 response
+        # chatd reads the 200 response
+        yield condition(lambda: hooks.sent == 1, what="the delivery counted")
         assert hooks.retried == 2 and hooks.sent == 1
     finally:
         yield port.stopListening()
@@ -147,8 +149,8 @@ def test_failures_are_retried_with_backoff_and_never_block_delivery(server_facto
     assert reactor.seconds() - t0 < 1.0
     for i in range(5):
         yield b.expect("message", text=f"x{i}")
-    yield deferLater(0.1)
     # ben's online event and the 5 messages wait for the dead receiver meanwhile
+    yield condition(lambda: hooks.pending + (hooks.retried - 2) >= 6, what="6 events waiting")
     assert hooks.pending + (hooks.retried - 2) >= 6 and hooks.sent == 1
     yield a.close()
     yield b.close()
