@@ -96,6 +96,7 @@ send_all(PyObject *self, PyObject *args)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     PyObject *left = NULL;
+    PyObject *result;
     int *fds = NULL;
     Py_ssize_t *idx = NULL, *sent = NULL;
     int *errs = NULL;
@@ -170,28 +171,27 @@ send_all(PyObject *self, PyObject *args)
         if (add_left(&left, items[idx[k]], code) < 0)
             goto error;
     }
-    PyMem_Free(fds);
-    PyMem_Free(idx);
-    PyMem_Free(sent);
-    PyMem_Free(errs);
-    PyMem_Free(bufs);
-    PyMem_Free(lens);
-    Py_DECREF(seq);
-    PyBuffer_Release(&frame);
-    if (left == NULL)
-        Py_RETURN_NONE;
-    return left;
+    if (left == NULL) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    else
+        result = left;
+    goto done;
 error:
+    Py_XDECREF(left);
+    result = NULL;
+done:
+    /* one cleanup for both ways out */
     PyMem_Free(fds);
     PyMem_Free(idx);
     PyMem_Free(sent);
     PyMem_Free(errs);
     PyMem_Free(bufs);
     PyMem_Free(lens);
-    Py_XDECREF(left);
     Py_DECREF(seq);
     PyBuffer_Release(&frame);
-    return NULL;
+    return result;
 }
 
 static PyMethodDef methods[] = {
