@@ -308,7 +308,7 @@ class ApiResource(Resource):
                 {"ts": ts, "code": code, "message": message}
                 for ts, code, message in stats.recent_errors
             ],
-            "broker_healthy": bool(getattr(self.chat.broker, "healthy", True)),
+            "broker_healthy": bool(self.chat.broker.healthy),
         }
 
 

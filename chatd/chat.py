@@ -5,7 +5,7 @@ talks to the world only through three seams:
 
 * connections (:class:`chatd.interfaces.IChatClient`): ``user``, ``name``,
   ``send(payload)``, ``close(code, reason)``;
-* the fan-out (:class:`chatd.interfaces.IFanout`, the factory in a server):
+* the fan-out (:class:`chatd.interfaces.IFanout`, :class:`chatd.fanout.Fanout` in a server):
   sends one pre-encoded frame to many connections;
 * the history store (:class:`chatd.store.IHistoryStore`), read for replay and
   history, and the message log (:class:`chatd.interfaces.IMessageLog`) that
@@ -54,37 +54,24 @@ class Chat:
         self,
         store,
         fanout,
-        settings: Settings | None = None,
-        clock=None,
-        server="chatd",
-        broker=None,
+        settings: Settings,
+        clock,
+        *,
+        broker,
+        directory,
+        messages,
+        stats: Stats,
+        server: str = "chatd",
         anonymous_prefix: str = "",
-        directory=None,
-        stats: Stats | None = None,
-        messages=None,
     ):
-        if clock is None:
-            from twisted.internet import reactor as clock
-        if broker is None:
-            from chatd.cluster.local import LocalBroker
-
-            broker = LocalBroker()
         self.broker = broker
-        if messages is None:
-            from chatd.cluster.local import LocalMessageLog
-
-            messages = LocalMessageLog(store, broker)
         #: commits and publishes room messages and DMs (chatd.interfaces.IMessageLog)
         self.messages = messages
-        if directory is None:
-            from chatd.cluster.presence import LocalDirectory
-
-            directory = LocalDirectory()
         #: presence and online users, of this process or of the cluster
         #: (chatd.cluster.presence.IDirectory)
         self.directory = directory
         #: counters shared with the fan-out (deliveries, closes) and read by /metrics
-        self.stats = stats if stats is not None else Stats()
+        self.stats = stats
         self.hub = Hub()
         #: join replays and history reads: paged, paced by each client (chatd.replay)
         self.replayer = Replayer(self)
@@ -92,7 +79,7 @@ class Chat:
         self.sessions: dict[str, object] = {}
         self.store = store
         self.fanout = fanout
-        self.settings = settings or Settings()
+        self.settings = settings
         self.clock = clock
         self.server = server
         #: anonymous sessions (relay guests included): live ones by display name, and
@@ -419,7 +406,7 @@ class Chat:
         self.fanout.deliver(self.hub.receivers(room), payload, exclude)
         self._buffer(room, message.seq, payload, exclude)
         if not from_relay and room == LOBBY and self.hub.relays:
-            self.fanout.relay(self.hub.relays, message.text.encode("utf-8"), False, None)
+            self.fanout.broadcast(self.hub.relays, message.text.encode("utf-8"), False, None)
 
     def deliver_dm(self, message, to, origin) -> None:
         """Deliver a stored DM to every connection of both users but the sender's own."""
@@ -453,7 +440,7 @@ class Chat:
     def deliver_relay(self, payload, is_binary, origin) -> None:
         """Relay a relay client's frame verbatim to this node's other relay clients."""
         exclude = self.sessions.get(origin) if origin else None
-        self.fanout.relay(self.hub.relays, payload, is_binary, exclude)
+        self.fanout.broadcast(self.hub.relays, payload, is_binary, exclude)
 
     # request handlers: one per client -> server type
 

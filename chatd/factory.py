@@ -1,8 +1,9 @@
-"""The WebSocket factory: tracks protocol instances; its fan-out broadcasts frames.
+"""The WebSocket factory: builds the connections of one :class:`chatd.chat.Chat`.
 
-The fan-out (:class:`chatd.fanout.Fanout`) frames a payload once (``prepareMessage``)
-and hands the same frame to every recipient; one recipient that is closing or failing
-never stops the send to the others.
+It is handed its parts, the way twisted.words' ``IRCFactory(realm, portal)`` is given
+its realm: the chat, the fan-out that writes every frame (:class:`chatd.fanout.Fanout`)
+and the handshake gate. :func:`chatd.service.build` makes them;
+``makeService`` (chatd/tap.py) calls it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd import __version__
-from chatd.auth import ANONYMOUS_PREFIX
-from chatd.chat import Chat
-from chatd.fanout import NO_C_FANOUT, Fanout, direct_support
-from chatd.gate import Gate
 from chatd.protocol import IDLE, ChatProtocol
-from chatd.settings import Settings
-from chatd.stats import Stats
 from chatd.wire import PROTOCOL
 
-__all__ = ["NO_C_FANOUT", "ChatFactory"]
+__all__ = ["ChatFactory"]
 
 
 class ChatFactory(WebSocketServerFactory):
@@ -33,61 +27,40 @@ class ChatFactory(WebSocketServerFactory):
     protocol = ChatProtocol
     log = Logger()
 
-    def __init__(
-        self,
-        store,
-        settings: Settings | None = None,
-        reactor=None,
-        broker=None,
-        directory=None,
-        gate=None,
-        messages=None,
-    ):
-        settings = settings or Settings()
+    def __init__(self, chat, fanout, gate, reactor=None):
         #: handshake admission (origins, tokens, connection caps)
-        self.gate = gate if gate is not None else Gate()
-        server = f"chatd/{__version__}"
-        super().__init__(server=server, protocols=[PROTOCOL], reactor=reactor)
-        self.settings = settings
+        self.gate = gate
+        super().__init__(server=chat.server, protocols=[PROTOCOL], reactor=reactor)
+        self.chat = chat
+        #: every write to a connection goes through it (chatd/fanout.py)
+        self.fanout = fanout
+        #: the live settings, shared with the chat and the fan-out
+        self.settings = chat.settings
         self.setProtocolOptions(
-            maxFramePayloadSize=settings.max_message_size,
-            maxMessagePayloadSize=settings.max_message_size,
-            autoPingInterval=settings.ping_interval,
-            autoPingTimeout=settings.ping_timeout,
-            openHandshakeTimeout=settings.open_handshake_timeout,
             # protocol errors and oversize frames get a close frame with their
             # code (1002, 1007, 1009), not a bare TCP drop
             failByDrop=False,
             # Origin: null is the gate's decision (--allowed-origin null), not autobahn's
             allowNullOrigin=True,
         )
-        stats = Stats()
-        #: every write to a connection goes through it (chatd/fanout.py)
-        self.fanout = Fanout(
-            self.reactor,
-            settings,
-            stats,
-            lambda payload, is_binary: self.prepareMessage(payload, is_binary).payloadHybi,
-            direct_support(self.reactor),
-        )
-        self.fanout.serve(self.protocol)
-        self.chat = Chat(
-            store,
-            self.fanout,
-            settings,
-            stats=stats,
-            clock=self.reactor,
-            server=server,
-            broker=broker,
-            directory=directory,
-            messages=messages,
-            # anonymous ids get "~" while tokens are accepted, so no anonymous
-            # name can pass for a token's user
-            anonymous_prefix="" if self.gate.auth == "off" else ANONYMOUS_PREFIX,
-        )
+        self.apply_settings()
+        # (setProtocolOptions made this factory's own protocol class)
+        fanout.serve(self.protocol)
         #: every open connection, in the order they opened
         self.connections: dict[ChatProtocol, None] = {}
         self._sweeper = None
+
+    def apply_settings(self) -> None:
+        """Set the autobahn protocol options that come from :attr:`settings` (at start,
+        and again when a reload changed them: open connections use them too)."""
+        settings = self.settings
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            openHandshakeTimeout=settings.open_handshake_timeout,
+        )
 
     def setProtocolOptions(self, **options) -> None:
         """Set autobahn protocol options, and keep them on this factory's protocol class.

@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import socket
 
+from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -71,6 +72,12 @@ log = Logger()
 
 #: up to this many recipients the fan-out compresses only for their own windows
 _FEW = 16
+
+
+def server_frame(payload: bytes, is_binary: bool) -> bytes:
+    """The single unmasked frame a server sends carrying *payload* (autobahn's own
+    framing, what ``WebSocketServerFactory.prepareMessage`` builds)."""
+    return PreparedMessage(payload, is_binary, False, True).payloadHybi
 
 
 def direct_support(reactor, connection_class=tcp.Connection, names=None) -> str | None:
@@ -374,7 +381,7 @@ class Fanout:
     replies too) through it, so each connection receives its frames in order.
     """
 
-    def __init__(self, reactor, settings, stats, prepare, direct_problem=None):
+    def __init__(self, reactor, settings, stats, direct_problem=None, prepare=server_frame):
         self.reactor = reactor
         #: the live settings (``max_queue_bytes`` is reloadable)
         self.settings = settings
@@ -404,7 +411,8 @@ class Fanout:
         self._flush_call = None
 
     def serve(self, protocol_class) -> None:
-        """Make *protocol_class*'s connections write through this fan-out."""
+        """Make *protocol_class*'s connections write through this fan-out (the factory
+        calls it on its own protocol class)."""
         protocol_class.fanout = self
 
     def describe(self) -> str:
@@ -429,7 +437,7 @@ class Fanout:
 
     def deliver(self, conns, payload: bytes, exclude=None) -> None:
         """Send text frame *payload* to every open connection in *conns* but *exclude*."""
-        self.relay(conns, payload, False, exclude)
+        self.broadcast(conns, payload, False, exclude)
 
     @property
     def compressing(self) -> int:
@@ -444,7 +452,7 @@ class Fanout:
         else:
             self.windows.pop(bits, None)
 
-    def relay(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
+    def broadcast(self, conns, payload: bytes, is_binary: bool, exclude=None) -> None:
         """Send *payload* verbatim to every open connection in *conns* but *exclude*;
         the same frame bytes go to every recipient with the same compression
         parameters."""

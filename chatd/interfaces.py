@@ -32,7 +32,7 @@ class IFanout(Interface):
     def deliver(conns, payload, exclude):
         """Send text frame *payload* to every open connection in *conns* but *exclude*."""
 
-    def relay(conns, payload, is_binary, exclude):
+    def broadcast(conns, payload, is_binary, exclude):
         """Send *payload* verbatim (text or binary) to every open one of *conns* but *exclude*."""
 
 

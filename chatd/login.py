@@ -40,6 +40,7 @@ jscode2session call.
 from __future__ import annotations
 
 import json
+import os
 import re
 from urllib.parse import urlencode
 
@@ -111,15 +112,13 @@ class WeChatLogin(Resource):
         verifier,
         appid,
         secret,
+        reactor,
         api=DEFAULT_API,
         ttl=86400.0,
-        reactor=None,
         timeout=UPSTREAM_TIMEOUT,
         client_ip=_peer_ip,
     ):
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor
         self.verifier = verifier
         self.appid = appid
         self._secret = secret
@@ -259,10 +258,8 @@ class WeChatLogin(Resource):
         return reply
 
 
-def login_resources(options, verifier, reactor=None) -> Resource | None:
+def login_resources(options, verifier, reactor) -> Resource | None:
     """``/api/login`` with its ``wechat`` child, or None when WeChat login is not configured."""
-    import os
-
     appid = options.get("wechat-appid")
     secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
     if not appid:
@@ -280,9 +277,9 @@ def login_resources(options, verifier, reactor=None) -> Resource | None:
             verifier,
             appid,
             secret,
+            reactor,
             options.get("wechat-api") or DEFAULT_API,
             options.get("token-ttl") or 86400.0,
-            reactor,
             client_ip=client_ip,
         ),
     )

@@ -51,7 +51,6 @@ _KNOWN = {
     "ack_latencies",
     "recent_errors",
     "rate_limited",
-    "slow_consumers",
 }
 
 
@@ -112,10 +111,8 @@ class TimedLog:
 class ChatCollector:
     """Reads a running chat's state on every scrape (a prometheus_client custom collector)."""
 
-    def __init__(self, chat, store=None, broker=None, webhooks=None):
+    def __init__(self, chat, webhooks=None):
         self.chat = chat
-        self.store = store if store is not None else chat.store
-        self.broker = broker if broker is not None else chat.broker
         self.webhooks = webhooks
         self.ack = Histogram(LATENCY_BUCKETS)
         self.write = Histogram(LATENCY_BUCKETS)
@@ -140,13 +137,11 @@ class ChatCollector:
             "chatd_users", "Distinct chatd.v1 users online", value=snap["users"]
         )
         yield GaugeMetricFamily("chatd_rooms", "Rooms with members", value=len(snap["rooms"]))
-        replayer = getattr(chat, "replayer", None)
-        if replayer is not None:
-            yield GaugeMetricFamily(
-                "chatd_replays_active",
-                "Join replays and history reads started and not finished",
-                value=replayer.active,
-            )
+        yield GaugeMetricFamily(
+            "chatd_replays_active",
+            "Join replays and history reads started and not finished",
+            value=chat.replayer.active,
+        )
         yield GaugeMetricFamily(
             "chatd_room_memberships",
             "Room memberships (users in rooms, summed over rooms)",
@@ -185,7 +180,7 @@ class ChatCollector:
         yield CounterMetricFamily(
             "chatd_rate_limited",
             "Requests refused by a rate limit",
-            value=getattr(stats, "rate_limited", stats.errors.get("rate_limited", 0)),
+            value=stats.rate_limited,
         )
         yield CounterMetricFamily(
             "chatd_slow_consumer_disconnects",
@@ -207,7 +202,7 @@ class ChatCollector:
             "chatd_ack_latency_seconds", "Seconds from receiving a send/dm to its ack"
         )
 
-        store = self.store
+        store = chat.store
         samples = getattr(chat.messages, "append_latencies", None)
         if samples is not None:
             self._drain(samples, self.write)
@@ -233,13 +228,13 @@ class ChatCollector:
             yield batch.family(
                 "chatd_store_batch_size", "Messages per committed transaction (group commit)"
             )
-        healthy = getattr(self.broker, "healthy", True)
+        broker = chat.broker
         g = GaugeMetricFamily(
             "chatd_broker_up",
             "1 while the broker carries events (Redis reachable in cluster mode)",
             labels=["broker"],
         )
-        g.add_metric([type(self.broker).__name__], 1 if healthy else 0)
+        g.add_metric([type(broker).__name__], 1 if broker.healthy else 0)
         yield g
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
@@ -289,10 +284,10 @@ def _labelled(name, doc, label, counter) -> CounterMetricFamily:
     return family
 
 
-def make_registry(chat, store=None, webhooks=None) -> CollectorRegistry:
+def make_registry(chat, webhooks=None) -> CollectorRegistry:
     """A registry holding only chatd's collector for *chat* (and its *webhooks*)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ChatCollector(chat, store, webhooks=webhooks))
+    registry.register(ChatCollector(chat, webhooks))
     return registry
 
 

@@ -10,7 +10,7 @@ From it come:
   :func:`repeatable_handlers`);
 * the :class:`Settings` built from parsed options (:func:`settings_from`);
 * the keys of the TOML configuration file (:func:`config_keys`, chatd/config.py);
-* the SIGHUP reload: :class:`chatd.operations.Operations` applies every changed
+* the SIGHUP reload: :class:`chatd.reload.Reloader` applies every changed
   row whose :attr:`Option.reload` is set, with the applier that row names;
 * the option table in docs/operations.md (:func:`markdown_table`; run
   ``python -m chatd.options docs/operations.md`` to rewrite it, and a test
@@ -125,7 +125,7 @@ class Choice:
 class Reload:
     """What a SIGHUP reload does with a changed value.
 
-    ``applier``: the ``Operations._reload_<applier>`` method that applies it
+    ``applier``: the ``Reloader._reload_<applier>`` method that applies it
     (called once per reload for all the changed rows naming it); ``effect``:
     what the docs say.
     """
@@ -413,7 +413,7 @@ TABLE: tuple[Option, ...] = (
         setting="idle_timeout",
         reload=LIMITS,
     ),
-    # operations (chatd/config.py, chatd/operations.py)
+    # operations (chatd/config.py, chatd/tap.py, chatd/reload.py)
     Option(
         "config",
         "TOML configuration file holding any of these options (command-line options win); "

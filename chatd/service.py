@@ -1,8 +1,15 @@
-"""Services: the listening endpoints and the history store, started and stopped by twistd.
+"""The chat's parts put together, and the services twistd starts and stops.
+
+:func:`build` makes a :class:`chatd.factory.ChatFactory` from a history store and
+settings: the :class:`chatd.chat.Chat` (:func:`build_chat`), the fan-out
+(:class:`chatd.fanout.Fanout`) and the handshake gate, on one process's broker,
+directory and message log unless given the cluster's. ``makeService``
+(chatd/tap.py) and the tests both build through it.
 
 :class:`ChatService` is what ``makeService`` returns; its children are a
 :class:`StoreService` (started first, stopped last) and one
-:class:`ListeningService` per endpoint description.
+:class:`ListeningService` per endpoint description (and a
+:class:`MetricsListeningService` for ``--metrics-listen``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,89 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+
+from chatd import __version__
+from chatd.auth import ANONYMOUS_PREFIX
+from chatd.chat import Chat
+from chatd.cluster.local import LocalBroker, LocalMessageLog
+from chatd.cluster.presence import LocalDirectory
+from chatd.factory import ChatFactory
+from chatd.fanout import Fanout, direct_support
+from chatd.gate import Gate
+from chatd.settings import Settings
+from chatd.stats import Stats
+
+#: the Server header and the ``server`` of every ``welcome``
+SERVER = f"chatd/{__version__}"
+
+
+def build_chat(
+    store,
+    fanout,
+    settings: Settings,
+    clock,
+    *,
+    broker=None,
+    directory=None,
+    messages=None,
+    stats: Stats | None = None,
+    anonymous_prefix: str = "",
+) -> Chat:
+    """A :class:`Chat` on *store* writing through *fanout*, with this process's own
+    parts for those not given: a :class:`LocalBroker`, a :class:`LocalDirectory`
+    and a :class:`LocalMessageLog` (the store, then the broker)."""
+    broker = broker if broker is not None else LocalBroker()
+    return Chat(
+        store,
+        fanout,
+        settings,
+        clock,
+        broker=broker,
+        directory=directory if directory is not None else LocalDirectory(),
+        messages=messages if messages is not None else LocalMessageLog(store, broker),
+        stats=stats if stats is not None else Stats(),
+        server=SERVER,
+        anonymous_prefix=anonymous_prefix,
+    )
+
+
+def build(
+    store,
+    settings: Settings | None = None,
+    *,
+    reactor=None,
+    gate: Gate | None = None,
+    broker=None,
+    directory=None,
+    messages=None,
+) -> ChatFactory:
+    """The :class:`ChatFactory` serving a new :class:`Chat` on *store*.
+
+    The fan-out and the chat share one :class:`Stats`; *gate* (default: no auth, any
+    origin, no caps) also decides the anonymous user-id prefix. *reactor* defaults
+    to the global one (the only place that falls back to it).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    settings = settings if settings is not None else Settings()
+    gate = gate if gate is not None else Gate()
+    stats = Stats()
+    fanout = Fanout(reactor, settings, stats, direct_support(reactor))
+    chat = build_chat(
+        store,
+        fanout,
+        settings,
+        reactor,
+        broker=broker,
+        directory=directory,
+        messages=messages,
+        stats=stats,
+        # anonymous ids get "~" while tokens are accepted, so no anonymous
+        # name can pass for a token's user
+        anonymous_prefix="" if gate.auth == "off" else ANONYMOUS_PREFIX,
+    )
+    return ChatFactory(chat, fanout, gate, reactor=reactor)
 
 
 def describe_address(description: str, address) -> str:
@@ -52,7 +141,7 @@ class ListeningService(Service):
 
     log = Logger()
 
-    def __init__(self, description: str, factory, reactor=None):
+    def __init__(self, description: str, factory, reactor):
         self.description = description
         self.factory = factory
         self._reactor = reactor
@@ -61,10 +150,7 @@ class ListeningService(Service):
 
     def startService(self):
         super().startService()
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
-        endpoint = serverFromString(reactor, self.description)
+        endpoint = serverFromString(self._reactor, self.description)
         self._listening = endpoint.listen(self.factory)
         failure = []
         self._listening.addCallbacks(self._listened, failure.append)
@@ -87,6 +173,21 @@ class ListeningService(Service):
             port, self.port = self.port, None
             return defer.maybeDeferred(port.stopListening)
         return None
+
+
+class MetricsListeningService(ListeningService):
+    """Listens on ``--metrics-listen``; its log line says where /metrics is."""
+
+    def _listened(self, port):
+        self.port = port
+        url = describe_address(self.description, port.getHost()).replace("ws", "http", 1)
+        self.log.info(
+            "chatd metrics on {url}metrics (endpoint {description})",
+            url=url,
+            description=self.description,
+            startup=True,
+        )
+        return port
 
 
 class StoreService(Service):
@@ -116,24 +217,24 @@ class ChatService(MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, store, descriptions, reactor=None, ops=None):
+    def __init__(self, factory, store, site, descriptions, reactor, lifecycle=None, extra=()):
         super().__init__()
-        from chatd.web import build_site
-
         self.factory = factory
         self.store = store
         self._reactor = reactor
         self.ready = None
-        #: chatd.operations.Operations: /metrics, /api, /readyz, sd_notify, SIGHUP, logs
-        self.ops = ops
-        self.site = build_site(factory, ops.resources() if ops is not None else None)
+        #: chatd.lifecycle.Lifecycle: sd_notify, SIGHUP, /readyz's stopping, webhooks, logs
+        self.lifecycle = lifecycle
+        #: the Site of every endpoint in *descriptions* (chatd.web.build_site)
+        self.site = site
         self.store_service = StoreService(store)
         self.store_service.setServiceParent(self)
+        #: one ListeningService per endpoint description, then the *extra* ones
+        #: (e.g. a MetricsListeningService)
         self.listeners = [
-            ListeningService(description, self.site, reactor) for description in descriptions
+            ListeningService(description, site, reactor) for description in descriptions
         ]
-        if ops is not None and ops.metrics_site() is not None:
-            self.listeners.append(ops.metrics_listener(ops.metrics_site(), reactor))
+        self.listeners.extend(extra)
         for listener in self.listeners:
             listener.setServiceParent(self)
 
@@ -141,11 +242,8 @@ class ChatService(MultiService):
         super().setServiceParent(parent)
         # twistd uses an ILogObserver component of its application as the log
         # observer: chatd's JSON / level-filtered logs (chatd/logs.py)
-        options = getattr(self.ops, "options", None)
-        observer = self.ops.log_observer(getattr(options, "parent", None)) if self.ops else None
+        observer = self.lifecycle.log_observer() if self.lifecycle is not None else None
         if observer is not None and hasattr(parent, "setComponent"):
-            from twisted.logger import ILogObserver
-
             parent.setComponent(ILogObserver, observer)
 
     def startService(self):
@@ -163,8 +261,8 @@ class ChatService(MultiService):
         (self.log.info if out.direct else self.log.warn)(
             "fan-out loop: {impl}", impl=out.describe()
         )
-        if self.ops is not None:
-            opened.addCallback(lambda _: self.ops.started(self))
+        if self.lifecycle is not None:
+            opened.addCallback(lambda _: self.lifecycle.started(self))
         opened.addCallback(lambda _: settle_heap())
         opened.addCallback(lambda _: self)
         opened.addErrback(self._fatal)
@@ -177,8 +275,6 @@ class ChatService(MultiService):
             "chatd could not start: {error}", error=failure.getErrorMessage(), failure=failure
         )
         reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
         if reactor.running:
             # twistd has no exit status of its own: leave with 1 once shut down
             reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
@@ -189,8 +285,8 @@ class ChatService(MultiService):
     def stopService(self):
         Service.stopService(self)
         self.factory.stop_housekeeping()
-        if self.ops is not None:
-            self.ops.stopping(self)  # systemd STOPPING=1, /readyz 503, webhooks stop
+        if self.lifecycle is not None:
+            self.lifecycle.stopping(self)  # systemd STOPPING=1, /readyz 503, webhooks stop
         yield defer.gatherResults(
             [
                 defer.maybeDeferred(listener.stopService)
@@ -209,8 +305,6 @@ class ChatService(MultiService):
         ``settings.close_timeout``), when the stragglers are dropped.
         """
         reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
         if timeout is None:
             timeout = self.factory.settings.close_timeout
         conns = list(self.factory.connections)

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.python import usage
+from twisted.web.static import File
 
 from chatd import config, extras
 from chatd import options as options_table
+from chatd.api import ApiKey, ApiResource
+from chatd.auth import TokenVerifier
+from chatd.cluster.local import LocalBroker, LocalMessageLog
+from chatd.gate import AUTH_MODES, Gate
+from chatd.lifecycle import Lifecycle
+from chatd.login import login_resources
+from chatd.logs import ConnectionLog, LogSettings
+from chatd.metrics import MetricsResource, TimedLog, make_registry
+from chatd.notify import Notifier
 from chatd.options import DEFAULT_PORT
+from chatd.readiness import Readiness, ReadyResource
+from chatd.reload import Reloader
+from chatd.service import ChatService, MetricsListeningService, build
+from chatd.store.sqlite import SQLiteStore
+from chatd.web import STATIC, build_metrics_site, build_site
+from chatd.webhooks import Webhooks
 
 
 class Options(usage.Options):
@@ -45,8 +63,6 @@ class Options(usage.Options):
         self["settings"] = options_table.settings_from(self)
         self["gate"] = make_gate(self)
         if self["wechat-appid"]:
-            import os
-
             if not (self["wechat-secret"] or os.environ.get("CHATD_WECHAT_SECRET")):
                 raise usage.UsageError(
                     "--wechat-appid needs --wechat-secret or CHATD_WECHAT_SECRET"
@@ -63,11 +79,6 @@ for _name, _handler in options_table.repeatable_handlers().items():
 
 def make_gate(options):
     """The handshake :class:`chatd.gate.Gate` the options describe."""
-    import os
-
-    from chatd.auth import TokenVerifier
-    from chatd.gate import AUTH_MODES, Gate
-
     secret = options["jwt-secret"] or os.environ.get("CHATD_JWT_SECRET") or None
     public_key = options["jwt-public-key"]
     if secret and public_key:
@@ -125,8 +136,6 @@ def make_cluster(options, reactor=None):
 
 def make_store(options, reactor=None):
     """The history store the options ask for: SQLite, in a file or in memory."""
-    from chatd.store.sqlite import SQLiteStore
-
     return SQLiteStore(
         options["db"],
         history_max=options["history-max"],
@@ -137,24 +146,23 @@ def make_store(options, reactor=None):
 
 
 def makeService(options, reactor=None):
-    """Build the chatd service tree from parsed :class:`Options`."""
-    from chatd.factory import ChatFactory
-    from chatd.metrics import TimedLog
-    from chatd.operations import Operations
-    from chatd.service import ChatService
+    """Build the chatd service tree from parsed :class:`Options`.
 
+    Every part is made here and handed to the parts that use it: the store and
+    the cluster's broker, directory and message log, the chat and its fan-out
+    (:func:`chatd.service.build`), the Site and its resources, and the hooks
+    run at start and stop (:class:`chatd.lifecycle.Lifecycle`).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
     store, broker, directory, messages = make_cluster(options, reactor)
     if store is None:
-        from chatd.cluster.local import LocalBroker, LocalMessageLog
-
         store = make_store(options, reactor)
         broker = LocalBroker()
         messages = LocalMessageLog(store, broker)
-    if reactor is None:
-        from twisted.internet import reactor
     # the chat commits through TimedLog (append latency for /metrics); the
     # service starts and stops the store itself
-    factory = ChatFactory(
+    factory = build(
         store,
         options["settings"],
         reactor=reactor,
@@ -163,8 +171,34 @@ def makeService(options, reactor=None):
         directory=directory,
         messages=TimedLog(messages, reactor),
     )
-    from chatd.login import login_resources
-
-    factory.login = login_resources(options, options["gate"].verifier, reactor)
-    ops = Operations(options, factory, store, reactor)
-    return ChatService(factory, store, options["listen"], reactor=reactor, ops=ops)
+    chat = factory.chat
+    api_key = ApiKey(options.get("api-key"))
+    webhooks = Webhooks(reactor, options.get("webhook-url"), options.get("webhook-rooms"), api_key)
+    chat.observers.append(webhooks)
+    chat.observers.append(ConnectionLog())
+    registry = make_registry(chat, webhooks)
+    readiness = Readiness(store, broker, reactor)
+    children = {
+        b"readyz": ReadyResource(readiness),
+        b"api": ApiResource(chat, api_key, reactor),
+        b"admin": File(str(STATIC / "admin.html")),
+    }
+    extra = []
+    if options.get("metrics-listen"):
+        # /metrics on its own endpoint only
+        metrics_site = build_metrics_site(
+            factory,
+            {b"metrics": MetricsResource(registry), b"readyz": ReadyResource(readiness)},
+        )
+        extra.append(MetricsListeningService(options["metrics-listen"], metrics_site, reactor))
+    else:
+        children[b"metrics"] = MetricsResource(registry)
+    login = login_resources(options, options["gate"].verifier, reactor)
+    site = build_site(factory, children, login)
+    logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
+    notifier = Notifier(reactor)
+    reloader = Reloader(options, factory, logs, api_key, webhooks, notifier, reactor)
+    # twistd's own options when run by twistd (None when built in-process)
+    twistd = getattr(options, "parent", None)
+    lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
+    return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra)

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 from twisted.web.static import File
 
 from chatd.api import ApiResource
 from chatd.httpserver import MAX_BODY, BodyRules, ChatSite
+from chatd.login import MAX_LOGIN_BODY, error_body
 
 STATIC = Path(__file__).parent / "static"
 
@@ -75,11 +77,12 @@ class Health(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(factory, children=None) -> ChatSite:
+def build_site(factory, children=None, login=None) -> ChatSite:
     """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`).
 
-    *children* adds resources to the root (``/readyz``, ``/metrics``, ``/api``,
-    ``/admin`` from :meth:`chatd.operations.Operations.resources`).
+    *children* adds resources to the root (``makeService`` gives ``/readyz``,
+    ``/metrics``, ``/api`` and ``/admin``); *login* is ``/api/login``
+    (:func:`chatd.login.login_resources`), which needs no API key.
     """
     websocket = WebSocketResource(factory)
     root = Resource()
@@ -94,10 +97,7 @@ def build_site(factory, children=None) -> ChatSite:
     if isinstance(api, ApiResource):
         # the API key is checked from the headers, before any body byte is read
         rules.add(b"/api/", MAX_BODY, api.precheck)
-    login = getattr(factory, "login", None)
     if login is not None:
-        from chatd.login import MAX_LOGIN_BODY, error_body
-
         if api is None:
             api = Resource()
             root.putChild(b"api", api)
@@ -114,5 +114,17 @@ def build_site(factory, children=None) -> ChatSite:
         body_rules=rules,
         timeout=settings.open_handshake_timeout,
     )
+    site.noisy = False
+    return site
+
+
+def build_metrics_site(factory, children) -> Site:
+    """The Site of ``--metrics-listen``: ``/healthz`` and *children* (``/metrics``,
+    ``/readyz``) only."""
+    root = Resource()
+    root.putChild(b"healthz", Health(factory))
+    for name, resource in children.items():
+        root.putChild(name, resource)
+    site = Site(root)
     site.noisy = False
     return site

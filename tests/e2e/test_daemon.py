@@ -247,7 +247,7 @@ def test_stop_signals_only_schedule_the_reactors_handler():
     only schedules the reactor's own sigTerm / sigInt for the main loop (so their
     log call never runs inside an interrupted log write: the daemon once hung
     that way)."""
-    from chatd.operations import defer_stop_signals
+    from chatd.signals import defer_stop_signals
 
     reactor = _RecordingReactor()
     previous = defer_stop_signals(reactor)

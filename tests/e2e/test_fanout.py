@@ -15,7 +15,8 @@ import pytest_twisted
 from twisted.internet import defer, threads
 
 from chatd import fanout
-from chatd.factory import NO_C_FANOUT, ChatFactory
+from chatd.fanout import NO_C_FANOUT
+from chatd.service import build
 from tests.conftest import need
 from tests.wsclient import Client, deferLater, wait_for
 
@@ -136,7 +137,7 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
     by_autobahn = yield threads.deferToThread(reader.frame)
-    server.factory.fanout.relay([proto], payload, binary)  # chatd's fast path
+    server.factory.fanout.broadcast([proto], payload, binary)  # chatd's fast path
     by_chatd = yield threads.deferToThread(reader.frame)
     assert by_chatd == by_autobahn
     assert by_chatd[0] == (0x82 if binary else 0x81)
@@ -204,9 +205,9 @@ def test_c_fanout_is_used_when_built(monkeypatch):
     need(BUILD_HINT, C_BUILT)
     from chatd.store.memory import MemoryStore
 
-    assert ChatFactory(MemoryStore()).fanout.impl == "c"
+    assert build(MemoryStore()).fanout.impl == "c"
     monkeypatch.setenv(NO_C_FANOUT, "1")
-    out = ChatFactory(MemoryStore()).fanout
+    out = build(MemoryStore()).fanout
     assert out.impl == "python"
     assert out.send_all == fanout.send_all_py
 

@@ -23,7 +23,7 @@ from twisted.python import usage
 
 from chatd import options, tap
 from chatd.limits import RateLimiter, Strikes
-from chatd.operations import Operations
+from chatd.reload import Reloader
 from chatd.settings import Settings
 from tests.conftest import TWISTD, chatd_env
 from tests.e2e.test_config import _wait_log, _welcome, parse
@@ -95,7 +95,7 @@ def test_twistd_options_are_exactly_the_table():
     assert parse()["listen"] == ["tcp:8080"]
     for row in options.TABLE:
         if row.reload is not None:
-            assert callable(getattr(Operations, "_reload_" + row.reload.applier)), row.name
+            assert callable(getattr(Reloader, "_reload_" + row.reload.applier)), row.name
     assert "config" not in options.config_keys()
 
 

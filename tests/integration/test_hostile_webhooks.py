@@ -86,7 +86,7 @@ def test_message_event_is_not_starved_by_presence_churn(server_factory):
         srv = yield server_factory(
             "--webhook-url", url, "--webhook-rooms", "support", "--max-connections-per-ip", "0"
         )
-        hooks = srv.service.ops.webhooks
+        hooks = srv.service.lifecycle.webhooks
         eve = yield Client.v1(srv.port, "eve")
         yield eve.join("support")
         user = eve.welcome["user"]
@@ -169,7 +169,7 @@ def test_full_queue_drops_presence_before_messages_counted_and_logged(server_fac
     try:
         url = f"http://127.0.0.1:{port.getHost().port}/hook"
         srv = yield server_factory("--webhook-url", url, "--webhook-rooms", "support")
-        hooks = srv.service.ops.webhooks
+        hooks = srv.service.lifecycle.webhooks
         hooks.queue_max = 50
         receiver.hold()
         eve = yield Client.v1(srv.port, "eve")
@@ -220,7 +220,7 @@ def test_message_events_overtake_a_presence_backlog(server_factory):
     try:
         url = f"http://127.0.0.1:{port.getHost().port}/hook"
         srv = yield server_factory("--webhook-url", url, "--webhook-rooms", "support")
-        hooks = srv.service.ops.webhooks
+        hooks = srv.service.lifecycle.webhooks
         eve = yield Client.v1(srv.port, "eve")
         yield eve.join("support")
         yield until(lambda: hooks.pending == 0)

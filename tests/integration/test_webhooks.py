@@ -129,7 +129,7 @@ def test_failures_are_retried_with_backoff_and_never_block_delivery(server_facto
         event = yield wait_for(receiver, lambda e: e["event"] == "online")
         assert receiver.attempts == 3 and event["user"].endswith("ann")
         assert reactor.seconds() - started >= 0.5 + 1.0 - 0.05  # backoff 0.5 s, then 1 s
-        hooks = srv.service.ops.webhooks
+        hooks = srv.service.lifecycle.webhooks
         # chatd reads the 200 response
         yield condition(lambda: hooks.sent == 1, what="the delivery counted")
         assert hooks.retried == 2 and hooks.sent == 1

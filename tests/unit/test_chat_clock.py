@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from chatd.chat import FLOOD, RELAY, V1, Chat
 from chatd.interfaces import IChatClient, IFanout
+from chatd.service import build_chat
 from chatd.settings import Settings
 from chatd.store.memory import MemoryStore
 
@@ -67,7 +68,7 @@ class Fanout:
             if conn is not exclude:
                 conn.send(payload)
 
-    def relay(self, conns, payload, is_binary, exclude):
+    def broadcast(self, conns, payload, is_binary, exclude):
         self.deliver(conns, payload, exclude)
 
 
@@ -79,7 +80,7 @@ def clock():
 
 
 def make_chat(clock, **settings) -> Chat:
-    return Chat(MemoryStore(), Fanout(), Settings(**settings), clock=clock)
+    return build_chat(MemoryStore(), Fanout(), Settings(**settings), clock)
 
 
 def opened(chat: Chat, name: str | None = None, mode=V1, resume=None) -> Conn:

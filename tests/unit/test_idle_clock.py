@@ -1,4 +1,4 @@
-"""The idle-connection sweep on its own: ``ChatFactory`` on a ``task.Clock``, no sockets.
+"""The idle-connection sweep on its own: ``ChatFactory`` (``chatd.service.build``) on a ``task.Clock``, no sockets.
 
 ``tests/integration/test_auth.py::test_idle_timeout`` checks the same over real connections with a
 short real timeout; here time is advanced by the clock, so the boundaries are exact.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from chatd.factory import ChatFactory
 from chatd.protocol import IDLE
+from chatd.service import build
 from chatd.settings import Settings
 from chatd.store.memory import MemoryStore
 
@@ -27,7 +27,7 @@ class Conn:
 
 def test_a_connection_silent_past_idle_timeout_is_closed_4408_an_active_one_stays():
     clock = Clock()
-    factory = ChatFactory(MemoryStore(), Settings(idle_timeout=2.0), reactor=clock)
+    factory = build(MemoryStore(), Settings(idle_timeout=2.0), reactor=clock)
     factory.start_housekeeping()
     idle, busy = Conn(clock.seconds()), Conn(clock.seconds())
     factory.track(idle)
@@ -46,6 +46,6 @@ def test_a_connection_silent_past_idle_timeout_is_closed_4408_an_active_one_stay
 
 def test_no_idle_timeout_no_sweep():
     clock = Clock()
-    factory = ChatFactory(MemoryStore(), Settings(idle_timeout=0), reactor=clock)
+    factory = build(MemoryStore(), Settings(idle_timeout=0), reactor=clock)
     factory.start_housekeeping()
     assert clock.getDelayedCalls() == []
