@@ -19,9 +19,9 @@ counters and when pruning runs. All SQL runs in the writer thread; the
 reactor thread only submits jobs and gets Deferreds back.
 
 Appends and failed commits
-    The appends of one drain are committed in one ``BEGIN IMMEDIATE`` ...
-    ``COMMIT``; ``commits``, ``appended`` and ``batch_sizes`` count what
-    happened. Each append runs in its own savepoint: a row SQLite cannot take
+    The consecutive appends of one drain are committed in one ``BEGIN
+    IMMEDIATE`` ... ``COMMIT``; ``commits``, ``appended`` and ``batch_sizes``
+    count what happened. Each append runs in its own savepoint: a row SQLite cannot take
     (a lone surrogate, a wrong type) fails that append alone, not the other
     senders' messages of the batch.
 
