@@ -1,28 +1,37 @@
 """The embedded, durable history store: one SQLite file, one writer thread.
 
-Threading
-    Every SQLite call runs in one dedicated writer thread (not the reactor
-    threadpool) that owns the only connection. The reactor thread puts jobs on
-    a :class:`queue.Queue`; the writer takes them in FIFO order and hands each
-    result back with ``reactor.callFromThread``. Reads (``replay``,
-    ``history``) go through the same queue, so a read issued after an append's
-    Deferred has fired always sees that append.
+:class:`SQLiteStore` is the :class:`~chatd.store.IHistoryStore` that chatd
+runs on by default. It is made of three parts, each with its own design notes:
 
-Group commit
-    The writer drains everything queued (up to ``batch_max`` jobs) and commits
-    all consecutive appends of that drain in ONE transaction, so the cost of a
-    commit (an fsync with ``synchronous=FULL``) is shared by every message that
-    arrived while the previous commit was running. A read in the middle of a
-    drain first commits the appends before it, so reads never see
-    uncommitted data. Results are delivered in the order the appends were
-    made. ``commits``, ``appended`` and ``batch_sizes`` count what happened.
+:mod:`chatd.store.writer`
+    the single writer thread that owns the connection, its job queue, group
+    commit (consecutive appends of a drain in ONE transaction), reads handed
+    back as soon as each has run, cancelled reads skipped.
+:mod:`chatd.store.sql`
+    the SQL: schema, migrations (``user_version``/``application_id``),
+    appends, replay, history, deletes; plain functions of a connection.
+:mod:`chatd.store.retention`
+    what pruning deletes, as pure functions of ``now`` and what is stored.
 
-    If a commit (or any statement of the batch) fails -- disk full, the file
+This module composes them and adds what is about this store as a whole: its
+life cycle (``start``/``stop``), the transactions, the seq cache, the
+counters and when pruning runs. All SQL runs in the writer thread; the
+reactor thread only submits jobs and gets Deferreds back.
+
+Appends and failed commits
+    The consecutive appends of one drain are committed in one ``BEGIN
+    IMMEDIATE`` ... ``COMMIT``; ``commits``, ``appended`` and ``batch_sizes``
+    count what happened. Each append runs in its own savepoint: a row SQLite cannot take
+    (a lone surrogate, a wrong type) fails that append alone, not the other
+    senders' messages of the batch.
+
+    If the commit (or any statement of the batch) fails -- disk full, the file
     locked by another process, an I/O error -- the transaction is rolled back,
     every append of that batch fails with :class:`StoreUnavailable`, the cached
-    per-channel seqs are forgotten, and the store keeps serving later jobs.
-    The seqs of a failed batch were never acknowledged, so they are handed out
-    again; a committed seq is never reused.
+    per-channel seqs are forgotten, ``commit_error`` says why (``/readyz``
+    reports it until a commit succeeds again), and the store keeps serving
+    later jobs. The seqs of a failed batch were never acknowledged, so they
+    are handed out again; a committed seq is never reused.
 
 Durability: ``synchronous``
     The file is in WAL mode. With ``synchronous=NORMAL`` a commit is a
@@ -36,33 +45,9 @@ Durability: ``synchronous``
     ``bench/history_store_bench.py``), so FULL is the default. Operators who
     accept losing the last moments on a power cut can pass ``NORMAL``.
 
-Schema and versions
-    The schema version is kept in ``PRAGMA user_version`` (and the file is
-    tagged with ``PRAGMA application_id``). ``start()`` creates the schema of
-    a new file and runs the steps in ``MIGRATIONS`` (version n -> n+1) on an
-    older one, each in its own transaction. A file written by a newer chatd
-    makes ``start()`` fail with :class:`SchemaTooNew`.
-
-    ``messages(channel, seq, ...)``
-        the history, clustered by ``(channel, seq)``.
-    ``channels(channel, last_seq)``
-        the newest seq ever committed per channel: seqs continue after a
-        restart and are never reused, even when pruning removed every row.
-    ``client_ids(sender, client_id, channel, seq, ts)``
-        the exactly-once records, unique on ``(sender, client_id)`` across
-        channels. They have their own retention (``dedupe_days``, default 30
-        days after the message's ``ts``) and outlive the message: a client that
-        resends its outbox after the message was pruned from history still gets
-        the original seq and ts back (the :class:`Message` then has the original
-        channel, seq, sender, ts and client_id, with empty ``name`` and
-        ``text``) and nothing is stored twice.
-
 Reads
-    ``replay`` and ``history`` results are handed back as soon as each read
-    has run, not at the end of its drain, so a drain never holds more than
-    one read's rows. A read whose Deferred is cancelled before the writer
-    reaches it is skipped (``cancelled_reads`` counts them, ``reads`` counts
-    the reads run): the chat cancels the reads of connections that closed.
+    ``replay`` and ``history`` are the writer's read jobs: cancellable, and
+    handed back one by one (``reads``/``cancelled_reads`` count them).
     Callers bound the size of each read (chatd.replay reads join replays in
     pages of at most ``replay.PAGE_MESSAGES`` messages).
 
@@ -73,109 +58,31 @@ Seq cache
     nothing, so lookups of random channels (``dm_history`` with random users,
     joins of new rooms) cannot grow the process.
 
-Retention
-    At most ``history_max`` messages per channel and, if ``history_days`` is
-    set, none older than that (by ``ts``). ``prune()`` runs in the writer
-    thread in small transactions of at most ``prune_chunk`` rows; when other
+Pruning
+    ``prune()`` applies the :mod:`~chatd.store.retention` rules in the writer
+    thread, in small transactions of at most ``prune_chunk`` rows; when other
     jobs are waiting it puts its remainder at the back of the queue, so sends
     are never held up by more than one chunk. ``start()`` schedules it every
     ``prune_interval`` seconds with a ``LoopingCall`` on the injected reactor.
-    Messages of a channel always form a contiguous seq range: pruning only
-    ever removes the oldest ones.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
 from collections import Counter, OrderedDict
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd.store import (
-    Appended,
-    IHistoryStore,
-    Message,
-    Page,
-    Replay,
-    SchemaTooNew,
-    StoreUnavailable,
-)
-
-#: The schema version this code writes. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 1
-
-#: ``PRAGMA application_id`` of a chatd history file ("chtd").
-APPLICATION_ID = 0x63687464
-
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_DAY_MS = 86_400_000
-
-
-def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    """Create the first schema in an empty file."""
-    conn.execute(
-        """CREATE TABLE messages (
-            channel   TEXT    NOT NULL,
-            seq       INTEGER NOT NULL,
-            sender    TEXT    NOT NULL,
-            name      TEXT    NOT NULL,
-            text      TEXT    NOT NULL,
-            ts        INTEGER NOT NULL,
-            client_id TEXT,
-            PRIMARY KEY (channel, seq)
-        ) WITHOUT ROWID"""
-    )
-    conn.execute(
-        """CREATE TABLE channels (
-            channel  TEXT    PRIMARY KEY,
-            last_seq INTEGER NOT NULL
-        ) WITHOUT ROWID"""
-    )
-    # A rowid table: rowids grow with insertion order, which is (about) ts
-    # order, so age-based pruning deletes a prefix without an index on ts.
-    conn.execute(
-        """CREATE TABLE client_ids (
-            sender    TEXT    NOT NULL,
-            client_id TEXT    NOT NULL,
-            channel   TEXT    NOT NULL,
-            seq       INTEGER NOT NULL,
-            ts        INTEGER NOT NULL,
-            UNIQUE (sender, client_id)
-        )"""
-    )
-
-
-#: ``MIGRATIONS[n]`` upgrades a file from schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1}
-
-
-class _Job:
-    """One unit of work for the writer thread, with its Deferred."""
-
-    __slots__ = ("kind", "args", "deferred", "cancelled")
-
-    def __init__(self, kind, args, deferred):
-        self.kind = kind
-        self.args = args
-        self.deferred = deferred
-        #: set (in the reactor thread) when a read's Deferred was cancelled
-        self.cancelled = False
-
-    def cancel(self, _deferred):
-        self.cancelled = True
-
+from chatd.store import Appended, IHistoryStore, Message, SchemaTooNew, StoreUnavailable, sql
+from chatd.store.retention import Retention
+from chatd.store.sql import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (API)
+from chatd.store.writer import Requeue, WriterThread
 
 #: jobs that only read: cancellable, and delivered as soon as they have run
 _READS = frozenset(("replay", "history"))
-
-
-#: errors of one row (not of the file): they fail that append only
-_ROW_ERRORS = (UnicodeEncodeError, sqlite3.InterfaceError, sqlite3.IntegrityError, TypeError)
 
 
 @implementer(IHistoryStore)
@@ -210,30 +117,24 @@ class SQLiteStore:
         if reactor is None:
             from twisted.internet import reactor
         synchronous = synchronous.upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        if synchronous not in sql.SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sql.SYNCHRONOUS}, not {synchronous!r}")
         if batch_max < 1 or prune_chunk < 1 or seq_cache_max < 1:
             raise ValueError("batch_max, prune_chunk and seq_cache_max must be >= 1")
         self.path = str(path)
         self.durable = self.path not in (":memory:", "")
-        self.history_max = history_max
-        self.history_days = history_days
-        self.dedupe_days = dedupe_days
+        self.retention = Retention(history_max, history_days, dedupe_days, prune_chunk)
         self.batch_max = batch_max
         self.synchronous = synchronous
         self.prune_interval = prune_interval
-        self.prune_chunk = prune_chunk
         self.busy_timeout_ms = busy_timeout_ms
         self._reactor = reactor
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        #: the writer thread while there is one (see :mod:`chatd.store.writer`)
+        self._thread: WriterThread | None = None
+        self._conn: sqlite3.Connection | None = None  # writer thread only
         self.seq_cache_max = seq_cache_max
         #: channel -> newest committed seq, least recently used first (writer thread only)
         self._last_seq: OrderedDict[str, int] = OrderedDict()
-        self._job: _Job | None = None  # writer thread only: the job being run
-        self._drain_rest = 0  # writer thread only: jobs of the drain after it
-        self._running = False  # writer thread only
         self._pruner: LoopingCall | None = None
         self._stop_waiters: list[Deferred] = []
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
@@ -251,9 +152,24 @@ class SQLiteStore:
         #: Rows deleted by pruning: messages and exactly-once records.
         self.pruned_messages = 0
         self.pruned_client_ids = 0
-        #: Reads (replay, history) run, and reads skipped because they were cancelled.
-        self.reads = 0
-        self.cancelled_reads = 0
+        # counted by the writer; kept here once it has ended
+        self._reads = 0
+        self._cancelled_reads = 0
+
+    history_max = property(lambda self: self.retention.history_max)
+    history_days = property(lambda self: self.retention.history_days)
+    dedupe_days = property(lambda self: self.retention.dedupe_days)
+    prune_chunk = property(lambda self: self.retention.chunk)
+
+    @property
+    def reads(self) -> int:
+        """Reads (replay, history) run."""
+        return self._reads if self._thread is None else self._thread.reads
+
+    @property
+    def cancelled_reads(self) -> int:
+        """Reads skipped because they were cancelled before they ran."""
+        return self._cancelled_reads if self._thread is None else self._thread.cancelled_reads
 
     @property
     def seq_cache_size(self) -> int:
@@ -271,8 +187,18 @@ class SQLiteStore:
         if self._state != "new":
             raise RuntimeError(f"SQLiteStore.start() called when {self._state}")
         self._state = "starting"
-        self._thread = threading.Thread(
-            target=self._run, name=f"chatd-sqlite-writer:{self.path}", daemon=True
+        self._thread = WriterThread(
+            name=f"history store {self.path}",
+            thread_name=f"chatd-sqlite-writer:{self.path}",
+            reactor=self._reactor,
+            batch_max=self.batch_max,
+            run=self._run_job,
+            commit=self._commit_appends,
+            closed_result=self._closed_result,
+            error=self._wrap_error,
+            finish=self._close_connection,
+            batched="append",
+            reads=_READS,
         )
         d = self._submit("open", ())
         self._thread.start()
@@ -281,7 +207,7 @@ class SQLiteStore:
             if self._state != "starting":  # stop() was called meanwhile
                 return None
             self._state = "running"
-            if self.prune_interval and self._retention_enabled():
+            if self.prune_interval and self.retention.enabled:
                 self._pruner = LoopingCall(self._scheduled_prune)
                 self._pruner.clock = self._reactor
                 self._pruner.start(self.prune_interval, now=True)
@@ -350,122 +276,33 @@ class SQLiteStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    def _retention_enabled(self):
-        return bool(self.history_max is not None or self.history_days or self.dedupe_days)
-
     def _scheduled_prune(self):
         d = self.prune()
         d.addErrback(lambda f: self.log.failure("Pruning {path} failed", f, path=self.path))
         return d
 
     def _submit(self, kind, args):
-        job = _Job(kind, args, None)
-        # a read can be cancelled (its job is then skipped); nothing else can
-        d = job.deferred = Deferred(job.cancel if kind in _READS else None)
         if self._state in ("new", "stopping", "stopped") and kind != "close":
-            d.errback(StoreUnavailable(f"history store {self.path} is not running"))
-            return d
-        self._queue.put(job)
-        return d
+            return fail(StoreUnavailable(f"history store {self.path} is not running"))
+        return self._thread.submit(kind, args)
 
     def _join(self):
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not None:
             self._thread.join(5)
+            self._reads, self._cancelled_reads = self._thread.reads, self._thread.cancelled_reads
         self._thread = None
-
-    def _deliver(self, results):
-        """Fire Deferreds in the reactor thread, in order."""
-        for d, ok, value in results:
-            if d.called:  # a read cancelled while it ran
-                continue
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(value)
 
     # -- writer thread ------------------------------------------------------
 
-    def _run(self):
-        """The writer thread: drain the queue, group appends, hand results back."""
-        q = self._queue
-        self._running = True
-        while self._running:
-            jobs = [q.get()]
-            while len(jobs) < self.batch_max:
-                try:
-                    jobs.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                results = self._process(jobs)
-            except BaseException as e:  # a bug: fail the drain, keep the thread alive
-                self.log.failure("History store writer failed on {path}", path=self.path)
-                error = StoreUnavailable(f"history store {self.path}: internal error: {e!r}")
-                results = [(job.deferred, False, error) for job in jobs]
-            if results:
-                self._reactor.callFromThread(self._deliver, results)
-        self._close_connection()
-        # Only the writer's own prune continuations can be queued behind the
-        # close: they end with what they did; nothing is silently dropped.
-        leftovers = []
-        while True:
-            try:
-                job = q.get_nowait()
-            except queue.Empty:
-                break
-            leftovers.append(self._closed_result(job))
-        if leftovers:
-            self._reactor.callFromThread(self._deliver, leftovers)
+    def _run_job(self, kind, args):
+        return getattr(self, "_do_" + kind)(*args)
 
-    def _closed_result(self, job):
-        if job.kind == "prune":
-            return (job.deferred, True, tuple(job.args[1]))
-        if job.kind == "close":
-            return (job.deferred, True, None)
-        return (job.deferred, False, StoreUnavailable(f"history store {self.path} is closed"))
-
-    def _process(self, jobs):
-        """Run one drain of jobs; consecutive appends share one transaction."""
-        results = []
-        pending = []  # consecutive appends, committed together
-        for index, job in enumerate(jobs):
-            if not self._running:
-                results.extend(self._commit_appends(pending))
-                pending = []
-                results.append(self._closed_result(job))
-                continue
-            if job.kind == "append":
-                pending.append(job)
-                continue
-            results.extend(self._commit_appends(pending))
-            pending = []
-            if job.cancelled:
-                self.cancelled_reads += 1
-                continue
-            self._job = job
-            self._drain_rest = len(jobs) - index - 1
-            try:
-                value = getattr(self, "_do_" + job.kind)(*job.args)
-            except Exception as e:
-                results.append((job.deferred, False, self._wrap_error(e)))
-                if job.kind in ("open", "close"):
-                    self._running = False
-                continue
-            if value is not _REQUEUED:
-                results.append((job.deferred, True, value))
-            if job.kind in _READS:
-                # hand the rows back now: a drain never holds more than one read's rows
-                self.reads += 1
-                self._reactor.callFromThread(self._deliver, results)
-                results = []
-            if job.kind == "close":
-                self._running = False
-        results.extend(self._commit_appends(pending))
-        return results
-
-    def _others_waiting(self):
-        """True when jobs are waiting behind the one being run (writer thread)."""
-        return self._drain_rest > 0 or not self._queue.empty()
+    def _closed_result(self, kind, args):
+        if kind == "prune":
+            return (True, tuple(args[1]))
+        if kind == "close":
+            return (True, None)
+        return (False, StoreUnavailable(f"history store {self.path} is closed"))
 
     def _wrap_error(self, e):
         if isinstance(e, SchemaTooNew | StoreUnavailable):
@@ -482,48 +319,20 @@ class SQLiteStore:
                 self.log.error("Closing {path} failed: {e}", path=self.path, e=e)
             self._conn = None
 
-    def _do_open(self):
+    def _rollback(self):
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            if self._conn is not None and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
         except sqlite3.Error as e:
-            raise StoreUnavailable(f"cannot open history store {self.path}: {e}") from e
-        self._conn = conn
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if app_id not in (0, APPLICATION_ID):
-                raise StoreUnavailable(
-                    f"{self.path} is not a chatd history store (application_id {app_id:#x})"
-                )
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"history store {self.path} has schema version {version}, but this "
-                    f"chatd only knows versions up to {SCHEMA_VERSION}: it was written by "
-                    f"a newer chatd; upgrade chatd or use another --db file"
-                )
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            while version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    MIGRATIONS[version](conn)
-                    version += 1
-                    conn.execute(f"PRAGMA user_version = {version}")
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.rollback()
-                    raise
-        except BaseException:
-            self._close_connection()
-            raise
+            self.log.error("Rollback on {path} failed: {e}", path=self.path, e=e)
+
+    def _do_open(self):
+        self._conn = sql.connect(self.path, self.busy_timeout_ms, self.synchronous)
         return None
 
     def _do_close(self):
         try:
-            self._conn.execute("PRAGMA optimize")
+            sql.optimize(self._conn)
         except sqlite3.Error as e:
             self.log.warn("PRAGMA optimize on {path} failed: {e}", path=self.path, e=e)
         self._close_connection()
@@ -543,13 +352,11 @@ class SQLiteStore:
         if last is not None:
             cache.move_to_end(channel)
             return last
-        row = self._conn.execute(
-            "SELECT last_seq FROM channels WHERE channel = ?", (channel,)
-        ).fetchone()
-        if row is None:
+        last = sql.last_seq(self._conn, channel)
+        if last is None:
             return 0
-        self._cache_seq(channel, row[0])
-        return row[0]
+        self._cache_seq(channel, last)
+        return last
 
     def _cache_seq(self, channel, seq):
         cache = self._last_seq
@@ -558,70 +365,46 @@ class SQLiteStore:
         if len(cache) > self.seq_cache_max:
             cache.popitem(last=False)
 
-    def _append_one(self, conn, job, touched):
+    def _append_one(self, args, touched):
         """Store one append inside the open transaction; returns its :class:`Appended`."""
-        channel, sender, name, client_id, text, ts = job.args
+        channel, sender, name, client_id, text, ts = args
         if client_id is not None:
-            row = conn.execute(
-                "SELECT c.channel, c.seq, c.ts, m.name, m.text FROM client_ids c "
-                "LEFT JOIN messages m ON m.channel = c.channel AND m.seq = c.seq "
-                "WHERE c.sender = ? AND c.client_id = ?",
-                (sender, client_id),
-            ).fetchone()
-            if row is not None:
-                ch, seq, ots, oname, otext = row
-                original = Message(ch, seq, sender, oname or "", otext or "", ots, client_id)
+            original = sql.find_client_id(self._conn, sender, client_id)
+            if original is not None:
                 return Appended(original, True)
         # the batch's own seqs first: the cache may have evicted this channel
         # since its last append of the (still uncommitted) batch
         seq = self._seq_of(channel, touched) + 1
-        conn.execute(
-            "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (channel, seq, sender, name, text, ts, client_id),
-        )
-        if client_id is not None:
-            conn.execute(
-                "INSERT INTO client_ids (sender, client_id, channel, seq, ts) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (sender, client_id, channel, seq, ts),
-            )
+        message = Message(channel, seq, sender, name, text, ts, client_id)
+        sql.insert_message(self._conn, message)
         self._cache_seq(channel, seq)
         touched[channel] = seq
-        return Appended(Message(channel, seq, sender, name, text, ts, client_id), False)
+        return Appended(message, False)
 
-    def _commit_appends(self, jobs):
-        """Commit *jobs* (appends) in one transaction; return their results."""
-        if not jobs:
-            return []
+    def _commit_appends(self, batch):
+        """Commit the appends of *batch* (their args) in one transaction; their results."""
         conn = self._conn
         out = []
         touched = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                # each job in its own savepoint: one row SQLite cannot take (a
-                # lone surrogate, a wrong type) fails that append only, not the
-                # other senders' messages in the same batch
+            for args in batch:
+                # each append in its own savepoint: one row SQLite cannot take
+                # fails that append only, not the others of the batch
                 conn.execute("SAVEPOINT job")
                 try:
-                    result = self._append_one(conn, job, touched)
-                except _ROW_ERRORS as e:
+                    result = self._append_one(args, touched)
+                except sql.ROW_ERRORS as e:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     # _append_one updates the seq caches only after its inserts,
                     # so they still hold the batch's committed-to-be seqs
                     self.log.warn("refused one message for {path}: {e}", path=self.path, e=e)
-                    error = StoreUnavailable(f"this message cannot be stored: {e}")
-                    out.append((job.deferred, False, error))
+                    out.append((False, StoreUnavailable(f"this message cannot be stored: {e}")))
                     continue
                 conn.execute("RELEASE job")
-                out.append((job.deferred, True, result))
-            conn.executemany(
-                "INSERT INTO channels (channel, last_seq) VALUES (?, ?) "
-                "ON CONFLICT (channel) DO UPDATE SET last_seq = excluded.last_seq",
-                touched.items(),
-            )
+                out.append((True, result))
+            sql.save_last_seqs(conn, touched.items())
             conn.execute("COMMIT")
         except Exception as e:
             self._rollback()
@@ -630,54 +413,21 @@ class SQLiteStore:
             self.failed_commits += 1
             self.commit_error = str(e) or type(e).__name__
             self.log.error(
-                "Committing {n} messages to {path} failed: {e}", n=len(jobs), path=self.path, e=e
+                "Committing {n} messages to {path} failed: {e}", n=len(batch), path=self.path, e=e
             )
             error = StoreUnavailable(f"history store {self.path} could not commit: {e}")
-            return [(job.deferred, False, error) for job in jobs]
+            return [(False, error)] * len(batch)
         self.commits += 1
         self.commit_error = None
-        self.appended += sum(1 for _, ok, appended in out if ok and not appended.duplicate)
-        self.batch_sizes[len(jobs)] += 1
+        self.appended += sum(1 for ok, appended in out if ok and not appended.duplicate)
+        self.batch_sizes[len(batch)] += 1
         return out
 
-    def _rollback(self):
-        try:
-            if self._conn is not None and self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        except sqlite3.Error as e:
-            self.log.error("Rollback on {path} failed: {e}", path=self.path, e=e)
-
     def _do_replay(self, channel, since, limit):
-        last = self._seq_of(channel)
-        if since is None:
-            return Replay([], last, False)
-        rows = self._conn.execute(
-            "SELECT channel, seq, sender, name, text, ts, client_id FROM messages "
-            "WHERE channel = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
-            (channel, since, max(limit, 0) + 1),
-        ).fetchall()
-        if len(rows) > limit:
-            return Replay([Message(*r) for r in reversed(rows[:limit])], last, True)
-        missed = [Message(*r) for r in reversed(rows)]
-        # Pruned messages after `since` are a gap the client must know about.
-        gap = last > since and (not missed or missed[0].seq > since + 1)
-        return Replay(missed, last, gap)
+        return sql.replay(self._conn, channel, since, limit, self._seq_of(channel))
 
     def _do_history(self, channel, before, limit):
-        if before is None:
-            rows = self._conn.execute(
-                "SELECT channel, seq, sender, name, text, ts, client_id FROM messages "
-                "WHERE channel = ? ORDER BY seq DESC LIMIT ?",
-                (channel, max(limit, 0) + 1),
-            ).fetchall()
-        else:
-            rows = self._conn.execute(
-                "SELECT channel, seq, sender, name, text, ts, client_id FROM messages "
-                "WHERE channel = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-                (channel, before, max(limit, 0) + 1),
-            ).fetchall()
-        more = len(rows) > limit
-        return Page([Message(*r) for r in reversed(rows[:limit])], more)
+        return sql.history(self._conn, channel, before, limit)
 
     def _do_prune(self, now, counts, channels):
         """Delete in chunks; when jobs are waiting, requeue the rest behind them.
@@ -686,83 +436,49 @@ class SQLiteStore:
         whole prune is done.
         """
         conn = self._conn
+        rules = self.retention
         if channels is None:
-            channels = [r[0] for r in conn.execute("SELECT channel FROM channels")]
+            channels = sql.channel_names(conn)
             channels.reverse()  # popped from the end: oldest-created first
-        cutoff_ms = (
-            None if not self.history_days else int((now * 1000) - self.history_days * _DAY_MS)
-        )
         while channels:
             channel = channels[-1]
-            upto = self._prune_bound(channel, cutoff_ms)
+            upto = self._prune_bound(channel, now)
             if upto is None:
                 channels.pop()
             else:
-                self._in_transaction(
-                    "DELETE FROM messages WHERE channel = ? AND seq <= ?",
-                    (channel, upto),
-                    counts,
-                    0,
-                )
-            if (channels or self.dedupe_days) and self._others_waiting():
-                self._queue.put(_Job("prune", (now, counts, channels), self._job.deferred))
-                return _REQUEUED
-        if self.dedupe_days:
-            cutoff = int(now * 1000 - self.dedupe_days * _DAY_MS)
+                self._delete(sql.delete_messages, (channel, upto), counts, 0)
+            if (channels or rules.dedupe_days) and self._thread.others_waiting():
+                return Requeue((now, counts, channels))
+        if rules.dedupe_days:
             while True:
-                rows = conn.execute(
-                    "SELECT rowid, ts FROM client_ids ORDER BY rowid LIMIT ?", (self.prune_chunk,)
-                ).fetchall()
-                upto = None
-                for rowid, ts in rows:
-                    if ts >= cutoff:
-                        break
-                    upto = rowid
+                rows = sql.oldest_client_ids(conn, rules.chunk)
+                upto = rules.client_ids_upto(now, rows)
                 if upto is None:
                     break
-                self._in_transaction("DELETE FROM client_ids WHERE rowid <= ?", (upto,), counts, 1)
-                if len(rows) < self.prune_chunk:
+                self._delete(sql.delete_client_ids, (upto,), counts, 1)
+                if len(rows) < rules.chunk:
                     break
-                if self._others_waiting():
-                    self._queue.put(_Job("prune", (now, counts, []), self._job.deferred))
-                    return _REQUEUED
+                if self._thread.others_waiting():
+                    return Requeue((now, counts, []))
         return tuple(counts)
 
-    def _prune_bound(self, channel, cutoff_ms):
+    def _prune_bound(self, channel, now):
         """The highest seq of *channel* to delete in this chunk, or None."""
-        conn = self._conn
-        first = conn.execute(
-            "SELECT seq, ts FROM messages WHERE channel = ? ORDER BY seq LIMIT 1", (channel,)
-        ).fetchone()
+        first = sql.oldest_message(self._conn, channel)
         if first is None:
             return None
-        min_seq = first[0]
-        limit_seq = min_seq + self.prune_chunk - 1
-        upto = None
-        if self.history_max is not None:
-            by_count = self._seq_of(channel) - self.history_max
-            if by_count >= min_seq:
-                upto = min(by_count, limit_seq)
-        if cutoff_ms is not None and first[1] < cutoff_ms:
-            # Delete the prefix of old messages (contiguous seqs stay contiguous).
-            rows = conn.execute(
-                "SELECT seq, ts FROM messages WHERE channel = ? AND seq <= ? ORDER BY seq",
-                (channel, limit_seq),
-            ).fetchall()
-            old = None
-            for seq, ts in rows:
-                if ts >= cutoff_ms:
-                    break
-                old = seq
-            if old is not None:
-                upto = old if upto is None else max(upto, old)
-        return upto
+        rules = self.retention
+        oldest = [first]
+        if rules.needs_timestamps(now, first[1]):
+            oldest = sql.messages_upto(self._conn, channel, rules.chunk_end(first[0]))
+        return rules.messages_upto(now, self._seq_of(channel), oldest)
 
-    def _in_transaction(self, sql, params, counts, index):
+    def _delete(self, delete, args, counts, index):
+        """Run ``delete(conn, *args)`` in its own transaction and count the rows."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            n = conn.execute(sql, params).rowcount
+            n = delete(conn, *args)
             conn.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -772,6 +488,3 @@ class SQLiteStore:
             self.pruned_messages += n
         else:
             self.pruned_client_ids += n
-
-
-_REQUEUED = object()
