@@ -15,6 +15,7 @@ from twisted.python import usage
 OPTIONAL = {
     "--redis": ("txredisapi", "txredisapi"),
     "--jwt-public-key": ("cryptography", "PyJWT[crypto]"),
+    "--media-s3": ("boto3", "boto3"),
 }
 
 

@@ -109,10 +109,20 @@ class BodyRules:
         self.default = BodyRule((), default_max_body)
         self._rules: dict[tuple[bytes, ...], BodyRule] = {}
 
-    def add(self, path: bytes, max_body: int, precheck=None, error_body=flat_error) -> None:
+    def add(
+        self,
+        path: bytes,
+        max_body: int,
+        precheck=None,
+        error_body=flat_error,
+        parse_form=True,
+        body_timeout=None,
+    ) -> None:
         """Give requests under *path* (``b"/api/"``) their own limit and precheck."""
         segments = tuple(s for s in path.split(b"/") if s)
-        self._rules[segments] = BodyRule(segments, max_body, precheck, error_body)
+        self._rules[segments] = BodyRule(
+            segments, max_body, precheck, error_body, parse_form, body_timeout
+        )
 
     def rule_for(self, target: bytes) -> BodyRule:
         """The rule for a request target (``/path?query``)."""
@@ -271,6 +281,11 @@ class ChatChannel(http.HTTPChannel):
         except Refusal as refusal:
             self._refuse(refusal, rule.error_body)
             return
+        if not rule.parse_form:
+            request._parsePOSTFormSubmission = False  # twisted.web's own switch
+        if rule.body_timeout and self._deadline is not None:
+            self._stop_deadline()
+            self._deadline = self.callLater(rule.body_timeout, self._deadline_passed)
         super().allHeadersReceived()
 
     # refusing

@@ -166,5 +166,13 @@ def makeService(options, reactor=None):
     from chatd.login import login_resources
 
     factory.login = login_resources(options, options["gate"].verifier, reactor)
+    from chatd.media.web import make_media
+
+    # /api/media and /media (chatd/media/): needs a token verifier; its thread pool
+    # and sweep start with the reactor and stop before it shuts down
+    factory.media = make_media(options, options["gate"].verifier, reactor)
+    if factory.media is not None:
+        reactor.callWhenRunning(factory.media.startService)
+        reactor.addSystemEventTrigger("before", "shutdown", factory.media.stopService)
     ops = Operations(options, factory, store, reactor)
     return ChatService(factory, store, options["listen"], reactor=reactor, ops=ops)

@@ -103,6 +103,11 @@ def build_site(factory, children=None) -> ChatSite:
             root.putChild(b"api", api)
         api.putChild(b"login", login)  # /api/login/wechat needs no API key
         rules.add(b"/api/login/", MAX_LOGIN_BODY, error_body=error_body)
+    media = getattr(factory, "media", None)
+    if media is not None:
+        from chatd.media.web import media_children
+
+        media_children(media, root, rules)  # /media/ID and /api/media (chatd/media/web.py)
     settings = factory.settings
     # a whole HTTP request (or upgrade request) must arrive within the handshake
     # timeout, counted from accept however slowly it trickles in (chatd/httpserver.py);
