@@ -90,12 +90,19 @@ class BodyRule:
     once the headers are in and before any body byte is read; it raises
     :class:`Refusal` to answer at once. *error_body* formats the JSON error
     body (``code, message -> dict``) the way the path's resource does.
+    *parse_form* False keeps twisted.web from parsing a ``multipart/form-data``
+    body into ``request.args`` in memory (the resource streams it from
+    ``request.content``, a temporary file). *body_timeout*, if given, replaces
+    the request deadline once the headers are in and the precheck passed: the
+    seconds the body may take (large uploads).
     """
 
     segments: tuple[bytes, ...]
     max_body: int
     precheck: Callable | None = None
     error_body: Callable[[str, str], dict] = flat_error
+    parse_form: bool = True
+    body_timeout: float | None = None
 
 
 class BodyRules:

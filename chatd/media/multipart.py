@@ -29,8 +29,10 @@ class TooLarge(ValueError):
     """The file part is over the limit."""
 
 
-def boundary_of(content_type: str | None) -> bytes:
+def boundary_of(content_type: str | bytes | None) -> bytes:
     """The boundary parameter of a ``multipart/form-data`` Content-Type, or :class:`BadForm`."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
     if not content_type:
         raise BadForm("send multipart/form-data with a file field")
     msg = Message()
