@@ -42,6 +42,14 @@ class Options(usage.Options):
                 RedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError(f"--redis: {e}") from e
+        if self["media-s3"] is not None:
+            extras.require("--media-s3")
+            from chatd.media.store import parse_s3_url
+
+            try:
+                parse_s3_url(self["media-s3"])
+            except ValueError as e:
+                raise usage.UsageError(f"--media-s3: {e}") from e
         self["settings"] = options_table.settings_from(self)
         self["gate"] = make_gate(self)
         if self["wechat-appid"]:

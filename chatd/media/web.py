@@ -568,10 +568,6 @@ def make_media(options, verifier, reactor=None) -> Media | None:
         )
     directory = options.get("media-dir") or "chatd-media"
     s3 = options.get("media-s3")
-    if s3:
-        from chatd import extras
-
-        extras.require("--media-s3")
     store = S3Store(s3) if s3 else LocalStore(directory)
     return Media(
         store,

@@ -342,3 +342,51 @@ def test_owner_gets_fresh_urls_others_get_404(media_server):
     status, _, raw = http_.get(path, Authorization=f"Bearer {token('mallory')}")
     assert status == 404 and json.loads(raw)["error"] == "not_found"
     assert http_.get(path)[0] == 401
+
+
+@pytest.mark.parametrize(
+    "hide, url, line",
+    [
+        (
+            "boto3",
+            "s3://bucket/p",
+            "--media-s3 needs the Python package boto3, which is not installed: pip install 'boto3'",
+        ),
+        (
+            "-",
+            "http://bucket/p",
+            "--media-s3: must be s3://bucket/prefix?endpoint=URL&region=REGION",
+        ),
+    ],
+    ids=["no-boto3", "bad-url"],
+)
+def test_media_s3_refusals_are_one_line(tmp_path, hide, url, line):
+    """``--media-s3`` without boto3, or with a URL that is not ``s3://``, stops start-up
+    with one line naming the option, never a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import chatd_env
+    from tests.e2e.test_extras import HIDE_AND_RUN
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            HIDE_AND_RUN,
+            hide,
+            "-n",
+            "chatd",
+            "--jwt-secret",
+            SECRET,
+            "--media-s3",
+            url,
+        ],
+        cwd=tmp_path,
+        env=chatd_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and line in out and "Traceback" not in out, out
