@@ -55,6 +55,8 @@ MAX_BODY = 1 << 20
 LINGER_BYTES = 1 << 16
 #: after a refusal: seconds the client has to read the answer before the connection is dropped
 LINGER_SECONDS = 2.0
+#: "no saved idle timeout" (None is a valid timeout: none)
+_NOT_SET = object()
 #: reason phrases twisted.web does not know
 _PHRASES = {429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
 
@@ -167,6 +169,8 @@ class ChatChannel(http.HTTPChannel):
     _method = b""
     _target = b""
     _discarded = 0
+    #: the idle timeout before a rule's ``body_timeout`` replaced it
+    _idle_before_body = _NOT_SET
 
     # the deadline and the per-IP count of unfinished requests
 
@@ -218,6 +222,9 @@ class ChatChannel(http.HTTPChannel):
         if self._refused:
             return
         self._request_complete()
+        if self._idle_before_body is not _NOT_SET:
+            idle, self._idle_before_body = self._idle_before_body, _NOT_SET
+            self.setTimeout(idle)  # twisted.web saves and restores this one
         super().allContentReceived()
 
     def requestDone(self, request):
@@ -290,9 +297,13 @@ class ChatChannel(http.HTTPChannel):
             return
         if not rule.parse_form:
             request._parsePOSTFormSubmission = False  # twisted.web's own switch
-        if rule.body_timeout and self._deadline is not None:
-            self._stop_deadline()
-            self._deadline = self.callLater(rule.body_timeout, self._deadline_passed)
+        if rule.body_timeout:
+            # the body gets its own deadline, and the idle timeout (twisted.web's,
+            # reset by every byte) the same period until the body is in
+            if self._deadline is not None:
+                self._stop_deadline()
+                self._deadline = self.callLater(rule.body_timeout, self._deadline_passed)
+            self._idle_before_body = self.setTimeout(rule.body_timeout)
         super().allHeadersReceived()
 
     # refusing

@@ -439,3 +439,35 @@ def test_s3_backend_end_to_end(twistd_factory, tmp_path):
         assert http_.get(answer["thumb_url"])[0] == 200
     finally:
         server.stop()
+
+
+def test_upload_body_may_take_longer_than_the_handshake_timeout(twistd_factory, tmp_path):
+    """Once an authenticated /api/media request's headers are in, its body has 300 s,
+    not ``--handshake-timeout`` (1 s here): a slow upload completes."""
+    proc = twistd_factory(
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        ":memory:",
+        "--jwt-secret",
+        SECRET,
+        "--media-dir",
+        str(tmp_path / "m"),
+        "--handshake-timeout",
+        "1",
+    )
+    body, ctype = form(media_samples.image("PNG", (64, 64)))
+    head = (
+        f"POST /api/media HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        f"Authorization: Bearer {token('alice')}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=20) as sock:
+        sock.sendall(head + body[:100])
+        time.sleep(1.6)  # pacing: the rest of the body comes after the handshake timeout
+        sock.sendall(body[100:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            piece = sock.recv(65536)
+            assert piece, f"connection closed: {answer!r}"
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 201 ")
