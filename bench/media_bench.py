@@ -5,7 +5,8 @@ Two measurements, one JSON line each:
 * ``process``: :func:`chatd.media.process.inspect` (decode, EXIF-free re-encode,
   320 px WebP thumbnail, SHA-256) in this process on one thread, for a JPEG of
   about ``--kb`` KB: milliseconds per image (median and p90), images per
-  CPU-second;
+  CPU-second; and the thumbnail alone (from the decoded image):
+  ``thumb_ms_p50`` / ``thumb_ms_p90``;
 * ``upload``: a ``twistd -n chatd`` child with ``--jwt-secret`` and a fresh
   ``--media-dir``; ``--uploads`` ``POST /api/media`` of distinct such JPEGs from
   ``--clients`` concurrent loopback clients: uploads per second, MB/s of
@@ -84,7 +85,19 @@ def bench_process(images: list[bytes]) -> dict:
                 if p != src:
                     os.unlink(p)
         cpu = time.process_time() - start_cpu
+        thumbs = []
+        from PIL import Image, ImageOps
+
+        from chatd.media.process import _thumbnail
+
+        for data in images:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                t0 = time.perf_counter()
+                os.unlink(_thumbnail(im, tmp, ImageOps))
+                thumbs.append((time.perf_counter() - t0) * 1000)
     times.sort()
+    thumbs.sort()
     return {
         "bench": "process",
         "images": len(images),
@@ -92,6 +105,8 @@ def bench_process(images: list[bytes]) -> dict:
         "ms_p50": round(times[len(times) // 2], 2),
         "ms_p90": round(times[int(len(times) * 0.9)], 2),
         "images_per_cpu_s": round(len(images) / cpu, 1),
+        "thumb_ms_p50": round(thumbs[len(thumbs) // 2], 2),
+        "thumb_ms_p90": round(thumbs[int(len(thumbs) * 0.9)], 2),
     }
 
 
