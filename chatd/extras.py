@@ -11,10 +11,11 @@ import importlib
 
 from twisted.python import usage
 
-#: option -> (module it imports, the distribution to install)
+#: option -> (module it imports, the distribution to install). (cryptography, which
+#: RS256/ES256 keys need, is not here: autobahn itself requires and imports it.)
 OPTIONAL = {
     "--redis": ("txredisapi", "txredisapi"),
-    "--jwt-public-key": ("cryptography", "PyJWT[crypto]"),
+    "--media-s3": ("boto3", "boto3"),
 }
 
 

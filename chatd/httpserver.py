@@ -55,6 +55,8 @@ MAX_BODY = 1 << 20
 LINGER_BYTES = 1 << 16
 #: after a refusal: seconds the client has to read the answer before the connection is dropped
 LINGER_SECONDS = 2.0
+#: "no saved idle timeout" (None is a valid timeout: none)
+_NOT_SET = object()
 #: reason phrases twisted.web does not know
 _PHRASES = {429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
 
@@ -90,12 +92,19 @@ class BodyRule:
     once the headers are in and before any body byte is read; it raises
     :class:`Refusal` to answer at once. *error_body* formats the JSON error
     body (``code, message -> dict``) the way the path's resource does.
+    *parse_form* False keeps twisted.web from parsing a ``multipart/form-data``
+    body into ``request.args`` in memory (the resource streams it from
+    ``request.content``, a temporary file). *body_timeout*, if given, replaces
+    the request deadline once the headers are in and the precheck passed: the
+    seconds the body may take (large uploads).
     """
 
     segments: tuple[bytes, ...]
     max_body: int
     precheck: Callable | None = None
     error_body: Callable[[str, str], dict] = flat_error
+    parse_form: bool = True
+    body_timeout: float | None = None
 
 
 class BodyRules:
@@ -109,10 +118,20 @@ class BodyRules:
         self.default = BodyRule((), default_max_body)
         self._rules: dict[tuple[bytes, ...], BodyRule] = {}
 
-    def add(self, path: bytes, max_body: int, precheck=None, error_body=flat_error) -> None:
+    def add(
+        self,
+        path: bytes,
+        max_body: int,
+        precheck=None,
+        error_body=flat_error,
+        parse_form=True,
+        body_timeout=None,
+    ) -> None:
         """Give requests under *path* (``b"/api/"``) their own limit and precheck."""
         segments = tuple(s for s in path.split(b"/") if s)
-        self._rules[segments] = BodyRule(segments, max_body, precheck, error_body)
+        self._rules[segments] = BodyRule(
+            segments, max_body, precheck, error_body, parse_form, body_timeout
+        )
 
     def rule_for(self, target: bytes) -> BodyRule:
         """The rule for a request target (``/path?query``)."""
@@ -150,6 +169,8 @@ class ChatChannel(http.HTTPChannel):
     _method = b""
     _target = b""
     _discarded = 0
+    #: the idle timeout before a rule's ``body_timeout`` replaced it
+    _idle_before_body = _NOT_SET
 
     # the deadline and the per-IP count of unfinished requests
 
@@ -201,6 +222,9 @@ class ChatChannel(http.HTTPChannel):
         if self._refused:
             return
         self._request_complete()
+        if self._idle_before_body is not _NOT_SET:
+            idle, self._idle_before_body = self._idle_before_body, _NOT_SET
+            self.setTimeout(idle)  # twisted.web saves and restores this one
         super().allContentReceived()
 
     def requestDone(self, request):
@@ -271,6 +295,15 @@ class ChatChannel(http.HTTPChannel):
         except Refusal as refusal:
             self._refuse(refusal, rule.error_body)
             return
+        if not rule.parse_form:
+            request._parsePOSTFormSubmission = False  # twisted.web's own switch
+        if rule.body_timeout:
+            # the body gets its own deadline, and the idle timeout (twisted.web's,
+            # reset by every byte) the same period until the body is in
+            if self._deadline is not None:
+                self._stop_deadline()
+                self._deadline = self.callLater(rule.body_timeout, self._deadline_passed)
+            self._idle_before_body = self.setTimeout(rule.body_timeout)
         super().allHeadersReceived()
 
     # refusing

@@ -495,6 +495,60 @@ TABLE: tuple[Option, ...] = (
         value="endpoint description, repeatable",
         shown_default=f"`tcp:{DEFAULT_PORT}`",
     ),
+    # media uploads (chatd/media/, docs/api.md "Media"); on with a JWT secret or key
+    Option(
+        "media-dir",
+        "Directory of media uploads: the stored files (unless --media-s3), their "
+        "metadata (media.sqlite3) and temporary files; made on the first upload.",
+        "chatd-media",
+        value="directory path",
+    ),
+    Option(
+        "media-s3",
+        "Store media in an S3-compatible service instead of --media-dir "
+        "(credentials from the environment, e.g. AWS_ACCESS_KEY_ID).",
+        value="`s3://bucket/prefix?endpoint=URL&region=R`",
+    ),
+    Option(
+        "media-url-key",
+        "Key signing media URLs (or env CHATD_MEDIA_URL_KEY; default: derived from --jwt-secret).",
+    ),
+    Option(
+        "media-url-ttl",
+        "Seconds a signed media URL stays valid.",
+        3600.0,
+        _float(7 * _SECONDS_DAY, low=60),
+    ),
+    Option(
+        "max-image-bytes",
+        "Largest image upload (JPEG, PNG, GIF, WebP) in bytes; larger: HTTP 413.",
+        20 << 20,
+        _int(1 << 30),
+    ),
+    Option(
+        "max-voice-bytes",
+        "Largest voice upload (MP3, AAC, M4A) in bytes; larger: HTTP 413.",
+        2 << 20,
+        _int(1 << 30),
+    ),
+    Option(
+        "max-file-bytes",
+        "Largest upload of any other kind (video, files) in bytes; larger: HTTP 413.",
+        50 << 20,
+        _int(1 << 30),
+    ),
+    Option(
+        "media-quota-bytes",
+        "Bytes one user may upload per rolling day; beyond: HTTP 429.",
+        500 << 20,
+        _int(1 << 40, zero=_UNLIMITED),
+    ),
+    Option(
+        "media-grace-hours",
+        "Hours an upload that no message uses is kept before the sweep removes it.",
+        24.0,
+        _float(24 * 365, low=0.01),
+    ),
 )
 
 BY_NAME: dict[str, Option] = {row.name: row for row in TABLE}

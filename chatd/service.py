@@ -217,7 +217,9 @@ class ChatService(MultiService):
 
     log = Logger()
 
-    def __init__(self, factory, store, site, descriptions, reactor, lifecycle=None, extra=()):
+    def __init__(
+        self, factory, store, site, descriptions, reactor, lifecycle=None, extra=(), services=()
+    ):
         super().__init__()
         self.factory = factory
         self.store = store
@@ -237,6 +239,12 @@ class ChatService(MultiService):
         self.listeners.extend(extra)
         for listener in self.listeners:
             listener.setServiceParent(self)
+        #: other parts with a life of their own (e.g. chatd.media.web.Media): started
+        #: before the endpoints listen, stopped once the connections are closed
+        #: (not ``services``: that is MultiService's own list of children)
+        self.parts = list(services)
+        for part in self.parts:
+            part.setServiceParent(self)
 
     def setServiceParent(self, parent):
         super().setServiceParent(parent)
@@ -251,6 +259,8 @@ class ChatService(MultiService):
         # open the store first; its jobs are queued in order, so connections
         # accepted while it is still opening simply wait for it
         opened = defer.maybeDeferred(self.store_service.startService)
+        for part in self.parts:
+            part.startService()
         # bind every endpoint now, before twistd daemonises or reports success:
         # a bind error raises here and twistd exits 1 (also in daemon mode)
         for listener in self.listeners:
@@ -295,6 +305,9 @@ class ChatService(MultiService):
             ]
         )
         yield self.close_connections()
+        yield defer.gatherResults(
+            [defer.maybeDeferred(part.stopService) for part in self.parts if part.running]
+        )
         if self.store_service.running:
             yield self.store_service.stopService()
 

@@ -16,6 +16,7 @@ from chatd.gate import AUTH_MODES, Gate
 from chatd.lifecycle import Lifecycle
 from chatd.login import login_resources
 from chatd.logs import ConnectionLog, LogSettings
+from chatd.media.web import make_media
 from chatd.metrics import MetricsResource, TimedLog, make_registry
 from chatd.notify import Notifier
 from chatd.options import DEFAULT_PORT
@@ -60,6 +61,14 @@ class Options(usage.Options):
                 RedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError(f"--redis: {e}") from e
+        if self["media-s3"] is not None:
+            extras.require("--media-s3")
+            from chatd.media.store import parse_s3_url
+
+            try:
+                parse_s3_url(self["media-s3"])
+            except ValueError as e:
+                raise usage.UsageError(f"--media-s3: {e}") from e
         self["settings"] = options_table.settings_from(self)
         self["gate"] = make_gate(self)
         if self["wechat-appid"]:
@@ -84,8 +93,6 @@ def make_gate(options):
     if secret and public_key:
         raise usage.UsageError("give --jwt-secret or --jwt-public-key, not both")
     verifier = None
-    if public_key:
-        extras.require("--jwt-public-key")
     if secret or public_key:
         try:
             verifier = TokenVerifier(
@@ -194,11 +201,15 @@ def makeService(options, reactor=None):
     else:
         children[b"metrics"] = MetricsResource(registry)
     login = login_resources(options, options["gate"].verifier, reactor)
-    site = build_site(factory, children, login)
+    # /api/media and /media (chatd/media/): needs a token verifier; a child service of
+    # ChatService (its thread pool and sweep start and stop with chatd)
+    media = make_media(options, options["gate"].verifier, reactor)
+    site = build_site(factory, children, login, media)
     logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
     notifier = Notifier(reactor)
     reloader = Reloader(options, factory, logs, api_key, webhooks, notifier, reactor)
     # twistd's own options when run by twistd (None when built in-process)
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
-    return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra)
+    services = [media] if media is not None else []
+    return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra, services)

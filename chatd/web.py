@@ -19,6 +19,7 @@ from twisted.web.static import File
 from chatd.api import ApiResource
 from chatd.httpserver import MAX_BODY, BodyRules, ChatSite
 from chatd.login import MAX_LOGIN_BODY, error_body
+from chatd.media.web import media_children
 
 STATIC = Path(__file__).parent / "static"
 
@@ -77,12 +78,13 @@ class Health(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(factory, children=None, login=None) -> ChatSite:
+def build_site(factory, children=None, login=None, media=None) -> ChatSite:
     """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`).
 
     *children* adds resources to the root (``makeService`` gives ``/readyz``,
     ``/metrics``, ``/api`` and ``/admin``); *login* is ``/api/login``
-    (:func:`chatd.login.login_resources`), which needs no API key.
+    (:func:`chatd.login.login_resources`), which needs no API key; *media* is the
+    :class:`chatd.media.web.Media` service behind ``/api/media`` and ``/media/``.
     """
     websocket = WebSocketResource(factory)
     root = Resource()
@@ -103,6 +105,8 @@ def build_site(factory, children=None, login=None) -> ChatSite:
             root.putChild(b"api", api)
         api.putChild(b"login", login)  # /api/login/wechat needs no API key
         rules.add(b"/api/login/", MAX_LOGIN_BODY, error_body=error_body)
+    if media is not None:
+        media_children(media, root, rules)  # /media/ID and /api/media (chatd/media/web.py)
     settings = factory.settings
     # a whole HTTP request (or upgrade request) must arrive within the handshake
     # timeout, counted from accept however slowly it trickles in (chatd/httpserver.py);

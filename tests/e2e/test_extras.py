@@ -28,19 +28,20 @@ HIDE_AND_RUN = (
             "pip install 'txredisapi'",
         ),
         (
-            "cryptography",
-            ["--jwt-public-key", "key.pem"],
-            "--jwt-public-key needs the Python package PyJWT[crypto], which is not installed: "
-            "pip install 'PyJWT[crypto]'",
+            "boto3",
+            ["--media-s3", "s3://bucket/prefix", "--jwt-secret", "x" * 32],
+            "--media-s3 needs the Python package boto3, which is not installed: "
+            "pip install 'boto3'",
         ),
     ],
-    ids=["redis", "jwt-public-key"],
+    ids=["redis", "media-s3"],
 )
 def test_missing_optional_package_is_one_line_naming_option_and_package(
     tmp_path, module, args, line
 ):
-    """``twistd -n chatd --redis …`` without txredisapi (or ``--jwt-public-key`` without
-    cryptography) exits non-zero with one line naming the option and the package."""
+    """``twistd -n chatd --redis …`` without txredisapi (or ``--media-s3`` without
+    boto3) exits non-zero with one line naming the option and the package. (RS256/ES256
+    keys need cryptography, which autobahn itself requires and imports.)"""
     result = subprocess.run(
         [sys.executable, "-c", HIDE_AND_RUN, module, "-n", "chatd", *args],
         cwd=tmp_path,

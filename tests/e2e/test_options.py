@@ -112,7 +112,7 @@ def test_the_readme_options_table_names_every_option():
     section = text[text.index("## Options") :]
     section = section[: section.index("\n## ", 1)]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
-    named = set(re.findall(r"`--([a-z][a-z-]*)", "\n".join(rows)))
+    named = set(re.findall(r"`--([a-z][a-z0-9-]*)", "\n".join(rows)))
     assert named == set(options.BY_NAME)
 
 

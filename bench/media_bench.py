@@ -1,0 +1,231 @@
+"""Media benchmark: processing cost per image, and upload throughput through a real chatd.
+
+Two measurements, one JSON line each:
+
+* ``process``: :func:`chatd.media.process.inspect` (decode, EXIF-free re-encode,
+  320 px WebP thumbnail, SHA-256) in this process on one thread, for a JPEG of
+  about ``--kb`` KB: milliseconds per image (median and p90), images per
+  CPU-second; and the thumbnail alone (from the decoded image):
+  ``thumb_ms_p50`` / ``thumb_ms_p90``;
+* ``upload``: a ``twistd -n chatd`` child with ``--jwt-secret`` and a fresh
+  ``--media-dir``; ``--uploads`` ``POST /api/media`` of distinct such JPEGs from
+  ``--clients`` concurrent loopback clients: uploads per second, MB/s of
+  request bodies, and the server's CPU seconds per upload (``/proc/<pid>/stat``
+  utime+stime over the run), i.e. uploads per core-second.
+
+    python3 bench/media_bench.py                 # 200 KB images, 60 uploads, 2 clients
+    python3 bench/media_bench.py --quick         # a few seconds
+
+The machine is shared (2 cores, other engineers' tests running): the figures
+are bounded by the box and vary from run to run; CPU seconds per upload is the
+scaling figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SECRET = "media-bench-secret-32-bytes-long!!!!"
+
+
+def _photo(side: int) -> bytes:
+    from PIL import Image, ImageFilter
+
+    im = Image.effect_noise((side, side * 3 // 4), 60).convert("RGB")
+    im = im.filter(ImageFilter.GaussianBlur(1))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def photos_of_about(kb: int, count: int) -> list[bytes]:
+    """*count* distinct photo-like JPEGs (blurred noise) of at least about *kb* KB."""
+    side = 300
+    while len(_photo(side)) < kb * 1024 and side < 4000:
+        side = int(side * 1.05)
+    return [_photo(side) for _ in range(count)]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def bench_process(images: list[bytes]) -> dict:
+    from chatd.media.process import Limits, inspect
+
+    limits = Limits(50 << 20, 50 << 20, 50 << 20)
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start_cpu = time.process_time()
+        for data in images:
+            src = os.path.join(tmp, "in")
+            with open(src, "wb") as f:
+                f.write(data)
+            t0 = time.perf_counter()
+            done = inspect(src, tmp, limits)
+            times.append((time.perf_counter() - t0) * 1000)
+            for p in done.paths():
+                if p != src:
+                    os.unlink(p)
+        cpu = time.process_time() - start_cpu
+        thumbs = []
+        from PIL import Image, ImageOps
+
+        from chatd.media.process import _thumbnail
+
+        for data in images:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                t0 = time.perf_counter()
+                os.unlink(_thumbnail(im, tmp, ImageOps))
+                thumbs.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    thumbs.sort()
+    return {
+        "bench": "process",
+        "images": len(images),
+        "image_kb": round(statistics.mean(len(d) for d in images) / 1024, 1),
+        "ms_p50": round(times[len(times) // 2], 2),
+        "ms_p90": round(times[int(len(times) * 0.9)], 2),
+        "images_per_cpu_s": round(len(images) / cpu, 1),
+        "thumb_ms_p50": round(thumbs[len(thumbs) // 2], 2),
+        "thumb_ms_p90": round(thumbs[int(len(thumbs) * 0.9)], 2),
+    }
+
+
+def start_chatd(media_dir: str):
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
+        "-n",
+        "chatd",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        ":memory:",
+        "--jwt-secret",
+        SECRET,
+        "--media-dir",
+        media_dir,
+        "--media-quota-bytes",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=media_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        match = re.search(r"chatd listening on ws://127\.0\.0\.1:(\d+)/", line)
+        if match:
+            threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
+            return proc, int(match.group(1))
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("chatd did not start")
+
+
+def bench_upload(images: list[bytes], clients: int) -> dict:
+    import jwt
+
+    token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+    with tempfile.TemporaryDirectory() as media_dir:
+        proc, port = start_chatd(media_dir)
+        try:
+            queue = list(enumerate(images))
+            lock = threading.Lock()
+            failures = []
+
+            def worker():
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                while True:
+                    with lock:
+                        if not queue:
+                            break
+                        _, data = queue.pop()
+                    boundary = uuid.uuid4().hex
+                    body = (
+                        (
+                            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                            f'filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+                        ).encode()
+                        + data
+                        + f"\r\n--{boundary}--\r\n".encode()
+                    )
+                    conn.request(
+                        "POST",
+                        "/api/media",
+                        body,
+                        {
+                            "Content-Type": f"multipart/form-data; boundary={boundary}",
+                            "Authorization": f"Bearer {token}",
+                        },
+                    )
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status != 201:
+                        failures.append(resp.status)
+                conn.close()
+
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            threads = [threading.Thread(target=worker) for _ in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    total = sum(len(d) for d in images)
+    return {
+        "bench": "upload",
+        "uploads": len(images),
+        "clients": clients,
+        "failures": len(failures),
+        "image_kb": round(total / len(images) / 1024, 1),
+        "uploads_per_s": round(len(images) / wall, 1),
+        "mb_per_s": round(total / wall / 1e6, 2),
+        "server_cpu_ms_per_upload": round(cpu / len(images) * 1000, 2),
+        "uploads_per_core_s": round(len(images) / cpu, 1) if cpu else None,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kb", type=int, default=200, help="image size in KB (about)")
+    parser.add_argument("--images", type=int, default=40, help="images for the process bench")
+    parser.add_argument("--uploads", type=int, default=60)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.uploads = 5, 6
+    # distinct pictures (noise differs each time): every upload stores new objects
+    images = photos_of_about(args.kb, max(args.images, args.uploads))
+    print(json.dumps(bench_process(images[: args.images])), flush=True)
+    print(json.dumps(bench_upload(images[: args.uploads], args.clients)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

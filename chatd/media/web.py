@@ -1,0 +1,610 @@
+"""The media HTTP endpoints and :class:`Media`, which ties the media parts together.
+
+==========  =====================  ==================================================
+method      path                   what
+==========  =====================  ==================================================
+POST        /api/media             upload one file (multipart/form-data, a file field);
+                                   ``Authorization: Bearer <token>``
+GET         /api/media/ID          the upload's metadata with fresh signed URLs (owner only)
+GET, HEAD   /media/ID?e=&s=        the stored file (signed URL; Range, ETag)
+GET, HEAD   /media/ID/thumb?e=&s=  its thumbnail (images)
+==========  =====================  ==================================================
+
+Errors are ``{"error": code, "message": text}`` (docs/api.md, "Media"). Bytes
+are served with ``X-Content-Type-Options: nosniff``, a sandboxing
+``Content-Security-Policy`` and the type chatd sniffed -- never one from the
+client, never HTML or SVG: anything that is not a JPEG, PNG, GIF, WebP, MP3,
+AAC, M4A or MP4 is ``application/octet-stream`` with ``Content-Disposition:
+attachment``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from urllib.parse import quote
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from chatd.auth import AuthError, header_token
+from chatd.httpserver import Refusal, flat_error
+from chatd.media import sweep as sweeping
+from chatd.media.meta import MediaMeta, QuotaExceeded
+from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
+from chatd.media.process import Limits, Refused, inspect
+from chatd.media.signing import Signer
+from chatd.media.sniff import FILE
+
+#: room for the multipart framing around the file in the /api/media body limit
+MULTIPART_SLACK = 64 * 1024
+#: bytes read from the store per write when serving
+SERVE_CHUNK = 256 * 1024
+#: seconds an upload's body may take once its headers are in (instead of --handshake-timeout)
+UPLOAD_SECONDS = 300.0
+#: threads of the media pool (decoding is CPU-bound: keep it small)
+THREADS = 2
+_NAME_JUNK = re.compile(r"[\x00-\x1f\x7f/\\]")
+_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+_CSP = b"default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+
+
+class MediaError(Exception):
+    """An error answer: HTTP *status*, error *code*, *message*."""
+
+    def __init__(self, status: int, code: str, message: str, headers=()):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = tuple(headers)
+
+
+def parse_range(header: bytes | None, size: int):
+    """A ``Range`` header against an object of *size* bytes.
+
+    None: serve it whole (no header, another unit, several ranges);
+    ``(start, stop)`` (stop exclusive): one satisfiable range; ``"unsatisfiable"``.
+    """
+    if not header:
+        return None
+    unit, _, spec = header.decode("latin-1").partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            if not last.isdigit() or int(last) == 0:
+                return "unsatisfiable"
+            return max(0, size - int(last)), size
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        start = int(first)
+        stop = min(size, int(last) + 1) if last else size
+    except ValueError:
+        return None
+    if start >= size or stop <= start:
+        return "unsatisfiable"
+    return start, stop
+
+
+def clean_name(name: str | None) -> str | None:
+    """The uploaded file's name as shown: no control characters or slashes, 255 at most."""
+    if not name:
+        return None
+    name = _NAME_JUNK.sub("", name).strip()[:255]
+    return name or None
+
+
+class Media(Service):
+    """Uploads, storage, signed serving and the sweep (see :mod:`chatd.media`).
+
+    *store* is an :class:`chatd.media.store.IMediaStore`; *directory* holds the
+    temporary files and the metadata file (made on first use); *verifier* the
+    :class:`chatd.auth.TokenVerifier`; *clock* drives the sweep.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store,
+        directory: str,
+        signer: Signer,
+        verifier,
+        limits: Limits,
+        quota: int = 0,
+        grace: float = 86400.0,
+        reactor=None,
+        clock=None,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = store
+        self.directory = os.path.abspath(directory)
+        self.tmp = os.path.join(self.directory, "tmp")
+        self.db_path = os.path.join(self.directory, "media.sqlite3")
+        self.signer = signer
+        self.verifier = verifier
+        self.limits = limits
+        self.quota = quota
+        self.grace = grace
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.pool = ThreadPool(0, THREADS, "chatd-media")
+        self._meta: MediaMeta | None = None
+        self._sweeper = task.LoopingCall(self.sweep)
+        self._sweep_lock = defer.DeferredLock()
+        self._sweeper.clock = self.clock
+
+    # lifecycle
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+        self._sweeper.start(sweeping.INTERVAL, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._sweeper.running:
+            self._sweeper.stop()
+        self.pool.stop()
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+
+    def run(self, f, *args):
+        """Call ``f(*args)`` in the media thread pool: a Deferred."""
+        return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+    def meta(self) -> MediaMeta:
+        """The metadata table, opened (and the directory made) on first use; blocking."""
+        if self._meta is None:
+            os.makedirs(self.tmp, exist_ok=True)
+            self._meta = MediaMeta(self.db_path)
+        return self._meta
+
+    # the resource tree
+
+    def body_limit(self) -> int:
+        """The body limit of ``/api/media``: the largest per-kind limit plus framing."""
+        return self.limits.largest + MULTIPART_SLACK
+
+    def identity(self, authorization):
+        """The uploader; :class:`MediaError` 401 without a good token."""
+        try:
+            token = header_token(authorization)
+            if token is None:
+                raise AuthError("a token is required: Authorization: Bearer <token>")
+            return self.verifier.verify(token)
+        except AuthError as e:
+            raise MediaError(401, "unauthorized", e.reason) from None
+
+    def precheck(self, method: bytes, headers) -> None:
+        """Refuse a request without a good token before any body byte is read."""
+        values = headers.getRawHeaders(b"authorization")
+        try:
+            self.identity(values[-1] if values else None)
+        except MediaError as e:
+            raise Refusal(e.status, e.code, e.message, [(b"WWW-Authenticate", b"Bearer")]) from None
+
+    # uploads
+
+    @defer.inlineCallbacks
+    def upload(self, identity, content, content_type: str | None):
+        """Take the multipart body *content* (a file) from *identity*: the answer dict."""
+        try:
+            boundary = boundary_of(content_type)
+        except BadForm as e:
+            raise MediaError(400, "bad_request", str(e)) from None
+        yield self.run(self.meta)
+        made = []
+        try:
+            try:
+                path, name, size = yield self.run(
+                    extract_file, content, boundary, self.tmp, self.limits.largest
+                )
+            except BadForm as e:
+                raise MediaError(400, "bad_request", str(e)) from None
+            except TooLarge:
+                raise MediaError(413, "too_large", self._too_large()) from None
+            made.append(path)
+            if self.quota:
+                used = yield self.run(self._meta.used, identity.user, self.clock.seconds())
+                if used + size > self.quota:
+                    raise self._over_quota()
+            try:
+                done = yield self.run(inspect, path, self.tmp, self.limits)
+            except Refused as e:
+                raise MediaError(e.status, e.code, e.message) from None
+            made.extend(p for p in done.paths() if p not in made)
+            row = {
+                "id": secrets.token_urlsafe(16),
+                "owner": identity.user,
+                "kind": done.kind,
+                "mime": done.mime,
+                "name": clean_name(name),
+                "size": done.size,
+                "width": done.width,
+                "height": done.height,
+                "duration_ms": done.duration_ms,
+                "sha256": done.sha256,
+                "thumb_sha256": done.thumb_sha256,
+                "thumb_size": done.thumb_size,
+                "created": self.clock.seconds(),
+            }
+            try:
+                yield self.run(self._meta.record, row, self.quota)
+            except QuotaExceeded:
+                raise self._over_quota() from None
+            try:
+                yield self.run(self._put, done)
+            except Exception:
+                yield self.run(self._meta.remove, row["id"])
+                raise
+        finally:
+            for p in made:
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        self.log.info(
+            "media {id} uploaded by {user}: {kind} {mime}, {size} bytes",
+            id=row["id"],
+            user=identity.user,
+            kind=row["kind"],
+            mime=row["mime"],
+            size=row["size"],
+        )
+        return self.describe(row)
+
+    def _put(self, done) -> None:
+        self.store.put(done.sha256, done.path)
+        if done.thumb_path:
+            self.store.put(done.thumb_sha256, done.thumb_path)
+
+    def _too_large(self) -> str:
+        lim = self.limits
+        return f"uploads may have at most {lim.image} (image), {lim.voice} (voice), {lim.file} (other) bytes"
+
+    def _over_quota(self) -> MediaError:
+        return MediaError(
+            429,
+            "quota_exceeded",
+            f"uploads are limited to {self.quota} bytes per user and day",
+            [(b"Retry-After", b"3600")],
+        )
+
+    def describe(self, row: dict) -> dict:
+        """The JSON answer for an upload, with URLs signed from now."""
+        now = self.clock.seconds()
+        answer = {
+            "media_id": row["id"],
+            "kind": row["kind"],
+            "mime": row["mime"],
+            "size": row["size"],
+            "url": self.signer.url(row["id"], "", now),
+            "expires": int(now + self.signer.ttl),
+        }
+        for field in ("name", "width", "height", "duration_ms"):
+            if row.get(field) is not None:
+                answer[field] = row[field]
+        if row.get("thumb_sha256"):
+            answer["thumb"] = {"mime": "image/webp", "size": row["thumb_size"]}
+            answer["thumb_url"] = self.signer.url(row["id"], "thumb", now)
+        return answer
+
+    @defer.inlineCallbacks
+    def owned(self, identity, media_id: str):
+        """``GET /api/media/ID``: fresh URLs for the owner; 404 for anyone else."""
+        row = yield self._row(media_id)
+        if row is None or row["owner"] != identity.user:
+            raise MediaError(404, "not_found", "no such media")
+        return self.describe(row)
+
+    def _row(self, media_id: str):
+        if not _ID.fullmatch(media_id):
+            return defer.succeed(None)
+        if self._meta is None and not os.path.exists(self.db_path):
+            return defer.succeed(None)
+        return self.run(lambda: self.meta().get(media_id))
+
+    # the sweep
+
+    def sweep(self):
+        """Remove unattached uploads past the grace period (:mod:`chatd.media.sweep`);
+        fires with how many. One sweep at a time: a call while one runs (the periodic
+        one, say) waits for it, then sweeps."""
+        return self._sweep_lock.run(self._sweep)
+
+    @defer.inlineCallbacks
+    def _sweep(self):
+        if self._meta is None and not os.path.exists(self.db_path):
+            return 0
+        now = self.clock.seconds()
+        try:
+            meta = yield self.run(self.meta)
+            rows = yield self.run(meta.unattached_before, now - self.grace)
+            removed = 0
+            for media_id in sweeping.to_remove(rows, now, self.grace):
+                keys = yield self.run(meta.remove, media_id)
+                for key in keys:
+                    yield self.run(self.store.delete, key)
+                removed += 1
+        except Exception:
+            self.log.failure("media sweep failed")
+            return 0
+        if removed:
+            self.log.info("media sweep removed {count} unattached uploads", count=removed)
+        return removed
+
+
+def _send_json(request, status: int, body: dict, headers=()) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    for name, value in headers:
+        request.setHeader(name, value)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _answer(request, d):
+    """Finish *request* with the JSON *d* fires with, or its :class:`MediaError`."""
+
+    def ok(result):
+        status, body = result
+        if not request._disconnected:
+            request.write(_send_json(request, status, body))
+            request.finish()
+
+    def failed(failure):
+        if failure.check(MediaError):
+            e = failure.value
+        else:
+            Media.log.failure("media request {uri} failed", failure, uri=request.uri)
+            e = MediaError(503, "unavailable", "the media store failed; try again")
+        if not request._disconnected:
+            request.write(_send_json(request, e.status, flat_error(e.code, e.message), e.headers))
+            request.finish()
+
+    d.addCallbacks(ok, failed)
+    return NOT_DONE_YET
+
+
+class UploadResource(Resource):
+    """``/api/media`` (POST: upload) and ``/api/media/ID`` (GET: metadata, owner only)."""
+
+    isLeaf = True
+
+    def __init__(self, media: Media):
+        super().__init__()
+        self.media = media
+
+    def render(self, request):
+        parts = [p for p in request.postpath if p]
+        try:
+            identity = self.media.identity(request.getHeader(b"authorization"))
+            if request.method == b"POST" and not parts:
+                d = self.media.upload(identity, request.content, request.getHeader(b"content-type"))
+                d.addCallback(lambda body: (201, body))
+            elif request.method in (b"GET", b"HEAD") and len(parts) == 1:
+                d = self.media.owned(identity, parts[0].decode("utf-8", "replace"))
+                d.addCallback(lambda body: (200, body))
+            elif parts:
+                raise MediaError(405, "bad_request", "only GET is allowed on /api/media/ID")
+            else:
+                raise MediaError(405, "bad_request", "only POST is allowed on /api/media")
+        except MediaError as e:
+            extra = [(b"www-authenticate", b"Bearer")] if e.status == 401 else []
+            return _send_json(request, e.status, flat_error(e.code, e.message), extra)
+        return _answer(request, d)
+
+
+@implementer(IPushProducer)
+class _Pacer:
+    """Backpressure for a streamed response: :meth:`ready` waits while the client is slow."""
+
+    def __init__(self):
+        self.paused = False
+        self.stopped = False
+        self._waiting = None
+
+    def ready(self):
+        if not self.paused:
+            return defer.succeed(None)
+        self._waiting = defer.Deferred()
+        return self._waiting
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.callback(None)
+
+    def stopProducing(self):
+        self.stopped = True
+        self.resumeProducing()
+
+
+class ServeResource(Resource):
+    """``/media/ID`` and ``/media/ID/thumb``: signed, expiring, Range-aware."""
+
+    isLeaf = True
+
+    def __init__(self, media: Media):
+        super().__init__()
+        self.media = media
+
+    def render_GET(self, request):
+        parts = [p.decode("utf-8", "replace") for p in request.postpath]
+        if len(parts) == 1 or (len(parts) == 2 and parts[1] == "thumb"):
+            media_id, variant = parts[0], (parts[1] if len(parts) == 2 else "")
+        else:
+            return _send_json(request, 404, flat_error("not_found", "no such media"))
+        arg = request.args.get
+        expires = (arg(b"e") or [b""])[0].decode("latin-1")
+        sig = (arg(b"s") or [b""])[0].decode("latin-1")
+        reason = self.media.signer.check(
+            media_id, variant, expires, sig, self.media.clock.seconds()
+        )
+        if reason is not None:
+            return _send_json(request, 403, flat_error("bad_signature", reason))
+        d = self.media._row(media_id)
+        d.addCallback(self._serve, request, variant, int(expires))
+        d.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+    @defer.inlineCallbacks
+    def _serve(self, row, request, variant, expires):
+        media = self.media
+        key = row and (row["thumb_sha256"] if variant else row["sha256"])
+        if not key:
+            raise MediaError(404, "not_found", "no such media")
+        mime = "image/webp" if variant else row["mime"]
+        size = row["thumb_size"] if variant else row["size"]
+        etag = f'"{key}"'.encode()
+        max_age = max(0, expires - int(media.clock.seconds()))
+        request.setHeader(b"etag", etag)
+        request.setHeader(b"cache-control", b"private, max-age=%d, immutable" % max_age)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", _CSP)
+        request.setHeader(b"accept-ranges", b"bytes")
+        if row["kind"] == FILE and not variant:
+            name = row["name"] or "file"
+            request.setHeader(
+                b"content-disposition",
+                f"attachment; filename*=UTF-8''{quote(name, safe='')}".encode("ascii"),
+            )
+        else:
+            request.setHeader(b"content-disposition", b"inline")
+        if request.getHeader(b"if-none-match") == etag:
+            request.setResponseCode(304)
+            request.finish()
+            return
+        wanted = parse_range(request.getHeader(b"range"), size)
+        if wanted == "unsatisfiable":
+            request.setResponseCode(416)
+            request.setHeader(b"content-range", b"bytes */%d" % size)
+            request.setHeader(b"content-type", b"application/json")
+            request.write(
+                json.dumps(flat_error("bad_range", "the range is outside the file")).encode()
+            )
+            request.finish()
+            return
+        start, stop = wanted if wanted is not None else (0, size)
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (start, stop - 1, size))
+        request.setHeader(b"content-type", mime.encode("ascii"))
+        request.setHeader(b"content-length", b"%d" % (stop - start))
+        if request.method == b"HEAD":
+            request.finish()
+            return
+        pacer = _Pacer()
+        request.registerProducer(pacer, True)
+        try:
+            offset = start
+            while offset < stop and not pacer.stopped and not request._disconnected:
+                end = min(stop, offset + SERVE_CHUNK)
+                data = yield media.run(media.store.open_range, key, offset, end)
+                if pacer.stopped or request._disconnected:
+                    break
+                request.write(data)
+                offset = end
+                yield pacer.ready()
+        finally:
+            if not request._disconnected:
+                request.unregisterProducer()
+                if offset >= stop:
+                    request.finish()
+                else:
+                    request.loseConnection()
+
+    def _failed(self, failure, request):
+        if request._disconnected or request.finished:
+            return
+        if request.startedWriting:
+            Media.log.failure("serving media {uri} failed", failure, uri=request.uri)
+            request.loseConnection()
+            return
+        if failure.check(MediaError):
+            e = failure.value
+        elif failure.check(KeyError):
+            e = MediaError(404, "not_found", "the media's bytes are gone")
+        else:
+            Media.log.failure("serving media {uri} failed", failure, uri=request.uri)
+            e = MediaError(503, "unavailable", "the media store failed; try again")
+        request.write(_send_json(request, e.status, flat_error(e.code, e.message)))
+        request.finish()
+
+
+def make_media(options, verifier, reactor=None) -> Media | None:
+    """The :class:`Media` the options describe, or None without a token verifier
+    (uploads need a token: anonymous uploads are refused)."""
+    if verifier is None:
+        return None
+    from chatd.media.signing import derive_key
+    from chatd.media.store import LocalStore, S3Store
+
+    key = options.get("media-url-key") or os.environ.get("CHATD_MEDIA_URL_KEY")
+    if key:
+        url_key = key.encode()
+    elif verifier.secret:
+        url_key = derive_key(verifier.secret)
+    else:
+        url_key = secrets.token_bytes(32)
+        Media.log.warn(
+            "no --media-url-key: media URLs are signed with a random key and die on restart"
+        )
+    directory = options.get("media-dir") or "chatd-media"
+    s3 = options.get("media-s3")
+    store = S3Store(s3) if s3 else LocalStore(directory)
+    return Media(
+        store,
+        directory,
+        Signer(url_key, options.get("media-url-ttl") or 3600.0),
+        verifier,
+        Limits(
+            options.get("max-image-bytes") or 20 << 20,
+            options.get("max-voice-bytes") or 2 << 20,
+            options.get("max-file-bytes") or 50 << 20,
+        ),
+        quota=options.get("media-quota-bytes") or 0,
+        grace=(options.get("media-grace-hours") or 24.0) * 3600.0,
+        reactor=reactor,
+    )
+
+
+def media_children(media: Media, root: Resource, rules) -> None:
+    """Put ``/media`` and ``/api/media`` into *root* and the ``/api/media`` row into *rules*."""
+    root.putChild(b"media", ServeResource(media))
+    api = root.children.get(b"api")
+    if api is None:
+        api = Resource()
+        root.putChild(b"api", api)
+    api.putChild(b"media", UploadResource(media))
+    # the token is checked from the headers, before any body byte is read; the body
+    # (spooled to a temporary file by twisted.web) is not parsed into request.args
+    rules.add(
+        b"/api/media/",
+        media.body_limit(),
+        media.precheck,
+        parse_form=False,
+        body_timeout=UPLOAD_SECONDS,
+    )
