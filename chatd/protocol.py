@@ -45,6 +45,8 @@ _HANDSHAKE_ONLY = (
     "http_request_host",
     "_wskey",
     "websocket_extensions",
+    "websocket_origin",
+    "websocket_protocols",
     # what the handshake found out for Chat.open (the session holds it after)
     "_mode",
     "_requested_name",
@@ -118,10 +120,11 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
     _requested_name = None
     _resume = None
     _identity = None
-    _opened = False
-    _admitted = False
+    #: the client's address once the gate admitted it (None: nothing to release)
     _ip = None
     _expiry = None
+    #: autobahn's list of negotiated extensions, for a connection without any (see _compact)
+    websocket_extensions_in_use = ()
 
     @property
     def last_seen(self) -> float:
@@ -138,13 +141,13 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         gate = self.factory.gate
         headers = request.headers
         tokens = request.params.get("token")
-        self._ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
+        ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
         try:
             token = gate.token_from(tokens[0] if tokens else None, headers.get("authorization"))
-            self._identity = gate.admit(self._ip, headers.get("origin"), token)
+            self._identity = gate.admit(ip, headers.get("origin"), token)
         except Refused as e:
             raise ConnectionDeny(e.status, e.reason) from None
-        self._admitted = True
+        self._ip = ip
         try:
             chosen = self._choose_mode(request)
         except ConnectionDeny:
@@ -176,11 +179,12 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         return chosen, {"Sec-WebSocket-Extensions": agreed.response}
 
     def _release(self):
-        if self._admitted:
-            self._admitted = False
+        ip = self._ip
+        if ip is not None:
+            self._ip = None
             session = self.session
             identity = self._identity if session is None else session.identity
-            self.factory.gate.release(self._ip, identity)
+            self.factory.gate.release(ip, identity)
 
     def _choose_mode(self, request):
         if not request.protocols:
@@ -220,12 +224,16 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         # autobahn's send queue serves chopped or synchronous sends, which chatd
         # never asks for; an empty tuple answers its len() checks
         d["send_queue"] = ()
+        # the extensions list is filled during the handshake only; none in use: the
+        # class's empty tuple answers for it
+        if not d.get("websocket_extensions_in_use", True):
+            del d["websocket_extensions_in_use"]
+        # (the dict is repacked to its size: 21 keys or fewer fit the small table)
         self.__dict__ = dict(d)
 
     def onOpen(self):
         handshake = (self._mode, self._requested_name, self._identity, self._resume)
         self._compact()
-        self._opened = True
         self.start_writing()
         self.factory.track(self)
         session = self.session = self.factory.chat.open(self, *handshake)
@@ -261,10 +269,10 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        if self._opened:
-            self._opened = False
+        session = self.__dict__.pop("session", None)
+        if session is not None:  # it was opened: the realm lets go of it, once
             self.factory.untrack(self)
-            self.factory.chat.close(self.session)
+            self.factory.chat.close(session)
 
     # IChatClient
 
