@@ -3,8 +3,10 @@
 :class:`Chat` receives what connections say and decides who gets what. It
 talks to the world only through three seams:
 
-* connections (:class:`chatd.interfaces.IChatClient`): ``user``, ``name``,
-  ``send(payload)``, ``close(code, reason)``;
+* connections (:class:`chatd.interfaces.IChatClient`): ``send(payload)``,
+  ``close(code, reason)``; :meth:`Chat.open` makes each one's
+  :class:`chatd.session.Session` (:class:`chatd.interfaces.ISession`), the one
+  object that holds the connection's chat state;
 * the fan-out (:class:`chatd.interfaces.IFanout`, :class:`chatd.fanout.Fanout` in a server):
   sends one pre-encoded frame to many connections;
 * the history store (:class:`chatd.store.IHistoryStore`), read for replay and
@@ -25,12 +27,13 @@ from collections import Counter
 from twisted.logger import Logger
 
 from chatd import errors, wire
-from chatd.anonymous import AnonymousNames, AnonymousSession
+from chatd.anonymous import AnonymousNames
 from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
 from chatd.fanout import SLOW_CONSUMER
 from chatd.hub import LOBBY, Hub
 from chatd.limits import RateLimiter
 from chatd.replay import Replayer
+from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel
@@ -75,8 +78,8 @@ class Chat:
         self.hub = Hub()
         #: join replays and history reads: paged, paced by each client (chatd.replay)
         self.replayer = Replayer(self)
-        #: session id -> live connection (relay and chatd.v1)
-        self.sessions: dict[str, object] = {}
+        #: session id -> open session (relay and chatd.v1)
+        self.sessions: dict[str, Session] = {}
         self.store = store
         self.fanout = fanout
         self.settings = settings
@@ -85,11 +88,9 @@ class Chat:
         #: anonymous sessions (relay guests included): live ones by display name, and
         #: released ones their resume secret may still take back (chatd.anonymous)
         self.names = AnonymousNames()
-        #: session id -> the anonymous session of that connection
-        self._anonymous: dict[str, AnonymousSession] = {}
-        #: session id -> frames held while the cluster has not yet confirmed the
-        #: connection's name (see open)
-        self._opening: dict[str, list] = {}
+        #: the sessions whose name the cluster has not yet confirmed (see open; their
+        #: held frames are the sessions' own)
+        self._opening: dict[Session, None] = {}
         #: anonymous user ids are this prefix + the name; "~" while tokens are
         #: accepted, so no anonymous name can pass for a token's user
         self.anonymous_prefix = anonymous_prefix
@@ -99,8 +100,8 @@ class Chat:
         )
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
         #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
-        #: (conn), ``online``/``offline`` (user, mode: first/last connection of a user),
-        #: ``error`` (conn, code) and committed ``message``/``dm`` (message, to)
+        #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
+        #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
         self.observers: list = []
         broker.attach(self)
         directory.attach(self)
@@ -124,15 +125,17 @@ class Chat:
             if name not in self.names:
                 return name
 
-    def open(self, conn, requested_name: str | None, identity=None, resume=None) -> None:
-        """A connection finished its handshake.
+    def open(self, client, mode: str, requested_name: str | None, identity=None, resume=None):
+        """A connection (*client*, :class:`chatd.interfaces.IChatClient`) finished its
+        handshake in *mode*: returns its :class:`chatd.session.Session`, which the
+        connection hands to every later call (:meth:`relay`, :meth:`receive`, :meth:`close`).
 
         A connection with a verified token (*identity*) is that user; a user may
         have several connections. Anonymous relay connections join the lobby
         under a guest name. Anonymous chatd.v1 connections get the name they
         asked for (or a guest name) and a ``welcome``; a bad name, or one held
         by a live connection that did not give its ``resume`` secret, gets an
-        error and a close.
+        error and a close (the session is ``REFUSED``).
 
         When the directory has to confirm the name cluster-wide, the connection
         gets its ``welcome`` at once, but it is not registered (it receives
@@ -140,170 +143,185 @@ class Chat:
         until the claim is confirmed; a name taken on another node then closes it
         with ``name_taken`` and the held frames are dropped.
         """
-        self.stats.connections_opened[conn.mode] += 1
+        self.stats.connections_opened[mode] += 1
         now = self.clock.seconds()
-        conn.identity = identity
+        session = Session(secrets.token_hex(8), mode, client, identity, now)
         anonymous = None
         if identity is not None:
-            conn.user, conn.name = identity.user, identity.name
-        elif conn.mode == V1 and requested_name:
+            session.user, session.name = identity.user, identity.name
+        elif mode == V1 and requested_name:
             if not wire.valid_name(requested_name):
-                return self._refuse(conn, errors.BadName("names are 1-32 letters, digits or _ - ."))
+                self._refuse(session, errors.BadName("names are 1-32 letters, digits or _ - ."))
+                return session
             anonymous = self.names.claim(requested_name, resume, now)
             if anonymous is None:
-                return self._refuse(
-                    conn, errors.NameTaken(f"the name {requested_name!r} is in use")
-                )
+                self._refuse(session, errors.NameTaken(f"the name {requested_name!r} is in use"))
+                return session
         else:
             anonymous = self.names.claim(self._guest_name(), None, now, resumable=False)
         if anonymous is not None:
-            self._anonymous[conn.session] = anonymous
-            conn.name = anonymous.name
-            conn.user = self.anonymous_prefix + anonymous.name
-        conn.bucket, conn.strikes = self.limiter.connection(now)
-        self.limiter.add_user(conn.user, now)
-        self.sessions[conn.session] = conn
-        if conn.mode == RELAY:
-            if self.hub.connect_relay(conn):
-                self.directory.joined(LOBBY, conn.user, conn.session)
-            self._emit("connect", conn=conn)
-            self._emit("online", user=conn.user, mode=RELAY)
-            return
-        claim = self.directory.connected(conn, anonymous.epoch if anonymous else None)
+            session.anonymous = anonymous
+            session.name = anonymous.name
+            session.user = self.anonymous_prefix + anonymous.name
+        session.bucket, session.strikes = self.limiter.connection(now)
+        self.limiter.add_user(session.user, now)
+        self.sessions[session.id] = session
+        if mode == RELAY:
+            session.state = LIVE
+            if self.hub.connect_relay(session):
+                self.directory.joined(LOBBY, session.user, session.id)
+            self._emit("connect", session=session)
+            self._emit("online", user=session.user, mode=RELAY)
+            return session
+        claim = self.directory.connected(session, anonymous.epoch if anonymous else None)
         if claim is None:
-            self._admit(conn)
-            self._welcome(conn)
-            return
-        self._welcome(conn)
-        self._opening[conn.session] = []
-        claim.addCallbacks(self._claimed, self._claim_failed, (conn,), None, (conn,))
+            self._admit(session)
+            self._welcome(session)
+            return session
+        self._welcome(session)
+        session.held = []
+        self._opening[session] = None
+        claim.addCallbacks(self._claimed, self._claim_failed, (session,), None, (session,))
+        return session
 
-    def _welcome(self, conn) -> None:
+    def _welcome(self, session) -> None:
         s = self.settings
-        anonymous = self._anonymous.get(conn.session)
-        conn.send(
+        anonymous = session.anonymous
+        session.send(
             wire.frame(
                 "welcome",
-                user=conn.user,
-                name=conn.name,
-                session=conn.session,
+                user=session.user,
+                name=session.name,
+                session=session.id,
                 protocol=V1,
                 server=self.server,
                 max_text_length=s.max_text_length,
                 max_message_size=s.max_message_size,
                 ping_interval=s.ping_interval,
                 max_rooms=s.max_rooms,
-                authenticated=conn.identity is not None,
+                authenticated=session.identity is not None,
                 **({} if anonymous is None else {"resume": anonymous.secret}),
             )
         )
 
-    def _admit(self, conn) -> None:
-        """Register a chatd.v1 connection: from now on it receives its user's DMs."""
-        self.hub.connect(conn)
-        self._emit("connect", conn=conn)
-        if len(self.hub.connections.get(conn.user, ())) == 1:
-            self._emit("online", user=conn.user, mode=V1)
+    def _admit(self, session) -> None:
+        """Register a chatd.v1 session: from now on it receives its user's DMs."""
+        session.state = LIVE
+        self.hub.connect(session)
+        self._emit("connect", session=session)
+        if len(self.hub.connections.get(session.user, ())) == 1:
+            self._emit("online", user=session.user, mode=V1)
 
-    def _claimed(self, result, conn) -> None:
-        """The cluster answered a connection's name claim (see open)."""
-        held = self._opening.pop(conn.session, None)
-        if held is None or self.sessions.get(conn.session) is not conn:
+    def _unhold(self, session):
+        """End *session*'s wait for its name claim; returns the frames it held (None:
+        it was not waiting, e.g. closed meanwhile)."""
+        held, session.held = session.held, None
+        self._opening.pop(session, None)
+        return held
+
+    def _claimed(self, result, session) -> None:
+        """The cluster answered a session's name claim (see open)."""
+        held = self._unhold(session)
+        if held is None or self.sessions.get(session.id) is not session:
             return  # closed meanwhile
-        anonymous = self._anonymous.get(conn.session)
+        anonymous = session.anonymous
         if result == TAKEN:
             # (its session stays resumable here: the epoch check of the next claim
             # tells whether the other node's holder came in between)
-            err = errors.NameTaken(f"the name {conn.user!r} is in use on another node")
-            return self.send_error(conn, err)
+            err = errors.NameTaken(f"the name {session.user!r} is in use on another node")
+            return self.send_error(session, err)
         if result == SUPERSEDED and anonymous is not None:
             anonymous.restart()  # another node gave the name to someone else meanwhile
-        self._admit(conn)
+        self._admit(session)
         for payload, is_binary in held:
-            if not self._live(conn):
+            if not self._live(session):
                 break
-            self.receive(conn, payload, is_binary)
+            self.receive(session, payload, is_binary)
 
-    def _claim_failed(self, failure, conn) -> None:
+    def _claim_failed(self, failure, session) -> None:
         """The cluster could not be asked (Redis down): a token user is admitted, an
         anonymous name is refused (``unavailable``, close 1013) rather than risk
         two holders of one name."""
-        self.log.warn("name claim for {user} failed: {e}", user=conn.user, e=failure.value)
-        if conn.session not in self._anonymous:
-            return self._claimed(CLAIMED, conn)
-        if self._opening.pop(conn.session, None) is None or not self._live(conn):
+        self.log.warn("name claim for {user} failed: {e}", user=session.user, e=failure.value)
+        if session.anonymous is None:
+            return self._claimed(CLAIMED, session)
+        if self._unhold(session) is None or not self._live(session):
             return
-        self.send_error(conn, errors.Unavailable("the name cannot be checked now; reconnect later"))
-        conn.close(TRY_AGAIN_LATER, "try again later")
+        self.send_error(
+            session, errors.Unavailable("the name cannot be checked now; reconnect later")
+        )
+        session.close(TRY_AGAIN_LATER, "try again later")
 
     def opening_users(self) -> set[str]:
-        """Users with a connection here whose name claim the cluster has not answered."""
-        return {self.sessions[s].user for s in self._opening if s in self.sessions}
+        """Users with a session here whose name claim the cluster has not answered."""
+        return {session.user for session in self._opening}
 
     def holds(self, user: str) -> bool:
         """True while *user* has a connection on this node (confirmed or not yet)."""
         return self.hub.is_online(user) or user in self.opening_users()
 
-    def _live(self, conn) -> bool:
-        """True while *conn* is open and registered: its requests may still take effect."""
-        return conn.active and self.sessions.get(conn.session) is conn
+    def _live(self, session) -> bool:
+        """True while *session* is open and registered: its requests may still take effect."""
+        return session.active and self.sessions.get(session.id) is session
 
-    def _refuse(self, conn, error: errors.ChatError) -> None:
-        conn.user = None
-        self.send_error(conn, error)
+    def _refuse(self, session, error: errors.ChatError) -> None:
+        session.state = REFUSED
+        self.send_error(session, error)
 
-    def close(self, conn) -> None:
+    def close(self, session) -> None:
         """A connection went away: it leaves every room, its name is free again."""
-        if conn.user is None:
+        state = session.state
+        if state is REFUSED or state is CLOSED:
             return
-        anonymous = self._anonymous.pop(conn.session, None)
+        session.state = CLOSED
+        anonymous = session.anonymous
         if anonymous is not None:
+            session.anonymous = None
             self.names.release(anonymous, self.clock.seconds())
-        self._opening.pop(conn.session, None)
-        self.limiter.remove_user(conn.user)
-        self.sessions.pop(conn.session, None)
-        # a connection whose name the cluster never confirmed was never announced
-        admitted = conn in self.hub.relays or conn in self.hub.connections.get(conn.user, ())
-        self.replayer.cancel(conn)
-        for room in self.hub.disconnect(conn):
-            self.directory.left(room, conn.user, conn.session)
-        self.directory.disconnected(conn, conn.user)
-        if admitted:
-            self._emit("disconnect", conn=conn)
-            if not self.hub.is_online(conn.user):
-                self._emit("offline", user=conn.user, mode=conn.mode)
+        self._unhold(session)
+        self.limiter.remove_user(session.user)
+        self.sessions.pop(session.id, None)
+        self.replayer.cancel(session)
+        for room in self.hub.disconnect(session):
+            self.directory.left(room, session.user, session.id)
+        self.directory.disconnected(session, session.user)
+        # a session whose name the cluster never confirmed was never announced
+        if state is LIVE:
+            self._emit("disconnect", session=session)
+            if not self.hub.is_online(session.user):
+                self._emit("offline", user=session.user, mode=session.mode)
 
     # incoming frames
 
-    def relay(self, conn, payload: bytes, is_binary: bool) -> None:
+    def relay(self, session, payload: bytes, is_binary: bool) -> None:
         """A relay client's frame: verbatim to every other relay client.
 
         Text that fits the chatd.v1 rules also becomes a lobby message.
         """
         self.stats.frames_in[RELAY] += 1
-        if self._limit(conn) != "ok":
+        if self._limit(session) != "ok":
             return  # relay clients get no error frames: the tutorial would show them as chat
-        self.broker.publish("relay", payload, is_binary, conn.session)
+        self.broker.publish("relay", payload, is_binary, session.id)
         if is_binary:
             return
         text = payload.decode("utf-8")
         if 0 < len(text) <= self.settings.max_text_length:
-            d = self.post(LOBBY, conn.user, conn.name, text, from_relay=True)
+            d = self.post(LOBBY, session.user, session.name, text, from_relay=True)
             d.addErrback(self._store_failed, "relay bridge")
 
-    def receive(self, conn, payload: bytes, is_binary: bool) -> None:
+    def receive(self, session, payload: bytes, is_binary: bool) -> None:
         """A chatd.v1 frame: parse, dispatch, and answer errors with ``error``."""
-        if conn.user is None:
+        if session.state is REFUSED or session.state is CLOSED:
             return
-        held = self._opening.get(conn.session)
+        held = session.held
         if held is not None:  # the name is not confirmed yet: execute it after (see open)
             if len(held) >= HOLD_MAX:
-                conn.close(FLOOD, "flooding: too many frames before the name was confirmed")
+                session.close(FLOOD, "flooding: too many frames before the name was confirmed")
             else:
                 held.append((payload, is_binary))
             return
         self.stats.frames_in[V1] += 1
-        verdict = self._limit(conn)
+        verdict = self._limit(session)
         if verdict == "abuse":
             return
         try:
@@ -315,42 +333,44 @@ class Chat:
                     "too many frames: this one was dropped, slow down and resend it", request.id
                 )
             request.received = self.clock.seconds()
-            self._handlers[request.type](conn, request, request.fields)
+            self._handlers[request.type](session, request, request.fields)
         except errors.ChatError as e:
-            self.send_error(conn, e)
+            self.send_error(session, e)
 
-    def _limit(self, conn) -> str:
+    def _limit(self, session) -> str:
         """Charge one frame to the connection's and its user's rate limits.
 
         Sustained flooding (``flood_strikes`` refused frames within 10 s)
         closes the connection with 1008 (policy violation).
         """
-        verdict = self.limiter.check(conn.bucket, conn.strikes, conn.user, self.clock.seconds())
+        verdict = self.limiter.check(
+            session.bucket, session.strikes, session.user, self.clock.seconds()
+        )
         if verdict == "limited":
             self.stats.rate_limited += 1
         elif verdict == "abuse":
             self.stats.rate_limited += 1
             self.log.warn(
-                "closing {user} ({session}): flooding", user=conn.user, session=conn.session
+                "closing {user} ({session}): flooding", user=session.user, session=session.id
             )
-            conn.close(FLOOD, "flooding: too many frames over the rate limit")
+            session.close(FLOOD, "flooding: too many frames over the rate limit")
         return verdict
 
-    def send_error(self, conn, error: errors.ChatError) -> None:
-        """Send ``error`` to *conn*, and close it when the error says so."""
+    def send_error(self, session, error: errors.ChatError) -> None:
+        """Send ``error`` to *session*, and close it when the error says so."""
         self.stats.error(self.now_ms(), error.code, error.message)
-        self._emit("error", conn=conn, code=error.code)
-        conn.send(wire.error_frame(error))
+        self._emit("error", session=session, code=error.code)
+        session.send(wire.error_frame(error))
         if error.close_code is not None:
-            conn.close(error.close_code, error.code)
+            session.close(error.close_code, error.code)
 
-    def _store_failed(self, failure, what, conn=None, ref=None):
+    def _store_failed(self, failure, what, session=None, ref=None):
         self.log.failure("history store failed ({what})", failure, what=what)
-        if conn is not None:
+        if session is not None:
             reason = "the message could not be stored; resend it with the same id"
             if not failure.check(StoreUnavailable):
                 reason = "internal error while storing; resend it with the same id"
-            self.send_error(conn, errors.Unavailable(reason, ref))
+            self.send_error(session, errors.Unavailable(reason, ref))
 
     def apply_limits(self, settings: Settings) -> None:
         """Take new limits (a reload): rooms, rate limits, flood strikes, queue bytes,
@@ -371,21 +391,21 @@ class Chat:
             s.rate_limit, s.rate_burst, s.user_rate_limit, s.user_rate_burst, s.flood_strikes
         )
         now = self.clock.seconds()
-        for conn in self.sessions.values():
-            conn.bucket, conn.strikes = self.limiter.connection(now)
+        for session in self.sessions.values():
+            session.bucket, session.strikes = self.limiter.connection(now)
 
     # administration (the HTTP API and the admin page)
 
     def disconnect_user(self, user: str, code: int = 4403, reason: str = "disconnected") -> int:
         """Close every connection of *user* with *code*; returns how many were closed."""
-        conns = [c for c in self.sessions.values() if c.user == user]
-        for conn in conns:
-            conn.close(code, reason)
-        return len(conns)
+        sessions = [s for s in self.sessions.values() if s.user == user]
+        for session in sessions:
+            session.close(code, reason)
+        return len(sessions)
 
     def snapshot(self) -> dict:
         """Live state for operators: connections by mode, rooms with their members."""
-        modes = Counter(conn.mode for conn in self.sessions.values())
+        modes = Counter(session.mode for session in self.sessions.values())
         return {
             "connections": {RELAY: modes[RELAY], V1: modes[V1]},
             "users": len(self.hub.connections),
@@ -403,7 +423,7 @@ class Chat:
         room = message.channel
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.message_frame(message)
-        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
         self._buffer(room, message.seq, payload, exclude)
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.broadcast(self.hub.relays, message.text.encode("utf-8"), False, None)
@@ -412,66 +432,66 @@ class Chat:
         """Deliver a stored DM to every connection of both users but the sender's own."""
         self._note(to, message)
         self._note(message.sender, message)
-        receivers = dict.fromkeys(self.hub.connections_of(to))
-        receivers.update(dict.fromkeys(self.hub.connections_of(message.sender)))
+        receivers = dict.fromkeys(s.client for s in self.hub.connections_of(to))
+        receivers.update(dict.fromkeys(s.client for s in self.hub.connections_of(message.sender)))
         exclude = self.sessions.get(origin) if origin else None
-        self.fanout.deliver(receivers, wire.dm_frame(message, to), exclude)
+        self.fanout.deliver(receivers, wire.dm_frame(message, to), _client(exclude))
 
     def deliver_presence(self, room, user, event, origin) -> None:
         """Tell this node's members of *room* that *user* joined or left it."""
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.frame("presence", room=room, user=user, event=event)
-        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
         self._buffer(room, None, payload, exclude)
 
     def _buffer(self, room, seq, payload, exclude) -> None:
         """Buffer a frame for the room's joiners whose replay is still being sent;
         one that has more than --max-queue-bytes buffered reads too slowly: drop it."""
-        for conn in self.hub.buffer(room, seq, payload, exclude, self.settings.max_queue_bytes):
-            self.replayer.cancel(conn, room)
-            conn.close(SLOW_CONSUMER, "slow consumer: too far behind its replay")
+        for session in self.hub.buffer(room, seq, payload, exclude, self.settings.max_queue_bytes):
+            self.replayer.cancel(session, room)
+            session.close(SLOW_CONSUMER, "slow consumer: too far behind its replay")
 
     def deliver_typing(self, room, user, origin) -> None:
         """Tell this node's live members of *room* that *user* is typing."""
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.frame("typing", room=room, **{"from": user})
-        self.fanout.deliver(self.hub.receivers(room), payload, exclude)
+        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
 
     def deliver_relay(self, payload, is_binary, origin) -> None:
         """Relay a relay client's frame verbatim to this node's other relay clients."""
         exclude = self.sessions.get(origin) if origin else None
-        self.fanout.broadcast(self.hub.relays, payload, is_binary, exclude)
+        self.fanout.broadcast(self.hub.relays, payload, is_binary, _client(exclude))
 
     # request handlers: one per client -> server type
 
-    def _check_room(self, conn, room, ref) -> None:
-        identity = conn.identity
+    def _check_room(self, session, room, ref) -> None:
+        identity = session.identity
         if identity is not None and not identity.may_join(room):
             raise errors.Forbidden(f"your token does not allow room {room!r}", ref)
 
-    def _on_join(self, conn, request, f) -> None:
+    def _on_join(self, session, request, f) -> None:
         room, since = f["room"], f["since"]
-        self._check_room(conn, room, request.id)
-        if self.hub.in_room(conn, room):  # answered with joined, never replayed again
-            return self.replayer.rejoin(conn, room, since, request.id)
-        if self.hub.room_count(conn) >= self.settings.max_rooms:
+        self._check_room(session, room, request.id)
+        if self.hub.in_room(session, room):  # answered with joined, never replayed again
+            return self.replayer.rejoin(session, room, since, request.id)
+        if self.hub.room_count(session) >= self.settings.max_rooms:
             raise errors.TooManyRooms(
                 f"a connection may be in at most {self.settings.max_rooms} rooms", request.id
             )
-        _already, new_user = self.hub.join(conn, room)
+        _already, new_user = self.hub.join(session, room)
         if new_user:
-            self.directory.joined(room, conn.user, conn.session)
-        self.replayer.join(conn, room, since, request.id)
+            self.directory.joined(room, session.user, session.id)
+        self.replayer.join(session, room, since, request.id)
 
-    def _on_leave(self, conn, request, f) -> None:
+    def _on_leave(self, session, request, f) -> None:
         room = f["room"]
-        if not self.hub.in_room(conn, room):
+        if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"not in room {room!r}", request.id)
-        self.replayer.cancel(conn, room)
-        user_left = self.hub.leave(conn, room)
-        conn.send(wire.frame("left", room=room))
+        self.replayer.cancel(session, room)
+        user_left = self.hub.leave(session, room)
+        session.send(wire.frame("left", room=room))
         if user_left:
-            self.directory.left(room, conn.user, conn.session)
+            self.directory.left(room, session.user, session.id)
 
     # posting: the one path every room message and DM takes (clients and the HTTP API)
 
@@ -510,13 +530,13 @@ class Chat:
         d = self.messages.append("dm", fields, (to, origin))
         return d.addCallback(self._committed, "dm", to, origin)
 
-    def _ack(self, appended, conn, started, text, room=None, to=None):
+    def _ack(self, appended, session, started, text, room=None, to=None):
         message = appended.message
-        if appended.duplicate and not self._resend_of(conn, message, room, text):
+        if appended.duplicate and not self._resend_of(session, message, room, text):
             # the id is an earlier anonymous session's under this name: say nothing
             # about its message, and do not pretend this one was stored
             return self.send_error(
-                conn,
+                session,
                 errors.IdReused(
                     "this id was used before under this name; send with a new id",
                     message.client_id,
@@ -524,9 +544,9 @@ class Chat:
             )
         self.stats.ack_latency(self.clock.seconds() - started)
         where = {"to": to} if room is None else {"room": message.channel}
-        conn.send(wire.ack_frame(message, appended.duplicate, **where))
+        session.send(wire.ack_frame(message, appended.duplicate, **where))
 
-    def _resend_of(self, conn, original, room, text) -> bool:
+    def _resend_of(self, session, original, room, text) -> bool:
         """May a request reusing *original*'s id be answered with its ack?
 
         A token user's ids are its own, an anonymous session's are the session's.
@@ -534,62 +554,64 @@ class Chat:
         room message acknowledged (same room, same text): it learns nothing that
         room history does not show.
         """
-        anonymous = self._anonymous.get(conn.session)
+        anonymous = session.anonymous
         if anonymous is None or anonymous.owns(original.channel, original.seq):
             return True
         return room is not None and room == original.channel and original.text == text
 
-    def _on_send(self, conn, request, f) -> None:
+    def _on_send(self, session, request, f) -> None:
         room = f["room"]
-        if not self.hub.in_room(conn, room):
+        if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
-        d = self.post(room, conn.user, conn.name, f["text"], request.id, conn.session)
-        d.addCallback(self._ack, conn, request.received, f["text"], room=room)
-        d.addErrback(self._store_failed, "send", conn, request.id)
+        d = self.post(room, session.user, session.name, f["text"], request.id, session.id)
+        d.addCallback(self._ack, session, request.received, f["text"], room=room)
+        d.addErrback(self._store_failed, "send", session, request.id)
 
-    def _on_dm(self, conn, request, f) -> None:
+    def _on_dm(self, session, request, f) -> None:
         online = self.directory.is_online(f["to"])
-        online.addCallback(self._dm, conn, request, f)
-        online.addErrback(self._store_failed, "dm", conn, request.id)
+        online.addCallback(self._dm, session, request, f)
+        online.addErrback(self._store_failed, "dm", session, request.id)
 
-    def _dm(self, online, conn, request, f) -> None:
-        if not self._live(conn):
+    def _dm(self, online, session, request, f) -> None:
+        if not self._live(session):
             return  # closed (or closing) while the cluster was asked: nothing it sent counts
         to = f["to"]
         if not online:
-            return self.send_error(conn, errors.NoSuchUser(f"no user {to!r} is online", request.id))
-        d = self.post_dm(conn.user, conn.name, to, f["text"], request.id, conn.session)
-        d.addCallback(self._ack, conn, request.received, f["text"], to=to)
-        d.addErrback(self._store_failed, "dm", conn, request.id)
+            return self.send_error(
+                session, errors.NoSuchUser(f"no user {to!r} is online", request.id)
+            )
+        d = self.post_dm(session.user, session.name, to, f["text"], request.id, session.id)
+        d.addCallback(self._ack, session, request.received, f["text"], to=to)
+        d.addErrback(self._store_failed, "dm", session, request.id)
 
-    def _on_typing(self, conn, request, f) -> None:
+    def _on_typing(self, session, request, f) -> None:
         room = f["room"]
-        if not self.hub.in_room(conn, room):
+        if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"not in room {room!r}", request.id)
-        self.broker.publish("typing", room, conn.user, conn.session)
+        self.broker.publish("typing", room, session.user, session.id)
 
-    def _on_history(self, conn, request, f) -> None:
+    def _on_history(self, session, request, f) -> None:
         room = f["room"]
-        self._check_room(conn, room, request.id)
+        self._check_room(session, room, request.id)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
         self.replayer.read(
-            conn,
+            session,
             lambda: self.store.history(room, f["before"], limit),
-            lambda page: conn.send(wire.history_frame(room, page.messages, page.more)),
+            lambda page: session.send(wire.history_frame(room, page.messages, page.more)),
             "history",
             request.id,
         )
 
-    def _on_dm_history(self, conn, request, f) -> None:
+    def _on_dm_history(self, session, request, f) -> None:
         other = f["with"]
-        channel = dm_channel(conn.user, other)
+        channel = dm_channel(session.user, other)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
         # an anonymous session reads only the DMs of that session, never those of
         # an earlier holder of its name
-        anonymous = self._anonymous.get(conn.session)
+        anonymous = session.anonymous
         floor = None if anonymous is None else anonymous.floor(channel)
         if anonymous is not None and floor is None:
-            conn.send(wire.dm_history_frame(conn.user, other, [], False))
+            session.send(wire.dm_history_frame(session.user, other, [], False))
             return
 
         def read():
@@ -601,18 +623,23 @@ class Chat:
             return d.addCallback(lambda page: _above(page.messages, page.more, floor))
 
         self.replayer.read(
-            conn,
+            session,
             read,
-            lambda r: conn.send(wire.dm_history_frame(conn.user, other, r[0], r[1])),
+            lambda r: session.send(wire.dm_history_frame(session.user, other, r[0], r[1])),
             "dm_history",
             request.id,
         )
 
-    def _on_ping(self, conn, request, f) -> None:
+    def _on_ping(self, session, request, f) -> None:
         pong = {"ts": self.now_ms()}
         if request.id is not None:
             pong["id"] = request.id
-        conn.send(wire.frame("pong", **pong))
+        session.send(wire.frame("pong", **pong))
+
+
+def _client(session):
+    """The connection the fan-out writes to for *session* (None for None)."""
+    return None if session is None else session.client
 
 
 def _above(messages, more, floor):

@@ -40,8 +40,6 @@ class ChatFactory(WebSocketServerFactory):
             # protocol errors and oversize frames get a close frame with their
             # code (1002, 1007, 1009), not a bare TCP drop
             failByDrop=False,
-            # Origin: null is the gate's decision (--allowed-origin null), not autobahn's
-            allowNullOrigin=True,
         )
         self.apply_settings()
         # (setProtocolOptions made this factory's own protocol class)
@@ -60,6 +58,9 @@ class ChatFactory(WebSocketServerFactory):
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
             openHandshakeTimeout=settings.open_handshake_timeout,
+            # every setProtocolOptions call resets allowNullOrigin to False unless it is
+            # passed: Origin: null is the gate's decision (--allowed-origin null)
+            allowNullOrigin=True,
         )
 
     def setProtocolOptions(self, **options) -> None:

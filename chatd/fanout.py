@@ -362,7 +362,7 @@ class Writer:
             log.warn(
                 "dropping slow consumer {peer} ({user}): {backlog} bytes queued",
                 peer=self.peer,
-                user=self.user,
+                user=getattr(self.session, "user", None),
                 backlog=self.backlog,
             )
             self.transport.abortConnection()

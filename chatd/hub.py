@@ -1,7 +1,7 @@
 """Rooms, membership and presence: pure logic, no sockets.
 
-The hub knows connections only as hashable objects with a ``user`` attribute
-(the protocol instances in a server, anything in a unit test). It answers
+The hub keys on sessions (:class:`chatd.session.Session` in a server: hashable,
+with a ``user`` and a ``client``, the connection the fan-out writes to). It answers
 questions ("who gets this?", "was that the user's last connection in the
 room?") and never sends anything itself, which keeps presence rules and
 routing testable without a reactor.
@@ -20,6 +20,10 @@ its buffer and is returned to the caller, which drops it as a slow consumer.
 Relay connections (the tutorial's protocol) are members of :data:`LOBBY` for
 presence, but receive only bare relayed frames, so they are kept apart from the
 room's chatd.v1 receivers.
+
+The fan-out iterates receivers on its hot path, reading each one's socket: so a
+room's live receivers (and the relays) are a dict *client -> session*, whose keys are
+the connection objects themselves, with no per-recipient indirection.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ class Room:
 
     def __init__(self, name: str):
         self.name = name
-        #: chatd.v1 connections receiving the room's frames (an ordered set)
-        self.live: dict[Hashable, None] = {}
-        #: chatd.v1 connections still being sent their joined/replay -> buffer
+        #: the live chatd.v1 sessions, as client -> session (ordered): its keys are
+        #: what the fan-out sends the room's frames to
+        self.live: dict[Hashable, Hashable] = {}
+        #: chatd.v1 sessions still being sent their joined/replay -> buffer
         self.pending: dict[Hashable, list[tuple[int | None, bytes]]] = {}
-        #: bytes buffered in ``pending`` per connection (only those with any)
+        #: bytes buffered in ``pending`` per session (only those with any)
         self.pending_bytes: dict[Hashable, int] = {}
         #: user id -> number of that user's connections in the room
         self.users: dict[str, int] = {}
@@ -58,42 +63,43 @@ class Hub:
 
     def __init__(self):
         self.rooms: dict[str, Room] = {}
-        #: user id -> that user's chatd.v1 connections
+        #: user id -> that user's chatd.v1 sessions
         #: (a list: most users have one connection, and a list is a quarter of a dict)
         self.connections: dict[str, list] = {}
-        #: relay-mode connections, in connection order
-        self.relays: dict[Hashable, None] = {}
+        #: relay-mode sessions as client -> session, in connection order (the keys
+        #: are what the fan-out relays to)
+        self.relays: dict[Hashable, Hashable] = {}
         self._rooms_of: dict[Hashable, set[str]] = {}
 
     # connections
 
-    def connect(self, conn) -> None:
-        """Register a chatd.v1 connection of ``conn.user``."""
-        self.connections.setdefault(conn.user, []).append(conn)
+    def connect(self, session) -> None:
+        """Register a chatd.v1 connection of ``session.user``."""
+        self.connections.setdefault(session.user, []).append(session)
         # a list once it joins, not a set: a connection is in a handful of rooms
         # (--max-rooms); until then the shared empty tuple costs nothing per connection
-        self._rooms_of[conn] = _NO_ROOMS
+        self._rooms_of[session] = _NO_ROOMS
 
-    def connect_relay(self, conn) -> bool:
+    def connect_relay(self, session) -> bool:
         """Register a relay connection; it joins :data:`LOBBY`.
 
-        Returns True when this made ``conn.user`` a new member of the lobby.
+        Returns True when this made ``session.user`` a new member of the lobby.
         """
-        self.relays[conn] = None
-        self._rooms_of[conn] = _LOBBY_ONLY
-        return self._add_user(self._room(LOBBY), conn.user)
+        self.relays[session.client] = session
+        self._rooms_of[session] = _LOBBY_ONLY
+        return self._add_user(self._room(LOBBY), session.user)
 
-    def disconnect(self, conn) -> list[str]:
-        """Forget *conn*; returns the rooms its user has now left entirely."""
-        self.relays.pop(conn, None)
-        conns = self.connections.get(conn.user)
-        if conns is not None and conn in conns:
-            conns.remove(conn)
+    def disconnect(self, session) -> list[str]:
+        """Forget *session*; returns the rooms its user has now left entirely."""
+        self.relays.pop(session.client, None)
+        conns = self.connections.get(session.user)
+        if conns is not None and session in conns:
+            conns.remove(session)
             if not conns:
-                del self.connections[conn.user]
+                del self.connections[session.user]
         left = []
-        for name in self._rooms_of.pop(conn, ()):
-            if self._remove(conn, name):
+        for name in self._rooms_of.pop(session, ()):
+            if self._remove(session, name):
                 left.append(name)
         return sorted(left)
 
@@ -102,7 +108,7 @@ class Hub:
         return user in self.connections
 
     def connections_of(self, user: str) -> list:
-        """The chatd.v1 connections of *user*."""
+        """The chatd.v1 sessions of *user*."""
         return list(self.connections.get(user, ()))
 
     # rooms
@@ -119,8 +125,8 @@ class Hub:
         room.users[user] = count + 1
         return count == 0
 
-    def join(self, conn, name: str) -> tuple[bool, bool]:
-        """Make *conn* a pending member of room *name*.
+    def join(self, session, name: str) -> tuple[bool, bool]:
+        """Make *session* a pending member of room *name*.
 
         Returns ``(already, new_user)``: whether the connection was a member
         already (then nothing changes, but a live member becomes pending again
@@ -128,20 +134,20 @@ class Hub:
         to the room (then the others get a presence join).
         """
         room = self._room(name)
-        rooms = self._rooms_of[conn]
+        rooms = self._rooms_of[session]
         if name in rooms:
-            if conn in room.live:
-                del room.live[conn]
-                room.pending[conn] = []
+            if session.client in room.live:
+                del room.live[session.client]
+                room.pending[session] = []
             return True, False
         if rooms is _NO_ROOMS:
-            rooms = self._rooms_of[conn] = []
+            rooms = self._rooms_of[session] = []
         rooms.append(name)
-        room.pending[conn] = []
-        return False, self._add_user(room, conn.user)
+        room.pending[session] = []
+        return False, self._add_user(room, session.user)
 
-    def go_live(self, conn, name: str) -> list[tuple[int | None, bytes]] | None:
-        """End *conn*'s pending state in room *name*; returns its buffered frames.
+    def go_live(self, session, name: str) -> list[tuple[int | None, bytes]] | None:
+        """End *session*'s pending state in room *name*; returns its buffered frames.
 
         Returns None when the connection is no longer pending there (it left
         or disconnected meanwhile).
@@ -149,54 +155,54 @@ class Hub:
         room = self.rooms.get(name)
         if room is None:
             return None
-        buffered = room.pending.pop(conn, None)
-        room.pending_bytes.pop(conn, None)
+        buffered = room.pending.pop(session, None)
+        room.pending_bytes.pop(session, None)
         if buffered is not None:
-            room.live[conn] = None
+            room.live[session.client] = session
         return buffered
 
-    def leave(self, conn, name: str) -> bool:
-        """Remove *conn* from room *name*; True when its user left the room entirely.
+    def leave(self, session, name: str) -> bool:
+        """Remove *session* from room *name*; True when its user left the room entirely.
 
         Raises ValueError when the connection is not in the room.
         """
-        rooms = self._rooms_of[conn]
+        rooms = self._rooms_of[session]
         if name not in rooms:
             raise ValueError(f"not in room {name!r}")
         rooms.remove(name)
-        return self._remove(conn, name)
+        return self._remove(session, name)
 
-    def _remove(self, conn, name: str) -> bool:
+    def _remove(self, session, name: str) -> bool:
         room = self.rooms[name]
-        room.live.pop(conn, None)
-        room.pending.pop(conn, None)
-        room.pending_bytes.pop(conn, None)
-        count = room.users[conn.user] - 1
+        room.live.pop(session.client, None)
+        room.pending.pop(session, None)
+        room.pending_bytes.pop(session, None)
+        count = room.users[session.user] - 1
         if count:
-            room.users[conn.user] = count
+            room.users[session.user] = count
             return False
-        del room.users[conn.user]
+        del room.users[session.user]
         if not room:
             del self.rooms[name]
         return True
 
-    def in_room(self, conn, name: str) -> bool:
-        """True when *conn* has joined room *name* (pending or live)."""
-        rooms = self._rooms_of.get(conn)
+    def in_room(self, session, name: str) -> bool:
+        """True when *session* has joined room *name* (pending or live)."""
+        rooms = self._rooms_of.get(session)
         return rooms is not None and name in rooms
 
-    def is_pending(self, conn, name: str) -> bool:
-        """True when *conn* joined room *name* and has not gone live there yet."""
+    def is_pending(self, session, name: str) -> bool:
+        """True when *session* joined room *name* and has not gone live there yet."""
         room = self.rooms.get(name)
-        return room is not None and conn in room.pending
+        return room is not None and session in room.pending
 
-    def room_count(self, conn) -> int:
-        """How many rooms *conn* is in."""
-        return len(self._rooms_of.get(conn, ()))
+    def room_count(self, session) -> int:
+        """How many rooms *session* is in."""
+        return len(self._rooms_of.get(session, ()))
 
-    def rooms_of(self, conn) -> set[str]:
-        """The rooms *conn* is in."""
-        return set(self._rooms_of.get(conn, ()))
+    def rooms_of(self, session) -> set[str]:
+        """The rooms *session* is in."""
+        return set(self._rooms_of.get(session, ()))
 
     def members(self, name: str) -> list[str]:
         """The sorted distinct user ids in room *name* (relay guests included)."""
@@ -204,7 +210,7 @@ class Hub:
         return sorted(room.users) if room else []
 
     def receivers(self, name: str) -> Iterable:
-        """The live chatd.v1 connections of room *name*."""
+        """The connections (clients) of the live chatd.v1 sessions of room *name*."""
         room = self.rooms.get(name)
         return room.live if room else ()
 
@@ -223,13 +229,13 @@ class Hub:
         over = []
         sizes = room.pending_bytes
         size = len(payload)
-        for conn, queued in room.pending.items():
-            if conn is not exclude:
-                total = sizes[conn] = sizes.get(conn, 0) + size
+        for session, queued in room.pending.items():
+            if session is not exclude:
+                total = sizes[session] = sizes.get(session, 0) + size
                 if limit is not None and total > limit:
-                    over.append(conn)
+                    over.append(session)
                 else:
                     queued.append((seq, payload))
-        for conn in over:
-            del room.pending[conn], sizes[conn]
+        for session in over:
+            del room.pending[session], sizes[session]
         return over

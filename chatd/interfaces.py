@@ -6,12 +6,11 @@ from zope.interface import Attribute, Interface
 
 
 class IChatClient(Interface):
-    """One connection as the chat logic sees it."""
+    """One connection as its session and the realm call it (the protocol in a server).
 
-    mode = Attribute("'relay' or 'chatd.v1'.")
-    user = Attribute("The user id (None until the connection is accepted).")
-    name = Attribute("The display name.")
-    session = Attribute("A unique id of this connection.")
+    It holds no chat state: that is its :class:`ISession`'s.
+    """
+
     active = Attribute("True until the connection starts closing (nothing it sent after counts).")
 
     def send(payload):
@@ -24,6 +23,36 @@ class IChatClient(Interface):
         """None while the connection takes more bytes now, else a Deferred fired once
         its write buffer has drained (join replays wait for it; a connection without
         this method counts as always drained)."""
+
+
+class ISession(Interface):
+    """One connection's chat state, built by :meth:`chatd.chat.Chat.open` (the avatar).
+
+    The hub keys rooms and users on sessions; the fan-out gets their ``client``.
+    """
+
+    id = Attribute("A unique id of this connection (the ``session`` of ``welcome``).")
+    mode = Attribute("'relay' or 'chatd.v1'.")
+    client = Attribute("The connection (IChatClient): what the fan-out writes to.")
+    state = Attribute("A chatd.session.State: OPENING, LIVE, REFUSED or CLOSED.")
+    user = Attribute("The user id (None when refused).")
+    name = Attribute("The display name.")
+    identity = Attribute("The verified token's chatd.auth.Identity, None for anonymous.")
+    anonymous = Attribute("The chatd.anonymous.AnonymousSession of an anonymous user, or None.")
+    bucket = Attribute("The connection's rate-limit bucket (chatd.limits).")
+    strikes = Attribute("The connection's flood strikes (chatd.limits).")
+    held = Attribute("Frames held while the cluster confirms the name (None: none held).")
+    last_seen = Attribute("Reactor time of the last frame from the client.")
+    active = Attribute("The connection's ``active``.")
+
+    def send(payload):
+        """Send one text frame holding *payload* to the connection."""
+
+    def close(code, reason):
+        """Close the connection with a WebSocket close code."""
+
+    def when_drained():
+        """The connection's ``when_drained()`` (None: always drained)."""
 
 
 class IFanout(Interface):

@@ -147,21 +147,21 @@ class ConnectionLog:
 
     def __call__(self, event: str, **fields) -> None:
         if event in ("connect", "disconnect"):
-            conn = fields["conn"]
+            session = fields["session"]
             _connections.info(
                 "connection {what} peer={peer} user={user} mode={mode}",
                 what="open" if event == "connect" else "closed",
-                peer=getattr(conn, "peer", None),
-                user=conn.user,
-                mode=conn.mode,
-                session=conn.session,
+                peer=getattr(session.client, "peer", None),
+                user=session.user,
+                mode=session.mode,
+                session=session.id,
             )
         elif event == "error":
-            conn = fields["conn"]
+            session = fields["session"]
             _connections.info(
                 "error {code} sent to peer={peer} user={user}",
                 code=fields["code"],
-                peer=getattr(conn, "peer", None),
-                user=conn.user,
-                session=conn.session,
+                peer=getattr(session.client, "peer", None),
+                user=session.user,
+                session=session.id,
             )

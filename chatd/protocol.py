@@ -2,14 +2,15 @@
 
 It is the thin adapter between autobahn's callbacks and :class:`chatd.chat.Chat`
 (the WsServer -> Chat step of the tutorial's Ratchet stack): it chooses the
-mode from the offered subprotocol during the handshake, then hands every
-frame to the chat logic. How bytes reach the socket is not its business: that
-is :class:`chatd.fanout.Writer`'s, which it inherits.
+mode from the offered subprotocol during the handshake, gets its
+:class:`chatd.session.Session` from ``Chat.open`` once the handshake is done, then
+hands every frame to the chat logic with that session. It holds no chat state (who
+the connection is, its limits, its rooms): the session does. How bytes reach the
+socket is not its business: that is :class:`chatd.fanout.Writer`'s, which it inherits.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
@@ -44,6 +45,13 @@ _HANDSHAKE_ONLY = (
     "http_request_host",
     "_wskey",
     "websocket_extensions",
+    "websocket_origin",
+    "websocket_protocols",
+    # what the handshake found out for Chat.open (the session holds it after)
+    "_mode",
+    "_requested_name",
+    "_resume",
+    "_identity",
 )
 
 
@@ -104,20 +112,24 @@ def _peer_host(peer: str) -> str:
 class ChatProtocol(Writer, WebSocketServerProtocol):
     """A relay or chatd.v1 connection."""
 
-    mode = None
-    user = None
-    name = None
+    #: the :class:`chatd.session.Session` that ``Chat.open`` made for this connection
     session = None
+    #: handshake results, for ``Chat.open``: the mode, the ``name`` and ``resume``
+    #: parameters, the verified token's :class:`chatd.auth.Identity` (None: anonymous)
+    _mode = None
     _requested_name = None
     _resume = None
-    _opened = False
-    _admitted = False
+    _identity = None
+    #: the client's address once the gate admitted it (None: nothing to release)
     _ip = None
     _expiry = None
-    #: the verified token's :class:`chatd.auth.Identity`, None for anonymous
-    identity = None
-    #: reactor time of the last frame from the client
-    last_seen = 0.0
+    #: autobahn's list of negotiated extensions, for a connection without any (see _compact)
+    websocket_extensions_in_use = ()
+
+    @property
+    def last_seen(self) -> float:
+        """Reactor time of the last frame from the client (the idle sweep reads it)."""
+        return self.session.last_seen
 
     def onConnect(self, request):
         """Admit or refuse the handshake, and pick the mode.
@@ -129,13 +141,13 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         gate = self.factory.gate
         headers = request.headers
         tokens = request.params.get("token")
-        self._ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
+        ip = gate.client_ip(_peer_host(request.peer), headers.get("x-forwarded-for"))
         try:
             token = gate.token_from(tokens[0] if tokens else None, headers.get("authorization"))
-            self.identity = gate.admit(self._ip, headers.get("origin"), token)
+            self._identity = gate.admit(ip, headers.get("origin"), token)
         except Refused as e:
             raise ConnectionDeny(e.status, e.reason) from None
-        self._admitted = True
+        self._ip = ip
         try:
             chosen = self._choose_mode(request)
         except ConnectionDeny:
@@ -167,22 +179,25 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         return chosen, {"Sec-WebSocket-Extensions": agreed.response}
 
     def _release(self):
-        if self._admitted:
-            self._admitted = False
-            self.factory.gate.release(self._ip, self.identity)
+        ip = self._ip
+        if ip is not None:
+            self._ip = None
+            session = self.session
+            identity = self._identity if session is None else session.identity
+            self.factory.gate.release(ip, identity)
 
     def _choose_mode(self, request):
         if not request.protocols:
-            if self.identity is not None and not self.identity.may_join(LOBBY):
+            if self._identity is not None and not self._identity.may_join(LOBBY):
                 # relay clients live in the lobby: a token kept out of it stays out
                 raise ConnectionDeny(
                     ConnectionDeny.FORBIDDEN,
                     f"your token does not allow room {LOBBY!r} (relay mode)",
                 )
-            self.mode = RELAY
+            self._mode = RELAY
             chosen = None
         elif V1 in request.protocols:
-            self.mode = V1
+            self._mode = V1
             chosen = V1
         else:
             raise ConnectionDeny(
@@ -192,7 +207,6 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         self._requested_name = names[0] if names else None
         resumes = request.params.get("resume")
         self._resume = resumes[0] if resumes else None
-        self.session = secrets.token_hex(8)
         return chosen
 
     def _compact(self) -> None:
@@ -210,16 +224,22 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         # autobahn's send queue serves chopped or synchronous sends, which chatd
         # never asks for; an empty tuple answers its len() checks
         d["send_queue"] = ()
+        # the extensions list is filled during the handshake only; none in use: the
+        # class's empty tuple answers for it
+        if not d.get("websocket_extensions_in_use", True):
+            del d["websocket_extensions_in_use"]
+        # (the dict is repacked to its size: 21 keys or fewer fit the small table)
         self.__dict__ = dict(d)
 
     def onOpen(self):
+        handshake = (self._mode, self._requested_name, self._identity, self._resume)
         self._compact()
-        self._opened = True
-        self.last_seen = self.factory.reactor.seconds()
         self.start_writing()
         self.factory.track(self)
-        self.factory.chat.open(self, self._requested_name, self.identity, self._resume)
-        exp = self.identity.exp if self.identity is not None else None
+        session = self.session = self.factory.chat.open(self, *handshake)
+        session.last_seen = self.factory.reactor.seconds()
+        identity = session.identity
+        exp = identity.exp if identity is not None else None
         if exp is not None and self.state == _OPEN:
             delay = max(0.0, exp - time.time())
             self._expiry = self.factory.reactor.callLater(delay, self._token_expired)
@@ -231,11 +251,12 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
     def onMessage(self, payload, isBinary):
         if self.state != _OPEN:
             return  # closing (e.g. closed for flooding): ignore what was still buffered
-        self.last_seen = self.factory.reactor.seconds()
-        if self.mode == RELAY:
-            self.factory.chat.relay(self, payload, isBinary)
+        session = self.session
+        session.last_seen = self.factory.reactor.seconds()
+        if session.mode == RELAY:
+            self.factory.chat.relay(session, payload, isBinary)
         else:
-            self.factory.chat.receive(self, payload, isBinary)
+            self.factory.chat.receive(session, payload, isBinary)
 
     def connectionLost(self, reason):
         # first, before autobahn's onClose (which also stops direct sends)
@@ -248,10 +269,10 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        if self._opened:
-            self._opened = False
+        session = self.__dict__.pop("session", None)
+        if session is not None:  # it was opened: the realm lets go of it, once
             self.factory.untrack(self)
-            self.factory.chat.close(self)
+            self.factory.chat.close(session)
 
     # IChatClient
 

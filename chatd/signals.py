@@ -18,14 +18,26 @@ def defer_stop_signals(reactor) -> dict:
     py-spy, about one stop in 300). Scheduling the handler with callFromThread
     (what Twisted's handler itself does to stop) keeps the log call out of the
     interrupted frame.
+
+    Only the first stop signal stops the reactor: a second SIGTERM or ^C while
+    chatd is shutting down (systemd, a shell's process group, an impatient user)
+    would make Twisted's handler call ``reactor.stop()`` again and log a
+    ``ReactorNotRunning`` traceback; it is ignored instead.
     """
     previous = {}
+    stopping = []
+
+    def stop_once(handler, number):
+        if not stopping:
+            stopping.append(number)
+            handler(number, None)
+
     for signum, name in ((signal.SIGTERM, "sigTerm"), (signal.SIGINT, "sigInt")):
         handler = getattr(reactor, name, None)
         if handler is not None:
 
             def on_signal(number, frame, handler=handler):
-                reactor.callFromThread(handler, number, None)
+                reactor.callFromThread(stop_once, handler, number)
 
             previous[signum] = signal.signal(signum, on_signal)
     return previous

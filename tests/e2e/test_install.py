@@ -346,8 +346,10 @@ def test_readme_first_command_word_for_word(tmp_path, run_twistd):
     )
     assert_relay(shell.port)
     assert_v1_message(shell.port)
-    # the shell does not forward signals: stop its process group, as a terminal's ^C would
+    # the shell does not forward signals: stop its process group, as a terminal's ^C
+    # would, and wait for the shell to end with twistd (no second signal)
     os.killpg(shell.proc.pid, signal.SIGTERM)
+    shell.proc.wait(timeout=30)
     shell.stop()
     assert "Server Shut Down." in shell.log, shell.log
     assert "Traceback" not in shell.log, shell.log

@@ -11,28 +11,28 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from chatd.chat import FLOOD, RELAY, V1, Chat
-from chatd.interfaces import IChatClient, IFanout
-from chatd.service import build_chat
+from chatd.interfaces import IChatClient, IFanout, ISession
+from chatd.service import build, build_chat
+from chatd.session import CLOSED, LIVE, REFUSED
 from chatd.settings import Settings
 from chatd.store.memory import MemoryStore
 
 
 @implementer(IChatClient)
 class Conn:
-    """A connection that records the frames and the close the realm gives it."""
+    """A connection that records the frames and the close the realm gives it
+    (``session`` is what ``Chat.open`` returned for it: the test hands it back)."""
 
-    _next = 0
-
-    def __init__(self, mode=V1):
-        Conn._next += 1
-        self.mode = mode
-        self.session = f"s{Conn._next}"
-        self.user = self.name = None
+    def __init__(self):
+        self.session = None
         self.frames: list = []
         self.closed = None
 
@@ -84,19 +84,51 @@ def make_chat(clock, **settings) -> Chat:
 
 
 def opened(chat: Chat, name: str | None = None, mode=V1, resume=None) -> Conn:
-    conn = Conn(mode)
-    chat.open(conn, name, resume=resume)
+    conn = Conn()
+    conn.session = chat.open(conn, mode, name, resume=resume)
     return conn
 
 
 def say(chat: Chat, conn: Conn, **frame) -> None:
-    chat.receive(conn, json.dumps(frame).encode(), False)
+    chat.receive(conn.session, json.dumps(frame).encode(), False)
 
 
 def test_fakes_provide_the_interfaces_the_realm_relies_on():
-    """The recording connection and fan-out implement IChatClient and IFanout."""
-    assert verifyObject(IChatClient, opened(make_chat(Clock()), "a"))
+    """The recording connection and fan-out implement IChatClient and IFanout; the
+    realm's sessions implement ISession."""
+    conn = opened(make_chat(Clock()), "a")
+    assert verifyObject(IChatClient, conn)
+    assert verifyObject(ISession, conn.session)
     assert verifyObject(IFanout, Fanout())
+
+
+def test_the_protocol_provides_IChatClient_and_holds_no_chat_state():
+    """The server's connection implements IChatClient and carries none of the session's
+    fields (they live on the Session only)."""
+    proto = build(MemoryStore(), Settings()).buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    try:
+        assert verifyObject(IChatClient, proto)
+        for name in ("user", "name", "identity", "bucket", "strikes", "anonymous", "held"):
+            assert not hasattr(proto, name), name
+    finally:
+        proto.connectionLost(Failure(ConnectionDone()))
+
+
+def test_session_state_follows_open_refuse_and_close(clock):
+    """A session is LIVE once admitted, REFUSED when its name is, CLOSED after close;
+    the realm writes nothing onto the connection."""
+    chat = make_chat(clock)
+    alice = opened(chat, "alice")
+    session = alice.session
+    assert session.state is LIVE and (session.user, session.name) == ("alice", "alice")
+    assert session.client is alice and chat.sessions[session.id] is session
+    assert alice.of("welcome")[0]["session"] == session.id
+    assert vars(alice).keys() == {"session", "frames", "closed"}
+    thief = opened(chat, "alice")
+    assert thief.session.state is REFUSED and thief.session.id not in chat.sessions
+    chat.close(session)
+    assert session.state is CLOSED and session.id not in chat.sessions
 
 
 def test_welcome_then_join_send_ack_and_delivery_with_clock_time(clock):
@@ -172,9 +204,9 @@ def test_a_taken_name_is_refused_unless_resume_is_given_and_freed_on_close(clock
     assert thief.closed is not None
     second = opened(chat, "alice", resume=secret)
     assert second.of("welcome")[0]["user"] == "alice"
-    chat.close(first)
-    chat.close(second)
-    chat.close(thief)  # a refused connection's close changes nothing
+    chat.close(first.session)
+    chat.close(second.session)
+    chat.close(thief.session)  # a refused connection's close changes nothing
     assert opened(chat, "alice").of("welcome")
 
 
@@ -185,11 +217,11 @@ def test_relay_text_reaches_other_relays_verbatim_and_lobby_members_as_messages(
     r1, r2 = opened(chat, mode=RELAY), opened(chat, mode=RELAY)
     member = opened(chat, "watcher")
     say(chat, member, type="join", room="lobby")
-    chat.relay(r1, b"hello", False)
+    chat.relay(r1.session, b"hello", False)
     assert r2.frames == [b"hello"] and r1.frames == []
     [message] = member.of("message")
-    assert message["text"] == "hello" and message["from"] == r1.name
-    assert r1.name.startswith("guest-")
+    assert message["text"] == "hello" and message["from"] == r1.session.name
+    assert r1.session.name.startswith("guest-")
 
 
 def test_dm_reaches_every_connection_of_the_user_and_the_senders_others(clock):
@@ -213,7 +245,7 @@ def test_presence_on_join_and_leave_on_close(clock):
     alice, bob = opened(chat, "alice"), opened(chat, "bob")
     say(chat, alice, type="join", room="r")
     say(chat, bob, type="join", room="r")
-    chat.close(bob)
+    chat.close(bob.session)
     states = [(p["user"], p["event"]) for p in alice.of("presence")]
     assert states == [("bob", "join"), ("bob", "leave")], states
 

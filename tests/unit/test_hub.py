@@ -4,10 +4,12 @@ from chatd.hub import LOBBY, Hub
 
 
 class Conn:
-    """A stand-in connection: the hub only reads ``user``."""
+    """A stand-in session: the hub reads its ``user`` and its ``client`` (here the
+    stand-in itself, so receivers and relays list it)."""
 
     def __init__(self, user):
         self.user = user
+        self.client = self
 
     def __repr__(self):
         return f"Conn({self.user})"
