@@ -14,15 +14,14 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect, unix_connect
 
 from tests.conftest import LISTENING_LINE, TWISTD, TwistdProcess, chatd_env, poll
+from tests.support.process import close_codes, twistd_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,13 +80,8 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     pidfile = tmp_path / "chatd.pid"
     logfile = tmp_path / "chatd.log"
     started = time.monotonic()
-    result = subprocess.run(
-        [*TWISTD, "--pidfile", "chatd.pid", "--logfile", "chatd.log", "chatd", "--port", "0"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path, "--pidfile", "chatd.pid", "--logfile", "chatd.log", "chatd", "--port", "0"
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 30
@@ -128,13 +122,8 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
 def test_port_in_use_foreground_exits_nonzero_with_clear_log(tmp_path, busy_port):
     """``twistd -n chatd`` on a taken port exits with status 1 and logs which
     address could not be bound and why."""
-    result = subprocess.run(
-        [*TWISTD, "-n", "chatd", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path, "-n", "chatd", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"
     )
     log = result.stdout + result.stderr
     assert result.returncode == 1, log
@@ -145,22 +134,15 @@ def test_port_in_use_foreground_exits_nonzero_with_clear_log(tmp_path, busy_port
 def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, busy_port):
     """In daemon mode the failed bind reaches the launching twistd: it exits 1,
     says so on stderr, the log file has the reason and no pid file is left."""
-    result = subprocess.run(
-        [
-            *TWISTD,
-            "--pidfile",
-            "chatd.pid",
-            "--logfile",
-            "chatd.log",
-            "chatd",
-            "--listen",
-            f"tcp:{busy_port}:interface=127.0.0.1",
-        ],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path,
+        "--pidfile",
+        "chatd.pid",
+        "--logfile",
+        "chatd.log",
+        "chatd",
+        "--listen",
+        f"tcp:{busy_port}:interface=127.0.0.1",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Couldn't listen on 127.0.0.1:{busy_port}" in result.stderr
@@ -213,12 +195,7 @@ def test_sigterm_closes_clients_with_going_away(tmp_path):
         ):
             assert '"welcome"' in v1.recv(timeout=10)
             proc.proc.send_signal(signal.SIGTERM)
-            codes = []
-            for client in (relay, v1):
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        client.recv(timeout=10)
-                codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+            codes = close_codes((relay, v1))
         assert proc.stop(timeout=20) == -signal.SIGTERM
         assert codes == [1001, 1001], proc.log
     finally:

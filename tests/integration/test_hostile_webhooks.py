@@ -15,9 +15,7 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Site
 
 from chatd.webhooks import Event, PresenceQueue
-from tests.integration.test_api import http
-from tests.integration.test_metrics import samples
-from tests.integration.test_webhooks import Receiver
+from tests.support.http import Receiver, http, samples
 from tests.wsclient import Client, wait_for
 
 #: the receiver's answer time (seconds per request)
