@@ -28,11 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.subprocess
 
 
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    """Poll *predicate* until it returns something truthy; that value, or None."""
-    return poll(predicate, timeout, interval)
-
-
 def process_gone(pid: int) -> bool:
     """True when *pid* no longer runs (an unreaped zombie counts as gone)."""
     try:
@@ -86,7 +81,7 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 30
 
-    pid_text = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    pid_text = poll(lambda: pidfile.exists() and pidfile.read_text().strip(), 20.0)
     assert pid_text and pid_text.isdigit(), f"no pid file; log:\n{logfile.read_text()}"
     pid = int(pid_text)
     daemons.append(pid)
@@ -94,7 +89,7 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     # A daemon: detached from the launching twistd, in a session of its own.
     assert os.getsid(pid) != os.getsid(0)
 
-    match = wait_for(lambda: logfile.exists() and LISTENING_LINE.search(logfile.read_text()))
+    match = poll(lambda: logfile.exists() and LISTENING_LINE.search(logfile.read_text()), 20.0)
     assert match, logfile.read_text()
     url, endpoint = match.groups()
     assert endpoint == "tcp:0"
@@ -107,10 +102,10 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     )
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: process_gone(pid)), (
+    assert poll(lambda: process_gone(pid), 20.0), (
         f"daemon ignored SIGTERM; log:\n{logfile.read_text()[-4000:]}"
     )
-    assert wait_for(lambda: not pidfile.exists()), "pid file left behind"
+    assert poll(lambda: not pidfile.exists(), 20.0), "pid file left behind"
     log = logfile.read_text()
     assert "Received SIGTERM, shutting down." in log
     assert "Server Shut Down." in log
@@ -150,7 +145,7 @@ def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, b
     # finished writing the traceback to its log: wait for it (bounded)
     expected = f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use"
     logfile = tmp_path / "chatd.log"
-    assert wait_for(lambda: expected in logfile.read_text(), timeout=10), logfile.read_text()
+    assert poll(lambda: expected in logfile.read_text(), timeout=10), logfile.read_text()
     assert not (tmp_path / "chatd.pid").exists()
 
 
@@ -232,7 +227,7 @@ def test_stop_signals_only_schedule_the_reactors_handler():
         assert set(previous) == {signal.SIGTERM, signal.SIGINT}
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
-        assert wait_for(lambda: len(reactor.scheduled) == 2, timeout=5)
+        assert poll(lambda: len(reactor.scheduled) == 2, timeout=5)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

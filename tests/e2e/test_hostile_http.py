@@ -31,7 +31,7 @@ from tests.conftest import TWISTD, TwistdProcess
 from tests.support.hostile import SECRET, World, _start, _token, _world
 from tests.support.rawws import TIMEOUT, RawWS, handshake_status
 from tests.support.wechat import FakeJscode2session, listening, login_server
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client, wait_for
 
 API_KEY = "api-key-for-hostile-http-tests"
 
@@ -482,7 +482,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
             d.addErrback(lambda f: None)  # cancelled below
             requests.append(d)
         # every request is either answered or waiting for WeChat
-        yield wait_for(lambda: len(answered) + upstream.waiting == len(requests))
+        yield wait_for(lambda: len(answered) + upstream.waiting == len(requests), TIMEOUT)
         waiting = upstream.waiting
         answers = []
         for i, d in enumerate(requests):
@@ -491,7 +491,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
                 answers.append((answered[i].code, body["error"]["code"]))
             else:
                 d.cancel()  # the client goes away
-        yield wait_for(lambda: upstream.waiting == 0)
+        yield wait_for(lambda: upstream.waiting == 0, TIMEOUT)
         return answers, waiting
 
     answers, waiting = yield flood(["10.1.0.1"] * 40)
@@ -545,14 +545,6 @@ def test_login_names_follow_the_name_rule(server_factory, upstream):
         else:
             assert (status, body["error"]["code"]) == (400, "bad_name")
     assert len(upstream.seen) == sum(map(wire.valid_name, NAMES))
-
-
-@defer.inlineCallbacks
-def wait_for(condition, timeout=TIMEOUT):
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"
-        yield deferLater(0.02)
 
 
 # --------------------------------------------------------------------------
