@@ -1,6 +1,8 @@
 """A live chatd with a bystander pair for hostile-input tests (docs/security.md
 section 3): :class:`World` runs the after-every-row checks, ``_start`` starts a
-``twistd -n chatd`` on loopback, ``_token`` signs a test JWT."""
+``twistd -n chatd`` on loopback, ``_token`` signs a test JWT; ``v1``,
+``v1_when_free`` and ``dm_texts`` connect by name and read DM history (the
+identity tests, also on a cluster)."""
 
 from __future__ import annotations
 
