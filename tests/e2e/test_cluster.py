@@ -14,52 +14,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.redis_server import RedisServer
+from tests.support.process import wait_log
 from tests.wsclient import Client
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
-
-TUNING = "heartbeat=0.5&node_ttl=2&ping=1&ping_timeout=1&backoff_max=0.5&connect_timeout=20"
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A private redis-server with AOF (appendfsync always), so it can be restarted."""
-    d = tmp_path / "redis"
-    d.mkdir()
-    server = RedisServer(d, appendonly=True).start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def nodes(twistd_factory, redis, tmp_path):
-    """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""
-
-    def start(n=2):
-        procs = []
-        for i in range(n):
-            cwd = tmp_path / f"node{i}"  # own twistd.pid per node
-            cwd.mkdir()
-            procs.append(
-                twistd_factory(
-                    "--listen",
-                    "tcp:0:interface=127.0.0.1",
-                    "--redis",
-                    f"{redis.url}?prefix=test:&{TUNING}",
-                    cwd=cwd,
-                )
-            )
-        for proc in procs:
-            wait_log(proc, "healthy: Redis reachable", 1)
-        return procs
-
-    return start
-
-
-def wait_log(proc, text, count, timeout=15):
-    """Block until *text* appears *count* times in the node's log."""
-    assert proc.wait_log(text, count, timeout), f"{text!r} x{count} not in log:\n{proc.log}"
+REDIS_AOF = True  # the `redis` fixture (tests/e2e/conftest.py) can be restarted
 
 
 @pytest_twisted.inlineCallbacks

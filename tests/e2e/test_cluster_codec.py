@@ -31,9 +31,9 @@ from chatd.metrics import TimedLog
 from chatd.store import Message
 from chatd.store.memory import MemoryStore
 from chatd.store.redis import RedisStore
-from tests.e2e.test_install import COPY_IGNORE, ROOT
-from tests.redis_server import RedisServer
-from tests.unit.test_chat_clock import make_chat, opened, say
+from tests.conftest import ROOT
+from tests.support.install import COPY_IGNORE
+from tests.support.realm import make_chat, opened, say
 
 TS = 1764686769123
 TEXT = 'hi "there" / ünï 💬\n'
@@ -148,14 +148,6 @@ def test_every_script_part_is_a_file_of_the_package():
         assert (
             scripts.SOURCES[name].strip().endswith((lua / f"{parts[-1]}.lua").read_text().strip())
         )
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A private redis-server (no persistence) for one test."""
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
 
 
 @pytest.mark.redis

@@ -1,7 +1,7 @@
 """permessage-deflate (RFC 7692): negotiation, the RFC's examples, bounded inflation,
 and one compressed frame per parameter set shared by every recipient.
 
-Raw-socket clients (``RawReader`` of tests/e2e/test_fanout.py) see the frames exactly as
+Raw-socket clients (``RawWS`` of tests/support/rawws.py) see the frames exactly as
 they come off the wire; real clients (python websockets, Node ws, Chromium) show that
 compression is transparent to them.
 """
@@ -22,24 +22,14 @@ from twisted.internet import threads
 
 from chatd import deflate
 from tests.conftest import ROOT, need, need_binary
-from tests.e2e.test_fanout import (  # noqa: F401 (fixtures)
-    BUILD_HINT,
-    C_BUILT,
-    RawReader,
-    fanout_impl,
-    socket_pairs,
-    use_impl,
-)
+from tests.support.fanout import BUILD_HINT, C_BUILT, use_impl
+from tests.support.rawws import RawWS, parse
 from tests.wsclient import Client
-
-EXT = "Sec-WebSocket-Extensions:"
 
 
 def split(frame: bytes) -> tuple[int, bytes]:
-    """(first byte, payload) of one unmasked frame as RawReader returns it."""
-    n = frame[1] & 0x7F
-    head = 2 if n < 126 else 4 if n == 126 else 10
-    return frame[0], frame[head:]
+    """(first byte, payload) of one unmasked frame as RawWS.read_frame returns it."""
+    return frame[0], parse(frame).payload
 
 
 def inflate(body: bytes, bits: int = 15) -> bytes:
@@ -53,21 +43,18 @@ def message(frame: bytes, bits: int = 15) -> bytes:
     return inflate(body, bits) if first & 0x40 else body
 
 
-def extension_header(reader: RawReader) -> str | None:
+def extension_header(reader: RawWS) -> str | None:
     """The Sec-WebSocket-Extensions value of *reader*'s 101 response, or None."""
-    for line in reader.response.split("\r\n"):
-        if line.lower().startswith(EXT.lower()):
-            return line[len(EXT) :].strip()
-    return None
+    return reader.header("Sec-WebSocket-Extensions")
 
 
 def connect(port, extensions=None, protocol=None):
-    """A RawReader opened in a thread (the server runs in the test's reactor)."""
-    return threads.deferToThread(RawReader, port, extensions, protocol)
+    """A relay-mode RawWS opened in a thread (the server runs in the test's reactor)."""
+    return threads.deferToThread(RawWS.relay, port, extensions, protocol)
 
 
 def read(reader):
-    return threads.deferToThread(reader.frame)
+    return threads.deferToThread(reader.read_frame)
 
 
 def close_code(frame: bytes) -> int:
@@ -230,7 +217,7 @@ def test_rfc7692_examples_from_the_client_interleaved_with_plain_frames(server):
     assert "client_no_context_takeover" in extension_header(sender)
     peer = yield Client.connect(server.port)
     for first, body in RFC_FRAMES:
-        sender.send(body, first)
+        sender.send_frame(body, first)
     for _ in range(6):
         payload, binary = yield peer.recv_raw()
         assert (payload, binary) == (b"Hello", False)
@@ -245,8 +232,8 @@ def test_client_context_takeover_is_accepted(server):
     sender = yield connect(server.port, "permessage-deflate")
     assert extension_header(sender) == "permessage-deflate; server_no_context_takeover"
     peer = yield Client.connect(server.port)
-    sender.send(HELLO, 0xC1)
-    sender.send(bytes.fromhex("f200110000"), 0xC1)
+    sender.send_frame(HELLO, 0xC1)
+    sender.send_frame(bytes.fromhex("f200110000"), 0xC1)
     for _ in range(2):
         payload, _binary = yield peer.recv_raw()
         assert payload == b"Hello"
@@ -266,7 +253,7 @@ def test_deflate_bomb_is_closed_with_1009(server_factory):
     assert extension_header(bomber) is not None
     bomb = deflate.deflate_message(b"\0" * (20 << 20))  # 20 MB of zeros: ~20 KB
     assert len(bomb) < 65536
-    bomber.send(bomb, 0xC2)
+    bomber.send_frame(bomb, 0xC2)
     frame = yield read(bomber)
     assert close_code(frame) == 1009
     bomber.sock.close()
@@ -290,9 +277,9 @@ def test_a_compressed_message_just_under_the_limit_is_delivered(server_factory):
     text = os.urandom(32500).hex().encode()
     body = deflate.deflate_message(text)
     third = len(body) // 3
-    sender.send(body[:third], 0x41)  # RSV1 on the first fragment only
-    sender.send(body[third : 2 * third], 0x00)
-    sender.send(body[2 * third :], 0x80)
+    sender.send_frame(body[:third], 0x41)  # RSV1 on the first fragment only
+    sender.send_frame(body[third : 2 * third], 0x00)
+    sender.send_frame(body[2 * third :], 0x80)
     payload, _binary = yield peer.recv_raw()
     assert payload == text
     sender.sock.close()
@@ -305,7 +292,7 @@ def test_rsv1_on_a_control_frame_is_a_protocol_error(server, negotiated):
     """A ping with RSV1 set closes the connection with 1002, negotiated or not."""
     reader = yield connect(server.port, "permessage-deflate" if negotiated else None)
     assert (extension_header(reader) is not None) == negotiated
-    reader.send(b"ping", 0xC9)
+    reader.send_frame(b"ping", 0xC9)
     frame = yield read(reader)
     assert close_code(frame) == 1002
     reader.sock.close()
@@ -315,7 +302,7 @@ def test_rsv1_on_a_control_frame_is_a_protocol_error(server, negotiated):
 def test_rsv1_without_negotiation_is_a_protocol_error(server):
     """A compressed frame on a connection that did not negotiate the extension: 1002."""
     reader = yield connect(server.port)
-    reader.send(HELLO, 0xC1)
+    reader.send_frame(HELLO, 0xC1)
     frame = yield read(reader)
     assert close_code(frame) == 1002
     reader.sock.close()
@@ -395,7 +382,7 @@ def test_replies_are_compressed_for_a_compressing_connection(server):
     for offer in ("permessage-deflate", None):
         reader = yield connect(server.port, offer, "chatd.v1")
         welcome = yield read(reader)
-        reader.send(json.dumps({"type": "join", "room": "lobby"}).encode())
+        reader.send_frame(json.dumps({"type": "join", "room": "lobby"}).encode())
         joined = yield read(reader)
         frames[offer] = (welcome, joined)
         reader.sock.close()

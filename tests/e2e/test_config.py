@@ -12,16 +12,10 @@ import pytest
 from twisted.python import usage
 from websockets.sync.client import connect
 
-from chatd import tap
+from tests.support.options import _welcome, parse
+from tests.support.process import _wait_log
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def parse(*args) -> tap.Options:
-    """Parse ``twistd chatd`` arguments like twistd does."""
-    options = tap.Options()
-    options.parseOptions(list(args))
-    return options
 
 
 def test_file_values_apply_and_the_command_line_wins(tmp_path):
@@ -104,16 +98,6 @@ def test_twistd_refuses_a_bad_config_at_start(tmp_path):
     )
     assert result.returncode != 0
     assert "unknown key 'ping-intervall'" in result.stdout + result.stderr
-
-
-def _welcome(url):
-    with connect(url + "/ws", subprotocols=["chatd.v1"], open_timeout=10) as ws:
-        return json.loads(ws.recv(timeout=10))
-
-
-def _wait_log(proc, text, timeout=10):
-    """Whether *text* got into the log within *timeout* seconds."""
-    return proc.wait_log(text, 1, timeout)
 
 
 @pytest.mark.subprocess

@@ -14,24 +14,18 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect, unix_connect
 
 from tests.conftest import LISTENING_LINE, TWISTD, TwistdProcess, chatd_env, poll
+from tests.support.process import close_codes, twistd_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.subprocess
-
-
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    """Poll *predicate* until it returns something truthy; that value, or None."""
-    return poll(predicate, timeout, interval)
 
 
 def process_gone(pid: int) -> bool:
@@ -81,18 +75,13 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     pidfile = tmp_path / "chatd.pid"
     logfile = tmp_path / "chatd.log"
     started = time.monotonic()
-    result = subprocess.run(
-        [*TWISTD, "--pidfile", "chatd.pid", "--logfile", "chatd.log", "chatd", "--port", "0"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path, "--pidfile", "chatd.pid", "--logfile", "chatd.log", "chatd", "--port", "0"
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 30
 
-    pid_text = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    pid_text = poll(lambda: pidfile.exists() and pidfile.read_text().strip(), 20.0)
     assert pid_text and pid_text.isdigit(), f"no pid file; log:\n{logfile.read_text()}"
     pid = int(pid_text)
     daemons.append(pid)
@@ -100,7 +89,7 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     # A daemon: detached from the launching twistd, in a session of its own.
     assert os.getsid(pid) != os.getsid(0)
 
-    match = wait_for(lambda: logfile.exists() and LISTENING_LINE.search(logfile.read_text()))
+    match = poll(lambda: logfile.exists() and LISTENING_LINE.search(logfile.read_text()), 20.0)
     assert match, logfile.read_text()
     url, endpoint = match.groups()
     assert endpoint == "tcp:0"
@@ -113,10 +102,10 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
     )
 
     os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: process_gone(pid)), (
+    assert poll(lambda: process_gone(pid), 20.0), (
         f"daemon ignored SIGTERM; log:\n{logfile.read_text()[-4000:]}"
     )
-    assert wait_for(lambda: not pidfile.exists()), "pid file left behind"
+    assert poll(lambda: not pidfile.exists(), 20.0), "pid file left behind"
     log = logfile.read_text()
     assert "Received SIGTERM, shutting down." in log
     assert "Server Shut Down." in log
@@ -128,13 +117,8 @@ def test_daemon_mode_pidfile_log_client_and_sigterm(tmp_path, daemons):
 def test_port_in_use_foreground_exits_nonzero_with_clear_log(tmp_path, busy_port):
     """``twistd -n chatd`` on a taken port exits with status 1 and logs which
     address could not be bound and why."""
-    result = subprocess.run(
-        [*TWISTD, "-n", "chatd", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path, "-n", "chatd", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"
     )
     log = result.stdout + result.stderr
     assert result.returncode == 1, log
@@ -145,22 +129,15 @@ def test_port_in_use_foreground_exits_nonzero_with_clear_log(tmp_path, busy_port
 def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, busy_port):
     """In daemon mode the failed bind reaches the launching twistd: it exits 1,
     says so on stderr, the log file has the reason and no pid file is left."""
-    result = subprocess.run(
-        [
-            *TWISTD,
-            "--pidfile",
-            "chatd.pid",
-            "--logfile",
-            "chatd.log",
-            "chatd",
-            "--listen",
-            f"tcp:{busy_port}:interface=127.0.0.1",
-        ],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = twistd_exit(
+        tmp_path,
+        "--pidfile",
+        "chatd.pid",
+        "--logfile",
+        "chatd.log",
+        "chatd",
+        "--listen",
+        f"tcp:{busy_port}:interface=127.0.0.1",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Couldn't listen on 127.0.0.1:{busy_port}" in result.stderr
@@ -168,7 +145,7 @@ def test_port_in_use_daemon_mode_exits_nonzero_and_leaves_no_pidfile(tmp_path, b
     # finished writing the traceback to its log: wait for it (bounded)
     expected = f"Couldn't listen on 127.0.0.1:{busy_port}: [Errno 98] Address already in use"
     logfile = tmp_path / "chatd.log"
-    assert wait_for(lambda: expected in logfile.read_text(), timeout=10), logfile.read_text()
+    assert poll(lambda: expected in logfile.read_text(), timeout=10), logfile.read_text()
     assert not (tmp_path / "chatd.pid").exists()
 
 
@@ -213,12 +190,7 @@ def test_sigterm_closes_clients_with_going_away(tmp_path):
         ):
             assert '"welcome"' in v1.recv(timeout=10)
             proc.proc.send_signal(signal.SIGTERM)
-            codes = []
-            for client in (relay, v1):
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        client.recv(timeout=10)
-                codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+            codes = close_codes((relay, v1))
         assert proc.stop(timeout=20) == -signal.SIGTERM
         assert codes == [1001, 1001], proc.log
     finally:
@@ -267,7 +239,7 @@ def test_stop_signals_only_schedule_the_reactors_handler():
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
-        assert wait_for(lambda: len(reactor.scheduled) == 3, timeout=5)
+        assert poll(lambda: len(reactor.scheduled) == 3, timeout=5)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -4,12 +4,6 @@ with the C loop (chatd._fanout), with the pure-Python loop, and with the direct 
 off (as when a Twisted release lacks a name it reads): everything through
 ``transport.write``."""
 
-import base64
-import importlib.util
-import os
-import socket
-import struct
-
 import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
@@ -18,99 +12,9 @@ from chatd import fanout
 from chatd.fanout import NO_C_FANOUT
 from chatd.service import build
 from tests.conftest import need
+from tests.support.fanout import BUILD_HINT, C_BUILT, use_impl
+from tests.support.rawws import RawWS
 from tests.wsclient import Client, deferLater, wait_for
-
-C_BUILT = importlib.util.find_spec("chatd._fanout") is not None
-BUILD_HINT = "chatd._fanout (build it in place: python3 setup.py build_ext --inplace)"
-
-
-@pytest.fixture(params=["c", "python", "transport"])
-def fanout_impl(request, monkeypatch):
-    """Run the test with the C fan-out loop, with the pure-Python one, and with direct
-    sends off: servers started by the test then find a name the direct path reads
-    missing from Twisted (one that no Twisted has, as if a release had renamed it)."""
-    if request.param == "c":
-        need(BUILD_HINT, C_BUILT)
-    if request.param == "transport":
-        monkeypatch.setattr(fanout, "TWISTED_NAMES", (*fanout.TWISTED_NAMES, "_renamed"))
-    return request.param
-
-
-def use_impl(server, impl):
-    """Make *server*'s factory fan out with *impl* ("c", "python" or "transport")."""
-    out = server.factory.fanout
-    if impl == "transport":
-        assert not out.direct
-        assert out.describe() == (
-            "transport.write only (direct sends off: "
-            "twisted.internet.tcp.Connection has no _renamed)"
-        )
-        return
-    if impl == "python":
-        out.send_all = fanout.send_all_py
-        out.impl = "python"
-    assert out.direct and out.impl == impl
-
-
-class RawReader:
-    """A relay-mode client on a plain socket that reads whole frames as raw bytes."""
-
-    def __init__(self, port, extensions=None, protocol=None):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.settimeout(5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        ext = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
-        if protocol:
-            ext += f"Sec-WebSocket-Protocol: {protocol}\r\n"
-        self.sock.sendall(
-            (
-                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{ext}"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(4096)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.response = head.decode("latin-1")
-        assert self.response.startswith("HTTP/1.1 101"), self.response
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
-
-    def frame(self) -> bytes:
-        """The next whole frame, header included, exactly as it came off the wire."""
-        self._need(2)
-        n = self.buf[1] & 0x7F
-        head = 2
-        if n == 126:
-            self._need(4)
-            (n,) = struct.unpack("!H", self.buf[2:4])
-            head = 4
-        elif n == 127:
-            self._need(10)
-            (n,) = struct.unpack("!Q", self.buf[2:10])
-            head = 10
-        self._need(head + n)
-        frame, self.buf = self.buf[: head + n], self.buf[head + n :]
-        return frame
-
-    def send(self, payload: bytes, first: int = 0x81) -> None:
-        """Send one masked frame: *first* is its first byte (FIN, RSV bits, opcode)."""
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", first, 0x80 | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", first, 0x80 | 126, n)
-        else:
-            head = struct.pack("!BBQ", first, 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
 
 
 @pytest.mark.parametrize("size", [1, 125, 126, 65535, 65536, 70000])
@@ -123,7 +27,7 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
     sendMessage writes for the same payload."""
     server = yield server_factory("--max-message-size", "100000")  # autobahn's send limit
     use_impl(server, fanout_impl)
-    reader = yield threads.deferToThread(RawReader, server.port)
+    reader = yield threads.deferToThread(RawWS.relay, server.port)
     yield wait_for(lambda: len(server.factory.connections) == 1, what="the reader tracked")
     (proto,) = list(server.factory.connections)
     server.factory.fanout.rearm_all()  # (the fan-out does this first) the 101 reply is written
@@ -136,9 +40,9 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
         assert proto._fd == proto.transport.socket.fileno()
     payload = (b"\x00\xff" if binary else b"xy") * (size // 2) + (b"z" * (size % 2))
     proto.sendMessage(payload, binary)  # autobahn's ordinary path
-    by_autobahn = yield threads.deferToThread(reader.frame)
+    by_autobahn = yield threads.deferToThread(reader.read_frame)
     server.factory.fanout.broadcast([proto], payload, binary)  # chatd's fast path
-    by_chatd = yield threads.deferToThread(reader.frame)
+    by_chatd = yield threads.deferToThread(reader.read_frame)
     assert by_chatd == by_autobahn
     assert by_chatd[0] == (0x82 if binary else 0x81)
     reader.sock.close()
@@ -147,10 +51,12 @@ def test_fast_path_frames_are_byte_identical_to_autobahns(
 def test_compression_is_negotiated_without_server_context_takeover(chatd_process):
     """A client offering permessage-deflate gets it, always with
     server_no_context_takeover, so one compressed frame fits every such recipient."""
-    reader = RawReader(chatd_process.port, extensions="permessage-deflate; client_max_window_bits")
+    reader = RawWS.relay(
+        chatd_process.port, extensions="permessage-deflate; client_max_window_bits"
+    )
     assert (
         "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
-        in reader.response + "\r\n"
+        in reader.head + "\r\n"
     )
     reader.sock.close()
 
@@ -158,8 +64,8 @@ def test_compression_is_negotiated_without_server_context_takeover(chatd_process
 def test_compression_off_negotiates_nothing(twistd_factory):
     """With --compression off a client offering permessage-deflate gets no extension."""
     proc = twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--compression", "off")
-    reader = RawReader(proc.port, extensions="permessage-deflate; client_max_window_bits")
-    assert "sec-websocket-extensions" not in reader.response.lower()
+    reader = RawWS.relay(proc.port, extensions="permessage-deflate; client_max_window_bits")
+    assert "sec-websocket-extensions" not in reader.head.lower()
     reader.sock.close()
 
 
@@ -218,17 +124,6 @@ class _Conn:
 
     def __init__(self, fd):
         self._fd = fd
-
-
-@pytest.fixture
-def socket_pairs():
-    pairs = [socket.socketpair() for _ in range(4)]
-    for ours, _theirs in pairs:
-        ours.setblocking(False)
-    yield pairs
-    for pair in pairs:
-        for sock in pair:
-            sock.close()
 
 
 def test_c_send_all_contract(socket_pairs):
@@ -353,7 +248,7 @@ def test_stalled_reader_with_each_fanout_loop(server_factory, fanout_impl):
     use_impl(srv, fanout_impl)
     sender = yield Client.connect(srv.port)
     reader = yield Client.connect(srv.port)
-    stalled = yield threads.deferToThread(RawReader, srv.port)
+    stalled = yield threads.deferToThread(RawWS.relay, srv.port)
     yield wait_for(lambda: len(srv.factory.connections) == 3, what="3 connections tracked")
     text = b"m" * 4000
     n = 4000  # 16 MB: far more than the stalled socket and the queue bound hold

@@ -2,14 +2,13 @@
 
 import signal
 import sqlite3
-import subprocess
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.conftest import TWISTD, chatd_env
-from tests.integration.test_auth import SECRET, token
+from tests.support.auth import SECRET, token
+from tests.support.process import twistd_exit
 from tests.wsclient import Client, deferLater, wait_for
 
 
@@ -238,22 +237,15 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
     db = tmp_path / "future.sqlite3"
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version = 999")
-    proc = subprocess.run(
-        [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            "chatd",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--db",
-            str(db),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=chatd_env(),
+    proc = twistd_exit(
+        tmp_path,
+        "-n",
+        "--pidfile=",
+        "chatd",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        str(db),
     )
     assert proc.returncode == 1
     assert "schema version 999" in proc.stdout and "newer chatd" in proc.stdout

@@ -16,32 +16,30 @@ process over loopback, and asserts:
   and nothing a refused frame carried was stored.
 
 Frame-level garbage needs a client that does its own framing: :class:`RawWS`
-does the HTTP upgrade on a blocking socket and writes crafted bytes.
+(tests/support/rawws.py) does the HTTP upgrade on a blocking socket and writes
+crafted bytes; :class:`World` (tests/support/hostile.py) is the live server with
+its bystanders.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import json
-import os
 import socket
 import struct
 import time
 from urllib.parse import quote
 
-import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatd import wire
-from tests.conftest import TwistdProcess, wait_until
+from tests.conftest import wait_until
+from tests.support.hostile import SECRET, World, _start, _token, _world, next_id
+from tests.support.rawws import TIMEOUT, RawWS, frame, handshake_status, text
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-TIMEOUT = 5.0
-SECRET = "s3cret-" + "x" * 64  # long enough for HS512 without a key-length warning
 #: error codes and close codes docs/protocol.md and docs/security.md document
 ERROR_CODES = {
     "bad_json",
@@ -55,309 +53,6 @@ ERROR_CODES = {
     "too_many_rooms",
     "rate_limited",
 }
-_ids = itertools.count(1)
-
-
-def next_id(prefix="m"):
-    """A fresh client message id."""
-    return f"{prefix}{next(_ids)}"
-
-
-# --------------------------------------------------------------------------
-# a raw WebSocket client: our own handshake and framing on a blocking socket
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return b""
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None, ext=None):
-    """One WebSocket frame as bytes, well-formed unless told otherwise.
-
-    *rsv* sets the three reserved bits (4 = RSV1), *mask* False sends it
-    unmasked, *length* overrides the length header (the payload is sent as
-    given), *ext* forces the 7-bit (0), 16-bit or 64-bit length encoding.
-    """
-    if isinstance(payload, str):
-        payload = payload.encode()
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload) if length is None else length
-    m = 0x80 if mask else 0
-    if ext is None:
-        ext = 0 if n < 126 else 16 if n < 65536 else 64
-    if ext == 0:
-        head = bytes([b0, m | n])
-    elif ext == 16:
-        head = bytes([b0, m | 126]) + struct.pack("!H", n)
-    else:
-        head = bytes([b0, m | 127]) + struct.pack("!Q", n)
-    if mask:
-        key = os.urandom(4)
-        head += key
-        payload = _mask(payload, key)
-    return head + payload
-
-
-def text(obj) -> bytes:
-    """A masked text frame holding *obj* as JSON (or *obj* itself if str/bytes)."""
-    if not isinstance(obj, str | bytes):
-        obj = json.dumps(obj, ensure_ascii=False)
-    return frame(0x1, obj)
-
-
-class RawWS:
-    """A WebSocket client on a plain socket: it can send anything at all.
-
-    The constructor does the HTTP upgrade and records ``status`` (101 when
-    upgraded) and the response ``head``. Pings from the server are answered
-    transparently while reading.
-    """
-
-    def __init__(self, port, path="/ws", protocols=("chatd.v1",), headers=(), timeout=TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
-        self.sock.settimeout(timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: 127.0.0.1:{port}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-        ]
-        if protocols:
-            lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
-        lines += [f"{name}: {value}" for name, value in headers]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.head = head.decode("latin-1")
-        self.status = int(self.head.split(" ", 2)[1]) if self.head.startswith("HTTP/") else None
-        if self.status == 101:
-            accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-            assert f"\r\nsec-websocket-accept: {accept.lower()}" in self.head.lower()
-        self.welcome = None
-
-    @classmethod
-    def v1(cls, port, **kwargs):
-        """A chatd.v1 connection whose ``welcome`` has been read."""
-        ws = cls(port, **kwargs)
-        assert ws.status == 101, ws.head
-        ws.welcome = ws.expect("welcome")
-        return ws
-
-    def send(self, data: bytes):
-        """Write raw bytes."""
-        self.sock.sendall(data)
-
-    def send_json(self, **obj):
-        """Send one well-formed chatd.v1 frame."""
-        self.send(text(obj))
-
-    def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("the server closed the TCP connection")
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def recv_frame(self, pings=False):
-        """The next ``(opcode, payload)`` from the server (pings are answered, and with
-        *pings* true returned too, so a test can wait for the server's next ping)."""
-        while True:
-            b0, b1 = self._read(2)
-            assert b1 & 0x80 == 0, "server frames must not be masked"
-            assert b0 & 0x70 == 0, "server frames must not set reserved bits"
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._read(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._read(8))[0]
-            opcode, payload = b0 & 0x0F, self._read(n)
-            if opcode == 0x9:
-                self.send(frame(0xA, payload))
-                if not pings:
-                    continue
-            return opcode, payload
-
-    def recv(self):
-        """The next data frame as JSON (it must be a text frame)."""
-        opcode, payload = self.recv_frame()
-        assert opcode == 0x1, f"expected a text frame, got opcode {opcode}: {payload[:200]!r}"
-        return json.loads(payload)
-
-    def expect(self, kind, **fields):
-        """The next frame must be *kind* with *fields*; returns it."""
-        msg = self.recv()
-        assert msg.get("type") == kind, f"expected {kind}, got {msg}"
-        for key, value in fields.items():
-            assert msg.get(key) == value, f"{key}: expected {value!r} in {msg}"
-        return msg
-
-    def expect_error(self, code, ref):
-        """The next frame must be ``error {code, ref}``."""
-        return self.expect("error", code=code, ref=ref)
-
-    def until_closed(self):
-        """Read to the end: ``(close code or None, data frames before it)``.
-
-        None means the TCP connection ended (EOF or reset) without a close
-        frame. A close frame is answered, then the socket is closed.
-        """
-        frames = []
-        try:
-            while True:
-                opcode, payload = self.recv_frame()
-                if opcode == 0x8:
-                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                    try:
-                        self.send(frame(0x8, payload[:2]))
-                    except OSError:
-                        pass
-                    return code, frames
-                frames.append((opcode, payload))
-        except (EOFError, ConnectionResetError, BrokenPipeError):
-            return None, frames
-        finally:
-            self.sock.close()
-
-    def close(self):
-        """Close normally (best effort) and drop the socket."""
-        try:
-            self.send(frame(0x8, struct.pack("!H", 1000)))
-        except OSError:
-            pass
-        self.sock.close()
-
-
-def handshake_status(port, path="/ws", headers=(), protocols=("chatd.v1",)):
-    """The HTTP status a handshake gets (101 when upgraded); the socket is closed."""
-    ws = RawWS(port, path=path, headers=headers, protocols=protocols)
-    ws.close()
-    return ws.status
-
-
-# --------------------------------------------------------------------------
-# a live server with a bystander pair, and the after-every-row checks
-
-
-class World:
-    """A running chatd and the clients that must not notice the attacks.
-
-    ``check(label)`` is the after-every-row assertion: process alive, no
-    traceback logged, the bystanders still exchange a message, a fresh client
-    gets pong, and every acked message is still in history.
-    """
-
-    def __init__(self, proc, connect=None):
-        self.proc = proc
-        self.port = proc.port
-        #: kwargs for RawWS.v1 of the bystanders and probers (e.g. a token header)
-        self.connect = connect or (lambda: {})
-        #: (room, seq, id, text) of every acknowledged message
-        self.acked = []
-        #: ids that must never be stored (sent in frames that were refused)
-        self.never_stored = set()
-        self.alice = RawWS.v1(self.port, **self.connect())
-        self.bob = RawWS.v1(self.port, **self.connect())
-        for ws in (self.alice, self.bob):
-            ws.send_json(type="join", room="calm")
-            ws.expect("joined", room="calm")
-        self.alice.expect("presence", room="calm", event="join")
-        self.turn = 0
-
-    def post(self, ws, room, words):
-        """Send *words* to *room* on *ws*, wait for the ack and remember it."""
-        mid = next_id("ack-")
-        ws.send_json(type="send", room=room, text=words, id=mid)
-        ack = ws.expect("ack", id=mid, room=room)
-        self.acked.append((room, ack["seq"], mid, words))
-        return ack
-
-    def bystanders_talk(self, label):
-        """The bystander pair exchanges one message (alternating direction)."""
-        self.turn += 1
-        sender, receiver = (self.alice, self.bob) if self.turn % 2 else (self.bob, self.alice)
-        words = f"still here after {label}"
-        ack = self.post(sender, "calm", words)
-        msg = receiver.expect("message", room="calm", seq=ack["seq"], text=words)
-        assert msg["from"] == sender.welcome["user"]
-
-    def history(self, ws, room):
-        """Every stored message of *room*, by seq (pages back with ``before``)."""
-        found, before = {}, None
-        while True:
-            request = {"type": "history", "room": room, "limit": 200}
-            if before is not None:
-                request["before"] = before
-            ws.send_json(**request)
-            page = ws.expect("history", room=room)
-            for m in page["messages"]:
-                found[m["seq"]] = m
-            if not page["more"] or not page["messages"]:
-                return found
-            before = page["messages"][0]["seq"]
-
-    def check(self, label):
-        """The server survived *label* and nobody else noticed."""
-        assert self.proc.proc.poll() is None, f"chatd died after {label}:\n{self.proc.log}"
-        self.bystanders_talk(label)
-        probe = RawWS.v1(self.port, **self.connect())
-        pid = next_id("ping-")
-        probe.send_json(type="ping", id=pid)
-        probe.expect("pong", id=pid)
-        for room in sorted({room for room, *_ in self.acked}):
-            stored = self.history(probe, room)
-            for _room, seq, mid, words in self.acked:
-                if _room == room:
-                    assert seq in stored, f"acked {mid} (seq {seq}) lost after {label}"
-                    assert (stored[seq]["id"], stored[seq]["text"]) == (mid, words)
-            leaked = self.never_stored & {m["id"] for m in stored.values()}
-            assert not leaked, f"refused frames were stored: {leaked}"
-        probe.close()
-        log = self.proc.log
-        assert "Traceback" not in log and "Unhandled" not in log, f"after {label}:\n{log}"
-
-    def attacker(self, **kwargs):
-        """A fresh chatd.v1 connection that first gets one message acked in ``den``."""
-        ws = RawWS.v1(self.port, **{**self.connect(), **kwargs})
-        ws.send_json(type="join", room="den")
-        ws.expect("joined", room="den")
-        self.post(ws, "den", "acked before the attack")
-        return ws
-
-    def close(self):
-        """Close the bystanders."""
-        self.alice.close()
-        self.bob.close()
-
-
-def _start(tmp_path_factory, *args):
-    cwd = tmp_path_factory.mktemp("chatd")
-    return TwistdProcess(
-        ["--listen", "tcp:0:interface=127.0.0.1", "--db", ":memory:", *args], cwd=cwd
-    )
-
-
-def _world(proc, connect=None):
-    """Yield a :class:`World` on *proc*; the process is stopped whatever happens."""
-    try:
-        world = World(proc, connect)
-        yield world
-        world.close()
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -878,10 +573,6 @@ def test_after_random_payloads_the_server_is_whole(unlimited):
 
 # --------------------------------------------------------------------------
 # tokens, origins and connection caps: refused at the handshake
-
-
-def _token(claims, secret=SECRET, algorithm="HS256"):
-    return jwt.encode(claims, secret, algorithm=algorithm)
 
 
 def _alg_none(claims):

@@ -17,11 +17,12 @@ import struct
 
 import pytest
 
-from tests.e2e.test_cluster import nodes, redis  # noqa: F401 (fixtures)
-from tests.e2e.test_hostile import RawWS, frame, text
-from tests.integration.test_hostile_identity import dm_texts, v1, v1_when_free
+from tests.support.hostile import dm_texts, v1, v1_when_free
+from tests.support.process import wait_log
+from tests.support.rawws import RawWS, frame, text
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+REDIS_AOF = True  # the `redis` fixture (tests/e2e/conftest.py) can be restarted
 
 TRIES = 20
 
@@ -134,7 +135,6 @@ def test_anonymous_name_is_refused_while_redis_cannot_confirm_it(nodes, redis): 
     """Redis down: a new anonymous connection is not let in unchecked (it could be
     a second holder of a live name): ``welcome``, ``error unavailable``, close 1013,
     and its frames are not executed. Once Redis is back the name is served."""
-    from tests.e2e.test_cluster import wait_log
 
     (a,) = nodes(1)
     redis.kill()

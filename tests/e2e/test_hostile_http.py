@@ -28,11 +28,11 @@ from twisted.web.server import NOT_DONE_YET
 from chatd import login, wire
 from chatd.httpserver import MAX_HEAD, MAX_REQUEST_LINE
 from tests.conftest import TWISTD, TwistdProcess
-from tests.e2e.test_hostile import SECRET, RawWS, World, _start, _token, _world, handshake_status
-from tests.integration.test_login import APP_SECRET, JWT_SECRET, FakeJscode2session, QuietSite
-from tests.wsclient import Client, deferLater
+from tests.support.hostile import SECRET, World, _start, _token, _world
+from tests.support.rawws import TIMEOUT, RawWS, handshake_status
+from tests.support.wechat import FakeJscode2session, listening, login_server
+from tests.wsclient import Client, wait_for
 
-TIMEOUT = 5.0
 API_KEY = "api-key-for-hostile-http-tests"
 
 
@@ -414,25 +414,7 @@ class Upstream(FakeJscode2session):
 
 @pytest.fixture
 def upstream():
-    fake = Upstream()
-    port = reactor.listenTCP(0, QuietSite(fake), interface="127.0.0.1")
-    fake.url = f"http://127.0.0.1:{port.getHost().port}"
-    yield fake
-    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
-
-
-def login_server(server_factory, upstream, *extra):
-    return server_factory(
-        "--jwt-secret",
-        JWT_SECRET,
-        "--wechat-appid",
-        "wx123",
-        "--wechat-secret",
-        APP_SECRET,
-        "--wechat-api",
-        upstream.url,
-        *extra,
-    )
+    yield from listening(Upstream())
 
 
 @defer.inlineCallbacks
@@ -457,7 +439,7 @@ def test_junk_code_flood_is_rate_limited_before_wechat(server_factory, upstream)
     """300 junk-code logins from one address in a row cost at most the burst (and
     the refill) in jscode2session calls; the rest are 429 rate_limited with
     Retry-After. Another address still logs in."""
-    srv = yield login_server(server_factory, upstream, "--trusted-proxy", "127.0.0.1")
+    srv = yield login_server(server_factory, upstream.url, "--trusted-proxy", "127.0.0.1")
     started = reactor.seconds()
     statuses = []
     for i in range(300):
@@ -480,7 +462,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
     at most MAX_PENDING_PER_IP reach WeChat, the others are 429 at once; from 40
     addresses at most MAX_IN_FLIGHT do, the others get 503 overloaded. Clients that
     go away cancel their upstream calls."""
-    srv = yield login_server(server_factory, upstream, "--trusted-proxy", "127.0.0.1")
+    srv = yield login_server(server_factory, upstream.url, "--trusted-proxy", "127.0.0.1")
 
     @defer.inlineCallbacks
     def flood(addresses):
@@ -500,7 +482,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
             d.addErrback(lambda f: None)  # cancelled below
             requests.append(d)
         # every request is either answered or waiting for WeChat
-        yield wait_for(lambda: len(answered) + upstream.waiting == len(requests))
+        yield wait_for(lambda: len(answered) + upstream.waiting == len(requests), TIMEOUT)
         waiting = upstream.waiting
         answers = []
         for i, d in enumerate(requests):
@@ -509,7 +491,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
                 answers.append((answered[i].code, body["error"]["code"]))
             else:
                 d.cancel()  # the client goes away
-        yield wait_for(lambda: upstream.waiting == 0)
+        yield wait_for(lambda: upstream.waiting == 0, TIMEOUT)
         return answers, waiting
 
     answers, waiting = yield flood(["10.1.0.1"] * 40)
@@ -527,7 +509,7 @@ def test_concurrent_logins_against_a_silent_wechat_are_bounded(server_factory, u
 def test_login_body_is_bounded_and_bad_json_is_400(server_factory, upstream):
     """An 8 MB login body is answered 413 from its headers (or, chunked, once it
     passes the limit); JSON nested too deep is a 400, not a 500 with a traceback."""
-    srv = yield login_server(server_factory, upstream)
+    srv = yield login_server(server_factory, upstream.url)
     head = post_head("/api/login/wechat", 8 << 20)
     status, _, body = yield threads.deferToThread(http_exchange, srv.port, head)
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
@@ -550,7 +532,7 @@ def test_login_names_follow_the_name_rule(server_factory, upstream):
     """A login ``name`` is accepted exactly when ``?name=`` would accept it (the
     one rule, :func:`chatd.wire.valid_name`): right-to-left overrides, zero-width
     spaces and HTML are 400 bad_name, before WeChat is asked."""
-    srv = yield login_server(server_factory, upstream)
+    srv = yield login_server(server_factory, upstream.url)
     for i, name in enumerate(NAMES):
         status, body, _ = yield login_post(srv.port, {"code": f"n{i}", "name": name})
         c = yield Client.connect(srv.port, "/ws", protocols=["chatd.v1"], name=name)
@@ -563,14 +545,6 @@ def test_login_names_follow_the_name_rule(server_factory, upstream):
         else:
             assert (status, body["error"]["code"]) == (400, "bad_name")
     assert len(upstream.seen) == sum(map(wire.valid_name, NAMES))
-
-
-@defer.inlineCallbacks
-def wait_for(condition, timeout=TIMEOUT):
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"
-        yield deferLater(0.02)
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import struct
 import threading
 import time
 import tracemalloc
@@ -27,8 +26,8 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatd.store.sqlite import SQLiteStore
-from tests.e2e.test_hostile import RawWS, text
-from tests.e2e.test_slow_consumer import rss_kb
+from tests.support.process import rss_kb
+from tests.support.rawws import RawWS, rst, text
 from tests.wsclient import Client, deferLater
 
 ROOM = "big"
@@ -62,19 +61,13 @@ def fill(path, room=ROOM, count=MESSAGES, text_=TEXT):
     return run()
 
 
-def linger0(sock: socket.socket) -> socket.socket:
-    """Make closing *sock* send a TCP RST (SO_LINGER 0)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    return sock
-
-
 def attack(port, connections=ATTACKERS, joins=JOINS, room=ROOM):
     """Each connection sends *joins* ``join {room, since: 0}`` in one write, then resets."""
     burst = text({"type": "join", "room": room, "since": 0}) * joins
     for _ in range(connections):
         ws = RawWS.v1(port)
         ws.send(burst)
-        linger0(ws.sock).close()
+        ws.reset()
 
 
 def bystander(port, room=ROOM, acks=5) -> float:
@@ -311,7 +304,7 @@ def test_closed_connections_pending_replay_is_cancelled(server_factory):
         yield deferLater(0.02)
     reads = store.reads
     assert replayer.active == 1
-    linger0(a.proto.transport.socket)
+    rst(a.proto.transport.socket)
     a.proto.transport.abortConnection()
     while replayer.active:
         assert time.monotonic() < deadline, "the replay of a closed connection still runs"

@@ -27,35 +27,12 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import IN_CI, TwistdProcess
+from tests.conftest import IN_CI, ROOT, TwistdProcess
+from tests.support.install import COPY_IGNORE
 
-ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"chatd listening on ws://(\S+):(\d+)/ \(endpoint ([^)]*)\)")
 
 pytestmark = [pytest.mark.install, pytest.mark.subprocess]
-
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "venv",
-    "node_modules",
-    "miniprogram",
-    "bench",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    "*.pyc",
-    "dropin.cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    ".benchmarks",
-    "*.pid",
-    "*.log",
-    "*.sqlite3*",
-    "*.so",
-)
 
 
 def clean_env(**extra) -> dict:

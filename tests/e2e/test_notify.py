@@ -14,23 +14,9 @@ import time
 import pytest
 
 from chatd.notify import notify, watchdog_interval
+from tests.support.process import receive_until
 
 pytestmark = pytest.mark.subprocess
-
-
-def receive_until(sock, wanted: str, timeout=10.0) -> list[str]:
-    """Datagrams received until one contains *wanted* (all of them, in order)."""
-    got = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            got.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-        if wanted in got[-1]:
-            return got
-    raise AssertionError(f"no {wanted!r} in {got}")
 
 
 def test_ready_watchdog_and_stopping(tmp_path, twistd_factory):

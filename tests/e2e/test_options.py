@@ -25,9 +25,8 @@ from chatd import options, tap
 from chatd.limits import RateLimiter, Strikes
 from chatd.reload import Reloader
 from chatd.settings import Settings
-from tests.conftest import TWISTD, chatd_env
-from tests.e2e.test_config import _wait_log, _welcome, parse
-from tests.e2e.test_notify import receive_until
+from tests.support.options import _welcome, parse
+from tests.support.process import _wait_log, receive_until, twistd_exit
 from tests.wsclient import Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,14 +228,7 @@ def test_flood_strikes_zero_refuses_frames_but_never_closes(server_factory):
 
 
 def _twistd(tmp_path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*TWISTD, "-n", "chatd", "--db", ":memory:", *args],
-        cwd=tmp_path,
-        env=chatd_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return twistd_exit(tmp_path, "-n", "chatd", "--db", ":memory:", *args, timeout=60)
 
 
 @pytest.mark.subprocess

@@ -13,8 +13,9 @@ import time
 import urllib.request
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from tests.support.process import close_codes
 
 pytestmark = pytest.mark.subprocess
 
@@ -47,12 +48,7 @@ def test_sigterm_closes_with_1001_flushes_and_exits_quickly(tmp_path, twistd_fac
         assert [x["seq"] for x in acks] == list(range(1, 21))
         started = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)
-        codes = []
-        for ws in (a, relay):
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    ws.recv(timeout=10)
-            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        codes = close_codes((a, relay))
     assert codes == [1001, 1001]
     assert proc.stop(timeout=15) == -signal.SIGTERM
     assert time.monotonic() - started < 8

@@ -1,6 +1,5 @@
 """Slow consumers: a client that stops reading cannot make the server's memory grow."""
 
-import base64
 import os
 import socket
 import threading
@@ -9,36 +8,14 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from tests.e2e.test_hostile import RawWS, text
-from tests.e2e.test_hostile import frame as ws_frame
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from tests.support.process import rss_kb
+from tests.support.rawws import RawWS, text
+from tests.support.rawws import frame as ws_frame
 
 
 def stalled_client(port: int) -> socket.socket:
     """A real WebSocket client (relay mode) that completes the handshake, then never reads."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(
-        (
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += s.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return s
+    return RawWS.relay(port, rcvbuf=4096, timeout=None).sock
 
 
 @pytest.mark.subprocess

@@ -1,8 +1,7 @@
 """Tests of the cluster history store (chatd.store.redis.RedisStore) on a real redis-server.
 
-The IHistoryStore contract tests of tests/e2e/test_store_sqlite.py run unchanged
-against RedisStore (imported below: they use this module's ``store``
-fixture); the Redis-specific behaviour (seq across nodes, atomic publish,
+The IHistoryStore contract tests (tests/e2e/test_store_contract.py) run against
+RedisStore too; the Redis-specific behaviour (seq across nodes, atomic publish,
 retention, outages) is tested here.
 """
 
@@ -11,72 +10,21 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from zope.interface.verify import verifyObject
 
-from chatd.cluster.redis import RedisMessageLog, RedisNode, RedisURL
-from chatd.store import Appended, IHistoryStore, Message, Replay, StoreUnavailable
-from chatd.store.redis import RedisStore
-from tests.e2e.test_store_sqlite import (  # noqa: F401  (collected here, with this `store`)
-    check_append_order_under_concurrency,
-    test_append_assigns_seq_per_channel,
-    test_history_paging,
-    test_read_after_append_callback_sees_it,
-    test_replay_since_limit_truncated,
-    test_same_results_as_memory_store,
-)
-from tests.redis_server import RedisServer
+from chatd.cluster.redis import RedisMessageLog, RedisURL
+from chatd.store import Appended, Message, Replay, StoreUnavailable
+from tests.support.store import open_redis, redis_node
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
 DAY = 86400
 
 
-@pytest.fixture
-def redis(tmp_path):
-    """A private redis-server (no persistence) for one test."""
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
-
-
-def _node(redis, prefix="t:", **query):
-    extra = "".join(f"&{k}={v}" for k, v in query.items())
-    return RedisNode(f"{redis.url}?prefix={prefix}&backoff_max=0.3{extra}")
-
-
-@defer.inlineCallbacks
-def _open(redis, prefix="t:", **kw):
-    kw.setdefault("prune_interval", None)
-    store = RedisStore(_node(redis, prefix), **kw)
-    yield store.start()
-    return store
-
-
-@pytest_twisted.async_yield_fixture
-async def store(redis):
-    """A started RedisStore on a private redis-server; stopped afterwards."""
-    s = await _open(redis)
-    yield s
-    await s.stop()
-
-
-def test_provides_interface_and_is_durable(store):
-    """RedisStore provides IHistoryStore and says it is durable."""
-    assert verifyObject(IHistoryStore, store)
-    assert store.durable is True
-
-
-@pytest_twisted.inlineCallbacks
-def test_results_fire_in_append_order_under_concurrency(store):
-    """Many appends in flight on one connection: results fire in order, seqs in order."""
-    yield check_append_order_under_concurrency(store)
-
-
 @pytest_twisted.inlineCallbacks
 def test_two_nodes_share_seq_and_dedupe(redis):
     """Two stores (two nodes) interleaving appends get one seq sequence and one dedupe."""
-    a = yield _open(redis)
-    b = yield _open(redis)
+    a = yield open_redis(redis)
+    b = yield open_redis(redis)
     try:
         results = yield defer.gatherResults(
             [
@@ -100,7 +48,7 @@ def test_two_nodes_share_seq_and_dedupe(redis):
 @pytest_twisted.inlineCallbacks
 def test_dedupe_record_outlives_trimmed_message(redis):
     """With history_max=1 a resend of a trimmed message is still a duplicate with its seq and ts."""
-    s = yield _open(redis, history_max=1)
+    s = yield open_redis(redis, history_max=1)
     try:
         ts = 10 * DAY * 1000
         yield s.append("r", "u", "U", "id1", "first", ts)
@@ -118,7 +66,7 @@ def test_dedupe_record_outlives_trimmed_message(redis):
 @pytest_twisted.inlineCallbacks
 def test_prune_by_days_keeps_seq(redis):
     """prune() deletes messages older than history_days; seq continues, replay reports the gap."""
-    s = yield _open(redis, history_days=2, prune_chunk=3)
+    s = yield open_redis(redis, history_days=2, prune_chunk=3)
     try:
         now = 100 * DAY
         for age in (9, 8, 7, 6, 5, 4, 1, 0):
@@ -140,8 +88,8 @@ def test_prune_by_days_keeps_seq(redis):
 @pytest_twisted.inlineCallbacks
 def test_commit_publishes_on_the_bus_in_seq_order(redis):
     """A message log append commits and publishes in one script: the bus sees every seq in order."""
-    s = yield _open(redis)
-    listener = _node(redis)
+    s = yield open_redis(redis)
+    listener = redis_node(redis)
     seen = []
     listener.add_bus_handler(seen.append)
     yield listener.start()
@@ -168,7 +116,7 @@ def test_commit_publishes_on_the_bus_in_seq_order(redis):
 @pytest_twisted.inlineCallbacks
 def test_redis_down_fails_fast_then_recovers(redis):
     """With Redis gone, appends fail with StoreUnavailable at once; after restart they work."""
-    s = yield _open(redis)
+    s = yield open_redis(redis)
     try:
         first = yield s.append("r", "u", "U", "a", "before", 1)
         redis.kill()

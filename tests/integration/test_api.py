@@ -7,36 +7,10 @@ exactly like a client's ``send``.
 
 from __future__ import annotations
 
-import json
-from io import BytesIO
-
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.web.client import Agent, FileBodyProducer, readBody
-from twisted.web.http_headers import Headers
 
+from tests.support.http import KEY, http
 from tests.wsclient import Client
-
-KEY = "s3cret-key"
-
-
-@defer.inlineCallbacks
-def http(method, url, body=None, key=KEY, headers=None):
-    """One real HTTP request; fires with ``(status, headers, parsed JSON or raw bytes)``."""
-    h = {b"content-type": [b"application/json"]}
-    if key is not None:
-        h[b"authorization"] = [b"apikey " + key.encode()]
-    h.update(headers or {})
-    producer = None
-    if body is not None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        producer = FileBodyProducer(BytesIO(raw))
-    response = yield Agent(reactor).request(method.encode(), url.encode(), Headers(h), producer)
-    data = yield readBody(response)
-    ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
-    if ctype.startswith(b"application/json"):
-        data = json.loads(data)
-    return response.code, response.headers, data
 
 
 @pytest_twisted.inlineCallbacks

@@ -5,14 +5,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from chatd.auth import TokenVerifier
+from tests.support.auth import SECRET, token
 from tests.wsclient import Client, deferLater
-
-SECRET = "a-test-secret-that-is-32-bytes-long!"
-
-
-def token(sub, **claims):
-    return TokenVerifier(secret=SECRET).issue(sub, claims.pop("name", None), **claims)
 
 
 @pytest_twisted.inlineCallbacks

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
-from urllib.parse import urlencode
 
 import pytest
 
 from chatd.anonymous import AnonymousNames
-from tests.e2e.test_hostile import (
+from tests.support.hostile import (
     SECRET,
-    TIMEOUT,
-    RawWS,
     _start,
     _token,
     _world,
-    handshake_status,
+    dm_texts,
     next_id,
-    text,
+    v1,
+    v1_when_free,
 )
+from tests.support.rawws import RawWS, handshake_status, text
 
 
 @pytest.fixture(scope="module")
@@ -55,32 +53,6 @@ def required_server(tmp_path_factory):
     yield from _world(proc, connect)
 
 
-def v1(port, **params):
-    """A chatd.v1 connection with these query parameters, its ``welcome`` read."""
-    return RawWS.v1(port, path="/ws?" + urlencode(params))
-
-
-def v1_when_free(port, name, **params):
-    """Connect as *name* once the server (or the cluster) has let go of it: a
-    close not processed yet answers ``name_taken``, before or (in a cluster)
-    after ``welcome``. Returns the connection, its name confirmed by a ``pong``."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        ws = RawWS(port, path="/ws?" + urlencode({"name": name, **params}))
-        assert ws.status == 101, ws.head
-        first = ws.recv()
-        if first["type"] == "welcome":
-            ws.welcome = first
-            ws.send_json(type="ping", id="confirmed")
-            first = ws.recv()
-            if first["type"] == "pong":
-                return ws
-        assert (first["type"], first["code"]) == ("error", "name_taken"), first
-        ws.until_closed()
-        assert time.monotonic() < deadline, f"{name} was never released"
-        time.sleep(0.02)
-
-
 def dm_pair(port, a, b, n):
     """*a* and *b* connect and exchange one DM each way; returns (alice, bob, ids)."""
     alice, bob = v1(port, name=a), v1(port, name=b)
@@ -92,13 +64,6 @@ def dm_pair(port, a, b, n):
     bob.expect("ack", id=f"b-{n}", to=ua, seq=2)
     alice.expect("dm", id=f"b-{n}", text=f"secret from {b}")
     return alice, bob
-
-
-def dm_texts(ws, other, **where):
-    """The texts ``dm_history`` gives *ws* for its conversation with *other*."""
-    ws.send_json(type="dm_history", **{"with": other}, **where)
-    page = ws.expect("dm_history", **{"with": other})
-    return [m["text"] for m in page["messages"]], page["more"]
 
 
 @pytest.mark.parametrize("mode", ["off", "optional"])

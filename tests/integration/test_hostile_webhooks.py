@@ -15,20 +15,13 @@ from twisted.logger import globalLogPublisher
 from twisted.web.server import Site
 
 from chatd.webhooks import Event, PresenceQueue
-from tests.integration.test_api import http
-from tests.integration.test_metrics import samples
-from tests.integration.test_webhooks import Receiver
+from tests.support.http import Receiver, http, samples
 from tests.wsclient import Client, wait_for
 
 #: the receiver's answer time (seconds per request)
 RECEIVER_DELAY = 0.02
 #: the bound on a message event's delay under churn that docs/operations.md states
 MESSAGE_BOUND = 2.0
-
-
-def until(predicate, timeout=10.0):
-    """*predicate* true within *timeout* seconds (the reactor runs meanwhile)."""
-    return wait_for(predicate, timeout)
 
 
 class Churn:
@@ -90,11 +83,11 @@ def test_message_event_is_not_starved_by_presence_churn(server_factory):
         eve = yield Client.v1(srv.port, "eve")
         yield eve.join("support")
         user = eve.welcome["user"]
-        yield until(lambda: presence_at(receiver).get(user) == "online")
+        yield wait_for(lambda: presence_at(receiver).get(user) == "online", timeout=10)
 
         churn = Churn(srv.port)
         # 600 pairs are 1,200 presence events: 6 s of work for 4 requests at a time
-        yield until(lambda: churn.pairs >= 600, timeout=60)
+        yield wait_for(lambda: churn.pairs >= 600, timeout=60)
         eve.send(type="send", room="support", text="help!", id="s1")
         ack = yield eve.expect("ack", id="s1")
         sent_at, pairs_at, backlog = reactor.seconds(), churn.pairs, hooks.pending
@@ -109,10 +102,10 @@ def test_message_event_is_not_starved_by_presence_churn(server_factory):
                 None,
             )
 
-        yield until(lambda: arrived() is not None, timeout=60)
+        yield wait_for(lambda: arrived() is not None, timeout=60)
         delay = arrived() - sent_at
         # the churn goes on around the message: more pairs after it arrived
-        yield until(lambda: churn.pairs >= pairs_at + 100, timeout=60)
+        yield wait_for(lambda: churn.pairs >= pairs_at + 100, timeout=60)
         yield churn.stop()
         churn = None
         print(
@@ -123,7 +116,7 @@ def test_message_event_is_not_starved_by_presence_churn(server_factory):
         assert message["seq"] == ack["seq"] and message["text"] == "help!"
         assert delay < MESSAGE_BOUND, f"message event took {delay:.2f} s"
 
-        yield until(lambda: settled(hooks), timeout=120)
+        yield wait_for(lambda: settled(hooks), timeout=120)
         state = presence_at(receiver)
         assert state[user] == "online"
         wrong = {u: s for u, s in state.items() if (s == "online") != srv.chat.hub.is_online(u)}
@@ -181,7 +174,9 @@ def test_full_queue_drops_presence_before_messages_counted_and_logged(server_fac
         for i in range(120):  # 120 users who stay online: nothing to coalesce
             users.append((yield Client.v1(srv.port, f"u{i}")))
         receiver.release()
-        yield until(lambda: sum(e["event"] == "message" for e in receiver.events) == 10, timeout=15)
+        yield wait_for(
+            lambda: sum(e["event"] == "message" for e in receiver.events) == 10, timeout=15
+        )
         assert sorted(e["text"] for e in receiver.events if e["event"] == "message") == [
             f"m{i}" for i in range(10)
         ]
@@ -223,7 +218,7 @@ def test_message_events_overtake_a_presence_backlog(server_factory):
         hooks = srv.service.lifecycle.webhooks
         eve = yield Client.v1(srv.port, "eve")
         yield eve.join("support")
-        yield until(lambda: hooks.pending == 0)
+        yield wait_for(lambda: hooks.pending == 0, timeout=10)
         receiver.hold()
         users = yield connect_users(srv.port, 40, "u")
         for i in range(5):
@@ -231,7 +226,7 @@ def test_message_events_overtake_a_presence_backlog(server_factory):
             yield eve.expect("ack", id=f"m{i}")
         before = len(receiver.events)  # eve's online and the 4 requests in flight
         receiver.release()
-        yield until(lambda: len(receiver.events) == before + 40 + 5 - 4, timeout=30)
+        yield wait_for(lambda: len(receiver.events) == before + 40 + 5 - 4, timeout=30)
         kinds = [e["event"] for e in receiver.events[before:]]
         # presence keeps one of the 4 slots while messages wait: 5 messages, 1 online
         last_message = max(i for i, k in enumerate(kinds) if k == "message")

@@ -9,72 +9,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Site
 
+from tests.support.wechat import APP_SECRET, JWT_SECRET, FakeJscode2session, listening, login_server
 from tests.wsclient import Client
-
-APP_SECRET = "app-secret-never-logged-1234"
-JWT_SECRET = "jwt-secret-for-tests-32-bytes-long!!"
-
-
-class FakeJscode2session(Resource):
-    """Mimics WeChat's /sns/jscode2session: its success and error answers by code."""
-
-    isLeaf = True
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def render_GET(self, request):
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
-        self.seen.append(args)
-        if request.path != b"/sns/jscode2session" or args.get("secret") != APP_SECRET:
-            return json.dumps({"errcode": 40125, "errmsg": "invalid appsecret"}).encode()
-        code = args["js_code"]
-        if code == "slow":
-            return NOT_DONE_YET
-        if code == "garbage":
-            return b"<html>oops</html>"
-        replies = {
-            "bad": {"errcode": 40029, "errmsg": "invalid code"},
-            "used": {"errcode": 40163, "errmsg": "code been used"},
-            "limited": {"errcode": 45011, "errmsg": "api minute-quota reach limit"},
-            "busy": {"errcode": -1, "errmsg": "system error"},
-            "risky": {"errcode": 40226, "errmsg": "high risk user"},
-        }
-        reply = replies.get(code, {"openid": "o-" + code, "session_key": "SECRET-KEY"})
-        return json.dumps(reply).encode()
-
-
-class QuietSite(Site):
-    """The stand-in's own access log would show the secret it receives: keep it quiet."""
-
-    def log(self, request):
-        pass
 
 
 @pytest.fixture
 def wechat():
-    fake = FakeJscode2session()
-    port = reactor.listenTCP(0, QuietSite(fake), interface="127.0.0.1")
-    fake.url = f"http://127.0.0.1:{port.getHost().port}"
-    yield fake
-    pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
-
-
-def login_server(server_factory, wechat_api):
-    """A chatd with WeChat login against *wechat_api* (fires with the server)."""
-    return server_factory(
-        "--jwt-secret",
-        JWT_SECRET,
-        "--wechat-appid",
-        "wx123",
-        "--wechat-secret",
-        APP_SECRET,
-        "--wechat-api",
-        wechat_api,
-    )
+    yield from listening(FakeJscode2session())
 
 
 @defer.inlineCallbacks

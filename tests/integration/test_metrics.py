@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import pytest_twisted
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_api import KEY, http
+from tests.support.http import KEY, http, samples
 from tests.wsclient import Client
-
-
-def samples(text: str) -> dict:
-    """``{(name, frozenset(labels.items())): value}`` of every sample in *text*."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
 
 
 def value(metrics, name, **labels):

@@ -2,75 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Site
 
+from tests.support.http import Receiver
 from tests.wsclient import Client
 from tests.wsclient import wait_for as condition
-
-
-class Receiver(Resource):
-    """Records every POST; answers the first *fail* of them with HTTP 500.
-
-    With *delay* each answer (200) is sent *delay* seconds after the request
-    arrived; :meth:`hold` makes answers wait until :meth:`release`. ``times``
-    holds each recorded event's arrival (``reactor.seconds()``).
-    """
-
-    isLeaf = True
-
-    def __init__(self, fail=0, delay=0.0):
-        super().__init__()
-        self.fail = fail
-        self.delay = delay
-        self.attempts = 0
-        self.events = []
-        self.times = []
-        self.headers = []
-        self.arrived = defer.DeferredQueue()
-        self._held = None
-
-    def hold(self):
-        """Answer nothing until :meth:`release`."""
-        self._held = defer.Deferred()
-
-    def release(self):
-        """Answer every held request (each after its *delay*)."""
-        held, self._held = self._held, None
-        held.callback(None)
-
-    def render_POST(self, request):
-        self.attempts += 1
-        if self.attempts <= self.fail:
-            request.setResponseCode(500)
-            return b"try later"
-        event = json.loads(request.content.read())
-        self.events.append(event)
-        self.times.append(reactor.seconds())
-        self.headers.append(request.getHeader(b"authorization"))
-        self.arrived.put(event)
-        if not self.delay and self._held is None:
-            return b"ok"
-        gone = []
-        request.notifyFinish().addErrback(gone.append)
-
-        def answer(_=None):
-            if not gone:
-                request.write(b"ok")
-                request.finish()
-
-        def later(_=None):
-            reactor.callLater(self.delay, answer)
-
-        if self._held is not None:
-            self._held.addCallback(later)
-        else:
-            later()
-        return NOT_DONE_YET
 
 
 @defer.inlineCallbacks

@@ -1,0 +1,76 @@
+"""Fixtures of the e2e tier: the fan-out loop a test runs with, socket pairs, a private
+redis-server and chatd cluster nodes on it."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from chatd import fanout
+from tests.conftest import need
+from tests.redis_server import RedisServer
+from tests.support.fanout import BUILD_HINT, C_BUILT
+from tests.support.process import wait_log
+
+
+@pytest.fixture(params=["c", "python", "transport"])
+def fanout_impl(request, monkeypatch):
+    """Run the test with the C fan-out loop, with the pure-Python one, and with direct
+    sends off: servers started by the test then find a name the direct path reads
+    missing from Twisted (one that no Twisted has, as if a release had renamed it)."""
+    if request.param == "c":
+        need(BUILD_HINT, C_BUILT)
+    if request.param == "transport":
+        monkeypatch.setattr(fanout, "TWISTED_NAMES", (*fanout.TWISTED_NAMES, "_renamed"))
+    return request.param
+
+
+@pytest.fixture
+def socket_pairs():
+    pairs = [socket.socketpair() for _ in range(4)]
+    for ours, _theirs in pairs:
+        ours.setblocking(False)
+    yield pairs
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+
+
+TUNING = "heartbeat=0.5&node_ttl=2&ping=1&ping_timeout=1&backoff_max=0.5&connect_timeout=20"
+
+
+@pytest.fixture
+def redis(request, tmp_path):
+    """A private redis-server for one test: no persistence, or with AOF (appendfsync
+    always) in a module that sets ``REDIS_AOF = True``, so it can be restarted."""
+    d = tmp_path / "redis"
+    d.mkdir()
+    server = RedisServer(d, appendonly=getattr(request.module, "REDIS_AOF", False)).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nodes(twistd_factory, redis, tmp_path):
+    """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""
+
+    def start(n=2):
+        procs = []
+        for i in range(n):
+            cwd = tmp_path / f"node{i}"  # own twistd.pid per node
+            cwd.mkdir()
+            procs.append(
+                twistd_factory(
+                    "--listen",
+                    "tcp:0:interface=127.0.0.1",
+                    "--redis",
+                    f"{redis.url}?prefix=test:&{TUNING}",
+                    cwd=cwd,
+                )
+            )
+        for proc in procs:
+            wait_log(proc, "healthy: Redis reachable", 1)
+        return procs
+
+    return start
