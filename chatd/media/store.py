@@ -2,7 +2,7 @@
 
 Objects are addressed by the hex SHA-256 of their bytes, so identical uploads
 are stored once. Every method blocks: chatd calls them in the media thread
-pool. The same contract tests (tests/unit/test_media_store.py) run against both
+pool. The same contract tests (tests/integration/test_media_store.py) run against both
 backends (S3 through moto's server on loopback).
 
 * :class:`LocalStore` (``--media-dir``): ``<dir>/objects/ab/cd/<sha256>``,
