@@ -24,18 +24,17 @@ import base64
 import json
 import os
 import random
-import re
 import socket
 import struct
-import subprocess
 import sys
-import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)
+sys.path.insert(0, BENCH)
 
 from autobahn.websocket.protocol import PreparedMessage  # noqa: E402
+from chatd_process import start_chatd as start  # noqa: E402  (bench/)
 
 from chatd import wire  # noqa: E402
 from chatd.fanout import Fanout  # noqa: E402
@@ -144,37 +143,7 @@ def payload_of(raw: bytes) -> bytes:
 
 
 def start_chatd():
-    env = {**os.environ, "PYTHONPATH": REPO}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
-            "-n",
-            "chatd",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--db",
-            ":memory:",
-            "--rate-limit",
-            "0",
-            "--user-rate-limit",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        m = re.search(r"chatd listening on ws://[^\s]+:(\d+)/", line)
-        if m:
-            return proc, int(m.group(1))
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit("chatd did not start")
+    return start(["--db", ":memory:", "--rate-limit", "0", "--user-rate-limit", "0"])
 
 
 def framer():

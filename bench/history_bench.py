@@ -21,10 +21,8 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,39 +30,14 @@ from pathlib import Path
 
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"chatd listening on ws://[^\s]+:(\d+)/")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chatd_process import start_chatd as start  # noqa: E402  (bench/)
+
 
 
 def start_chatd(db: str, extra: list[str], workdir: str):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "chatd",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-        "--db",
-        db,
-        "--rate-limit",
-        "0",
-        "--user-rate-limit",
-        "0",
-        *extra,
-    ]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.Popen(
-        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    for line in proc.stdout:
-        m = LISTENING.search(line)
-        if m:
-            return proc, int(m.group(1))
-    raise RuntimeError("chatd did not start")
+    args = ["--db", db, "--rate-limit", "0", "--user-rate-limit", "0", *extra]
+    return start(args, cwd=workdir, pin=0)
 
 
 async def sender(url, index, window, stop_at, latencies, counts):

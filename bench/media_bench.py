@@ -28,9 +28,7 @@ import http.client
 import io
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +37,11 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from chatd_process import start_chatd as start  # noqa: E402  (bench/)
+from cluster_bench import cpu_seconds  # noqa: E402
+
 SECRET = "media-bench-secret-32-bytes-long!!!!"
 
 
@@ -59,12 +61,6 @@ def photos_of_about(kb: int, count: int) -> list[bytes]:
     while len(_photo(side)) < kb * 1024 and side < 4000:
         side = int(side * 1.05)
     return [_photo(side) for _ in range(count)]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def bench_process(images: list[bytes]) -> dict:
@@ -111,37 +107,8 @@ def bench_process(images: list[bytes]) -> dict:
 
 
 def start_chatd(media_dir: str):
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
-        "-n",
-        "chatd",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-        "--db",
-        ":memory:",
-        "--jwt-secret",
-        SECRET,
-        "--media-dir",
-        media_dir,
-        "--media-quota-bytes",
-        "0",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=media_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        match = re.search(r"chatd listening on ws://127\.0\.0\.1:(\d+)/", line)
-        if match:
-            threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
-            return proc, int(match.group(1))
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError("chatd did not start")
+    args = ["--db", ":memory:", "--jwt-secret", SECRET, "--media-dir", media_dir]
+    return start([*args, "--media-quota-bytes", "0"], cwd=media_dir)
 
 
 def bench_upload(images: list[bytes], clients: int) -> dict:
