@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatd_process import start_chatd as start  # noqa: E402  (bench/)
 
 
-
 def start_chatd(db: str, extra: list[str], workdir: str):
     args = ["--db", db, "--rate-limit", "0", "--user-rate-limit", "0", *extra]
     return start(args, cwd=workdir, pin=0)
