@@ -26,9 +26,10 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatd.store.sqlite import SQLiteStore
+from tests.conftest import poll
 from tests.support.process import rss_kb
 from tests.support.rawws import RawWS, rst, text
-from tests.wsclient import Client, deferLater
+from tests.wsclient import Client, wait_for
 
 ROOM = "big"
 MESSAGES = 1000
@@ -141,10 +142,8 @@ def test_join_replay_flood_with_resets_keeps_memory_and_acks_bounded(twistd_fact
         attack(proc.port)
         under_attack = bystander(proc.port)
         # let the server work off whatever the attack queued, then measure again
-        deadline = time.monotonic() + 20
-        while metric(proc.http_url, "chatd_replays_active", 0) > 0:
-            assert time.monotonic() < deadline, "replays of closed connections still run"
-            time.sleep(0.05)
+        idle = poll(lambda: metric(proc.http_url, "chatd_replays_active", 0) == 0, 20, 0.05)
+        assert idle, "replays of closed connections still run"
     finally:
         peak = watch.stop()
     growth_mb = (peak - base) / 1024
@@ -277,11 +276,11 @@ def test_repeated_join_replays_nothing_new(server_factory):
     a.send(type="join", room="r", since=0)
     again = yield a.expect("joined", room="r", since=0, truncated=False)
     assert again["seq"] == 120
-    yield a.silent(0.2)
+    yield a.quiet()  # no replay came with it (a ping barrier, no sleep)
     yield posted(srv, "r", 1, "after")
     live = yield a.expect("message", room="r")
     assert live["seq"] == 121
-    yield a.silent(0.2)
+    yield a.quiet()
     assert srv.chat.replayer.active == 0
     yield a.close()
 
@@ -298,17 +297,13 @@ def test_closed_connections_pending_replay_is_cancelled(server_factory):
     a.proto.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     a.proto.transport.pauseProducing()  # reads nothing more from its socket
     a.send(type="join", room="r", since=0)
-    deadline = time.monotonic() + 10
-    while replayer.waiting == 0:  # blocked on the client's full transport buffer
-        assert time.monotonic() < deadline, "the replay never waited for the client"
-        yield deferLater(0.02)
+    # blocked on the client's full transport buffer
+    yield wait_for(lambda: replayer.waiting, 10, what="the replay waiting for the client")
     reads = store.reads
     assert replayer.active == 1
     rst(a.proto.transport.socket)
     a.proto.transport.abortConnection()
-    while replayer.active:
-        assert time.monotonic() < deadline, "the replay of a closed connection still runs"
-        yield deferLater(0.02)
+    yield wait_for(lambda: not replayer.active, 10, what="the closed connection's replay to end")
     assert srv.chat.stats.replays_cancelled == 1
     assert store.reads == reads  # no page was read for the closed connection
     assert replayer.waiting == 0
@@ -328,17 +323,12 @@ def test_joiner_too_far_behind_its_replay_is_dropped(server_factory):
     a.proto.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     a.proto.transport.pauseProducing()
     a.send(type="join", room="r", since=0)
-    deadline = time.monotonic() + 10
-    while replayer.waiting == 0:
-        assert time.monotonic() < deadline, "the replay never waited for the client"
-        yield deferLater(0.02)
+    yield wait_for(lambda: replayer.waiting, 10, what="the replay waiting for the client")
     for i in range(20):  # 80 KB of live messages while alice's replay waits
         yield srv.chat.post("r", "~poster", "poster", f"{i} {TEXT}")
     assert stats.closes[4008] == 1
     assert hub.rooms["r"].pending == {} and hub.rooms["r"].pending_bytes == {}
-    while replayer.active:
-        assert time.monotonic() < deadline, "the dropped joiner's replay still runs"
-        yield deferLater(0.02)
+    yield wait_for(lambda: not replayer.active, 10, what="the dropped joiner's replay to end")
     yield other.expect("presence", room="r", user="alice", event="join")
     seqs = []
     for _ in range(20):
