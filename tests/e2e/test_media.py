@@ -78,21 +78,30 @@ class Http:
         return self.request("GET", path, headers=headers)
 
 
+def media_args(media_dir, *extra) -> list[str]:
+    """``twistd -n chatd`` options of a media-serving chatd on loopback (history in
+    memory, uploads under *media_dir*), then *extra*."""
+    return [
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--db",
+        ":memory:",
+        "--jwt-secret",
+        SECRET,
+        "--media-dir",
+        str(media_dir),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def media_server(tmp_path_factory):
     from tests.conftest import TwistdProcess
 
     root = tmp_path_factory.mktemp("media")
     proc = TwistdProcess(
-        [
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--db",
-            ":memory:",
-            "--jwt-secret",
-            SECRET,
-            "--media-dir",
-            str(root / "media"),
+        media_args(
+            root / "media",
             "--max-image-bytes",
             str(IMAGE_MAX),
             "--max-voice-bytes",
@@ -101,7 +110,7 @@ def media_server(tmp_path_factory):
             str(FILE_MAX),
             "--media-quota-bytes",
             str(QUOTA),
-        ],
+        ),
         cwd=root,
     )
     yield proc, Http(proc.port), root / "media"
@@ -413,16 +422,11 @@ def test_s3_backend_end_to_end(twistd_factory, tmp_path):
         )
         s3.create_bucket(Bucket="chatd")
         proc = twistd_factory(
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--db",
-            ":memory:",
-            "--jwt-secret",
-            SECRET,
-            "--media-dir",
-            str(tmp_path / "meta"),
-            "--media-s3",
-            f"s3://chatd/up?endpoint={endpoint}&region=us-east-1",
+            *media_args(
+                tmp_path / "meta",
+                "--media-s3",
+                f"s3://chatd/up?endpoint={endpoint}&region=us-east-1",
+            ),
             env=creds,
         )
         http_ = Http(proc.port)
@@ -444,18 +448,7 @@ def test_s3_backend_end_to_end(twistd_factory, tmp_path):
 def test_upload_body_may_take_longer_than_the_handshake_timeout(twistd_factory, tmp_path):
     """Once an authenticated /api/media request's headers are in, its body has 300 s,
     not ``--handshake-timeout`` (1 s here): a slow upload completes."""
-    proc = twistd_factory(
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-        "--db",
-        ":memory:",
-        "--jwt-secret",
-        SECRET,
-        "--media-dir",
-        str(tmp_path / "m"),
-        "--handshake-timeout",
-        "1",
-    )
+    proc = twistd_factory(*media_args(tmp_path / "m", "--handshake-timeout", "1"))
     body, ctype = form(media_samples.image("PNG", (64, 64)))
     head = (
         f"POST /api/media HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
