@@ -106,3 +106,35 @@ class IdReused(ChatError):
     used: nothing was stored; send it again with a new id."""
 
     code = "id_reused"
+
+
+class AuthRequired(ChatError):
+    """A conversation request (rooms as memberships, markers, recall, ...) from an
+    anonymous connection."""
+
+    code = "auth_required"
+
+
+class NoSuchRoom(ChatError):
+    """The room was never created and has no message, or the user has no such
+    conversation."""
+
+    code = "no_such_room"
+
+
+class RoomExists(ChatError):
+    """``create`` of a room that exists already."""
+
+    code = "room_exists"
+
+
+class NoSuchMessage(ChatError):
+    """The seq named is not a message of that conversation (or was recalled)."""
+
+    code = "no_such_message"
+
+
+class TooLate(ChatError):
+    """A sender's recall after ``--recall-window``."""
+
+    code = "too_late"

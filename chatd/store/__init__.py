@@ -29,6 +29,49 @@ class Message:
     text: str
     ts: int
     client_id: str | None
+    #: what this timeline item is (see ITEM_KINDS): ``message`` for what was sent
+    #: with ``send``/``dm``; the others are conversation events with their own seq
+    kind: str = "message"
+    #: the item's details (a JSON object; None: none). For ``message``: optional
+    #: ``mentions`` (list of user ids, ``"@all"``), ``reply_to`` (seq), and the state
+    #: later items gave it: ``edited_ts`` (ms), ``recalled`` (``{"by", "ts"}``).
+    #: For the other kinds see ITEM_KINDS.
+    data: dict | None = None
+
+
+#: The kinds of timeline items, each a frame type of docs/protocol.md, and their data:
+#:
+#: ``message``   a message (room or DM); data as in :attr:`Message.data`
+#: ``event``     a membership or room change, ``{"event", "user", "by", ...}`` with
+#:               ``event`` one of EVENTS; ``role`` for ``joined``/``invited``/``role``,
+#:               ``changes`` (title/topic/avatar/kind) for ``created``/``room_updated``.
+#:               Appending it APPLIES it: the store changes the member row / room row
+#:               in the same transaction (see :class:`IConversationStore`).
+#: ``recalled``  ``{"target": seq, "by": user}``; text ``""``. Appending it removes the
+#:               stored text of the target message and of the ``edited`` items of it,
+#:               and sets the target's ``data["recalled"] = {"by", "ts"}``.
+#: ``edited``    ``{"target": seq}``; text = the new text. Appending it sets the
+#:               target's text and ``data["edited_ts"]``.
+#: ``reaction``  ``{"target": seq, "emoji": str, "on": bool}``. The store toggles the
+#:               sender's reaction and writes the resulting ``on`` itself (the
+#:               caller's ``on`` is ignored).
+ITEM_KINDS = ("message", "event", "recalled", "edited", "reaction")
+
+#: ``event`` items: what they do to the member row of ``data["user"]``
+EVENTS = (
+    "created",  # room row created from data["changes"]; user = creator, role owner
+    "joined",  # member (role data["role"], default "member"), read marker = this seq
+    "invited",  # same as joined: an invite adds the member at once (WeChat groups)
+    "left",  # state "left"
+    "kicked",  # state "kicked"
+    "banned",  # state "banned" (join refused until unbanned)
+    "unbanned",  # state "left"
+    "role",  # role = data["role"]
+    "room_updated",  # room row updated from data["changes"]
+)
+
+#: member row states; only ``member`` rows are conversations of the user
+MEMBER_STATES = ("member", "left", "kicked", "banned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +111,75 @@ def dm_channel(a: str, b: str) -> str:
     """
     first, second = sorted((a, b))
     return "@dm:" + json.dumps([first, second], ensure_ascii=False, separators=(",", ":"))
+
+
+def dm_users(channel: str) -> tuple[str, str] | None:
+    """The two users of a :func:`dm_channel` (None: *channel* is a room)."""
+    if not channel.startswith("@dm:"):
+        return None
+    first, second = json.loads(channel[4:])
+    return first, second
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A room's stored settings. A room that was never ``created`` has no row and is
+    public with no owner (the rooms of chatd 0.1: created by the first join)."""
+
+    room: str
+    kind: str  # "public" | "private"
+    title: str
+    topic: str
+    avatar: str
+    created_by: str | None
+    created_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One user's row in one conversation (a room, or a DM channel)."""
+
+    channel: str
+    user: str
+    #: "owner" | "admin" | "member" for rooms; "member" for DMs
+    role: str
+    #: one of MEMBER_STATES
+    state: str
+    #: the other user of a DM (None for rooms)
+    peer: str | None
+    #: the user's read marker: every item with seq <= read_seq is read (never moves back)
+    read_seq: int
+    muted: bool
+    #: the seq of the item that made the row what it is (its last event; 0 for DMs)
+    since_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One of a user's conversations, as the conversation list shows it."""
+
+    channel: str
+    #: "public" | "private" | "dm"
+    kind: str
+    #: the other user of a DM (None for rooms)
+    peer: str | None
+    role: str
+    read_seq: int
+    muted: bool
+    #: the channel's newest seq (any item kind) and that item's ts (0, 0: none)
+    last_seq: int
+    last_ts: int
+    #: messages (kind "message") with seq > read_seq not sent by the user; derived
+    #: from the channel's message count and the marker, never stored per message
+    unread: int = 0
+    #: unread messages that mention the user (or "@all", when not sent by the user)
+    mentions: int = 0
+    #: the newest message (kind "message"), its text "" when recalled (None: none)
+    last: Message | None = None
+    #: DMs: the peer's read_seq (None for rooms)
+    peer_read: int | None = None
+    #: rooms: the stored title ("" for DMs and rooms never created)
+    title: str = ""
 
 
 class StoreUnavailable(Exception):
@@ -117,3 +229,88 @@ class IHistoryStore(Interface):
 
         Fires with :class:`Page`; ``more`` is true when older ones exist.
         """
+
+
+class IConversationStore(Interface):
+    """Conversations: rooms, members, read markers, known users, sync cursors.
+
+    Implemented by the same objects as :class:`IHistoryStore` (SQLite, memory,
+    Redis); all methods return Deferreds. Timeline items of every kind go through
+    ``IHistoryStore.append`` extended with two trailing arguments:
+
+    ``append(channel, sender, name, client_id, text, ts, kind="message", data=None)``
+
+    which, in the same transaction as the item (so also exactly-once by
+    ``(sender, client_id)``, and group-committed):
+
+    * ``message``: stores ``data["mentions"]`` for :meth:`conversations`' mention
+      counts; moves the sender's read marker to the new seq (sending marks the
+      conversation read); for a DM channel creates both users' member rows on the
+      first message (role "member", read marker 0 for the recipient);
+    * ``event``: applies it to the member row / room row (see ``EVENTS``);
+    * ``recalled``, ``edited``, ``reaction``: change the target message (see
+      ``ITEM_KINDS``); the ``reaction`` item's ``data["on"]`` is the store's.
+
+    Reads of history (``replay``, ``history``) return items of every kind, with
+    the target messages in their current state (latest text, ``edited_ts``,
+    ``recalled``).
+    """
+
+    def add_user(user, name, ts):
+        """Record that *user* exists (a token user connected, a token was issued).
+        Returns a Deferred firing None; idempotent."""
+
+    def has_user(user):
+        """True when *user* was ever recorded by :meth:`add_user` or has a member row."""
+
+    def room(room):
+        """The :class:`Room` row, or None for a room never created."""
+
+    def member(channel, user):
+        """The :class:`Member` row of *user* in *channel* (any state), or None."""
+
+    def members(channel, after, limit):
+        """Rows in state ``member`` with user id > *after* (None: from the first),
+        ascending by user id, at most *limit*: fires with ``(list[Member], more)``.
+        Reads only that page (a 10,000-member room is never loaded whole)."""
+
+    def member_count(channel):
+        """How many rows of *channel* are in state ``member``."""
+
+    def conversations(user):
+        """Every :class:`Conversation` of *user* (rows in state ``member``), most
+        recent activity (``last_ts``) first, ties by channel; with only ``channel,
+        kind, peer, role, read_seq, muted, last_seq, last_ts`` filled (cheap: one
+        query). :meth:`summaries` fills in the rest for the ones shown."""
+
+    def summaries(user, channels):
+        """Complete :class:`Conversation` objects of *user* for *channels* (in
+        that order; a channel where the user is not a member is left out)."""
+
+    def mark_read(user, channel, seq):
+        """Move *user*'s read marker in *channel* to *seq* if that is forward and
+        the user has a member row; group-committed with appends. Fires with the
+        marker after the call (unchanged when *seq* was not forward; None: no row)."""
+
+    def set_muted(user, channel, muted):
+        """Set the member row's ``muted``; fires with True when the row exists."""
+
+    def readers(channel, seq, limit):
+        """Members (state ``member``) with ``read_seq >= seq``: fires with
+        ``(count, users)``, *users* the first *limit* of them by user id."""
+
+    def items(channel, seqs):
+        """``{seq: Message}`` for the stored items of *channel* among *seqs*
+        (current state; missing ones left out)."""
+
+    def reactions(channel, seqs):
+        """``{seq: {emoji: [user, ...]}}`` of the reactions now on those messages
+        (users ascending; messages and emoji without reactions left out)."""
+
+    def save_cursor(user, cursor, snapshot, ts):
+        """Keep the sync snapshot (bytes) under the opaque *cursor* id for *user*;
+        a store keeps at least the newest 16 per user and for 30 days."""
+
+    def load_cursor(user, cursor):
+        """The snapshot bytes saved under *cursor* for *user*, or None (unknown,
+        expired, or another user's)."""
