@@ -19,6 +19,12 @@ class Settings:
     replay_limit: int = 1000
     open_handshake_timeout: float = 10.0
     max_rooms: int = 100
+    #: seconds a sender may recall their own message (owners/admins: always)
+    recall_window: float = 120.0
+    #: rooms with at most this many members send each read receipt to the members
+    receipt_members: int = 100
+    #: most timeline items per conversation in one sync reply (beyond: truncated)
+    sync_limit: int = 100
     #: per-connection and per-user token buckets (frames per second, burst)
     rate_limit: float = 20.0
     rate_burst: float = 40.0
