@@ -31,7 +31,9 @@ from chatd.anonymous import AnonymousNames
 from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
 from chatd.fanout import SLOW_CONSUMER
 from chatd.hub import LOBBY, Hub
+from chatd.inbox import Inbox
 from chatd.limits import RateLimiter
+from chatd.membership import Membership
 from chatd.replay import Replayer
 from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
@@ -98,13 +100,24 @@ class Chat:
         self.limiter = RateLimiter(
             s.rate_limit, s.rate_burst, s.user_rate_limit, s.user_rate_burst, s.flood_strikes
         )
-        self._handlers = {kind: getattr(self, "_on_" + kind) for kind in wire.SCHEMAS}
+        #: durable rooms (chatd.membership) and the inbox (chatd.inbox) of token users
+        self.membership = Membership(self)
+        self.inbox = Inbox(self)
+        #: request type -> handler ``_on_<type>`` of this chat, its membership or its inbox
+        self._handlers = {kind: self._handler(kind) for kind in wire.SCHEMAS}
         #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
         #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
         self.observers: list = []
         broker.attach(self)
         directory.attach(self)
+
+    def _handler(self, kind: str):
+        for part in (self, self.membership, self.inbox):
+            handler = getattr(part, "_on_" + kind, None)
+            if handler is not None:
+                return handler
+        raise TypeError(f"no handler for request type {kind!r}")
 
     def _emit(self, event: str, **fields) -> None:
         for observer in self.observers:
@@ -455,6 +468,17 @@ class Chat:
         """Tell this node's live members of *room* that *user* is typing."""
         exclude = self.sessions.get(origin) if origin else None
         payload = wire.frame("typing", room=room, **{"from": user})
+        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
+
+    def deliver_user(self, user, payload, origin) -> None:
+        """Send one frame to every connection of *user* on this node (but *origin*)."""
+        exclude = self.sessions.get(origin) if origin else None
+        receivers = [s.client for s in self.hub.connections_of(user)]
+        self.fanout.deliver(receivers, payload, _client(exclude))
+
+    def deliver_room(self, room, payload, origin) -> None:
+        """Send one frame to this node's connections subscribed to *room* (but *origin*)."""
+        exclude = self.sessions.get(origin) if origin else None
         self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
 
     def deliver_relay(self, payload, is_binary, origin) -> None:

@@ -15,6 +15,10 @@ connection that caused the event, so that connection can be skipped):
 ``presence`` (room: str, user: str, event: "join" | "leave", origin)
 ``typing``   (room: str, user: str, origin)
 ``relay``    (payload: bytes, is_binary: bool, origin)
+``user``     (user: str, payload: bytes (a chatd.v1 frame), origin): to every
+             connection of *user* (read markers, mute, receipts in DMs)
+``room``     (room: str, payload: bytes, origin): to every connection subscribed
+             to *room* (receipts in small rooms)
 
 The modules:
 
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-KINDS = ("message", "dm", "presence", "typing", "relay")
+KINDS = ("message", "dm", "presence", "typing", "relay", "user", "room")
 
 
 class IBroker(Interface):
