@@ -465,16 +465,20 @@ class SQLiteStore:
             last_msg = seq
         message = Message(channel, seq, sender, name, text, ts, client_id, kind, data)
         after = (seq, count, last_msg, ts)
+        if kind == "message":  # the hot path: no target
+            sql.insert_message(conn, message, count)
+            self._apply_message(message, after)
+            self._cache_counters(channel, after)
+            touched[channel] = after
+            return Appended(message, False)
         target = items.target_of(message)
         if kind == "reaction":
             emoji = (data or {}).get("emoji")
             if target is not None and isinstance(emoji, str):
                 on = sql.toggle_reaction(conn, channel, target, emoji, sender)
                 message = replace(message, data=items.reaction_data(data, on))
-        sql.insert_message(conn, message, count, target)
-        if kind == "message":
-            self._apply_message(message, after)
-        elif kind == "event":
+        sql.insert_message(conn, message, count)
+        if kind == "event":
             self._apply_event(message, after)
         elif kind == "recalled":
             self._apply_recall(message, target)
@@ -483,15 +487,17 @@ class SQLiteStore:
             if found is not None and found.kind == "message" and not items.is_recalled(found):
                 data = items.edited_data(found.data, ts)
                 sql.update_item(conn, channel, target, message.text, data)
+                sql.add_edit(conn, channel, target, seq)
         self._cache_counters(channel, after)
         touched[channel] = after
         return Appended(message, False)
 
     def _apply_message(self, m, after):
         conn = self._conn
-        mentioned = items.mentions_of(m)
-        if mentioned:
-            sql.add_mentions(conn, m, mentioned)
+        if m.data:
+            mentioned = items.mentions_of(m)
+            if mentioned:
+                sql.add_mentions(conn, m, mentioned)
         users = dm_users(m.channel)
         if users is not None:
             a, b = users
