@@ -476,11 +476,21 @@ def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
     )
 
 
-def add_member_if_missing(conn: sqlite3.Connection, m: Member) -> None:
-    """Insert the member row *m* (marker ordinal 0) unless the user has a row."""
+def add_member_if_missing(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
+    """Insert the member row *m* (its marker's ordinal *read_ord*) unless the user has a row."""
     conn.execute(
-        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-        (m.channel, m.user, m.role, m.state, m.peer, m.read_seq, int(m.muted), m.since_seq),
+        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.channel,
+            m.user,
+            m.role,
+            m.state,
+            m.peer,
+            m.read_seq,
+            int(m.muted),
+            m.since_seq,
+            read_ord,
+        ),
     )
 
 

@@ -501,8 +501,9 @@ class SQLiteStore:
         users = dm_users(m.channel)
         if users is not None:
             a, b = users
-            sql.add_member_if_missing(conn, items.dm_member(m.channel, a, b))
-            sql.add_member_if_missing(conn, items.dm_member(m.channel, b, a))
+            for user, peer in ((a, b), (b, a)):
+                row = items.dm_member(m.channel, user, peer, m.seq - 1)
+                sql.add_member_if_missing(conn, row, after[1] - 1)
         sql.move_marker(conn, m.channel, m.sender, m.seq, after[1])
 
     def _apply_event(self, e, after):
