@@ -96,6 +96,9 @@ from chatd.store.writer import Requeue, WriterThread
 #: jobs that only read: cancellable, and delivered as soon as they have run
 _READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
 
+#: batched jobs that write at most one statement: no savepoint of their own
+_ONE_STATEMENT = frozenset(("mark_read", "add_user", "set_muted"))
+
 #: the counters of a channel that never had an item
 _NO_ITEMS = (0, 0, 0, 0)
 
@@ -542,7 +545,7 @@ class SQLiteStore:
             return None
         row = found[0]
         counters = self._counters_of(channel, touched)
-        seq = min(int(seq), counters[0])
+        seq = min(seq, counters[0])
         if seq <= row.read_seq:
             return row.read_seq
         sql.move_marker(self._conn, channel, user, seq, self._ord_at(channel, seq, counters))
@@ -576,12 +579,16 @@ class SQLiteStore:
                 appends += kind == "append"
                 # each job in its own savepoint: one row SQLite cannot take
                 # fails that job only, not the others of the batch
-                conn.execute("SAVEPOINT job")
+                # (jobs that write one statement need none: it is atomic)
+                savepoint = kind not in _ONE_STATEMENT
+                if savepoint:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = self._batched[kind](self, args, touched)
                 except sql.ROW_ERRORS as e:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
+                    if savepoint:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
                     # _append_one updates the counter caches only after its writes,
                     # so they still hold the batch's committed-to-be counters
                     self.log.warn(
@@ -589,7 +596,8 @@ class SQLiteStore:
                     )
                     out.append((False, StoreUnavailable(f"this {kind} cannot be stored: {e}")))
                     continue
-                conn.execute("RELEASE job")
+                if savepoint:
+                    conn.execute("RELEASE job")
                 out.append((True, result))
             if touched:
                 sql.save_counters(conn, [(ch, *c) for ch, c in touched.items()])
