@@ -15,19 +15,61 @@ Schema and versions
     ``tests/fixtures/chatd-<version>.sqlite3`` are files written by earlier
     releases; a test opens each with today's code.
 
-    ``messages(channel, seq, ...)``
-        the history, clustered by ``(channel, seq)``.
-    ``channels(channel, last_seq)``
-        the newest seq ever committed per channel: seqs continue after a
-        restart and are never reused, even when pruning removed every row.
+    Version 2 (chatd 0.2, conversations) was reached from version 1 IN PLACE
+    (:func:`_migrate_1_to_2`, one transaction): it only adds columns and empty
+    tables. A column added to an existing table is NULL in every old row, and
+    NULL means what chatd 0.1 stored, so no row is rewritten and the step costs
+    the same whatever the size of the history.
+
+    ``messages(channel, seq, sender, name, text, ts, client_id, kind, data, ord)``
+        every timeline item, clustered by ``(channel, seq)``. ``kind`` is NULL for
+        a ``message`` (every 0.1 row), else one of ``ITEM_KINDS``; ``data`` is the
+        item's JSON object or NULL. ``ord`` is the channel's message count up to
+        and including the item (see :mod:`chatd.store.items`), NULL when it equals
+        ``seq`` (every 0.1 row: all items were messages; and every message of a
+        channel that never had another kind). An edit or recall UPDATEs the
+        target row in place (its latest text, ``data.edited_ts``,
+        ``data.recalled``), so reads return the current state with no join.
+    ``channels(channel, last_seq, msg_count, last_msg, last_ts)``
+        per channel: the newest seq ever committed (seqs continue after a
+        restart and are never reused, even when pruning removed every row), the
+        number of messages ever appended, the newest message's seq, the newest
+        item's ts. NULL in a 0.1 row: ``last_seq``, ``last_seq``, 0.
+        ``unread = msg_count - members.read_ord``: the send path writes nothing
+        per recipient.
     ``client_ids(sender, client_id, channel, seq, ts)``
         the exactly-once records, unique on ``(sender, client_id)`` across
-        channels. They have their own retention and outlive the message: a
-        client that resends its outbox after the message was pruned from
-        history still gets the original seq and ts back
+        channels, for items of every kind. They have their own retention and
+        outlive the item: a client that resends its outbox after the message was
+        pruned from history still gets the original seq and ts back
         (:func:`find_client_id` then gives the original channel, seq, sender,
         ts and client_id, with empty ``name`` and ``text``) and nothing is
         stored twice.
+    ``rooms(room, kind, title, topic, avatar, created_by, created_ts)``
+        rooms that were ``created`` (or updated): a room without a row is a 0.1
+        room, public with no owner.
+    ``members(channel, user, role, state, peer, read_seq, read_ord, muted, since_seq)``
+        one row per user and conversation (rooms and DM channels), primary key
+        ``(channel, user)`` (member pages and counts read one channel's range);
+        index ``members_user(user, state)`` for a user's conversation list.
+        ``read_ord`` is the message ordinal at ``read_seq``, set when the marker
+        moves (``mark_read``, the user's own message, a join).
+    ``users(user, name, ts)``
+        the known users (:meth:`IConversationStore.add_user`).
+    ``mentions(channel, user, seq, sender)``
+        who each message mentions (``user`` may be ``@all``); primary key
+        ``(channel, user, seq)`` so a conversation's mention count is one range
+        count above the marker. A recall deletes its message's rows.
+    ``reactions(channel, target, emoji, user)``
+        the reactions on now, one row each (a toggle inserts or deletes it).
+    ``edits(channel, target, seq)``
+        which items are edits of which message (a recall blanks their text).
+    ``cursors(user, cursor, snapshot, ts)``
+        sync snapshots, unique on ``(user, cursor)``; a save keeps the user's
+        newest 16 and pruning deletes those older than 30 days (index on ``ts``).
+
+    Pruning deletes a channel's oldest items (of every kind) with their mentions,
+    edits and the reactions on them; members, rooms, users are never pruned.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The embedded, durable history store: one SQLite file, one writer thread.
 
-:class:`SQLiteStore` is the :class:`~chatd.store.IHistoryStore` that chatd
-runs on by default. It is made of three parts, each with its own design notes:
+:class:`SQLiteStore` is the :class:`~chatd.store.IHistoryStore` and
+:class:`~chatd.store.IConversationStore` that chatd runs on by default. It is made of three parts, each with its own design notes:
 
 :mod:`chatd.store.writer`
     the single writer thread that owns the connection, its job queue, group
@@ -19,9 +19,11 @@ counters and when pruning runs. All SQL runs in the writer thread; the
 reactor thread only submits jobs and gets Deferreds back.
 
 Appends and failed commits
-    The consecutive appends of one drain are committed in one ``BEGIN
-    IMMEDIATE`` ... ``COMMIT``; ``commits``, ``appended`` and ``batch_sizes``
-    count what happened. Each append runs in its own savepoint: a row SQLite cannot take
+    The consecutive writes of one drain (appends of every item kind with their
+    side effects, ``mark_read``, ``add_user``, ``set_muted``, ``save_cursor``) are
+    committed in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, in submission order; ``commits``, ``appended`` and ``batch_sizes``
+    count what happened (``batch_sizes`` counts the appends of each batch). Each
+    append (and each cursor save) runs in its own savepoint: a row SQLite cannot take
     (a lone surrogate, a wrong type) fails that append alone, not the other
     senders' messages of the batch.
 
@@ -46,13 +48,14 @@ Durability: ``synchronous``
     accept losing the last moments on a power cut can pass ``NORMAL``.
 
 Reads
-    ``replay`` and ``history`` are the writer's read jobs: cancellable, and
+    ``replay``, ``history`` and the conversation reads are the writer's read jobs: cancellable, and
     handed back one by one (``reads``/``cancelled_reads`` count them).
     Callers bound the size of each read (chatd.replay reads join replays in
     pages of at most ``replay.PAGE_MESSAGES`` messages).
 
 Seq cache
-    The newest seq of recently used channels is cached in an LRU of at most
+    The counters (newest seq, message count, newest message, newest ts) of recently
+    used channels are cached in an LRU of at most
     ``seq_cache_max`` channels (default 10,000, ~200 bytes each); a miss reads
     the ``channels`` table. A lookup of a channel that has no message adds
     nothing, so lookups of random channels (``dm_history`` with random users,
