@@ -311,21 +311,29 @@ def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
     """Insert the item *m* with its message ordinal (and its exactly-once record when
     it has a client_id). A message stores NULL kind, and NULL ord when it equals the
     seq (what a chatd 0.1 row means)."""
-    conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            m.channel,
-            m.seq,
-            m.sender,
-            m.name,
-            m.text,
-            m.ts,
-            m.client_id,
-            None if m.kind == "message" else m.kind,
-            _json(m.data),
-            None if ord_ == m.seq else ord_,
-        ),
-    )
+    if m.kind == "message" and m.data is None and ord_ == m.seq:
+        # the row of chatd 0.1: the new columns stay NULL
+        conn.execute(
+            "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.channel, m.seq, m.sender, m.name, m.text, m.ts, m.client_id),
+        )
+    else:
+        conn.execute(
+            f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.channel,
+                m.seq,
+                m.sender,
+                m.name,
+                m.text,
+                m.ts,
+                m.client_id,
+                None if m.kind == "message" else m.kind,
+                _json(m.data),
+                None if ord_ == m.seq else ord_,
+            ),
+        )
     if m.client_id is not None:
         conn.execute(
             "INSERT INTO client_ids (sender, client_id, channel, seq, ts) VALUES (?, ?, ?, ?, ?)",
@@ -498,6 +506,14 @@ def member(conn: sqlite3.Connection, channel: str, user: str) -> tuple[Member, i
         (channel, user),
     ).fetchone()
     return None if row is None else (_member(row[:-1]), row[-1])
+
+
+def read_seq(conn: sqlite3.Connection, channel: str, user: str) -> int | None:
+    """*user*'s read marker in *channel*, or None without a row."""
+    row = conn.execute(
+        "SELECT read_seq FROM members WHERE channel = ? AND user = ?", (channel, user)
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
