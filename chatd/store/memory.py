@@ -116,7 +116,10 @@ class MemoryStore:
         if client_id is not None:
             original = self._by_client_id.get((sender, client_id))
             if original is not None:
-                return succeed(Appended(original, True))
+                # in its current state (edited, recalled) while it is stored
+                ch = self._channels.get(original.channel)
+                current = None if ch is None else ch.get(original.seq)
+                return succeed(Appended(current or original, True))
         ch = self._channels.get(channel)
         if ch is None:
             ch = self._channels[channel] = _Channel()
@@ -125,6 +128,10 @@ class MemoryStore:
         message = Message(channel, seq, sender, name, text, ts, client_id, kind, data)
         if kind == "reaction":
             message = self._react(ch, message)
+        elif kind == "edited":
+            target = ch.get(items.target_of(message) or 0)
+            if target is not None and items.is_recalled(target):
+                message = replace(message, text="")  # a recalled message's edits keep no text
         ch.last_seq, ch.last_ts = seq, ts
         if kind == "message":
             ch.count += 1

@@ -502,17 +502,20 @@ class SQLiteStore:
             if target is not None and isinstance(emoji, str):
                 on = sql.toggle_reaction(conn, channel, target, emoji, sender)
                 message = replace(message, data=items.reaction_data(data, on))
+        elif kind == "edited":
+            found = None if target is None else sql.item(conn, channel, target)
+            if found is not None and found.kind == "message":
+                if items.is_recalled(found):
+                    message = replace(message, text="")  # a recalled message's edits keep no text
+                else:
+                    edited = items.edited_data(found.data, ts)
+                    sql.update_item(conn, channel, target, message.text, edited)
+                    sql.add_edit(conn, channel, target, seq)
         sql.insert_message(conn, message, count)
         if kind == "event":
             self._apply_event(message, after)
         elif kind == "recalled":
             self._apply_recall(message, target)
-        elif kind == "edited":
-            found = None if target is None else sql.item(conn, channel, target)
-            if found is not None and found.kind == "message" and not items.is_recalled(found):
-                data = items.edited_data(found.data, ts)
-                sql.update_item(conn, channel, target, message.text, data)
-                sql.add_edit(conn, channel, target, seq)
         self._cache_counters(channel, after)
         touched[channel] = after
         return Appended(message, False)

@@ -570,3 +570,71 @@ def test_cursors_newest_16_per_user(store):
     yield store.save_cursor("ann", "late", b"late", 1000 + 31 * day)
     assert (yield store.load_cursor("ann", "c16")) is None
     assert (yield store.load_cursor("ann", "late")) == b"late"
+
+
+def _conversation_ops(seed, n=300):
+    """A seeded mix of every item kind and marker move over rooms and DMs."""
+    import random
+
+    rnd = random.Random(seed)
+    users = ["ann", "bob", "cat", "dan"]
+    channels = ["team", "lobby", dm_channel("ann", "bob"), dm_channel("cat", "ann")]
+    events = ["joined", "invited", "left", "kicked", "banned", "unbanned", "role"]
+    ops = []
+    for i in range(n):
+        ch = rnd.choice(channels)
+        who = rnd.choice(users)
+        cid = f"c{rnd.randrange(40)}" if rnd.random() < 0.3 else None
+        roll = rnd.random()
+        if roll < 0.35 or (ch.startswith("@dm:") and roll < 0.7):
+            data = rnd.choice([None, {"mentions": [rnd.choice(users + ["@all"])]}])
+            ops.append(("append", ch, who, who, cid, f"t{i}", i, "message", data))
+        elif roll < 0.55 and not ch.startswith("@dm:"):
+            data = {"event": rnd.choice(events), "user": rnd.choice(users), "by": who}
+            if rnd.random() < 0.2:
+                data = {"event": "room_updated", "by": who, "changes": {"title": f"T{i}"}}
+            if data["event"] in ("joined", "invited", "role"):
+                data["role"] = rnd.choice(["member", "admin"])
+            ops.append(("append", ch, who, who, cid, "", i, "event", data))
+        elif roll < 0.8:
+            kind = rnd.choice(["recalled", "edited", "reaction"])
+            data = {"target": rnd.randrange(1, 12)}
+            if kind == "reaction":
+                data["emoji"] = rnd.choice(["👍", "❤"])
+            elif kind == "recalled":
+                data["by"] = who
+            text = f"e{i}" if kind == "edited" else ""
+            ops.append(("append", ch, who, who, cid, text, i, kind, data))
+        else:
+            ops.append(("mark_read", who, ch, rnd.randrange(0, 30)))
+    reads = [("conversations", u) for u in users]
+    reads += [("summaries", u, channels) for u in users]
+    for ch in channels:
+        reads += [
+            ("members", ch, None, 10),
+            ("member_count", ch),
+            ("readers", ch, 3, 10),
+            ("items", ch, list(range(1, 40))),
+            ("reactions", ch, list(range(1, 40))),
+            ("replay", ch, 0, 100),
+            ("room", ch),
+        ]
+        reads += [("member", ch, u) for u in users]
+    reads += [("has_user", u) for u in users + ["zed"]]
+    return ops, reads
+
+
+@conv
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest_twisted.inlineCallbacks
+def test_conversations_give_the_memory_stores_results(store, seed):
+    """A seeded mix of events, messages with mentions, recalls, edits, reactions and
+    marker moves, in rooms and DMs, gives exactly the MemoryStore's results for every
+    write and every conversation read."""
+    mem = MemoryStore()
+    yield mem.start()
+    ops, reads = _conversation_ops(seed)
+    for op in ops + reads:
+        expected = yield getattr(mem, op[0])(*op[1:])
+        got = yield getattr(store, op[0])(*op[1:])
+        assert got == expected, op
