@@ -152,7 +152,8 @@ class MemoryStore:
                 a, b = users
                 for user, peer in ((a, b), (b, a)):
                     if self._row(item.channel, user) is None:
-                        self._write_row(items.dm_member(item.channel, user, peer), 0)
+                        row = items.dm_member(item.channel, user, peer, item.seq - 1)
+                        self._write_row(row, ch.count - 1)
             self._move_marker(item.sender, item.channel, item.seq)
         elif item.kind == "event":
             user = items.event_user(item)
@@ -170,7 +171,7 @@ class MemoryStore:
             self._recall(ch, item)
         elif item.kind == "edited":
             target = ch.get(items.target_of(item) or 0)
-            if target is not None and target.kind == "message" and not _recalled(target):
+            if target is not None and target.kind == "message" and not items.is_recalled(target):
                 ch.put(
                     replace(target, text=item.text, data=items.edited_data(target.data, item.ts))
                 )
@@ -394,7 +395,3 @@ class MemoryStore:
 
 def _seq(entry):
     return entry[0]
-
-
-def _recalled(message: Message) -> bool:
-    return bool(message.data and message.data.get("recalled"))
