@@ -390,17 +390,18 @@ class Membership:
             raise errors.NoSuchRoom(f"no room {room!r}", ref)
         count = yield store.member_count(room)
         session.send(
-            wire.frame(
-                "room_info",
-                room=room,
-                kind=kind,
-                title=row.title if row else "",
-                topic=row.topic if row else "",
-                avatar=row.avatar if row else "",
-                members=count,
-                role=_role(me),
-                seq=last,
-                created_by=row.created_by if row else None,
+            wire.room_info_frame(
+                {
+                    "room": room,
+                    "kind": kind,
+                    "title": row.title if row else "",
+                    "topic": row.topic if row else "",
+                    "avatar": row.avatar if row else "",
+                    "members": count,
+                    "role": _role(me),
+                    "seq": last,
+                    "created_by": row.created_by if row else None,
+                }
             )
         )
 

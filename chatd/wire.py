@@ -554,6 +554,11 @@ def ack_frame(m: Message, duplicate: bool, **where) -> bytes:
     return encode(frame)
 
 
+def room_info_frame(info: dict) -> bytes:
+    """``room_info {room, kind, title, topic, avatar, members, role, seq, created_by}``."""
+    return encode({"type": "room_info", **info})
+
+
 def frame(kind: str, **fields) -> bytes:
     """Any other server frame: ``{"type": kind, **fields}``."""
     return encode({"type": kind, **fields})
