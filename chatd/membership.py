@@ -15,8 +15,10 @@ right after the ``event`` that says so.
 
 Rooms never ``create``-d (the rooms of chatd 0.1) keep their live behaviour:
 their ``joined``/``left`` events are stored (replay, ``sync``, ``history``) but
-not pushed (arrivals and departures are ``presence`` there, as before), and a
-join subscribes only the joining connection.
+not pushed (arrivals and departures are ``presence`` there, as before), and each
+connection subscribes itself with ``join`` (no subscription at welcome or from
+another device's join); the membership itself is durable (the conversation
+list, ``sync``, unread) and ``leave`` ends it on every device.
 
 A join looks the room up before the connection is subscribed. While that
 answer is out (an asynchronous store), the connection's later requests about
@@ -38,6 +40,8 @@ from chatd.store import Appended
 
 #: room kinds remembered per node (an LRU: lookups of random room names cannot grow it)
 KINDS_MAX = 10000
+#: the remembered kind of a room never created (a chatd 0.1 room: public, no row)
+LEGACY = "0.1"
 #: requests one connection may have waiting for one room's join check
 WAITING_MAX = 64
 #: events after which the user's connections leave the room, and those that subscribe them
@@ -58,7 +62,7 @@ class Membership:
 
     def __init__(self, chat):
         self.chat = chat
-        #: room -> "public" | "private", for the rooms this node has looked up (LRU)
+        #: room -> "public" | "private" | LEGACY, for the rooms this node has looked up (LRU)
         self.kinds: OrderedDict[str, str] = OrderedDict()
         #: (session, room) -> requests waiting for that join check
         self._entering: dict[tuple, list] = {}
@@ -80,7 +84,7 @@ class Membership:
         kind is remembered."""
 
         def found(row):
-            self._remember(room, PUBLIC if row is None else row.kind)
+            self._remember(room, LEGACY if row is None else row.kind)
             return row
 
         return self.chat.store.room(room).addCallback(found)
@@ -90,8 +94,8 @@ class Membership:
         kind = self.kinds.get(room)
         if kind is not None:
             self.kinds.move_to_end(room)
-            return succeed(kind)
-        return self.room(room).addCallback(lambda _: self.kinds[room])
+            return succeed(PUBLIC if kind == LEGACY else kind)
+        return self.room(room).addCallback(lambda row: PUBLIC if row is None else row.kind)
 
     @inlineCallbacks
     def readable(self, session, room: str, ref):
@@ -225,20 +229,24 @@ class Membership:
         d.addCallback(self._subscribe_all, session)
         d.addErrback(self.log.failure, "subscribing {user}", user=session.user)
 
-    def _subscribe_all(self, conversations, session) -> None:
+    @inlineCallbacks
+    def _subscribe_all(self, conversations, session):
         chat = self.chat
-        if not chat._live(session):
-            return
         rooms, more = [], False
         for c in conversations:
             if c.kind == "dm":
                 continue
-            self._remember(c.channel, c.kind)
+            if c.channel not in self.kinds:
+                yield self.room(c.channel)
+            if self.kinds.get(c.channel) == LEGACY:
+                continue  # a chatd 0.1 room: joined by each connection, as before
+            if not chat._live(session):
+                return
             if chat.hub.in_room(session, c.channel) or self.subscribe(session, c.channel):
                 rooms.append(c.channel)
             else:
                 more = True
-        if rooms or more:
+        if (rooms or more) and chat._live(session):
             session.send(wire.frame("subscribed", rooms=rooms, more=more))
 
     def subscribe(self, session, room: str) -> bool:
@@ -265,8 +273,9 @@ class Membership:
         room, data = message.channel, message.data or {}
         event, user = data.get("event"), data.get("user")
         kind = (data.get("changes") or {}).get("kind")
-        if kind in (PUBLIC, PRIVATE):
-            self._remember(room, kind)
+        if event in ("created", "room_updated"):  # the room has a row now
+            known = self.kinds.get(room)
+            self._remember(room, kind or (known if known in (PUBLIC, PRIVATE) else PUBLIC))
         payload = wire.event_frame(message)
         if not data.get("quiet"):
             chat.fan_out(room, message.seq, payload, exclude)

@@ -68,7 +68,8 @@ def test_a_kicked_users_connections_stop_receiving_at_once(server_factory):
 @pytest_twisted.inlineCallbacks
 def test_membership_survives_a_restart(tmp_path):
     """Members, roles and the room's kind are in the SQLite file: after a restart a
-    reconnect is subscribed without joining, and the owner is still the owner."""
+    reconnect is subscribed to the created room without joining, the owner is still
+    the owner, and the membership of a chatd 0.1 room is kept too."""
     db = str(tmp_path / "chat.sqlite3")
     srv = yield start_server("--db", db, *AUTH)
     try:
@@ -88,8 +89,10 @@ def test_membership_survives_a_restart(tmp_path):
     srv = yield start_server("--db", db, *AUTH)
     try:
         bob = yield user(srv.port, "bob")
-        got = yield bob.expect("subscribed", more=False)
-        assert sorted(got["rooms"]) == ["public-room", "team"]
+        yield bob.expect("subscribed", rooms=["team"], more=False)
+        bob.send(type="room_info", room="public-room")  # a chatd 0.1 room: joined by hand
+        info = yield bob.expect("room_info", room="public-room", role="member")
+        assert info["members"] == 1
         alice = yield user(srv.port, "alice")
         yield alice.expect("subscribed", rooms=["team"], more=False)
         alice.send(type="send", room="team", text="after restart", id="m1")

@@ -61,25 +61,27 @@ def team(chat, kind="private", members=("bob",)):
 
 
 def test_join_makes_a_member_once_and_reconnects_are_subscribed(chat):
-    """A token user's first join appends ``joined``; a join by a member appends
-    nothing; a new connection is subscribed at welcome (``subscribed``) and gets
-    the room's messages without joining."""
-    alice = token_user(chat, "alice")
-    say(chat, alice, type="join", room="r", id="j1")
-    assert alice.of("joined")[0]["seq"] == 1
-    phone = token_user(chat, "alice")
-    assert phone.of("subscribed") == [{"type": "subscribed", "rooms": ["r"], "more": False}]
-    say(chat, phone, type="join", room="r", id="j2")  # a member: answered, no event
-    assert stored(chat, "r") == [("event", "joined")]
-    bob = opened(chat, "bob")
-    say(chat, bob, type="join", room="r")
-    say(chat, bob, type="send", room="r", text="hi", id="m1")
-    chat.close(alice.session)
-    later = token_user(chat, "alice")
-    say(chat, bob, type="send", room="r", text="again", id="m2")
+    """A token user's first join of a created room appends ``joined``; a join by a
+    member appends nothing; a new connection is subscribed at welcome
+    (``subscribed``) and gets the room's messages without joining."""
+    team(chat, "public", ())
+    bob = token_user(chat, "bob")
+    say(chat, bob, type="join", room="r", id="j0")  # a chatd 0.1 room
+    say(chat, bob, type="join", room="team", id="j1")
+    assert bob.of("joined")[-1]["seq"] == 2
+    phone = token_user(chat, "bob")
+    assert phone.of("subscribed") == [{"type": "subscribed", "rooms": ["team"], "more": False}]
+    say(chat, phone, type="join", room="team", id="j2")  # a member: answered, no event
+    assert stored(chat, "team") == [("event", "created"), ("event", "joined")]
+    eve = opened(chat, "eve")
+    say(chat, eve, type="join", room="team")
+    say(chat, eve, type="send", room="team", text="hi", id="m1")
+    chat.close(bob.session)
+    later = token_user(chat, "bob")
+    say(chat, eve, type="send", room="team", text="again", id="m2")
     assert [m["text"] for m in phone.of("message")] == ["hi", "again"]
     assert [m["text"] for m in later.of("message")] == ["again"]
-    assert later.of("subscribed")[0]["rooms"] == ["r"]
+    assert later.of("subscribed")[0]["rooms"] == ["team"]
 
 
 def test_a_room_never_created_keeps_its_live_frames(chat):
@@ -92,6 +94,9 @@ def test_a_room_never_created_keeps_its_live_frames(chat):
     assert bob.of("left") == [{"type": "left", "room": "r"}]
     assert stored(chat, "r") == [("event", "joined"), ("event", "joined"), ("event", "left")]
     assert chat.store.member("r", "bob").result.state == "left"
+    again = token_user(chat, "alice")  # a member of r: subscribed by its own join, as before
+    assert [f["type"] for f in again.json()] == ["welcome"]
+    assert [c.channel for c in chat.store.conversations("alice").result] == ["r"]
 
 
 def test_leave_ends_the_membership_on_every_device(chat):
