@@ -276,13 +276,13 @@ class Membership:
         if event in ("created", "room_updated"):  # the room has a row now
             known = self.kinds.get(room)
             self._remember(room, kind or (known if known in (PUBLIC, PRIVATE) else PUBLIC))
-        payload = wire.event_frame(message)
-        if not data.get("quiet"):
-            chat.fan_out(room, message.seq, payload, exclude)
-        if kind == PRIVATE:
+        if kind == PRIVATE:  # before the event: its changes are the room's settings
             for session in self._sessions_in(room):
                 if session.identity is None:
                     chat.unsubscribe(session, room)
+        payload = wire.event_frame(message)
+        if not data.get("quiet"):
+            chat.fan_out(room, message.seq, payload, exclude)
         if event in _GONE:
             for session in chat.hub.connections_of(user):
                 if chat.hub.in_room(session, room):

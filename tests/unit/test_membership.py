@@ -228,9 +228,10 @@ def test_moderation_events_and_exactly_once(chat):
 def test_hostile_membership_requests_store_nothing(chat):
     """Forged role names, kicking the owner, banning oneself, an unknown invitee, a
     huge members list, an empty update: each the documented error, nothing stored."""
-    alice, others = team(chat, "private", ("bob",))
-    bob = others["bob"]
+    alice, others = team(chat, "private", ("bob", "carol"))
+    bob, carol = others["bob"], others["carol"]
     say(chat, alice, type="set_role", room="team", user="bob", role="admin", id="r1")
+    say(chat, alice, type="set_role", room="team", user="carol", role="admin", id="r2")
     before = stored(chat, "team")
     bad = [
         (
@@ -297,6 +298,19 @@ def test_hostile_membership_requests_store_nothing(chat):
             {"type": "set_role", "room": "team", "user": "alice", "role": "member", "id": "h18"},
             "forbidden",
         ),
+        (carol, {"type": "kick", "room": "team", "user": "bob", "id": "h19"}, "forbidden"),
+        (bob, {"type": "ban", "room": "team", "user": "carol", "id": "h20"}, "forbidden"),
+        (
+            alice,
+            {"type": "update_room", "room": "team", "avatar": 'https://x/"><b>', "id": "h21"},
+            "bad_request",
+        ),
+        (
+            alice,
+            {"type": "update_room", "room": "team", "avatar": "https://" + "a" * 600, "id": "h22"},
+            "bad_request",
+        ),
+        (alice, {"type": "create", "room": "lobby", "kind": "public", "id": "h23"}, "room_exists"),
     ]
     for conn, frame, code in bad:
         conn.frames.clear()
@@ -396,6 +410,16 @@ def test_a_room_made_private_drops_its_anonymous_receivers(chat):
     assert eve.of("left") == [{"type": "left", "room": "team"}]
     say(chat, alice, type="send", room="team", text="now private", id="m1")
     assert not eve.of("message")
+
+
+def test_a_room_created_private_over_an_empty_old_room_drops_its_anonymous_receivers(chat):
+    eve = opened(chat, "eve")
+    say(chat, eve, type="join", room="quiet")  # a chatd 0.1 room without messages
+    alice = token_user(chat, "alice")
+    say(chat, alice, type="create", room="quiet", kind="private", id="c1")
+    assert eve.of("left") == [{"type": "left", "room": "quiet"}]
+    say(chat, alice, type="send", room="quiet", text="members only", id="m1")
+    assert not eve.of("message") and not eve.of("event")
 
 
 def test_members_pages_with_roles_and_online(chat):
