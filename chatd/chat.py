@@ -300,6 +300,7 @@ class Chat:
         self.replayer.cancel(session)
         for room in self.hub.disconnect(session):
             self.directory.left(room, session.user, session.id)
+            self.membership.forget(room)
         self.directory.disconnected(session, session.user)
         # a session whose name the cluster never confirmed was never announced
         if state is LIVE:
@@ -549,6 +550,7 @@ class Chat:
         session.send(wire.frame("left", room=room))
         if user_left:
             self.directory.left(room, session.user, session.id)
+            self.membership.forget(room)
 
     # posting: the one path every room message and DM takes (clients and the HTTP API)
 

@@ -70,10 +70,18 @@ class Membership:
     # room kinds
 
     def _remember(self, room: str, kind: str) -> None:
+        if kind == LEGACY and room not in self.chat.hub.rooms:
+            return  # a 0.1 room is remembered while it has receivers here (see forget)
         self.kinds[room] = kind
         self.kinds.move_to_end(room)
         while len(self.kinds) > KINDS_MAX:
             self.kinds.popitem(last=False)
+
+    def forget(self, room: str) -> None:
+        """*room* may have lost its last receiver here: a chatd 0.1 room is forgotten
+        then (lookups and join/leave of random rooms leave nothing behind)."""
+        if room not in self.chat.hub.rooms and self.kinds.get(room) == LEGACY:
+            del self.kinds[room]
 
     def is_private(self, room: str) -> bool:
         """True when this node knows *room* to be private (cached, no I/O)."""
@@ -160,6 +168,7 @@ class Membership:
         def refused(failure):
             if chat.hub.in_room(session, room):
                 chat.hub.leave(session, room)  # never announced: no presence to take back
+                self.forget(room)
             return failure
 
         d.addCallbacks(entered, refused)
@@ -236,9 +245,10 @@ class Membership:
         for c in conversations:
             if c.kind == "dm":
                 continue
-            if c.channel not in self.kinds:
-                yield self.room(c.channel)
-            if self.kinds.get(c.channel) == LEGACY:
+            known = self.kinds.get(c.channel)
+            if known is None:
+                known = LEGACY if (yield self.room(c.channel)) is None else c.kind
+            if known == LEGACY:
                 continue  # a chatd 0.1 room: joined by each connection, as before
             if not chat._live(session):
                 return

@@ -135,16 +135,17 @@ _AVATAR = re.compile(r"(https://[\x21-\x7e]+|/media/[\x21-\x7e]+)")
 _AVATAR_BAD = re.compile(r"[\"'<>\\`]")
 
 
-def _one_of(*values):
+def _one_of(name, *values):
     def validate(value, field, ref, _max_text):
-        if value not in values or type(value) is not str:
+        if type(value) is not str or value not in values:
             raise errors.BadRequest(f"'{field}' must be one of {', '.join(values)}", ref)
         return value
 
+    validate.__name__ = name
     return validate
 
 
-def _setting(limit, control):
+def _setting(name, limit, control):
     def validate(value, field, ref, _max_text):
         value = _string(value, field, ref)
         if len(value) > limit or control.search(value):
@@ -153,6 +154,7 @@ def _setting(limit, control):
             )
         return value
 
+    validate.__name__ = name
     return validate
 
 
@@ -178,10 +180,10 @@ def _users(value, field, ref, _max_text):
     return list(dict.fromkeys(_user(v, field, ref, _max_text) for v in value))
 
 
-_ROLE = _one_of("owner", "admin", "member")
-_KIND = _one_of("public", "private")
-_TITLE = _setting(TITLE_MAX, _CONTROL)
-_TOPIC = _setting(TOPIC_MAX, _TOPIC_CONTROL)
+_ROLE = _one_of("_role", "owner", "admin", "member")
+_KIND = _one_of("_kind", "public", "private")
+_TITLE = _setting("_title", TITLE_MAX, _CONTROL)
+_TOPIC = _setting("_topic", TOPIC_MAX, _TOPIC_CONTROL)
 _ROOM_SETTINGS = {
     "title": (_TITLE, False),
     "topic": (_TOPIC, False),
