@@ -381,6 +381,8 @@ def test_token_name_that_is_not_text_falls_back_to_the_sub():
 # wrong types for every field of every message type, from chatd.wire.SCHEMAS
 
 VALID = {"room": "r", "text": "hi", "to": "bob", "with": "bob", "since": 0, "before": 1, "limit": 5}
+# the room and membership requests (docs/protocol.md, *Room kinds and roles*)
+VALID.update(kind="public", user="bob", role="member")
 WRONG = {
     # validator -> values of the wrong type (or out of range) for it
     "_room": [1, 1.5, True, [], {}, ["r"]],
@@ -388,6 +390,21 @@ WRONG = {
     "_user": [1, 1.5, True, [], {}, ["bob"]],
     "_seq": ["1", 1.5, True, [], {}, -1, 2**53 + 1],
     "_limit": ["5", 5.5, True, [], {}, 0, 201],
+    "_kind": [1, True, [], {}, ["public"], "secret", "Public"],
+    "_role": [1, True, [], {}, ["owner"], "god", "Owner"],
+    "_title": [1, 1.5, True, [], {}, "x" * 65, "a\x00b", "new\nline"],
+    "_topic": [1, True, [], {}, "x" * 501, "bell\x07"],
+    "_avatar": [
+        1,
+        True,
+        [],
+        {},
+        "javascript:alert(1)",
+        "http://x/a.png",
+        'https://x/"',
+        "/media/" + "a" * 600,
+    ],
+    "_users": ["bob", 1, True, {}, [1], [["bob"]], ["bob"] * 101],
 }
 SCHEMA_ROWS = [
     pytest.param(kind, field, validate.__name__, required, id=f"{kind}.{field}")

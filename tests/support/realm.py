@@ -71,3 +71,12 @@ def opened(chat: Chat, name: str | None = None, mode=V1, resume=None) -> Conn:
 
 def say(chat: Chat, conn: Conn, **frame) -> None:
     chat.receive(conn.session, json.dumps(frame).encode(), False)
+
+
+def token_user(chat: Chat, user: str, name: str | None = None, rooms=None) -> Conn:
+    """A chatd.v1 connection of token user *user* (an Identity, as a verified token gives)."""
+    from chatd.auth import Identity
+
+    conn = Conn()
+    conn.session = chat.open(conn, V1, None, identity=Identity(user, name or user, rooms))
+    return conn
