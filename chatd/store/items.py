@@ -121,6 +121,11 @@ def target_of(item: Message) -> int | None:
     return target if isinstance(target, int) and not isinstance(target, bool) else None
 
 
+def is_recalled(message: Message) -> bool:
+    """Whether *message* was recalled (its text is gone)."""
+    return bool(message.data and message.data.get("recalled"))
+
+
 def recalled_data(data: dict | None, by: str, ts: int) -> dict:
     """The recalled target message's data: ``recalled {by, ts}``, no ``edited_ts`` kept."""
     out = dict(data or {})

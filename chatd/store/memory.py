@@ -170,7 +170,7 @@ class MemoryStore:
             self._recall(ch, item)
         elif item.kind == "edited":
             target = ch.get(items.target_of(item) or 0)
-            if target is not None and target.kind == "message" and not _recalled(target):
+            if target is not None and target.kind == "message" and not items.is_recalled(target):
                 ch.put(
                     replace(target, text=item.text, data=items.edited_data(target.data, item.ts))
                 )
@@ -394,7 +394,3 @@ class MemoryStore:
 
 def _seq(entry):
     return entry[0]
-
-
-def _recalled(message: Message) -> bool:
-    return bool(message.data and message.data.get("recalled"))
