@@ -299,7 +299,8 @@ class Inbox:
             return
         if (yield store.member_count(where.channel)) <= chat.settings.receipt_members:
             receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
-            chat.broker.publish("room", where.room, receipt, None)
+            # (the reading connection has its read frame already)
+            chat.broker.publish("room", where.room, receipt, session.id)
 
     def _on_receipts(self, session, request, f) -> None:
         self._token_user(session, request)
