@@ -93,10 +93,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     column of an old row is NULL, which means what chatd 0.1 stored (see the module
     docstring), so the step costs one scan of ``messages`` (the partial index)
     whatever the size of the history."""
-    for column in ("kind TEXT", "data TEXT", "ord INTEGER", "target INTEGER"):
+    for column in ("kind TEXT", "data TEXT", "ord INTEGER"):
         conn.execute(f"ALTER TABLE messages ADD COLUMN {column}")
     conn.execute(
-        "CREATE INDEX messages_target ON messages (channel, target) WHERE target IS NOT NULL"
+        """CREATE TABLE edits (
+            channel TEXT    NOT NULL,
+            target  INTEGER NOT NULL,
+            seq     INTEGER NOT NULL,
+            PRIMARY KEY (channel, target, seq)
+        ) WITHOUT ROWID"""
     )
     for column in ("msg_count INTEGER", "last_msg INTEGER", "last_ts INTEGER"):
         conn.execute(f"ALTER TABLE channels ADD COLUMN {column}")
@@ -260,12 +265,12 @@ def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Mes
     return _message((channel, seq, sender, name or "", text or "", ts, client_id, kind, data))
 
 
-def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, target=None) -> None:
+def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
     """Insert the item *m* with its message ordinal (and its exactly-once record when
     it has a client_id). A message stores NULL kind, and NULL ord when it equals the
     seq (what a chatd 0.1 row means)."""
     conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}, ord, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             m.channel,
             m.seq,
@@ -277,7 +282,6 @@ def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, target=None)
             None if m.kind == "message" else m.kind,
             _json(m.data),
             None if ord_ == m.seq else ord_,
-            target,
         ),
     )
     if m.client_id is not None:
@@ -366,6 +370,7 @@ def delete_messages(conn: sqlite3.Connection, channel: str, upto: int) -> int:
     reactions on them); returns how many items."""
     conn.execute("DELETE FROM mentions WHERE channel = ? AND seq <= ?", (channel, upto))
     conn.execute("DELETE FROM reactions WHERE channel = ? AND target <= ?", (channel, upto))
+    conn.execute("DELETE FROM edits WHERE channel = ? AND target <= ?", (channel, upto))
     return conn.execute(
         "DELETE FROM messages WHERE channel = ? AND seq <= ?", (channel, upto)
     ).rowcount
@@ -410,11 +415,19 @@ def update_item(conn: sqlite3.Connection, channel: str, seq: int, text: str, dat
     )
 
 
+def add_edit(conn: sqlite3.Connection, channel: str, target: int, seq: int) -> None:
+    """Record that item *seq* is an edit of message *target*."""
+    conn.execute(
+        "INSERT INTO edits (channel, target, seq) VALUES (?, ?, ?)", (channel, target, seq)
+    )
+
+
 def blank_edits(conn: sqlite3.Connection, channel: str, target: int) -> None:
     """Remove the text of the ``edited`` items of message *target*."""
     conn.execute(
-        "UPDATE messages SET text = '' WHERE channel = ? AND target = ? AND kind = 'edited'",
-        (channel, target),
+        "UPDATE messages SET text = '' WHERE channel = ? AND seq IN "
+        "(SELECT seq FROM edits WHERE channel = ? AND target = ?)",
+        (channel, channel, target),
     )
 
 
@@ -463,11 +476,21 @@ def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
     )
 
 
-def add_member_if_missing(conn: sqlite3.Connection, m: Member) -> None:
-    """Insert the member row *m* (marker ordinal 0) unless the user has a row."""
+def add_member_if_missing(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
+    """Insert the member row *m* (its marker's ordinal *read_ord*) unless the user has a row."""
     conn.execute(
-        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-        (m.channel, m.user, m.role, m.state, m.peer, m.read_seq, int(m.muted), m.since_seq),
+        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.channel,
+            m.user,
+            m.role,
+            m.state,
+            m.peer,
+            m.read_seq,
+            int(m.muted),
+            m.since_seq,
+            read_ord,
+        ),
     )
 
 
