@@ -540,12 +540,6 @@ def conversation_dict(c) -> dict:
     return d
 
 
-def where(channel: str, me: str) -> dict:
-    """``{"room": …}`` or ``{"with": …}``: how frames to *me* name *channel*."""
-    users = dm_users(channel)
-    return {"room": channel} if users is None else {"with": _peer(users, me)}
-
-
 def ack_frame(m: Message, duplicate: bool, **where) -> bytes:
     """``ack`` for a committed ``send`` (``room=``) or ``dm`` (``to=``)."""
     frame = {"type": "ack", "id": m.client_id, "seq": m.seq, "ts": m.ts, **where}
