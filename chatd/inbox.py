@@ -19,7 +19,6 @@ from __future__ import annotations
 import secrets
 
 from twisted.internet.defer import DeferredLock, gatherResults, inlineCallbacks, succeed
-from twisted.logger import Logger
 
 from chatd import conversations as conv
 from chatd import errors, wire
@@ -60,8 +59,6 @@ def _is_member(member) -> bool:
 
 class Inbox:
     """Conversations of token users (one per :class:`chatd.chat.Chat`)."""
-
-    log = Logger()
 
     def __init__(self, chat):
         self.chat = chat
@@ -118,32 +115,14 @@ class Inbox:
         return d
 
     def _failed(self, failure, session, what, ref=None):
-        error = failure.check(errors.ChatError)
-        if error is not None:
-            if self.chat._live(session):
-                self.chat.send_error(session, failure.value)
-            return None
+        """A refusal found after a store read goes to the session as ``error``; a store
+        failure as ``unavailable`` (Chat._store_failed does both)."""
         return self.chat._store_failed(failure, what, session, ref)
 
     def _read(self, session, request, read, deliver):
-        """A store read answered to *session* in its turn (the replayer's pacing)."""
-
-        def guarded():
-            d = read()
-            d.addErrback(self._refused, session)
-            return d
-
-        def answer(result):
-            if result is not _REFUSED:
-                deliver(result)
-
-        self.chat.replayer.read(session, guarded, answer, request.type, request.id)
-
-    def _refused(self, failure, session):
-        """A refusal found while reading: the error frame, nothing to deliver."""
-        failure.trap(errors.ChatError)
-        self.chat.send_error(session, failure.value)
-        return _REFUSED
+        """A store read answered to *session* in its turn (the replayer's pacing); a
+        refusal it finds is the ``error`` answer."""
+        self.chat.replayer.read(session, read, deliver, request.type, request.id)
 
     def _user_frame(self, user, payload) -> None:
         self.chat.broker.publish("user", user, payload, None)
@@ -347,6 +326,7 @@ class Inbox:
 
     @inlineCallbacks
     def _mute(self, session, request, f, where):
+        yield self._membership(session, where, request.id, kind=False)  # not a left row
         ok = yield self.chat.store.set_muted(session.user, where.channel, f["muted"])
         if not ok:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
@@ -457,8 +437,6 @@ class Inbox:
 
 #: conversations per page when the request gives no limit
 CONVERSATIONS_LIMIT_DEFAULT = 50
-#: what a refused read hands to its deliver (nothing is sent)
-_REFUSED = object()
 
 
 def _first(failure):

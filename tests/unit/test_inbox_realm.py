@@ -439,6 +439,9 @@ def test_mute_reaches_every_connection_and_the_list(chat):
     assert conversation(chat, web, room="team")["muted"] is True
     say(chat, alice, type="send", room="team", text="still counted", id="m1")
     assert conversation(chat, bob, room="team")["unread"] == 1
+    timeline_event(chat, "team", "left", "bob")
+    say(chat, bob, type="mute", room="team", muted=False, id="gone")
+    assert (last(bob, "error")["code"], last(bob, "error")["ref"]) == ("no_such_room", "gone")
 
 
 def test_conversations_are_paged_most_recent_first(chat, clock):
