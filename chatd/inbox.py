@@ -127,26 +127,31 @@ class Inbox:
     def _user_frame(self, user, payload) -> None:
         self.chat.broker.publish("user", user, payload, None)
 
-    @inlineCallbacks
-    def _append(self, session, request, where: _Where, kind, text, data):
+    def _append(self, session, request, where: _Where, kind, text, data) -> None:
         """Commit one timeline item of *kind* (exactly-once by the request's id), then
-        ``ack`` it; the message log publishes it to every node in seq order."""
+        ``ack`` it; the message log publishes it to every node in seq order. Returns
+        once the append is issued (the connection's next request need not wait for the
+        commit: appends keep their order)."""
         chat = self.chat
         if not chat._live(session):
-            return None  # closed while its checks were read: nothing it sent takes effect
+            return  # closed while its checks were read: nothing it sent takes effect
         fields = (where.channel, session.user, session.name, request.id, text, chat.now_ms())
         fields += (kind, data)
         if where.room is None:
             args = ("dm", (where.peer, session.id))
         else:
             args = ("message", (session.id, False))
-        appended = yield chat.messages.append(args[0], fields, args[1])
+        d = chat.messages.append(args[0], fields, args[1])
+        d.addCallback(self._appended, session, request, where)
+        d.addErrback(self._failed, session, request.type, request.id)
+
+    def _appended(self, appended, session, request, where: _Where) -> None:
+        chat = self.chat
         if appended.duplicate:
             chat.stats.duplicates += 1
         else:
             chat.stats.messages_stored += 1
         chat._ack(appended, session, request.received, None, **where.ack_fields())
-        return appended
 
     @inlineCallbacks
     def _target(self, where: _Where, seq):
@@ -160,12 +165,13 @@ class Inbox:
         stored with the message), in the connection's turn. *post(data)* stores it
         and fires with the Appended; it is then acked."""
 
-        def run():
-            if f.get("mentions") is None and f.get("reply_to") is None:
-                return self._posted(post(None), session, request, f, room, to)
-            return self._post_checked(session, request, f, post, room, to)
-
-        return self.serial(session, run)
+        if f.get("mentions") is None and f.get("reply_to") is None:
+            if session not in self._turns:  # nothing of this connection is being checked
+                self._posted(post(None), session, request, f, room, to)
+                return
+            self.serial(session, lambda: self._posted(post(None), session, request, f, room, to))
+            return
+        self.serial(session, lambda: self._post_checked(session, request, f, post, room, to))
 
     @inlineCallbacks
     def _post_checked(self, session, request, f, post, room, to):
@@ -187,14 +193,14 @@ class Inbox:
         data = conv.message_data(mentions, reply_to)
         if not self.chat._live(session):
             return
-        yield self._posted(post(data), session, request, f, room, to)
+        self._posted(post(data), session, request, f, room, to)
 
     def _posted(self, d, session, request, f, room, to):
         chat = self.chat
         where = {"room": room} if room is not None else {"to": to}
         d.addCallback(chat._ack, session, request.received, f["text"], **where)
         d.addErrback(self._failed, session, request.type, request.id)
-        return d
+        # (returns nothing: the connection's turn ends once the append is issued)
 
     # recall, edit, react
 
@@ -218,7 +224,7 @@ class Inbox:
             request.id,
         )
         data = {"target": f["seq"], "by": session.user}
-        yield self._append(session, request, where, "recalled", "", data)
+        self._append(session, request, where, "recalled", "", data)
 
     def _on_edit(self, session, request, f) -> None:
         self._token_user(session, request)
@@ -229,7 +235,7 @@ class Inbox:
     def _edit(self, session, request, f, where):
         yield self._membership(session, where, request.id)
         conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
-        yield self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
+        self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
 
     def _on_react(self, session, request, f) -> None:
         self._token_user(session, request)
@@ -248,7 +254,7 @@ class Inbox:
                 f"at most {REACTIONS_PER_USER} reactions of one user on one message", request.id
             )
         data = {"target": seq, "emoji": emoji, "on": emoji not in mine}
-        yield self._append(session, request, where, "reaction", "", data)
+        self._append(session, request, where, "reaction", "", data)
 
     # read markers and receipts
 
