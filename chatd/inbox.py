@@ -422,14 +422,16 @@ class Inbox:
 
     # history decoration (from Chat._on_history / Chat._on_dm_history)
 
-    def decorate(self, channel, items, me):
+    def decorate(self, channel, items, session):
         """Split a history page's *items* into messages and events and read what the
         messages show: their reactions and the originals they reply to. Fires with
-        ``(messages, events, reactions, quotes)``."""
+        ``(messages, events, reactions, quotes)``. A server that accepts no tokens has
+        no reactions or replies: its pages cost no read more than in chatd 0.1."""
         messages = [m for m in items if m.kind == "message"]
         events = [m for m in items if m.kind == "event"]
         store = self.chat.store
-        if not messages or not IConversationStore.providedBy(store):
+        tokens = session.identity is not None or bool(self.chat.anonymous_prefix)
+        if not messages or not tokens or not IConversationStore.providedBy(store):
             return succeed((messages, events, None, None))
         return self._decorations(store, channel, messages, events)
 
