@@ -27,7 +27,7 @@ PARTS = {
     "replay": ("items", "replay"),
     "history": ("items", "history"),
     "fetch": ("items", "fetch"),
-    "prune": ("prune",),
+    "prune": ("items", "prune"),
     # conversations (chatd.store.redis.RedisStore, IConversationStore)
     "conversations": ("conversations",),
     "summaries": ("items", "summaries"),

@@ -189,7 +189,7 @@ def _effect(channel: str, sender: str, kind: str, data: dict | None) -> dict:
         return {
             "event": data.get("event"),
             "user": data.get("user") or sender,
-            "role": data.get("role") or "member",
+            "role": data.get("role"),
             "changes": {k: str(changes[k]) for k in ROOM_FIELDS if changes.get(k) is not None},
         }
     return {
@@ -606,7 +606,7 @@ class RedisStore:
             if not todo:
                 self.pruned_messages += total[0]
                 return total[0]
-            keys = [self._key(kind, todo[-1]) for kind in ("m", "w", "o")]
+            keys = [self._key(kind, todo[-1]) for kind in ("m", "w", "o", "c")]
             d = self.node.script("prune", keys, [cutoff, self.prune_chunk])
 
             def chunk(result):

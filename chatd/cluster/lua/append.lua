@@ -32,17 +32,18 @@ local m, w, o, c = KEYS[2], P .. 'w:' .. tag, P .. 'o:' .. tag, P .. 'c:' .. tag
 local seq = redis.call('INCR', KEYS[1])
 local maxlen = tonumber(ARGV[6])
 
--- the message ordinals o:{ch} cover the stream (entries without k of an older chatd)
+-- the message ordinals o:{ch} cover the stream (the entries of an older chatd are
+-- messages; those it trimmed are counted as trimmed ordinals)
 if redis.call('HEXISTS', c, 'v') == 0 and seq > 1 then
-  local lm = 0
-  for _, row in ipairs(redis.call('XRANGE', m, '-', '+')) do
-    if not field_get(row[2], 'k') then
-      local s = item_seq(row[1])
-      redis.call('ZADD', o, s, s)
-      lm = s
-    end
+  local rows = redis.call('XRANGE', m, '-', '+')
+  for _, row in ipairs(rows) do
+    local s = item_seq(row[1])
+    redis.call('ZADD', o, s, s)
   end
-  if lm > 0 then redis.call('HSET', c, 'lm', lm) end
+  if rows[1] then redis.call('HSET', c, 'lm', item_seq(rows[#rows][1])) end
+  local first = seq
+  if rows[1] then first = item_seq(rows[1][1]) end
+  if first > 1 then redis.call('HSET', c, 'tn', seq - 1 - #rows, 'tb', first - 1) end
 end
 redis.call('HSET', c, 'v', 1, 'ts', ts)
 
@@ -81,6 +82,7 @@ local function apply_event()
   end
   if event == 'joined' or event == 'invited' then
     row[1], row[2] = op.role or 'member', 'member'
+    if op.role == cjson.null then row[1] = 'member' end
     if seq > row[4] then row[4] = seq end
   elseif event == 'left' or event == 'kicked' or event == 'banned' then
     row[2] = event
@@ -88,7 +90,7 @@ local function apply_event()
     if row[2] ~= 'banned' then return end
     row[2] = 'left'
   elseif event == 'role' then
-    row[1] = op.role or row[1]
+    if op.role and op.role ~= cjson.null then row[1] = op.role end
   else
     return
   end
@@ -148,7 +150,7 @@ if kind == 'message' then
   redis.call('HSET', c, 'lm', seq)
   local floor = seq - maxlen
   if maxlen > 0 and floor > 0 then
-    redis.call('ZREMRANGEBYSCORE', o, '-inf', floor)
+    ordinals_trim(o, c, floor)
     redis.call('ZREMRANGEBYSCORE', w, '-inf', floor)
   end
   local all = false
@@ -180,8 +182,22 @@ elseif kind == 'recalled' or kind == 'edited' then
   if is_message(fields) and not field_get(fields, 'er') then
     if kind == 'recalled' then
       field_set(fields, 't', '')
+      field_del(fields, 'et')
       field_set(fields, 'er', '{"by":' .. cjson.encode(op.by or sender) .. ',"ts":' .. ts .. '}')
       item_put(m, w, target, fields, in_stream)
+      -- a recalled mention no longer counts
+      local tdata = field_get(fields, 'j')
+      if tdata then
+        local mentions = cjson.decode(tdata).mentions
+        if type(mentions) == 'table' then
+          for _, user in ipairs(mentions) do
+            if type(user) == 'string' then
+              redis.call('ZREM', P .. 'mn:' .. tag .. ':' .. user, target)
+            end
+          end
+        end
+        redis.call('ZREM', P .. 'ma:' .. tag, target)
+      end
       for edit in string.gmatch(redis.call('HGET', ed, target) or '', '%d+') do
         local efields, e_in_stream = item_get(m, w, edit)
         if efields then

@@ -45,6 +45,38 @@ local function field_set(fields, name, value)
   fields[#fields + 1] = value
 end
 
+local function field_del(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then
+      table.remove(fields, i)
+      table.remove(fields, i)
+      return
+    end
+  end
+end
+
+-- Message ordinals o:{ch} (the seqs of the channel's messages): drop those <= floor,
+-- counting them in c:{ch} (tn: how many were dropped, tb: up to which seq), so
+-- unread is never under-counted for a marker below the oldest kept one.
+local function ordinals_trim(o, c, floor)
+  local dropped = redis.call('ZREMRANGEBYSCORE', o, '-inf', floor)
+  if dropped > 0 then
+    redis.call('HINCRBY', c, 'tn', dropped)
+    redis.call('HSET', c, 'tb', floor)
+  end
+end
+
+-- Unread messages after read seq: the kept ordinals above it, plus at most the
+-- dropped ones above it (tn of them, up to seq tb).
+local function ordinals_unread(o, c, read)
+  local unread = redis.call('ZCOUNT', o, '(' .. read, '+inf')
+  local trimmed = redis.call('HMGET', c, 'tn', 'tb')
+  if trimmed[1] and tonumber(trimmed[2]) > read then
+    unread = unread + math.min(tonumber(trimmed[1]), tonumber(trimmed[2]) - read)
+  end
+  return unread
+end
+
 -- Items with bottom < seq < top (nil: unbounded), newest first, at most n, as
 -- stream rows {id, fields}: the stream's and the rewritten ones merged.
 local function items_desc(m, w, top, bottom, n)

@@ -16,7 +16,7 @@ for i = 3, #ARGV do
     local last = redis.call('GET', P .. 's:' .. tag) or '0'
     local meta = redis.call('HMGET', c, 'ts', 'lm')
     local room = redis.call('HMGET', P .. 'r:' .. tag, 'kind', 'title')
-    local unread = redis.call('ZCOUNT', P .. 'o:' .. tag, read, '+inf')
+    local unread = ordinals_unread(P .. 'o:' .. tag, c, row[4])
     local mentions = redis.call('ZCOUNT', P .. 'mn:' .. tag .. ':' .. user, read, '+inf')
       + redis.call('ZCOUNT', P .. 'ma:' .. tag, read, '+inf')
     local newest = false
