@@ -34,8 +34,10 @@ one):
     are never above their marker.) Filled from the stream once for a channel of
     an older chatd (``c:{ch}`` has no ``v`` yet).
 ``P c:{ch}``
-    hash of channel counters: ``ts`` (the newest item's ts), ``lm`` (the newest
-    message's seq), ``v`` (1: ``o:{ch}`` covers the stream).
+    hash of channel counters: ``seq`` and ``ts`` (the newest item's), ``lm`` (the
+    newest message's seq), ``kind`` (the room's, copied from ``r:{ch}``), ``tn`` /
+    ``tb`` (message ordinals trimmed with the history: how many, up to which seq),
+    ``v`` (1: ``o:{ch}`` covers the stream).
 ``P mn:{ch}:<user>``, ``P ma:{ch}``
     zsets of the seqs of messages mentioning ``<user>`` / ``@all``; ``mentions``
     is their ``ZCOUNT`` above the read marker.
@@ -56,8 +58,9 @@ one):
     hash ``name``, ``ts``: a known user (:meth:`RedisStore.add_user`, or a member
     row was made for them).
 ``P uc:{u}``
-    set of the user's conversations (channels where their row is in state
-    ``member``).
+    hash channel -> a copy of the member row, for the user's conversations
+    (the channels where their row is in state ``member``): the conversation
+    list reads it and each channel's ``c:{ch}``, one script.
 ``P cz:{u}``, ``P cs:{u}:<cursor>``
     the user's sync cursors: a zset cursor -> save order, and one string key per
     snapshot; both expire 30 days after the last save; only the newest 16 are kept.
@@ -167,6 +170,12 @@ def _message(channel: str, row) -> Message:
     kind = f.get("k", "message")
     ts = int(f["ts"])
     return Message(channel, _seq_of(entry_id), f["s"], f["n"], f["t"], ts, f.get("c"), kind, data)
+
+
+def _json_list(reply) -> list:
+    """A script's JSON reply as a list (cjson writes an empty Lua table as ``{}``)."""
+    value = json.loads(reply)
+    return value if isinstance(value, list) else []
 
 
 def _member(channel: str, user: str, raw: str) -> Member:
@@ -354,16 +363,24 @@ class RedisStore:
             ],
         )
 
-        def done(result):
-            if result[0] == 1:
-                _, ch, seq, ots, fields = result
+        def done(reply):
+            if reply.startswith("["):
+                ch, seq, ots, fields = json.loads(reply)
                 if fields:
                     return Appended(_message(ch, [f"0-{seq}", fields]), True)
                 return Appended(Message(ch, int(seq), sender, "", "", int(ots), client_id), True)
             self.appended += 1
-            stored = json.loads(result[2]) if result[2] else None
+            seq, _, stored = reply.partition(" ")
             message = Message(
-                channel, int(result[1]), sender, name, text, ts, client_id, kind, stored
+                channel,
+                int(seq),
+                sender,
+                name,
+                text,
+                ts,
+                client_id,
+                kind,
+                json.loads(stored) if stored else None,
             )
             return Appended(message, False)
 
@@ -379,8 +396,10 @@ class RedisStore:
         arg = "" if since is None else int(since)
         keys = [self._key("s", channel), self._key("m", channel), self._key("w", channel)]
 
-        def done(result):
-            last, rows = int(result[0]), result[1]
+        def done(reply):
+            result = _json_list(reply)
+            last = int(result[0])
+            rows = result[1] if len(result) > 1 and isinstance(result[1], list) else []
             if since is None:
                 return Replay([], last, False)
             if len(rows) > limit:
@@ -401,7 +420,8 @@ class RedisStore:
         arg = "" if before is None else int(before)
         keys = [self._key("m", channel), self._key("w", channel)]
 
-        def done(rows):
+        def done(reply):
+            rows = _json_list(reply)
             more = len(rows) > limit
             return Page([_message(channel, r) for r in reversed(rows[:limit])], more)
 
@@ -446,11 +466,12 @@ class RedisStore:
         """See :meth:`IConversationStore.members` (``ZRANGEBYLEX`` of ``ms:{ch}``)."""
         keys = [self._key("ms", channel), self._key("mb", channel)]
 
-        def done(flat):
+        def done(reply):
+            flat = _json_list(reply)
             rows = [
                 _member(channel, user, raw)
                 for user, raw in zip(flat[::2], flat[1::2], strict=True)
-                if raw is not None
+                if raw
             ]
             return rows[:limit], len(rows) > limit
 
@@ -464,22 +485,20 @@ class RedisStore:
     def conversations(self, user):
         """See :meth:`IConversationStore.conversations` (one script)."""
 
-        def done(rows):
-            out = []
-            for channel, raw, last, ts, kind in rows:
-                m = _member(channel, user, raw)
-                out.append(
-                    Conversation(
-                        channel,
-                        "dm" if m.peer is not None else (kind or "public"),
-                        m.peer,
-                        m.role,
-                        m.read_seq,
-                        m.muted,
-                        int(last),
-                        int(ts),
-                    )
+        def done(reply):
+            out = [
+                Conversation(
+                    channel,
+                    "dm" if peer else (kind or "public"),
+                    peer or None,
+                    role,
+                    read,
+                    bool(muted),
+                    last,
+                    ts,
                 )
+                for channel, role, peer, read, muted, last, ts, kind in _json_list(reply)
+            ]
             out.sort(key=lambda c: (-c.last_ts, c.channel))
             return out
 
@@ -491,8 +510,9 @@ class RedisStore:
         if not channels:
             return succeed([])
 
-        def done(rows):
+        def done(reply):
             out = []
+            rows = _json_list(reply)
             for channel, raw, last, ts, kind, title, unread, mentions, newest, peer in rows:
                 m = _member(channel, user, raw)
                 if m.state != "member":
@@ -535,7 +555,12 @@ class RedisStore:
         """See :meth:`IConversationStore.readers`."""
         keys = [self._key("rd", channel), self._key("ms", channel)]
         d = self._run("readers", keys, [int(seq), max(limit, 0)], "readers")
-        return d.addCallback(lambda r: (int(r[0]), list(r[1])))
+
+        def done(reply):
+            count, users = _json_list(reply)
+            return int(count), users if isinstance(users, list) else []
+
+        return d.addCallback(done)
 
     def items(self, channel, seqs):
         """See :meth:`IConversationStore.items`."""
@@ -544,8 +569,8 @@ class RedisStore:
             return succeed({})
         keys = [self._key("m", channel), self._key("w", channel)]
 
-        def done(rows):
-            return {m.seq: m for m in (_message(channel, r) for r in rows)}
+        def done(reply):
+            return {m.seq: m for m in (_message(channel, r) for r in _json_list(reply))}
 
         return self._run("fetch", keys, seqs, "items", done)
 

@@ -8,8 +8,8 @@
 --       14 a reaction's data JSON with "on":false, 15 the effect (JSON, "" = none):
 --       message {mentions, dm: [a, b]}; event {event, user, role, changes};
 --       recalled/edited/reaction {target, by, emoji}
--- Returns {0, seq, data JSON or ""}, or {1, channel, seq, ts, fields of the original
--- item or {}} for a duplicate.
+-- Returns (one reply to parse) "<seq> <data JSON or nothing>", or for a duplicate the
+-- JSON text {channel, seq, ts, fields of the original item or {}}.
 local P, ch = ARGV[11], ARGV[10]
 local tag = '{' .. ch .. '}'
 local cid = ARGV[5]
@@ -19,7 +19,7 @@ if cid ~= '' then
     local seq, ts, och = string.match(orig, '^(%d+) (%d+) (.*)$')
     local otag = '{' .. och .. '}'
     local fields = item_get(P .. 'm:' .. otag, P .. 'w:' .. otag, seq)
-    return {1, och, tonumber(seq), tonumber(ts), fields or {}}
+    return cjson.encode({och, tonumber(seq), tonumber(ts), fields or {}})
   end
 end
 local sender, text, ts = ARGV[1], ARGV[3], ARGV[4]
@@ -45,7 +45,7 @@ if redis.call('HEXISTS', c, 'v') == 0 and seq > 1 then
   if rows[1] then first = item_seq(rows[1][1]) end
   if first > 1 then redis.call('HSET', c, 'tn', seq - 1 - #rows, 'tb', first - 1) end
 end
-redis.call('HSET', c, 'v', 1, 'ts', ts)
+redis.call('HSET', c, 'v', 1, 'ts', ts, 'seq', seq)
 
 local function with_peer_rows(users)
   for _, user in ipairs(users) do
@@ -71,6 +71,7 @@ local function apply_event()
     for _, f in ipairs({'kind', 'title', 'topic', 'avatar'}) do
       if changes[f] ~= nil then redis.call('HSET', room, f, changes[f]) end
     end
+    redis.call('HSET', c, 'kind', redis.call('HGET', room, 'kind'))
     if event == 'room_updated' then return end
     redis.call('HSET', room, 'created_by', user, 'created_ts', ts)
     op.role = 'owner'
@@ -226,4 +227,4 @@ if ARGV[8] ~= '' then
     redis.call('PUBLISH', ARGV[8], bus_item(ARGV[9], message, kind, data))
   end
 end
-return {0, seq, data}
+return seq .. ' ' .. data

@@ -1,16 +1,16 @@
 -- Conversations: members with read_seq >= seq. KEYS: rd key, ms key. ARGV: seq,
--- limit. Returns {count, the first limit of them by user id}; a big room is
+-- limit. Returns, as one JSON text, {count, the first limit of them by user id}; a big room is
 -- scanned by user id in pages, never loaded whole.
 local count = redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf')
 local limit = tonumber(ARGV[2])
 local users = {}
-if limit <= 0 or count == 0 then return {count, users} end
+if limit <= 0 or count == 0 then return cjson.encode({count, users}) end
 local seq = tonumber(ARGV[1])
 if count <= 1000 then
   users = redis.call('ZRANGEBYSCORE', KEYS[1], seq, '+inf')
   table.sort(users)
   while #users > limit do table.remove(users) end
-  return {count, users}
+  return cjson.encode({count, users})
 end
 local after = '-'
 while #users < limit do
@@ -22,4 +22,4 @@ while #users < limit do
   end
   after = '(' .. page[#page]
 end
-return {count, users}
+return cjson.encode({count, users})

@@ -1,8 +1,8 @@
 -- Member rows, Lua half of chatd/store/redis.py (prepended to the scripts that
 -- change them). mb:{ch} is a hash user -> cjson {role, state, peer ("" in rooms),
 -- read_seq, muted (0/1), since_seq}; the rows in state "member" are also in
--- ms:{ch} (score 0: paged by user id), rd:{ch} (score read_seq) and the user's set
--- of conversations uc:{user} (another slot).
+-- ms:{ch} (score 0: paged by user id), rd:{ch} (score read_seq) and, a copy of the
+-- row, in the user's hash of conversations uc:{user} (channel -> row; another slot).
 
 local function row_get(P, ch, user)
   local raw = redis.call('HGET', P .. 'mb:{' .. ch .. '}', user)
@@ -12,15 +12,16 @@ end
 
 local function row_put(P, ch, user, row)
   local tag = '{' .. ch .. '}'
-  redis.call('HSET', P .. 'mb:' .. tag, user, cjson.encode(row))
+  local raw = cjson.encode(row)
+  redis.call('HSET', P .. 'mb:' .. tag, user, raw)
   if row[2] == 'member' then
     redis.call('ZADD', P .. 'ms:' .. tag, 0, user)
     redis.call('ZADD', P .. 'rd:' .. tag, row[4], user)
-    redis.call('SADD', P .. 'uc:{' .. user .. '}', ch)
+    redis.call('HSET', P .. 'uc:{' .. user .. '}', ch, raw)
   else
     redis.call('ZREM', P .. 'ms:' .. tag, user)
     redis.call('ZREM', P .. 'rd:' .. tag, user)
-    redis.call('SREM', P .. 'uc:{' .. user .. '}', ch)
+    redis.call('HDEL', P .. 'uc:{' .. user .. '}', ch)
   end
 end
 

@@ -1,6 +1,6 @@
 -- Conversations: complete summaries of some of the user's conversations.
 -- KEYS: none (one slot per channel). ARGV: key prefix, user, channels...
--- Returns per channel where the user has a row {channel, member row JSON, last seq,
+-- Returns, as one JSON text, per channel where the user has a row {channel, member row JSON, last seq,
 -- last ts, room kind or false, title or false, unread, mentions, newest message
 -- row {id, fields} or false, the DM peer's row JSON or false}.
 local P, user = ARGV[1], ARGV[2]
@@ -30,4 +30,4 @@ for i = 3, #ARGV do
       unread, mentions, newest, peer}
   end
 end
-return out
+return cjson.encode(out)
