@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import secrets
 
-from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
-from twisted.logger import Logger
+from twisted.internet.defer import DeferredLock, gatherResults, inlineCallbacks, succeed
 
 from chatd import conversations as conv
 from chatd import errors, wire
@@ -61,8 +60,6 @@ def _is_member(member) -> bool:
 class Inbox:
     """Conversations of token users (one per :class:`chatd.chat.Chat`)."""
 
-    log = Logger()
-
     def __init__(self, chat):
         self.chat = chat
         #: session -> the lock its checked requests and sends take turns on
@@ -85,15 +82,16 @@ class Inbox:
         return _Where(dm_channel(session.user, f["with"]), None, f["with"])
 
     @inlineCallbacks
-    def _membership(self, session, where: _Where, ref):
-        """Fill in *where*'s member row, role and room kind; the user must be a member
-        (else ``no_such_room``: nothing is said about a conversation one is not in)."""
+    def _membership(self, session, where: _Where, ref, kind=True):
+        """Fill in *where*'s member row, role and (with *kind*) room kind; the user must
+        be a member (else ``no_such_room``: nothing is said about a conversation one is
+        not in)."""
         store = self.chat.store
         member = yield store.member(where.channel, session.user)
         if not _is_member(member):
             raise errors.NoSuchRoom("you have no such conversation", ref)
         where.member, where.role = member, member.role
-        if where.room is not None:
+        if kind and where.room is not None:
             room = yield store.room(where.room)
             where.kind = "public" if room is None else room.kind
         return where
@@ -117,32 +115,14 @@ class Inbox:
         return d
 
     def _failed(self, failure, session, what, ref=None):
-        error = failure.check(errors.ChatError)
-        if error is not None:
-            if self.chat._live(session):
-                self.chat.send_error(session, failure.value)
-            return None
+        """A refusal found after a store read goes to the session as ``error``; a store
+        failure as ``unavailable`` (Chat._store_failed does both)."""
         return self.chat._store_failed(failure, what, session, ref)
 
     def _read(self, session, request, read, deliver):
-        """A store read answered to *session* in its turn (the replayer's pacing)."""
-
-        def guarded():
-            d = read()
-            d.addErrback(self._refused, session)
-            return d
-
-        def answer(result):
-            if result is not _REFUSED:
-                deliver(result)
-
-        self.chat.replayer.read(session, guarded, answer, request.type, request.id)
-
-    def _refused(self, failure, session):
-        """A refusal found while reading: the error frame, nothing to deliver."""
-        failure.trap(errors.ChatError)
-        self.chat.send_error(session, failure.value)
-        return _REFUSED
+        """A store read answered to *session* in its turn (the replayer's pacing); a
+        refusal it finds is the ``error`` answer."""
+        self.chat.replayer.read(session, read, deliver, request.type, request.id)
 
     def _user_frame(self, user, payload) -> None:
         self.chat.broker.publish("user", user, payload, None)
@@ -152,6 +132,8 @@ class Inbox:
         """Commit one timeline item of *kind* (exactly-once by the request's id), then
         ``ack`` it; the message log publishes it to every node in seq order."""
         chat = self.chat
+        if not chat._live(session):
+            return None  # closed while its checks were read: nothing it sent takes effect
         fields = (where.channel, session.user, session.name, request.id, text, chat.now_ms())
         fields += (kind, data)
         if where.room is None:
@@ -203,6 +185,8 @@ class Inbox:
         if reply_to is not None:
             conv.check_reply((yield self._target(where, reply_to)), ref)
         data = conv.message_data(mentions, reply_to)
+        if not self.chat._live(session):
+            return
         yield self._posted(post(data), session, request, f, room, to)
 
     def _posted(self, d, session, request, f, room, to):
@@ -276,9 +260,11 @@ class Inbox:
     @inlineCallbacks
     def _mark(self, session, request, f, where):
         chat, store, user = self.chat, self.chat.store, session.user
-        yield self._membership(session, where, request.id)
+        yield self._membership(session, where, request.id, kind=False)
         before = where.member.read_seq
         last = (yield store.replay(where.channel, None, 0)).last_seq
+        if not chat._live(session):
+            return  # closed meanwhile: nothing it sent takes effect any more
         marker = yield store.mark_read(user, where.channel, min(f["seq"], last))
         if marker is None:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
@@ -340,6 +326,7 @@ class Inbox:
 
     @inlineCallbacks
     def _mute(self, session, request, f, where):
+        yield self._membership(session, where, request.id, kind=False)  # not a left row
         ok = yield self.chat.store.set_muted(session.user, where.channel, f["muted"])
         if not ok:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
@@ -391,10 +378,17 @@ class Inbox:
         snap = dict(plan.keep)
         out = []
         limit = chat.settings.sync_limit
-        for summary, after in plan.changed:
+        # every conversation's items asked for at once (the store batches the reads)
+        reads = [
+            store.replay(summary.channel, after or 0, limit)
+            if after is None or after < summary.last_seq
+            else succeed(None)
+            for summary, after in plan.changed
+        ]
+        replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first) if reads else []
+        for (summary, _after), r in zip(plan.changed, replays, strict=True):
             items, truncated, last = [], False, summary.last_seq
-            if after is None or after < summary.last_seq:
-                r = yield store.replay(summary.channel, after or 0, limit)
+            if r is not None:
                 items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
             snap[summary.channel] = conv.entry(summary, last)
             out.append(
@@ -443,5 +437,8 @@ class Inbox:
 
 #: conversations per page when the request gives no limit
 CONVERSATIONS_LIMIT_DEFAULT = 50
-#: what a refused read hands to its deliver (nothing is sent)
-_REFUSED = object()
+
+
+def _first(failure):
+    """The failure of the first read that failed (not gatherResults' FirstError)."""
+    return failure.value.subFailure
