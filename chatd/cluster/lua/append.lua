@@ -52,7 +52,9 @@ local function with_peer_rows(users)
     if not row_get(P, ch, user) then
       local peer = users[1]
       if peer == user then peer = users[2] end
-      local read = 0
+      -- the recipient's marker starts just before the message (0 on a new DM; on a DM
+      -- of an older chatd with history, that history counts as read)
+      local read = seq - 1
       if user == sender then read = seq end
       row_put(P, ch, user, row_new(P, user, 'member', 'member', peer, read, 0, ts))
     end
