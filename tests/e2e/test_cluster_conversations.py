@@ -32,16 +32,16 @@ def cluster(nodes, monkeypatch):
 
 
 @defer.inlineCallbacks
-def frame(client, kind, skip=OTHER, **fields):
-    """The next frame of *kind* (with *fields*), passing over frames of the *skip*
-    types only: any other frame fails the test."""
+def frame(client, frame_type, skip=OTHER, **fields):
+    """The next frame of type *frame_type* (with *fields*), passing over frames of the
+    *skip* types only: any other frame fails the test."""
     while True:
         got = yield client.recv()
-        if got.get("type") == kind:
+        if got.get("type") == frame_type:
             for key, value in fields.items():
                 assert got.get(key) == value, f"{key}: expected {value!r} in {got}"
             return got
-        assert got.get("type") in skip, f"expected {kind}, got {got}"
+        assert got.get("type") in skip, f"expected {frame_type}, got {got}"
 
 
 def connect(node, sub):
@@ -146,4 +146,101 @@ def test_a_sync_cursor_from_one_node_works_on_the_other(cluster):
     again = yield frame(bob, "sync")
     assert (again["reset"], again["conversations"]) == (False, [])
     for client in (alice, bob, phone):
+        yield client.close()
+
+
+@defer.inlineCallbacks
+def acked(client, skip=OTHER, **request):
+    """Send *request* (with its ``id``) and fire with its ack."""
+    client.send(**request)
+    ack = yield frame(client, "ack", skip=skip, id=request["id"])
+    return ack
+
+
+@pytest_twisted.inlineCallbacks
+def test_membership_made_on_one_node_holds_on_the_other_after_a_reconnect(cluster):
+    """alice creates a private room on A with bob in it; bob's next connection, on B,
+    is subscribed at welcome and gets the room's messages from A without joining;
+    room_info on B knows the room, the role and the member count."""
+    a, b = cluster
+    alice, bob = (yield connect(a, "alice")), (yield connect(a, "bob"))
+    alice.send(type="create", room="team", kind="private", title="Team", members=["bob"], id="c1")
+    info = yield frame(alice, "room_info", skip=OTHER | {"ack"})
+    assert (info["kind"], info["role"], info["members"]) == ("private", "owner", 2)
+    yield frame(bob, "subscribed", rooms=["team"])
+    yield bob.close()
+
+    bob = yield connect(b, "bob")
+    yield frame(bob, "subscribed", rooms=["team"], more=False)
+    ack = yield acked(alice, type="send", room="team", text="hello from A", id="m1")
+    got = yield frame(bob, "message", room="team", seq=ack["seq"])
+    assert (got["from"], got["text"]) == ("alice", "hello from A")
+    bob.send(type="room_info", room="team", id="i1")
+    info = yield frame(bob, "room_info", room="team")
+    assert (info["kind"], info["title"], info["role"], info["members"]) == (
+        "private",
+        "Team",
+        "member",
+        2,
+    )
+    bob.send(type="members", room="team", id="p1")
+    page = yield frame(bob, "members", room="team")
+    assert [(m["user"], m["role"]) for m in page["members"]] == [
+        ("alice", "owner"),
+        ("bob", "member"),
+    ]
+    for client in (alice, bob):
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_kick_on_one_node_stops_the_users_connection_on_the_other_at_once(cluster):
+    """bob (on B) is kicked by alice (on A): his connection gets the event and
+    ``left {room}`` and nothing of the room after it -- carol, also on B, gets
+    alice's next message, and bob's ping barrier right after finds no trace of it."""
+    a, b = cluster
+    alice = yield connect(a, "alice")
+    bob, carol = (yield connect(b, "bob")), (yield connect(b, "carol"))
+    alice.send(type="create", room="team", kind="private", members=["bob", "carol"], id="c1")
+    yield frame(alice, "room_info", skip=OTHER | {"ack"})
+    for client in (bob, carol):
+        yield frame(client, "subscribed", rooms=["team"])
+    before = yield acked(alice, type="send", room="team", text="before", id="m1")
+    for client in (bob, carol):
+        yield frame(client, "message", seq=before["seq"], text="before")
+    kick = yield acked(alice, type="kick", room="team", user="bob", id="k1")
+    got = yield frame(bob, "event", skip=OTHER - {"event"}, seq=kick["seq"], kind="kicked")
+    assert (got["user"], got["by"]) == ("bob", "alice")
+    yield frame(bob, "left", room="team")
+    after = yield acked(alice, type="send", room="team", text="after the kick", id="m2")
+    yield frame(carol, "message", seq=after["seq"], text="after the kick")
+    frames = yield bob.barrier()
+    assert not [f for f in frames if f.get("room") == "team"], frames
+    bob.send(type="history", room="team", id="h1")
+    yield frame(bob, "error", code="forbidden", ref="h1")
+    for client in (alice, bob, carol):
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_offline_dm_stored_via_one_node_reaches_the_user_via_sync_on_the_other(cluster):
+    """bob has connected once (a known user) and is gone; alice's DM on A is stored and
+    acked; bob's next connection, on B, gets it from ``sync`` with the unread badge."""
+    a, b = cluster
+    alice, bob = (yield connect(a, "alice")), (yield connect(a, "bob"))
+    yield bob.barrier()
+    yield bob.close()
+    ack = yield dm(alice, "bob", "while you were away", "d1")
+    bob = yield connect(b, "bob")
+    bob.send(type="sync")
+    reply = yield frame(bob, "sync")
+    (conv,) = reply["conversations"]
+    assert (conv["with"], conv["unread"], conv["last"]["text"]) == (
+        "alice",
+        1,
+        "while you were away",
+    )
+    (item,) = conv["items"]
+    assert (item["type"], item["seq"], item["from"]) == ("dm", ack["seq"], "alice")
+    for client in (alice, bob):
         yield client.close()
