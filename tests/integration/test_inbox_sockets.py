@@ -342,3 +342,33 @@ def test_checked_sends_are_never_overtaken_by_the_plain_ones_after_them(server_f
         texts.append((yield next_of(bob, "message"))["text"])
     assert seqs == list(range(first["seq"] + 1, first["seq"] + 21))
     assert texts == ["q"] + [f"t{i}" for i in range(20)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sync_flood_is_answered_in_turn_or_refused_and_keeps_16_cursors(server_factory):
+    """60 ``sync`` requests in one write: each is answered once, by ``sync`` or (past
+    the 32 reads a connection may have waiting) ``rate_limited``; the store keeps the
+    user's newest 16 cursors, the newest one works, and the connection carries on."""
+    srv = yield inbox_server(server_factory, "--rate-burst", "1000", "--user-rate-burst", "1000")
+    bob = yield user(srv, "bob")
+    yield member(srv, bob, "team")
+    yield drain(bob)
+    for i in range(60):
+        bob.send(type="sync", id=f"s{i}")
+    answers = {}
+    while len(answers) < 60:
+        got = yield bob.recv()
+        if got["type"] == "sync":
+            answers[f"sync-{len(answers)}"] = got
+        else:
+            assert (got["type"], got["code"]) == ("error", "rate_limited"), got
+            answers[got["ref"]] = got
+    cursors = [a["cursor"] for a in answers.values() if a["type"] == "sync"]
+    assert cursors, "no sync was answered"
+    kept = 0
+    for cursor in cursors:
+        kept += (yield srv.store.load_cursor("bob", cursor)) is not None
+    assert kept == min(16, len(cursors))
+    bob.send(type="sync", since=cursors[-1])
+    assert (yield next_of(bob, "sync"))["reset"] is False
+    yield bob.quiet()
