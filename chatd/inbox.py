@@ -165,22 +165,26 @@ class Inbox:
         stored with the message), in the connection's turn. *post(data)* stores it
         and fires with the Appended; it is then acked."""
 
-        if f.get("mentions") is None and f.get("reply_to") is None:
+        try:
+            given = wire.extras(request, self.chat.settings.max_text_length)
+        except errors.ChatError as e:
+            return self.chat.send_error(session, e)
+        if not given:
             if session not in self._turns:  # nothing of this connection is being checked
                 self._posted(post(None), session, request, f, room, to)
                 return
             self.serial(session, lambda: self._posted(post(None), session, request, f, room, to))
             return
-        self.serial(session, lambda: self._post_checked(session, request, f, post, room, to))
+        self.serial(session, lambda: self._post_checked(session, request, f, given, post, room, to))
 
     @inlineCallbacks
-    def _post_checked(self, session, request, f, post, room, to):
+    def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
         if room is not None:
             where = _Where(room, room, None)
         else:
             where = _Where(dm_channel(session.user, to), None, to)
-        mentions, reply_to = f.get("mentions"), f.get("reply_to")
+        mentions, reply_to = given.get("mentions"), given.get("reply_to")
         if mentions and wire.MENTION_ALL in mentions:
             store = self.chat.store
             member = yield store.member(where.channel, session.user)

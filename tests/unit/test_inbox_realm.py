@@ -102,6 +102,9 @@ def test_anonymous_send_with_mentions_is_a_plain_message_as_before(chat):
             "id": "m1",
         }
     )
+    say(chat, a, type="send", room="lobby2", text="ho", id="m2", mentions=5, reply_to="x")
+    assert a.of("error") == []  # (unknown members are ignored, as they always were)
+    assert json.loads([f for f in b.frames if b'"message"' in f][-1])["text"] == "ho"
 
 
 def test_a_token_users_plain_message_frame_is_unchanged(chat):
