@@ -29,6 +29,13 @@ from chatd.store import IConversationStore, dm_channel
 REACTIONS_PER_USER = 20
 #: characters of a sync cursor (random, opaque; the protocol allows up to 64)
 CURSOR_BYTES = 18
+#: conversations whose items one sync reads at once
+SYNC_READ_BATCH = 16
+#: characters of item text after which a sync reply takes no further batch of
+#: conversations (``more: true``): a reply holds at most this plus one batch's
+#: (16 x --sync-limit items: 6.4 M characters at the defaults), not the 200 x 100
+#: items of 4,000 characters (80 M) the conversation limit alone would allow
+SYNC_TEXT = 1 << 20
 
 
 class _Where:
@@ -387,27 +394,39 @@ class Inbox:
         plan = conv.plan(snapshot, cheap, {c.channel: c for c in full})
         snap = dict(plan.keep)
         out = []
+        more = plan.more
         limit = chat.settings.sync_limit
-        # every conversation's items asked for at once (the store batches the reads)
-        reads = [
-            store.replay(summary.channel, after or 0, limit)
-            if after is None or after < summary.last_seq
-            else succeed(None)
-            for summary, after in plan.changed
-        ]
-        replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first) if reads else []
-        for (summary, _after), r in zip(plan.changed, replays, strict=True):
-            items, truncated, last = [], False, summary.last_seq
-            if r is not None:
-                items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
-            snap[summary.channel] = conv.entry(summary, last)
-            out.append(
-                {
-                    **wire.conversation_dict(summary),
-                    "items": [wire.item_object(m) for m in items],
-                    "truncated": truncated,
-                }
-            )
+        text = 0  # characters of item text in the reply so far
+        changed = plan.changed
+        for start in range(0, len(changed), SYNC_READ_BATCH):
+            batch = changed[start : start + SYNC_READ_BATCH]
+            if text >= SYNC_TEXT:  # the reply is full: the rest is for the next sync
+                more = True
+                for summary, after in batch:
+                    if after is not None:
+                        snap[summary.channel] = snapshot[summary.channel]
+                continue
+            # a batch of conversations' items asked for at once (the store batches reads)
+            reads = [
+                store.replay(summary.channel, after or 0, limit)
+                if after is None or after < summary.last_seq
+                else succeed(None)
+                for summary, after in batch
+            ]
+            replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first)
+            for (summary, _after), r in zip(batch, replays, strict=True):
+                items, truncated, last = [], False, summary.last_seq
+                if r is not None:
+                    items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
+                    text += sum(len(m.text) for m in items)
+                snap[summary.channel] = conv.entry(summary, last)
+                out.append(
+                    {
+                        **wire.conversation_dict(summary),
+                        "items": [wire.item_object(m) for m in items],
+                        "truncated": truncated,
+                    }
+                )
         removed = []
         for channel in plan.removed:
             member = yield store.member(channel, user)
@@ -419,7 +438,7 @@ class Inbox:
             "sync",
             cursor=cursor,
             reset=since is not None and snapshot is None,
-            more=plan.more,
+            more=more,
             conversations=out,
             removed=removed,
         )
