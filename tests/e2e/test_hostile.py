@@ -380,7 +380,10 @@ def test_token_name_that_is_not_text_falls_back_to_the_sub():
 # --------------------------------------------------------------------------
 # wrong types for every field of every message type, from chatd.wire.SCHEMAS
 
-VALID = {"room": "r", "text": "hi", "to": "bob", "with": "bob", "since": 0, "before": 1, "limit": 5}
+VALID = {
+    **{"room": "r", "text": "hi", "to": "bob", "with": "bob", "since": 0, "before": 1, "limit": 5},
+    **{"seq": 1, "muted": True, "emoji": "+1"},
+}
 # the room and membership requests (docs/protocol.md, *Room kinds and roles*)
 VALID.update(kind="public", user="bob", role="member")
 WRONG = {
@@ -405,6 +408,9 @@ WRONG = {
         "/media/" + "a" * 600,
     ],
     "_users": ["bob", 1, True, {}, [1], [["bob"]], ["bob"] * 101],
+    "_cursor": [1, 1.5, True, [], {}, "x" * 65, "é"],
+    "_bool": [1, 0, "true", [], {}],
+    "_emoji": [1, 1.5, True, [], {}, "", "x" * 17],
 }
 SCHEMA_ROWS = [
     pytest.param(kind, field, validate.__name__, required, id=f"{kind}.{field}")
