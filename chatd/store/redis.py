@@ -152,24 +152,17 @@ STORE_SCRIPTS = (
 )
 
 
-def _seq_of(entry_id: str) -> int:
-    return int(entry_id.rsplit("-", 1)[1])
-
-
 def _message(channel: str, row) -> Message:
-    """The item of a stream row ``[entry id, fields]`` in its current state."""
-    entry_id, fields = row
-    f = dict(zip(fields[::2], fields[1::2], strict=True))
-    data = json.loads(f["j"]) if "j" in f else None
-    if "et" in f or "er" in f:
+    """The item of a script's row (``item_row`` of ``lua/items.lua``) in its current state."""
+    seq, sender, name, text, ts, client_id, kind, data, edited_ts, recall = row
+    data = json.loads(data) if data else None
+    if edited_ts or recall:
         data = dict(data or {})
-        if "et" in f:
-            data["edited_ts"] = int(f["et"])
-        if "er" in f:
-            data["recalled"] = json.loads(f["er"])
-    kind = f.get("k", "message")
-    ts = int(f["ts"])
-    return Message(channel, _seq_of(entry_id), f["s"], f["n"], f["t"], ts, f.get("c"), kind, data)
+        if edited_ts:
+            data["edited_ts"] = int(edited_ts)
+        if recall:
+            data["recalled"] = json.loads(recall)
+    return Message(channel, seq, sender, name, text, ts, client_id or None, kind or "message", data)
 
 
 def _json_list(reply) -> list:
@@ -365,9 +358,9 @@ class RedisStore:
 
         def done(reply):
             if reply.startswith("["):
-                ch, seq, ots, fields = json.loads(reply)
-                if fields:
-                    return Appended(_message(ch, [f"0-{seq}", fields]), True)
+                ch, seq, ots, row = json.loads(reply)
+                if row:
+                    return Appended(_message(ch, row), True)
                 return Appended(Message(ch, int(seq), sender, "", "", int(ots), client_id), True)
             self.appended += 1
             seq, _, stored = reply.partition(" ")

@@ -201,6 +201,8 @@ def test_a_kick_on_one_node_stops_the_users_connection_on_the_other_at_once(clus
     a, b = cluster
     alice = yield connect(a, "alice")
     bob, carol = (yield connect(b, "bob")), (yield connect(b, "carol"))
+    for client in (bob, carol):  # B has recorded them as known users (at admission)
+        yield client.barrier()
     alice.send(type="create", room="team", kind="private", members=["bob", "carol"], id="c1")
     yield frame(alice, "room_info", skip=OTHER | {"ack"})
     for client in (bob, carol):
@@ -243,4 +245,35 @@ def test_an_offline_dm_stored_via_one_node_reaches_the_user_via_sync_on_the_othe
     (item,) = conv["items"]
     assert (item["type"], item["seq"], item["from"]) == ("dm", ack["seq"], "alice")
     for client in (alice, bob):
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_read_in_a_small_room_on_one_node_sends_receipts_on_the_other(cluster):
+    """bob reads a small room on B: his phone on A gets ``read`` (the ``user`` bus
+    kind) and alice on A the room receipt (the ``room`` bus kind); receipts answers
+    the same from either node."""
+    a, b = cluster
+    alice, phone = (yield connect(a, "alice")), (yield connect(a, "bob"))
+    alice.send(type="create", room="team", kind="private", members=["bob"], id="c1")
+    yield frame(alice, "room_info", skip=OTHER | {"ack"})
+    yield frame(phone, "subscribed", rooms=["team"])
+    web = yield connect(b, "bob")
+    yield frame(web, "subscribed", rooms=["team"])
+    ack = yield acked(alice, type="send", room="team", text="hi", id="m1")
+    for device in (phone, web):
+        yield frame(device, "message", seq=ack["seq"])
+    web.send(type="read", room="team", seq=ack["seq"])
+    for device in (web, phone):
+        read = yield frame(device, "read", room="team")
+        assert (read["seq"], read["unread"]) == (ack["seq"], 0)
+    receipt = yield frame(alice, "receipt", room="team")
+    assert (receipt["user"], receipt["seq"]) == ("bob", ack["seq"])
+    # the others who read up to the message: bob for alice; alice (sending is reading)
+    # for bob
+    for client, other in ((alice, "bob"), (web, "alice")):
+        client.send(type="receipts", room="team", seq=ack["seq"], id="q")
+        answer = yield frame(client, "receipts", skip=OTHER | {"receipt"})
+        assert (answer["count"], answer["users"]) == (1, [other]), answer
+    for client in (alice, phone, web):
         yield client.close()

@@ -309,3 +309,28 @@ def test_unread_is_not_under_counted_after_trimming(redis):
         assert bob.unread == 3
     finally:
         yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_names_with_braces_and_unicode_reach_the_same_keys(redis):
+    """Rooms and users whose names hold hash-tag braces, quotes, slashes and non-ASCII
+    text: Python and the Lua scripts build the same keys, and every read finds what
+    the append wrote."""
+    s = yield open_redis(redis)
+    room, user = 'r}{"/ü', 'u}{zoë"'
+    dm = dm_channel(user, "ann")
+    try:
+        yield event(s, room, user, "created", 1, changes={"title": "T/ü"})
+        yield s.append(room, "ann", "Ann", None, "hi", 2, "message", {"mentions": [user]})
+        yield s.append(dm, "ann", "Ann", "d", "psst </script>", 3)
+        got = yield s.conversations(user)
+        assert sorted(c.channel for c in got) == sorted([room, dm])
+        summaries = yield s.summaries(user, [room, dm])
+        assert [(c.unread, c.mentions) for c in summaries] == [(1, 1), (1, 0)]
+        assert (yield s.room(room)).title == "T/ü"
+        assert (yield s.members(room, None, 10))[0][0].user == user
+        assert (yield s.mark_read(user, dm, 3)) == 1  # clamped to the DM's newest seq
+        yield s.save_cursor(user, "c}1", b"snap", 4)
+        assert (yield s.load_cursor(user, "c}1")) == b"snap"
+    finally:
+        yield s.stop()

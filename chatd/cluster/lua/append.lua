@@ -9,7 +9,7 @@
 --       message {mentions, dm: [a, b]}; event {event, user, role, changes};
 --       recalled/edited/reaction {target, by, emoji}
 -- Returns (one reply to parse) "<seq> <data JSON or nothing>", or for a duplicate the
--- JSON text {channel, seq, ts, fields of the original item or {}}.
+-- JSON text {channel, seq, ts, the original item (item_row) or false}.
 local P, ch = ARGV[11], ARGV[10]
 local tag = '{' .. ch .. '}'
 local cid = ARGV[5]
@@ -19,7 +19,9 @@ if cid ~= '' then
     local seq, ts, och = string.match(orig, '^(%d+) (%d+) (.*)$')
     local otag = '{' .. och .. '}'
     local fields = item_get(P .. 'm:' .. otag, P .. 'w:' .. otag, seq)
-    return cjson.encode({och, tonumber(seq), tonumber(ts), fields or {}})
+    local row = false
+    if fields then row = item_row(seq, fields) end
+    return cjson.encode({och, tonumber(seq), tonumber(ts), row})
   end
 end
 local sender, text, ts = ARGV[1], ARGV[3], ARGV[4]

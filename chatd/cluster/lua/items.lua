@@ -77,6 +77,22 @@ local function ordinals_unread(o, c, read)
   return unread
 end
 
+-- An item as chatd/store/redis.py reads it: {seq, sender, name, text, ts, client id,
+-- kind, data JSON, edited ts, recall JSON} (false: absent).
+local function item_row(seq, fields)
+  local f = {}
+  for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  return {tonumber(seq), f.s, f.n, f.t, tonumber(f.ts), f.c or false, f.k or false,
+    f.j or false, f.et or false, f.er or false}
+end
+
+-- Stream rows {id, fields} as item_row()s.
+local function item_rows(rows)
+  local out = {}
+  for i, row in ipairs(rows) do out[i] = item_row(item_seq(row[1]), row[2]) end
+  return out
+end
+
 -- Items with bottom < seq < top (nil: unbounded), newest first, at most n, as
 -- stream rows {id, fields}: the stream's and the rewritten ones merged.
 local function items_desc(m, w, top, bottom, n)

@@ -2,7 +2,7 @@
 -- KEYS: none (one slot per channel). ARGV: key prefix, user, channels...
 -- Returns, as one JSON text, per channel where the user has a row {channel, member row JSON, last seq,
 -- last ts, room kind or false, title or false, unread, mentions, newest message
--- row {id, fields} or false, the DM peer's row JSON or false}.
+-- (item_row) or false, the DM peer's row JSON or false}.
 local P, user = ARGV[1], ARGV[2]
 local out = {}
 for i = 3, #ARGV do
@@ -22,7 +22,7 @@ for i = 3, #ARGV do
     local newest = false
     if meta[2] then
       local fields = item_get(P .. 'm:' .. tag, P .. 'w:' .. tag, meta[2])
-      if fields then newest = {'0-' .. meta[2], fields} end
+      if fields then newest = item_row(meta[2], fields) end
     end
     local peer = false
     if row[3] ~= '' then peer = redis.call('HGET', P .. 'mb:' .. tag, row[3]) or false end
