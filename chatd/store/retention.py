@@ -18,6 +18,11 @@ Chunks
     writer thread is never busy for long (see :mod:`chatd.store.sqlite`).
     Each function answers for one chunk: call again until it answers None.
 
+Sync cursors
+    A user's cursors are kept while they are among the user's newest
+    ``cursor_max`` (16) and younger than ``cursor_days`` (30): see
+    :meth:`Retention.cursors_to_drop` and :meth:`Retention.cursor_cutoff`.
+
 Every function takes ``now`` (seconds since the epoch) and what is stored;
 tests/unit/test_retention.py checks them row by row.
 """
@@ -38,6 +43,10 @@ class Retention:
     history_days: float | None = None
     dedupe_days: float | None = 30
     chunk: int = 500
+    #: sync cursors: at most the newest ``cursor_max`` per user, none older than
+    #: ``cursor_days`` (docs/protocol.md promises the newest 16 and 30 days)
+    cursor_max: int = 16
+    cursor_days: float = 30
 
     @property
     def enabled(self) -> bool:
@@ -105,3 +114,14 @@ class Retention:
                 break
             upto = rowid
         return upto
+
+    def cursor_cutoff(self, now: float) -> int:
+        """The ``ts`` (ms) a sync cursor must reach to be kept."""
+        return int(now * 1000 - self.cursor_days * DAY_MS)
+
+    def cursors_to_drop(self, now: float, cursors: Sequence[tuple[str, int]]) -> list[str]:
+        """The cursors of one user to delete: *cursors* are ``(cursor, ts)``, oldest
+        first; all but the newest ``cursor_max`` go, and any older than the cutoff."""
+        cutoff = self.cursor_cutoff(now)
+        excess = max(0, len(cursors) - self.cursor_max)
+        return [c for i, (c, ts) in enumerate(cursors) if i < excess or ts < cutoff]

@@ -33,12 +33,13 @@ Schema and versions
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 
-from chatd.store import Message, Page, Replay, SchemaTooNew, StoreUnavailable
+from chatd.store import Member, Message, Page, Replay, Room, SchemaTooNew, StoreUnavailable
 
 #: The schema version this code writes. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``PRAGMA application_id`` of a chatd history file ("chtd").
 APPLICATION_ID = 0x63687464
@@ -49,7 +50,7 @@ SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: errors of one row (not of the file): they fail that append only
 ROW_ERRORS = (UnicodeEncodeError, sqlite3.InterfaceError, sqlite3.IntegrityError, TypeError)
 
-_COLUMNS = "channel, seq, sender, name, text, ts, client_id"
+_COLUMNS = "channel, seq, sender, name, text, ts, client_id, kind, data"
 
 
 def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
@@ -86,8 +87,84 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Conversations (chatd 0.2): item kinds, ordinals, members, rooms, users,
+    mentions, reactions, sync cursors. Existing rows are not rewritten: every new
+    column of an old row is NULL, which means what chatd 0.1 stored (see the module
+    docstring), so the step costs one scan of ``messages`` (the partial index)
+    whatever the size of the history."""
+    for column in ("kind TEXT", "data TEXT", "ord INTEGER", "target INTEGER"):
+        conn.execute(f"ALTER TABLE messages ADD COLUMN {column}")
+    conn.execute(
+        "CREATE INDEX messages_target ON messages (channel, target) WHERE target IS NOT NULL"
+    )
+    for column in ("msg_count INTEGER", "last_msg INTEGER", "last_ts INTEGER"):
+        conn.execute(f"ALTER TABLE channels ADD COLUMN {column}")
+    conn.execute(
+        """CREATE TABLE rooms (
+            room       TEXT    PRIMARY KEY,
+            kind       TEXT    NOT NULL,
+            title      TEXT    NOT NULL,
+            topic      TEXT    NOT NULL,
+            avatar     TEXT    NOT NULL,
+            created_by TEXT,
+            created_ts INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE members (
+            channel   TEXT    NOT NULL,
+            user      TEXT    NOT NULL,
+            role      TEXT    NOT NULL,
+            state     TEXT    NOT NULL,
+            peer      TEXT,
+            read_seq  INTEGER NOT NULL,
+            read_ord  INTEGER NOT NULL,
+            muted     INTEGER NOT NULL,
+            since_seq INTEGER NOT NULL,
+            PRIMARY KEY (channel, user)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX members_user ON members (user, state)")
+    conn.execute(
+        """CREATE TABLE users (
+            user TEXT    PRIMARY KEY,
+            name TEXT    NOT NULL,
+            ts   INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE mentions (
+            channel TEXT    NOT NULL,
+            user    TEXT    NOT NULL,
+            seq     INTEGER NOT NULL,
+            sender  TEXT    NOT NULL,
+            PRIMARY KEY (channel, user, seq)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE reactions (
+            channel TEXT    NOT NULL,
+            target  INTEGER NOT NULL,
+            emoji   TEXT    NOT NULL,
+            user    TEXT    NOT NULL,
+            PRIMARY KEY (channel, target, emoji, user)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE cursors (
+            user     TEXT    NOT NULL,
+            cursor   TEXT    NOT NULL,
+            snapshot BLOB    NOT NULL,
+            ts       INTEGER NOT NULL,
+            UNIQUE (user, cursor)
+        )"""
+    )
+    conn.execute("CREATE INDEX cursors_ts ON cursors (ts)")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
@@ -146,28 +223,62 @@ def last_seq(conn: sqlite3.Connection, channel: str) -> int | None:
     return None if row is None else row[0]
 
 
-def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Message | None:
-    """The message stored before with ``(sender, client_id)``, in any channel, or None.
+def _message(row) -> Message:
+    """A :class:`Message` from a row of ``_COLUMNS``."""
+    channel, seq, sender, name, text, ts, client_id, kind, data = row
+    return Message(
+        channel,
+        seq,
+        sender,
+        name,
+        text,
+        ts,
+        client_id,
+        kind or "message",
+        None if data is None else json.loads(data),
+    )
 
-    If the message itself was pruned, ``name`` and ``text`` are empty.
+
+def _json(data) -> str | None:
+    return None if data is None else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Message | None:
+    """The item stored before with ``(sender, client_id)``, in any channel, or None.
+
+    If the item itself was pruned, ``name`` and ``text`` are empty (kind ``message``).
     """
     row = conn.execute(
-        "SELECT c.channel, c.seq, c.ts, m.name, m.text FROM client_ids c "
+        "SELECT c.channel, c.seq, c.ts, m.name, m.text, m.kind, m.data FROM client_ids c "
         "LEFT JOIN messages m ON m.channel = c.channel AND m.seq = c.seq "
         "WHERE c.sender = ? AND c.client_id = ?",
         (sender, client_id),
     ).fetchone()
     if row is None:
         return None
-    channel, seq, ts, name, text = row
-    return Message(channel, seq, sender, name or "", text or "", ts, client_id)
+    channel, seq, ts, name, text, kind, data = row
+    return _message((channel, seq, sender, name or "", text or "", ts, client_id, kind, data))
 
 
-def insert_message(conn: sqlite3.Connection, m: Message) -> None:
-    """Insert *m* (and its exactly-once record when it has a client_id)."""
+def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, target=None) -> None:
+    """Insert the item *m* with its message ordinal (and its exactly-once record when
+    it has a client_id). A message stores NULL kind, and NULL ord when it equals the
+    seq (what a chatd 0.1 row means)."""
     conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (m.channel, m.seq, m.sender, m.name, m.text, m.ts, m.client_id),
+        f"INSERT INTO messages ({_COLUMNS}, ord, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.channel,
+            m.seq,
+            m.sender,
+            m.name,
+            m.text,
+            m.ts,
+            m.client_id,
+            None if m.kind == "message" else m.kind,
+            _json(m.data),
+            None if ord_ == m.seq else ord_,
+            target,
+        ),
     )
     if m.client_id is not None:
         conn.execute(
@@ -176,12 +287,24 @@ def insert_message(conn: sqlite3.Connection, m: Message) -> None:
         )
 
 
-def save_last_seqs(conn: sqlite3.Connection, last_seqs) -> None:
-    """Record the newest seq of each ``(channel, seq)`` in *last_seqs*."""
+def counters(conn: sqlite3.Connection, channel: str) -> tuple[int, int, int, int] | None:
+    """``(last_seq, msg_count, last_msg, last_ts)`` of *channel*, or None if it never had
+    an item (NULL columns of a chatd 0.1 channel: every item was a message)."""
+    return conn.execute(
+        "SELECT last_seq, COALESCE(msg_count, last_seq), COALESCE(last_msg, last_seq), "
+        "COALESCE(last_ts, 0) FROM channels WHERE channel = ?",
+        (channel,),
+    ).fetchone()
+
+
+def save_counters(conn: sqlite3.Connection, rows) -> None:
+    """Record ``(channel, last_seq, msg_count, last_msg, last_ts)`` of each of *rows*."""
     conn.executemany(
-        "INSERT INTO channels (channel, last_seq) VALUES (?, ?) "
-        "ON CONFLICT (channel) DO UPDATE SET last_seq = excluded.last_seq",
-        last_seqs,
+        "INSERT INTO channels (channel, last_seq, msg_count, last_msg, last_ts) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET "
+        "last_seq = excluded.last_seq, msg_count = excluded.msg_count, "
+        "last_msg = excluded.last_msg, last_ts = excluded.last_ts",
+        rows,
     )
 
 
@@ -194,8 +317,8 @@ def replay(conn: sqlite3.Connection, channel: str, since, limit: int, last: int)
         (channel, since, max(limit, 0) + 1),
     ).fetchall()
     if len(rows) > limit:
-        return Replay([Message(*r) for r in reversed(rows[:limit])], last, True)
-    missed = [Message(*r) for r in reversed(rows)]
+        return Replay([_message(r) for r in reversed(rows[:limit])], last, True)
+    missed = [_message(r) for r in reversed(rows)]
     # Pruned messages after `since` are a gap the client must know about.
     gap = last > since and (not missed or missed[0].seq > since + 1)
     return Replay(missed, last, gap)
@@ -215,7 +338,7 @@ def history(conn: sqlite3.Connection, channel: str, before, limit: int) -> Page:
             (channel, before, max(limit, 0) + 1),
         ).fetchall()
     more = len(rows) > limit
-    return Page([Message(*r) for r in reversed(rows[:limit])], more)
+    return Page([_message(r) for r in reversed(rows[:limit])], more)
 
 
 def channel_names(conn: sqlite3.Connection) -> list[str]:
@@ -239,7 +362,10 @@ def messages_upto(conn: sqlite3.Connection, channel: str, seq: int) -> list[tupl
 
 
 def delete_messages(conn: sqlite3.Connection, channel: str, upto: int) -> int:
-    """Delete the channel's messages with seq <= *upto*; returns how many."""
+    """Delete the channel's items with seq <= *upto* (and their mentions and the
+    reactions on them); returns how many items."""
+    conn.execute("DELETE FROM mentions WHERE channel = ? AND seq <= ?", (channel, upto))
+    conn.execute("DELETE FROM reactions WHERE channel = ? AND target <= ?", (channel, upto))
     return conn.execute(
         "DELETE FROM messages WHERE channel = ? AND seq <= ?", (channel, upto)
     ).rowcount
@@ -253,3 +379,286 @@ def oldest_client_ids(conn: sqlite3.Connection, n: int) -> list[tuple[int, int]]
 def delete_client_ids(conn: sqlite3.Connection, upto: int) -> int:
     """Delete the exactly-once records with rowid <= *upto*; returns how many."""
     return conn.execute("DELETE FROM client_ids WHERE rowid <= ?", (upto,)).rowcount
+
+
+# -- conversations ---------------------------------------------------------------
+
+
+def item(conn: sqlite3.Connection, channel: str, seq: int) -> Message | None:
+    """The stored item *seq* of *channel* (current state), or None."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND seq = ?", (channel, seq)
+    ).fetchone()
+    return None if row is None else _message(row)
+
+
+def items(conn: sqlite3.Connection, channel: str, seqs) -> dict[int, Message]:
+    """``{seq: item}`` of the stored items of *channel* among *seqs*."""
+    out = {}
+    for seq in seqs:
+        m = item(conn, channel, seq)
+        if m is not None:
+            out[seq] = m
+    return out
+
+
+def update_item(conn: sqlite3.Connection, channel: str, seq: int, text: str, data) -> None:
+    """Set the stored text and data of item *seq* (an edit or a recall of it)."""
+    conn.execute(
+        "UPDATE messages SET text = ?, data = ? WHERE channel = ? AND seq = ?",
+        (text, _json(data), channel, seq),
+    )
+
+
+def blank_edits(conn: sqlite3.Connection, channel: str, target: int) -> None:
+    """Remove the text of the ``edited`` items of message *target*."""
+    conn.execute(
+        "UPDATE messages SET text = '' WHERE channel = ? AND target = ? AND kind = 'edited'",
+        (channel, target),
+    )
+
+
+def ord_at(conn: sqlite3.Connection, channel: str, seq: int) -> tuple[int, int] | None:
+    """``(seq, ord)`` of the item *seq*, or of the oldest stored item after it when it
+    was pruned (None: nothing at or after *seq* is stored)."""
+    return conn.execute(
+        "SELECT seq, COALESCE(ord, seq) FROM messages WHERE channel = ? AND seq >= ? "
+        "ORDER BY seq LIMIT 1",
+        (channel, seq),
+    ).fetchone()
+
+
+_MEMBER = "channel, user, role, state, peer, read_seq, muted, since_seq"
+
+
+def _member(row) -> Member:
+    channel, user, role, state, peer, read_seq, muted, since_seq = row
+    return Member(channel, user, role, state, peer, read_seq, bool(muted), since_seq)
+
+
+def member(conn: sqlite3.Connection, channel: str, user: str) -> tuple[Member, int] | None:
+    """``(row, read_ord)`` of *user* in *channel*, or None."""
+    row = conn.execute(
+        f"SELECT {_MEMBER}, read_ord FROM members WHERE channel = ? AND user = ?",
+        (channel, user),
+    ).fetchone()
+    return None if row is None else (_member(row[:-1]), row[-1])
+
+
+def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
+    """Insert or replace the member row *m* with its marker's ordinal."""
+    conn.execute(
+        f"INSERT OR REPLACE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.channel,
+            m.user,
+            m.role,
+            m.state,
+            m.peer,
+            m.read_seq,
+            int(m.muted),
+            m.since_seq,
+            read_ord,
+        ),
+    )
+
+
+def add_member_if_missing(conn: sqlite3.Connection, m: Member) -> None:
+    """Insert the member row *m* (marker ordinal 0) unless the user has a row."""
+    conn.execute(
+        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        (m.channel, m.user, m.role, m.state, m.peer, m.read_seq, int(m.muted), m.since_seq),
+    )
+
+
+def move_marker(conn: sqlite3.Connection, channel: str, user: str, seq: int, ord_: int) -> None:
+    """Move *user*'s marker to *seq* (ordinal *ord_*) if that is forward."""
+    conn.execute(
+        "UPDATE members SET read_seq = ?, read_ord = ? "
+        "WHERE channel = ? AND user = ? AND read_seq < ?",
+        (seq, ord_, channel, user, seq),
+    )
+
+
+def set_muted(conn: sqlite3.Connection, channel: str, user: str, muted: bool) -> bool:
+    """Set the row's muted flag; True when there is a row."""
+    cur = conn.execute(
+        "UPDATE members SET muted = ? WHERE channel = ? AND user = ?",
+        (int(bool(muted)), channel, user),
+    )
+    return cur.rowcount > 0
+
+
+def members(conn: sqlite3.Connection, channel: str, after, limit: int) -> tuple[list[Member], bool]:
+    """A page of rows in state member with user > *after*, ascending, and whether more."""
+    rows = conn.execute(
+        f"SELECT {_MEMBER} FROM members WHERE channel = ? AND user > ? AND state = 'member' "
+        "ORDER BY user LIMIT ?",
+        (channel, "" if after is None else after, max(limit, 0) + 1),
+    ).fetchall()
+    return [_member(r) for r in rows[:limit]], len(rows) > limit
+
+
+def member_count(conn: sqlite3.Connection, channel: str) -> int:
+    """Rows of *channel* in state member."""
+    return conn.execute(
+        "SELECT count(*) FROM members WHERE channel = ? AND state = 'member'", (channel,)
+    ).fetchone()[0]
+
+
+def readers(conn: sqlite3.Connection, channel: str, seq: int, limit: int):
+    """``(count, first limit users)`` of members whose marker reached *seq*."""
+    count = conn.execute(
+        "SELECT count(*) FROM members WHERE channel = ? AND state = 'member' AND read_seq >= ?",
+        (channel, seq),
+    ).fetchone()[0]
+    users = conn.execute(
+        "SELECT user FROM members WHERE channel = ? AND state = 'member' AND read_seq >= ? "
+        "ORDER BY user LIMIT ?",
+        (channel, seq, max(limit, 0)),
+    ).fetchall()
+    return count, [u for (u,) in users]
+
+
+def has_row(conn: sqlite3.Connection, user: str) -> bool:
+    """True when *user* was added or has a member row."""
+    if conn.execute("SELECT 1 FROM users WHERE user = ?", (user,)).fetchone():
+        return True
+    return (
+        conn.execute("SELECT 1 FROM members WHERE user = ? LIMIT 1", (user,)).fetchone() is not None
+    )
+
+
+def add_user(conn: sqlite3.Connection, user: str, name: str, ts: int) -> None:
+    """Record *user* (idempotent: the first record stays)."""
+    conn.execute("INSERT OR IGNORE INTO users (user, name, ts) VALUES (?, ?, ?)", (user, name, ts))
+
+
+def room(conn: sqlite3.Connection, name: str) -> Room | None:
+    """The room row, or None."""
+    row = conn.execute(
+        "SELECT room, kind, title, topic, avatar, created_by, created_ts FROM rooms WHERE room = ?",
+        (name,),
+    ).fetchone()
+    return None if row is None else Room(*row)
+
+
+def write_room(conn: sqlite3.Connection, r: Room) -> None:
+    """Insert or replace the room row."""
+    conn.execute(
+        "INSERT OR REPLACE INTO rooms (room, kind, title, topic, avatar, created_by, created_ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.room, r.kind, r.title, r.topic, r.avatar, r.created_by, r.created_ts),
+    )
+
+
+def add_mentions(conn: sqlite3.Connection, m: Message, users) -> None:
+    """Record that message *m* mentions *users*."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO mentions (channel, user, seq, sender) VALUES (?, ?, ?, ?)",
+        [(m.channel, u, m.seq, m.sender) for u in users],
+    )
+
+
+def delete_mentions(conn: sqlite3.Connection, channel: str, seq: int, users) -> None:
+    """Forget the mentions of message *seq* (it was recalled)."""
+    conn.executemany(
+        "DELETE FROM mentions WHERE channel = ? AND user = ? AND seq = ?",
+        [(channel, u, seq) for u in users],
+    )
+
+
+def toggle_reaction(
+    conn: sqlite3.Connection, channel: str, target: int, emoji: str, user: str
+) -> bool:
+    """Toggle *user*'s *emoji* on message *target*; True when it is on now."""
+    key = (channel, target, emoji, user)
+    cur = conn.execute(
+        "DELETE FROM reactions WHERE channel = ? AND target = ? AND emoji = ? AND user = ?", key
+    )
+    if cur.rowcount:
+        return False
+    conn.execute("INSERT INTO reactions (channel, target, emoji, user) VALUES (?, ?, ?, ?)", key)
+    return True
+
+
+def reactions(conn: sqlite3.Connection, channel: str, seqs) -> dict[int, dict[str, list[str]]]:
+    """``{seq: {emoji: users ascending}}`` of the reactions on those messages."""
+    out: dict[int, dict[str, list[str]]] = {}
+    for seq in seqs:
+        rows = conn.execute(
+            "SELECT emoji, user FROM reactions WHERE channel = ? AND target = ? ORDER BY emoji, user",
+            (channel, seq),
+        ).fetchall()
+        for emoji, user in rows:
+            out.setdefault(seq, {}).setdefault(emoji, []).append(user)
+    return out
+
+
+def conversations(conn: sqlite3.Connection, user: str) -> list[tuple]:
+    """``(channel, room kind or None, peer, role, read_seq, muted, last_seq, last_ts)``
+    of *user*'s rows in state member, most recent activity first."""
+    return conn.execute(
+        "SELECT m.channel, r.kind, m.peer, m.role, m.read_seq, m.muted, "
+        "COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0) FROM members m "
+        "LEFT JOIN channels c ON c.channel = m.channel "
+        "LEFT JOIN rooms r ON r.room = m.channel "
+        "WHERE m.user = ? AND m.state = 'member' "
+        "ORDER BY COALESCE(c.last_ts, 0) DESC, m.channel",
+        (user,),
+    ).fetchall()
+
+
+def summary(conn: sqlite3.Connection, user: str, channel: str) -> tuple | None:
+    """One conversation's row: ``(room kind, peer, role, read_seq, muted, last_seq,
+    last_ts, unread, mentions, last_msg, peer_read, title)``, or None (no member row)."""
+    return conn.execute(
+        "SELECT r.kind, m.peer, m.role, m.read_seq, m.muted, "
+        "COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0), "
+        "COALESCE(c.msg_count, c.last_seq, 0) - m.read_ord, "
+        "(SELECT count(*) FROM mentions x WHERE x.channel = m.channel "
+        "  AND x.user IN (m.user, '@all') AND x.seq > m.read_seq AND x.sender != m.user), "
+        "COALESCE(c.last_msg, c.last_seq, 0), "
+        "(SELECT p.read_seq FROM members p WHERE p.channel = m.channel AND p.user = m.peer), "
+        "r.title FROM members m "
+        "LEFT JOIN channels c ON c.channel = m.channel "
+        "LEFT JOIN rooms r ON r.room = m.channel "
+        "WHERE m.channel = ? AND m.user = ? AND m.state = 'member'",
+        (channel, user),
+    ).fetchone()
+
+
+def save_cursor(conn: sqlite3.Connection, user: str, cursor: str, snapshot: bytes, ts: int) -> None:
+    """Keep *snapshot* under (*user*, *cursor*), replacing one saved before."""
+    conn.execute("DELETE FROM cursors WHERE user = ? AND cursor = ?", (user, cursor))
+    conn.execute(
+        "INSERT INTO cursors (user, cursor, snapshot, ts) VALUES (?, ?, ?, ?)",
+        (user, cursor, bytes(snapshot), ts),
+    )
+
+
+def user_cursors(conn: sqlite3.Connection, user: str) -> list[tuple[str, int]]:
+    """``(cursor, ts)`` of *user*'s cursors, oldest first."""
+    return conn.execute(
+        "SELECT cursor, ts FROM cursors WHERE user = ? ORDER BY ts, rowid", (user,)
+    ).fetchall()
+
+
+def delete_cursors(conn: sqlite3.Connection, user: str, cursors) -> None:
+    """Delete those cursors of *user*."""
+    conn.executemany(
+        "DELETE FROM cursors WHERE user = ? AND cursor = ?", [(user, c) for c in cursors]
+    )
+
+
+def load_cursor(conn: sqlite3.Connection, user: str, cursor: str) -> bytes | None:
+    """The snapshot saved under (*user*, *cursor*), or None."""
+    row = conn.execute(
+        "SELECT snapshot FROM cursors WHERE user = ? AND cursor = ?", (user, cursor)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def delete_old_cursors(conn: sqlite3.Connection, cutoff: int) -> int:
+    """Delete every cursor saved before *cutoff* (ms); returns how many."""
+    return conn.execute("DELETE FROM cursors WHERE ts < ?", (cutoff,)).rowcount

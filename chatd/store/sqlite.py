@@ -70,22 +70,37 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, OrderedDict
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd.store import Appended, IHistoryStore, Message, SchemaTooNew, StoreUnavailable, sql
+from chatd.store import (
+    Appended,
+    Conversation,
+    IConversationStore,
+    IHistoryStore,
+    Message,
+    SchemaTooNew,
+    StoreUnavailable,
+    dm_users,
+    items,
+    sql,
+)
 from chatd.store.retention import Retention
 from chatd.store.sql import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (API)
 from chatd.store.writer import Requeue, WriterThread
 
 #: jobs that only read: cancellable, and delivered as soon as they have run
-_READS = frozenset(("replay", "history"))
+_READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
+
+#: the counters of a channel that never had an item
+_NO_ITEMS = (0, 0, 0, 0)
 
 
-@implementer(IHistoryStore)
+@implementer(IHistoryStore, IConversationStore)
 class SQLiteStore:
     """A durable :class:`IHistoryStore` in one SQLite file (see the module docstring).
 
@@ -152,6 +167,8 @@ class SQLiteStore:
         #: Rows deleted by pruning: messages and exactly-once records.
         self.pruned_messages = 0
         self.pruned_client_ids = 0
+        #: Sync cursors deleted by pruning (older than the retention's cursor_days).
+        self.pruned_cursors = 0
         # counted by the writer; kept here once it has ended
         self._reads = 0
         self._cancelled_reads = 0
@@ -193,11 +210,11 @@ class SQLiteStore:
             reactor=self._reactor,
             batch_max=self.batch_max,
             run=self._run_job,
-            commit=self._commit_appends,
+            commit=self._commit_batch,
             closed_result=self._closed_result,
             error=self._wrap_error,
             finish=self._close_connection,
-            batched="append",
+            batched=frozenset(self._batched),
             reads=_READS,
         )
         d = self._submit("open", ())
@@ -252,9 +269,10 @@ class SQLiteStore:
         self._submit("close", ()).addCallbacks(closed, close_failed)
         return waiter
 
-    def append(self, channel, sender, name, client_id, text, ts):
-        """Store a message with the channel's next seq (see :class:`IHistoryStore`)."""
-        return self._submit("append", (channel, sender, name, client_id, text, ts))
+    def append(self, channel, sender, name, client_id, text, ts, kind="message", data=None):
+        """Store an item with the channel's next seq and its side effects (see
+        :class:`IHistoryStore` and :class:`IConversationStore`)."""
+        return self._submit("append", (channel, sender, name, client_id, text, ts, kind, data))
 
     def replay(self, channel, since, limit):
         """Messages with ``seq > since``, the newest *limit* of them (see the interface)."""
@@ -264,6 +282,53 @@ class SQLiteStore:
         """A page of up to *limit* messages older than *before* (see the interface)."""
         return self._submit("history", (channel, before, limit))
 
+    # -- IConversationStore (see chatd.store) ---------------------------------
+
+    def add_user(self, user, name, ts):
+        return self._submit("add_user", (user, name, ts))
+
+    def has_user(self, user):
+        return self._submit("read", (sql.has_row, user))
+
+    def room(self, room):
+        return self._submit("read", (sql.room, room))
+
+    def member(self, channel, user):
+        return self._submit("member", (channel, user))
+
+    def members(self, channel, after, limit):
+        return self._submit("read", (sql.members, channel, after, limit))
+
+    def member_count(self, channel):
+        return self._submit("read", (sql.member_count, channel))
+
+    def conversations(self, user):
+        return self._submit("conversations", (user,))
+
+    def summaries(self, user, channels):
+        return self._submit("summaries", (user, list(channels)))
+
+    def mark_read(self, user, channel, seq):
+        return self._submit("mark_read", (user, channel, seq))
+
+    def set_muted(self, user, channel, muted):
+        return self._submit("set_muted", (user, channel, muted))
+
+    def readers(self, channel, seq, limit):
+        return self._submit("read", (sql.readers, channel, seq, limit))
+
+    def items(self, channel, seqs):
+        return self._submit("read", (sql.items, channel, list(seqs)))
+
+    def reactions(self, channel, seqs):
+        return self._submit("read", (sql.reactions, channel, list(seqs)))
+
+    def save_cursor(self, user, cursor, snapshot, ts):
+        return self._submit("save_cursor", (user, cursor, bytes(snapshot), ts))
+
+    def load_cursor(self, user, cursor):
+        return self._submit("read", (sql.load_cursor, user, cursor))
+
     def prune(self, now: float | None = None):
         """Apply the retention rules, in small transactions, in the writer thread.
 
@@ -272,7 +337,7 @@ class SQLiteStore:
         """
         if now is None:
             now = self._reactor.seconds()
-        return self._submit("prune", (now, [0, 0], None))
+        return self._submit("prune", (now, [0, 0, 0], None))
 
     # -- plumbing -----------------------------------------------------------
 
@@ -299,7 +364,7 @@ class SQLiteStore:
 
     def _closed_result(self, kind, args):
         if kind == "prune":
-            return (True, tuple(args[1]))
+            return (True, tuple(args[1][:2]))
         if kind == "close":
             return (True, None)
         return (False, StoreUnavailable(f"history store {self.path} is closed"))
@@ -338,96 +403,279 @@ class SQLiteStore:
         self._close_connection()
         return None
 
-    def _seq_of(self, channel, touched=None):
-        """The channel's newest seq: of the open batch (*touched*), cached, or committed.
-
-        A channel without messages is not cached (a lookup creates no state).
-        """
+    def _counters_of(self, channel, touched=None):
+        """The channel's ``(last_seq, msg_count, last_msg, last_ts)``: of the open batch
+        (*touched*), cached, or committed. A channel without items is not cached (a
+        lookup creates no state)."""
         if touched:
-            last = touched.get(channel)
-            if last is not None:
-                return last
+            found = touched.get(channel)
+            if found is not None:
+                return found
         cache = self._last_seq
-        last = cache.get(channel)
-        if last is not None:
+        found = cache.get(channel)
+        if found is not None:
             cache.move_to_end(channel)
-            return last
-        last = sql.last_seq(self._conn, channel)
-        if last is None:
-            return 0
-        self._cache_seq(channel, last)
-        return last
+            return found
+        found = sql.counters(self._conn, channel)
+        if found is None:
+            return _NO_ITEMS
+        self._cache_counters(channel, found)
+        return found
 
-    def _cache_seq(self, channel, seq):
+    def _seq_of(self, channel, touched=None):
+        """The channel's newest committed (or batched) seq; 0 for none."""
+        return self._counters_of(channel, touched)[0]
+
+    def _cache_counters(self, channel, found):
         cache = self._last_seq
-        cache[channel] = seq
+        cache[channel] = found
         cache.move_to_end(channel)
         if len(cache) > self.seq_cache_max:
             cache.popitem(last=False)
 
+    def _ord_at(self, channel, seq, counters):
+        """The message ordinal of a read marker at *seq* (see :mod:`chatd.store.items`)."""
+        if seq <= 0:
+            return 0
+        if seq >= counters[0]:
+            return counters[1]
+        found = sql.ord_at(self._conn, channel, seq)
+        if found is None:
+            return counters[1]
+        found_seq, found_ord = found
+        if found_seq == seq:
+            return found_ord
+        return items.read_ord_bound(seq, found_seq, found_ord)
+
     def _append_one(self, args, touched):
-        """Store one append inside the open transaction; returns its :class:`Appended`."""
-        channel, sender, name, client_id, text, ts = args
+        """Store one item inside the open transaction; returns its :class:`Appended`."""
+        channel, sender, name, client_id, text, ts, kind, data = args
+        conn = self._conn
         if client_id is not None:
-            original = sql.find_client_id(self._conn, sender, client_id)
+            original = sql.find_client_id(conn, sender, client_id)
             if original is not None:
                 return Appended(original, True)
-        # the batch's own seqs first: the cache may have evicted this channel
+        # the batch's own counters first: the cache may have evicted this channel
         # since its last append of the (still uncommitted) batch
-        seq = self._seq_of(channel, touched) + 1
-        message = Message(channel, seq, sender, name, text, ts, client_id)
-        sql.insert_message(self._conn, message)
-        self._cache_seq(channel, seq)
-        touched[channel] = seq
+        last_seq, count, last_msg, _ = self._counters_of(channel, touched)
+        seq = last_seq + 1
+        data = None if data is None else dict(data)
+        if kind == "message":
+            count += 1
+            last_msg = seq
+        message = Message(channel, seq, sender, name, text, ts, client_id, kind, data)
+        after = (seq, count, last_msg, ts)
+        target = items.target_of(message)
+        if kind == "reaction":
+            emoji = (data or {}).get("emoji")
+            if target is not None and isinstance(emoji, str):
+                on = sql.toggle_reaction(conn, channel, target, emoji, sender)
+                message = replace(message, data=items.reaction_data(data, on))
+        sql.insert_message(conn, message, count, target)
+        if kind == "message":
+            self._apply_message(message, after)
+        elif kind == "event":
+            self._apply_event(message, after)
+        elif kind == "recalled":
+            self._apply_recall(message, target)
+        elif kind == "edited":
+            found = None if target is None else sql.item(conn, channel, target)
+            if found is not None and found.kind == "message" and not items.is_recalled(found):
+                data = items.edited_data(found.data, ts)
+                sql.update_item(conn, channel, target, message.text, data)
+        self._cache_counters(channel, after)
+        touched[channel] = after
         return Appended(message, False)
 
-    def _commit_appends(self, batch):
-        """Commit the appends of *batch* (their args) in one transaction; their results."""
+    def _apply_message(self, m, after):
+        conn = self._conn
+        mentioned = items.mentions_of(m)
+        if mentioned:
+            sql.add_mentions(conn, m, mentioned)
+        users = dm_users(m.channel)
+        if users is not None:
+            a, b = users
+            sql.add_member_if_missing(conn, items.dm_member(m.channel, a, b))
+            sql.add_member_if_missing(conn, items.dm_member(m.channel, b, a))
+        sql.move_marker(conn, m.channel, m.sender, m.seq, after[1])
+
+    def _apply_event(self, e, after):
+        conn = self._conn
+        user = items.event_user(e)
+        if user is not None:
+            found = sql.member(conn, e.channel, user)
+            before, read_ord = (None, 0) if found is None else found
+            row = items.apply_event(before, e)
+            if row is not None:
+                if before is None or row.read_seq != before.read_seq:
+                    read_ord = self._ord_at(e.channel, row.read_seq, after)
+                sql.write_member(conn, row, read_ord)
+        if items.event_of(e) in ("created", "room_updated"):
+            row = items.apply_room(sql.room(conn, e.channel), e)
+            if row is not None:
+                sql.write_room(conn, row)
+
+    def _apply_recall(self, r, target):
+        conn = self._conn
+        found = None if target is None else sql.item(conn, r.channel, target)
+        if found is None or found.kind != "message":
+            return
+        by = (r.data or {}).get("by", r.sender)
+        sql.update_item(conn, r.channel, target, "", items.recalled_data(found.data, by, r.ts))
+        sql.blank_edits(conn, r.channel, target)
+        mentioned = items.mentions_of(found)
+        if mentioned:
+            sql.delete_mentions(conn, r.channel, target, mentioned)
+
+    def _mark_read_one(self, args, touched):
+        """Move a read marker inside the open transaction; the marker after (None: no row)."""
+        user, channel, seq = args
+        found = sql.member(self._conn, channel, user)
+        if found is None:
+            return None
+        row = found[0]
+        counters = self._counters_of(channel, touched)
+        seq = min(int(seq), counters[0])
+        if seq <= row.read_seq:
+            return row.read_seq
+        sql.move_marker(self._conn, channel, user, seq, self._ord_at(channel, seq, counters))
+        return seq
+
+    def _save_cursor_one(self, args, _touched):
+        user, cursor, snapshot, ts = args
+        conn = self._conn
+        sql.save_cursor(conn, user, cursor, snapshot, ts)
+        drop = self.retention.cursors_to_drop(ts / 1000, sql.user_cursors(conn, user))
+        if drop:
+            sql.delete_cursors(conn, user, drop)
+
+    def _add_user_one(self, args, _touched):
+        sql.add_user(self._conn, *args)
+
+    def _set_muted_one(self, args, _touched):
+        user, channel, muted = args
+        return sql.set_muted(self._conn, channel, user, muted)
+
+    def _commit_batch(self, batch):
+        """Commit the batched jobs of *batch* (``(kind, args)``, in order) in one
+        transaction; their results."""
         conn = self._conn
         out = []
         touched = {}
+        appends = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for args in batch:
-                # each append in its own savepoint: one row SQLite cannot take
-                # fails that append only, not the others of the batch
+            for kind, args in batch:
+                appends += kind == "append"
+                # each job in its own savepoint: one row SQLite cannot take
+                # fails that job only, not the others of the batch
                 conn.execute("SAVEPOINT job")
                 try:
-                    result = self._append_one(args, touched)
+                    result = self._batched[kind](self, args, touched)
                 except sql.ROW_ERRORS as e:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    # _append_one updates the seq caches only after its inserts,
-                    # so they still hold the batch's committed-to-be seqs
-                    self.log.warn("refused one message for {path}: {e}", path=self.path, e=e)
-                    out.append((False, StoreUnavailable(f"this message cannot be stored: {e}")))
+                    # _append_one updates the counter caches only after its writes,
+                    # so they still hold the batch's committed-to-be counters
+                    self.log.warn(
+                        "refused one {kind} for {path}: {e}", kind=kind, path=self.path, e=e
+                    )
+                    out.append((False, StoreUnavailable(f"this {kind} cannot be stored: {e}")))
                     continue
                 conn.execute("RELEASE job")
                 out.append((True, result))
-            sql.save_last_seqs(conn, touched.items())
+            if touched:
+                sql.save_counters(conn, [(ch, *c) for ch, c in touched.items()])
             conn.execute("COMMIT")
         except Exception as e:
             self._rollback()
-            # The cached seqs of this batch were never committed.
+            # The cached counters of this batch were never committed.
             self._last_seq.clear()
             self.failed_commits += 1
             self.commit_error = str(e) or type(e).__name__
             self.log.error(
-                "Committing {n} messages to {path} failed: {e}", n=len(batch), path=self.path, e=e
+                "Committing {n} jobs to {path} failed: {e}", n=len(batch), path=self.path, e=e
             )
             error = StoreUnavailable(f"history store {self.path} could not commit: {e}")
             return [(False, error)] * len(batch)
         self.commits += 1
         self.commit_error = None
-        self.appended += sum(1 for ok, appended in out if ok and not appended.duplicate)
-        self.batch_sizes[len(batch)] += 1
+        self.appended += sum(
+            1
+            for (kind, _), (ok, r) in zip(batch, out, strict=True)
+            if kind == "append" and ok and not r.duplicate
+        )
+        if appends:
+            self.batch_sizes[appends] += 1
         return out
+
+    _batched = {
+        "append": _append_one,
+        "mark_read": _mark_read_one,
+        "save_cursor": _save_cursor_one,
+        "add_user": _add_user_one,
+        "set_muted": _set_muted_one,
+    }
 
     def _do_replay(self, channel, since, limit):
         return sql.replay(self._conn, channel, since, limit, self._seq_of(channel))
 
     def _do_history(self, channel, before, limit):
         return sql.history(self._conn, channel, before, limit)
+
+    def _do_read(self, query, *args):
+        """A plain read: ``query(conn, *args)`` of :mod:`chatd.store.sql`."""
+        return query(self._conn, *args)
+
+    def _do_member(self, channel, user):
+        found = sql.member(self._conn, channel, user)
+        return None if found is None else found[0]
+
+    def _kind(self, channel, room_kind):
+        if dm_users(channel) is not None:
+            return "dm"
+        return room_kind or "public"
+
+    def _do_conversations(self, user):
+        return [
+            Conversation(
+                channel, self._kind(channel, kind), peer, role, read_seq, bool(muted), last, ts
+            )
+            for channel, kind, peer, role, read_seq, muted, last, ts in sql.conversations(
+                self._conn, user
+            )
+        ]
+
+    def _do_summaries(self, user, channels):
+        conn = self._conn
+        out = []
+        for channel in channels:
+            row = sql.summary(conn, user, channel)
+            if row is None:
+                continue
+            (kind, peer, role, read_seq, muted, last_seq, last_ts, unread, mentions,
+             last_msg, peer_read, title) = row  # fmt: skip
+            last = sql.item(conn, channel, last_msg) if last_msg else None
+            if last is not None and last.kind != "message":
+                last = None
+            out.append(
+                Conversation(
+                    channel,
+                    self._kind(channel, kind),
+                    peer,
+                    role,
+                    read_seq,
+                    bool(muted),
+                    last_seq,
+                    last_ts,
+                    unread=max(0, unread),
+                    mentions=mentions,
+                    last=last,
+                    peer_read=None if peer is None else (peer_read or 0),
+                    title=title or "",
+                )
+            )
+        return out
 
     def _do_prune(self, now, counts, channels):
         """Delete in chunks; when jobs are waiting, requeue the rest behind them.
@@ -460,7 +708,8 @@ class SQLiteStore:
                     break
                 if self._thread.others_waiting():
                     return Requeue((now, counts, []))
-        return tuple(counts)
+        self._delete(sql.delete_old_cursors, (rules.cursor_cutoff(now),), counts, 2)
+        return tuple(counts[:2])
 
     def _prune_bound(self, channel, now):
         """The highest seq of *channel* to delete in this chunk, or None."""
@@ -486,5 +735,7 @@ class SQLiteStore:
         counts[index] += n
         if index == 0:
             self.pruned_messages += n
-        else:
+        elif index == 1:
             self.pruned_client_ids += n
+        else:
+            self.pruned_cursors += n

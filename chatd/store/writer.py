@@ -14,8 +14,9 @@ Threading
 
 Group commit
     The thread drains everything queued (up to ``batch_max`` jobs) and hands
-    all consecutive *batched* jobs (appends) of that drain to ``commit`` at
-    once, which stores them in ONE transaction: the cost of a commit (an
+    all consecutive *batched* jobs (appends, and with a set of batched kinds
+    also e.g. read markers) of that drain to ``commit`` at
+    once, which stores them in ONE transaction, in submission order: the cost of a commit (an
     fsync) is shared by every job that arrived while the previous one was
     running. Any other job in the middle of a drain first has the batched
     jobs before it committed, so a read never sees uncommitted data. Results
@@ -90,8 +91,11 @@ class WriterThread:
     """The thread, its queue and its drains (see the module docstring).
 
     ``run(kind, args)`` does one job that is not batched and returns its
-    result (or :class:`Requeue`); ``commit(args_list)`` stores consecutive
-    ``batched`` jobs together and returns one :class:`Result` per job;
+    result (or :class:`Requeue`); ``commit(batch)`` stores consecutive
+    ``batched`` jobs together and returns one :class:`Result` per job:
+    *batch* is the jobs' args when ``batched`` is one kind (a str), and
+    ``(kind, args)`` pairs when it is a set of kinds (jobs of any of them share
+    the transaction, in order);
     ``closed_result(kind, args)`` is the :class:`Result` of a job the thread
     no longer runs; ``error(exception)`` turns what ``run`` raised into what
     its Deferred fails with; ``finish()`` runs last, in the thread. All of
@@ -113,7 +117,7 @@ class WriterThread:
         closed_result: Callable[[str, tuple], Result],
         error: Callable[[Exception], Exception],
         finish: Callable[[], None],
-        batched: str = "append",
+        batched: str | frozenset[str] = "append",
         reads: frozenset[str] = frozenset(),
     ):
         if batch_max < 1:
@@ -121,6 +125,9 @@ class WriterThread:
         self.name = name
         self.batch_max = batch_max
         self.batched = batched
+        #: the kinds that are batched, and whether commit gets ``(kind, args)`` pairs
+        self._batched_kinds = frozenset((batched,) if isinstance(batched, str) else batched)
+        self._tagged = not isinstance(batched, str)
         self.read_kinds = reads
         self._reactor = reactor
         self._run_job = run
@@ -208,7 +215,10 @@ class WriterThread:
     def _commit_batch(self, jobs):
         if not jobs:
             return []
-        results = self._commit([job.args for job in jobs])
+        if self._tagged:
+            results = self._commit([(job.kind, job.args) for job in jobs])
+        else:
+            results = self._commit([job.args for job in jobs])
         return [(job.deferred, ok, value) for job, (ok, value) in zip(jobs, results, strict=True)]
 
     def _process(self, jobs):
@@ -221,7 +231,7 @@ class WriterThread:
                 pending = []
                 results.append(self._closed(job))
                 continue
-            if job.kind == self.batched:
+            if job.kind in self._batched_kinds:
                 pending.append(job)
                 continue
             results.extend(self._commit_batch(pending))
