@@ -435,9 +435,11 @@ class Chat:
         """
         room = message.channel
         exclude = self.sessions.get(origin) if origin else None
-        payload = wire.message_frame(message)
+        payload = wire.item_frame(message)  # message_frame for a message, else its item's frame
         self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
         self._buffer(room, message.seq, payload, exclude)
+        if message.kind != "message":
+            return
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.broadcast(self.hub.relays, message.text.encode("utf-8"), False, None)
 
@@ -448,7 +450,10 @@ class Chat:
         receivers = dict.fromkeys(s.client for s in self.hub.connections_of(to))
         receivers.update(dict.fromkeys(s.client for s in self.hub.connections_of(message.sender)))
         exclude = self.sessions.get(origin) if origin else None
-        self.fanout.deliver(receivers, wire.dm_frame(message, to), _client(exclude))
+        payload = (
+            wire.dm_frame(message, to) if message.kind == "message" else wire.item_frame(message)
+        )
+        self.fanout.deliver(receivers, payload, _client(exclude))
 
     def deliver_presence(self, room, user, event, origin) -> None:
         """Tell this node's members of *room* that *user* joined or left it."""
@@ -538,19 +543,26 @@ class Chat:
                 self._emit(kind, message=appended.message, to=args[0] if kind == "dm" else None)
         return appended
 
-    def post(self, room, sender, name, text, client_id=None, origin=None, from_relay=False):
+    def post(
+        self, room, sender, name, text, client_id=None, origin=None, from_relay=False, data=None
+    ):
         """Store a room message and, once committed, fan it out everywhere.
 
         Fires with :class:`chatd.store.Appended` (``duplicate`` for a resent
-        ``client_id``: then nothing is stored or delivered again).
+        ``client_id``: then nothing is stored or delivered again). *data* is the
+        message's stored data (``mentions``, ``reply_to``; see :class:`chatd.store.Message`).
         """
         fields = (room, sender, name, client_id, text, self.now_ms())
+        if data is not None:
+            fields += ("message", data)
         d = self.messages.append("message", fields, (origin, from_relay))
         return d.addCallback(self._committed, "message", origin, from_relay)
 
-    def post_dm(self, sender, name, to, text, client_id=None, origin=None):
+    def post_dm(self, sender, name, to, text, client_id=None, origin=None, data=None):
         """Store a direct message and, once committed, deliver it to both users' connections."""
         fields = (dm_channel(sender, to), sender, name, client_id, text, self.now_ms())
+        if data is not None:
+            fields += ("message", data)
         d = self.messages.append("dm", fields, (to, origin))
         return d.addCallback(self._committed, "dm", to, origin)
 
@@ -587,6 +599,15 @@ class Chat:
         room = f["room"]
         if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
+        if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
+
+            def post(data):
+                return self.post(
+                    room, session.user, session.name, f["text"], request.id, session.id, data=data
+                )
+
+            self.inbox.post(session, request, f, post, room=room)
+            return
         d = self.post(room, session.user, session.name, f["text"], request.id, session.id)
         d.addCallback(self._ack, session, request.received, f["text"], room=room)
         d.addErrback(self._store_failed, "send", session, request.id)
@@ -604,6 +625,15 @@ class Chat:
             return self.send_error(
                 session, errors.NoSuchUser(f"no user {to!r} is online", request.id)
             )
+        if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
+
+            def post(data):
+                return self.post_dm(
+                    session.user, session.name, to, f["text"], request.id, session.id, data=data
+                )
+
+            self.inbox.post(session, request, f, post, to=to)
+            return
         d = self.post_dm(session.user, session.name, to, f["text"], request.id, session.id)
         d.addCallback(self._ack, session, request.received, f["text"], to=to)
         d.addErrback(self._store_failed, "dm", session, request.id)
@@ -618,13 +648,31 @@ class Chat:
         room = f["room"]
         self._check_room(session, room, request.id)
         limit = f["limit"] or wire.HISTORY_LIMIT_DEFAULT
-        self.replayer.read(
-            session,
-            lambda: self.store.history(room, f["before"], limit),
-            lambda page: session.send(wire.history_frame(room, page.messages, page.more)),
-            "history",
-            request.id,
-        )
+        token_user = session.identity is not None
+
+        def read():
+            d = self.store.history(room, f["before"], limit)
+            return d.addCallback(
+                lambda page: self.inbox.decorate(room, page.messages, session.user).addCallback(
+                    lambda parts: (parts, page.more)
+                )
+            )
+
+        def deliver(result):
+            (messages, events, reactions, quotes), more = result
+            frame = wire.history_frame(
+                room,
+                messages,
+                more,
+                # token users always get the page's events; anonymous ones when it has some
+                events=events if token_user or events else None,
+                reactions=reactions,
+                quotes=quotes,
+                me=session.user,
+            )
+            session.send(frame)
+
+        self.replayer.read(session, read, deliver, "history", request.id)
 
     def _on_dm_history(self, session, request, f) -> None:
         other = f["with"]
@@ -646,13 +694,22 @@ class Chat:
             d = self.store.history(channel, f["before"], limit)
             return d.addCallback(lambda page: _above(page.messages, page.more, floor))
 
-        self.replayer.read(
-            session,
-            read,
-            lambda r: session.send(wire.dm_history_frame(session.user, other, r[0], r[1])),
-            "dm_history",
-            request.id,
-        )
+        def decorated():
+            return read().addCallback(
+                lambda r: self.inbox.decorate(channel, r[0], session.user).addCallback(
+                    lambda parts: (parts, r[1])
+                )
+            )
+
+        def deliver(result):
+            (messages, _events, reactions, quotes), more = result
+            session.send(
+                wire.dm_history_frame(
+                    session.user, other, messages, more, reactions=reactions, quotes=quotes
+                )
+            )
+
+        self.replayer.read(session, decorated, deliver, "dm_history", request.id)
 
     def _on_ping(self, session, request, f) -> None:
         pong = {"ts": self.now_ms()}

@@ -2,15 +2,445 @@
 recall, edit, reactions (docs/protocol.md, *Conversations*).
 
 :class:`Inbox` holds the request handlers ``_on_<type>`` that
-:class:`chatd.chat.Chat` dispatches to; the pure parts (unread arithmetic,
-sync snapshots and diffs) take their inputs and ``now`` and do no I/O.
+:class:`chatd.chat.Chat` dispatches to; the pure parts (sync snapshots and diffs,
+who may recall/edit/react/reply) are :mod:`chatd.conversations`.
+
+Every timeline item (a message with mentions or a reply, a recall, an edit, a
+reaction) is appended through the chat's message log, like ``send``: committed
+(exactly-once by ``(user, id)``), then published on the bus, so every node
+delivers each conversation's items in seq order. The requests of one connection
+that first read the store (to check the target message, the role) run one at a
+time, in the order they came (:meth:`Inbox.serial`), with that connection's
+plain sends, so no message overtakes an earlier one.
 """
 
 from __future__ import annotations
+
+import secrets
+
+from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
+from twisted.logger import Logger
+
+from chatd import conversations as conv
+from chatd import errors, wire
+from chatd.permissions import may
+from chatd.store import IConversationStore, dm_channel
+
+#: most distinct emoji one user may have on one message (a reactions flood is refused)
+REACTIONS_PER_USER = 20
+#: characters of a sync cursor (random, opaque; the protocol allows up to 64)
+CURSOR_BYTES = 18
+
+
+class _Where:
+    """The conversation a request names, as the requesting user sees it."""
+
+    __slots__ = ("channel", "room", "peer", "kind", "role", "member")
+
+    def __init__(self, channel, room, peer):
+        self.channel = channel
+        self.room = room
+        self.peer = peer
+        self.kind = "dm" if room is None else "public"
+        self.role = None
+        self.member = None
+
+    def frame_fields(self) -> dict:
+        """``{"room": …}`` or ``{"with": …}`` for the frames to the user."""
+        return {"room": self.room} if self.room is not None else {"with": self.peer}
+
+    def ack_fields(self) -> dict:
+        """``{"room": …}`` or ``{"to": …}``, as in ``ack``."""
+        return {"room": self.room} if self.room is not None else {"to": self.peer}
+
+
+def _is_member(member) -> bool:
+    return member is not None and member.state == "member"
 
 
 class Inbox:
     """Conversations of token users (one per :class:`chatd.chat.Chat`)."""
 
+    log = Logger()
+
     def __init__(self, chat):
         self.chat = chat
+        #: session -> the lock its checked requests and sends take turns on
+        self._turns: dict = {}
+
+    # plumbing
+
+    @staticmethod
+    def _token_user(session, request) -> None:
+        if session.identity is None:
+            raise errors.AuthRequired(
+                f"{request.type} is for token users (connect with a token)", request.id
+            )
+
+    def _where(self, session, f, ref) -> _Where:
+        room = f["room"]
+        if room is not None:
+            self.chat._check_room(session, room, ref)
+            return _Where(room, room, None)
+        return _Where(dm_channel(session.user, f["with"]), None, f["with"])
+
+    @inlineCallbacks
+    def _membership(self, session, where: _Where, ref):
+        """Fill in *where*'s member row, role and room kind; the user must be a member
+        (else ``no_such_room``: nothing is said about a conversation one is not in)."""
+        store = self.chat.store
+        member = yield store.member(where.channel, session.user)
+        if not _is_member(member):
+            raise errors.NoSuchRoom("you have no such conversation", ref)
+        where.member, where.role = member, member.role
+        if where.room is not None:
+            room = yield store.room(where.room)
+            where.kind = "public" if room is None else room.kind
+        return where
+
+    def serial(self, session, run):
+        """Run ``run()`` (which may return a Deferred) once *session*'s earlier checked
+        requests and sends are done: at once (synchronously) when none is pending.
+        A refusal (:class:`chatd.errors.ChatError`) goes to the session as ``error``."""
+        lock = self._turns.get(session)
+        if lock is None:
+            lock = self._turns[session] = DeferredLock()
+        d = lock.run(run)
+
+        def done(result):
+            if not lock.locked and not lock.waiting and self._turns.get(session) is lock:
+                del self._turns[session]
+            return result
+
+        d.addBoth(done)
+        d.addErrback(self._failed, session, "request")
+        return d
+
+    def _failed(self, failure, session, what, ref=None):
+        error = failure.check(errors.ChatError)
+        if error is not None:
+            if self.chat._live(session):
+                self.chat.send_error(session, failure.value)
+            return None
+        return self.chat._store_failed(failure, what, session, ref)
+
+    def _read(self, session, request, read, deliver):
+        """A store read answered to *session* in its turn (the replayer's pacing)."""
+
+        def guarded():
+            d = read()
+            d.addErrback(self._refused, session)
+            return d
+
+        def answer(result):
+            if result is not _REFUSED:
+                deliver(result)
+
+        self.chat.replayer.read(session, guarded, answer, request.type, request.id)
+
+    def _refused(self, failure, session):
+        """A refusal found while reading: the error frame, nothing to deliver."""
+        failure.trap(errors.ChatError)
+        self.chat.send_error(session, failure.value)
+        return _REFUSED
+
+    def _user_frame(self, user, payload) -> None:
+        self.chat.broker.publish("user", user, payload, None)
+
+    @inlineCallbacks
+    def _append(self, session, request, where: _Where, kind, text, data):
+        """Commit one timeline item of *kind* (exactly-once by the request's id), then
+        ``ack`` it; the message log publishes it to every node in seq order."""
+        chat = self.chat
+        fields = (where.channel, session.user, session.name, request.id, text, chat.now_ms())
+        fields += (kind, data)
+        if where.room is None:
+            args = ("dm", (where.peer, session.id))
+        else:
+            args = ("message", (session.id, False))
+        appended = yield chat.messages.append(args[0], fields, args[1])
+        if appended.duplicate:
+            chat.stats.duplicates += 1
+        else:
+            chat.stats.messages_stored += 1
+        chat._ack(appended, session, request.received, None, **where.ack_fields())
+        return appended
+
+    @inlineCallbacks
+    def _target(self, where: _Where, seq):
+        items = yield self.chat.store.items(where.channel, [seq])
+        return items.get(seq)
+
+    # sending with mentions and replies (from Chat._on_send / Chat._on_dm)
+
+    def post(self, session, request, f, post, room=None, to=None):
+        """A token user's ``send``/``dm``: ``mentions`` and ``reply_to`` checked (and
+        stored with the message), in the connection's turn. *post(data)* stores it
+        and fires with the Appended; it is then acked."""
+
+        def run():
+            if f.get("mentions") is None and f.get("reply_to") is None:
+                return self._posted(post(None), session, request, f, room, to)
+            return self._post_checked(session, request, f, post, room, to)
+
+        return self.serial(session, run)
+
+    @inlineCallbacks
+    def _post_checked(self, session, request, f, post, room, to):
+        ref = request.id
+        if room is not None:
+            where = _Where(room, room, None)
+        else:
+            where = _Where(dm_channel(session.user, to), None, to)
+        mentions, reply_to = f.get("mentions"), f.get("reply_to")
+        if mentions and wire.MENTION_ALL in mentions:
+            store = self.chat.store
+            member = yield store.member(where.channel, session.user)
+            if room is not None:
+                row = yield store.room(room)
+                where.kind = "public" if row is None else row.kind
+            conv.check_mentions(mentions, where.kind, member and member.role, ref)
+        if reply_to is not None:
+            conv.check_reply((yield self._target(where, reply_to)), ref)
+        data = conv.message_data(mentions, reply_to)
+        yield self._posted(post(data), session, request, f, room, to)
+
+    def _posted(self, d, session, request, f, room, to):
+        chat = self.chat
+        where = {"room": room} if room is not None else {"to": to}
+        d.addCallback(chat._ack, session, request.received, f["text"], **where)
+        d.addErrback(self._failed, session, request.type, request.id)
+        return d
+
+    # recall, edit, react
+
+    def _on_recall(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self.serial(session, lambda: self._recall(session, request, f, where))
+
+    @inlineCallbacks
+    def _recall(self, session, request, f, where):
+        chat = self.chat
+        yield self._membership(session, where, request.id)
+        target = yield self._target(where, f["seq"])
+        conv.check_recall(
+            target,
+            session.user,
+            where.kind,
+            where.role,
+            chat.now_ms(),
+            chat.settings.recall_window,
+            request.id,
+        )
+        data = {"target": f["seq"], "by": session.user}
+        yield self._append(session, request, where, "recalled", "", data)
+
+    def _on_edit(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self.serial(session, lambda: self._edit(session, request, f, where))
+
+    @inlineCallbacks
+    def _edit(self, session, request, f, where):
+        yield self._membership(session, where, request.id)
+        conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
+        yield self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
+
+    def _on_react(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self.serial(session, lambda: self._react(session, request, f, where))
+
+    @inlineCallbacks
+    def _react(self, session, request, f, where):
+        yield self._membership(session, where, request.id)
+        seq, emoji = f["seq"], f["emoji"]
+        conv.check_react((yield self._target(where, seq)), request.id)
+        on = (yield self.chat.store.reactions(where.channel, [seq])).get(seq, {})
+        mine = [e for e, users in on.items() if session.user in users]
+        if emoji not in mine and len(mine) >= REACTIONS_PER_USER:
+            raise errors.TooLarge(
+                f"at most {REACTIONS_PER_USER} reactions of one user on one message", request.id
+            )
+        data = {"target": seq, "emoji": emoji, "on": emoji not in mine}
+        yield self._append(session, request, where, "reaction", "", data)
+
+    # read markers and receipts
+
+    def _on_read(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self.serial(session, lambda: self._mark(session, request, f, where))
+
+    @inlineCallbacks
+    def _mark(self, session, request, f, where):
+        chat, store, user = self.chat, self.chat.store, session.user
+        yield self._membership(session, where, request.id)
+        before = where.member.read_seq
+        last = (yield store.replay(where.channel, None, 0)).last_seq
+        marker = yield store.mark_read(user, where.channel, min(f["seq"], last))
+        if marker is None:
+            raise errors.NoSuchRoom("you have no such conversation", request.id)
+        summaries = yield store.summaries(user, [where.channel])
+        unread = summaries[0].unread if summaries else 0
+        mentions = summaries[0].mentions if summaries else 0
+        frame = wire.frame(
+            "read", **where.frame_fields(), seq=marker, unread=unread, mentions=mentions
+        )
+        if marker <= before:  # not forward: only the asker hears where the marker is
+            session.send(frame)
+            return
+        self._user_frame(user, frame)
+        if where.peer is not None:
+            if where.peer != user:
+                receipt = wire.frame("receipt", **{"with": user}, user=user, seq=marker)
+                self._user_frame(where.peer, receipt)
+            return
+        if (yield store.member_count(where.channel)) <= chat.settings.receipt_members:
+            receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
+            chat.broker.publish("room", where.room, receipt, None)
+
+    def _on_receipts(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self._read(
+            session, request, lambda: self._receipts(session, request, f, where), session.send
+        )
+
+    @inlineCallbacks
+    def _receipts(self, session, request, f, where):
+        store, user, seq = self.chat.store, session.user, f["seq"]
+        small_max = self.chat.settings.receipt_members
+        member = yield store.member(where.channel, user)
+        if where.room is None:
+            if not _is_member(member):
+                raise errors.NoSuchRoom("you have no such conversation", request.id)
+        else:
+            room = yield store.room(where.room)
+            kind = "public" if room is None else room.kind
+            if not may("read", kind, member.role if _is_member(member) else None):
+                raise errors.Forbidden("receipts of a private room are for its members", request.id)
+        small = (yield store.member_count(where.channel)) <= small_max
+        count, users = yield store.readers(where.channel, seq, small_max + 1 if small else 0)
+        if _is_member(member) and member.read_seq >= seq:
+            count -= 1
+        listed = [u for u in users if u != user][:small_max] if small else None
+        return wire.frame(
+            "receipts", **where.frame_fields(), seq=seq, count=max(0, count), users=listed
+        )
+
+    # mute
+
+    def _on_mute(self, session, request, f) -> None:
+        self._token_user(session, request)
+        where = self._where(session, f, request.id)
+        self.serial(session, lambda: self._mute(session, request, f, where))
+
+    @inlineCallbacks
+    def _mute(self, session, request, f, where):
+        ok = yield self.chat.store.set_muted(session.user, where.channel, f["muted"])
+        if not ok:
+            raise errors.NoSuchRoom("you have no such conversation", request.id)
+        self._user_frame(
+            session.user, wire.frame("muted", **where.frame_fields(), muted=f["muted"])
+        )
+
+    # the conversation list and sync
+
+    def _on_conversations(self, session, request, f) -> None:
+        self._token_user(session, request)
+        cursor, limit = f["cursor"], f["limit"] or CONVERSATIONS_LIMIT_DEFAULT
+        try:
+            conv.page_of([], cursor, limit)
+        except ValueError:
+            raise errors.BadRequest(
+                "'cursor' is not from a conversations reply", request.id
+            ) from None
+        self._read(
+            session, request, lambda: self._conversations(session, cursor, limit), session.send
+        )
+
+    @inlineCallbacks
+    def _conversations(self, session, cursor, limit):
+        store = self.chat.store
+        everything = yield store.conversations(session.user)
+        page, next_cursor = conv.page_of(everything, cursor, limit)
+        full = yield store.summaries(session.user, [c.channel for c in page]) if page else []
+        return wire.frame(
+            "conversations",
+            conversations=[wire.conversation_dict(c) for c in full],
+            cursor=next_cursor,
+        )
+
+    def _on_sync(self, session, request, f) -> None:
+        self._token_user(session, request)
+        self._read(session, request, lambda: self._sync(session, f["since"]), session.send)
+
+    @inlineCallbacks
+    def _sync(self, session, since):
+        chat, store, user = self.chat, self.chat.store, session.user
+        snapshot = None
+        if since is not None:
+            snapshot = conv.decode_snapshot((yield store.load_cursor(user, since)))
+        cheap = yield store.conversations(user)
+        wanted = conv.needs_summary(snapshot, cheap)
+        full = (yield store.summaries(user, wanted)) if wanted else []
+        plan = conv.plan(snapshot, cheap, {c.channel: c for c in full})
+        snap = dict(plan.keep)
+        out = []
+        limit = chat.settings.sync_limit
+        for summary, after in plan.changed:
+            items, truncated, last = [], False, summary.last_seq
+            if after is None or after < summary.last_seq:
+                r = yield store.replay(summary.channel, after or 0, limit)
+                items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
+            snap[summary.channel] = conv.entry(summary, last)
+            out.append(
+                {
+                    **wire.conversation_dict(summary),
+                    "items": [wire.item_object(m) for m in items],
+                    "truncated": truncated,
+                }
+            )
+        removed = []
+        for channel in plan.removed:
+            member = yield store.member(channel, user)
+            state = member.state if member is not None and member.state != "member" else "left"
+            removed.append({"room": channel, "kind": state})
+        cursor = secrets.token_urlsafe(CURSOR_BYTES)
+        yield store.save_cursor(user, cursor, conv.encode_snapshot(snap), chat.now_ms())
+        return wire.frame(
+            "sync",
+            cursor=cursor,
+            reset=since is not None and snapshot is None,
+            more=plan.more,
+            conversations=out,
+            removed=removed,
+        )
+
+    # history decoration (from Chat._on_history / Chat._on_dm_history)
+
+    def decorate(self, channel, items, me):
+        """Split a history page's *items* into messages and events and read what the
+        messages show: their reactions and the originals they reply to. Fires with
+        ``(messages, events, reactions, quotes)``."""
+        messages = [m for m in items if m.kind == "message"]
+        events = [m for m in items if m.kind == "event"]
+        store = self.chat.store
+        if not messages or not IConversationStore.providedBy(store):
+            return succeed((messages, events, None, None))
+        return self._decorations(store, channel, messages, events)
+
+    @inlineCallbacks
+    def _decorations(self, store, channel, messages, events):
+        reactions = yield store.reactions(channel, [m.seq for m in messages])
+        replies = sorted({m.data["reply_to"] for m in messages if m.data and "reply_to" in m.data})
+        quotes = (yield store.items(channel, replies)) if replies else None
+        return messages, events, reactions, quotes
+
+
+#: conversations per page when the request gives no limit
+CONVERSATIONS_LIMIT_DEFAULT = 50
+#: what a refused read hands to its deliver (nothing is sent)
+_REFUSED = object()

@@ -279,4 +279,4 @@ class Replayer:
     @staticmethod
     def _send(conn, messages) -> None:
         for message in messages:
-            conn.send(wire.message_frame(message))
+            conn.send(wire.item_frame(message))  # every item kind as the frame it is live

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatd import errors
-from chatd.store import Message
+from chatd.store import Message, dm_users
 
 PROTOCOL = "chatd.v1"
 
@@ -28,6 +28,14 @@ USER_RULE = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,128}")
 GUEST_PREFIX = "guest-"
 HISTORY_LIMIT_MAX = 200
 HISTORY_LIMIT_DEFAULT = 50
+#: most user ids in a message's ``mentions``
+MENTIONS_MAX = 50
+#: the mention of every member (owners and admins only)
+MENTION_ALL = "@all"
+#: most characters of an emoji in ``react``
+EMOJI_MAX = 16
+#: characters of quoted and previewed text (reply quotes, ``last.text``)
+PREVIEW_CHARS = 100
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -88,6 +96,33 @@ def _limit(value, field, ref, _max_text):
     return value
 
 
+def _cursor(value, field, ref, _max_text):
+    """An opaque cursor from an earlier reply: 1-64 printable ASCII characters."""
+    if type(value) is not str or not ID_RULE.fullmatch(value):
+        raise errors.BadRequest(f"'{field}' must be a cursor from an earlier reply", ref)
+    return value
+
+
+def _bool(value, field, ref, _max_text):
+    if type(value) is not bool:
+        raise errors.BadRequest(f"'{field}' must be true or false", ref)
+    return value
+
+
+def _emoji(value, field, ref, _max_text):
+    value = _string(value, field, ref)
+    if not 1 <= len(value) <= EMOJI_MAX or not USER_RULE.fullmatch(value):
+        raise errors.BadRequest(f"'{field}' must be 1-{EMOJI_MAX} printable characters", ref)
+    return value
+
+
+def _mentions(value, field, ref, _max_text):
+    """Up to MENTIONS_MAX user ids (or MENTION_ALL), deduplicated in order."""
+    if type(value) is not list or len(value) > MENTIONS_MAX:
+        raise errors.BadRequest(f"'{field}' must be a list of at most {MENTIONS_MAX} users", ref)
+    return list(dict.fromkeys(_user(v, field, ref, _max_text) for v in value))
+
+
 Validator = Callable[[Any, str, str | None, int], Any]
 
 #: client -> server types: field -> (validator, required)
@@ -105,7 +140,36 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
         "limit": (_limit, False),
     },
     "ping": {},
+    # conversations (token users; docs/protocol.md, *Conversations*)
+    "conversations": {"cursor": (_cursor, False), "limit": (_limit, False)},
+    "sync": {"since": (_cursor, False)},
+    "read": {"room": (_room, False), "with": (_user, False), "seq": (_seq, True)},
+    "receipts": {"room": (_room, False), "with": (_user, False), "seq": (_seq, True)},
+    "mute": {"room": (_room, False), "with": (_user, False), "muted": (_bool, True)},
+    "recall": {"room": (_room, False), "with": (_user, False), "seq": (_seq, True)},
+    "edit": {
+        "room": (_room, False),
+        "with": (_user, False),
+        "seq": (_seq, True),
+        "text": (_text, True),
+    },
+    "react": {
+        "room": (_room, False),
+        "with": (_user, False),
+        "seq": (_seq, True),
+        "emoji": (_emoji, True),
+    },
 }
+
+#: optional fields of a type that are in ``Request.fields`` only when given (so a
+#: request without them parses exactly as in chatd 0.1): field -> validator
+EXTRAS: dict[str, dict[str, Validator]] = {
+    "send": {"mentions": _mentions, "reply_to": _seq},
+    "dm": {"mentions": _mentions, "reply_to": _seq},
+}
+
+#: request types naming one conversation: exactly one of ``room`` and ``with``
+CONVERSATION_TYPES = frozenset(("read", "receipts", "mute", "recall", "edit", "react"))
 
 
 def parse(payload: bytes, max_text_length: int) -> Request:
@@ -141,6 +205,12 @@ def parse(payload: bytes, max_text_length: int) -> Request:
             fields[field] = None
         else:
             fields[field] = validate(value, field, ref, max_text_length)
+    for field, validate in EXTRAS.get(kind, {}).items():
+        value = obj.get(field)
+        if value is not None:
+            fields[field] = validate(value, field, ref, max_text_length)
+    if kind in CONVERSATION_TYPES and (fields["room"] is None) == (fields["with"] is None):
+        raise errors.BadRequest(f"{kind} names exactly one of 'room' and 'with'", ref)
     return Request(kind, ref, fields)
 
 
@@ -154,29 +224,55 @@ def encode(obj: dict) -> bytes:
     return _dumps(obj).encode("utf-8")
 
 
+#: message data fields a frame carries when the message has them (Message.data)
+_MESSAGE_EXTRAS = ("mentions", "reply_to", "edited_ts", "recalled")
+
+
+def _extras(m: Message, d: dict) -> dict:
+    data = m.data
+    if data:
+        for key in _MESSAGE_EXTRAS:
+            if key in data:
+                d[key] = data[key]
+    return d
+
+
 def message_dict(m: Message) -> dict:
-    """A stored room message as in the ``message`` frame (without ``type``)."""
-    return {
-        "room": m.channel,
-        "seq": m.seq,
-        "from": m.sender,
-        "name": m.name,
-        "text": m.text,
-        "ts": m.ts,
-        "id": m.client_id,
-    }
+    """A stored room message as in the ``message`` frame (without ``type``); a plain
+    message (no data) is exactly the frame of chatd 0.1."""
+    return _extras(
+        m,
+        {
+            "room": m.channel,
+            "seq": m.seq,
+            "from": m.sender,
+            "name": m.name,
+            "text": m.text,
+            "ts": m.ts,
+            "id": m.client_id,
+        },
+    )
 
 
 def _dm_dict(m: Message, to: str) -> dict:
-    return {
-        "from": m.sender,
-        "name": m.name,
-        "to": to,
-        "text": m.text,
-        "ts": m.ts,
-        "id": m.client_id,
-        "seq": m.seq,
-    }
+    return _extras(
+        m,
+        {
+            "from": m.sender,
+            "name": m.name,
+            "to": to,
+            "text": m.text,
+            "ts": m.ts,
+            "id": m.client_id,
+            "seq": m.seq,
+        },
+    )
+
+
+def _peer(users: tuple[str, str], user: str) -> str:
+    """The other user of a DM channel's *users* (``user`` itself for a DM to oneself)."""
+    first, second = users
+    return second if first == user else first
 
 
 def message_frame(m: Message) -> bytes:
@@ -189,28 +285,184 @@ def dm_frame(m: Message, to: str) -> bytes:
     return encode({"type": "dm", **_dm_dict(m, to)})
 
 
-def history_frame(room: str, messages: list[Message], more: bool) -> bytes:
-    """``history`` reply: *messages* ascending by seq."""
-    return encode(
-        {
-            "type": "history",
-            "room": room,
-            "messages": [message_dict(m) for m in messages],
-            "more": more,
-        }
-    )
+def event_dict(m: Message) -> dict:
+    """An ``event`` item as in the ``event`` frame (without ``type``)."""
+    data = m.data or {}
+    d = {
+        "room": m.channel,
+        "seq": m.seq,
+        "kind": data.get("event"),
+        "user": data.get("user"),
+        "by": data.get("by"),
+        "ts": m.ts,
+    }
+    for key in ("role", "changes"):
+        if key in data:
+            d[key] = data[key]
+    return d
 
 
-def dm_history_frame(me: str, other: str, messages: list[Message], more: bool) -> bytes:
+def event_frame(m: Message) -> bytes:
+    """``event`` for a stored timeline event (a membership or room change)."""
+    return encode({"type": "event", **event_dict(m)})
+
+
+def item_object(m: Message) -> dict:
+    """A stored timeline item of any kind as the frame it is delivered as live
+    (``message``/``dm``, ``event``, ``recalled``, ``edited``, ``reaction``), with ``type``.
+    In DMs the frame names ``from`` (the sender / who recalled, edited, reacted) and ``to``."""
+    users = dm_users(m.channel)
+    kind = m.kind
+    if kind == "message":
+        if users is None:
+            return {"type": "message", **message_dict(m)}
+        return {"type": "dm", **_dm_dict(m, _peer(users, m.sender))}
+    if kind == "event":
+        return {"type": "event", **event_dict(m)}
+    data = m.data or {}
+    if users is None:
+        obj = {"type": kind, "room": m.channel}
+    else:
+        obj = {"type": kind, "from": m.sender, "to": _peer(users, m.sender)}
+    obj["seq"] = m.seq
+    obj["target"] = data.get("target")
+    if kind == "recalled":
+        obj["by"] = data.get("by", m.sender)
+    elif kind == "edited":
+        obj["text"] = m.text
+        obj["edited_ts"] = m.ts
+    elif kind == "reaction":
+        obj["emoji"] = data.get("emoji")
+        obj["user"] = m.sender
+        obj["on"] = data.get("on")
+    obj["ts"] = m.ts
+    return obj
+
+
+def item_frame(m: Message) -> bytes:
+    """The live frame of a stored timeline item (see :func:`item_object`); a plain
+    message's is :func:`message_frame`'s / :func:`dm_frame`'s, byte for byte."""
+    if m.kind == "message" and dm_users(m.channel) is None:
+        return message_frame(m)
+    return encode(item_object(m))
+
+
+def preview(text: str) -> str:
+    """*text* cut to PREVIEW_CHARS characters (reply quotes, ``last.text``)."""
+    return text[:PREVIEW_CHARS]
+
+
+def _decorate(d: dict, m: Message, reactions, quotes, me) -> dict:
+    """A history message dict with its ``reactions`` ``[{emoji, count, me}]`` (when it
+    has any) and, for a reply, the ``quote {seq, from, name, text}`` of the original."""
+    on = reactions.get(m.seq) if reactions else None
+    if on:
+        d["reactions"] = [
+            {"emoji": emoji, "count": len(users), "me": me in users} for emoji, users in on.items()
+        ]
+    reply_to = (m.data or {}).get("reply_to")
+    if reply_to is not None and quotes:
+        original = quotes.get(reply_to)
+        if original is not None:
+            recalled = "recalled" in (original.data or {})
+            d["quote"] = {
+                "seq": original.seq,
+                "from": original.sender,
+                "name": original.name,
+                "text": "" if recalled else preview(original.text),
+            }
+    return d
+
+
+def history_frame(
+    room: str,
+    messages: list[Message],
+    more: bool,
+    *,
+    events: list[Message] | None = None,
+    reactions: dict | None = None,
+    quotes: dict | None = None,
+    me: str | None = None,
+) -> bytes:
+    """``history`` reply: *messages* ascending by seq, with their *reactions*
+    (``{seq: {emoji: [user, ...]}}``) and reply *quotes* (``{seq: Message}``);
+    *events* (the events of the page's range) as ``events`` unless None."""
+    frame = {
+        "type": "history",
+        "room": room,
+        "messages": [_decorate(message_dict(m), m, reactions, quotes, me) for m in messages],
+        "more": more,
+    }
+    if events is not None:
+        frame["events"] = [event_dict(m) for m in events]
+    return encode(frame)
+
+
+def dm_history_frame(
+    me: str,
+    other: str,
+    messages: list[Message],
+    more: bool,
+    *,
+    reactions: dict | None = None,
+    quotes: dict | None = None,
+) -> bytes:
     """``dm_history`` reply for the conversation of *me* with *other*."""
     return encode(
         {
             "type": "dm_history",
             "with": other,
-            "messages": [_dm_dict(m, other if m.sender == me else me) for m in messages],
+            "messages": [
+                _decorate(_dm_dict(m, other if m.sender == me else me), m, reactions, quotes, me)
+                for m in messages
+            ],
             "more": more,
         }
     )
+
+
+def last_dict(m: Message | None) -> dict | None:
+    """``last`` of a conversation summary: the newest message, its text previewed
+    (``""`` and ``recalled: true`` once recalled); None while there is none."""
+    if m is None:
+        return None
+    recalled = "recalled" in (m.data or {})
+    d = {
+        "seq": m.seq,
+        "from": m.sender,
+        "name": m.name,
+        "text": "" if recalled else preview(m.text),
+        "ts": m.ts,
+    }
+    if recalled:
+        d["recalled"] = True
+    return d
+
+
+def conversation_dict(c) -> dict:
+    """One :class:`chatd.store.Conversation` as in the ``conversations`` list."""
+    d = {"with": c.peer} if c.kind == "dm" else {"room": c.channel}
+    d.update(
+        kind=c.kind,
+        title=c.title,
+        role=c.role,
+        seq=c.last_seq,
+        ts=c.last_ts,
+        last=last_dict(c.last),
+        unread=c.unread,
+        mentions=c.mentions,
+        read=c.read_seq,
+        muted=c.muted,
+    )
+    if c.kind == "dm":
+        d["peer_read"] = c.peer_read
+    return d
+
+
+def where(channel: str, me: str) -> dict:
+    """``{"room": …}`` or ``{"with": …}``: how frames to *me* name *channel*."""
+    users = dm_users(channel)
+    return {"room": channel} if users is None else {"with": _peer(users, me)}
 
 
 def ack_frame(m: Message, duplicate: bool, **where) -> bytes:

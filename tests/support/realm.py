@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.auth import Identity
 from chatd.chat import V1, Chat
 from chatd.interfaces import IChatClient, IFanout
 from chatd.service import build_chat
@@ -71,3 +73,38 @@ def opened(chat: Chat, name: str | None = None, mode=V1, resume=None) -> Conn:
 
 def say(chat: Chat, conn: Conn, **frame) -> None:
     chat.receive(conn.session, json.dumps(frame).encode(), False)
+
+
+def token_opened(chat: Chat, user: str, name: str | None = None) -> Conn:
+    """A chatd.v1 connection of the token user *user* (a verified identity)."""
+    conn = Conn()
+    conn.session = chat.open(conn, V1, None, identity=Identity(user, name or user))
+    return conn
+
+
+def fired(d):
+    """The result of a Deferred that has fired (the MemoryStore answers at once)."""
+    results = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def member_join(chat: Chat, conn: Conn, room: str) -> None:
+    """*conn* joins *room*, and its token user is a stored member of it (the
+    ``joined`` event chatd.membership appends on a first join, when it has not)."""
+    say(chat, conn, type="join", room=room)
+    user = conn.session.user
+    row = fired(chat.store.member(room, user))
+    if row is None or row.state != "member":
+        timeline_event(chat, room, "joined", user)
+
+
+def timeline_event(chat: Chat, room: str, event: str, user: str, by=None, **data):
+    """Append an ``event`` item to *room*'s timeline through the message log (as
+    chatd.membership does: stored, applied, delivered); returns the stored item."""
+    data = {"event": event, "user": user, "by": by or user, **data}
+    fields = (room, by or user, by or user, None, "", chat.now_ms(), "event", data)
+    return fired(chat.messages.append("message", fields, (None, False))).message
