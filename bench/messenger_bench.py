@@ -9,6 +9,7 @@ options, then the issue's target for that run.
     python3 bench/messenger_bench.py sends                   # closed loop: max acked sends/s
     python3 bench/messenger_bench.py sends --rate 20000      # open loop: p99 at 20k/s offered
     python3 bench/messenger_bench.py sends --store memory    # --db :memory: for comparison
+    python3 bench/messenger_bench.py fanout                  # 1,000 members, 100 online, vs relay
 
 ``sends``: durable sends. N connections (``--N``, one token user each) join
 ``--rooms`` rooms (``b0`` … round-robin, so ``N / rooms`` members each) and send
@@ -21,6 +22,21 @@ send was acked at that rate). ``acks_per_s``, ``ack_p50_ms`` / ``ack_p99_ms``
 messages the other members received), ``server_cpu`` / ``gen_cpu`` (share of
 one core) and ``core_busy`` (each core's busy share, every process: what other
 processes took is ``core0_other`` / ``core1_other``).
+
+``fanout``: room fan-out to durable members. Before the run the harness writes,
+through :class:`chatd.store.sqlite.SQLiteStore` (the store's own ``append`` of
+timeline events, in a child process), a room ``bench`` with ``--members`` members
+(``bench0`` its owner, the others ``invited``); ``--online`` of them connect
+(token users), ``--P`` of those publish with the fan-out benchmark's bounded
+window (``bench/loadgen.js`` mode ``throughput``), the others only receive. In
+the same run, chatd's relay mode (default store, a SQLite file) with as many
+connections: each message reaches the other ``online - 1`` connections in both.
+Rows: ``deliveries_per_s``, ``messages_per_s``, ``server_cpu``,
+``us_per_delivery`` (server CPU per delivery), ``loss``; then v1/relay ratios
+(issue target: deliveries/s >= 0.8 x relay). ``--baseline DIR`` adds the same
+chatd.v1 run against another chatd tree (e.g. the release before issue 14,
+unpacked with ``git archive``): its room has only the online members (its store
+has no membership), which is what "today" means for CPU per delivery.
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -41,6 +58,8 @@ from chatd_process import start_chatd  # noqa: E402  (bench/)
 from fanout import LOADGEN, _raise_nofile, pinned  # noqa: E402  (bench/)
 
 from chatd.auth import TokenVerifier  # noqa: E402
+
+BENCH_ROOM = "bench"
 
 SECRET = "messenger-bench-secret-of-32-bytes!!"
 #: chatd's abuse limits off: every benchmark connection comes from 127.0.0.1
@@ -134,6 +153,104 @@ def bench_sends(args) -> dict:
     }
 
 
+def populate(path: str, room: str, members: int) -> None:
+    """Write *room* with *members* durable members (``bench0`` owns it) into the SQLite
+    history file *path* through the store's own append (run in a child process:
+    it needs a reactor)."""
+    from twisted.internet import defer, task
+
+    from chatd.store.sqlite import SQLiteStore
+
+    @defer.inlineCallbacks
+    def main(reactor):
+        store = SQLiteStore(path, reactor=reactor, prune_interval=None)
+        yield store.start()
+        ts = int(time.time() * 1000)
+        owner, users = "bench0", [f"bench{i}" for i in range(members)]
+        pending = [store.add_user(u, u, ts) for u in users]
+        created = {"event": "created", "user": owner, "by": owner, "changes": {"kind": "public"}}
+        pending.append(store.append(room, owner, owner, None, "", ts, "event", created))
+        for u in users[1:]:
+            invited = {"event": "invited", "user": u, "by": owner, "role": "member"}
+            pending.append(store.append(room, owner, owner, None, "", ts, "event", invited))
+        yield defer.gatherResults(pending, consumeErrors=True)
+        yield store.stop()
+
+    task.react(main)
+
+
+def fanout_run(name: str, args, repo: str = REPO, members: int = 0) -> dict:
+    """One fan-out run: ``chatd_v1`` (token users; *members* durable members written
+    first when > 0) or ``chatd_relay`` (relay mode), *args.online* connections."""
+    protocol = "relay" if name == "chatd_relay" else "chatd.v1"
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
+        db = os.path.join(workdir, "bench.sqlite3")
+        extra = ["--db", db] if protocol == "chatd.v1" else []
+        if members:
+            cmd = [sys.executable, __file__, "populate", db, "--members", str(members)]
+            subprocess.run(cmd, check=True, timeout=300, cwd=workdir)
+        tokens = os.path.join(workdir, "tokens.json")
+        mint_tokens(tokens, [f"bench{i}" for i in range(args.online)])
+        argv = [*extra, "--jwt-secret", SECRET, *UNLIMITED]
+        proc, port = start_chatd(argv, cwd=workdir, pin=0, repo=repo)
+        try:
+            cfg = {
+                "mode": "throughput",
+                "protocol": protocol,
+                "port": port,
+                "S": args.online - args.P,
+                "P": args.P,
+                "window": args.window,
+                "payload": args.payload,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "tokensFile": tokens if protocol == "chatd.v1" else "",
+            }
+            result = run_loadgen(cfg, proc.pid, args.online + 1024, 180 + args.duration)
+            if proc.poll() is not None:
+                result["error"] = result.get("error") or "chatd died during the run"
+        finally:
+            stop(proc)
+    row = {"bench": "fanout", "server": name, "members": members or args.online, **result}
+    row.update(others(result))
+    if row.get("server_cpu") and row.get("deliveries_per_s"):
+        row["us_per_delivery"] = round(1e6 * row["server_cpu"] / row["deliveries_per_s"], 3)
+    return row
+
+
+def bench_fanout(args) -> list[dict]:
+    """chatd.v1 (durable room) and the relay in one run, plus the optional baseline."""
+    rows = [
+        fanout_run("chatd_v1_sqlite", args, members=args.members),
+        fanout_run("chatd_relay", args),
+    ]
+    if args.baseline:
+        rows.append(fanout_run("baseline_v1_sqlite", args, repo=os.path.abspath(args.baseline)))
+    return rows
+
+
+def fanout_targets(rows: list[dict]) -> list[str]:
+    """The issue's fan-out targets evaluated on *rows*."""
+    by = {r["server"]: r for r in rows if "error" not in r}
+    v1, relay, base = (by.get(n) for n in ("chatd_v1_sqlite", "chatd_relay", "baseline_v1_sqlite"))
+    out = []
+    if v1 and relay and relay.get("deliveries_per_s"):
+        ratio = v1["deliveries_per_s"] / relay["deliveries_per_s"]
+        out.append(
+            f"{v1['members']}-member room, {v1['S'] + v1['P']} online: chatd.v1+SQLite "
+            f"{v1['deliveries_per_s']}/s vs relay {relay['deliveries_per_s']}/s = {ratio:.2f}x "
+            f"(target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})"
+        )
+    if v1 and base and v1.get("us_per_delivery") and base.get("us_per_delivery"):
+        change = v1["us_per_delivery"] / base["us_per_delivery"] - 1
+        out.append(
+            f"server CPU per delivery {v1['us_per_delivery']} us vs baseline "
+            f"{base['us_per_delivery']} us ({change:+.0%}; target within 10%: "
+            f"{'met' if abs(change) <= 0.10 else 'NOT met'})"
+        )
+    return out
+
+
 def sends_target(row: dict) -> str | None:
     """The issue's durable-send target evaluated on *row*."""
     if "error" in row or row.get("acks_per_s") is None:
@@ -157,20 +274,40 @@ def main(argv=None) -> int:
     s.add_argument("--payload", type=int, default=80, help="text bytes per message")
     s.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     s.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
-    for q in (s,):
+    f = sub.add_parser("fanout", help="durable room fan-out vs the relay")
+    f.add_argument("--members", type=int, default=1000, help="durable members of the room")
+    f.add_argument("--online", type=int, default=100, help="members connected (and relay conns)")
+    f.add_argument("--P", type=int, default=4, help="publishers among the online")
+    f.add_argument("--window", type=int, default=16, help="messages in flight per publisher")
+    f.add_argument("--payload", type=int, default=80, help="text bytes per message")
+    f.add_argument("--baseline", metavar="DIR", help="also run chatd.v1 from this chatd tree")
+    pop = sub.add_parser("populate", help="write a room with durable members into a SQLite file")
+    pop.add_argument("db")
+    pop.add_argument("--members", type=int, default=1000)
+    pop.add_argument("--room", default=BENCH_ROOM)
+    for q in (s, f):
         q.add_argument("--duration", type=float, default=10.0, help="measured seconds")
         q.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before")
         q.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
+    if args.bench == "populate":
+        populate(args.db, args.room, args.members)
+        return 0
     if not shutil.which("node"):
         print("bench/messenger_bench.py needs node (bench/loadgen.js)", file=sys.stderr)
         return 2
-    row = bench_sends(args)
-    print(json.dumps(row, sort_keys=True), flush=True)
-    target = sends_target(row)
-    if target and not args.json_only:
-        print("- " + target)
-    return 1 if "error" in row else 0
+    if args.bench == "fanout":
+        rows = bench_fanout(args)
+        targets = fanout_targets(rows)
+    else:
+        rows = [bench_sends(args)]
+        targets = [t for t in [sends_target(rows[0])] if t]
+    for row in rows:
+        print(json.dumps(row, sort_keys=True), flush=True)
+    if not args.json_only:
+        for t in targets:
+            print("- " + t)
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
