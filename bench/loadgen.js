@@ -30,6 +30,10 @@
 // rate > 0: open loop, `rate` sends/s over all connections (a connection with
 // `maxInflight` unacked skips its turn, counted in `skipped`). Ack latency =
 // ack received - send written, for the sends written during the measurement.
+// request = read: the same, but each request is `read {room, seq}` with seq
+// 1, 2, 3, ... per connection (the marker moves forward every time while the
+// room has that many items), ended by the `read` frame chatd sends the user
+// (in request order per connection: the oldest outstanding one ends).
 //
 // Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
 // padded with `x` to `payload` bytes; a delivery is one received frame that
@@ -45,7 +49,7 @@ const DEFAULTS = {
   S: 1000, P: 4, C: 10000, duration: 10, warmup: 2, window: 16, rate: 50,
   payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
   drainMs: 3000, setupTimeout: 120, deflate: false, fill: 'x',
-  N: 100, rooms: 50, roomPrefix: 'b', tokensFile: '', maxInflight: 1000,
+  N: 100, rooms: 50, roomPrefix: 'b', tokensFile: '', maxInflight: 1000, request: 'send',
 };
 const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
 const MARK = Buffer.from('~B~');
@@ -81,7 +85,7 @@ const st = {
 const fanout = cfg.S + cfg.P - 1;
 const TOKENS = cfg.tokensFile ? JSON.parse(fs.readFileSync(cfg.tokensFile, 'utf8')) : [];
 Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity });
-const ACK = Buffer.from('{"type":"ack"');
+const ACK = Buffer.from(cfg.request === 'read' ? '{"type":"read"' : '{"type":"ack"');
 const ID = Buffer.from('"id":"');
 
 function readRssKb(pid) {
@@ -274,10 +278,15 @@ class Conn {
   // member's message; anything else before `joined` is setup.
   senderFrame(buf, s, e) {
     if (buf.indexOf(ACK, s) === s) {
-      const k = buf.indexOf(ID, s) + ID.length;
-      const dash = buf.indexOf(0x2d, k); // a<idx>-<n>
-      const q = buf.indexOf(0x22, dash);
-      const n = Number(buf.toString('latin1', dash + 1, q));
+      let n;
+      if (cfg.request === 'read') {
+        n = this.sentAt.keys().next().value; // answered in request order
+      } else {
+        const k = buf.indexOf(ID, s) + ID.length;
+        const dash = buf.indexOf(0x2d, k); // a<idx>-<n>
+        const q = buf.indexOf(0x22, dash);
+        n = Number(buf.toString('latin1', dash + 1, q));
+      }
       const t = this.sentAt.get(n);
       if (t === undefined) { st.other++; return; }
       this.sentAt.delete(n);
@@ -306,9 +315,11 @@ class Conn {
 
   sendDurable() {
     const n = this.n++;
-    const text = benchText(this.idx, n);
     this.sentAt.set(n, now());
-    this.sock.write(maskedFrame(JSON.stringify({ type: 'send', room: this.room, text, id: `a${this.idx}-${n}` })));
+    const req = cfg.request === 'read'
+      ? { type: 'read', room: this.room, seq: n + 1 }
+      : { type: 'send', room: this.room, text: benchText(this.idx, n), id: `a${this.idx}-${n}` };
+    this.sock.write(maskedFrame(JSON.stringify(req)));
     st.sent++;
   }
 
@@ -443,7 +454,7 @@ async function runAcks() {
   const lat = Float64Array.from(st.lat).sort();
   const acks = (m1.acked - m0.acked) / wallS;
   const out = {
-    mode: 'acks', N: cfg.N, rooms: cfg.rooms, members_per_room: Math.ceil(cfg.N / cfg.rooms),
+    mode: 'acks', request: cfg.request, N: cfg.N, rooms: cfg.rooms, members_per_room: Math.ceil(cfg.N / cfg.rooms),
     window: cfg.rate === 0 ? cfg.window : null, rate: cfg.rate || null, payload: cfg.payload,
     duration: r3(wallS), setup_s: r3(setupS),
     acks_per_s: Math.round(acks),

@@ -10,6 +10,7 @@ options, then the issue's target for that run.
     python3 bench/messenger_bench.py sends --rate 20000      # open loop: p99 at 20k/s offered
     python3 bench/messenger_bench.py sends --store memory    # --db :memory: for comparison
     python3 bench/messenger_bench.py fanout                  # 1,000 members, 100 online, vs relay
+    python3 bench/messenger_bench.py reads                   # read markers persisted per second
 
 ``sends``: durable sends. N connections (``--N``, one token user each) join
 ``--rooms`` rooms (``b0`` … round-robin, so ``N / rooms`` members each) and send
@@ -37,6 +38,14 @@ Rows: ``deliveries_per_s``, ``messages_per_s``, ``server_cpu``,
 chatd.v1 run against another chatd tree (e.g. the release before issue 14,
 unpacked with ``git archive``): its room has only the online members (its store
 has no membership), which is what "today" means for CPU per delivery.
+
+``reads``: read markers end to end. A room with ``--N`` durable members and
+``--messages`` messages is written first; each member connects and sends
+``read {room, seq}`` with seq 1, 2, 3, ... (the marker moves forward each time,
+a stored write), ``--window`` in flight per connection (or ``--rate`` per second
+over all); a read ends with the ``read`` frame chatd sends the user's
+connections after the marker is stored. ``markers_per_s``, ``read_p50_ms`` /
+``read_p99_ms`` (issue target: >= 20,000 markers/s persisted).
 """
 
 from __future__ import annotations
@@ -117,21 +126,24 @@ def stop(proc) -> None:
             proc.wait()
 
 
-def bench_sends(args) -> dict:
-    """One durable-send run: chatd (own core) + the generator in ``acks`` mode."""
-    with tempfile.TemporaryDirectory(prefix="bench-sends-") as workdir:
+def bench_sends(args, request: str = "send") -> dict:
+    """One durable-send run (or, *request* ``read``, a read-marker run): chatd (own
+    core) + the generator in ``acks`` mode."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{request}s-") as workdir:
         tokens = os.path.join(workdir, "tokens.json")
         mint_tokens(tokens, [f"bench{i}" for i in range(args.N)])
-        proc, port = start_chatd(
-            chatd_args(args.store, workdir, args.synchronous), cwd=workdir, pin=0
-        )
+        argv = chatd_args(args.store, workdir, args.synchronous)
+        if request == "read":  # one room, every connection a member, messages to read
+            argv[1] = populated(workdir, "b0", args.N, args.messages)
+        proc, port = start_chatd(argv, cwd=workdir, pin=0)
         try:
             cfg = {
                 "mode": "acks",
+                "request": request,
                 "protocol": "chatd.v1",
                 "port": port,
                 "N": args.N,
-                "rooms": args.rooms,
+                "rooms": args.rooms if request == "send" else 1,
                 "window": args.window,
                 "rate": args.rate,
                 "payload": args.payload,
@@ -144,19 +156,23 @@ def bench_sends(args) -> dict:
                 result["error"] = result.get("error") or "chatd died during the run"
         finally:
             stop(proc)
-    return {
-        "bench": "sends",
+    row = {
+        "bench": request + "s",
         "store": args.store,
         "synchronous": args.synchronous if args.store == "sqlite" else None,
         **result,
         **others(result),
     }
+    if request == "read" and "error" not in row:
+        row["markers_per_s"] = row["acks_per_s"]
+        row["read_p50_ms"], row["read_p99_ms"] = row["ack_p50_ms"], row["ack_p99_ms"]
+    return row
 
 
-def populate(path: str, room: str, members: int) -> None:
-    """Write *room* with *members* durable members (``bench0`` owns it) into the SQLite
-    history file *path* through the store's own append (run in a child process:
-    it needs a reactor)."""
+def populate(path: str, room: str, members: int, messages: int = 0) -> None:
+    """Write *room* with *members* durable members (``bench0`` owns it) and then
+    *messages* messages of its owner into the SQLite history file *path*, through
+    the store's own append (run in a child process: it needs a reactor)."""
     from twisted.internet import defer, task
 
     from chatd.store.sqlite import SQLiteStore
@@ -173,10 +189,20 @@ def populate(path: str, room: str, members: int) -> None:
         for u in users[1:]:
             invited = {"event": "invited", "user": u, "by": owner, "role": "member"}
             pending.append(store.append(room, owner, owner, None, "", ts, "event", invited))
+        for n in range(messages):
+            pending.append(store.append(room, owner, owner, None, f"m{n}", ts))
         yield defer.gatherResults(pending, consumeErrors=True)
         yield store.stop()
 
     task.react(main)
+
+
+def populated(workdir: str, room: str, members: int, messages: int = 0) -> str:
+    """The path of a SQLite history file in *workdir* written by :func:`populate`."""
+    db = os.path.join(workdir, "bench.sqlite3")
+    cmd = [sys.executable, __file__, "populate", db, "--room", room, "--members", str(members)]
+    subprocess.run([*cmd, "--messages", str(messages)], check=True, timeout=600, cwd=workdir)
+    return db
 
 
 def fanout_run(name: str, args, repo: str = REPO, members: int = 0) -> dict:
@@ -184,11 +210,9 @@ def fanout_run(name: str, args, repo: str = REPO, members: int = 0) -> dict:
     first when > 0) or ``chatd_relay`` (relay mode), *args.online* connections."""
     protocol = "relay" if name == "chatd_relay" else "chatd.v1"
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
-        db = os.path.join(workdir, "bench.sqlite3")
+        db = populated(workdir, BENCH_ROOM, members) if members else None
+        db = db or os.path.join(workdir, "bench.sqlite3")
         extra = ["--db", db] if protocol == "chatd.v1" else []
-        if members:
-            cmd = [sys.executable, __file__, "populate", db, "--members", str(members)]
-            subprocess.run(cmd, check=True, timeout=300, cwd=workdir)
         tokens = os.path.join(workdir, "tokens.json")
         mint_tokens(tokens, [f"bench{i}" for i in range(args.online)])
         argv = [*extra, "--jwt-secret", SECRET, *UNLIMITED]
@@ -252,13 +276,19 @@ def fanout_targets(rows: list[dict]) -> list[str]:
 
 
 def sends_target(row: dict) -> str | None:
-    """The issue's durable-send target evaluated on *row*."""
+    """The issue's durable-send (or read-marker) target evaluated on *row*."""
     if "error" in row or row.get("acks_per_s") is None:
         return None
+    where = f"({row['store']}, synchronous {row['synchronous']})"
+    if row["bench"] == "reads":
+        ok = row["markers_per_s"] >= 20000
+        return (
+            f"read markers {where}: {row['markers_per_s']}/s persisted, p99 "
+            f"{row['read_p99_ms']} ms (target >= 20000/s: {'met' if ok else 'NOT met'})"
+        )
     ok = row["acks_per_s"] >= 20000 and (row.get("ack_p99_ms") or 1e9) <= 20
     return (
-        f"durable sends ({row['store']}, synchronous {row['synchronous']}): "
-        f"{row['acks_per_s']} acked/s, ack p99 {row['ack_p99_ms']} ms "
+        f"durable sends {where}: {row['acks_per_s']} acked/s, ack p99 {row['ack_p99_ms']} ms "
         f"(target >= 20000/s with p99 <= 20 ms: {'met' if ok else 'NOT met'})"
     )
 
@@ -274,6 +304,13 @@ def main(argv=None) -> int:
     s.add_argument("--payload", type=int, default=80, help="text bytes per message")
     s.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     s.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    r = sub.add_parser("reads", help="read markers: persisted markers/s and latency")
+    r.add_argument("--N", type=int, default=100, help="connections (members of one room)")
+    r.add_argument("--messages", type=int, default=20000, help="messages in the room to read")
+    r.add_argument("--window", type=int, default=8, help="reads in flight per connection")
+    r.add_argument("--rate", type=int, default=0, help="reads/s offered (0: closed loop)")
+    r.add_argument("--store", choices=("sqlite",), default="sqlite")
+    r.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     f = sub.add_parser("fanout", help="durable room fan-out vs the relay")
     f.add_argument("--members", type=int, default=1000, help="durable members of the room")
     f.add_argument("--online", type=int, default=100, help="members connected (and relay conns)")
@@ -285,13 +322,14 @@ def main(argv=None) -> int:
     pop.add_argument("db")
     pop.add_argument("--members", type=int, default=1000)
     pop.add_argument("--room", default=BENCH_ROOM)
-    for q in (s, f):
+    pop.add_argument("--messages", type=int, default=0)
+    for q in (s, r, f):
         q.add_argument("--duration", type=float, default=10.0, help="measured seconds")
         q.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before")
         q.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
     if args.bench == "populate":
-        populate(args.db, args.room, args.members)
+        populate(args.db, args.room, args.members, args.messages)
         return 0
     if not shutil.which("node"):
         print("bench/messenger_bench.py needs node (bench/loadgen.js)", file=sys.stderr)
@@ -300,7 +338,9 @@ def main(argv=None) -> int:
         rows = bench_fanout(args)
         targets = fanout_targets(rows)
     else:
-        rows = [bench_sends(args)]
+        if args.bench == "reads":
+            args.rooms, args.payload = 1, 0
+        rows = [bench_sends(args, "read" if args.bench == "reads" else "send")]
         targets = [t for t in [sends_target(rows[0])] if t]
     for row in rows:
         print(json.dumps(row, sort_keys=True), flush=True)
