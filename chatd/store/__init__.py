@@ -246,7 +246,9 @@ class IConversationStore(Interface):
     * ``message``: stores ``data["mentions"]`` for :meth:`conversations`' mention
       counts; moves the sender's read marker to the new seq (sending marks the
       conversation read); for a DM channel creates both users' member rows on the
-      first message (role "member", read marker 0 for the recipient);
+      first message (role "member", read marker 0 for the recipient; on a DM
+      channel of chatd 0.1 that already had messages but no rows, both markers
+      start just before that message: its older history counts as read);
     * ``event``: applies it to the member row / room row (see ``EVENTS``);
     * ``recalled``, ``edited``, ``reaction``: change the target message (see
       ``ITEM_KINDS``); the ``reaction`` item's ``data["on"]`` is the store's.
@@ -254,6 +256,9 @@ class IConversationStore(Interface):
     Reads of history (``replay``, ``history``) return items of every kind, with
     the target messages in their current state (latest text, ``edited_ts``,
     ``recalled``).
+
+    The rules of what each item does to the rows are pure functions in
+    :mod:`chatd.store.items`, shared by the stores.
     """
 
     def add_user(user, name, ts):

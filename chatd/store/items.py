@@ -157,9 +157,11 @@ def mentions_of(item: Message) -> list[str]:
     return list(dict.fromkeys(m for m in mentions if isinstance(m, str)))
 
 
-def dm_member(channel: str, user: str, peer: str) -> Member:
-    """The member row a DM's first message creates for *user*."""
-    return Member(channel, user, "member", "member", peer, 0, False, 0)
+def dm_member(channel: str, user: str, peer: str, read_seq: int = 0) -> Member:
+    """The member row a DM's message creates for *user* when the user has none: the
+    marker just before that message (0 on a new DM; on a DM of chatd 0.1, whose
+    messages had no member rows, its earlier history counts as read)."""
+    return Member(channel, user, "member", "member", peer, read_seq, False, 0)
 
 
 def read_ord_bound(seq: int, oldest_seq: int, oldest_ord: int) -> int:

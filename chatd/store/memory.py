@@ -152,7 +152,8 @@ class MemoryStore:
                 a, b = users
                 for user, peer in ((a, b), (b, a)):
                     if self._row(item.channel, user) is None:
-                        self._write_row(items.dm_member(item.channel, user, peer), 0)
+                        row = items.dm_member(item.channel, user, peer, item.seq - 1)
+                        self._write_row(row, ch.count - 1)
             self._move_marker(item.sender, item.channel, item.seq)
         elif item.kind == "event":
             user = items.event_user(item)

@@ -15,19 +15,61 @@ Schema and versions
     ``tests/fixtures/chatd-<version>.sqlite3`` are files written by earlier
     releases; a test opens each with today's code.
 
-    ``messages(channel, seq, ...)``
-        the history, clustered by ``(channel, seq)``.
-    ``channels(channel, last_seq)``
-        the newest seq ever committed per channel: seqs continue after a
-        restart and are never reused, even when pruning removed every row.
+    Version 2 (chatd 0.2, conversations) was reached from version 1 IN PLACE
+    (:func:`_migrate_1_to_2`, one transaction): it only adds columns and empty
+    tables. A column added to an existing table is NULL in every old row, and
+    NULL means what chatd 0.1 stored, so no row is rewritten and the step costs
+    the same whatever the size of the history.
+
+    ``messages(channel, seq, sender, name, text, ts, client_id, kind, data, ord)``
+        every timeline item, clustered by ``(channel, seq)``. ``kind`` is NULL for
+        a ``message`` (every 0.1 row), else one of ``ITEM_KINDS``; ``data`` is the
+        item's JSON object or NULL. ``ord`` is the channel's message count up to
+        and including the item (see :mod:`chatd.store.items`), NULL when it equals
+        ``seq`` (every 0.1 row: all items were messages; and every message of a
+        channel that never had another kind). An edit or recall UPDATEs the
+        target row in place (its latest text, ``data.edited_ts``,
+        ``data.recalled``), so reads return the current state with no join.
+    ``channels(channel, last_seq, msg_count, last_msg, last_ts)``
+        per channel: the newest seq ever committed (seqs continue after a
+        restart and are never reused, even when pruning removed every row), the
+        number of messages ever appended, the newest message's seq, the newest
+        item's ts. NULL in a 0.1 row: ``last_seq``, ``last_seq``, 0.
+        ``unread = msg_count - members.read_ord``: the send path writes nothing
+        per recipient.
     ``client_ids(sender, client_id, channel, seq, ts)``
         the exactly-once records, unique on ``(sender, client_id)`` across
-        channels. They have their own retention and outlive the message: a
-        client that resends its outbox after the message was pruned from
-        history still gets the original seq and ts back
+        channels, for items of every kind. They have their own retention and
+        outlive the item: a client that resends its outbox after the message was
+        pruned from history still gets the original seq and ts back
         (:func:`find_client_id` then gives the original channel, seq, sender,
         ts and client_id, with empty ``name`` and ``text``) and nothing is
         stored twice.
+    ``rooms(room, kind, title, topic, avatar, created_by, created_ts)``
+        rooms that were ``created`` (or updated): a room without a row is a 0.1
+        room, public with no owner.
+    ``members(channel, user, role, state, peer, read_seq, read_ord, muted, since_seq)``
+        one row per user and conversation (rooms and DM channels), primary key
+        ``(channel, user)`` (member pages and counts read one channel's range);
+        index ``members_user(user, state)`` for a user's conversation list.
+        ``read_ord`` is the message ordinal at ``read_seq``, set when the marker
+        moves (``mark_read``, the user's own message, a join).
+    ``users(user, name, ts)``
+        the known users (:meth:`IConversationStore.add_user`).
+    ``mentions(channel, user, seq, sender)``
+        who each message mentions (``user`` may be ``@all``); primary key
+        ``(channel, user, seq)`` so a conversation's mention count is one range
+        count above the marker. A recall deletes its message's rows.
+    ``reactions(channel, target, emoji, user)``
+        the reactions on now, one row each (a toggle inserts or deletes it).
+    ``edits(channel, target, seq)``
+        which items are edits of which message (a recall blanks their text).
+    ``cursors(user, cursor, snapshot, ts)``
+        sync snapshots, unique on ``(user, cursor)``; a save keeps the user's
+        newest 16 and pruning deletes those older than 30 days (index on ``ts``).
+
+    Pruning deletes a channel's oldest items (of every kind) with their mentions,
+    edits and the reactions on them; members, rooms, users are never pruned.
 """
 
 from __future__ import annotations
@@ -93,10 +135,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     column of an old row is NULL, which means what chatd 0.1 stored (see the module
     docstring), so the step costs one scan of ``messages`` (the partial index)
     whatever the size of the history."""
-    for column in ("kind TEXT", "data TEXT", "ord INTEGER", "target INTEGER"):
+    for column in ("kind TEXT", "data TEXT", "ord INTEGER"):
         conn.execute(f"ALTER TABLE messages ADD COLUMN {column}")
     conn.execute(
-        "CREATE INDEX messages_target ON messages (channel, target) WHERE target IS NOT NULL"
+        """CREATE TABLE edits (
+            channel TEXT    NOT NULL,
+            target  INTEGER NOT NULL,
+            seq     INTEGER NOT NULL,
+            PRIMARY KEY (channel, target, seq)
+        ) WITHOUT ROWID"""
     )
     for column in ("msg_count INTEGER", "last_msg INTEGER", "last_ts INTEGER"):
         conn.execute(f"ALTER TABLE channels ADD COLUMN {column}")
@@ -260,12 +307,12 @@ def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Mes
     return _message((channel, seq, sender, name or "", text or "", ts, client_id, kind, data))
 
 
-def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, target=None) -> None:
+def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
     """Insert the item *m* with its message ordinal (and its exactly-once record when
     it has a client_id). A message stores NULL kind, and NULL ord when it equals the
     seq (what a chatd 0.1 row means)."""
     conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}, ord, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             m.channel,
             m.seq,
@@ -277,7 +324,6 @@ def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, target=None)
             None if m.kind == "message" else m.kind,
             _json(m.data),
             None if ord_ == m.seq else ord_,
-            target,
         ),
     )
     if m.client_id is not None:
@@ -366,6 +412,7 @@ def delete_messages(conn: sqlite3.Connection, channel: str, upto: int) -> int:
     reactions on them); returns how many items."""
     conn.execute("DELETE FROM mentions WHERE channel = ? AND seq <= ?", (channel, upto))
     conn.execute("DELETE FROM reactions WHERE channel = ? AND target <= ?", (channel, upto))
+    conn.execute("DELETE FROM edits WHERE channel = ? AND target <= ?", (channel, upto))
     return conn.execute(
         "DELETE FROM messages WHERE channel = ? AND seq <= ?", (channel, upto)
     ).rowcount
@@ -410,11 +457,19 @@ def update_item(conn: sqlite3.Connection, channel: str, seq: int, text: str, dat
     )
 
 
+def add_edit(conn: sqlite3.Connection, channel: str, target: int, seq: int) -> None:
+    """Record that item *seq* is an edit of message *target*."""
+    conn.execute(
+        "INSERT INTO edits (channel, target, seq) VALUES (?, ?, ?)", (channel, target, seq)
+    )
+
+
 def blank_edits(conn: sqlite3.Connection, channel: str, target: int) -> None:
     """Remove the text of the ``edited`` items of message *target*."""
     conn.execute(
-        "UPDATE messages SET text = '' WHERE channel = ? AND target = ? AND kind = 'edited'",
-        (channel, target),
+        "UPDATE messages SET text = '' WHERE channel = ? AND seq IN "
+        "(SELECT seq FROM edits WHERE channel = ? AND target = ?)",
+        (channel, channel, target),
     )
 
 
@@ -463,11 +518,21 @@ def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
     )
 
 
-def add_member_if_missing(conn: sqlite3.Connection, m: Member) -> None:
-    """Insert the member row *m* (marker ordinal 0) unless the user has a row."""
+def add_member_if_missing(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
+    """Insert the member row *m* (its marker's ordinal *read_ord*) unless the user has a row."""
     conn.execute(
-        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-        (m.channel, m.user, m.role, m.state, m.peer, m.read_seq, int(m.muted), m.since_seq),
+        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.channel,
+            m.user,
+            m.role,
+            m.state,
+            m.peer,
+            m.read_seq,
+            int(m.muted),
+            m.since_seq,
+            read_ord,
+        ),
     )
 
 

@@ -1,7 +1,7 @@
 """The embedded, durable history store: one SQLite file, one writer thread.
 
-:class:`SQLiteStore` is the :class:`~chatd.store.IHistoryStore` that chatd
-runs on by default. It is made of three parts, each with its own design notes:
+:class:`SQLiteStore` is the :class:`~chatd.store.IHistoryStore` and
+:class:`~chatd.store.IConversationStore` that chatd runs on by default. It is made of three parts, each with its own design notes:
 
 :mod:`chatd.store.writer`
     the single writer thread that owns the connection, its job queue, group
@@ -19,9 +19,11 @@ counters and when pruning runs. All SQL runs in the writer thread; the
 reactor thread only submits jobs and gets Deferreds back.
 
 Appends and failed commits
-    The consecutive appends of one drain are committed in one ``BEGIN
-    IMMEDIATE`` ... ``COMMIT``; ``commits``, ``appended`` and ``batch_sizes``
-    count what happened. Each append runs in its own savepoint: a row SQLite cannot take
+    The consecutive writes of one drain (appends of every item kind with their
+    side effects, ``mark_read``, ``add_user``, ``set_muted``, ``save_cursor``) are
+    committed in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, in submission order; ``commits``, ``appended`` and ``batch_sizes``
+    count what happened (``batch_sizes`` counts the appends of each batch). Each
+    append (and each cursor save) runs in its own savepoint: a row SQLite cannot take
     (a lone surrogate, a wrong type) fails that append alone, not the other
     senders' messages of the batch.
 
@@ -46,13 +48,14 @@ Durability: ``synchronous``
     accept losing the last moments on a power cut can pass ``NORMAL``.
 
 Reads
-    ``replay`` and ``history`` are the writer's read jobs: cancellable, and
+    ``replay``, ``history`` and the conversation reads are the writer's read jobs: cancellable, and
     handed back one by one (``reads``/``cancelled_reads`` count them).
     Callers bound the size of each read (chatd.replay reads join replays in
     pages of at most ``replay.PAGE_MESSAGES`` messages).
 
 Seq cache
-    The newest seq of recently used channels is cached in an LRU of at most
+    The counters (newest seq, message count, newest message, newest ts) of recently
+    used channels are cached in an LRU of at most
     ``seq_cache_max`` channels (default 10,000, ~200 bytes each); a miss reads
     the ``channels`` table. A lookup of a channel that has no message adds
     nothing, so lookups of random channels (``dm_history`` with random users,
@@ -95,6 +98,9 @@ from chatd.store.writer import Requeue, WriterThread
 
 #: jobs that only read: cancellable, and delivered as soon as they have run
 _READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
+
+#: batched jobs that write at most one statement: no savepoint of their own
+_ONE_STATEMENT = frozenset(("mark_read", "add_user", "set_muted"))
 
 #: the counters of a channel that never had an item
 _NO_ITEMS = (0, 0, 0, 0)
@@ -465,16 +471,20 @@ class SQLiteStore:
             last_msg = seq
         message = Message(channel, seq, sender, name, text, ts, client_id, kind, data)
         after = (seq, count, last_msg, ts)
+        if kind == "message":  # the hot path: no target
+            sql.insert_message(conn, message, count)
+            self._apply_message(message, after)
+            self._cache_counters(channel, after)
+            touched[channel] = after
+            return Appended(message, False)
         target = items.target_of(message)
         if kind == "reaction":
             emoji = (data or {}).get("emoji")
             if target is not None and isinstance(emoji, str):
                 on = sql.toggle_reaction(conn, channel, target, emoji, sender)
                 message = replace(message, data=items.reaction_data(data, on))
-        sql.insert_message(conn, message, count, target)
-        if kind == "message":
-            self._apply_message(message, after)
-        elif kind == "event":
+        sql.insert_message(conn, message, count)
+        if kind == "event":
             self._apply_event(message, after)
         elif kind == "recalled":
             self._apply_recall(message, target)
@@ -483,20 +493,23 @@ class SQLiteStore:
             if found is not None and found.kind == "message" and not items.is_recalled(found):
                 data = items.edited_data(found.data, ts)
                 sql.update_item(conn, channel, target, message.text, data)
+                sql.add_edit(conn, channel, target, seq)
         self._cache_counters(channel, after)
         touched[channel] = after
         return Appended(message, False)
 
     def _apply_message(self, m, after):
         conn = self._conn
-        mentioned = items.mentions_of(m)
-        if mentioned:
-            sql.add_mentions(conn, m, mentioned)
+        if m.data:
+            mentioned = items.mentions_of(m)
+            if mentioned:
+                sql.add_mentions(conn, m, mentioned)
         users = dm_users(m.channel)
         if users is not None:
             a, b = users
-            sql.add_member_if_missing(conn, items.dm_member(m.channel, a, b))
-            sql.add_member_if_missing(conn, items.dm_member(m.channel, b, a))
+            for user, peer in ((a, b), (b, a)):
+                row = items.dm_member(m.channel, user, peer, m.seq - 1)
+                sql.add_member_if_missing(conn, row, after[1] - 1)
         sql.move_marker(conn, m.channel, m.sender, m.seq, after[1])
 
     def _apply_event(self, e, after):
@@ -535,7 +548,7 @@ class SQLiteStore:
             return None
         row = found[0]
         counters = self._counters_of(channel, touched)
-        seq = min(int(seq), counters[0])
+        seq = min(seq, counters[0])
         if seq <= row.read_seq:
             return row.read_seq
         sql.move_marker(self._conn, channel, user, seq, self._ord_at(channel, seq, counters))
@@ -569,12 +582,16 @@ class SQLiteStore:
                 appends += kind == "append"
                 # each job in its own savepoint: one row SQLite cannot take
                 # fails that job only, not the others of the batch
-                conn.execute("SAVEPOINT job")
+                # (jobs that write one statement need none: it is atomic)
+                savepoint = kind not in _ONE_STATEMENT
+                if savepoint:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = self._batched[kind](self, args, touched)
                 except sql.ROW_ERRORS as e:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
+                    if savepoint:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
                     # _append_one updates the counter caches only after its writes,
                     # so they still hold the batch's committed-to-be counters
                     self.log.warn(
@@ -582,7 +599,8 @@ class SQLiteStore:
                     )
                     out.append((False, StoreUnavailable(f"this {kind} cannot be stored: {e}")))
                     continue
-                conn.execute("RELEASE job")
+                if savepoint:
+                    conn.execute("RELEASE job")
                 out.append((True, result))
             if touched:
                 sql.save_counters(conn, [(ch, *c) for ch, c in touched.items()])

@@ -110,6 +110,56 @@ def test_group_commit_batches_appends(db):
 
 
 @pytest_twisted.inlineCallbacks
+def test_read_markers_are_group_committed_with_appends(db):
+    """mark_read calls queued with appends share their transactions (no commit of
+    their own) and keep their order; the markers survive a reopen."""
+    s = yield _open(db, busy_timeout_ms=10_000)
+    try:
+        users = [f"u{i}" for i in range(50)]
+        yield defer.gatherResults(
+            [
+                s.append("r", u, u, None, "", 1, "event", {"event": "joined", "user": u})
+                for u in users
+            ]
+        )
+        commits = s.commits
+        locker = _Locker(db)  # the next transaction waits: everything queues behind it
+        _reactor().callLater(0.3, locker.release)
+        ds = []
+        for i in range(100):
+            ds.append(s.append("r", "w", "W", None, f"m{i}", 10 + i))
+            ds.append(s.mark_read(users[i % 50], "r", 51 + i))
+        results = yield defer.gatherResults(ds)
+        assert results[1::2] == [51 + i for i in range(100)]
+        assert 1 <= s.commits - commits <= 2
+    finally:
+        yield s.stop()
+    s = yield _open(db)
+    try:
+        for i, u in enumerate(users):
+            (c,) = yield s.summaries(u, ["r"])
+            assert (c.read_seq, c.unread) == (51 + 50 + i, 100 - (50 + i + 1)), u
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pruning_drops_cursors_older_than_30_days(db):
+    """prune(now) deletes sync cursors older than the retention's cursor_days."""
+    day = 86_400_000
+    s = yield _open(db)
+    try:
+        yield s.save_cursor("ann", "old", b"o", 1 * day)
+        yield s.save_cursor("bob", "new", b"n", 20 * day)
+        yield s.prune(now=40 * day / 1000)
+        assert (yield s.load_cursor("ann", "old")) is None
+        assert (yield s.load_cursor("bob", "new")) == b"n"
+        assert s.pruned_cursors == 1
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
 def test_batch_max_bounds_a_transaction(db):
     """No transaction holds more than batch_max appends."""
     s = yield _open(db, batch_max=25, busy_timeout_ms=10_000)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from chatd.store import Message, SchemaTooNew, StoreUnavailable
+from chatd.store import Message, SchemaTooNew, StoreUnavailable, dm_channel
 from chatd.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -102,3 +102,110 @@ def test_a_file_of_a_newer_chatd_is_refused_and_left_alone(fixture, tmp_path):
         yield s.append("lobby", "u", "U", None, "t", 1)
     yield s.stop()
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("fixture", RELEASES, ids=lambda p: p.stem)
+@pytest_twisted.inlineCallbacks
+def test_conversations_work_on_a_migrated_release_file_and_survive_a_reopen(fixture, tmp_path):
+    """On a migrated file of a release: membership events, read markers with unread
+    counts over the old messages, a DM's member rows created by a new message on an
+    old DM channel, edit, recall and a reaction of an OLD message, a cursor; all of
+    it is still there after closing and reopening, and the old messages are intact."""
+    db, expected = _copy(fixture, tmp_path)
+    room = "lobby"
+    old = expected["channels"][room]
+    last = old["last_seq"]
+    target = old["messages"][-1]["seq"]  # an old message, stored by the release
+    dm = dm_channel("alice", "bob")
+    dm_last = expected["channels"][dm]["last_seq"]
+    s = SQLiteStore(str(db), prune_interval=None)
+    yield s.start()
+    try:
+        assert (yield s.room(room)) is None  # a 0.1 room: public, no owner
+        j = yield s.append(
+            room,
+            "dave",
+            "Dave",
+            "j1",
+            "",
+            10,
+            "event",
+            {"event": "joined", "user": "dave", "by": "dave"},
+        )
+        assert j.message.seq == last + 1
+        yield s.append(
+            room,
+            "erin",
+            "Erin",
+            None,
+            "",
+            11,
+            "event",
+            {"event": "joined", "user": "erin", "by": "erin"},
+        )
+        yield s.append(
+            room, "erin", "Erin", None, "hi @dave", 12, "message", {"mentions": ["dave"]}
+        )
+        yield s.append(room, "erin", "Erin", None, "edited", 13, "edited", {"target": target})
+        yield s.append(
+            room, "dave", "Dave", None, "", 14, "reaction", {"target": target, "emoji": "👍"}
+        )
+        r = yield s.append(
+            room, "erin", "Erin", None, "", 15, "recalled", {"target": target, "by": "erin"}
+        )
+        (conv,) = yield s.summaries("dave", [room])
+        assert (conv.read_seq, conv.unread, conv.mentions, conv.last_seq) == (
+            last + 1,
+            1,
+            1,
+            r.message.seq,
+        )
+        assert (yield s.mark_read("dave", room, last + 3)) == last + 3
+        # an old DM channel: its next message creates both member rows, their
+        # markers just before it
+        d = yield s.append(dm, "bob", "Bob", "dm-new", "after the upgrade", 16)
+        assert d.message.seq == dm_last + 1
+        (dm_conv,) = yield s.summaries("alice", [dm])
+        assert (dm_conv.kind, dm_conv.peer, dm_conv.unread, dm_conv.peer_read) == (
+            "dm",
+            "bob",
+            1,
+            dm_last + 1,
+        )
+        assert dm_conv.read_seq == dm_last  # the DM's 0.1 history counts as read
+        yield s.mark_read("alice", dm, dm_last + 1)
+        yield s.save_cursor("dave", "cur", b"snapshot", 17)
+    finally:
+        yield s.stop()
+    s = SQLiteStore(str(db), prune_interval=None)
+    yield s.start()
+    try:
+        for channel, want in expected["channels"].items():
+            messages = [Message(**m) for m in want["messages"]]
+            page = yield s.history(channel, want["last_seq"] + 1, 10_000)
+            if channel == room:
+                recalled = messages[-1]
+                assert page.messages[:-1] == messages[:-1]
+                got = page.messages[-1]
+                assert (got.seq, got.text, got.data["recalled"]) == (
+                    recalled.seq,
+                    "",
+                    {"by": "erin", "ts": 15},
+                )
+            else:
+                assert page.messages == messages, channel
+        (conv,) = yield s.summaries("dave", [room])
+        assert (conv.read_seq, conv.unread, conv.mentions) == (last + 3, 0, 0)
+        assert (yield s.member(room, "dave")).state == "member"
+        assert (yield s.member_count(room)) == 2
+        assert (yield s.reactions(room, [target])) == {target: {"👍": ["dave"]}}
+        edits = yield s.replay(room, last + 3, 10)
+        assert edits.messages[0].kind == "edited" and edits.messages[0].text == ""
+        (dm_conv,) = yield s.summaries("alice", [dm])
+        assert (dm_conv.read_seq, dm_conv.unread) == (dm_last + 1, 0)
+        assert (yield s.load_cursor("dave", "cur")) == b"snapshot"
+        assert (yield s.has_user("alice")) and not (yield s.has_user("zed"))
+        names = [c.channel for c in (yield s.conversations("dave"))]
+        assert names == [room]
+    finally:
+        yield s.stop()

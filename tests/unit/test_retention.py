@@ -125,3 +125,18 @@ def test_client_ids_kept_without_dedupe_days():
     old = [(1, 0), (2, 0)]
     assert Retention(dedupe_days=None).client_ids_upto(NOW, old) is None
     assert Retention(dedupe_days=0).client_ids_upto(NOW, old) is None
+
+
+def test_cursors_beyond_the_newest_16_or_older_than_30_days_are_dropped():
+    """A user's cursors (oldest first) keep the newest cursor_max and none older than
+    cursor_days; the cutoff itself is kept."""
+    rules = Retention()
+    now = 100 * DAY_MS / 1000
+    fresh = [(f"c{i}", 99 * DAY_MS + i) for i in range(18)]
+    assert rules.cursors_to_drop(now, fresh) == ["c0", "c1"]
+    cutoff = rules.cursor_cutoff(now)
+    assert cutoff == 70 * DAY_MS
+    aged = [("old", cutoff - 1), ("edge", cutoff), ("new", cutoff + 5)]
+    assert rules.cursors_to_drop(now, aged) == ["old"]
+    assert rules.cursors_to_drop(now, []) == []
+    assert Retention(cursor_max=1).cursors_to_drop(now, aged) == ["old", "edge"]

@@ -73,7 +73,7 @@ class _Backend:
         self.finished = True
 
 
-def _writer(backend, hands, batch_max=100):
+def _writer(backend, hands, batch_max=100, batched="append"):
     w = WriterThread(
         name="test store",
         thread_name="test-writer",
@@ -84,7 +84,7 @@ def _writer(backend, hands, batch_max=100):
         closed_result=backend.closed_result,
         error=backend.error,
         finish=backend.finish,
-        batched="append",
+        batched=batched,
         reads=frozenset({"read"}),
     )
     backend.writer = w
@@ -127,6 +127,37 @@ def test_consecutive_appends_share_a_commit_and_a_read_splits_them():
     ]
     assert (w.reads, w.cancelled_reads) == (1, 0)
     assert b.finished
+
+
+def test_a_set_of_batched_kinds_share_commits_in_order_with_their_kinds():
+    """With batched={append, mark}, consecutive jobs of both kinds share one commit,
+    which gets (kind, args) pairs in submission order; a read still splits them."""
+    hands, b = _Hands(), _Backend()
+    b.commit = lambda batch: b.log.append(("commit", *batch)) or [(True, a[0]) for _, a in batch]
+    w = _writer(b, hands, batched=frozenset({"append", "mark"}))
+    order = []
+    ds = [
+        w.submit("open", ()),
+        w.submit("append", ("a1",)),
+        w.submit("mark", ("m1",)),
+        w.submit("read", ("r",)),
+        w.submit("mark", ("m2",)),
+        w.submit("append", ("a3",)),
+        w.submit("close", ()),
+    ]
+    for i, d in enumerate(ds):
+        d.addCallback(lambda v, i=i: order.append((i, v)))
+    w.start()
+    hands.run_until(lambda: len(order) == len(ds))
+    w.join()
+    assert b.log == [
+        ("open",),
+        ("commit", ("append", ("a1",)), ("mark", ("m1",))),
+        ("read", "r"),
+        ("commit", ("mark", ("m2",)), ("append", ("a3",))),
+        ("close",),
+    ]
+    assert [v for _, v in order] == ["open done", "a1", "m1", "read done", "m2", "a3", "close done"]
 
 
 def test_batch_max_bounds_a_drain():
