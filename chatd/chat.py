@@ -188,8 +188,8 @@ class Chat:
             return session
         claim = self.directory.connected(session, anonymous.epoch if anonymous else None)
         if claim is None:
-            self._admit(session)
             self._welcome(session)
+            self._admit(session)
             return session
         self._welcome(session)
         session.held = []
@@ -218,12 +218,15 @@ class Chat:
         )
 
     def _admit(self, session) -> None:
-        """Register a chatd.v1 session: from now on it receives its user's DMs."""
+        """Register a chatd.v1 session: from now on it receives its user's DMs (and a
+        token user's connection is subscribed to the user's rooms)."""
         session.state = LIVE
         self.hub.connect(session)
         self._emit("connect", session=session)
         if len(self.hub.connections.get(session.user, ())) == 1:
             self._emit("online", user=session.user, mode=V1)
+        if session.identity is not None:
+            self.membership.admitted(session)
 
     def _unhold(self, session):
         """End *session*'s wait for its name claim; returns the frames it held (None:
@@ -346,6 +349,15 @@ class Chat:
                     "too many frames: this one was dropped, slow down and resend it", request.id
                 )
             request.received = self.clock.seconds()
+            if self.membership.waits(session, request):
+                return  # about a room this connection is being checked into: run after
+            self._handlers[request.type](session, request, request.fields)
+        except errors.ChatError as e:
+            self.send_error(session, e)
+
+    def dispatch(self, session, request) -> None:
+        """Run a parsed *request* of *session* that had to wait; refusals as ``error``."""
+        try:
             self._handlers[request.type](session, request, request.fields)
         except errors.ChatError as e:
             self.send_error(session, e)
@@ -378,6 +390,10 @@ class Chat:
             session.close(error.close_code, error.code)
 
     def _store_failed(self, failure, what, session=None, ref=None):
+        if session is not None and failure.check(errors.ChatError):
+            if self._live(session):  # a refusal found after a store read
+                self.send_error(session, failure.value)
+            return None
         self.log.failure("history store failed ({what})", failure, what=what)
         if session is not None:
             reason = "the message could not be stored; resend it with the same id"
@@ -435,13 +451,20 @@ class Chat:
         """
         room = message.channel
         exclude = self.sessions.get(origin) if origin else None
+        if message.kind == "event":  # fanned out, then the user's connections follow it
+            return self.membership.applied(message, exclude)
         payload = wire.item_frame(message)  # message_frame for a message, else its item's frame
-        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
-        self._buffer(room, message.seq, payload, exclude)
+        self.fan_out(room, message.seq, payload, exclude)
         if message.kind != "message":
             return
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.broadcast(self.hub.relays, message.text.encode("utf-8"), False, None)
+
+    def fan_out(self, room, seq, payload, exclude) -> None:
+        """Send a frame of *room* (its item's *seq*, None for presence) to this node's
+        live receivers of the room but *exclude*, and buffer it for its joiners."""
+        self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
+        self._buffer(room, seq, payload, exclude)
 
     def deliver_dm(self, message, to, origin) -> None:
         """Deliver a stored DM to every connection of both users but the sender's own."""
@@ -507,15 +530,20 @@ class Chat:
             raise errors.TooManyRooms(
                 f"a connection may be in at most {self.settings.max_rooms} rooms", request.id
             )
+        # pending (buffered, not announced) until the membership check lets it in
         _already, new_user = self.hub.join(session, room)
-        if new_user:
-            self.directory.joined(room, session.user, session.id)
-        self.replayer.join(session, room, since, request.id)
+        self.membership.join(session, room, since, new_user, request.id)
 
     def _on_leave(self, session, request, f) -> None:
         room = f["room"]
+        if session.identity is not None:  # ends the membership, on every device
+            return self.membership.leave(session, room, request.id)
         if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"not in room {room!r}", request.id)
+        self.unsubscribe(session, room)
+
+    def unsubscribe(self, session, room) -> None:
+        """*session* stops receiving *room*: it gets ``left {room}``; presence follows."""
         self.replayer.cancel(session, room)
         user_left = self.hub.leave(session, room)
         session.send(wire.frame("left", room=room))
@@ -539,23 +567,43 @@ class Chat:
         else:
             self.stats.messages_stored += 1
             self._note(appended.message.sender, appended.message)
-            if self.observers:
-                self._emit(kind, message=appended.message, to=args[0] if kind == "dm" else None)
+            message = appended.message
+            if self.observers and message.kind == "message":
+                to = args[0] if kind == "dm" else None
+                # a private room's message events carry no text (chatd.webhooks)
+                private = kind == "message" and self.membership.is_private(message.channel)
+                self._emit(kind, message=message, to=to, **({"private": True} if private else {}))
         return appended
 
     def post(
-        self, room, sender, name, text, client_id=None, origin=None, from_relay=False, data=None
+        self,
+        room,
+        sender,
+        name,
+        text,
+        client_id=None,
+        origin=None,
+        from_relay=False,
+        data=None,
+        kind="message",
     ):
-        """Store a room message and, once committed, fan it out everywhere.
+        """Store a room message (or another timeline item of *kind*, e.g. an
+        ``event``) and, once committed, fan it out everywhere.
 
         Fires with :class:`chatd.store.Appended` (``duplicate`` for a resent
         ``client_id``: then nothing is stored or delivered again). *data* is the
-        message's stored data (``mentions``, ``reply_to``; see :class:`chatd.store.Message`).
+        item's stored data (``mentions``, ``reply_to``; see :class:`chatd.store.Message`).
         """
         fields = (room, sender, name, client_id, text, self.now_ms())
         if data is not None:
-            fields += ("message", data)
-        d = self.messages.append("message", fields, (origin, from_relay))
+            fields += (kind, data)
+        if kind == "message" and room not in self.membership.kinds:
+            # a room this node never looked up (an HTTP API post): learn its kind
+            # first, so a private room's message is never announced with its text
+            d = self.membership.room(room)
+            d.addCallback(lambda _: self.messages.append("message", fields, (origin, from_relay)))
+        else:
+            d = self.messages.append("message", fields, (origin, from_relay))
         return d.addCallback(self._committed, "message", origin, from_relay)
 
     def post_dm(self, sender, name, to, text, client_id=None, origin=None, data=None):
@@ -613,18 +661,27 @@ class Chat:
         d.addErrback(self._store_failed, "send", session, request.id)
 
     def _on_dm(self, session, request, f) -> None:
-        online = self.directory.is_online(f["to"])
-        online.addCallback(self._dm, session, request, f)
+        to = f["to"]
+        online = self.directory.is_online(to)
+        offline_ok = self._offline_dm(session, to)
+        if offline_ok:  # a token user's DM to a known user is stored for when they are back
+            online.addCallback(lambda on: on or self.store.has_user(to))
+        online.addCallback(self._dm, session, request, f, offline_ok)
         online.addErrback(self._store_failed, "dm", session, request.id)
 
-    def _dm(self, online, session, request, f) -> None:
+    def _offline_dm(self, session, to: str) -> bool:
+        """May *session* DM *to* while *to* is offline? Token users may, to token users
+        (anonymous senders and recipients keep the online-only rule)."""
+        p = self.anonymous_prefix
+        return session.identity is not None and not (p and to.startswith(p))
+
+    def _dm(self, reachable, session, request, f, offline_ok=False) -> None:
         if not self._live(session):
             return  # closed (or closing) while the cluster was asked: nothing it sent counts
         to = f["to"]
-        if not online:
-            return self.send_error(
-                session, errors.NoSuchUser(f"no user {to!r} is online", request.id)
-            )
+        if not reachable:
+            why = f"no user {to!r}" if offline_ok else f"no user {to!r} is online"
+            return self.send_error(session, errors.NoSuchUser(why, request.id))
         if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
 
             def post(data):
@@ -651,7 +708,9 @@ class Chat:
         token_user = session.identity is not None
 
         def read():
-            d = self.store.history(room, f["before"], limit)
+            # a private room's history is its members' only
+            d = self.membership.readable(session, room, request.id)
+            d.addCallback(lambda _: self.store.history(room, f["before"], limit))
             return d.addCallback(
                 lambda page: self.inbox.decorate(room, page.messages, session.user).addCallback(
                     lambda parts: (parts, page.more)

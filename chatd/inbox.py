@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 
-from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
+from twisted.internet.defer import DeferredLock, gatherResults, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from chatd import conversations as conv
@@ -85,15 +85,16 @@ class Inbox:
         return _Where(dm_channel(session.user, f["with"]), None, f["with"])
 
     @inlineCallbacks
-    def _membership(self, session, where: _Where, ref):
-        """Fill in *where*'s member row, role and room kind; the user must be a member
-        (else ``no_such_room``: nothing is said about a conversation one is not in)."""
+    def _membership(self, session, where: _Where, ref, kind=True):
+        """Fill in *where*'s member row, role and (with *kind*) room kind; the user must
+        be a member (else ``no_such_room``: nothing is said about a conversation one is
+        not in)."""
         store = self.chat.store
         member = yield store.member(where.channel, session.user)
         if not _is_member(member):
             raise errors.NoSuchRoom("you have no such conversation", ref)
         where.member, where.role = member, member.role
-        if where.room is not None:
+        if kind and where.room is not None:
             room = yield store.room(where.room)
             where.kind = "public" if room is None else room.kind
         return where
@@ -152,6 +153,8 @@ class Inbox:
         """Commit one timeline item of *kind* (exactly-once by the request's id), then
         ``ack`` it; the message log publishes it to every node in seq order."""
         chat = self.chat
+        if not chat._live(session):
+            return None  # closed while its checks were read: nothing it sent takes effect
         fields = (where.channel, session.user, session.name, request.id, text, chat.now_ms())
         fields += (kind, data)
         if where.room is None:
@@ -203,6 +206,8 @@ class Inbox:
         if reply_to is not None:
             conv.check_reply((yield self._target(where, reply_to)), ref)
         data = conv.message_data(mentions, reply_to)
+        if not self.chat._live(session):
+            return
         yield self._posted(post(data), session, request, f, room, to)
 
     def _posted(self, d, session, request, f, room, to):
@@ -276,9 +281,11 @@ class Inbox:
     @inlineCallbacks
     def _mark(self, session, request, f, where):
         chat, store, user = self.chat, self.chat.store, session.user
-        yield self._membership(session, where, request.id)
+        yield self._membership(session, where, request.id, kind=False)
         before = where.member.read_seq
         last = (yield store.replay(where.channel, None, 0)).last_seq
+        if not chat._live(session):
+            return  # closed meanwhile: nothing it sent takes effect any more
         marker = yield store.mark_read(user, where.channel, min(f["seq"], last))
         if marker is None:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
@@ -299,7 +306,8 @@ class Inbox:
             return
         if (yield store.member_count(where.channel)) <= chat.settings.receipt_members:
             receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
-            chat.broker.publish("room", where.room, receipt, None)
+            # (the reading connection has its read frame already)
+            chat.broker.publish("room", where.room, receipt, session.id)
 
     def _on_receipts(self, session, request, f) -> None:
         self._token_user(session, request)
@@ -390,10 +398,17 @@ class Inbox:
         snap = dict(plan.keep)
         out = []
         limit = chat.settings.sync_limit
-        for summary, after in plan.changed:
+        # every conversation's items asked for at once (the store batches the reads)
+        reads = [
+            store.replay(summary.channel, after or 0, limit)
+            if after is None or after < summary.last_seq
+            else succeed(None)
+            for summary, after in plan.changed
+        ]
+        replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first) if reads else []
+        for (summary, _after), r in zip(plan.changed, replays, strict=True):
             items, truncated, last = [], False, summary.last_seq
-            if after is None or after < summary.last_seq:
-                r = yield store.replay(summary.channel, after or 0, limit)
+            if r is not None:
                 items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
             snap[summary.channel] = conv.entry(summary, last)
             out.append(
@@ -444,3 +459,8 @@ class Inbox:
 CONVERSATIONS_LIMIT_DEFAULT = 50
 #: what a refused read hands to its deliver (nothing is sent)
 _REFUSED = object()
+
+
+def _first(failure):
+    """The failure of the first read that failed (not gatherResults' FirstError)."""
+    return failure.value.subFailure

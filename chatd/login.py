@@ -117,8 +117,12 @@ class WeChatLogin(Resource):
         ttl=86400.0,
         timeout=UPSTREAM_TIMEOUT,
         client_ip=_peer_ip,
+        users=None,
     ):
         super().__init__()
+        #: where the users tokens are issued to are recorded as known users (a
+        #: chatd.store.IConversationStore; None: nowhere), so DMs reach them offline
+        self.users = users
         self.verifier = verifier
         self.appid = appid
         self._secret = secret
@@ -208,6 +212,11 @@ class WeChatLogin(Resource):
             raise LoginError(502, "wechat_error", "WeChat answered without an openid")
         user = "wx:" + openid
         token = self.verifier.issue(user, name or None, ttl=self.ttl)
+        if self.users is not None:
+            try:
+                yield self.users.add_user(user, name or user, int(self.reactor.seconds() * 1000))
+            except Exception:  # the token is good all the same; the user is recorded at connect
+                self.log.failure("recording {user} failed", user=user)
         self.log.info("wechat login for {user}", user=user)
         return {"token": token, "user": user, "name": name or user, "expires_in": int(self.ttl)}
 
@@ -258,8 +267,9 @@ class WeChatLogin(Resource):
         return reply
 
 
-def login_resources(options, verifier, reactor) -> Resource | None:
-    """``/api/login`` with its ``wechat`` child, or None when WeChat login is not configured."""
+def login_resources(options, verifier, reactor, users=None) -> Resource | None:
+    """``/api/login`` with its ``wechat`` child, or None when WeChat login is not configured;
+    *users* (the conversation store) records each user a token is issued to."""
     appid = options.get("wechat-appid")
     secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
     if not appid:
@@ -281,6 +291,7 @@ def login_resources(options, verifier, reactor) -> Resource | None:
             options.get("wechat-api") or DEFAULT_API,
             options.get("token-ttl") or 86400.0,
             client_ip=client_ip,
+            users=users,
         ),
     )
     return login

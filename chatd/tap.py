@@ -200,7 +200,7 @@ def makeService(options, reactor=None):
         extra.append(MetricsListeningService(options["metrics-listen"], metrics_site, reactor))
     else:
         children[b"metrics"] = MetricsResource(registry)
-    login = login_resources(options, options["gate"].verifier, reactor)
+    login = login_resources(options, options["gate"].verifier, reactor, store)
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
     media = make_media(options, options["gate"].verifier, reactor)

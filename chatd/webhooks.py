@@ -6,7 +6,9 @@ Events (``Content-Type: application/json``, one object per request):
 * ``{"event": "offline", "user", "mode", "ts"}`` -- a user's last connection closed;
 * ``{"event": "message", "room", "seq", "from", "name", "text", "ts", "id"}`` -- a
   message was committed in one of the configured rooms (``--webhook-rooms``,
-  comma-separated; ``*`` for every room; empty: no message events).
+  comma-separated; ``*`` for every room; empty: no message events). A private
+  room's message event carries no ``text`` (and ``"private": true``): its content
+  never leaves chatd for a webhook receiver (docs/security.md).
 
 With ``--api-key`` set, every request carries ``Authorization: apikey KEY``
 so the receiver can tell it comes from chatd.
@@ -294,7 +296,11 @@ class Webhooks:
             m = fields["message"]
             if not (self.all_rooms or m.channel in self.rooms):
                 return
-            item = Event(_encode({"event": "message", **wire.message_dict(m)}), event, now)
+            body = {"event": "message", **wire.message_dict(m)}
+            if fields.get("private"):
+                del body["text"]
+                body["private"] = True
+            item = Event(_encode(body), event, now)
             item.queued = True
             self._messages.append(item)
         else:

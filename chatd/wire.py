@@ -123,6 +123,72 @@ def _mentions(value, field, ref, _max_text):
     return list(dict.fromkeys(_user(v, field, ref, _max_text) for v in value))
 
 
+#: room settings: most characters of a title, a topic, an avatar URL
+TITLE_MAX, TOPIC_MAX, AVATAR_MAX = 64, 500, 500
+#: most user ids in create's ``members``
+CREATE_MEMBERS_MAX = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOPIC_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+#: an avatar: an https:// URL or a /media/ path, printable ASCII without quotes,
+#: angle brackets or backslashes ("" clears it)
+_AVATAR = re.compile(r"(https://[\x21-\x7e]+|/media/[\x21-\x7e]+)")
+_AVATAR_BAD = re.compile(r"[\"'<>\\`]")
+
+
+def _one_of(*values):
+    def validate(value, field, ref, _max_text):
+        if value not in values or type(value) is not str:
+            raise errors.BadRequest(f"'{field}' must be one of {', '.join(values)}", ref)
+        return value
+
+    return validate
+
+
+def _setting(limit, control):
+    def validate(value, field, ref, _max_text):
+        value = _string(value, field, ref)
+        if len(value) > limit or control.search(value):
+            raise errors.BadRequest(
+                f"'{field}' must be at most {limit} characters, no control characters", ref
+            )
+        return value
+
+    return validate
+
+
+def _avatar(value, field, ref, _max_text):
+    value = _string(value, field, ref)
+    if value and (
+        len(value) > AVATAR_MAX or not _AVATAR.fullmatch(value) or _AVATAR_BAD.search(value)
+    ):
+        raise errors.BadRequest(
+            f"'avatar' must be an https:// URL or a /media/ path of at most {AVATAR_MAX} "
+            "characters",
+            ref,
+        )
+    return value
+
+
+def _users(value, field, ref, _max_text):
+    """Up to CREATE_MEMBERS_MAX user ids, deduplicated in order."""
+    if type(value) is not list or len(value) > CREATE_MEMBERS_MAX:
+        raise errors.BadRequest(
+            f"'{field}' must be a list of at most {CREATE_MEMBERS_MAX} user ids", ref
+        )
+    return list(dict.fromkeys(_user(v, field, ref, _max_text) for v in value))
+
+
+_ROLE = _one_of("owner", "admin", "member")
+_KIND = _one_of("public", "private")
+_TITLE = _setting(TITLE_MAX, _CONTROL)
+_TOPIC = _setting(TOPIC_MAX, _TOPIC_CONTROL)
+_ROOM_SETTINGS = {
+    "title": (_TITLE, False),
+    "topic": (_TOPIC, False),
+    "avatar": (_avatar, False),
+}
+_ROOM_USER = {"room": (_room, True), "user": (_user, True)}
+
 Validator = Callable[[Any, str, str | None, int], Any]
 
 #: client -> server types: field -> (validator, required)
@@ -159,6 +225,21 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
         "seq": (_seq, True),
         "emoji": (_emoji, True),
     },
+    # rooms as memberships (token users; docs/protocol.md, *Room kinds and roles*)
+    "create": {
+        "room": (_room, True),
+        "kind": (_KIND, True),
+        **_ROOM_SETTINGS,
+        "members": (_users, False),
+    },
+    "room_info": {"room": (_room, True)},
+    "update_room": {"room": (_room, True), **_ROOM_SETTINGS, "kind": (_KIND, False)},
+    "invite": _ROOM_USER,
+    "kick": _ROOM_USER,
+    "ban": _ROOM_USER,
+    "unban": _ROOM_USER,
+    "set_role": {**_ROOM_USER, "role": (_ROLE, True)},
+    "members": {"room": (_room, True), "cursor": (_user, False), "limit": (_limit, False)},
 }
 
 #: optional fields of a type that are in ``Request.fields`` only when given (so a
@@ -459,18 +540,17 @@ def conversation_dict(c) -> dict:
     return d
 
 
-def where(channel: str, me: str) -> dict:
-    """``{"room": …}`` or ``{"with": …}``: how frames to *me* name *channel*."""
-    users = dm_users(channel)
-    return {"room": channel} if users is None else {"with": _peer(users, me)}
-
-
 def ack_frame(m: Message, duplicate: bool, **where) -> bytes:
     """``ack`` for a committed ``send`` (``room=``) or ``dm`` (``to=``)."""
     frame = {"type": "ack", "id": m.client_id, "seq": m.seq, "ts": m.ts, **where}
     if duplicate:
         frame["duplicate"] = True
     return encode(frame)
+
+
+def room_info_frame(info: dict) -> bytes:
+    """``room_info {room, kind, title, topic, avatar, members, role, seq, created_by}``."""
+    return encode({"type": "room_info", **info})
 
 
 def frame(kind: str, **fields) -> bytes:

@@ -380,7 +380,10 @@ def test_token_name_that_is_not_text_falls_back_to_the_sub():
 # --------------------------------------------------------------------------
 # wrong types for every field of every message type, from chatd.wire.SCHEMAS
 
-VALID = {"room": "r", "text": "hi", "to": "bob", "with": "bob", "since": 0, "before": 1, "limit": 5}
+VALID = {
+    **{"room": "r", "text": "hi", "to": "bob", "with": "bob", "since": 0, "before": 1, "limit": 5},
+    **{"seq": 1, "muted": True, "emoji": "+1"},
+}
 WRONG = {
     # validator -> values of the wrong type (or out of range) for it
     "_room": [1, 1.5, True, [], {}, ["r"]],
@@ -388,6 +391,9 @@ WRONG = {
     "_user": [1, 1.5, True, [], {}, ["bob"]],
     "_seq": ["1", 1.5, True, [], {}, -1, 2**53 + 1],
     "_limit": ["5", 5.5, True, [], {}, 0, 201],
+    "_cursor": [1, 1.5, True, [], {}, "x" * 65, "é"],
+    "_bool": [1, 0, "true", [], {}],
+    "_emoji": [1, 1.5, True, [], {}, "", "x" * 17],
 }
 SCHEMA_ROWS = [
     pytest.param(kind, field, validate.__name__, required, id=f"{kind}.{field}")

@@ -75,10 +75,10 @@ def say(chat: Chat, conn: Conn, **frame) -> None:
     chat.receive(conn.session, json.dumps(frame).encode(), False)
 
 
-def token_opened(chat: Chat, user: str, name: str | None = None) -> Conn:
-    """A chatd.v1 connection of the token user *user* (a verified identity)."""
+def token_user(chat: Chat, user: str, name: str | None = None, rooms=None) -> Conn:
+    """A chatd.v1 connection of token user *user* (an Identity, as a verified token gives)."""
     conn = Conn()
-    conn.session = chat.open(conn, V1, None, identity=Identity(user, name or user))
+    conn.session = chat.open(conn, V1, None, identity=Identity(user, name or user, rooms))
     return conn
 
 

@@ -17,7 +17,7 @@ from tests.support.realm import (
     opened,
     say,
     timeline_event,
-    token_opened,
+    token_user,
 )
 
 INBOX_TYPES = {
@@ -46,7 +46,7 @@ def chat(clock):
 
 def team(chat, *users, room="team"):
     """Token connections of *users*, each a member of *room* (joined in that order)."""
-    conns = [token_opened(chat, user) for user in users]
+    conns = [token_user(chat, user) for user in users]
     for conn in conns:
         member_join(chat, conn, room)
     return conns
@@ -139,7 +139,7 @@ def test_unread_follows_sends_reads_and_recalls(chat):
 
 def test_read_on_one_device_clears_the_badge_on_the_other(chat):
     alice, phone = team(chat, "alice", "bob")
-    web = token_opened(chat, "bob")
+    web = token_user(chat, "bob")
     say(chat, alice, type="send", room="team", text="hi", id="m1")
     seq = seq_of(alice, "m1")
     say(chat, phone, type="read", room="team", seq=seq)
@@ -197,7 +197,7 @@ def test_receipts_lists_readers_of_a_small_room_without_me(chat):
 
 
 def test_dm_read_sends_the_receipt_to_the_peer(chat):
-    alice, bob = token_opened(chat, "alice"), token_opened(chat, "bob")
+    alice, bob = token_user(chat, "alice"), token_user(chat, "bob")
     say(chat, alice, type="dm", to="bob", text="hi", id="d1")
     seq = seq_of(alice, "d1")
     c = conversation(chat, bob, peer="alice")
@@ -215,11 +215,11 @@ def test_dm_read_sends_the_receipt_to_the_peer(chat):
 
 
 def test_reading_a_conversation_one_is_not_in_says_nothing(chat):
-    owner = token_opened(chat, "owner")
+    owner = token_user(chat, "owner")
     timeline_event(chat, "secret", "created", "owner", changes={"kind": "private"})
     say(chat, owner, type="join", room="secret")
     say(chat, owner, type="send", room="secret", text="classified", id="s1")
-    mallory = token_opened(chat, "mallory")
+    mallory = token_user(chat, "mallory")
     before = len(owner.frames)
     for kind, fields in INBOX_TYPES.items():
         if "room" in fields:
@@ -266,7 +266,7 @@ def test_recall_within_the_window_and_too_late_after_it(chat, clock):
 
 
 def test_owners_and_admins_recall_any_message_any_time(chat, clock):
-    owner = token_opened(chat, "owner")
+    owner = token_user(chat, "owner")
     timeline_event(chat, "club", "created", "owner", changes={"kind": "public"})
     say(chat, owner, type="join", room="club")
     admin, member = team(chat, "admin", "member", room="club")
@@ -293,7 +293,7 @@ def test_recall_removes_the_text_from_history_sync_and_replay(chat):
     say(chat, bob, type="sync")
     items = last(bob, "sync")["conversations"][0]["items"]
     assert [i["type"] for i in items] == ["event", "event", "message", "edited", "recalled"]
-    late = token_opened(chat, "bob")
+    late = opened(chat, "late")  # (a token user's connections are subscribed: no replay)
     say(chat, late, type="join", room="team", since=0)
     replayed = [f for f in late.json() if f["type"] in ("message", "edited", "recalled")]
     assert [f["type"] for f in replayed] == ["message", "edited", "recalled"]
@@ -384,7 +384,7 @@ def test_replies_carry_a_quote_that_shows_the_tombstone(chat):
 
 
 def test_mentions_are_counted_and_at_all_is_for_admins(chat):
-    owner = token_opened(chat, "owner")
+    owner = token_user(chat, "owner")
     timeline_event(chat, "club", "created", "owner", changes={"kind": "public"})
     say(chat, owner, type="join", room="club")
     bob, carol = team(chat, "bob", "carol", room="club")
@@ -433,7 +433,7 @@ def test_recall_edit_react_resends_are_exactly_once(chat, clock):
 
 def test_mute_reaches_every_connection_and_the_list(chat):
     alice, bob = team(chat, "alice", "bob")
-    web = token_opened(chat, "bob")
+    web = token_user(chat, "bob")
     say(chat, bob, type="mute", room="team", muted=True)
     assert last(web, "muted") == {"type": "muted", "room": "team", "muted": True}
     assert conversation(chat, web, room="team")["muted"] is True
@@ -442,7 +442,7 @@ def test_mute_reaches_every_connection_and_the_list(chat):
 
 
 def test_conversations_are_paged_most_recent_first(chat, clock):
-    me = token_opened(chat, "me")
+    me = token_user(chat, "me")
     for i in range(5):
         member_join(chat, me, f"room{i}")
         clock.advance(1)
@@ -502,7 +502,7 @@ def test_sync_with_an_unknown_cursor_is_a_reset(chat):
         assert [c["room"] for c in reply["conversations"]] == ["team"]
     say(chat, bob, type="sync", since="A" * 65, id="long")
     assert (last(bob, "error")["code"], last(bob, "error")["ref"]) == ("bad_request", "long")
-    eve = token_opened(chat, "eve")  # another user's cursor is unknown to eve
+    eve = token_user(chat, "eve")  # another user's cursor is unknown to eve
     say(chat, eve, type="sync", since=reply["cursor"])
     assert last(eve, "sync")["reset"] is True
     assert last(eve, "sync")["conversations"] == []
@@ -536,7 +536,7 @@ def test_sync_truncates_per_conversation_and_pages_conversations(clock):
     assert c["truncated"] is True
     assert [i.get("text") for i in c["items"]] == ["m2", "m3", "m4"]
     for i in range(201):
-        say(chat, token_opened(chat, f"u{i}"), type="dm", to="bob", text="hi", id="d")
+        say(chat, token_user(chat, f"u{i}"), type="dm", to="bob", text="hi", id="d")
     say(chat, bob, type="sync")
     page1 = last(bob, "sync")
     assert (page1["more"], len(page1["conversations"])) == (True, 200)
@@ -568,7 +568,7 @@ def test_history_keeps_messages_and_lists_events_apart(chat):
 
 
 def test_dm_items_name_from_and_to(chat):
-    alice, bob = token_opened(chat, "alice"), token_opened(chat, "bob")
+    alice, bob = token_user(chat, "alice"), token_user(chat, "bob")
     say(chat, alice, type="dm", to="bob", text="hi", id="d1")
     seq = seq_of(alice, "d1")
     say(chat, bob, type="react", **{"with": "alice"}, seq=seq, emoji="❤", id="r1")

@@ -1,0 +1,290 @@
+"""The inbox over real sockets: token users' read markers and receipts, unread badges
+on several devices, recall (with an injected clock), edit, reactions, replies, the
+conversation list and sync -- across a restart on a SQLite file -- and the hostile
+rows of docs/security.md for these requests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from tests.support.auth import SECRET, token
+from tests.wsclient import Client
+
+#: frames other parts of the server may interleave (auto-subscription, presence,
+#: membership events) that these tests do not look at
+OTHER = frozenset(("subscribed", "presence", "event", "joined"))
+
+
+@defer.inlineCallbacks
+def next_of(client, kind, skip=OTHER, **fields):
+    """The next frame of *kind* (with *fields*), passing over frames of the *skip*
+    types only: any other frame fails the test."""
+    while True:
+        frame = yield client.recv()
+        if frame.get("type") == kind:
+            for key, value in fields.items():
+                assert frame.get(key) == value, f"{key}: expected {value!r} in {frame}"
+            return frame
+        assert frame.get("type") in skip, f"expected {kind}, got {frame}"
+
+
+@defer.inlineCallbacks
+def user(srv, sub):
+    """A chatd.v1 connection of the token user *sub*."""
+    client = yield Client.v1(srv.port, token=token(sub))
+    return client
+
+
+@defer.inlineCallbacks
+def member(srv, client, room):
+    """*client* joins *room*; its user is a stored member (the ``joined`` event a
+    first join appends, written here when the server has not)."""
+    client.send(type="join", room=room)
+    yield next_of(client, "joined", skip=OTHER - {"joined"}, room=room)
+    sub = client.welcome["user"]
+    row = yield srv.store.member(room, sub)
+    if row is None or row.state != "member":
+        data = {"event": "joined", "user": sub, "by": sub}
+        fields = (room, sub, sub, None, "", srv.chat.now_ms(), "event", data)
+        yield srv.chat.messages.append("message", fields, (None, False))
+
+
+@defer.inlineCallbacks
+def sent(client, room=None, to=None, **frame):
+    """Send a message (or any acked request) and fire with its ack."""
+    where = {"room": room} if room is not None else {"to": to}
+    kind = frame.pop("type", "send" if room is not None else "dm")
+    if kind in ("recall", "edit", "react"):
+        where = {"room": room} if room is not None else {"with": to}
+    client.send(type=kind, **where, **frame)
+    ack = yield next_of(client, "ack", id=frame["id"])
+    return ack
+
+
+@defer.inlineCallbacks
+def drain(*clients):
+    """Read every frame sent so far to each of *clients* (an ordering barrier)."""
+    for client in clients:
+        yield client.barrier()
+
+
+def inbox_server(factory, *args):
+    return factory("--jwt-secret", SECRET, *args)
+
+
+@pytest_twisted.inlineCallbacks
+def test_read_on_one_device_clears_the_badge_on_the_other(server_factory):
+    srv = yield inbox_server(server_factory)
+    alice = yield user(srv, "alice")
+    phone, web = (yield user(srv, "bob")), (yield user(srv, "bob"))
+    for client in (alice, phone, web):
+        yield member(srv, client, "team")
+    yield drain(alice, phone, web)
+    acks = []
+    for i in range(3):
+        acks.append((yield sent(alice, "team", text=f"m{i}", id=f"m{i}")))
+    web.send(type="conversations")
+    listed = yield next_of(web, "conversations", skip=OTHER | {"message"})
+    (team,) = listed["conversations"]
+    assert (team["unread"], team["last"]["text"]) == (3, "m2")
+    phone.send(type="read", room="team", seq=acks[-1]["seq"])
+    for device in (phone, web):
+        read = yield next_of(device, "read", skip=OTHER | {"message", "receipt"})
+        assert (read["seq"], read["unread"], read["mentions"]) == (acks[-1]["seq"], 0, 0)
+    receipt = yield next_of(alice, "receipt")
+    assert (receipt["room"], receipt["user"], receipt["seq"]) == ("team", "bob", acks[-1]["seq"])
+    web.send(type="conversations")
+    listed = yield next_of(web, "conversations", skip=OTHER | {"receipt"})
+    assert listed["conversations"][0]["unread"] == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_dm_receipt_and_the_list_of_both_sides(server_factory):
+    srv = yield inbox_server(server_factory)
+    alice, bob = (yield user(srv, "alice")), (yield user(srv, "bob"))
+    ack = yield sent(alice, to="bob", text="hi", id="d1")
+    dm = yield next_of(bob, "dm")
+    assert dm["seq"] == ack["seq"]
+    bob.send(type="read", **{"with": "alice"}, seq=ack["seq"])
+    yield next_of(bob, "read", **{"with": "alice"}, seq=ack["seq"], unread=0)
+    receipt = yield next_of(alice, "receipt")
+    assert receipt == {"type": "receipt", "with": "bob", "user": "bob", "seq": ack["seq"]}
+    alice.send(type="conversations")
+    (c,) = (yield next_of(alice, "conversations"))["conversations"]
+    assert (c["with"], c["kind"], c["peer_read"], c["unread"]) == ("bob", "dm", ack["seq"], 0)
+    alice.send(type="receipts", **{"with": "bob"}, seq=ack["seq"])
+    answer = yield next_of(alice, "receipts")
+    assert (answer["count"], answer["users"]) == (1, ["bob"])
+
+
+@pytest_twisted.inlineCallbacks
+def test_recall_window_on_an_injected_clock(server_factory):
+    srv = yield inbox_server(server_factory, "--recall-window", "120")
+    clock = Clock()
+    clock.advance(srv.chat.clock.seconds())
+    srv.chat.clock = clock
+    alice, bob = (yield user(srv, "alice")), (yield user(srv, "bob"))
+    for client in (alice, bob):
+        yield member(srv, client, "team")
+    yield drain(alice, bob)
+    early = yield sent(alice, "team", text="oops", id="m1")
+    late = yield sent(alice, "team", text="stays", id="m2")
+    clock.advance(119)
+    recall = yield sent(alice, "team", type="recall", seq=early["seq"], id="r1")
+    yield next_of(bob, "message", text="oops")
+    yield next_of(bob, "message", text="stays")
+    recalled = yield next_of(bob, "recalled")
+    assert (recalled["seq"], recalled["target"], recalled["by"]) == (
+        recall["seq"],
+        early["seq"],
+        "alice",
+    )
+    clock.advance(2)
+    alice.send(type="recall", room="team", seq=late["seq"], id="r2")
+    yield next_of(alice, "error", code="too_late", ref="r2")
+    # history and sync show the tombstone, without the text
+    bob.send(type="history", room="team")
+    page = yield next_of(bob, "history")
+    texts = [(m["seq"], m["text"], "recalled" in m) for m in page["messages"]]
+    assert texts == [(early["seq"], "", True), (late["seq"], "stays", False)]
+    bob.send(type="sync")
+    reply = yield next_of(bob, "sync")
+    assert "oops" not in json.dumps(reply) and "oops" not in json.dumps(page)
+
+
+@pytest_twisted.inlineCallbacks
+def test_edit_reactions_and_replies(server_factory):
+    srv = yield inbox_server(server_factory)
+    alice, bob = (yield user(srv, "alice")), (yield user(srv, "bob"))
+    for client in (alice, bob):
+        yield member(srv, client, "team")
+    yield drain(alice, bob)
+    original = yield sent(alice, "team", text="lunch at 12?", id="m1")
+    yield next_of(bob, "message")
+    yield sent(alice, "team", type="edit", seq=original["seq"], text="lunch at 1?", id="e1")
+    edited = yield next_of(bob, "edited")
+    assert (edited["target"], edited["text"]) == (original["seq"], "lunch at 1?")
+    for i in range(2):
+        yield sent(bob, "team", type="react", seq=original["seq"], emoji="👍", id=f"r{i}")
+        reaction = yield next_of(alice, "reaction")
+        assert (reaction["user"], reaction["on"]) == ("bob", i == 0)
+    yield sent(bob, "team", type="react", seq=original["seq"], emoji="🍕", id="r2")
+    yield sent(bob, "team", text="yes", id="b1", reply_to=original["seq"])
+    bob.send(type="history", room="team")
+    first, reply = (yield next_of(bob, "history"))["messages"]
+    assert (first["text"], first["reactions"]) == (
+        "lunch at 1?",
+        [{"emoji": "🍕", "count": 1, "me": True}],
+    )
+    assert "edited_ts" in first
+    assert reply["quote"] == {
+        "seq": original["seq"],
+        "from": "alice",
+        "name": "alice",
+        "text": "lunch at 1?",
+    }
+
+
+@pytest_twisted.inlineCallbacks
+def test_sync_after_a_reconnect_across_a_restart_on_a_sqlite_file(server_factory, tmp_path):
+    db = str(tmp_path / "chat.sqlite3")
+    srv = yield inbox_server(server_factory, "--db", db)
+    alice, bob = (yield user(srv, "alice")), (yield user(srv, "bob"))
+    for client in (alice, bob):
+        yield member(srv, client, "team")
+    yield sent(alice, "team", text="before", id="m1")
+    bob.send(type="sync")
+    first = yield next_of(bob, "sync", skip=OTHER | {"message"})
+    assert [
+        i.get("text") for i in first["conversations"][0]["items"] if i["type"] == "message"
+    ] == ["before"]
+    yield bob.close()
+    yield srv.gone(bob)
+    yield sent(alice, "team", text="while away", id="m2")
+    yield alice.close()
+    yield srv.service.stopService()
+
+    srv = yield inbox_server(server_factory, "--db", db)
+    bob = yield user(srv, "bob")
+    bob.send(type="sync", since=first["cursor"])
+    reply = yield next_of(bob, "sync")
+    assert reply["reset"] is False
+    (team,) = reply["conversations"]
+    assert [i["text"] for i in team["items"]] == ["while away"]
+    assert (team["unread"], team["last"]["text"]) == (2, "while away")  # nothing was read
+    bob.send(type="sync", since=reply["cursor"])
+    assert (yield next_of(bob, "sync"))["conversations"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_hostile_inbox_requests_are_refused_and_lose_nothing(server_factory):
+    """Forged cursors, reads beyond the end or negative, recall of someone else's
+    message, edit of a recalled one, a reactions flood, 10,000 mentions, and every
+    request on a private room one is not in: each gets its documented answer; the
+    server, the other connections and every acknowledged message carry on. (Rate
+    limits raised: the flood cap is the inbox's, not the rate limiter's.)"""
+    limits = ("--rate-burst", "1000", "--user-rate-burst", "1000")
+    srv = yield inbox_server(server_factory, *limits)
+    alice, mallory = (yield user(srv, "alice")), (yield user(srv, "mallory"))
+    for client in (alice, mallory):
+        yield member(srv, client, "team")
+    yield drain(alice, mallory)
+    mine = yield sent(alice, "team", text="keep me", id="k1")
+    yield next_of(mallory, "message")
+
+    def refused(code, ref):
+        return next_of(mallory, "error", skip=OTHER | {"message"}, code=code, ref=ref)
+
+    for i, forged in enumerate(("forged", "0" * 64, "c9f0%00")):
+        mallory.send(type="sync", since=forged, id=f"s{i}")
+        assert (yield next_of(mallory, "sync"))["reset"] is True
+    mallory.send(type="sync", since="x" * 65, id="s-long")
+    yield refused("bad_request", "s-long")
+    mallory.send(type="conversations", cursor="99999999999", id="c-bad")
+    yield refused("bad_request", "c-bad")
+    mallory.send(type="read", room="team", seq=2**53, id="far")
+    assert (yield next_of(mallory, "read"))["seq"] == mine["seq"]  # clamped to the end
+    mallory.send(type="read", room="team", seq=-5, id="neg")
+    yield refused("bad_request", "neg")
+    mallory.send(type="recall", room="team", seq=mine["seq"], id="steal")
+    yield refused("forbidden", "steal")
+    mallory.send(type="edit", room="team", seq=mine["seq"], text="pwned", id="edit")
+    yield refused("forbidden", "edit")
+    own = yield sent(mallory, "team", text="gone soon", id="g1")
+    yield sent(mallory, "team", type="recall", seq=own["seq"], id="g2")
+    mallory.send(type="edit", room="team", seq=own["seq"], text="back", id="g3")
+    yield refused("no_such_message", "g3")
+    for i in range(20):
+        yield sent(mallory, "team", type="react", seq=mine["seq"], emoji=f"e{i}", id=f"f{i}")
+    mallory.send(type="react", room="team", seq=mine["seq"], emoji="one-too-many", id="f20")
+    yield refused("too_large", "f20")
+    mallory.send(type="send", room="team", text="@everyone", mentions=["a"] * 10_000, id="m10k")
+    yield refused("bad_request", "m10k")
+    mallory.send(type="send", room="team", text="@all", mentions=["@all"], id="all")
+    yield refused("forbidden", "all")
+    # a private room mallory is not in: nothing about it
+    data = {"event": "created", "user": "alice", "by": "alice", "changes": {"kind": "private"}}
+    fields = ("vault", "alice", "alice", None, "", srv.chat.now_ms(), "event", data)
+    yield srv.chat.messages.append("message", fields, (None, False))
+    # alice saw every accepted item and none of the refused ones
+    frames = yield alice.barrier()
+    assert {f["type"] for f in frames} - OTHER == {"message", "receipt", "recalled", "reaction"}
+    assert "pwned" not in json.dumps(frames) and "back" not in json.dumps(frames)
+    yield sent(alice, "team", text="still here", id="k2")
+    for kind, extra in (("read", {"seq": 1}), ("mute", {"muted": True}), ("recall", {"seq": 1})):
+        mallory.send(type=kind, room="vault", id="v-" + kind, **extra)
+        yield refused("no_such_room", "v-" + kind)
+    mallory.send(type="receipts", room="vault", seq=1, id="v-receipts")
+    yield refused("forbidden", "v-receipts")
+    # her message is intact
+    alice.send(type="history", room="team")
+    page = yield next_of(alice, "history", skip=OTHER | {"message", "reaction", "recalled"})
+    kept = {m["seq"]: m for m in page["messages"]}
+    assert kept[mine["seq"]]["text"] == "keep me"
+    assert len(kept[mine["seq"]]["reactions"]) == 20
+    mallory.send(type="ping", id="alive")
+    yield next_of(mallory, "pong", skip=OTHER | {"message", "reaction"}, id="alive")
