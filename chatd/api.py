@@ -23,6 +23,11 @@ GET      /api/stats                             counters, rates and recent error
 POST     /api/users                             make ``{user, name?}`` a known user
 GET      /api/users/USER/conversations          USER's conversation list with unread counts
 POST     /api/rooms/ROOM/recall                 recall message ``{seq, by?, id?}`` (moderation)
+POST     /api/rooms                             create ``{room, kind?, owner?, members?, …}``
+GET      /api/rooms/ROOM/members                the durable member list (``cursor``, ``limit``)
+POST     /api/rooms/ROOM/members                add (invite) ``{user, role?}``
+POST     /api/rooms/ROOM/kick|ban|unban         ``{user}``
+POST     /api/rooms/ROOM/role                   set a member's role ``{user, role}``
 =======  =====================================  ======================================
 
 The conversation endpoints need a store with conversations
@@ -30,6 +35,11 @@ The conversation endpoints need a store with conversations
 through the chat's message log, with the pure rules of :mod:`chatd.conversations`,
 exactly as :mod:`chatd.inbox` does for a client's request. The API acts as the
 operator: it may post in, read and moderate any room, private ones included.
+Membership changes are the room's timeline events, appended with
+:class:`chatd.membership.Membership`'s own helpers and checked by its rules with
+the operator ranking as the room's owner (so, as for an owner, the owner cannot
+be kicked: hand the room over first); the bus then (un)subscribes the users'
+connections on every node.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ from twisted.web.server import NOT_DONE_YET
 from chatd import conversations as conv
 from chatd import errors, wire
 from chatd.httpserver import MAX_BODY, Refusal, flat_error
+from chatd.hub import LOBBY
+from chatd.permissions import ADMIN, MEMBER, OWNER, PUBLIC
 from chatd.store import IConversationStore
 
 #: the default poster of moderation items (``by`` of an API recall)
@@ -55,6 +67,19 @@ CONVERSATIONS_LIMIT_DEFAULT = 50
 CONVERSATIONS_LIMIT_MAX = 200
 #: most user ids in ``mentions`` (as for clients)
 MENTIONS_MAX = 50
+#: member-list page size of GET /api/rooms/ROOM/members (default, most)
+MEMBERS_LIMIT_DEFAULT = 100
+MEMBERS_LIMIT_MAX = 200
+#: POST /api/rooms/ROOM/<path> -> the wire request type it is checked as
+MODERATION = {
+    "members": "invite",
+    "kick": "kick",
+    "ban": "ban",
+    "unban": "unban",
+    "role": "set_role",
+}
+#: the event each moderation request appends
+EVENT_OF = {"invite": "invited", "kick": "kicked", "ban": "banned", "unban": "unbanned"}
 #: HTTP status of a refused request, by wire error code (else 400)
 REFUSAL_STATUS = {
     "forbidden": 403,
@@ -75,6 +100,19 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class _Operator:
+    """Whom the API acts as, in the shape :class:`chatd.membership.Membership`'s event
+    helpers read a session (``user``, ``name``; ``id`` None: no connection of the
+    user is left out of the fan-out)."""
+
+    __slots__ = ("user", "name")
+    id = None
+    identity = None
+
+    def __init__(self, user: str, name: str):
+        self.user, self.name = user, name
 
 
 class ApiKey:
@@ -181,6 +219,12 @@ class ApiResource(Resource):
                 return self.conversations(request, self._user(user))
             case ("POST", ["rooms", room, "recall"]):
                 return self.recall(self._room(room), self._json(request))
+            case ("POST", ["rooms"]):
+                return self.create(self._json(request))
+            case ("GET", ["rooms", room, "members"]):
+                return self.members(request, self._room(room))
+            case ("POST", ["rooms", room, action]) if action in MODERATION:
+                return self.moderate(self._room(room), MODERATION[action], self._json(request))
         if parts and parts[0] in ("rooms", "dm", "users", "stats"):
             raise ApiError(405, "bad_request", f"{method} is not allowed on /api/{'/'.join(parts)}")
         raise ApiError(404, "not_found", "no such API endpoint (see docs/api.md)")
@@ -239,6 +283,37 @@ class ApiResource(Resource):
         if not IConversationStore.providedBy(store):
             raise ApiError(503, "unavailable", "this history store keeps no conversations")
         return store
+
+    def _request(self, request_type: str, data: dict, **fields) -> wire.Request:
+        """*data* (with *fields* set, e.g. the room of the path) checked by the wire
+        protocol's schema for *request_type*: the rules a client's request follows."""
+        payload = json.dumps({**data, **fields, "type": request_type}).encode("utf-8")
+        try:
+            return wire.parse(payload, self.chat.settings.max_text_length)
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
+
+    def _operator(self, data: dict, field: str) -> _Operator:
+        user = self._user_field(data, field, SYSTEM_USER)
+        return _Operator(user, self._name(data, user))
+
+    @defer.inlineCallbacks
+    def _existing(self, room):
+        """*room*'s row (None for a room of chatd 0.1); ``no_such_room`` for a room that
+        was never created and holds nothing."""
+        row = yield self.chat.membership.room(room)
+        if row is None and not (yield self.chat.store.replay(room, None, 0)).last_seq:
+            raise ApiError(404, "no_such_room", f"no room {room!r}")
+        return row
+
+    @defer.inlineCallbacks
+    def _refused(self, error, room, row, operator, ref):
+        """The refusal *error* -- or, for a resend of the request whose event made
+        *row* what it is, that event as a duplicate (the realm's exactly-once rule)."""
+        try:
+            return (yield self.chat.membership._refuse(error, room, row, operator, ref))
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
 
     @staticmethod
     def _refusal(e: errors.ChatError) -> ApiError:
@@ -448,21 +523,8 @@ class ApiResource(Resource):
             )
         except errors.ChatError as e:
             raise self._refusal(e) from None
-        fields = (
-            room,
-            by,
-            name,
-            client_id,
-            "",
-            chat.now_ms(),
-            "recalled",
-            {"target": seq, "by": by},
-        )
-        appended = yield chat.messages.append("message", fields, (None, False))
-        if appended.duplicate:
-            chat.stats.duplicates += 1
-        else:
-            chat.stats.messages_stored += 1
+        data = {"target": seq, "by": by}
+        appended = yield chat.post(room, by, name, "", client_id, data=data, kind="recalled")
         item = appended.message
         return {
             "room": room,
@@ -472,6 +534,128 @@ class ApiResource(Resource):
             "ts": item.ts,
             "id": item.client_id,
             "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def create(self, data):
+        """Create a room owned by ``owner`` (default ``system``) with ``members``
+        invited: a ``created`` event and one ``invited`` event per member."""
+        chat, store = self.chat, self._conversation_store()
+        owner = self._operator(data, "owner")
+        request = self._request("create", data, kind=data.get("kind") or PUBLIC)
+        f, ref, room = request.fields, request.id, request.fields["room"]
+        membership = chat.membership
+        row = yield membership.room(room)
+        if row is not None or room == LOBBY or (yield store.replay(room, None, 0)).last_seq:
+            me = yield store.member(room, owner.user)
+            error = errors.RoomExists(f"room {room!r} exists already", ref)
+            appended = yield self._refused(error, room, me, owner, ref)
+        else:
+            invitees = [u for u in dict.fromkeys(f["members"] or ()) if u != owner.user]
+            for user in invitees:
+                if not (yield store.has_user(user)):
+                    raise ApiError(404, "no_such_user", f"no user {user!r} is known")
+            yield self._known(owner.user, owner.name)
+            changes = {"kind": f["kind"], **{k: f[k] or "" for k in ("title", "topic", "avatar")}}
+            appended = yield membership._event(
+                owner, room, "created", owner.user, ref, changes=changes
+            )
+            for user in invitees:
+                each = f"{ref} {user}" if ref else None
+                yield membership._event(owner, room, "invited", user, ref, each, role=MEMBER)
+        row = yield membership.room(room)
+        item = appended.message
+        return {
+            "room": room,
+            "kind": row.kind if row else PUBLIC,
+            "title": row.title if row else "",
+            "owner": row.created_by if row else None,
+            "members": (yield store.member_count(room)),
+            "seq": item.seq,
+            "ts": item.ts,
+            "id": item.client_id,
+            "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def moderate(self, room, action, data):
+        """Add (``invite``), ``kick``, ``ban``, ``unban`` a user or ``set_role`` as the
+        moderator ``by`` (default ``system``) with a room owner's rights."""
+        chat, store = self.chat, self._conversation_store()
+        by = self._operator(data, "by")
+        request = self._request(action, data, room=room)
+        f, ref, target = request.fields, request.id, request.fields["user"]
+        role = data.get("role", MEMBER) if action == "invite" else f.get("role")
+        if action == "invite" and role not in (MEMBER, ADMIN):
+            raise ApiError(400, "bad_request", "'role' of a new member must be member or admin")
+        row = yield self._existing(room)
+        kind = PUBLIC if row is None else row.kind
+        member = yield store.member(room, target)
+        membership = chat.membership
+        problem = yield membership._problem(action, kind, OWNER, member, f, by, ref)
+        if problem is not None:
+            appended = yield self._refused(problem, room, member, by, ref)
+        elif action == "set_role":
+            appended = yield membership._event(by, room, "role", target, ref, role=role)
+            if role == OWNER:  # handed over: the old owner becomes an admin
+                for old in (yield self._owners(room)):
+                    if old != target:
+                        each = f"{ref} {old}" if ref else None
+                        yield membership._event(by, room, "role", old, ref, each, role=ADMIN)
+        else:
+            extra = {"role": role} if action == "invite" else {}
+            appended = yield membership._event(by, room, EVENT_OF[action], target, ref, **extra)
+        item = appended.message
+        return {
+            "room": room,
+            "user": target,
+            "event": (item.data or {}).get("event"),
+            "role": (item.data or {}).get("role"),
+            "by": item.sender,
+            "seq": item.seq,
+            "ts": item.ts,
+            "id": item.client_id,
+            "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def _owners(self, room):
+        """The users with role ``owner`` in *room* (paged through, never loaded whole)."""
+        owners, after, more = [], None, True
+        while more:
+            rows, more = yield self.chat.store.members(room, after, MEMBERS_LIMIT_MAX)
+            owners += [r.user for r in rows if r.role == OWNER]
+            after = rows[-1].user if rows else None
+            more = more and after is not None
+        return owners
+
+    @defer.inlineCallbacks
+    def members(self, request, room):
+        """A page of *room*'s durable members (ascending by user id) and its settings."""
+        store = self._conversation_store()
+        args = request.args
+        cursor = args[b"cursor"][0].decode("utf-8", "replace") if b"cursor" in args else None
+        if cursor is not None:
+            self._user(cursor)
+        try:
+            limit = int(args[b"limit"][0]) if b"limit" in args else MEMBERS_LIMIT_DEFAULT
+        except ValueError:
+            raise ApiError(400, "bad_request", "'limit' must be an integer") from None
+        if not 1 <= limit <= MEMBERS_LIMIT_MAX:
+            raise ApiError(400, "bad_request", f"'limit' must be 1-{MEMBERS_LIMIT_MAX}")
+        row = yield self._existing(room)
+        rows, more = yield store.members(room, cursor, limit)
+        online = set((yield defer.maybeDeferred(self.chat.directory.members, room)))
+        return {
+            "room": room,
+            "kind": row.kind if row else PUBLIC,
+            "title": row.title if row else "",
+            "topic": row.topic if row else "",
+            "avatar": row.avatar if row else "",
+            "created_by": row.created_by if row else None,
+            "count": (yield store.member_count(room)),
+            "members": [{"user": r.user, "role": r.role, "online": r.user in online} for r in rows],
+            "cursor": rows[-1].user if more and rows else None,
         }
 
     def stats(self) -> dict:

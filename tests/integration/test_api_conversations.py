@@ -9,6 +9,7 @@ connections see.
 from __future__ import annotations
 
 import pytest_twisted
+from twisted.internet import defer
 
 from tests.support.auth import SECRET, token
 from tests.support.http import KEY, http
@@ -17,6 +18,14 @@ from tests.wsclient import Client
 
 def _server(server_factory, *extra):
     return server_factory("--api-key", KEY, "--jwt-secret", SECRET, *extra)
+
+
+@defer.inlineCallbacks
+def _event(client, kind, **fields):
+    """The client's next frame is an ``event`` of *kind* with *fields*."""
+    frame = yield client.expect("event", **fields)
+    assert frame["kind"] == kind, frame
+    return frame
 
 
 @pytest_twisted.inlineCallbacks
@@ -158,3 +167,144 @@ def test_hostile_input_to_the_conversation_endpoints(server_factory):
     status, _, page = yield http("GET", url + "/api/rooms/ops/history")
     assert [m["text"] for m in page["messages"]] == ["1", "2"]
     yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_rooms_members_and_roles_through_the_api(server_factory):
+    """POST /api/rooms creates a private room (owner, invited members; exactly-once by
+    id, then room_exists); members are added, given roles, kicked, banned and
+    unbanned through the API, each an ``event`` the members' connections get, and
+    the users' connections follow (subscribed on invite, unsubscribed on kick); the
+    owner cannot be kicked until the room is handed over; the member list and the
+    conversation list show the result."""
+    srv = yield _server(server_factory)
+    url = srv.http_url + "/api"
+    for user in ("alice", "bob", "carol"):
+        yield http("POST", url + "/users", {"user": user})
+    alice = yield Client.v1(srv.port, token=token("alice"))
+    carol = yield Client.v1(srv.port, token=token("carol"))
+
+    create = {"room": "team", "kind": "private", "title": "Team", "owner": "alice"}
+    create.update(members=["bob"], id="c1")
+    status, _, made = yield http("POST", url + "/rooms", create)
+    assert status == 200, made
+    assert (made["kind"], made["title"], made["owner"], made["members"]) == (
+        "private",
+        "Team",
+        "alice",
+        2,
+    )
+    assert made["duplicate"] is False
+    yield alice.expect("subscribed", rooms=["team"])
+    yield _event(alice, "created", user="alice")
+    yield _event(alice, "invited", user="bob", by="alice")
+    status, _, again = yield http("POST", url + "/rooms", create)
+    assert status == 200 and again["duplicate"] is True and again["seq"] == made["seq"]
+    status, _, other = yield http("POST", url + "/rooms", {**create, "id": "c2"})
+    assert status == 409 and other["error"] == "room_exists"
+
+    status, _, added = yield http("POST", url + "/rooms/team/members", {"user": "carol"})
+    assert status == 200 and added["event"] == "invited" and added["by"] == "system"
+    yield _event(alice, "invited", user="carol", by="system")
+    yield alice.expect("presence", user="carol", event="join")
+    yield carol.expect("subscribed", rooms=["team"])
+    yield _event(carol, "invited", user="carol")
+    status, _, promoted = yield http(
+        "POST", url + "/rooms/team/role", {"user": "bob", "role": "admin"}
+    )
+    assert status == 200 and promoted["event"] == "role" and promoted["role"] == "admin"
+    yield _event(alice, "role", user="bob", role="admin")
+    yield _event(carol, "role", user="bob", role="admin")
+
+    status, _, kicked = yield http("POST", url + "/rooms/team/kick", {"user": "carol"})
+    assert status == 200 and kicked["event"] == "kicked"
+    yield _event(alice, "kicked", user="carol")
+    yield alice.expect("presence", user="carol", event="leave")
+    yield _event(carol, "kicked", user="carol")
+    yield carol.expect("left", room="team")
+    status, _, posted = yield http(
+        "POST", url + "/rooms/team/messages", {"from": "system", "text": "members only"}
+    )
+    yield alice.expect("message", seq=posted["seq"], text="members only")
+    yield carol.quiet()  # kicked: the room's messages no longer reach carol
+
+    status, _, refused = yield http("POST", url + "/rooms/team/kick", {"user": "alice"})
+    assert status == 403 and refused["error"] == "forbidden"
+    status, _, handed = yield http(
+        "POST", url + "/rooms/team/role", {"user": "bob", "role": "owner", "id": "h1"}
+    )
+    assert status == 200 and handed["role"] == "owner"
+    yield _event(alice, "role", user="bob", role="owner")
+    yield _event(alice, "role", user="alice", role="admin")
+
+    yield http("POST", url + "/rooms/team/ban", {"user": "carol"})
+    status, _, banned = yield http("POST", url + "/rooms/team/members", {"user": "carol"})
+    assert status == 403 and banned["error"] == "forbidden"
+    status, _, _ = yield http("POST", url + "/rooms/team/unban", {"user": "carol"})
+    assert status == 200
+    status, _, _ = yield http("POST", url + "/rooms/team/members", {"user": "carol"})
+    assert status == 200
+
+    status, _, page = yield http("GET", url + "/rooms/team/members?limit=2")
+    assert status == 200 and page["kind"] == "private" and page["count"] == 3
+    assert page["members"] == [
+        {"user": "alice", "role": "admin", "online": True},
+        {"user": "bob", "role": "owner", "online": False},
+    ]
+    status, _, rest = yield http("GET", url + f"/rooms/team/members?cursor={page['cursor']}")
+    assert [m["user"] for m in rest["members"]] == ["carol"] and rest["cursor"] is None
+    status, _, listed = yield http("GET", url + "/users/bob/conversations")
+    [team] = listed["conversations"]
+    assert team["room"] == "team" and team["role"] == "owner" and team["title"] == "Team"
+
+    # the private room's content is not given without the key
+    for path in ("/rooms/team/history", "/rooms/team/members", "/users/bob/conversations"):
+        status, _, body = yield http("GET", url + path, key=None)
+        assert status == 401 and "members only" not in repr(body) and "alice" not in repr(body)
+    yield alice.close()
+    yield carol.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_hostile_input_to_the_room_endpoints(server_factory):
+    """Bad kinds, titles, roles and users, unknown rooms and users, a kick of a
+    non-member: each refused with its status and code, nothing created or changed,
+    and the room works afterwards."""
+    srv = yield _server(server_factory)
+    url = srv.http_url + "/api"
+    yield http("POST", url + "/users", {"user": "dave"})
+    status, _, _ = yield http("POST", url + "/rooms", {"room": "ops", "owner": "dave"})
+    assert status == 200
+    cases = [
+        ("/rooms", b"{nope", 400, "bad_json"),
+        ("/rooms", {"room": "x1", "kind": "secret"}, 400, "bad_request"),
+        ("/rooms", {"room": "x1", "title": "t" * 65}, 400, "bad_request"),
+        ("/rooms", {"room": "x1", "avatar": "javascript:alert(1)"}, 400, "bad_request"),
+        ("/rooms", {"room": "bad room"}, 400, "bad_room"),
+        ("/rooms", {"room": "x1", "owner": ""}, 400, "bad_request"),
+        ("/rooms", {"room": "x1", "members": ["dave", "nobody"]}, 404, "no_such_user"),
+        ("/rooms", {"room": "x1", "members": "dave"}, 400, "bad_request"),
+        ("/rooms", {"room": "lobby"}, 409, "room_exists"),
+        ("/rooms/x1/members", {"user": "dave"}, 404, "no_such_room"),
+        ("/rooms/ops/members", {"user": "nobody"}, 404, "no_such_user"),
+        ("/rooms/ops/members", {"user": "dave"}, 400, "bad_request"),
+        ("/rooms/ops/members", {"user": "dave", "role": "owner"}, 400, "bad_request"),
+        ("/rooms/ops/members", {}, 400, "bad_request"),
+        ("/rooms/ops/kick", {"user": "nobody"}, 400, "bad_request"),
+        ("/rooms/ops/role", {"user": "dave", "role": "god"}, 400, "bad_request"),
+        ("/rooms/ops/unban", {"user": "dave"}, 400, "bad_request"),
+    ]
+    for path, body, want_status, want_code in cases:
+        status, _, answer = yield http("POST", url + path, body)
+        assert (status, answer["error"]) == (want_status, want_code), (path, body, answer)
+    for path, want_status in (
+        ("/rooms/x1/members", 404),
+        ("/rooms/ops/members?limit=0", 400),
+        ("/rooms/ops/members?cursor=%01", 400),
+    ):
+        status, _, answer = yield http("GET", url + path)
+        assert status == want_status, (path, answer)
+    status, _, page = yield http("GET", url + "/rooms/ops/members")
+    assert page["count"] == 1 and page["members"][0]["user"] == "dave"
+    status, _, _ = yield http("POST", url + "/rooms/ops/messages", {"from": "dave", "text": "ok"})
+    assert status == 200
