@@ -44,8 +44,10 @@ has no membership), which is what "today" means for CPU per delivery.
 ``read {room, seq}`` with seq 1, 2, 3, ... (the marker moves forward each time,
 a stored write), ``--window`` in flight per connection (or ``--rate`` per second
 over all); a read ends with the ``read`` frame chatd sends the user's
-connections after the marker is stored. ``markers_per_s``, ``read_p50_ms`` /
-``read_p99_ms`` (issue target: >= 20,000 markers/s persisted).
+connections after the marker is stored; with at most ``--receipt-members``
+members (chatd's default 100) every read also sends a ``receipt`` to each
+member's connection. ``markers_per_s``, ``read_p50_ms`` / ``read_p99_ms``
+(issue target: >= 20,000 markers/s persisted).
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def bench_sends(args, request: str = "send") -> dict:
         argv = chatd_args(args.store, workdir, args.synchronous)
         if request == "read":  # one room, every connection a member, messages to read
             argv[1] = populated(workdir, "b0", args.N, args.messages)
+            if args.receipt_members is not None:
+                argv += ["--receipt-members", str(args.receipt_members)]
         proc, port = start_chatd(argv, cwd=workdir, pin=0)
         try:
             cfg = {
@@ -322,6 +326,11 @@ def main(argv=None) -> int:
     r.add_argument("--messages", type=int, default=20000, help="messages in the room to read")
     r.add_argument("--window", type=int, default=8, help="reads in flight per connection")
     r.add_argument("--rate", type=int, default=0, help="reads/s offered (0: closed loop)")
+    r.add_argument(
+        "--receipt-members",
+        type=int,
+        help="chatd's --receipt-members (default 100: the room's members get each receipt)",
+    )
     r.add_argument("--store", choices=("sqlite",), default="sqlite")
     r.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     f = sub.add_parser("fanout", help="durable room fan-out vs the relay")
