@@ -712,7 +712,7 @@ class Chat:
             d = self.membership.readable(session, room, request.id)
             d.addCallback(lambda _: self.store.history(room, f["before"], limit))
             return d.addCallback(
-                lambda page: self.inbox.decorate(room, page.messages, session.user).addCallback(
+                lambda page: self.inbox.decorate(room, page.messages, session).addCallback(
                     lambda parts: (parts, page.more)
                 )
             )
@@ -755,7 +755,7 @@ class Chat:
 
         def decorated():
             return read().addCallback(
-                lambda r: self.inbox.decorate(channel, r[0], session.user).addCallback(
+                lambda r: self.inbox.decorate(channel, r[0], session).addCallback(
                     lambda parts: (parts, r[1])
                 )
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import secrets
 
 from twisted.internet.defer import DeferredLock, gatherResults, inlineCallbacks, succeed
-from twisted.logger import Logger
 
 from chatd import conversations as conv
 from chatd import errors, wire
@@ -30,6 +29,13 @@ from chatd.store import IConversationStore, dm_channel
 REACTIONS_PER_USER = 20
 #: characters of a sync cursor (random, opaque; the protocol allows up to 64)
 CURSOR_BYTES = 18
+#: conversations whose items one sync reads at once
+SYNC_READ_BATCH = 16
+#: characters of item text after which a sync reply takes no further batch of
+#: conversations (``more: true``): a reply holds at most this plus one batch's
+#: (16 x --sync-limit items: 6.4 M characters at the defaults), not the 200 x 100
+#: items of 4,000 characters (80 M) the conversation limit alone would allow
+SYNC_TEXT = 1 << 20
 
 
 class _Where:
@@ -60,8 +66,6 @@ def _is_member(member) -> bool:
 
 class Inbox:
     """Conversations of token users (one per :class:`chatd.chat.Chat`)."""
-
-    log = Logger()
 
     def __init__(self, chat):
         self.chat = chat
@@ -118,56 +122,43 @@ class Inbox:
         return d
 
     def _failed(self, failure, session, what, ref=None):
-        error = failure.check(errors.ChatError)
-        if error is not None:
-            if self.chat._live(session):
-                self.chat.send_error(session, failure.value)
-            return None
+        """A refusal found after a store read goes to the session as ``error``; a store
+        failure as ``unavailable`` (Chat._store_failed does both)."""
         return self.chat._store_failed(failure, what, session, ref)
 
     def _read(self, session, request, read, deliver):
-        """A store read answered to *session* in its turn (the replayer's pacing)."""
-
-        def guarded():
-            d = read()
-            d.addErrback(self._refused, session)
-            return d
-
-        def answer(result):
-            if result is not _REFUSED:
-                deliver(result)
-
-        self.chat.replayer.read(session, guarded, answer, request.type, request.id)
-
-    def _refused(self, failure, session):
-        """A refusal found while reading: the error frame, nothing to deliver."""
-        failure.trap(errors.ChatError)
-        self.chat.send_error(session, failure.value)
-        return _REFUSED
+        """A store read answered to *session* in its turn (the replayer's pacing); a
+        refusal it finds is the ``error`` answer."""
+        self.chat.replayer.read(session, read, deliver, request.type, request.id)
 
     def _user_frame(self, user, payload) -> None:
         self.chat.broker.publish("user", user, payload, None)
 
-    @inlineCallbacks
-    def _append(self, session, request, where: _Where, kind, text, data):
+    def _append(self, session, request, where: _Where, kind, text, data) -> None:
         """Commit one timeline item of *kind* (exactly-once by the request's id), then
-        ``ack`` it; the message log publishes it to every node in seq order."""
+        ``ack`` it; the message log publishes it to every node in seq order. Returns
+        once the append is issued (the connection's next request need not wait for the
+        commit: appends keep their order)."""
         chat = self.chat
         if not chat._live(session):
-            return None  # closed while its checks were read: nothing it sent takes effect
+            return  # closed while its checks were read: nothing it sent takes effect
         fields = (where.channel, session.user, session.name, request.id, text, chat.now_ms())
         fields += (kind, data)
         if where.room is None:
             args = ("dm", (where.peer, session.id))
         else:
             args = ("message", (session.id, False))
-        appended = yield chat.messages.append(args[0], fields, args[1])
+        d = chat.messages.append(args[0], fields, args[1])
+        d.addCallback(self._appended, session, request, where)
+        d.addErrback(self._failed, session, request.type, request.id)
+
+    def _appended(self, appended, session, request, where: _Where) -> None:
+        chat = self.chat
         if appended.duplicate:
             chat.stats.duplicates += 1
         else:
             chat.stats.messages_stored += 1
         chat._ack(appended, session, request.received, None, **where.ack_fields())
-        return appended
 
     @inlineCallbacks
     def _target(self, where: _Where, seq):
@@ -181,21 +172,26 @@ class Inbox:
         stored with the message), in the connection's turn. *post(data)* stores it
         and fires with the Appended; it is then acked."""
 
-        def run():
-            if f.get("mentions") is None and f.get("reply_to") is None:
-                return self._posted(post(None), session, request, f, room, to)
-            return self._post_checked(session, request, f, post, room, to)
-
-        return self.serial(session, run)
+        try:
+            given = wire.extras(request, self.chat.settings.max_text_length)
+        except errors.ChatError as e:
+            return self.chat.send_error(session, e)
+        if not given:
+            if session not in self._turns:  # nothing of this connection is being checked
+                self._posted(post(None), session, request, f, room, to)
+                return
+            self.serial(session, lambda: self._posted(post(None), session, request, f, room, to))
+            return
+        self.serial(session, lambda: self._post_checked(session, request, f, given, post, room, to))
 
     @inlineCallbacks
-    def _post_checked(self, session, request, f, post, room, to):
+    def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
         if room is not None:
             where = _Where(room, room, None)
         else:
             where = _Where(dm_channel(session.user, to), None, to)
-        mentions, reply_to = f.get("mentions"), f.get("reply_to")
+        mentions, reply_to = given.get("mentions"), given.get("reply_to")
         if mentions and wire.MENTION_ALL in mentions:
             store = self.chat.store
             member = yield store.member(where.channel, session.user)
@@ -208,14 +204,14 @@ class Inbox:
         data = conv.message_data(mentions, reply_to)
         if not self.chat._live(session):
             return
-        yield self._posted(post(data), session, request, f, room, to)
+        self._posted(post(data), session, request, f, room, to)
 
     def _posted(self, d, session, request, f, room, to):
         chat = self.chat
         where = {"room": room} if room is not None else {"to": to}
         d.addCallback(chat._ack, session, request.received, f["text"], **where)
         d.addErrback(self._failed, session, request.type, request.id)
-        return d
+        # (returns nothing: the connection's turn ends once the append is issued)
 
     # recall, edit, react
 
@@ -239,7 +235,7 @@ class Inbox:
             request.id,
         )
         data = {"target": f["seq"], "by": session.user}
-        yield self._append(session, request, where, "recalled", "", data)
+        self._append(session, request, where, "recalled", "", data)
 
     def _on_edit(self, session, request, f) -> None:
         self._token_user(session, request)
@@ -250,7 +246,7 @@ class Inbox:
     def _edit(self, session, request, f, where):
         yield self._membership(session, where, request.id)
         conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
-        yield self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
+        self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
 
     def _on_react(self, session, request, f) -> None:
         self._token_user(session, request)
@@ -269,7 +265,7 @@ class Inbox:
                 f"at most {REACTIONS_PER_USER} reactions of one user on one message", request.id
             )
         data = {"target": seq, "emoji": emoji, "on": emoji not in mine}
-        yield self._append(session, request, where, "reaction", "", data)
+        self._append(session, request, where, "reaction", "", data)
 
     # read markers and receipts
 
@@ -347,6 +343,7 @@ class Inbox:
 
     @inlineCallbacks
     def _mute(self, session, request, f, where):
+        yield self._membership(session, where, request.id, kind=False)  # not a left row
         ok = yield self.chat.store.set_muted(session.user, where.channel, f["muted"])
         if not ok:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
@@ -397,27 +394,39 @@ class Inbox:
         plan = conv.plan(snapshot, cheap, {c.channel: c for c in full})
         snap = dict(plan.keep)
         out = []
+        more = plan.more
         limit = chat.settings.sync_limit
-        # every conversation's items asked for at once (the store batches the reads)
-        reads = [
-            store.replay(summary.channel, after or 0, limit)
-            if after is None or after < summary.last_seq
-            else succeed(None)
-            for summary, after in plan.changed
-        ]
-        replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first) if reads else []
-        for (summary, _after), r in zip(plan.changed, replays, strict=True):
-            items, truncated, last = [], False, summary.last_seq
-            if r is not None:
-                items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
-            snap[summary.channel] = conv.entry(summary, last)
-            out.append(
-                {
-                    **wire.conversation_dict(summary),
-                    "items": [wire.item_object(m) for m in items],
-                    "truncated": truncated,
-                }
-            )
+        text = 0  # characters of item text in the reply so far
+        changed = plan.changed
+        for start in range(0, len(changed), SYNC_READ_BATCH):
+            batch = changed[start : start + SYNC_READ_BATCH]
+            if text >= SYNC_TEXT:  # the reply is full: the rest is for the next sync
+                more = True
+                for summary, after in batch:
+                    if after is not None:
+                        snap[summary.channel] = snapshot[summary.channel]
+                continue
+            # a batch of conversations' items asked for at once (the store batches reads)
+            reads = [
+                store.replay(summary.channel, after or 0, limit)
+                if after is None or after < summary.last_seq
+                else succeed(None)
+                for summary, after in batch
+            ]
+            replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first)
+            for (summary, _after), r in zip(batch, replays, strict=True):
+                items, truncated, last = [], False, summary.last_seq
+                if r is not None:
+                    items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
+                    text += sum(len(m.text) for m in items)
+                snap[summary.channel] = conv.entry(summary, last)
+                out.append(
+                    {
+                        **wire.conversation_dict(summary),
+                        "items": [wire.item_object(m) for m in items],
+                        "truncated": truncated,
+                    }
+                )
         removed = []
         for channel in plan.removed:
             member = yield store.member(channel, user)
@@ -429,21 +438,23 @@ class Inbox:
             "sync",
             cursor=cursor,
             reset=since is not None and snapshot is None,
-            more=plan.more,
+            more=more,
             conversations=out,
             removed=removed,
         )
 
     # history decoration (from Chat._on_history / Chat._on_dm_history)
 
-    def decorate(self, channel, items, me):
+    def decorate(self, channel, items, session):
         """Split a history page's *items* into messages and events and read what the
         messages show: their reactions and the originals they reply to. Fires with
-        ``(messages, events, reactions, quotes)``."""
+        ``(messages, events, reactions, quotes)``. A server that accepts no tokens has
+        no reactions or replies: its pages cost no read more than in chatd 0.1."""
         messages = [m for m in items if m.kind == "message"]
         events = [m for m in items if m.kind == "event"]
         store = self.chat.store
-        if not messages or not IConversationStore.providedBy(store):
+        tokens = session.identity is not None or bool(self.chat.anonymous_prefix)
+        if not messages or not tokens or not IConversationStore.providedBy(store):
             return succeed((messages, events, None, None))
         return self._decorations(store, channel, messages, events)
 
@@ -457,8 +468,6 @@ class Inbox:
 
 #: conversations per page when the request gives no limit
 CONVERSATIONS_LIMIT_DEFAULT = 50
-#: what a refused read hands to its deliver (nothing is sent)
-_REFUSED = object()
 
 
 def _first(failure):

@@ -49,6 +49,8 @@ class Request:
     fields: dict[str, Any]
     #: when the server received it (seconds, set by the receiver)
     received: float = 0.0
+    #: the EXTRAS fields the request carried, as sent (not validated: see :func:`extras`)
+    raw_extras: dict[str, Any] | None = None
 
 
 def _string(value, field, ref):
@@ -242,8 +244,10 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
     "members": {"room": (_room, True), "cursor": (_user, False), "limit": (_limit, False)},
 }
 
-#: optional fields of a type that are in ``Request.fields`` only when given (so a
-#: request without them parses exactly as in chatd 0.1): field -> validator
+#: optional fields of a type that only token users' requests use (``send``/``dm``'s
+#: ``mentions`` and ``reply_to``): kept aside as sent, validated by :func:`extras` when
+#: the request is a token user's, so anonymous requests parse exactly as in chatd 0.1
+#: (unknown members are ignored): field -> validator
 EXTRAS: dict[str, dict[str, Validator]] = {
     "send": {"mentions": _mentions, "reply_to": _seq},
     "dm": {"mentions": _mentions, "reply_to": _seq},
@@ -286,13 +290,28 @@ def parse(payload: bytes, max_text_length: int) -> Request:
             fields[field] = None
         else:
             fields[field] = validate(value, field, ref, max_text_length)
-    for field, validate in EXTRAS.get(kind, {}).items():
+    raw_extras = None
+    for field in EXTRAS.get(kind, ()):
         value = obj.get(field)
         if value is not None:
-            fields[field] = validate(value, field, ref, max_text_length)
+            raw_extras = raw_extras or {}
+            raw_extras[field] = value
     if kind in CONVERSATION_TYPES and (fields["room"] is None) == (fields["with"] is None):
         raise errors.BadRequest(f"{kind} names exactly one of 'room' and 'with'", ref)
-    return Request(kind, ref, fields)
+    return Request(kind, ref, fields, raw_extras=raw_extras)
+
+
+def extras(request: Request, max_text_length: int) -> dict[str, Any]:
+    """The validated EXTRAS fields of *request* (``{}`` when it has none); raises the
+    refusal of a bad one, as :func:`parse` does for the others."""
+    raw = request.raw_extras
+    if not raw:
+        return {}
+    schema = EXTRAS[request.type]
+    return {
+        field: schema[field](value, field, request.id, max_text_length)
+        for field, value in raw.items()
+    }
 
 
 def valid_name(name: str) -> bool:

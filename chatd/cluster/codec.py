@@ -8,7 +8,13 @@ tell its own events (and the sessions they came from) from the others'::
     {"k": kind, "n": origin node id, "a": [args...]}
 
 ``message`` and ``dm`` events carry the committed message after the arguments, ``"m": [channel, seq, sender, name, text, ts,
-client_id]``. Their payload is written by the history store's commit script
+client_id]``; a timeline item that is not a plain message (``Message.kind`` other
+than ``"message"``, or ``Message.data`` set) has two more elements, ``kind`` and
+``data`` (the JSON object as the store wrote it, :func:`data_json`): ``[..., client_id,
+kind, data]``. A plain message keeps the seven elements, byte for byte as before
+(a node of the previous version reads those; it cannot read the longer arrays, so
+in a rolling upgrade conversations features must wait until every node runs this
+version). Their payload is written by the history store's commit script
 (``lua/append.lua``), atomically with the ``seq``: Python builds the head with
 :func:`committed_head` and the script appends the message array and the closing
 ``}`` (``lua/bus.lua``, the codec's Lua half). The presence leaves and joins of
@@ -22,6 +28,8 @@ The arguments per kind (see :mod:`chatd.cluster`), as they are on the wire:
 ``presence`` ``[room, user, "join" | "leave", origin session or null]``
 ``typing``   ``[room, user, origin session]``
 ``relay``    ``[base64 of the frame, is_binary, origin session]``
+``user``     ``[user, the chatd.v1 frame as a string (UTF-8 text), origin session]``
+``room``     ``[room, the chatd.v1 frame as a string (UTF-8 text), origin session]``
 
 The bytes are a contract between chatd versions (a rolling upgrade runs old
 and new nodes on one bus): tests/e2e/test_cluster_codec.py holds payloads captured
@@ -39,6 +47,8 @@ from chatd.store import Message
 
 #: kinds whose event carries a committed message (published by the commit script)
 COMMITTED_KINDS = frozenset({"message", "dm"})
+#: kinds whose payload argument (bytes, a chatd.v1 JSON frame) travels as a string
+FRAME_KINDS = frozenset({"user", "room"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,9 @@ def _wire_args(kind: str, args) -> list:
     if kind == "relay":
         payload, is_binary, origin = args
         return [base64.b64encode(payload).decode(), is_binary, origin]
+    if kind in FRAME_KINDS:
+        to, payload, origin = args
+        return [to, payload.decode("utf-8"), origin]
     return list(args)
 
 
@@ -99,8 +112,23 @@ def lua_json(value) -> str:
     return text.replace("/", "\\/").replace("\x7f", "\\u007f")
 
 
-def _message_fields(m: Message) -> list:
-    return [m.channel, m.seq, m.sender, m.name, m.text, m.ts, m.client_id]
+def data_json(data: dict) -> str:
+    """A timeline item's data as stored and carried on the bus (compact JSON, UTF-8)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def is_plain(m: Message) -> bool:
+    """True for a message without data: the seven-element array of the previous version."""
+    return m.kind == "message" and m.data is None
+
+
+def message_array(m: Message) -> str:
+    """The ``"m"`` array of a committed item as the commit script writes it."""
+    array = lua_json([m.channel, m.seq, m.sender, m.name, m.text, m.ts, m.client_id])
+    if is_plain(m):
+        return array
+    data = "null" if m.data is None else data_json(m.data)
+    return f"{array[:-1]},{lua_json(m.kind)},{data}]"
 
 
 def encode(event: BusEvent) -> str:
@@ -111,7 +139,7 @@ def encode(event: BusEvent) -> str:
     """
     if event.kind in COMMITTED_KINDS:
         head = committed_head(event.kind, event.node, event.args)
-        return head + lua_json(_message_fields(event.message)) + "}"
+        return head + message_array(event.message) + "}"
     return _head(event.kind, event.node, event.args)
 
 
@@ -122,4 +150,6 @@ def decode(payload: str | bytes) -> BusEvent:
     message = Message(*event["m"]) if kind in COMMITTED_KINDS else None
     if kind == "relay":
         args[0] = base64.b64decode(args[0])
+    elif kind in FRAME_KINDS:
+        args[1] = args[1].encode("utf-8")
     return BusEvent(kind, event.get("n"), tuple(args), message)

@@ -424,4 +424,4 @@ class RedisMessageLog:
     def append(self, kind, fields, args):
         """Commit and publish (see :meth:`chatd.interfaces.IMessageLog.append`)."""
         head = codec.committed_head(kind, self.node.node_id, args)
-        return self.store.append_published(*fields, self.node.bus, head)
+        return self.store.append_published(*fields, bus=self.node.bus, head=head)

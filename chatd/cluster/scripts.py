@@ -2,7 +2,8 @@
 
 The ``.lua`` files ship in the package (setup.cfg ``package_data``). A script
 is one or more files joined in order: helpers first (``bus.lua``, the Lua half
-of :mod:`chatd.cluster.codec`; ``reap.lua``), then the script's body. Each file
+of :mod:`chatd.cluster.codec`; ``reap.lua``; ``items.lua`` and ``rows.lua``, the Lua half of
+:mod:`chatd.store.redis`), then the script's body. Each file
 documents its KEYS, ARGV and result.
 """
 
@@ -22,10 +23,20 @@ PARTS = {
     "reap_self": ("bus", "reap", "reap_self"),
     "resync": ("bus", "resync"),
     # history (chatd.store.redis.RedisStore)
-    "append": ("bus", "append"),
-    "replay": ("replay",),
-    "history": ("history",),
-    "prune": ("prune",),
+    "append": ("bus", "items", "rows", "append"),
+    "replay": ("items", "replay"),
+    "history": ("items", "history"),
+    "fetch": ("items", "fetch"),
+    "prune": ("items", "prune"),
+    # conversations (chatd.store.redis.RedisStore, IConversationStore)
+    "conversations": ("conversations",),
+    "summaries": ("items", "summaries"),
+    "mark_read": ("rows", "mark_read"),
+    "set_muted": ("rows", "set_muted"),
+    "readers": ("readers",),
+    "members": ("members",),
+    "cursor": ("cursor",),
+    "user": ("user",),
 }
 
 

@@ -1,17 +1,69 @@
-"""The cluster history store: every node of a cluster shares history in Redis.
+"""The cluster history and conversation store: every node of a cluster shares it in Redis.
 
 Keys (``P`` is the key prefix, e.g. ``chatd:``; ``{ch}`` is a hash tag so a
-channel's keys live in one Redis Cluster slot):
+channel's keys live in one Redis Cluster slot, ``{u}`` one so a user's keys live in
+one):
 
 ``P s:{ch}``
     the channel's newest seq ever handed out (``INCR``): seqs continue after
     trimming and are never reused.
 ``P m:{ch}``
-    a stream with one entry per message, entry id ``0-<seq>``, fields ``s``
+    a stream with one entry per timeline item, entry id ``0-<seq>``, fields ``s``
     (sender), ``n`` (name), ``t`` (text), ``ts`` and ``c`` (client id, absent
-    when none). ``XADD … MAXLEN history_max`` keeps at most ``history_max``
-    entries; ``history_days`` is enforced by :meth:`RedisStore.prune`
-    (``XTRIM MINID``), like the SQLite store's pruner.
+    when none); since conversations also ``k`` (the item's kind, absent for a
+    message: the entries of an older chatd are messages), ``j`` (its data as JSON,
+    absent when None), and on a message that was edited or recalled ``et`` (the
+    edit's ts) and ``er`` (``{"by", "ts"}`` of the recall) -- read back into
+    ``Message.data["edited_ts"]`` / ``["recalled"]``. ``XADD … MAXLEN
+    history_max`` keeps at most ``history_max`` entries; ``history_days`` is
+    enforced by :meth:`RedisStore.prune` (``XTRIM MINID``), like the SQLite
+    store's pruner.
+``P w:{ch}``
+    the *rewritten* items: a recall or an edit deletes the target's stream entry
+    (``XDEL``: a recalled text is removed, not hidden) and keeps its new state here,
+    a zset scored by seq, member ``"<seq> <JSON array of the entry's fields>"``.
+    Reads merge it with the stream.
+``P ed:{ch}``
+    hash target seq -> the seqs of its ``edited`` items (space-separated), so a
+    recall blanks them too.
+``P o:{ch}``
+    the message ordinals: a zset of the seqs of the items of kind ``message``
+    (score = member = seq), trimmed with the stream. ``unread`` is ``ZCOUNT o
+    (read_seq +inf`` -- derived from the marker, nothing is written per recipient.
+    (Sending moves the sender's marker to the message, so a user's own messages
+    are never above their marker.) Filled from the stream once for a channel of
+    an older chatd (``c:{ch}`` has no ``v`` yet).
+``P c:{ch}``
+    hash of channel counters: ``seq`` and ``ts`` (the newest item's), ``lm`` (the
+    newest message's seq), ``kind`` (the room's, copied from ``r:{ch}``), ``tn`` /
+    ``tb`` (message ordinals trimmed with the history: how many, up to which seq),
+    ``v`` (1: ``o:{ch}`` covers the stream).
+``P mn:{ch}:<user>``, ``P ma:{ch}``
+    zsets of the seqs of messages mentioning ``<user>`` / ``@all``; ``mentions``
+    is their ``ZCOUNT`` above the read marker.
+``P rx:{ch}``
+    hash target seq -> ``{emoji: {user: 1}}`` (JSON), the reactions now on it.
+``P r:{ch}``
+    hash: the room row (``kind``, ``title``, ``topic``, ``avatar``,
+    ``created_by``, ``created_ts``); absent for a room never ``created``.
+``P mb:{ch}``
+    hash user -> the member row, JSON ``[role, state, peer ("" in rooms), read_seq,
+    muted (0/1), since_seq]``; DM channels have one per user.
+``P ms:{ch}``
+    zset (score 0) of the users in state ``member``, for paging by user id
+    (``ZRANGEBYLEX``: a 10,000-member room is never loaded whole) and ``ZCARD``.
+``P rd:{ch}``
+    zset user -> read_seq of the users in state ``member`` (read receipts).
+``P u:{u}``
+    hash ``name``, ``ts``: a known user (:meth:`RedisStore.add_user`, or a member
+    row was made for them).
+``P uc:{u}``
+    hash channel -> a copy of the member row, for the user's conversations
+    (the channels where their row is in state ``member``): the conversation
+    list reads it and each channel's ``c:{ch}``, one script.
+``P cz:{u}``, ``P cs:{u}:<cursor>``
+    the user's sync cursors: a zset cursor -> save order, and one string key per
+    snapshot; both expire 30 days after the last save; only the newest 16 are kept.
 ``P d:["sender","client id"]``
     the exactly-once record ``"<seq> <ts> <channel>"`` with a TTL of
     ``dedupe_days``; it outlives the message (a resend after trimming gets the
@@ -21,12 +73,22 @@ channel's keys live in one Redis Cluster slot):
     every channel ever written (for pruning by age).
 
 One Lua script (``chatd/cluster/lua/append.lua``) does dedupe check + ``INCR``
-+ ``XADD`` + dedupe record + ``PUBLISH`` of the committed message on the node bus. Redis
-runs a script atomically and delivers published messages to each subscriber
-in publish order, so every node receives each channel's messages in ``seq``
-order, whichever node committed them. The payload published is begun by
-:class:`chatd.cluster.redis.RedisMessageLog` (:func:`chatd.cluster.codec.committed_head`)
-and finished by the script with the message fields (``lua/bus.lua``).
++ ``XADD`` + the item's effect (an event's member/room row change; a message's
+ordinal, mentions, the sender's read marker and a DM's member rows; a recall's,
+edit's or reaction's change of the target) + dedupe record + ``PUBLISH`` of the
+committed item on the node bus. Redis runs a script atomically and delivers
+published messages to each subscriber in publish order, so every node receives
+each channel's items in ``seq`` order, whichever node committed them. The
+payload published is begun by :class:`chatd.cluster.redis.RedisMessageLog`
+(:func:`chatd.cluster.codec.committed_head`) and finished by the script with the
+item's fields (``lua/bus.lua``).
+
+Redis Cluster (for later): every script but these touches one slot only. Across
+slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
+their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
+``mark_read`` and ``set_muted`` (``uc:{user}``), ``conversations`` and
+``summaries`` (one slot per channel of the user). Scripts also build keys from
+the prefix instead of declaring them all in KEYS. See docs/cluster.md.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
 (fail fast, nothing is queued), so chat answers ``unavailable`` and clients
@@ -48,13 +110,46 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd.cluster.codec import data_json
 from chatd.cluster.scripts import SOURCES
-from chatd.store import Appended, IHistoryStore, Message, Page, Replay, StoreUnavailable
+from chatd.store import (
+    ITEM_KINDS,
+    Appended,
+    Conversation,
+    IConversationStore,
+    IHistoryStore,
+    Member,
+    Message,
+    Page,
+    Replay,
+    Room,
+    StoreUnavailable,
+    dm_users,
+)
 
 _DAY_MS = 86_400_000
+#: sync cursors: kept this long after they were saved, at most this many per user
+CURSOR_TTL_MS = 30 * _DAY_MS
+CURSORS_KEPT = 16
+#: the room row's fields an event's ``changes`` may set
+ROOM_FIELDS = ("kind", "title", "topic", "avatar")
 
 #: the Lua scripts (chatd.cluster.scripts, ``chatd/cluster/lua/``) the store runs
-STORE_SCRIPTS = ("append", "replay", "history", "prune")
+STORE_SCRIPTS = (
+    "append",
+    "replay",
+    "history",
+    "fetch",
+    "prune",
+    "conversations",
+    "summaries",
+    "mark_read",
+    "set_muted",
+    "readers",
+    "members",
+    "cursor",
+    "user",
+)
 
 
 def _seq_of(entry_id: str) -> int:
@@ -62,14 +157,67 @@ def _seq_of(entry_id: str) -> int:
 
 
 def _message(channel: str, row) -> Message:
+    """The item of a stream row ``[entry id, fields]`` in its current state."""
     entry_id, fields = row
     f = dict(zip(fields[::2], fields[1::2], strict=True))
-    return Message(channel, _seq_of(entry_id), f["s"], f["n"], f["t"], int(f["ts"]), f.get("c"))
+    data = json.loads(f["j"]) if "j" in f else None
+    if "et" in f or "er" in f:
+        data = dict(data or {})
+        if "et" in f:
+            data["edited_ts"] = int(f["et"])
+        if "er" in f:
+            data["recalled"] = json.loads(f["er"])
+    kind = f.get("k", "message")
+    ts = int(f["ts"])
+    return Message(channel, _seq_of(entry_id), f["s"], f["n"], f["t"], ts, f.get("c"), kind, data)
 
 
-@implementer(IHistoryStore)
+def _json_list(reply) -> list:
+    """A script's JSON reply as a list (cjson writes an empty Lua table as ``{}``)."""
+    value = json.loads(reply)
+    return value if isinstance(value, list) else []
+
+
+def _member(channel: str, user: str, raw: str) -> Member:
+    role, state, peer, read, muted, since = json.loads(raw)
+    return Member(channel, user, role, state, peer or None, int(read), bool(muted), int(since))
+
+
+def _effect(channel: str, sender: str, kind: str, data: dict | None) -> dict:
+    """What append.lua needs to apply an item (see its ARGV 15)."""
+    data = data or {}
+    if kind == "message":
+        mentions = data.get("mentions") or []
+        effect = {"mentions": [m for m in mentions if isinstance(m, str)]}
+        users = dm_users(channel)
+        if users is not None:
+            effect["dm"] = list(users)
+        return effect
+    if kind == "event":
+        changes = data.get("changes") or {}
+        return {
+            "event": data.get("event"),
+            "user": data.get("user") or sender,
+            "role": data.get("role"),
+            "changes": {k: str(changes[k]) for k in ROOM_FIELDS if changes.get(k) is not None},
+        }
+    return {
+        "target": int(data["target"]),
+        "by": data.get("by") or sender,
+        "emoji": data.get("emoji", ""),
+    }
+
+
+def _as_bytes(value) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.encode("utf-8")
+
+
+@implementer(IHistoryStore, IConversationStore)
 class RedisStore:
-    """An :class:`IHistoryStore` shared by every node of a cluster (see the module docstring).
+    """An :class:`IHistoryStore` and :class:`IConversationStore` shared by every
+    node of a cluster (see the module docstring).
 
     *node* is a :class:`chatd.cluster.redis.RedisNode` (the Redis connections of
     this chatd process); ``start()``/``stop()`` start and stop it.
@@ -110,8 +258,9 @@ class RedisStore:
 
     # keys
 
-    def _key(self, kind: str, channel: str) -> str:
-        return f"{self.node.prefix}{kind}:{{{channel}}}"
+    def _key(self, kind: str, name: str) -> str:
+        """``P kind:{name}``: *name* a channel or a user, its hash tag."""
+        return f"{self.node.prefix}{kind}:{{{name}}}"
 
     def _dedupe_key(self, sender: str, client_id: str) -> str:
         return self.node.prefix + "d:" + json.dumps([sender, client_id], ensure_ascii=False)
@@ -145,21 +294,53 @@ class RedisStore:
             return failure
         return fail(StoreUnavailable(f"Redis {what} failed: {failure.getErrorMessage()}"))
 
-    def append(self, channel, sender, name, client_id, text, ts):
-        """Store a message (see :meth:`IHistoryStore.append`); nothing is published."""
-        return self.append_published(channel, sender, name, client_id, text, ts, "", "")
+    def _run(self, script, keys, args, what, done=None):
+        """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable."""
+        d = self.node.script(script, keys, args)
+        return d.addCallbacks(done or (lambda r: r), self._unavailable, errbackArgs=(what,))
 
-    def append_published(self, channel, sender, name, client_id, text, ts, bus, head):
-        """Store a message and, in the same script, PUBLISH it on *bus*.
+    def _command(self, *args):
+        d = self.node.execute(*args)
+        return d.addErrback(self._unavailable, args[0])
+
+    def append(self, channel, sender, name, client_id, text, ts, kind="message", data=None):
+        """Store a timeline item (see :meth:`IHistoryStore.append`,
+        :class:`IConversationStore`); nothing is published."""
+        return self.append_published(channel, sender, name, client_id, text, ts, kind, data)
+
+    def append_published(
+        self,
+        channel,
+        sender,
+        name,
+        client_id,
+        text,
+        ts,
+        kind="message",
+        data=None,
+        bus="",
+        head="",
+    ):
+        """Store a timeline item and, in the same script, PUBLISH it on *bus*.
 
         The payload is *head* (:func:`chatd.cluster.codec.committed_head`)
         followed by the JSON array ``[channel, seq, sender, name, text, ts,
-        client_id]`` and ``}``. Nothing is published for a duplicate.
+        client_id]`` (with ``kind, data`` after it unless the item is a plain
+        message, :func:`chatd.cluster.codec.message_array`) and ``}``. Nothing is
+        published for a duplicate.
         """
+        if kind not in ITEM_KINDS:
+            raise ValueError(f"unknown timeline item kind {kind!r}")
         maxlen = self.history_max or 0
         stream = self._key("m", channel)
         dedupe = self._dedupe_key(sender, client_id) if client_id is not None else stream
         dedupe_ms = max(1, int(self.dedupe_days * _DAY_MS))
+        payload, off = "", ""
+        if data is not None:
+            payload = data_json(data)
+            if kind == "reaction":
+                payload, off = data_json({**data, "on": True}), data_json({**data, "on": False})
+        effect = json.dumps(_effect(channel, sender, kind, data), ensure_ascii=False)
         d = self.node.script(
             "append",
             [self._key("s", channel), stream, dedupe, self.node.prefix + "channels"],
@@ -175,16 +356,32 @@ class RedisStore:
                 head,
                 channel,
                 self.node.prefix,
+                kind,
+                payload,
+                off,
+                effect,
             ],
         )
 
-        def done(result):
-            if result[0] == 1:
-                _, ch, seq, ots, oname, otext = result
-                original = Message(ch, int(seq), sender, oname, otext, int(ots), client_id)
-                return Appended(original, True)
+        def done(reply):
+            if reply.startswith("["):
+                ch, seq, ots, fields = json.loads(reply)
+                if fields:
+                    return Appended(_message(ch, [f"0-{seq}", fields]), True)
+                return Appended(Message(ch, int(seq), sender, "", "", int(ots), client_id), True)
             self.appended += 1
-            message = Message(channel, int(result[1]), sender, name, text, ts, client_id)
+            seq, _, stored = reply.partition(" ")
+            message = Message(
+                channel,
+                int(seq),
+                sender,
+                name,
+                text,
+                ts,
+                client_id,
+                kind,
+                json.loads(stored) if stored else None,
+            )
             return Appended(message, False)
 
         return d.addCallbacks(done, self._unavailable, errbackArgs=("append",))
@@ -197,12 +394,12 @@ class RedisStore:
         so a joiner never gets a replayed message again from the live stream.
         """
         arg = "" if since is None else int(since)
-        d = self.node.script(
-            "replay", [self._key("s", channel), self._key("m", channel)], [arg, max(limit, 0)]
-        )
+        keys = [self._key("s", channel), self._key("m", channel), self._key("w", channel)]
 
-        def done(result):
-            last, rows = int(result[0]), result[1]
+        def done(reply):
+            result = _json_list(reply)
+            last = int(result[0])
+            rows = result[1] if len(result) > 1 and isinstance(result[1], list) else []
             if since is None:
                 return Replay([], last, False)
             if len(rows) > limit:
@@ -215,19 +412,199 @@ class RedisStore:
         def settled(replay):
             return self.node.barrier().addCallback(lambda _: replay)
 
-        d.addCallbacks(done, self._unavailable, errbackArgs=("replay",))
+        d = self._run("replay", keys, [arg, max(limit, 0)], "replay", done)
         return d.addCallback(settled)
 
     def history(self, channel, before, limit):
         """See :meth:`IHistoryStore.history`."""
         arg = "" if before is None else int(before)
-        d = self.node.script("history", [self._key("m", channel)], [arg, max(limit, 0)])
+        keys = [self._key("m", channel), self._key("w", channel)]
 
-        def done(rows):
+        def done(reply):
+            rows = _json_list(reply)
             more = len(rows) > limit
             return Page([_message(channel, r) for r in reversed(rows[:limit])], more)
 
-        return d.addCallbacks(done, self._unavailable, errbackArgs=("history",))
+        return self._run("history", keys, [arg, max(limit, 0)], "history", done)
+
+    # IConversationStore
+
+    def add_user(self, user, name, ts):
+        """See :meth:`IConversationStore.add_user`."""
+        d = self._run("user", [self._key("u", user)], [name, int(ts)], "add_user")
+        return d.addCallback(lambda _: None)
+
+    def has_user(self, user):
+        """See :meth:`IConversationStore.has_user`."""
+        return self._command("EXISTS", self._key("u", user)).addCallback(lambda n: bool(int(n)))
+
+    def room(self, room):
+        """See :meth:`IConversationStore.room`."""
+
+        def done(flat):
+            if not flat:
+                return None
+            f = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Room(
+                room,
+                f.get("kind") or "public",
+                f.get("title", ""),
+                f.get("topic", ""),
+                f.get("avatar", ""),
+                f.get("created_by") or None,
+                int(f.get("created_ts") or 0),
+            )
+
+        return self._command("HGETALL", self._key("r", room)).addCallback(done)
+
+    def member(self, channel, user):
+        """See :meth:`IConversationStore.member`."""
+        d = self._command("HGET", self._key("mb", channel), user)
+        return d.addCallback(lambda raw: None if raw is None else _member(channel, user, raw))
+
+    def members(self, channel, after, limit):
+        """See :meth:`IConversationStore.members` (``ZRANGEBYLEX`` of ``ms:{ch}``)."""
+        keys = [self._key("ms", channel), self._key("mb", channel)]
+
+        def done(reply):
+            flat = _json_list(reply)
+            rows = [
+                _member(channel, user, raw)
+                for user, raw in zip(flat[::2], flat[1::2], strict=True)
+                if raw
+            ]
+            return rows[:limit], len(rows) > limit
+
+        args = ["" if after is None else after, max(limit, 0)]
+        return self._run("members", keys, args, "members", done)
+
+    def member_count(self, channel):
+        """See :meth:`IConversationStore.member_count`."""
+        return self._command("ZCARD", self._key("ms", channel)).addCallback(int)
+
+    def conversations(self, user):
+        """See :meth:`IConversationStore.conversations` (one script)."""
+
+        def done(reply):
+            out = [
+                Conversation(
+                    channel,
+                    "dm" if peer else (kind or "public"),
+                    peer or None,
+                    role,
+                    read,
+                    bool(muted),
+                    last,
+                    ts,
+                )
+                for channel, role, peer, read, muted, last, ts, kind in _json_list(reply)
+            ]
+            out.sort(key=lambda c: (-c.last_ts, c.channel))
+            return out
+
+        return self._run("conversations", [], [self.node.prefix, user], "conversations", done)
+
+    def summaries(self, user, channels):
+        """See :meth:`IConversationStore.summaries` (one script)."""
+        channels = list(channels)
+        if not channels:
+            return succeed([])
+
+        def done(reply):
+            out = []
+            rows = _json_list(reply)
+            for channel, raw, last, ts, kind, title, unread, mentions, newest, peer in rows:
+                m = _member(channel, user, raw)
+                if m.state != "member":
+                    continue
+                out.append(
+                    Conversation(
+                        channel,
+                        "dm" if m.peer is not None else (kind or "public"),
+                        m.peer,
+                        m.role,
+                        m.read_seq,
+                        m.muted,
+                        int(last),
+                        int(ts),
+                        int(unread),
+                        int(mentions),
+                        _message(channel, newest) if newest else None,
+                        _member(channel, m.peer, peer).read_seq if peer else None,
+                        "" if m.peer is not None else (title or ""),
+                    )
+                )
+            return out
+
+        args = [self.node.prefix, user, *channels]
+        return self._run("summaries", [], args, "summaries", done)
+
+    def mark_read(self, user, channel, seq):
+        """See :meth:`IConversationStore.mark_read`; clamped to the channel's newest seq."""
+        args = [self.node.prefix, channel, user, int(seq)]
+        d = self._run("mark_read", [self._key("s", channel)], args, "mark_read")
+        return d.addCallback(lambda r: None if r is None else int(r))
+
+    def set_muted(self, user, channel, muted):
+        """See :meth:`IConversationStore.set_muted`."""
+        args = [self.node.prefix, channel, user, 1 if muted else 0]
+        d = self._run("set_muted", [], args, "set_muted")
+        return d.addCallback(lambda r: bool(int(r)))
+
+    def readers(self, channel, seq, limit):
+        """See :meth:`IConversationStore.readers`."""
+        keys = [self._key("rd", channel), self._key("ms", channel)]
+        d = self._run("readers", keys, [int(seq), max(limit, 0)], "readers")
+
+        def done(reply):
+            count, users = _json_list(reply)
+            return int(count), users if isinstance(users, list) else []
+
+        return d.addCallback(done)
+
+    def items(self, channel, seqs):
+        """See :meth:`IConversationStore.items`."""
+        seqs = sorted({int(s) for s in seqs})
+        if not seqs:
+            return succeed({})
+        keys = [self._key("m", channel), self._key("w", channel)]
+
+        def done(reply):
+            return {m.seq: m for m in (_message(channel, r) for r in _json_list(reply))}
+
+        return self._run("fetch", keys, seqs, "items", done)
+
+    def reactions(self, channel, seqs):
+        """See :meth:`IConversationStore.reactions`."""
+        seqs = sorted({int(s) for s in seqs})
+        if not seqs:
+            return succeed({})
+
+        def done(values):
+            out = {}
+            for seq, raw in zip(seqs, values, strict=True):
+                if raw is None:
+                    continue
+                emoji = {e: sorted(users) for e, users in json.loads(raw).items() if users}
+                if emoji:
+                    out[seq] = emoji
+            return out
+
+        return self._command("HMGET", self._key("rx", channel), *seqs).addCallback(done)
+
+    def _cursor_key(self, user, cursor):
+        return f"{self._key('cs', user)}:{cursor}"
+
+    def save_cursor(self, user, cursor, snapshot, ts):
+        """See :meth:`IConversationStore.save_cursor` (the newest 16, 30 days)."""
+        keys = [self._key("cz", user), self._cursor_key(user, cursor)]
+        args = [self.node.prefix, user, cursor, snapshot, int(ts), CURSOR_TTL_MS, CURSORS_KEPT]
+        return self._run("cursor", keys, args, "save_cursor").addCallback(lambda _: None)
+
+    def load_cursor(self, user, cursor):
+        """See :meth:`IConversationStore.load_cursor`."""
+        d = self._command("GET", self._cursor_key(user, cursor))
+        return d.addCallback(_as_bytes)
 
     # retention by age
 
@@ -254,8 +631,8 @@ class RedisStore:
             if not todo:
                 self.pruned_messages += total[0]
                 return total[0]
-            stream = self._key("m", todo[-1])
-            d = self.node.script("prune", [stream], [cutoff, self.prune_chunk])
+            keys = [self._key(kind, todo[-1]) for kind in ("m", "w", "o", "c")]
+            d = self.node.script("prune", keys, [cutoff, self.prune_chunk])
 
             def chunk(result):
                 total[0] += int(result[0])

@@ -270,20 +270,28 @@ def last_seq(conn: sqlite3.Connection, channel: str) -> int | None:
     return None if row is None else row[0]
 
 
-def _message(row) -> Message:
-    """A :class:`Message` from a row of ``_COLUMNS``."""
-    channel, seq, sender, name, text, ts, client_id, kind, data = row
-    return Message(
-        channel,
-        seq,
-        sender,
-        name,
-        text,
-        ts,
-        client_id,
-        kind or "message",
-        None if data is None else json.loads(data),
-    )
+#: the columns of a channel's items read back (the channel is the caller's)
+_ITEM_COLUMNS = "seq, sender, name, text, ts, client_id, kind, data"
+
+
+def _items(channel: str, rows) -> list[Message]:
+    """The :class:`Message` of each row of ``_ITEM_COLUMNS`` of *channel*, in order
+    (the hot path of replay and history: one comprehension, no call per row)."""
+    loads = json.loads
+    return [
+        Message(
+            channel,
+            seq,
+            sender,
+            name,
+            text,
+            ts,
+            client_id,
+            kind or "message",
+            None if data is None else loads(data),
+        )
+        for seq, sender, name, text, ts, client_id, kind, data in rows
+    ]
 
 
 def _json(data) -> str | None:
@@ -304,28 +312,36 @@ def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Mes
     if row is None:
         return None
     channel, seq, ts, name, text, kind, data = row
-    return _message((channel, seq, sender, name or "", text or "", ts, client_id, kind, data))
+    return _items(channel, [(seq, sender, name or "", text or "", ts, client_id, kind, data)])[0]
 
 
 def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
     """Insert the item *m* with its message ordinal (and its exactly-once record when
     it has a client_id). A message stores NULL kind, and NULL ord when it equals the
     seq (what a chatd 0.1 row means)."""
-    conn.execute(
-        f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            m.channel,
-            m.seq,
-            m.sender,
-            m.name,
-            m.text,
-            m.ts,
-            m.client_id,
-            None if m.kind == "message" else m.kind,
-            _json(m.data),
-            None if ord_ == m.seq else ord_,
-        ),
-    )
+    if m.kind == "message" and m.data is None and ord_ == m.seq:
+        # the row of chatd 0.1: the new columns stay NULL
+        conn.execute(
+            "INSERT INTO messages (channel, seq, sender, name, text, ts, client_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.channel, m.seq, m.sender, m.name, m.text, m.ts, m.client_id),
+        )
+    else:
+        conn.execute(
+            f"INSERT INTO messages ({_COLUMNS}, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.channel,
+                m.seq,
+                m.sender,
+                m.name,
+                m.text,
+                m.ts,
+                m.client_id,
+                None if m.kind == "message" else m.kind,
+                _json(m.data),
+                None if ord_ == m.seq else ord_,
+            ),
+        )
     if m.client_id is not None:
         conn.execute(
             "INSERT INTO client_ids (sender, client_id, channel, seq, ts) VALUES (?, ?, ?, ?, ?)",
@@ -359,12 +375,13 @@ def replay(conn: sqlite3.Connection, channel: str, since, limit: int, last: int)
     if since is None:
         return Replay([], last, False)
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
+        f"SELECT {_ITEM_COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
+        "ORDER BY seq DESC LIMIT ?",
         (channel, since, max(limit, 0) + 1),
     ).fetchall()
     if len(rows) > limit:
-        return Replay([_message(r) for r in reversed(rows[:limit])], last, True)
-    missed = [_message(r) for r in reversed(rows)]
+        return Replay(_items(channel, reversed(rows[:limit])), last, True)
+    missed = _items(channel, reversed(rows))
     # Pruned messages after `since` are a gap the client must know about.
     gap = last > since and (not missed or missed[0].seq > since + 1)
     return Replay(missed, last, gap)
@@ -374,17 +391,17 @@ def history(conn: sqlite3.Connection, channel: str, before, limit: int) -> Page:
     """:meth:`IHistoryStore.history`: up to *limit* messages with ``seq < before``."""
     if before is None:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE channel = ? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_ITEM_COLUMNS} FROM messages WHERE channel = ? ORDER BY seq DESC LIMIT ?",
             (channel, max(limit, 0) + 1),
         ).fetchall()
     else:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM messages "
+            f"SELECT {_ITEM_COLUMNS} FROM messages "
             "WHERE channel = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (channel, before, max(limit, 0) + 1),
         ).fetchall()
     more = len(rows) > limit
-    return Page([_message(r) for r in reversed(rows[:limit])], more)
+    return Page(_items(channel, reversed(rows[:limit])), more)
 
 
 def channel_names(conn: sqlite3.Connection) -> list[str]:
@@ -433,10 +450,10 @@ def delete_client_ids(conn: sqlite3.Connection, upto: int) -> int:
 
 def item(conn: sqlite3.Connection, channel: str, seq: int) -> Message | None:
     """The stored item *seq* of *channel* (current state), or None."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND seq = ?", (channel, seq)
-    ).fetchone()
-    return None if row is None else _message(row)
+    rows = conn.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM messages WHERE channel = ? AND seq = ?", (channel, seq)
+    ).fetchall()
+    return _items(channel, rows)[0] if rows else None
 
 
 def items(conn: sqlite3.Connection, channel: str, seqs) -> dict[int, Message]:
@@ -498,6 +515,14 @@ def member(conn: sqlite3.Connection, channel: str, user: str) -> tuple[Member, i
         (channel, user),
     ).fetchone()
     return None if row is None else (_member(row[:-1]), row[-1])
+
+
+def read_seq(conn: sqlite3.Connection, channel: str, user: str) -> int | None:
+    """*user*'s read marker in *channel*, or None without a row."""
+    row = conn.execute(
+        "SELECT read_seq FROM members WHERE channel = ? AND user = ?", (channel, user)
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:

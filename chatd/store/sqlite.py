@@ -102,6 +102,25 @@ _READS = frozenset(("replay", "history", "read", "member", "conversations", "sum
 #: batched jobs that write at most one statement: no savepoint of their own
 _ONE_STATEMENT = frozenset(("mark_read", "add_user", "set_muted"))
 
+
+def _needs_savepoint(kind, args) -> bool:
+    """Whether a batched job needs its own savepoint, so a row error undoes only it.
+
+    Not a job that writes one statement (atomic by itself), and not a plain room
+    message (kind "message", no data, not a DM: the append of chatd 0.1, the hot
+    path): its first write, the ``messages`` row, binds every value the job brings,
+    so a row error (a lone surrogate, a wrong type) is raised before anything is
+    written, and the later statements (the client id, the sender's marker) bind
+    only values that row took.
+    """
+    if kind in _ONE_STATEMENT:
+        return False
+    if kind == "append":
+        channel, kind_, data = args[0], args[6], args[7]
+        return not (kind_ == "message" and data is None and not channel.startswith("@dm:"))
+    return True
+
+
 #: the counters of a channel that never had an item
 _NO_ITEMS = (0, 0, 0, 0)
 
@@ -543,14 +562,13 @@ class SQLiteStore:
     def _mark_read_one(self, args, touched):
         """Move a read marker inside the open transaction; the marker after (None: no row)."""
         user, channel, seq = args
-        found = sql.member(self._conn, channel, user)
-        if found is None:
+        read_seq = sql.read_seq(self._conn, channel, user)
+        if read_seq is None:
             return None
-        row = found[0]
         counters = self._counters_of(channel, touched)
         seq = min(seq, counters[0])
-        if seq <= row.read_seq:
-            return row.read_seq
+        if seq <= read_seq:
+            return read_seq
         sql.move_marker(self._conn, channel, user, seq, self._ord_at(channel, seq, counters))
         return seq
 
@@ -582,8 +600,7 @@ class SQLiteStore:
                 appends += kind == "append"
                 # each job in its own savepoint: one row SQLite cannot take
                 # fails that job only, not the others of the batch
-                # (jobs that write one statement need none: it is atomic)
-                savepoint = kind not in _ONE_STATEMENT
+                savepoint = _needs_savepoint(kind, args)
                 if savepoint:
                     conn.execute("SAVEPOINT job")
                 try:

@@ -27,8 +27,10 @@ Reads
     cancelled before the thread reaches it is skipped (``cancelled_reads``
     counts them, ``reads`` counts the reads run; the chat cancels the reads of
     connections that closed). A read's result is handed back as soon as it
-    has run, not at the end of its drain, so a drain never holds more than
-    one read's rows.
+    has run, not at the end of its drain -- together with the reads run just
+    before it, when reads come in a run (up to ``READ_GROUP``: one reactor
+    wake-up, not one per read) -- so a drain never holds more than
+    ``READ_GROUP`` reads' rows.
 
 Long jobs
     A job may do part of its work and return :class:`Requeue` with the
@@ -57,6 +59,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatd.store import StoreUnavailable
+
+#: consecutive reads handed back together (one reactor wake-up for a run of them)
+READ_GROUP = 16
 
 #: ``(ok, value)``: ``value`` is the result when ``ok``, else the exception
 Result = tuple[bool, Any]
@@ -224,6 +229,7 @@ class WriterThread:
     def _process(self, jobs):
         """Run one drain of jobs; consecutive batched jobs share one commit."""
         results = []
+        held = 0  # reads whose results are in `results`, not yet handed back
         pending = []  # consecutive batched jobs, committed together
         for index, job in enumerate(jobs):
             if not self._running:
@@ -252,10 +258,15 @@ class WriterThread:
             else:
                 results.append((job.deferred, True, value))
             if job.kind in self.read_kinds:
-                # hand the rows back now: a drain never holds more than one read's rows
+                # hand the rows back now, with the reads run just before it: a drain
+                # never holds more than READ_GROUP reads' rows
                 self.reads += 1
-                self._reactor.callFromThread(self._deliver, results)
-                results = []
+                held += 1
+                following = jobs[index + 1] if index + 1 < len(jobs) else None
+                if held >= READ_GROUP or following is None or following.kind not in self.read_kinds:
+                    self._reactor.callFromThread(self._deliver, results)
+                    results = []
+                    held = 0
             if job.kind == "close":
                 self._running = False
         results.extend(self._commit_batch(pending))

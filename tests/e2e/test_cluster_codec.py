@@ -106,6 +106,108 @@ CAPTURED = [
 PYTHON_WRITTEN = CAPTURED[:7]
 
 
+#: payloads of this version's new events (conversations): the frame kinds ``user`` and
+#: ``room`` (their frame as a string) and timeline items that are not plain messages
+#: (the message array with kind and data appended)
+CONVERSATIONS = [
+    (
+        '{"k": "user", "n": "n0de1", "a": ["bob", "{\\"type\\":\\"read\\",\\"with\\":\\"zo\\u00eb\\"}", '
+        '"sess-a"]}',
+        BusEvent("user", "n0de1", ("bob", '{"type":"read","with":"zoë"}'.encode(), "sess-a")),
+    ),
+    (
+        '{"k": "room", "n": "n0de1", "a": ["team", "{\\"type\\":\\"receipt\\"}", null]}',
+        BusEvent("room", "n0de1", ("team", b'{"type":"receipt"}', None)),
+    ),
+    (
+        '{"k": "message", "n": "n0de1", "a": ["sess-a", false],"m":["team",3,"alice","Ali\\/ce",'
+        '"",1764686769123,"k1","event",{"event":"kicked","user":"bob","by":"alice"}]}',
+        BusEvent(
+            "message",
+            "n0de1",
+            ("sess-a", False),
+            Message(
+                "team",
+                3,
+                "alice",
+                "Ali/ce",
+                "",
+                TS,
+                "k1",
+                "event",
+                {"event": "kicked", "user": "bob", "by": "alice"},
+            ),
+        ),
+    ),
+    (
+        '{"k": "dm", "n": "n0de1", "a": ["bob", "sess-a"],"m":["@dm:[\\"alice\\",\\"bob\\"]",'
+        '2,"alice","Alice","hi @bob",1764686769124,null,"message",{"mentions":["bob"],"reply_to":1}]}',
+        BusEvent(
+            "dm",
+            "n0de1",
+            ("bob", "sess-a"),
+            Message(
+                DM,
+                2,
+                "alice",
+                "Alice",
+                "hi @bob",
+                TS + 1,
+                None,
+                "message",
+                {"mentions": ["bob"], "reply_to": 1},
+            ),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "event"), CONVERSATIONS)
+def test_codec_round_trips_the_conversation_events(payload, event):
+    """The new kinds and item payloads decode to their events and encode to the same bytes."""
+    assert codec.decode(payload) == event
+    assert codec.encode(event) == payload
+
+
+def test_plain_messages_keep_the_seven_element_array():
+    """A message without data is a plain message: the previous version's bytes."""
+    payload, event = CAPTURED[0]
+    assert event.message.kind == "message" and event.message.data is None
+    assert codec.is_plain(event.message) and codec.encode(event) == payload
+    assert len(json.loads(payload)["m"]) == 7
+
+
+@pytest.mark.redis
+@pytest_twisted.inlineCallbacks
+def test_scripts_publish_the_conversation_bytes(redis):
+    """On a real redis-server the broker publishes the user/room frames and the commit
+    script the items exactly as CONVERSATIONS holds them."""
+    url = f"{redis.url}?prefix=t:&backoff_max=0.3"
+    listener = RedisNode(url, node_id="listen")
+    seen = []
+    listener.add_bus_handler(seen.append)
+    node = RedisNode(url, node_id="n0de1")
+    store = RedisStore(node, prune_interval=None)
+    broker, log = RedisBroker(node), RedisMessageLog(store, node)
+    yield listener.start()
+    yield store.start()
+    try:
+        for _payload, event in CONVERSATIONS:
+            if event.kind in codec.COMMITTED_KINDS:
+                m = event.message
+                yield node.execute("SET", f"t:s:{{{m.channel}}}", m.seq - 1)
+                fields = (m.channel, m.sender, m.name, m.client_id, m.text, m.ts, m.kind, m.data)
+                yield log.append(event.kind, fields, event.args)
+            else:
+                broker.publish(event.kind, *event.args)
+        yield node.barrier()
+        yield listener.barrier()
+    finally:
+        yield listener.stop()
+        yield store.stop()
+    assert seen == [payload for payload, _ in CONVERSATIONS]
+
+
 @pytest.mark.parametrize(("payload", "event"), CAPTURED)
 def test_codec_parses_the_previous_versions_bytes(payload, event):
     """Every payload the previous version published decodes to the event it carried

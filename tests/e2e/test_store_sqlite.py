@@ -27,6 +27,7 @@ from chatd.store import (
     Replay,
     SchemaTooNew,
     StoreUnavailable,
+    dm_channel,
 )
 from chatd.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
@@ -518,6 +519,51 @@ def test_one_unstorable_row_fails_only_its_own_append(store, db):
     assert [m.seq for m in page.messages] == list(range(1, 10))
     again = yield store.append("r", "u", "u", "c11", "after", 2000)
     assert again.message.seq == 10
+
+
+BAD = "\ud800"  # a lone surrogate: SQLite cannot store it
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("r", "u", "u", None, BAD, 5, "message", None),  # a room message (no savepoint)
+        ("r", BAD, "x", None, "t", 5, "message", None),
+        ("r", "u", "u", None, "t", 5, "message", {"mentions": [BAD]}),
+        ("r", "u", "u", None, "", 5, "event", {"event": "joined", "user": BAD}),
+        (dm_channel("u", BAD), "u", "u", None, "t", 5, "message", None),
+        ("r", "u", "u", None, "", 5, "reaction", {"target": 1, "emoji": BAD}),
+    ],
+    ids=["text", "sender", "mention", "event-user", "dm-peer", "emoji"],
+)
+@pytest_twisted.inlineCallbacks
+def test_an_unstorable_item_fails_alone_and_leaves_nothing(store, db, bad):
+    """Wherever the value SQLite cannot take is (text, sender, a mention, an event's
+    user, a DM peer, an emoji), that append fails alone with StoreUnavailable and
+    none of its side effects stay; the batch's other jobs commit."""
+    yield store.append("r", "u", "u", None, "", 1, "event", {"event": "joined", "user": "u"})
+    commits = store.commits
+    locker = _Locker(db)  # the four jobs queue behind this lock: one batch
+    _reactor().callLater(0.2, locker.release)
+    ds = [
+        store.append("r", "w", "W", None, "before", 2),
+        store.append(*bad),
+        store.mark_read("u", "r", 2),
+        store.append("r", "w", "W", None, "after", 3),
+    ]
+    results = yield defer.DeferredList(ds, consumeErrors=True)
+    assert [ok for ok, _ in results] == [True, False, True, True]
+    assert results[1][1].check(StoreUnavailable)
+    assert store.commits == commits + 1
+    page = yield store.history("r", None, 10)
+    assert [m.text for m in page.messages] == ["", "before", "after"]
+    assert [m.seq for m in page.messages] == [1, 2, 3]
+    assert (yield store.member("r", "u")).read_seq == 2
+    assert (yield store.member_count("r")) == 1
+    assert (yield store.reactions("r", [1])) == {}
+    (c,) = yield store.summaries("u", ["r"])
+    assert (c.unread, c.mentions) == (1, 0)
+    assert (yield store.conversations("x")) == []
 
 
 # -- cancelled reads (issue 18: replays of closed connections) -----------

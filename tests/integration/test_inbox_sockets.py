@@ -205,6 +205,7 @@ def test_sync_after_a_reconnect_across_a_restart_on_a_sqlite_file(server_factory
     yield bob.close()
     yield srv.gone(bob)
     yield sent(alice, "team", text="while away", id="m2")
+    yield sent(alice, to="bob", text="call me", id="d1")  # bob is offline: stored
     yield alice.close()
     yield srv.service.stopService()
 
@@ -213,7 +214,8 @@ def test_sync_after_a_reconnect_across_a_restart_on_a_sqlite_file(server_factory
     bob.send(type="sync", since=first["cursor"])
     reply = yield next_of(bob, "sync")
     assert reply["reset"] is False
-    (team,) = reply["conversations"]
+    dm, team = reply["conversations"]  # most recent first
+    assert (dm["with"], dm["unread"], [i["text"] for i in dm["items"]]) == ("alice", 1, ["call me"])
     assert [i["text"] for i in team["items"]] == ["while away"]
     assert (team["unread"], team["last"]["text"]) == (2, "while away")  # nothing was read
     bob.send(type="sync", since=reply["cursor"])
@@ -288,3 +290,85 @@ def test_hostile_inbox_requests_are_refused_and_lose_nothing(server_factory):
     assert len(kept[mine["seq"]]["reactions"]) == 20
     mallory.send(type="ping", id="alive")
     yield next_of(mallory, "pong", skip=OTHER | {"message", "reaction"}, id="alive")
+
+
+@pytest_twisted.inlineCallbacks
+def test_rooms_over_the_receipt_threshold_only_count_and_mute_reaches_every_device(
+    server_factory,
+):
+    srv = yield inbox_server(server_factory, "--receipt-members", "2")
+    alice, bob, carol = (
+        (yield user(srv, "alice")),
+        (yield user(srv, "bob")),
+        (yield user(srv, "carol")),
+    )
+    for client in (alice, bob, carol):
+        yield member(srv, client, "big")
+    yield drain(alice, bob, carol)
+    ack = yield sent(alice, "big", text="hi all", id="m1")
+    for client in (bob, carol):
+        client.send(type="read", room="big", seq=ack["seq"])
+        yield next_of(client, "read", skip=OTHER | {"message"}, seq=ack["seq"])
+    alice.send(type="receipts", room="big", seq=ack["seq"])
+    answer = yield next_of(alice, "receipts")  # no receipt frame came before it
+    assert (answer["count"], answer["users"]) == (2, None)
+    web = yield user(srv, "bob")
+    yield drain(web)
+    bob.send(type="mute", room="big", muted=True)
+    for device in (bob, web):
+        yield next_of(device, "muted", room="big", muted=True)
+    web.send(type="conversations")
+    (c,) = (yield next_of(web, "conversations"))["conversations"]
+    assert (c["muted"], c["unread"]) == (True, 0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_checked_sends_are_never_overtaken_by_the_plain_ones_after_them(server_factory):
+    """On SQLite a ``reply_to`` is checked with a store read before the message is
+    stored; the plain sends written right after it still get later seqs."""
+    srv = yield inbox_server(server_factory)
+    alice, bob = (yield user(srv, "alice")), (yield user(srv, "bob"))
+    for client in (alice, bob):
+        yield member(srv, client, "team")
+    yield drain(alice, bob)
+    first = yield sent(alice, "team", text="q", id="q")
+    for i in range(20):  # one write burst: no frame waits for an answer
+        extra = {"reply_to": first["seq"]} if i % 2 else {}
+        alice.send(type="send", room="team", text=f"t{i}", id=f"t{i}", **extra)
+    seqs, texts = [], []
+    for i in range(20):
+        seqs.append((yield next_of(alice, "ack", id=f"t{i}"))["seq"])
+    for _ in range(21):
+        texts.append((yield next_of(bob, "message"))["text"])
+    assert seqs == list(range(first["seq"] + 1, first["seq"] + 21))
+    assert texts == ["q"] + [f"t{i}" for i in range(20)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sync_flood_is_answered_in_turn_or_refused_and_keeps_16_cursors(server_factory):
+    """60 ``sync`` requests in one write: each is answered once, by ``sync`` or (past
+    the 32 reads a connection may have waiting) ``rate_limited``; the store keeps the
+    user's newest 16 cursors, the newest one works, and the connection carries on."""
+    srv = yield inbox_server(server_factory, "--rate-burst", "1000", "--user-rate-burst", "1000")
+    bob = yield user(srv, "bob")
+    yield member(srv, bob, "team")
+    yield drain(bob)
+    for i in range(60):
+        bob.send(type="sync", id=f"s{i}")
+    answers = {}
+    while len(answers) < 60:
+        got = yield bob.recv()
+        if got["type"] == "sync":
+            answers[f"sync-{len(answers)}"] = got
+        else:
+            assert (got["type"], got["code"]) == ("error", "rate_limited"), got
+            answers[got["ref"]] = got
+    cursors = [a["cursor"] for a in answers.values() if a["type"] == "sync"]
+    assert cursors, "no sync was answered"
+    kept = 0
+    for cursor in cursors:
+        kept += (yield srv.store.load_cursor("bob", cursor)) is not None
+    assert kept == min(16, len(cursors))
+    bob.send(type="sync", since=cursors[-1])
+    assert (yield next_of(bob, "sync"))["reset"] is False
+    yield bob.quiet()

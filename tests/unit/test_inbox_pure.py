@@ -60,13 +60,20 @@ def test_conversation_requests_name_exactly_one_of_room_and_with(kind):
 )
 def test_bad_fields_of_the_new_requests_are_bad_request(obj):
     with pytest.raises(errors.BadRequest):
-        parse(obj)
+        request = parse(obj)
+        wire.extras(request, 4000)  # (send/dm extras: checked for token users)
 
 
-def test_send_extras_appear_only_when_given():
-    assert parse({"type": "send", "room": "r", "text": "x"}).fields == {"room": "r", "text": "x"}
-    fields = parse({"type": "send", "room": "r", "text": "x", "mentions": ["b", "b", "@all"]})
-    assert fields.fields["mentions"] == ["b", "@all"]
+def test_send_extras_are_kept_aside_and_checked_on_demand():
+    plain = parse({"type": "send", "room": "r", "text": "x"})
+    assert plain.fields == {"room": "r", "text": "x"}
+    assert wire.extras(plain, 4000) == {}
+    given = parse({"type": "send", "room": "r", "text": "x", "mentions": ["b", "b", "@all"]})
+    assert given.fields == {"room": "r", "text": "x"}
+    assert wire.extras(given, 4000) == {"mentions": ["b", "@all"]}
+    # an anonymous request is never checked: a malformed one parses as in chatd 0.1
+    odd = parse({"type": "dm", "to": "b", "text": "x", "mentions": 5, "reply_to": "?"})
+    assert odd.fields == {"to": "b", "text": "x"}
 
 
 # frames

@@ -102,6 +102,9 @@ def test_anonymous_send_with_mentions_is_a_plain_message_as_before(chat):
             "id": "m1",
         }
     )
+    say(chat, a, type="send", room="lobby2", text="ho", id="m2", mentions=5, reply_to="x")
+    assert a.of("error") == []  # (unknown members are ignored, as they always were)
+    assert json.loads([f for f in b.frames if b'"message"' in f][-1])["text"] == "ho"
 
 
 def test_a_token_users_plain_message_frame_is_unchanged(chat):
@@ -439,6 +442,9 @@ def test_mute_reaches_every_connection_and_the_list(chat):
     assert conversation(chat, web, room="team")["muted"] is True
     say(chat, alice, type="send", room="team", text="still counted", id="m1")
     assert conversation(chat, bob, room="team")["unread"] == 1
+    timeline_event(chat, "team", "left", "bob")
+    say(chat, bob, type="mute", room="team", muted=False, id="gone")
+    assert (last(bob, "error")["code"], last(bob, "error")["ref"]) == ("no_such_room", "gone")
 
 
 def test_conversations_are_paged_most_recent_first(chat, clock):
@@ -592,3 +598,32 @@ def test_dm_items_name_from_and_to(chat):
     say(chat, bob, type="dm_history", **{"with": "alice"})
     assert last(bob, "dm_history")["messages"][0]["text"] == ""
     assert fired(chat.store.member(message["from"], "alice")) is None  # a user id is no room
+
+
+def test_a_sync_reply_stops_taking_conversations_past_its_text_budget(chat, monkeypatch):
+    from chatd import inbox
+
+    monkeypatch.setattr(inbox, "SYNC_TEXT", 30)
+    monkeypatch.setattr(inbox, "SYNC_READ_BATCH", 1)
+    (alice,) = team(chat, "alice", room="r0")
+    bob = token_user(chat, "bob")
+    for i in range(4):
+        member_join(chat, bob, f"r{i}")
+    say(chat, bob, type="sync")
+    cursor = last(bob, "sync")["cursor"]
+    for i in range(4):
+        member_join(chat, alice, f"r{i}")
+        say(chat, alice, type="send", room=f"r{i}", text="x" * 20, id=f"m{i}")
+    got = []
+    while True:
+        say(chat, bob, type="sync", since=cursor)
+        reply = last(bob, "sync")
+        got += [
+            (c["room"], [i.get("text") for i in c["items"] if i["type"] == "message"])
+            for c in reply["conversations"]
+        ]
+        cursor = reply["cursor"]
+        if not reply["more"]:
+            break
+        assert len(reply["conversations"]) == 2  # 20 + 20 characters pass the budget of 30
+    assert sorted(got) == [(f"r{i}", ["x" * 20]) for i in range(4)]

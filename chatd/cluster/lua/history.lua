@@ -1,7 +1,8 @@
--- History: KEYS: stream key. ARGV: before ("" = newest), limit.
-local top = '+'
+-- History: KEYS: stream key, rewritten items key. ARGV: before ("" = newest), limit.
+-- Returns, as one JSON text, rows newest first (at most limit + 1).
+local top = nil
 if ARGV[1] ~= '' then
-  if tonumber(ARGV[1]) <= 1 then return {} end
-  top = '(0-' .. ARGV[1]
+  top = tonumber(ARGV[1])
+  if top <= 1 then return '[]' end
 end
-return redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', tonumber(ARGV[2]) + 1)
+return cjson.encode(items_desc(KEYS[1], KEYS[2], top, nil, tonumber(ARGV[2]) + 1))

@@ -1,5 +1,7 @@
--- History: KEYS: stream key. ARGV: cutoff ts (ms), chunk. Deletes the prefix of
--- entries older than cutoff (at most chunk per call); returns {deleted, more}.
+-- History: KEYS: stream key, rewritten items key, message ordinals key, counters. ARGV:
+-- cutoff ts (ms), chunk. Deletes the prefix of entries older than cutoff (at most
+-- chunk per call; rewritten items and ordinals below the first kept seq with them);
+-- returns {deleted, more}.
 local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[2]))
 local keep = nil
 local old = 0
@@ -17,5 +19,8 @@ if keep == nil then
   keep = '0-' .. (seq + 1)
 end
 redis.call('XTRIM', KEYS[1], 'MINID', keep)
-if old == #rows then return {old, 1} end
-return {old, 0}
+local floor = tonumber(string.match(keep, '%-(%d+)$')) - 1
+local rewritten = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', floor)
+ordinals_trim(KEYS[3], KEYS[4], floor)
+if old == #rows then return {old + rewritten, 1} end
+return {old + rewritten, 0}

@@ -1,6 +1,5 @@
--- History: KEYS: seq key, stream key. ARGV: since ("" = none), limit.
+-- History: KEYS: seq key, stream key, rewritten items key. ARGV: since ("" = none), limit.
+-- Returns, as one JSON text, {last seq, rows newest first (at most limit + 1)}.
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] == '' then return {last, {}} end
-local n = tonumber(ARGV[2]) + 1
-local rows = redis.call('XREVRANGE', KEYS[2], '+', '(0-' .. ARGV[1], 'COUNT', n)
-return {last, rows}
+if ARGV[1] == '' then return cjson.encode({last}) end
+return cjson.encode({last, items_desc(KEYS[2], KEYS[3], nil, tonumber(ARGV[1]), tonumber(ARGV[2]) + 1)})
