@@ -1,7 +1,7 @@
 """Start a ``twistd -n chatd`` for a benchmark and learn its port (shared by bench scripts).
 
-``start_chatd(args, cwd=None, pin=None)`` runs this Python's twistd with the checkout on
-PYTHONPATH, listening on ``tcp:0:interface=127.0.0.1`` plus *args*, optionally pinned to
+``start_chatd(args, cwd=None, pin=None, repo=REPO)`` runs this Python's twistd with the
+checkout (or the chatd tree *repo*) on PYTHONPATH, listening on ``tcp:0:interface=127.0.0.1`` plus *args*, optionally pinned to
 core *pin* with ``taskset``; it returns ``(process, port)`` once chatd logged its
 listening line, and keeps draining the log so a chatty server never blocks on the pipe.
 """
@@ -25,8 +25,8 @@ TWISTD = [
 ]
 
 
-def start_chatd(args, cwd=None, pin=None, timeout=30.0):
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+def start_chatd(args, cwd=None, pin=None, timeout=30.0, repo=REPO):
+    env = dict(os.environ, PYTHONPATH=repo, PYTHONUNBUFFERED="1")
     cmd = [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", "tcp:0:interface=127.0.0.1", *args]
     if pin is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(pin), *cmd]

@@ -7,7 +7,7 @@
 //
 //   node bench/loadgen.js '<json config>'      -> prints one JSON line
 //
-// Config keys (see DEFAULTS): mode = throughput | latency | connections;
+// Config keys (see DEFAULTS): mode = throughput | latency | connections | acks;
 // protocol = relay | chatd.v1; S subscribers, P publishers, C idle
 // connections; window = messages in flight per publisher (throughput);
 // rate = messages/s over all publishers (latency); payload = text bytes;
@@ -21,6 +21,19 @@
 // counted frame carries a benchmark text); other subscribers count the frame
 // without inflating it, as they count uncompressed frames without reading them.
 // `wire_bytes_per_delivery` is the mean size of the frames counted as deliveries.
+//
+// mode = acks (durable sends, bench/messenger_bench.py): N chatd.v1 sender
+// connections, each with the token of line i of `tokensFile` (a JSON array;
+// `?token=` in the URL), join room `<roomPrefix><i mod rooms>` and send
+// `send {room, text, id}`; an `ack` (sent by chatd after the commit) ends a
+// send. rate = 0: closed loop, `window` sends in flight per connection;
+// rate > 0: open loop, `rate` sends/s over all connections (a connection with
+// `maxInflight` unacked skips its turn, counted in `skipped`). Ack latency =
+// ack received - send written, for the sends written during the measurement.
+// request = read: the same, but each request is `read {room, seq}` with seq
+// 1, 2, 3, ... per connection (the marker moves forward every time while the
+// room has that many items), ended by the `read` frame chatd sends the user
+// (in request order per connection: the oldest outstanding one ends).
 //
 // Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
 // padded with `x` to `payload` bytes; a delivery is one received frame that
@@ -36,6 +49,7 @@ const DEFAULTS = {
   S: 1000, P: 4, C: 10000, duration: 10, warmup: 2, window: 16, rate: 50,
   payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
   drainMs: 3000, setupTimeout: 120, deflate: false, fill: 'x',
+  N: 100, rooms: 50, roomPrefix: 'b', tokensFile: '', maxInflight: 1000, request: 'send',
 };
 const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
 const MARK = Buffer.from('~B~');
@@ -69,6 +83,10 @@ const st = {
   publishing: false,
 };
 const fanout = cfg.S + cfg.P - 1;
+const TOKENS = cfg.tokensFile ? JSON.parse(fs.readFileSync(cfg.tokensFile, 'utf8')) : [];
+Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity });
+const ACK = Buffer.from(cfg.request === 'read' ? '{"type":"read"' : '{"type":"ack"');
+const ID = Buffer.from('"id":"');
 
 function readRssKb(pid) {
   try {
@@ -134,6 +152,9 @@ class Conn {
     this.idx = idx; this.role = role; // 'sub' | 'pub' | 'idle'
     this.rest = null; this.open = false; this.joined = false; this.n = 0;
     this.sock = null;
+    this.room = role === 'sender' ? `${cfg.roomPrefix}${idx % cfg.rooms}` : room;
+    this.token = TOKENS.length ? TOKENS[idx % TOKENS.length] : null;
+    this.sentAt = new Map(); // acks mode: n -> send time
   }
 
   start(done) {
@@ -153,7 +174,8 @@ class Conn {
     sock.on('connect', () => {
       let proto = cfg.protocol === 'chatd.v1' ? 'Sec-WebSocket-Protocol: chatd.v1\r\n' : '';
       if (cfg.deflate) proto += 'Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n';
-      sock.write(`GET ${cfg.path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\n` +
+      const path = this.token ? `${cfg.path}?token=${encodeURIComponent(this.token)}` : cfg.path;
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\n` +
         'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${proto}\r\n`);
     });
@@ -173,7 +195,7 @@ class Conn {
       this.onRead = (c) => this.onData(c);
       this.open = true;
       if (cfg.protocol === 'chatd.v1' && this.role !== 'idle') {
-        sock.write(maskedFrame(JSON.stringify({ type: 'join', room })));
+        sock.write(maskedFrame(JSON.stringify({ type: 'join', room: this.room })));
       } else {
         this.finishSetup();
       }
@@ -213,6 +235,11 @@ class Conn {
   }
 
   frame(buf, s, e, compressed) {
+    if (this.role === 'sender') {
+      if (compressed) { buf = inflate(buf, s, e); s = 0; e = buf.length; }
+      this.senderFrame(buf, s, e);
+      return;
+    }
     const wire = e - s + (e - s < 126 ? 2 : e - s < 65536 ? 4 : 10);
     if (this.role === 'sub' && st.phase !== 'connect' && st.phase !== 'settle') {
       st.rx++;
@@ -241,10 +268,63 @@ class Conn {
     }
     if (!this.joined && cfg.protocol === 'chatd.v1') {
       const txt = buf.toString('utf8', s, e);
-      if (txt.indexOf('"joined"') >= 0) { this.joined = true; this.finishSetup(); return; }
+      if (txt.indexOf('"type":"joined"') >= 0) { this.joined = true; this.finishSetup(); return; }
       if (txt.indexOf('"error"') >= 0) fail(`chatd error during join: ${txt}`);
     }
     st.other++;
+  }
+
+  // acks mode: an ack ends a send; a bench text is a delivery of another
+  // member's message; anything else before `joined` is setup.
+  senderFrame(buf, s, e) {
+    if (buf.indexOf(ACK, s) === s) {
+      let n;
+      if (cfg.request === 'read') {
+        n = this.sentAt.keys().next().value; // answered in request order
+      } else {
+        const k = buf.indexOf(ID, s) + ID.length;
+        const dash = buf.indexOf(0x2d, k); // a<idx>-<n>
+        const q = buf.indexOf(0x22, dash);
+        n = Number(buf.toString('latin1', dash + 1, q));
+      }
+      const t = this.sentAt.get(n);
+      if (t === undefined) { st.other++; return; }
+      this.sentAt.delete(n);
+      st.acked++;
+      if (buf.indexOf('"duplicate":true', s) >= 0 && buf.indexOf('"duplicate":true', s) < e) st.duplicates++;
+      if (st.recording && t >= st.recordFrom) st.lat.push(now() - t);
+      if (st.publishing && cfg.rate === 0) this.fill();
+      return;
+    }
+    const k = buf.indexOf(MARK, s);
+    if (k >= 0 && k < e) {
+      if (st.phase === 'run') st.rx++;
+      return;
+    }
+    const txt = buf.toString('utf8', s, e);
+    if (!this.joined) {
+      if (txt.indexOf('"type":"joined"') >= 0) { this.joined = true; this.finishSetup(); return; }
+      if (txt.indexOf('"type":"error"') >= 0) fail(`chatd error during join: ${txt}`);
+    } else if (txt.indexOf('"type":"error"') >= 0) {
+      st.errors++;
+      if (!st.firstError) st.firstError = txt.slice(0, 300);
+      return;
+    }
+    st.other++;
+  }
+
+  sendDurable() {
+    const n = this.n++;
+    this.sentAt.set(n, now());
+    const req = cfg.request === 'read'
+      ? { type: 'read', room: this.room, seq: n + 1 }
+      : { type: 'send', room: this.room, text: benchText(this.idx, n), id: `a${this.idx}-${n}` };
+    this.sock.write(maskedFrame(JSON.stringify(req)));
+    st.sent++;
+  }
+
+  fill() { // closed loop: keep `window` sends in flight
+    while (this.sentAt.size < cfg.window) this.sendDurable();
   }
 
   pong(payload) {
@@ -324,6 +404,81 @@ async function runConnections() {
     rss_before_kb: before, rss_after_kb: after,
     kb_per_conn: before !== null && after !== null ? r3((after - before) / cfg.C) : null,
   });
+}
+
+async function runAcks() {
+  const t0 = now();
+  const conns = [];
+  for (let i = 0; i < cfg.N; i++) conns.push(new Conn(i, 'sender'));
+  await openAll(conns);
+  const setupS = (now() - t0) / 1000;
+  st.phase = 'settle';
+  await quiet(cfg.settleMs, 30000); // presence and join events
+  st.phase = 'run';
+  st.publishing = true;
+  let ticker = null;
+  if (cfg.rate === 0) {
+    for (const c of conns) c.fill();
+  } else {
+    const tStart = now();
+    let next = 0;
+    ticker = setInterval(() => {
+      const due = Math.floor(((now() - tStart) * cfg.rate) / 1000) - st.sent - st.skipped;
+      for (let k = 0; k < due; k++) {
+        const c = conns[next]; next = (next + 1) % conns.length;
+        if (c.sentAt.size >= cfg.maxInflight) st.skipped++; else c.sendDurable();
+      }
+    }, 1);
+  }
+  await sleep(cfg.warmup * 1000);
+  st.recording = true;
+  st.recordFrom = now();
+  const snap = () => ({ t: now(), acked: st.acked, sent: st.sent, rx: st.rx, skipped: st.skipped,
+    srv: readCpuTicks(cfg.serverPid), cores: readCoreBusy() });
+  const cpu0 = process.cpuUsage();
+  const m0 = snap();
+  await sleep(cfg.duration * 1000);
+  const m1 = snap();
+  const gen = process.cpuUsage(cpu0);
+  st.recording = false;
+  st.publishing = false;
+  if (ticker) clearInterval(ticker);
+  st.phase = 'drain';
+  const tStop = now();
+  let last = -1, lastChange = now();
+  while (st.acked < st.sent && now() - lastChange < cfg.drainMs) {
+    await sleep(20);
+    if (st.acked !== last) { last = st.acked; lastChange = now(); }
+  }
+  const wallS = (m1.t - m0.t) / 1000;
+  const lat = Float64Array.from(st.lat).sort();
+  const acks = (m1.acked - m0.acked) / wallS;
+  const out = {
+    mode: 'acks', request: cfg.request, N: cfg.N, rooms: cfg.rooms, members_per_room: Math.ceil(cfg.N / cfg.rooms),
+    window: cfg.rate === 0 ? cfg.window : null, rate: cfg.rate || null, payload: cfg.payload,
+    duration: r3(wallS), setup_s: r3(setupS),
+    acks_per_s: Math.round(acks),
+    sent_per_s: Math.round((m1.sent - m0.sent) / wallS),
+    deliveries_per_s: Math.round((m1.rx - m0.rx) / wallS),
+    sent: st.sent, acked: st.acked, unacked: st.sent - st.acked, skipped: st.skipped,
+    duplicates: st.duplicates, errors: st.errors, first_error: st.firstError,
+    drain_ms: Math.round(now() - tStop),
+    ack_p50_ms: r3(pct(lat, 0.5)), ack_p90_ms: r3(pct(lat, 0.9)), ack_p99_ms: r3(pct(lat, 0.99)),
+    ack_max_ms: lat.length ? r3(lat[lat.length - 1]) : null, samples: lat.length,
+    gen_cpu: r3((gen.user + gen.system) / 1e6 / wallS),
+    server_cpu: m0.srv !== null && m1.srv !== null ? r3((m1.srv - m0.srv) / CLK_TCK / wallS) : null,
+  };
+  if (cfg.rate) {
+    // Kept up: acked what was offered (3 % slack), nothing skipped, all acked after the stop.
+    out.offered_per_s = cfg.rate;
+    out.keeps_up = acks >= 0.97 * cfg.rate && out.skipped === 0 && out.unacked === 0;
+  }
+  if (m0.cores && m1.cores) {
+    out.core_busy = {};
+    for (const k of Object.keys(m1.cores)) out.core_busy[k] = r3((m1.cores[k] - m0.cores[k]) / CLK_TCK / wallS);
+  }
+  st.phase = 'closing';
+  emit(out);
 }
 
 async function runFanout() {
@@ -412,4 +567,5 @@ async function runFanout() {
 
 setTimeout(() => fail(`setup/run timed out in phase ${st.phase}`),
   (cfg.setupTimeout + cfg.duration + cfg.warmup + cfg.drainMs / 1000 + 30) * 1000).unref();
-(cfg.mode === 'connections' ? runConnections() : runFanout()).catch((e) => fail(String(e.stack || e)));
+const RUN = { connections: runConnections, acks: runAcks };
+(RUN[cfg.mode] || runFanout)().catch((e) => fail(String(e.stack || e)));

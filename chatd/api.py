@@ -20,7 +20,26 @@ POST     /api/rooms/ROOM/messages               publish ``{from, name?, text, id
 POST     /api/dm                                send ``{from, name?, to, text, id?}``
 POST     /api/users/USER/disconnect             close every connection of USER
 GET      /api/stats                             counters, rates and recent errors
+POST     /api/users                             make ``{user, name?}`` a known user
+GET      /api/users/USER/conversations          USER's conversation list with unread counts
+POST     /api/rooms/ROOM/recall                 recall message ``{seq, by?, id?}`` (moderation)
+POST     /api/rooms                             create ``{room, kind?, owner?, members?, …}``
+GET      /api/rooms/ROOM/members                the durable member list (``cursor``, ``limit``)
+POST     /api/rooms/ROOM/members                add (invite) ``{user, role?}``
+POST     /api/rooms/ROOM/kick|ban|unban         ``{user}``
+POST     /api/rooms/ROOM/role                   set a member's role ``{user, role}``
 =======  =====================================  ======================================
+
+The conversation endpoints need a store with conversations
+(:class:`chatd.store.IConversationStore`); they read it and append timeline items
+through the chat's message log, with the pure rules of :mod:`chatd.conversations`,
+exactly as :mod:`chatd.inbox` does for a client's request. The API acts as the
+operator: it may post in, read and moderate any room, private ones included.
+Membership changes are the room's timeline events, appended with
+:class:`chatd.membership.Membership`'s own helpers and checked by its rules with
+the operator ranking as the room's owner (so, as for an owner, the owner cannot
+be kicked: hand the room over first); the bus then (un)subscribes the users'
+connections on every node.
 """
 
 from __future__ import annotations
@@ -34,8 +53,43 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from chatd import wire
+from chatd import conversations as conv
+from chatd import errors, wire
 from chatd.httpserver import MAX_BODY, Refusal, flat_error
+from chatd.hub import LOBBY
+from chatd.permissions import ADMIN, MEMBER, OWNER, PUBLIC
+from chatd.store import IConversationStore
+
+#: the default poster of moderation items (``by`` of an API recall)
+SYSTEM_USER = "system"
+#: conversations per page of GET /api/users/USER/conversations (default, most)
+CONVERSATIONS_LIMIT_DEFAULT = 50
+CONVERSATIONS_LIMIT_MAX = 200
+#: most user ids in ``mentions`` (as for clients)
+MENTIONS_MAX = 50
+#: member-list page size of GET /api/rooms/ROOM/members (default, most)
+MEMBERS_LIMIT_DEFAULT = 100
+MEMBERS_LIMIT_MAX = 200
+#: POST /api/rooms/ROOM/<path> -> the wire request type it is checked as
+MODERATION = {
+    "members": "invite",
+    "kick": "kick",
+    "ban": "ban",
+    "unban": "unban",
+    "role": "set_role",
+}
+#: the event each moderation request appends
+EVENT_OF = {"invite": "invited", "kick": "kicked", "ban": "banned", "unban": "unbanned"}
+#: HTTP status of a refused request, by wire error code (else 400)
+REFUSAL_STATUS = {
+    "forbidden": 403,
+    "no_such_room": 404,
+    "no_such_user": 404,
+    "no_such_message": 404,
+    "room_exists": 409,
+    "too_late": 409,
+    "too_large": 413,
+}
 
 
 class ApiError(Exception):
@@ -46,6 +100,19 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class _Operator:
+    """Whom the API acts as, in the shape :class:`chatd.membership.Membership`'s event
+    helpers read a session (``user``, ``name``; ``id`` None: no connection of the
+    user is left out of the fan-out)."""
+
+    __slots__ = ("user", "name")
+    id = None
+    identity = None
+
+    def __init__(self, user: str, name: str):
+        self.user, self.name = user, name
 
 
 class ApiKey:
@@ -146,6 +213,18 @@ class ApiResource(Resource):
                 return {"user": user, "closed": self.chat.disconnect_user(user)}
             case ("GET", ["stats"]):
                 return self.stats()
+            case ("POST", ["users"]):
+                return self.add_user(self._json(request))
+            case ("GET", ["users", user, "conversations"]):
+                return self.conversations(request, self._user(user))
+            case ("POST", ["rooms", room, "recall"]):
+                return self.recall(self._room(room), self._json(request))
+            case ("POST", ["rooms"]):
+                return self.create(self._json(request))
+            case ("GET", ["rooms", room, "members"]):
+                return self.members(request, self._room(room))
+            case ("POST", ["rooms", room, action]) if action in MODERATION:
+                return self.moderate(self._room(room), MODERATION[action], self._json(request))
         if parts and parts[0] in ("rooms", "dm", "users", "stats"):
             raise ApiError(405, "bad_request", f"{method} is not allowed on /api/{'/'.join(parts)}")
         raise ApiError(404, "not_found", "no such API endpoint (see docs/api.md)")
@@ -193,26 +272,108 @@ class ApiResource(Resource):
             raise ApiError(400, "bad_room", "room names are 1-64 letters, digits or _ - . : #")
         return room
 
-    def _fields(self, data, *users):
-        for field in users:
-            value = data.get(field)
-            if type(value) is not str or not wire.USER_RULE.fullmatch(value):
-                raise ApiError(400, "bad_request", f"'{field}' must be a user id string")
-        name = data.get("name", data[users[0]])
+    @staticmethod
+    def _user(user: str) -> str:
+        if not wire.USER_RULE.fullmatch(user):
+            raise ApiError(400, "bad_request", "user ids are 1-128 characters, no control ones")
+        return user
+
+    def _conversation_store(self):
+        store = self.chat.store
+        if not IConversationStore.providedBy(store):
+            raise ApiError(503, "unavailable", "this history store keeps no conversations")
+        return store
+
+    def _request(self, request_type: str, data: dict, **fields) -> wire.Request:
+        """*data* (with *fields* set, e.g. the room of the path) checked by the wire
+        protocol's schema for *request_type*: the rules a client's request follows."""
+        payload = json.dumps({**data, **fields, "type": request_type}).encode("utf-8")
+        try:
+            return wire.parse(payload, self.chat.settings.max_text_length)
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
+
+    def _operator(self, data: dict, field: str) -> _Operator:
+        user = self._user_field(data, field, SYSTEM_USER)
+        return _Operator(user, self._name(data, user))
+
+    @defer.inlineCallbacks
+    def _existing(self, room):
+        """*room*'s row (None for a room of chatd 0.1); ``no_such_room`` for a room that
+        was never created and holds nothing."""
+        row = yield self.chat.membership.room(room)
+        if row is None and not (yield self.chat.store.replay(room, None, 0)).last_seq:
+            raise ApiError(404, "no_such_room", f"no room {room!r}")
+        return row
+
+    @defer.inlineCallbacks
+    def _refused(self, error, room, row, operator, ref):
+        """The refusal *error* -- or, for a resend of the request whose event made
+        *row* what it is, that event as a duplicate (the realm's exactly-once rule)."""
+        try:
+            return (yield self.chat.membership._refuse(error, room, row, operator, ref))
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
+
+    @staticmethod
+    def _refusal(e: errors.ChatError) -> ApiError:
+        """The API answer of a request the chat's rules refuse."""
+        return ApiError(REFUSAL_STATUS.get(e.code, 400), e.code, str(e))
+
+    def _mentions(self, data):
+        """The message ``data`` of the optional ``mentions`` (user ids or ``@all``)."""
+        mentions = data.get("mentions")
+        if mentions is None:
+            return None
+        if (
+            type(mentions) is not list
+            or len(mentions) > MENTIONS_MAX
+            or not all(type(u) is str and wire.USER_RULE.fullmatch(u) for u in mentions)
+        ):
+            raise ApiError(400, "bad_request", f"'mentions' must be up to {MENTIONS_MAX} user ids")
+        return conv.message_data(list(dict.fromkeys(mentions)), None)
+
+    def _known(self, user, name):
+        """Record *user* as a known user (the API posted as it), where the store can."""
+        store = self.chat.store
+        if not IConversationStore.providedBy(store):
+            return defer.succeed(None)
+        return store.add_user(user, name, self.chat.now_ms())
+
+    @staticmethod
+    def _user_field(data, field, default=None) -> str:
+        value = data.get(field, default)
+        if type(value) is not str or not wire.USER_RULE.fullmatch(value):
+            raise ApiError(400, "bad_request", f"'{field}' must be a user id string")
+        return value
+
+    @staticmethod
+    def _name(data, default) -> str:
+        name = data.get("name", default)
         if type(name) is not str or not 1 <= len(name) <= 128:
             raise ApiError(400, "bad_request", "'name' must be a string of 1-128 characters")
+        return name
+
+    @staticmethod
+    def _client_id(data) -> str | None:
+        client_id = data.get("id")
+        if client_id is not None and (
+            type(client_id) is not str or not wire.ID_RULE.fullmatch(client_id)
+        ):
+            raise ApiError(400, "bad_request", "'id' must be 1-64 printable ASCII characters")
+        return client_id
+
+    def _fields(self, data, *users):
+        for field in users:
+            self._user_field(data, field)
+        name = self._name(data, data[users[0]])
         text = data.get("text")
         if type(text) is not str or not text:
             raise ApiError(400, "bad_request", "'text' must be a non-empty string")
         limit = self.chat.settings.max_text_length
         if len(text) > limit:
             raise ApiError(413, "too_large", f"'text' is longer than {limit} characters")
-        client_id = data.get("id")
-        if client_id is not None and (
-            type(client_id) is not str or not wire.ID_RULE.fullmatch(client_id)
-        ):
-            raise ApiError(400, "bad_request", "'id' must be 1-64 printable ASCII characters")
-        return name, text, client_id
+        return name, text, self._client_id(data)
 
     # endpoints
 
@@ -241,18 +402,33 @@ class ApiResource(Resource):
         if before is not None and before < 0:
             raise ApiError(400, "bad_request", "'before' must be >= 0")
         d = self.chat.store.history(room, before, limit)
-        return d.addCallback(
-            lambda page: {
-                "room": room,
-                "messages": [wire.message_dict(m) for m in page.messages],
-                "more": page.more,
-            }
-        )
+        return d.addCallback(self._history_page, room)
+
+    def _history_page(self, page, room):
+        """The page as the ``history`` frame shows it (messages with their reactions and
+        reply quotes, recalled ones as tombstones; the range's events), without ``type``."""
+
+        def answer(parts):
+            messages, events, reactions, quotes = parts
+            frame = wire.history_frame(
+                room, messages, page.more, events=events, reactions=reactions, quotes=quotes
+            )
+            body = json.loads(frame)
+            del body["type"]
+            return body
+
+        operator = _Operator(SYSTEM_USER, SYSTEM_USER)  # reads like a connection without a token
+        return self.chat.inbox.decorate(room, page.messages, operator).addCallback(answer)
 
     def publish(self, room, data):
-        """Post to *room* as user ``from``: stored, seq, fanned out like a client's send."""
+        """Post to *room* as user ``from``: stored, seq, fanned out like a client's send;
+        ``from`` becomes a known user, ``mentions`` are stored with the message."""
         name, text, client_id = self._fields(data, "from")
-        d = self.chat.post(room, data["from"], name, text, client_id)
+        mentions = self._mentions(data)
+        d = self._known(data["from"], name)
+        d.addCallback(
+            lambda _: self.chat.post(room, data["from"], name, text, client_id, data=mentions)
+        )
         return d.addCallback(
             lambda a: {
                 "room": a.message.channel,
@@ -266,7 +442,13 @@ class ApiResource(Resource):
     def dm(self, data):
         """A direct message from ``from`` to ``to`` (stored even when ``to`` is offline)."""
         name, text, client_id = self._fields(data, "from", "to")
-        d = self.chat.post_dm(data["from"], name, data["to"], text, client_id)
+        mentions = self._mentions(data)
+        d = self._known(data["from"], name)
+        d.addCallback(
+            lambda _: self.chat.post_dm(
+                data["from"], name, data["to"], text, client_id, data=mentions
+            )
+        )
 
         def answer(appended):
             online = defer.maybeDeferred(self.chat.directory.is_online, data["to"])
@@ -283,6 +465,199 @@ class ApiResource(Resource):
             )
 
         return d.addCallback(answer)
+
+    def add_user(self, data):
+        """Make ``user`` a known user (DMs to it are stored, it can be invited)."""
+        self._conversation_store()
+        user = self._user_field(data, "user")
+        name = self._name(data, user)
+        return self._known(user, name).addCallback(lambda _: {"user": user, "name": name})
+
+    @defer.inlineCallbacks
+    def conversations(self, request, user):
+        """A page of *user*'s conversation list (the ``conversations`` reply's entries)."""
+        store = self._conversation_store()
+        args = request.args
+        cursor = args[b"cursor"][0].decode("ascii", "replace") if b"cursor" in args else None
+        try:
+            limit = int(args[b"limit"][0]) if b"limit" in args else CONVERSATIONS_LIMIT_DEFAULT
+            conv.page_of([], cursor, 1)
+        except ValueError:
+            raise ApiError(
+                400, "bad_request", "'limit' must be an integer, 'cursor' from a previous page"
+            ) from None
+        if not 1 <= limit <= CONVERSATIONS_LIMIT_MAX:
+            raise ApiError(400, "bad_request", f"'limit' must be 1-{CONVERSATIONS_LIMIT_MAX}")
+        if not (yield store.has_user(user)):
+            raise ApiError(404, "no_such_user", f"no user {user!r} is known")
+        everything = yield store.conversations(user)
+        page, next_cursor = conv.page_of(everything, cursor, limit)
+        full = (yield store.summaries(user, [c.channel for c in page])) if page else []
+        return {
+            "user": user,
+            "conversations": [wire.conversation_dict(c) for c in full],
+            "cursor": next_cursor,
+        }
+
+    @defer.inlineCallbacks
+    def recall(self, room, data):
+        """Recall message ``seq`` of *room* as its moderator ``by`` (any message, any
+        time, as a room owner may): the text is removed, members get ``recalled``."""
+        store = self._conversation_store()
+        seq = data.get("seq")
+        if type(seq) is not int or seq < 1:
+            raise ApiError(400, "bad_request", "'seq' must be a positive integer")
+        by = self._user_field(data, "by", SYSTEM_USER)
+        name, client_id = self._name(data, by), self._client_id(data)
+        chat = self.chat
+        target = (yield store.items(room, [seq])).get(seq)
+        try:
+            # the operator moderates like the owner of a private room: any message, any time
+            conv.check_recall(
+                target,
+                by,
+                "private",
+                "owner",
+                chat.now_ms(),
+                chat.settings.recall_window,
+                client_id,
+            )
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
+        data = {"target": seq, "by": by}
+        appended = yield chat.post(room, by, name, "", client_id, data=data, kind="recalled")
+        item = appended.message
+        return {
+            "room": room,
+            "seq": item.seq,
+            "target": seq,
+            "by": item.sender,
+            "ts": item.ts,
+            "id": item.client_id,
+            "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def create(self, data):
+        """Create a room owned by ``owner`` (default ``system``) with ``members``
+        invited: a ``created`` event and one ``invited`` event per member."""
+        chat, store = self.chat, self._conversation_store()
+        owner = self._operator(data, "owner")
+        request = self._request("create", data, kind=data.get("kind") or PUBLIC)
+        f, ref, room = request.fields, request.id, request.fields["room"]
+        membership = chat.membership
+        row = yield membership.room(room)
+        if row is not None or room == LOBBY or (yield store.replay(room, None, 0)).last_seq:
+            me = yield store.member(room, owner.user)
+            error = errors.RoomExists(f"room {room!r} exists already", ref)
+            appended = yield self._refused(error, room, me, owner, ref)
+        else:
+            invitees = [u for u in dict.fromkeys(f["members"] or ()) if u != owner.user]
+            for user in invitees:
+                if not (yield store.has_user(user)):
+                    raise ApiError(404, "no_such_user", f"no user {user!r} is known")
+            yield self._known(owner.user, owner.name)
+            changes = {"kind": f["kind"], **{k: f[k] or "" for k in ("title", "topic", "avatar")}}
+            appended = yield membership._event(
+                owner, room, "created", owner.user, ref, changes=changes
+            )
+            for user in invitees:
+                each = f"{ref} {user}" if ref else None
+                yield membership._event(owner, room, "invited", user, ref, each, role=MEMBER)
+        row = yield membership.room(room)
+        item = appended.message
+        return {
+            "room": room,
+            "kind": row.kind if row else PUBLIC,
+            "title": row.title if row else "",
+            "owner": row.created_by if row else None,
+            "members": (yield store.member_count(room)),
+            "seq": item.seq,
+            "ts": item.ts,
+            "id": item.client_id,
+            "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def moderate(self, room, action, data):
+        """Add (``invite``), ``kick``, ``ban``, ``unban`` a user or ``set_role`` as the
+        moderator ``by`` (default ``system``) with a room owner's rights."""
+        chat, store = self.chat, self._conversation_store()
+        by = self._operator(data, "by")
+        request = self._request(action, data, room=room)
+        f, ref, target = request.fields, request.id, request.fields["user"]
+        role = data.get("role", MEMBER) if action == "invite" else f.get("role")
+        if action == "invite" and role not in (MEMBER, ADMIN):
+            raise ApiError(400, "bad_request", "'role' of a new member must be member or admin")
+        row = yield self._existing(room)
+        kind = PUBLIC if row is None else row.kind
+        member = yield store.member(room, target)
+        membership = chat.membership
+        problem = yield membership._problem(action, kind, OWNER, member, f, by, ref)
+        if problem is not None:
+            appended = yield self._refused(problem, room, member, by, ref)
+        elif action == "set_role":
+            appended = yield membership._event(by, room, "role", target, ref, role=role)
+            if role == OWNER:  # handed over: the old owner becomes an admin
+                for old in (yield self._owners(room)):
+                    if old != target:
+                        each = f"{ref} {old}" if ref else None
+                        yield membership._event(by, room, "role", old, ref, each, role=ADMIN)
+        else:
+            extra = {"role": role} if action == "invite" else {}
+            appended = yield membership._event(by, room, EVENT_OF[action], target, ref, **extra)
+        item = appended.message
+        return {
+            "room": room,
+            "user": target,
+            "event": (item.data or {}).get("event"),
+            "role": (item.data or {}).get("role"),
+            "by": item.sender,
+            "seq": item.seq,
+            "ts": item.ts,
+            "id": item.client_id,
+            "duplicate": appended.duplicate,
+        }
+
+    @defer.inlineCallbacks
+    def _owners(self, room):
+        """The users with role ``owner`` in *room* (paged through, never loaded whole)."""
+        owners, after, more = [], None, True
+        while more:
+            rows, more = yield self.chat.store.members(room, after, MEMBERS_LIMIT_MAX)
+            owners += [r.user for r in rows if r.role == OWNER]
+            after = rows[-1].user if rows else None
+            more = more and after is not None
+        return owners
+
+    @defer.inlineCallbacks
+    def members(self, request, room):
+        """A page of *room*'s durable members (ascending by user id) and its settings."""
+        store = self._conversation_store()
+        args = request.args
+        cursor = args[b"cursor"][0].decode("utf-8", "replace") if b"cursor" in args else None
+        if cursor is not None:
+            self._user(cursor)
+        try:
+            limit = int(args[b"limit"][0]) if b"limit" in args else MEMBERS_LIMIT_DEFAULT
+        except ValueError:
+            raise ApiError(400, "bad_request", "'limit' must be an integer") from None
+        if not 1 <= limit <= MEMBERS_LIMIT_MAX:
+            raise ApiError(400, "bad_request", f"'limit' must be 1-{MEMBERS_LIMIT_MAX}")
+        row = yield self._existing(room)
+        rows, more = yield store.members(room, cursor, limit)
+        online = set((yield defer.maybeDeferred(self.chat.directory.members, room)))
+        return {
+            "room": room,
+            "kind": row.kind if row else PUBLIC,
+            "title": row.title if row else "",
+            "topic": row.topic if row else "",
+            "avatar": row.avatar if row else "",
+            "created_by": row.created_by if row else None,
+            "count": (yield store.member_count(room)),
+            "members": [{"user": r.user, "role": r.role, "online": r.user in online} for r in rows],
+            "cursor": rows[-1].user if more and rows else None,
+        }
 
     def stats(self) -> dict:
         """Everything the admin page shows: live state, counters, recent errors."""

@@ -8,24 +8,17 @@ publishes for two seconds and counts deliveries. Only the harness is checked
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.support.process import need_node
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FANOUT = os.path.join(REPO, "bench", "fanout.py")
 
 pytestmark = pytest.mark.subprocess
-
-
-def _need_node():
-    if shutil.which("node"):
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("node is required by the bench harness and CI=true")
-    pytest.skip("node not installed")
 
 
 def _run(*args):
@@ -46,7 +39,7 @@ def test_throughput_smoke_delivers_every_frame_to_every_other_connection():
     get one JSON line each with deliveries > 0, no loss, no extra frames, every
     frame checked by the sampling subscriber carrying the bench marker, and
     ratios against each other."""
-    _need_node()
+    need_node()
     rows, proc = _run(
         "--servers",
         "twisted_bare,chatd_relay",
@@ -79,7 +72,7 @@ def test_latency_and_connection_modes_smoke():
     """A fixed-rate run against the bare relay yields latency percentiles from
     every delivery and no loss, and connection mode reads the server's RSS
     before and after opening idle connections."""
-    _need_node()
+    need_node()
     rows, proc = _run(
         "--servers",
         "twisted_bare",

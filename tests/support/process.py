@@ -3,6 +3,8 @@ sd_notify datagrams, the close codes its clients get."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 
@@ -67,3 +69,12 @@ def close_codes(clients) -> list:
                 client.recv(timeout=10)
         codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
     return codes
+
+
+def need_node():
+    """Skip without ``node`` (the bench load generator), fail under CI=true."""
+    if shutil.which("node"):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("node is required by the bench harness and CI=true")
+    pytest.skip("node not installed")
