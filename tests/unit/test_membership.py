@@ -173,6 +173,17 @@ def test_create_private_room_with_members(chat):
     assert [m["text"] for m in others["carol"].of("message")] == ["hello"]
 
 
+def test_creates_without_an_id_each_invite_their_members(chat):
+    """Two ``create`` requests without ``id`` by one user, inviting the same member:
+    each room gets its member (the invites share no exactly-once id)."""
+    alice = token_user(chat, "alice", "Alice")
+    bob = token_user(chat, "bob")
+    for room in ("one", "two"):
+        say(chat, alice, type="create", room=room, kind="private", members=["bob"])
+    assert [i["members"] for i in alice.of("room_info")] == [2, 2]
+    assert [e["room"] for e in bob.of("event") if e["kind"] == "invited"] == ["one", "two"]
+
+
 def test_create_of_an_existing_room_and_its_resend(chat):
     alice, _ = team(chat)
     say(chat, alice, type="create", room="team", kind="public", id="c1")  # the same request
