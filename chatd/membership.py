@@ -392,7 +392,13 @@ class Membership:
             )
             for user in invitees:
                 yield self._event(
-                    session, room, "invited", user, ref, f"{ref} {user}" if ref else None, role="member"
+                    session,
+                    room,
+                    "invited",
+                    user,
+                    ref,
+                    f"{ref} {user}" if ref else None,
+                    role="member",
                 )
         self._ack(appended, session, request)
         yield self._send_info(session, room, ref)
