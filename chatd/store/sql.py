@@ -525,10 +525,9 @@ def read_seq(conn: sqlite3.Connection, channel: str, user: str) -> int | None:
     return None if row is None else row[0]
 
 
-def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
-    """Insert or replace the member row *m* with its marker's ordinal."""
+def _insert_member(conn: sqlite3.Connection, verb: str, m: Member, read_ord: int) -> None:
     conn.execute(
-        f"INSERT OR REPLACE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"{verb} INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             m.channel,
             m.user,
@@ -541,24 +540,16 @@ def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
             read_ord,
         ),
     )
+
+
+def write_member(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
+    """Insert or replace the member row *m* with its marker's ordinal."""
+    _insert_member(conn, "INSERT OR REPLACE", m, read_ord)
 
 
 def add_member_if_missing(conn: sqlite3.Connection, m: Member, read_ord: int) -> None:
     """Insert the member row *m* (its marker's ordinal *read_ord*) unless the user has a row."""
-    conn.execute(
-        f"INSERT OR IGNORE INTO members ({_MEMBER}, read_ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            m.channel,
-            m.user,
-            m.role,
-            m.state,
-            m.peer,
-            m.read_seq,
-            int(m.muted),
-            m.since_seq,
-            read_ord,
-        ),
-    )
+    _insert_member(conn, "INSERT OR IGNORE", m, read_ord)
 
 
 def move_marker(conn: sqlite3.Connection, channel: str, user: str, seq: int, ord_: int) -> None:

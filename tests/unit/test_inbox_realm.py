@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from twisted.internet.task import Clock
-
 from chatd import wire
 from tests.support.realm import (
     fired,
@@ -30,18 +27,6 @@ INBOX_TYPES = {
     "edit": {"room": "r", "seq": 1, "text": "x"},
     "react": {"room": "r", "seq": 1, "emoji": "+1"},
 }
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
-
-
-@pytest.fixture
-def chat(clock):
-    return make_chat(clock)
 
 
 def team(chat, *users, room="team"):

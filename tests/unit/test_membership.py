@@ -4,22 +4,7 @@ task.Clock with the real MemoryStore (docs/protocol.md, *Conversations*:
 
 from __future__ import annotations
 
-import pytest
-from twisted.internet.task import Clock
-
 from tests.support.realm import make_chat, opened, say, token_user
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
-
-
-@pytest.fixture
-def chat(clock):
-    return make_chat(clock)
 
 
 def stored(chat, room):
