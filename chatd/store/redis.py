@@ -43,6 +43,8 @@ one):
     is their ``ZCOUNT`` above the read marker.
 ``P rx:{ch}``
     hash target seq -> ``{emoji: {user: 1}}`` (JSON), the reactions now on it.
+    ``w``, ``ed``, ``rx`` and ``o`` lose a seq's entries when the seq leaves the
+    history (``history_max`` on append, ``history_days`` in :meth:`RedisStore.prune`).
 ``P r:{ch}``
     hash: the room row (``kind``, ``title``, ``topic``, ``avatar``,
     ``created_by``, ``created_ts``); absent for a room never ``created``.
@@ -624,7 +626,7 @@ class RedisStore:
             if not todo:
                 self.pruned_messages += total[0]
                 return total[0]
-            keys = [self._key(kind, todo[-1]) for kind in ("m", "w", "o", "c")]
+            keys = [self._key(kind, todo[-1]) for kind in ("m", "w", "o", "c", "rx", "ed")]
             d = self.node.script("prune", keys, [cutoff, self.prune_chunk])
 
             def chunk(result):

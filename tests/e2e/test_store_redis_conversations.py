@@ -295,7 +295,8 @@ def test_a_big_room_is_paged_not_loaded(redis):
 @pytest_twisted.inlineCallbacks
 def test_unread_is_not_under_counted_after_trimming(redis):
     """With history_max=5 the ordinals are trimmed with the stream; a marker below the
-    oldest kept message still counts every message after it."""
+    oldest kept message still counts every message after it; reactions, edits and
+    rewritten items leave with their message."""
     s = yield open_redis(redis, history_max=5)
     try:
         yield event(s, "r", "bob", "joined", 1)
@@ -307,6 +308,15 @@ def test_unread_is_not_under_counted_after_trimming(redis):
         assert (yield s.mark_read("bob", "r", 18)) == 18
         (bob,) = yield s.summaries("bob", ["r"])
         assert bob.unread == 3
+        # a message's reactions and edits leave with it
+        yield s.append("r", "bob", "Bob", None, "", 30, "reaction", {"target": 21, "emoji": "👍"})
+        yield s.append("r", "ann", "Ann", None, "m19!", 31, "edited", {"target": 21})
+        assert (yield s.reactions("r", [21])) == {21: {"👍": ["bob"]}}
+        for i in range(5):
+            yield s.append("r", "ann", "Ann", None, f"n{i}", 40 + i)
+        assert (yield s.reactions("r", [21])) == {}
+        for kind in ("rx", "ed", "w"):
+            assert not int((yield s.node.execute("EXISTS", s._key(kind, "r")))), kind
     finally:
         yield s.stop()
 
@@ -332,5 +342,30 @@ def test_names_with_braces_and_unicode_reach_the_same_keys(redis):
         assert (yield s.mark_read(user, dm, 3)) == 1  # clamped to the DM's newest seq
         yield s.save_cursor(user, "c}1", b"snap", 4)
         assert (yield s.load_cursor(user, "c}1")) == b"snap"
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pruning_by_age_takes_reactions_edits_and_rewritten_items_along(redis):
+    """prune() by history_days drops an old message's reactions, edits and rewritten
+    state with it, and its ordinal is counted as trimmed (unread stays right)."""
+    s = yield open_redis(redis, history_days=2)
+    now = 100 * 86400
+    old, new = (now - 5 * 86400) * 1000, now * 1000
+    try:
+        yield event(s, "r", "bob", "joined", old)
+        yield s.append("r", "ann", "Ann", None, "old", old)  # 2
+        yield s.append("r", "bob", "Bob", None, "", old, "reaction", {"target": 2, "emoji": "x"})
+        yield s.append("r", "ann", "Ann", None, "old!", old, "edited", {"target": 2})
+        yield s.append("r", "ann", "Ann", None, "new", new)  # 5
+        deleted = yield s.prune(now)
+        assert deleted == 4  # 1, 3, 4 from the stream, 2 from the rewritten items
+        assert [m.seq for m in (yield s.history("r", None, 10)).messages] == [5]
+        assert (yield s.reactions("r", [2])) == {}
+        for kind in ("rx", "ed", "w"):
+            assert not int((yield s.node.execute("EXISTS", s._key(kind, "r")))), kind
+        (bob,) = yield s.summaries("bob", ["r"])
+        assert (bob.read_seq, bob.unread) == (1, 2)
     finally:
         yield s.stop()

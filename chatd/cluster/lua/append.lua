@@ -150,14 +150,19 @@ end
 redis.call(unpack(cmd))
 if seq == 1 then redis.call('SADD', KEYS[4], ch) end
 
+-- what falls out of the history window (XADD MAXLEN) goes with it: the seqs up to
+-- floor leave the ordinals (counted), the rewritten items, the reactions, the edits
+local floor = seq - maxlen
+if maxlen > 0 and floor > 0 then
+  ordinals_trim(o, c, floor)
+  redis.call('ZREMRANGEBYSCORE', w, '-inf', floor)
+  redis.call('HDEL', P .. 'rx:' .. tag, floor)
+  redis.call('HDEL', P .. 'ed:' .. tag, floor)
+end
+
 if kind == 'message' then
   redis.call('ZADD', o, seq, seq)
   redis.call('HSET', c, 'lm', seq)
-  local floor = seq - maxlen
-  if maxlen > 0 and floor > 0 then
-    ordinals_trim(o, c, floor)
-    redis.call('ZREMRANGEBYSCORE', w, '-inf', floor)
-  end
   local all = false
   for _, user in ipairs(op.mentions or {}) do
     if user == '@all' then all = true end
