@@ -127,7 +127,7 @@ def is_recalled(message: Message) -> bool:
 
 
 def recalled_data(data: dict | None, by: str, ts: int) -> dict:
-    """The recalled target message's data: ``recalled {by, ts}``, no ``edited_ts`` kept."""
+    """The recalled target message's data: ``recalled {by, ts}`` added (``edited_ts`` kept)."""
     out = dict(data or {})
     out["recalled"] = {"by": by, "ts": ts}
     return out

@@ -186,8 +186,8 @@ class MemoryStore:
     def _recall(self, ch: _Channel, item: Message) -> None:
         target_seq = items.target_of(item)
         target = ch.get(target_seq or 0)
-        if target is None or target.kind != "message":
-            return
+        if target is None or target.kind != "message" or items.is_recalled(target):
+            return  # a second recall keeps the first one's by and ts
         by = item.data.get("by", item.sender)
         ch.put(replace(target, text="", data=items.recalled_data(target.data, by, item.ts)))
         for m in list(ch.log)[ch.index(target_seq) :]:

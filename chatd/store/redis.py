@@ -366,12 +366,16 @@ class RedisStore:
                 return Appended(Message(ch, int(seq), sender, "", "", int(ots), client_id), True)
             self.appended += 1
             seq, _, stored = reply.partition(" ")
+            if seq.endswith("~"):  # an edit of a recalled message: stored without text
+                seq, text_kept = seq[:-1], ""
+            else:
+                text_kept = text
             message = Message(
                 channel,
                 int(seq),
                 sender,
                 name,
-                text,
+                text_kept,
                 ts,
                 client_id,
                 kind,

@@ -553,8 +553,8 @@ class SQLiteStore:
     def _apply_recall(self, r, target):
         conn = self._conn
         found = None if target is None else sql.item(conn, r.channel, target)
-        if found is None or found.kind != "message":
-            return
+        if found is None or found.kind != "message" or items.is_recalled(found):
+            return  # a second recall keeps the first one's by and ts
         by = (r.data or {}).get("by", r.sender)
         sql.update_item(conn, r.channel, target, "", items.recalled_data(found.data, by, r.ts))
         sql.blank_edits(conn, r.channel, target)

@@ -129,7 +129,10 @@ def test_recalled_text_is_gone_from_redis(redis):
         page = yield s.history("r", None, 10)
         assert [m.seq for m in page.messages] == [1, 2, 3, 4]
         first, edit = page.messages[0], page.messages[1]
-        assert (first.text, first.data) == ("", {"recalled": {"by": "alice", "ts": 4}})
+        assert (first.text, first.data) == (
+            "",
+            {"edited_ts": 2, "recalled": {"by": "alice", "ts": 4}},
+        )
         assert (edit.kind, edit.text, edit.data) == ("edited", "", {"target": 1})
         again = yield s.append("r", "alice", "A", "c1", "the secret", 9)
         assert again.duplicate and again.message.seq == sent.message.seq

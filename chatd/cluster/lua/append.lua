@@ -82,7 +82,7 @@ local function apply_event()
     event = 'joined'
   end
   if not row then
-    if event == 'unbanned' or event == 'role' then return end
+    if event == 'role' then return end
     row = row_new(P, user, 'member', 'left', '', 0, seq, ts)
   end
   if event == 'joined' or event == 'invited' then
@@ -92,7 +92,6 @@ local function apply_event()
   elseif event == 'left' or event == 'kicked' or event == 'banned' then
     row[2] = event
   elseif event == 'unbanned' then
-    if row[2] ~= 'banned' then return end
     row[2] = 'left'
   elseif event == 'role' then
     if op.role and op.role ~= cjson.null then row[1] = op.role end
@@ -123,6 +122,14 @@ if kind == 'reaction' then
   if next(users) == nil then all[op.emoji] = nil else all[op.emoji] = users end
   if next(all) == nil then redis.call('HDEL', rx, op.target)
   else redis.call('HSET', rx, op.target, cjson.encode(all)) end
+end
+
+-- an edit of a recalled message keeps no text (the other stores' rule); the reply's
+-- seq then ends with '~' so the caller knows
+local blanked = ''
+if kind == 'edited' then
+  local tfields = item_get(m, w, tonumber(op.target))
+  if tfields and field_get(tfields, 'er') then text = ''; blanked = '~' end
 end
 
 local cmd = {'XADD', m}
@@ -192,7 +199,6 @@ elseif kind == 'recalled' or kind == 'edited' then
   if is_message(fields) and not field_get(fields, 'er') then
     if kind == 'recalled' then
       field_set(fields, 't', '')
-      field_del(fields, 'et')
       field_set(fields, 'er', '{"by":' .. cjson.encode(op.by or sender) .. ',"ts":' .. ts .. '}')
       item_put(m, w, target, fields, in_stream)
       -- a recalled mention no longer counts
@@ -236,4 +242,4 @@ if ARGV[8] ~= '' then
     redis.call('PUBLISH', ARGV[8], bus_item(ARGV[9], message, kind, data))
   end
 end
-return seq .. ' ' .. data
+return seq .. blanked .. ' ' .. data
