@@ -15,13 +15,10 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.support.auth import SECRET, token
+from tests.support.frames import OTHER, next_of
 from tests.wsclient import Client
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
-
-#: frames the server may interleave (auto-subscription, presence, membership events)
-#: that a step does not look at
-OTHER = frozenset(("subscribed", "presence", "event", "joined"))
 
 
 @pytest.fixture
@@ -29,19 +26,6 @@ def cluster(nodes, monkeypatch):
     """Two nodes that accept tokens signed with tests.support.auth's SECRET."""
     monkeypatch.setenv("CHATD_JWT_SECRET", SECRET)
     return nodes(2)
-
-
-@defer.inlineCallbacks
-def frame(client, frame_type, skip=OTHER, **fields):
-    """The next frame of type *frame_type* (with *fields*), passing over frames of the
-    *skip* types only: any other frame fails the test."""
-    while True:
-        got = yield client.recv()
-        if got.get("type") == frame_type:
-            for key, value in fields.items():
-                assert got.get(key) == value, f"{key}: expected {value!r} in {got}"
-            return got
-        assert got.get("type") in skip, f"expected {frame_type}, got {got}"
 
 
 def connect(node, sub):
@@ -53,7 +37,7 @@ def connect(node, sub):
 def dm(client, to, text, cid, skip=OTHER):
     """Send a DM and fire with its ack."""
     client.send(type="dm", to=to, text=text, id=cid)
-    ack = yield frame(client, "ack", skip=skip, id=cid)
+    ack = yield next_of(client, "ack", skip=skip, id=cid)
     return ack
 
 
@@ -61,7 +45,7 @@ def dm(client, to, text, cid, skip=OTHER):
 def listed(client, peer):
     """The conversation with *peer* in *client*'s conversation list."""
     client.send(type="conversations")
-    reply = yield frame(client, "conversations", skip=OTHER | {"dm", "receipt", "read"})
+    reply = yield next_of(client, "conversations", skip=OTHER | {"dm", "receipt", "read"})
     (conv,) = [c for c in reply["conversations"] if c.get("with") == peer]
     return conv
 
@@ -78,15 +62,15 @@ def test_read_on_one_node_clears_the_badge_on_the_other(cluster):
     for i in range(3):
         acks.append((yield dm(alice, "bob", f"m{i}", f"d{i}")))
     for i, ack in enumerate(acks):
-        got = yield frame(bob_b, "dm", seq=ack["seq"], text=f"m{i}")
+        got = yield next_of(bob_b, "dm", seq=ack["seq"], text=f"m{i}")
         assert got["from"] == "alice"
     conv = yield listed(bob_b, "alice")
     assert (conv["unread"], conv["read"], conv["last"]["text"]) == (3, 0, "m2")
     bob_a.send(type="read", **{"with": "alice"}, seq=acks[-1]["seq"])
     for device in (bob_a, bob_b):
-        read = yield frame(device, "read", skip=OTHER | {"dm"}, **{"with": "alice"})
+        read = yield next_of(device, "read", skip=OTHER | {"dm"}, **{"with": "alice"})
         assert (read["seq"], read["unread"], read["mentions"]) == (acks[-1]["seq"], 0, 0)
-    receipt = yield frame(alice, "receipt")
+    receipt = yield next_of(alice, "receipt")
     assert receipt == {"type": "receipt", "with": "bob", "user": "bob", "seq": acks[-1]["seq"]}
     conv = yield listed(bob_b, "alice")
     assert (conv["unread"], conv["read"]) == (0, acks[-1]["seq"])
@@ -106,9 +90,9 @@ def test_a_sync_cursor_from_one_node_works_on_the_other(cluster):
     alice, phone = (yield connect(a, "alice")), (yield connect(a, "bob"))
     bob = yield connect(a, "bob")
     first = yield dm(alice, "bob", "hello", "d1")
-    yield frame(bob, "dm", seq=first["seq"])
+    yield next_of(bob, "dm", seq=first["seq"])
     bob.send(type="sync")
-    synced = yield frame(bob, "sync")
+    synced = yield next_of(bob, "sync")
     (conv,) = synced["conversations"]
     assert [i["text"] for i in conv["items"]] == ["hello"]
     yield bob.close()
@@ -116,15 +100,15 @@ def test_a_sync_cursor_from_one_node_works_on_the_other(cluster):
     third = yield dm(alice, "bob", "third", "d3")
     skip = OTHER | {"dm", "edited", "reaction", "recalled"}
     alice.send(type="edit", **{"with": "bob"}, seq=third["seq"], text="third, edited", id="e1")
-    edit = yield frame(alice, "ack", skip=skip, id="e1")
+    edit = yield next_of(alice, "ack", skip=skip, id="e1")
     alice.send(type="react", **{"with": "bob"}, seq=first["seq"], emoji="👍", id="r1")
-    react = yield frame(alice, "ack", skip=skip, id="r1")
+    react = yield next_of(alice, "ack", skip=skip, id="r1")
     alice.send(type="recall", **{"with": "bob"}, seq=second["seq"], id="x1")
-    recall = yield frame(alice, "ack", skip=skip, id="x1")
+    recall = yield next_of(alice, "ack", skip=skip, id="x1")
 
     bob = yield connect(b, "bob")
     bob.send(type="sync", since=synced["cursor"])
-    reply = yield frame(bob, "sync")
+    reply = yield next_of(bob, "sync")
     assert reply["reset"] is False
     (conv,) = reply["conversations"]
     items = conv["items"]
@@ -143,7 +127,7 @@ def test_a_sync_cursor_from_one_node_works_on_the_other(cluster):
     yield bob.close()
     bob = yield connect(a, "bob")
     bob.send(type="sync", since=reply["cursor"])
-    again = yield frame(bob, "sync")
+    again = yield next_of(bob, "sync")
     assert (again["reset"], again["conversations"]) == (False, [])
     for client in (alice, bob, phone):
         yield client.close()
@@ -153,7 +137,7 @@ def test_a_sync_cursor_from_one_node_works_on_the_other(cluster):
 def acked(client, skip=OTHER, **request):
     """Send *request* (with its ``id``) and fire with its ack."""
     client.send(**request)
-    ack = yield frame(client, "ack", skip=skip, id=request["id"])
+    ack = yield next_of(client, "ack", skip=skip, id=request["id"])
     return ack
 
 
@@ -165,18 +149,18 @@ def test_membership_made_on_one_node_holds_on_the_other_after_a_reconnect(cluste
     a, b = cluster
     alice, bob = (yield connect(a, "alice")), (yield connect(a, "bob"))
     alice.send(type="create", room="team", kind="private", title="Team", members=["bob"], id="c1")
-    info = yield frame(alice, "room_info", skip=OTHER | {"ack"})
+    info = yield next_of(alice, "room_info", skip=OTHER | {"ack"})
     assert (info["kind"], info["role"], info["members"]) == ("private", "owner", 2)
-    yield frame(bob, "subscribed", rooms=["team"])
+    yield next_of(bob, "subscribed", rooms=["team"])
     yield bob.close()
 
     bob = yield connect(b, "bob")
-    yield frame(bob, "subscribed", rooms=["team"], more=False)
+    yield next_of(bob, "subscribed", rooms=["team"], more=False)
     ack = yield acked(alice, type="send", room="team", text="hello from A", id="m1")
-    got = yield frame(bob, "message", room="team", seq=ack["seq"])
+    got = yield next_of(bob, "message", room="team", seq=ack["seq"])
     assert (got["from"], got["text"]) == ("alice", "hello from A")
     bob.send(type="room_info", room="team", id="i1")
-    info = yield frame(bob, "room_info", room="team")
+    info = yield next_of(bob, "room_info", room="team")
     assert (info["kind"], info["title"], info["role"], info["members"]) == (
         "private",
         "Team",
@@ -184,7 +168,7 @@ def test_membership_made_on_one_node_holds_on_the_other_after_a_reconnect(cluste
         2,
     )
     bob.send(type="members", room="team", id="p1")
-    page = yield frame(bob, "members", room="team")
+    page = yield next_of(bob, "members", room="team")
     assert [(m["user"], m["role"]) for m in page["members"]] == [
         ("alice", "owner"),
         ("bob", "member"),
@@ -204,22 +188,22 @@ def test_a_kick_on_one_node_stops_the_users_connection_on_the_other_at_once(clus
     for client in (bob, carol):  # B has recorded them as known users (at admission)
         yield client.barrier()
     alice.send(type="create", room="team", kind="private", members=["bob", "carol"], id="c1")
-    yield frame(alice, "room_info", skip=OTHER | {"ack"})
+    yield next_of(alice, "room_info", skip=OTHER | {"ack"})
     for client in (bob, carol):
-        yield frame(client, "subscribed", rooms=["team"])
+        yield next_of(client, "subscribed", rooms=["team"])
     before = yield acked(alice, type="send", room="team", text="before", id="m1")
     for client in (bob, carol):
-        yield frame(client, "message", seq=before["seq"], text="before")
+        yield next_of(client, "message", seq=before["seq"], text="before")
     kick = yield acked(alice, type="kick", room="team", user="bob", id="k1")
-    got = yield frame(bob, "event", skip=OTHER - {"event"}, seq=kick["seq"], kind="kicked")
+    got = yield next_of(bob, "event", skip=OTHER - {"event"}, seq=kick["seq"], kind="kicked")
     assert (got["user"], got["by"]) == ("bob", "alice")
-    yield frame(bob, "left", room="team")
+    yield next_of(bob, "left", room="team")
     after = yield acked(alice, type="send", room="team", text="after the kick", id="m2")
-    yield frame(carol, "message", seq=after["seq"], text="after the kick")
+    yield next_of(carol, "message", seq=after["seq"], text="after the kick")
     frames = yield bob.barrier()
     assert not [f for f in frames if f.get("room") == "team"], frames
     bob.send(type="history", room="team", id="h1")
-    yield frame(bob, "error", code="forbidden", ref="h1")
+    yield next_of(bob, "error", code="forbidden", ref="h1")
     for client in (alice, bob, carol):
         yield client.close()
 
@@ -235,7 +219,7 @@ def test_an_offline_dm_stored_via_one_node_reaches_the_user_via_sync_on_the_othe
     ack = yield dm(alice, "bob", "while you were away", "d1")
     bob = yield connect(b, "bob")
     bob.send(type="sync")
-    reply = yield frame(bob, "sync")
+    reply = yield next_of(bob, "sync")
     (conv,) = reply["conversations"]
     assert (conv["with"], conv["unread"], conv["last"]["text"]) == (
         "alice",
@@ -256,24 +240,24 @@ def test_a_read_in_a_small_room_on_one_node_sends_receipts_on_the_other(cluster)
     a, b = cluster
     alice, phone = (yield connect(a, "alice")), (yield connect(a, "bob"))
     alice.send(type="create", room="team", kind="private", members=["bob"], id="c1")
-    yield frame(alice, "room_info", skip=OTHER | {"ack"})
-    yield frame(phone, "subscribed", rooms=["team"])
+    yield next_of(alice, "room_info", skip=OTHER | {"ack"})
+    yield next_of(phone, "subscribed", rooms=["team"])
     web = yield connect(b, "bob")
-    yield frame(web, "subscribed", rooms=["team"])
+    yield next_of(web, "subscribed", rooms=["team"])
     ack = yield acked(alice, type="send", room="team", text="hi", id="m1")
     for device in (phone, web):
-        yield frame(device, "message", seq=ack["seq"])
+        yield next_of(device, "message", seq=ack["seq"])
     web.send(type="read", room="team", seq=ack["seq"])
     for device in (web, phone):
-        read = yield frame(device, "read", room="team")
+        read = yield next_of(device, "read", room="team")
         assert (read["seq"], read["unread"]) == (ack["seq"], 0)
-    receipt = yield frame(alice, "receipt", room="team")
+    receipt = yield next_of(alice, "receipt", room="team")
     assert (receipt["user"], receipt["seq"]) == ("bob", ack["seq"])
     # the others who read up to the message: bob for alice; alice (sending is reading)
     # for bob
     for client, other in ((alice, "bob"), (web, "alice")):
         client.send(type="receipts", room="team", seq=ack["seq"], id="q")
-        answer = yield frame(client, "receipts", skip=OTHER | {"receipt"})
+        answer = yield next_of(client, "receipts", skip=OTHER | {"receipt"})
         assert (answer["count"], answer["users"]) == (1, [other]), answer
     for client in (alice, phone, web):
         yield client.close()

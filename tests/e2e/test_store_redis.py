@@ -11,9 +11,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from chatd.cluster.redis import RedisMessageLog, RedisURL
+from chatd.cluster.redis import RedisURL
 from chatd.store import Appended, Message, Replay, StoreUnavailable
-from tests.support.store import open_redis, redis_node
+from tests.support.store import open_redis, redis_log_with_listener
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
@@ -88,13 +88,8 @@ def test_prune_by_days_keeps_seq(redis):
 @pytest_twisted.inlineCallbacks
 def test_commit_publishes_on_the_bus_in_seq_order(redis):
     """A message log append commits and publishes in one script: the bus sees every seq in order."""
-    s = yield open_redis(redis)
-    listener = redis_node(redis)
-    seen = []
-    listener.add_bus_handler(seen.append)
-    yield listener.start()
+    s, listener, seen, log = yield redis_log_with_listener(redis)
     try:
-        log = RedisMessageLog(s, s.node)
         ds = [
             log.append("message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
             for i in range(100)

@@ -16,9 +16,8 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatd.cluster import codec
-from chatd.cluster.redis import RedisMessageLog
 from chatd.store import IConversationStore, Message, dm_channel
-from tests.support.store import open_redis, redis_node
+from tests.support.store import open_redis, redis_log_with_listener
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
@@ -196,13 +195,8 @@ def test_items_on_the_bus_decode_to_what_append_returned(redis):
     """The commit script publishes an event, a reaction (with the store's "on") and a
     message with mentions as the nine-element array; codec.decode gives the Message
     append returned and codec.encode the same bytes."""
-    s = yield open_redis(redis)
-    listener = redis_node(redis)
-    seen = []
-    listener.add_bus_handler(seen.append)
-    yield listener.start()
+    s, listener, seen, log = yield redis_log_with_listener(redis)
     try:
-        log = RedisMessageLog(s, s.node)
         fields = [
             (
                 "r",

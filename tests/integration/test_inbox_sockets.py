@@ -12,24 +12,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from tests.support.auth import SECRET, token
+from tests.support.frames import OTHER, next_of
 from tests.wsclient import Client
-
-#: frames other parts of the server may interleave (auto-subscription, presence,
-#: membership events) that these tests do not look at
-OTHER = frozenset(("subscribed", "presence", "event", "joined"))
-
-
-@defer.inlineCallbacks
-def next_of(client, kind, skip=OTHER, **fields):
-    """The next frame of *kind* (with *fields*), passing over frames of the *skip*
-    types only: any other frame fails the test."""
-    while True:
-        frame = yield client.recv()
-        if frame.get("type") == kind:
-            for key, value in fields.items():
-                assert frame.get(key) == value, f"{key}: expected {value!r} in {frame}"
-            return frame
-        assert frame.get("type") in skip, f"expected {kind}, got {frame}"
 
 
 @defer.inlineCallbacks

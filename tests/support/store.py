@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from chatd.cluster.redis import RedisNode
+from chatd.cluster.redis import RedisMessageLog, RedisNode
 from chatd.store.redis import RedisStore
 from chatd.store.sqlite import SQLiteStore
 
@@ -31,3 +31,17 @@ def open_redis(redis, prefix="t:", **kw):
     store = RedisStore(redis_node(redis, prefix), **kw)
     yield store.start()
     return store
+
+
+@defer.inlineCallbacks
+def redis_log_with_listener(redis):
+    """``(store, listener, seen, log)``: a started RedisStore on *redis*, a second
+    started RedisNode whose bus payloads are collected in the list *seen*, and the
+    store's RedisMessageLog (the commit-and-publish path). Stop listener and store
+    when done."""
+    store = yield open_redis(redis)
+    listener = redis_node(redis)
+    seen = []
+    listener.add_bus_handler(seen.append)
+    yield listener.start()
+    return store, listener, seen, RedisMessageLog(store, store.node)
