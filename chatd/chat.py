@@ -24,6 +24,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatd import errors, wire
@@ -109,6 +110,9 @@ class Chat:
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
         #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
         self.observers: list = []
+        #: store writes begun and not yet finished, and who waits for none (drain)
+        self._in_flight = 0
+        self._drained: list = []
         broker.attach(self)
         directory.attach(self)
 
@@ -125,6 +129,30 @@ class Chat:
                 observer(event, **fields)
             except Exception:
                 self.log.failure("chat observer failed on {event}", event=event)
+
+    def _track(self, d):
+        """Count *d* (a post on its way to the store) as in flight until it fires."""
+        self._in_flight += 1
+
+        def done(result):
+            self._in_flight -= 1
+            if not self._in_flight:
+                waiters, self._drained = self._drained, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return result
+
+        return d.addBoth(done)
+
+    def drain(self):
+        """Fires once every post already begun has been stored or refused: shutdown
+        waits for it before it closes the store (a message whose room was still being
+        looked up is not refused for a store that stopped meanwhile)."""
+        if not self._in_flight:
+            return succeed(None)
+        d = Deferred()
+        self._drained.append(d)
+        return d
 
     def now_ms(self) -> int:
         """Server time in milliseconds."""
@@ -606,7 +634,7 @@ class Chat:
             d.addCallback(lambda _: self.messages.append("message", fields, (origin, from_relay)))
         else:
             d = self.messages.append("message", fields, (origin, from_relay))
-        return d.addCallback(self._committed, "message", origin, from_relay)
+        return self._track(d.addCallback(self._committed, "message", origin, from_relay))
 
     def post_dm(self, sender, name, to, text, client_id=None, origin=None, data=None):
         """Store a direct message and, once committed, deliver it to both users' connections."""
@@ -614,7 +642,7 @@ class Chat:
         if data is not None:
             fields += ("message", data)
         d = self.messages.append("dm", fields, (to, origin))
-        return d.addCallback(self._committed, "dm", to, origin)
+        return self._track(d.addCallback(self._committed, "dm", to, origin))
 
     def _ack(self, appended, session, started, text, room=None, to=None):
         message = appended.message

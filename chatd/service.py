@@ -308,6 +308,9 @@ class ChatService(MultiService):
         yield defer.gatherResults(
             [defer.maybeDeferred(part.stopService) for part in self.parts if part.running]
         )
+        # posts already begun (e.g. a relay frame's lobby copy waiting for the room's
+        # kind) reach the store before it closes
+        yield self.factory.chat.drain()
         if self.store_service.running:
             yield self.store_service.stopService()
 

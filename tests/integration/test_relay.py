@@ -1,7 +1,7 @@
 """Relay mode: the tutorial's behaviour, unchanged, and its bridge to chatd.v1 in the lobby."""
 
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 
 from tests.wsclient import Client, wait_for
 
@@ -156,3 +156,28 @@ def test_relay_disconnect_cleans_up(server):
     assert not server.chat.hub.relays
     assert server.chat.hub.rooms == {}
     assert not server.chat.names
+
+
+@pytest_twisted.inlineCallbacks
+def test_shutdown_stores_a_relay_post_still_looking_up_its_room(server_factory, tmp_path):
+    """A relay frame's lobby copy that is still waiting for the lobby's kind (a store
+    read) when shutdown begins is stored before the store closes, not refused with a
+    traceback in the log (seen in CI: SIGTERM right after the tutorial's frames)."""
+    from chatd.hub import LOBBY
+    from chatd.store.sqlite import SQLiteStore
+
+    db = str(tmp_path / "chatd.sqlite3")
+    srv = yield server_factory("--db", db)
+    assert LOBBY not in srv.chat.membership.kinds  # its kind is a store read away
+    posted = srv.chat.post(LOBBY, "alice", "alice", "said just before SIGTERM", from_relay=True)
+    results = []
+    posted.addBoth(results.append)
+    yield srv.service.stopService()
+    assert len(results) == 1 and results[0].message.text == "said just before SIGTERM"
+    store = SQLiteStore(db, reactor=reactor)
+    yield store.start()
+    try:
+        page = yield store.history(LOBBY, None, 10)
+    finally:
+        yield store.stop()
+    assert [m.text for m in page.messages] == ["said just before SIGTERM"]
