@@ -49,7 +49,16 @@
  *    `forbidden` / `too_many_rooms` reject `join()` and fail the room's
  *    queued messages;
  *  - emits typed events: `status`, `welcome`, `joined`, `message`, `dm`,
- *    `presence`, `typing`, `ack`, `failed`, `error`, `auth`.
+ *    `presence`, `typing`, `ack`, `failed`, `error`, `auth`;
+ *  - for token users, keeps a local conversation store (`ConversationStore`):
+ *    `sync` after every welcome from the stored cursor, the conversation list
+ *    (`conversations`, unread, mentions, mute, drafts), per-conversation
+ *    timelines with recalls, edits and reactions applied, read markers
+ *    (`markRead`, debounced) and receipts (my messages pending → sent → read),
+ *    recall/edit/react through the outbox, room management (`createRoom`,
+ *    `invite`, `kick`, `ban`, `setRole`, `updateRoom`, `roomInfo`,
+ *    `roomMembers`), and emits `conversations`, `conversation`, `timeline`,
+ *    `unread`, `removed`, `synced` (docs/miniprogram.md, "SDK: conversations").
  *
  * All state is in the ChatClient instance (and, with `storageKey`, in one
  * storage entry); no globals.
@@ -75,11 +84,24 @@ const DEFAULTS = {
   // a token this close to its expiry (ms) is treated as expired before dialing
   tokenSlack: 5000,
   // seq changes are written to storage at most this often (ms)
-  saveDelay: 300
+  saveDelay: 300,
+  // at most one `read` per conversation this often (ms)
+  readDelay: 1000,
+  // the conversation store is written to storage at most this often (ms)
+  convSaveDelay: 1000,
+  // timeline items per conversation kept in storage for a cold start
+  convTail: 50
 }
 
 /** Storage format version of the persisted session. */
 const STORE_VERSION = 1
+/** Storage format version of the persisted conversation store (`<storageKey>.conv`). */
+const CONV_VERSION = 1
+
+/** Requests answered by a frame without an id, in order per kind and key. */
+const FIFO_KINDS = ['history', 'dm_history', 'room_info', 'members', 'conversations', 'sync', 'receipts']
+/** Outbox operations on a message (exactly-once by id, like sends). */
+const OPS = ['recall', 'edit', 'react']
 
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = { 4400: 'bad_name' }
@@ -263,6 +285,456 @@ class SeqTracker {
   }
 }
 
+// ---- the conversation store -------------------------------------------------
+
+/** A conversation's key: `r:<room>` or `d:<user>` (the DM's other user). */
+function convKey(c) {
+  if (typeof c === 'string') return c
+  if (c.room !== undefined && c.room !== null) return 'r:' + c.room
+  return 'd:' + c.with
+}
+
+/** The request fields naming conversation `key`: `{room}` or `{with}`. */
+function convTarget(key) {
+  return key.charAt(0) === 'r' ? { room: key.slice(2) } : { with: key.slice(2) }
+}
+
+/** The key of a live frame's conversation (DMs name `from`/`to`, or `with`). */
+function frameKey(msg, me) {
+  if (msg.room !== undefined && msg.room !== null) return 'r:' + msg.room
+  if (msg.with !== undefined && msg.with !== null) return 'd:' + msg.with
+  if (msg.peer !== undefined) return 'd:' + msg.peer
+  return 'd:' + (msg.from === me ? msg.to : msg.from)
+}
+
+const PREVIEW = 100
+const SUMMARY_FIELDS = ['kind', 'title', 'role', 'seq', 'ts', 'last', 'unread', 'mentions', 'read', 'muted', 'peer_read']
+
+/** Does message `m` mention user `me` (by id or `@all`)? */
+function mentionsMe(m, me) {
+  return Array.isArray(m.mentions) && (m.mentions.indexOf(me) >= 0 || m.mentions.indexOf('@all') >= 0)
+}
+
+/**
+ * The local conversation store (pure: no I/O, no clock): the conversation list
+ * and, per conversation, the timeline of messages and events as chatd
+ * describes them (docs/protocol.md, "Conversations"), with recalls, edits and
+ * reactions applied, markers and receipts. `ChatClient` feeds it the frames it
+ * receives (each item once: the client's seq trackers gate them) and persists
+ * `snapshot()`; pages read `list()` and `timeline(key)`.
+ */
+class ConversationStore {
+  constructor(opts) {
+    const o = opts || {}
+    this.me = o.me || null
+    this.tail = o.tail || 50 // items per conversation kept by snapshot()
+    this.convs = new Map() // key -> summary {key, room|with, kind, title, role, seq, ts, last, unread, mentions, read, muted, peer_read, draft}
+    this.lines = new Map() // key -> {items: [...] ascending by seq, bySeq: Map, more, readers: Map(user -> seq)}
+  }
+
+  has(key) {
+    return this.convs.has(key)
+  }
+
+  /** The summary of `key`, created (empty) when `create` is set. */
+  conv(key, create) {
+    let c = this.convs.get(key)
+    if (!c && create) {
+      c = Object.assign({ key }, convTarget(key), {
+        kind: key.charAt(0) === 'd' ? 'dm' : 'public',
+        title: '',
+        role: 'member',
+        seq: 0,
+        ts: 0,
+        last: null,
+        unread: 0,
+        mentions: 0,
+        read: 0,
+        muted: false,
+        draft: ''
+      })
+      if (c.kind === 'dm') c.peer_read = 0
+      this.convs.set(key, c)
+    }
+    return c || null
+  }
+
+  line(key) {
+    let l = this.lines.get(key)
+    if (!l) {
+      l = { items: [], bySeq: new Map(), more: null, readers: new Map() }
+      this.lines.set(key, l)
+    }
+    return l
+  }
+
+  /** Takes a server summary (from `conversations` or `sync`) as the truth. */
+  summary(s) {
+    const key = convKey(s)
+    const c = this.conv(key, true)
+    SUMMARY_FIELDS.forEach((f) => {
+      if (s[f] !== undefined) c[f] = s[f]
+    })
+    return c
+  }
+
+  /** Forgets conversation `key` (left, kicked, banned). */
+  remove(key) {
+    this.convs.delete(key)
+    this.lines.delete(key)
+  }
+
+  /** Forgets everything (a `sync` reset); drafts are kept. */
+  reset() {
+    const drafts = new Map()
+    this.convs.forEach((c, k) => {
+      if (c.draft) drafts.set(k, c.draft)
+    })
+    this.convs.clear()
+    this.lines.clear()
+    return drafts
+  }
+
+  /** Drops the cached timeline of `key` (its new items do not join on: a gap). */
+  cut(key) {
+    const l = this.line(key)
+    l.items = []
+    l.bySeq = new Map()
+    l.more = true
+  }
+
+  _insert(l, item) {
+    const old = l.bySeq.get(item.seq)
+    l.bySeq.set(item.seq, item)
+    if (old) {
+      l.items[l.items.indexOf(old)] = item
+      return
+    }
+    const items = l.items
+    if (!items.length || items[items.length - 1].seq < item.seq) {
+      items.push(item)
+      return
+    }
+    let lo = 0
+    let hi = items.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (items[mid].seq < item.seq) lo = mid + 1
+      else hi = mid
+    }
+    items.splice(lo, 0, item)
+  }
+
+  /** A timeline message from a `message`/`dm` frame or a history message. */
+  _message(l, f) {
+    const m = { seq: f.seq, from: f.from, name: f.name, text: f.text, ts: f.ts, id: f.id === undefined ? null : f.id }
+    ;['mentions', 'reply_to', 'quote', 'edited_ts', 'recalled', 'reactions', 'attachments'].forEach((k) => {
+      if (f[k] !== undefined && f[k] !== null) m[k] = f[k]
+    })
+    if (m.reply_to !== undefined && !m.quote) {
+      const o = l.bySeq.get(m.reply_to)
+      if (o && !o.event) m.quote = { seq: o.seq, from: o.from, name: o.name, text: o.recalled ? '' : String(o.text || '').slice(0, PREVIEW) }
+    }
+    return m
+  }
+
+  /** A timeline event from an `event` frame or a history page's event. */
+  _event(f) {
+    const e = { seq: f.seq, event: f.kind, user: f.user, by: f.by, ts: f.ts }
+    if (f.role !== undefined) e.role = f.role
+    if (f.changes !== undefined) e.changes = f.changes
+    return e
+  }
+
+  _bump(c, seq, ts) {
+    if (typeof seq === 'number' && seq > c.seq) {
+      c.seq = seq
+      if (typeof ts === 'number') c.ts = ts
+    }
+  }
+
+  _lastOf(m) {
+    const last = { seq: m.seq, from: m.from, name: m.name, text: m.recalled ? '' : String(m.text || '').slice(0, PREVIEW), ts: m.ts }
+    if (m.recalled) last.recalled = true
+    return last
+  }
+
+  /**
+   * Applies one timeline item (a `message`/`dm`, `event`, `recalled`, `edited` or
+   * `reaction` frame or sync item) to conversation `key`. Returns the summary.
+   */
+  apply(key, f) {
+    const c = this.conv(key, true)
+    const l = this.line(key)
+    const me = this.me
+    const type = f.type
+    if (type === 'message' || type === 'dm') {
+      const m = this._message(l, f)
+      this._insert(l, m)
+      const newest = m.seq > c.seq
+      this._bump(c, m.seq, m.ts)
+      if (!c.last || m.seq >= c.last.seq) c.last = this._lastOf(m)
+      if (!newest) return c
+      if (m.from === me) {
+        if (m.seq > c.read) c.read = m.seq // sending is reading
+        c.unread = 0
+        c.mentions = 0
+      } else if (m.seq > c.read) {
+        c.unread++
+        if (mentionsMe(m, me)) c.mentions++
+      }
+      return c
+    }
+    if (type === 'event') {
+      const e = this._event(f)
+      this._insert(l, e)
+      this._bump(c, e.seq, e.ts)
+      if (e.user === me && e.role && (f.kind === 'role' || f.kind === 'joined' || f.kind === 'invited')) c.role = e.role
+      if (f.kind === 'role' && e.user !== me && e.role === 'owner' && c.role === 'owner') c.role = 'admin' // handed over
+      const ch = f.changes || {}
+      if (f.kind === 'created' || f.kind === 'room_updated') {
+        ;['title', 'kind', 'topic', 'avatar'].forEach((k) => {
+          if (ch[k] !== undefined && ch[k] !== null) c[k] = ch[k]
+        })
+      }
+      return c
+    }
+    const target = l.bySeq.get(f.target)
+    this._bump(c, f.seq, f.ts)
+    if (!target && c.last && c.last.seq === f.target) {
+      // the last message is not cached (a list from `conversations`): its preview still changes
+      if (type === 'recalled') c.last = Object.assign({}, c.last, { text: '', recalled: true })
+      else if (type === 'edited') c.last = Object.assign({}, c.last, { text: String(f.text || '').slice(0, PREVIEW) })
+    }
+    if (!target || target.event) return c
+    if (type === 'recalled') {
+      target.text = ''
+      target.recalled = { by: f.by, ts: f.ts }
+      delete target.reactions
+      delete target.attachments
+      l.items.forEach((m) => {
+        if (m.quote && m.quote.seq === target.seq) m.quote = Object.assign({}, m.quote, { text: '' })
+      })
+    } else if (type === 'edited') {
+      target.text = f.text
+      target.edited_ts = f.edited_ts
+    } else if (type === 'reaction') {
+      const list = (target.reactions || []).map((r) => Object.assign({}, r))
+      let r = list.find((x) => x.emoji === f.emoji)
+      if (!r) {
+        r = { emoji: f.emoji, count: 0, me: false }
+        list.push(r)
+      }
+      r.count = Math.max(0, r.count + (f.on ? 1 : -1))
+      if (f.user === me) r.me = !!f.on
+      target.reactions = list.filter((x) => x.count > 0)
+      if (!target.reactions.length) delete target.reactions
+    }
+    if (c.last && c.last.seq === target.seq) c.last = this._lastOf(target)
+    return c
+  }
+
+  /** Whether `me` has reacted with `emoji` to message `seq` of `key`. */
+  reacted(key, seq, emoji) {
+    const l = this.lines.get(key)
+    const m = l && l.bySeq.get(seq)
+    return !!(m && m.reactions && m.reactions.some((r) => r.emoji === emoji && r.me))
+  }
+
+  /** Merges an older page (`history`/`dm_history` reply, messages in their current state). */
+  page(key, messages, events, more) {
+    const l = this.line(key)
+    const before = l.items.length ? l.items[0].seq : Infinity
+    ;(messages || []).forEach((m) => {
+      if (!l.bySeq.has(m.seq)) this._insert(l, this._message(l, m))
+    })
+    ;(events || []).forEach((e) => {
+      if (!l.bySeq.has(e.seq)) this._insert(l, this._event(e))
+    })
+    const first = l.items.length ? l.items[0].seq : Infinity
+    if (first <= before) l.more = !!more
+    return l
+  }
+
+  /** The user's read marker of `key` (a `read` frame: the server's counts). */
+  read(key, seq, unread, mentions) {
+    const c = this.conv(key, false)
+    if (!c) return null
+    if (typeof seq === 'number' && seq >= c.read) c.read = seq
+    if (typeof unread === 'number') c.unread = unread
+    if (typeof mentions === 'number') c.mentions = mentions
+    return c
+  }
+
+  /** Marks `key` read up to `seq` locally, before the server's `read` answer. */
+  readLocally(key, seq) {
+    const c = this.conv(key, false)
+    if (!c || seq <= c.read) return c
+    c.read = seq
+    if (seq >= c.seq) {
+      c.unread = 0
+      c.mentions = 0
+    } else {
+      const l = this.lines.get(key)
+      if (l) {
+        let unread = 0
+        let mentions = 0
+        l.items.forEach((m) => {
+          if (!m.event && m.seq > seq && m.from !== this.me) {
+            unread++
+            if (mentionsMe(m, this.me)) mentions++
+          }
+        })
+        c.unread = Math.min(c.unread, unread)
+        c.mentions = Math.min(c.mentions, mentions)
+      }
+    }
+    return c
+  }
+
+  /** Another user read `key` up to `seq` (a `receipt`). */
+  receipt(key, user, seq) {
+    const c = this.conv(key, false)
+    if (!c) return null
+    if (c.kind === 'dm') {
+      if (seq > (c.peer_read || 0)) c.peer_read = seq
+    } else {
+      const readers = this.line(key).readers
+      if (!(readers.get(user) >= seq)) readers.set(user, seq)
+    }
+    return c
+  }
+
+  /** Who (other than me) is known to have read message `seq` of `key`. */
+  readBy(key, seq) {
+    const c = this.convs.get(key)
+    if (!c) return { count: 0, users: [] }
+    if (c.kind === 'dm') {
+      const yes = (c.peer_read || 0) >= seq
+      return { count: yes ? 1 : 0, users: yes ? [c.with] : [] }
+    }
+    const users = []
+    const l = this.lines.get(key)
+    if (l) {
+      l.readers.forEach((s, u) => {
+        if (s >= seq && u !== this.me) users.push(u)
+      })
+    }
+    users.sort()
+    return { count: users.length, users }
+  }
+
+  /**
+   * The conversation list, most recent activity first (a draft counts as now
+   * only for its ordering among equals: WeChat keeps the list by activity).
+   */
+  list() {
+    return Array.from(this.convs.values())
+      .map((c) => Object.assign({}, c))
+      .sort((a, b) => b.ts - a.ts || b.seq - a.seq || (a.key < b.key ? -1 : 1))
+  }
+
+  /** Total unread of the conversations that are not muted (the tab badge). */
+  totalUnread() {
+    let n = 0
+    this.convs.forEach((c) => {
+      if (!c.muted) n += c.unread || 0
+    })
+    return n
+  }
+
+  /**
+   * The timeline of `key`: its messages and events ascending by seq, then the
+   * given outbox entries (pending or failed). My messages carry `status`:
+   * `read` (DM: the peer's marker passed it; room: someone's receipt did, with
+   * `readBy`), else `sent`.
+   */
+  timeline(key, pending) {
+    const c = this.convs.get(key)
+    const l = this.lines.get(key)
+    const out = []
+    if (l) {
+      l.items.forEach((m) => {
+        const row = Object.assign({}, m)
+        if (!m.event) {
+          row.mine = m.from === this.me
+          if (row.mine) {
+            const by = this.readBy(key, m.seq)
+            row.status = by.count > 0 ? 'read' : 'sent'
+            if (c && c.kind !== 'dm') row.readBy = by.count
+          }
+        }
+        out.push(row)
+      })
+    }
+    ;(pending || []).forEach((e) => {
+      const row = { seq: null, id: e.id, from: this.me, name: this.me, text: e.text, ts: e.ts, mine: true, status: e.status }
+      if (e.error) row.error = e.error
+      if (e.mentions) row.mentions = e.mentions
+      if (e.reply_to !== undefined) row.reply_to = e.reply_to
+      out.push(row)
+    })
+    return out
+  }
+
+  /** Whether older items than the cached ones exist (null: unknown). */
+  more(key) {
+    const l = this.lines.get(key)
+    return l ? l.more : null
+  }
+
+  /** The oldest cached seq of `key` (null when nothing is cached). */
+  oldest(key) {
+    const l = this.lines.get(key)
+    return l && l.items.length ? l.items[0].seq : null
+  }
+
+  /** What the client persists: the list and the newest `tail` items of each conversation. */
+  snapshot() {
+    const convs = []
+    this.convs.forEach((c) => {
+      const l = this.lines.get(c.key)
+      const items = l ? l.items.slice(-this.tail) : []
+      const more = l ? (items.length < l.items.length ? true : l.more) : null
+      const readers = l ? Array.from(l.readers.entries()) : []
+      convs.push({ c, items, more, readers })
+    })
+    return convs
+  }
+
+  /** Loads a `snapshot()`. */
+  load(convs) {
+    ;(convs || []).forEach((s) => {
+      if (!s || !s.c || typeof s.c.key !== 'string') return
+      const c = Object.assign({}, s.c)
+      this.convs.set(c.key, c)
+      const l = this.line(c.key)
+      ;(s.items || []).forEach((m) => {
+        if (m && typeof m.seq === 'number') this._insert(l, m)
+      })
+      l.more = s.more === undefined ? null : s.more
+      ;(s.readers || []).forEach((p) => {
+        if (Array.isArray(p)) l.readers.set(p[0], p[1])
+      })
+    })
+  }
+}
+
+/** The `reply_to` / `mentions` of a send's options. */
+function extrasOf(opts) {
+  const o = opts || {}
+  const x = {}
+  if (typeof o.reply_to === 'number') x.reply_to = o.reply_to
+  if (Array.isArray(o.mentions) && o.mentions.length) x.mentions = o.mentions.slice()
+  return x
+}
+
+/** The conversation key of an outbox entry. */
+function entryKey(e) {
+  if (e.kind === 'op') return e.key
+  return e.kind === 'room' ? 'r:' + e.room : 'd:' + e.to
+}
+
 class ChatClient {
   /**
    * @param {object} opts
@@ -313,6 +785,18 @@ class ChatClient {
     this.rooms = new Map() // room -> {seq: SeqTracker, joined, members}
     this.dms = new Map() // peer -> SeqTracker
     this.outbox = [] // pending entries, oldest first
+    this.failed = [] // messages refused by chatd (shown with a retry) since this start
+    // conversations (token users; see docs/miniprogram.md, "SDK: conversations")
+    this.store = new ConversationStore({ tail: o.convTail || DEFAULTS.convTail })
+    this.cursor = null // the newest `sync` cursor
+    this.synced = false // a sync of this connection completed
+    this.readDelay = o.readDelay !== undefined ? o.readDelay : DEFAULTS.readDelay
+    this.convSaveDelay = o.convSaveDelay !== undefined ? o.convSaveDelay : DEFAULTS.convSaveDelay
+    this._subs = new Set() // rooms this connection is subscribed to by the server (`subscribed`)
+    this._subSeen = new Map() // room -> SeqTracker for rooms received without join()
+    this._reads = new Map() // key -> {seq, sent, at, timer}: read markers to send
+    this._convSaveTimer = null
+    this._syncing = false
 
     this._listeners = {}
     this._task = null
@@ -325,7 +809,10 @@ class ChatClient {
     this._timers = {}
     this._reqSeq = 0
     this._byRef = new Map() // request id -> waiter
-    this._fifo = { history: new Map(), dm_history: new Map() }
+    this._fifo = {}
+    FIFO_KINDS.forEach((k) => {
+      this._fifo[k] = new Map()
+    })
     this._limited = false // a frame was refused with rate_limited: pace the outbox
     this._rateAttempt = 0
     this._holdUntil = 0 // no outbox frame before this time (ms)
@@ -366,14 +853,83 @@ class ChatClient {
       this.dms.set(peer, t)
     })
     ;(saved.outbox || []).forEach((e) => {
-      if (!e || typeof e.id !== 'string' || typeof e.text !== 'string') return
-      if (e.kind !== 'room' && e.kind !== 'dm') return
-      const entry = { id: e.id, text: e.text, status: 'pending', ts: e.ts, from: null, kind: e.kind }
-      if (e.kind === 'room') entry.room = e.room
-      else entry.to = e.to
+      if (!e || typeof e.id !== 'string') return
+      let entry
+      if (e.kind === 'op') {
+        if (OPS.indexOf(e.op) < 0 || typeof e.key !== 'string' || typeof e.seq !== 'number') return
+        entry = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, status: 'pending', ts: e.ts }
+        if (typeof e.text === 'string') entry.text = e.text
+        if (typeof e.emoji === 'string') entry.emoji = e.emoji
+      } else {
+        if (typeof e.text !== 'string' || (e.kind !== 'room' && e.kind !== 'dm')) return
+        entry = { id: e.id, text: e.text, status: 'pending', ts: e.ts, from: null, kind: e.kind }
+        if (e.kind === 'room') entry.room = e.room
+        else entry.to = e.to
+        if (Array.isArray(e.mentions)) entry.mentions = e.mentions
+        if (typeof e.reply_to === 'number') entry.reply_to = e.reply_to
+      }
       entry._gen = null
       this.outbox.push(entry)
     })
+    this._restoreConv()
+  }
+
+  /** Loads the persisted conversation store (a cold start shows it at once). */
+  _restoreConv() {
+    let saved = null
+    try {
+      saved = this.io.load(this.storageKey + '.conv')
+      if (typeof saved === 'string' && saved) saved = JSON.parse(saved)
+    } catch (e) {
+      saved = null
+    }
+    if (!saved || typeof saved !== 'object' || saved.v !== CONV_VERSION) return
+    this.user = this.user || saved.user || null
+    this.store.me = saved.user || null
+    this.cursor = typeof saved.cursor === 'string' ? saved.cursor : null
+    this.store.load(saved.convs)
+    this.store.convs.forEach((c, key) => {
+      // everything cached counts as delivered: sync and live frames bring what follows
+      if (key.charAt(0) === 'r') {
+        const t = this._roomTracker(key.slice(2))
+        t.startAt(c.seq)
+      } else {
+        const peer = key.slice(2)
+        if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
+        this.dms.get(peer).startAt(c.seq)
+      }
+    })
+    Object.keys(saved.reads || {}).forEach((key) => {
+      if (typeof saved.reads[key] === 'number') this._reads.set(key, { seq: saved.reads[key], sent: null, at: 0, timer: null })
+    })
+  }
+
+  /** Writes the conversation store soon (at most every `convSaveDelay` ms). */
+  _saveConvSoon() {
+    if (!this.storageKey || this._convSaveTimer !== null) return
+    this._convSaveTimer = this.setTimeout(() => {
+      this._convSaveTimer = null
+      this._saveConv()
+    }, this.convSaveDelay)
+  }
+
+  _saveConv() {
+    if (!this.storageKey) return
+    if (this._convSaveTimer !== null) {
+      this.clearTimeout(this._convSaveTimer)
+      this._convSaveTimer = null
+    }
+    if (!this.store.convs.size && this.cursor === null) return
+    const reads = {}
+    this._reads.forEach((r, key) => {
+      reads[key] = r.seq
+    })
+    const data = { v: CONV_VERSION, user: this.store.me, cursor: this.cursor, convs: this.store.snapshot(), reads }
+    try {
+      this.io.save(this.storageKey + '.conv', data)
+    } catch (e) {
+      // storage full or unavailable: the list is just not cached
+    }
   }
 
   /** Writes the session to storage now (outbox changes must survive a kill). */
@@ -392,9 +948,17 @@ class ChatClient {
       if (t.last !== null) dms[peer] = t.last
     })
     const outbox = this.outbox.map((e) => {
+      if (e.kind === 'op') {
+        const op = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, ts: e.ts }
+        if (e.text !== undefined) op.text = e.text
+        if (e.emoji !== undefined) op.emoji = e.emoji
+        return op
+      }
       const o = { id: e.id, kind: e.kind, text: e.text, ts: e.ts }
       if (e.kind === 'room') o.room = e.room
       else o.to = e.to
+      if (e.mentions) o.mentions = e.mentions
+      if (e.reply_to !== undefined) o.reply_to = e.reply_to
       return o
     })
     const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox }
@@ -420,9 +984,14 @@ class ChatClient {
       this.clearTimeout(this._saveTimer)
       this._saveTimer = null
     }
+    if (this._convSaveTimer !== null) {
+      this.clearTimeout(this._convSaveTimer)
+      this._convSaveTimer = null
+    }
     if (!this.storageKey) return
     try {
       this.io.remove(this.storageKey)
+      this.io.remove(this.storageKey + '.conv')
     } catch (e) {
       // nothing stored
     }
@@ -431,10 +1000,33 @@ class ChatClient {
   _room(room) {
     let r = this.rooms.get(room)
     if (!r) {
-      r = { seq: new SeqTracker(this.seenWindow), joined: false, members: [], waiters: [] }
+      // a room received by subscription keeps what it has seen
+      const seq = this._subSeen.get(room) || new SeqTracker(this.seenWindow)
+      this._subSeen.delete(room)
+      r = { seq, joined: false, members: [], waiters: [] }
       this.rooms.set(room, r)
     }
     return r
+  }
+
+  /** The seq tracker of `room`: its join()'s, or one for a room received by subscription. */
+  _roomTracker(room) {
+    const r = this.rooms.get(room)
+    if (r) return r.seq
+    let t = this._subSeen.get(room)
+    if (!t) {
+      t = new SeqTracker(this.seenWindow)
+      this._subSeen.set(room, t)
+    }
+    return t
+  }
+
+  /** The seq tracker of conversation `key`. */
+  _tracker(key) {
+    if (key.charAt(0) === 'r') return this._roomTracker(key.slice(2))
+    const peer = key.slice(2)
+    if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
+    return this.dms.get(peer)
   }
 
   // ---- events -------------------------------------------------------------
@@ -484,6 +1076,7 @@ class ChatClient {
     this._paused = false
     this._abandon(1000, 'client closed')
     this._save()
+    this._saveConv()
     this._setState('closed', { code: 1000, reason: 'client closed' })
   }
 
@@ -504,6 +1097,7 @@ class ChatClient {
     this._paused = true
     this._abandon(1000, 'app hidden')
     this._save() // the app may be killed while hidden
+    this._saveConv()
     this._setState('paused')
   }
 
@@ -594,6 +1188,12 @@ class ChatClient {
     this.rooms.forEach((r) => {
       r.joined = false
     })
+    this._subs.clear()
+    this.synced = false
+    this._syncing = false
+    this._reads.forEach((r) => {
+      r.sent = null // unconfirmed reads go again on the next connection
+    })
     this._failRequests('disconnected')
     if (task) {
       try {
@@ -683,7 +1283,7 @@ class ChatClient {
     const waiters = Array.from(this._byRef.values())
     this._byRef.clear()
     waiters.forEach((w) => w.reject(new Error(reason)))
-    ;['history', 'dm_history'].forEach((t) => this._fifo[t].clear())
+    FIFO_KINDS.forEach((t) => this._fifo[t].clear())
   }
 
   /**
@@ -747,20 +1347,374 @@ class ChatClient {
     return r ? r.members.slice() : []
   }
 
-  /** Queues a room message; returns its outbox entry (status `pending`). */
-  send(room, text) {
-    return this._enqueue({ kind: 'room', room }, text)
+  /**
+   * Queues a room message; returns its outbox entry (status `pending`).
+   * `opts`: `reply_to` (a seq of the room), `mentions` (user ids, `@all`).
+   */
+  send(room, text, opts) {
+    return this._enqueue(Object.assign({ kind: 'room', room }, extrasOf(opts)), text)
   }
 
-  /** Queues a direct message to user `to`; returns its outbox entry. */
-  dm(to, text) {
+  /** Queues a direct message to user `to` (online or not); returns its outbox entry. */
+  dm(to, text, opts) {
     if (!this.dms.has(to)) this.dms.set(to, new SeqTracker(this.seenWindow))
-    return this._enqueue({ kind: 'dm', to }, text)
+    return this._enqueue(Object.assign({ kind: 'dm', to }, extrasOf(opts)), text)
+  }
+
+  // ---- conversations --------------------------------------------------------
+
+  /** The conversation list, most recent first (see ConversationStore.list). */
+  get conversations() {
+    return this.store.list()
+  }
+
+  /** The summary of conversation `key` (`r:<room>` / `d:<user>`), or null. */
+  conversation(key) {
+    const c = this.store.conv(convKey(key), false)
+    return c ? Object.assign({}, c) : null
+  }
+
+  /** Messages and events of `key`, ascending, then my pending and failed entries. */
+  timeline(key) {
+    const k = convKey(key)
+    return this.store.timeline(
+      k,
+      this.outbox.concat(this.failed).filter((e) => e.kind !== 'op' && entryKey(e) === k)
+    )
+  }
+
+  /** Unread of every conversation that is not muted (for the tab badge). */
+  totalUnread() {
+    return this.store.totalUnread()
+  }
+
+  /** Who (other than me) read message `seq` of `key`, as far as receipts told. */
+  readBy(key, seq) {
+    return this.store.readBy(convKey(key), seq)
+  }
+
+  /** Keeps an unsent draft of `key` (shown as "[draft]" in the list; persisted). */
+  setDraft(key, text) {
+    const c = this.store.conv(convKey(key), true)
+    c.draft = text || ''
+    this._changed(c.key, false)
+  }
+
+  /**
+   * Loads the page before the oldest cached item of `key` into its timeline;
+   * resolves with `{more}`.
+   */
+  loadEarlier(key, limit) {
+    const k = convKey(key)
+    const oldest = this.store.oldest(k)
+    const t = convTarget(k)
+    const frame = t.room !== undefined ? { type: 'history', room: t.room } : { type: 'dm_history', with: t.with }
+    if (oldest !== null) frame.before = oldest
+    frame.limit = limit || 50
+    const kind = frame.type
+    return this._request(kind, t.room !== undefined ? t.room : t.with, frame).then((page) => {
+      this.store.page(k, page.messages, page.events, page.more)
+      this._changed(k, true)
+      return { more: !!page.more }
+    })
+  }
+
+  /**
+   * Marks `key` read up to `seq` (default: its newest): applied locally at once,
+   * sent as `read` at most once per `readDelay` ms per conversation, and again
+   * after a reconnect until chatd confirms it.
+   */
+  markRead(key, seq) {
+    const k = convKey(key)
+    const c = this.store.conv(k, false)
+    if (!c) return
+    const s = typeof seq === 'number' ? seq : c.seq
+    if (s <= c.read && !this._reads.has(k)) return
+    this.store.readLocally(k, s)
+    const r = this._reads.get(k) || { seq: 0, sent: null, at: 0, timer: null }
+    r.seq = Math.max(r.seq, s)
+    this._reads.set(k, r)
+    this._changed(k, false)
+    this._sendRead(k)
+  }
+
+  _sendRead(key) {
+    const r = this._reads.get(key)
+    if (!r || !this._open || r.timer !== null) return
+    if (r.sent !== null && r.sent >= r.seq) return
+    const wait = r.at + this.readDelay - this.now()
+    if (wait > 0) {
+      r.timer = this.setTimeout(() => {
+        r.timer = null
+        this._sendRead(key)
+      }, wait)
+      return
+    }
+    if (this._raw(Object.assign({ type: 'read' }, convTarget(key), { seq: r.seq }))) {
+      r.sent = r.seq
+      r.at = this.now()
+    }
+  }
+
+  /** Recalls my message `seq` of `key` (owners/admins: anyone's); an outbox entry. */
+  recall(key, seq) {
+    return this._enqueueOp('recall', key, seq, {})
+  }
+
+  /** Replaces the text of my message `seq` of `key`; an outbox entry. */
+  edit(key, seq, text) {
+    if (typeof text !== 'string' || !text.length) throw new Error('empty text')
+    return this._enqueueOp('edit', key, seq, { text })
+  }
+
+  /** Toggles my reaction `emoji` on message `seq` of `key`; an outbox entry. */
+  react(key, seq, emoji) {
+    if (typeof emoji !== 'string' || !emoji.length) throw new Error('empty emoji')
+    return this._enqueueOp('react', key, seq, { emoji })
+  }
+
+  _enqueueOp(op, key, seq, extra) {
+    if (typeof seq !== 'number') throw new Error('bad seq')
+    const entry = Object.assign({ id: makeId(this.random, this.idPrefix), kind: 'op', op, key: convKey(key), seq, status: 'pending', ts: this.now() }, extra)
+    entry._gen = null
+    this.outbox.push(entry)
+    this._save()
+    this._flush()
+    return entry
+  }
+
+  /** Mutes or unmutes `key` (unread still counts; push skips it). */
+  mute(key, muted) {
+    const k = convKey(key)
+    const c = this.store.conv(k, false)
+    if (c) {
+      c.muted = !!muted
+      this._changed(k, false)
+    }
+    if (!this._open) return Promise.reject(new Error('offline'))
+    this._raw(Object.assign({ type: 'mute' }, convTarget(k), { muted: !!muted }))
+    return Promise.resolve()
+  }
+
+  /**
+   * Creates a room: `{room, kind: 'public'|'private', title?, topic?, avatar?,
+   * members?}`; resolves with its `room_info`.
+   */
+  createRoom(spec) {
+    const frame = Object.assign({ type: 'create' }, spec)
+    const gen = this._gen
+    return this._request('room_info', spec.room, frame).then((info) => {
+      // chatd subscribed this connection to the new room (without a `subscribed`)
+      if (gen === this._gen) this._subs.add(spec.room)
+      this.store.conv('r:' + spec.room, true)
+      this._flush()
+      return info
+    })
+  }
+
+  /** `room_info {room, kind, title, topic, avatar, members, role, seq, created_by}`. */
+  roomInfo(room) {
+    return this._request('room_info', room, { type: 'room_info', room }).then((info) => {
+      const c = this.store.conv('r:' + room, false)
+      if (c) {
+        ;['kind', 'title', 'topic', 'avatar', 'role'].forEach((f) => {
+          if (info[f] !== undefined) c[f] = info[f]
+        })
+        this._changed(c.key, false)
+      }
+      return info
+    })
+  }
+
+  /** One page of a room's members: `{room, members: [{user, name, role, online}], cursor}`. */
+  roomMembers(room, opts) {
+    return this._request('members', room, Object.assign({ type: 'members', room }, opts || {}))
+  }
+
+  /** Every member of `room` (all pages). */
+  allMembers(room) {
+    const all = []
+    const next = (cursor) =>
+      this.roomMembers(room, cursor ? { cursor, limit: 200 } : { limit: 200 }).then((page) => {
+        all.push.apply(all, page.members || [])
+        return page.cursor ? next(page.cursor) : all
+      })
+    return next(null)
+  }
+
+  /** How many (and, in small rooms, which) others read `key` up to `seq`. */
+  receipts(key, seq) {
+    const k = convKey(key)
+    return this._request('receipts', k, Object.assign({ type: 'receipts' }, convTarget(k), { seq })).then((r) => {
+      if (Array.isArray(r.users)) r.users.forEach((u) => this.store.receipt(k, u, seq))
+      return r
+    })
+  }
+
+  /** Adds `user` to `room` (resolves with the `ack`). */
+  invite(room, user) {
+    return this._command({ type: 'invite', room, user })
+  }
+
+  kick(room, user) {
+    return this._command({ type: 'kick', room, user })
+  }
+
+  ban(room, user) {
+    return this._command({ type: 'ban', room, user })
+  }
+
+  unban(room, user) {
+    return this._command({ type: 'unban', room, user })
+  }
+
+  /** `role`: `owner` (hands the room over), `admin` or `member`. */
+  setRole(room, user, role) {
+    return this._command({ type: 'set_role', room, user, role })
+  }
+
+  /** `changes`: any of `title`, `topic`, `avatar`, `kind`. */
+  updateRoom(room, changes) {
+    return this._command(Object.assign({ type: 'update_room', room }, changes))
+  }
+
+  /** A request answered by `ack {id}` (exactly-once by its id on chatd's side). */
+  _command(frame) {
+    if (!this._open) return Promise.reject(new Error('offline'))
+    return new Promise((resolve, reject) => {
+      frame.id = makeId(this.random, 'c')
+      this._byRef.set(frame.id, { resolve, reject, command: true })
+      this._raw(frame)
+    })
+  }
+
+  /** Asks for everything that changed since the stored cursor (done after every welcome). */
+  sync() {
+    if (!this._open) return Promise.reject(new Error('offline'))
+    if (this._syncing) return this._syncing
+    const run = () => {
+      const frame = { type: 'sync' }
+      if (this.cursor) frame.since = this.cursor
+      return this._request('sync', '', frame).then((reply) => {
+        this._applySync(reply)
+        return reply.more ? run() : reply
+      })
+    }
+    const p = run().then(
+      (reply) => {
+        this._syncing = false
+        this.synced = true
+        this._emit('synced', { cursor: this.cursor, conversations: this.store.convs.size })
+        return reply
+      },
+      (e) => {
+        this._syncing = false
+        throw e
+      }
+    )
+    this._syncing = p
+    return p
+  }
+
+  _applySync(reply) {
+    if (reply.reset) {
+      const drafts = this.store.reset()
+      this._subSeen.clear()
+      drafts.forEach((d, k) => {
+        this.store.conv(k, true).draft = d
+      })
+      this._emit('reset', {})
+    }
+    ;(reply.removed || []).forEach((r) => this._removed('r:' + r.room, r.kind))
+    ;(reply.conversations || []).forEach((s) => {
+      const key = convKey(s)
+      if (s.truncated) {
+        // a gap before these items: the cached timeline does not join on
+        this.store.cut(key)
+        const t = this._tracker(key)
+        const items = s.items || []
+        if (items.length) t.startAt(items[0].seq - 1)
+      }
+      ;(s.items || []).forEach((item) => this._item(key, item, true))
+      this.store.summary(s) // the server's counts, after its items
+      this._changed(key, true)
+    })
+    if (typeof reply.cursor === 'string') this.cursor = reply.cursor
+    this._saveConv()
+  }
+
+  /** Conversation `key` is gone for me (left, kicked, banned). */
+  _removed(key, why) {
+    const had = this.store.has(key)
+    this.store.remove(key)
+    if (key.charAt(0) === 'r') {
+      const room = key.slice(2)
+      this._subs.delete(room)
+      this._subSeen.delete(room)
+      const r = this.rooms.get(room)
+      if (r) {
+        this.rooms.delete(room)
+        r.waiters.splice(0).forEach((w) => w.reject(new Error(why || 'left')))
+        this._save()
+      }
+      this.outbox.filter((e) => entryKey(e) === key).forEach((e) => this._fail(e, why || 'left'))
+    }
+    if (had) {
+      this._emit('removed', { key, kind: why || 'left' })
+      this._emitList()
+    }
+    this._saveConvSoon()
+  }
+
+  /**
+   * One timeline item of conversation `key` (live, replayed or from `sync`),
+   * each exactly once: applied to the store, and `message`/`dm` emitted for pages
+   * that listen to them. Returns false for an item already seen.
+   */
+  _item(key, f, quiet) {
+    if (!this._tracker(key).add(f.seq)) return false
+    this.store.apply(key, f)
+    if ((f.type === 'message' || f.type === 'dm') && f.from === this.user && f.id && this._settle(f.id, f)) {
+      // my own message echoed (from another device, a replay or sync) settles my outbox entry
+    } else if (f.type === 'message') this._emit('message', f)
+    else if (f.type === 'dm') this._emit('dm', Object.assign({ peer: key.slice(2) }, f))
+    if (f.type === 'event' && f.user === this.user && (f.kind === 'left' || f.kind === 'kicked' || f.kind === 'banned')) {
+      this._emit('event', Object.assign({ key }, f))
+      this._removed(key, f.kind)
+      return true
+    }
+    if (f.type !== 'message' && f.type !== 'dm') this._emit(f.type === 'event' ? 'event' : f.type, Object.assign({ key }, f))
+    if (!quiet) this._changed(key, true)
+    return true
+  }
+
+  /**
+   * Conversation `key` changed: emits `conversation` ({key, conversation}),
+   * `timeline` ({key}) when its items changed, `conversations` and `unread`
+   * for the list (batched into one per turn), and saves soon.
+   */
+  _changed(key, items) {
+    const c = this.store.conv(key, false)
+    this._emit('conversation', { key, conversation: c ? Object.assign({}, c) : null })
+    if (items) this._emit('timeline', { key })
+    this._emitList()
+    this._saveConvSoon()
+  }
+
+  _emitList() {
+    if (this._listTimer) return
+    this._listTimer = true
+    Promise.resolve().then(() => {
+      this._listTimer = false
+      this._emit('conversations', this.store.list())
+      this._emit('unread', { total: this.store.totalUnread() })
+    })
   }
 
   /** Queues a `failed` entry again with the same id (a retry the server dedupes). */
   retry(entry) {
     if (!entry || entry.status !== 'failed' || this.outbox.indexOf(entry) >= 0) return entry
+    this.failed = this.failed.filter((e) => e !== entry)
     entry.status = 'pending'
     delete entry.error
     entry._gen = null
@@ -772,6 +1726,8 @@ class ChatClient {
 
   _enqueue(target, text) {
     if (typeof text !== 'string' || !text.length) throw new Error('empty text')
+    if (target.reply_to === undefined) delete target.reply_to
+    if (target.mentions === undefined) delete target.mentions
     const max = (this.welcome && this.welcome.max_text_length) || 4000
     if (textLength(text) > max) throw new Error('too_large')
     const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: this.now(), from: this.user }, target)
@@ -795,13 +1751,19 @@ class ChatClient {
       if (e._gen === this._gen) return
       if (this._limited && inFlight >= 1) return // one at a time until accepted again
       let frame
-      if (e.kind === 'room') {
+      if (e.kind === 'op') {
+        frame = Object.assign({ type: e.op }, convTarget(e.key), { seq: e.seq, id: e.id })
+        if (e.op === 'edit') frame.text = e.text
+        if (e.op === 'react') frame.emoji = e.emoji
+      } else if (e.kind === 'room') {
         const r = this.rooms.get(e.room)
-        if (!r || !r.joined) return
+        if (!(r && r.joined) && !this._subs.has(e.room)) return
         frame = { type: 'send', room: e.room, text: e.text, id: e.id }
       } else {
         frame = { type: 'dm', to: e.to, text: e.text, id: e.id }
       }
+      if (e.mentions) frame.mentions = e.mentions
+      if (e.reply_to !== undefined) frame.reply_to = e.reply_to
       if (this._raw(frame)) {
         e._gen = this._gen
         inFlight++
@@ -911,12 +1873,27 @@ class ChatClient {
     this._open = true
     this._everWelcomed = true
     this._attempt = 0
+    if (this.store.me !== msg.user) {
+      // another user's cached conversations (a different login): start afresh
+      if (this.store.me !== null) {
+        this.store.reset()
+        this.cursor = null
+        this._reads.clear()
+      }
+      this.store.me = msg.user
+    }
     this._setState('open', { user: msg.user, session: msg.session })
     this._emit('welcome', msg)
     this.rooms.forEach((r, room) => this._sendJoin(room))
-    this.dms.forEach((t, peer) => {
-      if (t.last !== null) this._catchUpDm(peer, t.last)
-    })
+    if (msg.authenticated) {
+      // a messenger user: one sync brings every conversation up to date
+      this.sync().catch(() => {})
+      this._reads.forEach((r, key) => this._sendRead(key))
+    } else {
+      this.dms.forEach((t, peer) => {
+        if (t.last !== null) this._catchUpDm(peer, t.last)
+      })
+    }
     this._save()
     this._flush()
   }
@@ -954,23 +1931,106 @@ class ChatClient {
     this._flush()
   }
 
-  _on_left() {}
+  _on_left(msg) {
+    // a token user's membership ended on another device (or by kick/ban): forget it
+    if (this.welcome && this.welcome.authenticated && msg.room) this._removed('r:' + msg.room, 'left')
+  }
+
+  /** Is `room` one this client receives (joined, subscribed or a known conversation)? */
+  _receives(room) {
+    return this.rooms.has(room) || this._subs.has(room) || this.store.has('r:' + room)
+  }
 
   _on_message(msg) {
-    const r = this.rooms.get(msg.room)
-    if (!r || !r.seq.add(msg.seq)) return
-    this._saveSoon()
-    if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
-    this._emit('message', msg)
+    if (!this._receives(msg.room)) return
+    if (this._item('r:' + msg.room, msg)) this._saveSoon()
   }
 
   _on_dm(msg) {
     const peer = msg.from === this.user ? msg.to : msg.from
-    if (!this.dms.has(peer)) this.dms.set(peer, new SeqTracker(this.seenWindow))
-    if (!this.dms.get(peer).add(msg.seq)) return
-    this._saveSoon()
-    if (msg.from === this.user && msg.id && this._settle(msg.id, msg)) return
-    this._emit('dm', Object.assign({ peer }, msg))
+    if (this._item('d:' + peer, msg)) this._saveSoon()
+  }
+
+  _on_event(msg) {
+    if (this._receives(msg.room)) this._item('r:' + msg.room, msg)
+  }
+
+  _on_recalled(msg) {
+    this._onChange(msg)
+  }
+
+  _on_edited(msg) {
+    this._onChange(msg)
+  }
+
+  _on_reaction(msg) {
+    this._onChange(msg)
+  }
+
+  _onChange(msg) {
+    if (msg.room !== undefined && !this._receives(msg.room)) return
+    this._item(frameKey(msg, this.user), msg)
+  }
+
+  _on_subscribed(msg) {
+    ;(msg.rooms || []).forEach((room) => {
+      this._subs.add(room)
+      this.store.conv('r:' + room, true)
+    })
+    this._emitList()
+    this._flush()
+  }
+
+  _on_read(msg) {
+    const key = frameKey(msg, this.user)
+    const r = this._reads.get(key)
+    if (r && typeof msg.seq === 'number' && msg.seq >= r.seq) {
+      if (r.timer !== null) this.clearTimeout(r.timer)
+      this._reads.delete(key)
+    }
+    if (this.store.read(key, msg.seq, msg.unread, msg.mentions)) this._changed(key, true)
+    this._emit('read', Object.assign({ key }, msg))
+  }
+
+  _on_receipt(msg) {
+    const key = frameKey(msg, this.user)
+    if (this.store.receipt(key, msg.user, msg.seq)) this._changed(key, true)
+    this._emit('receipt', Object.assign({ key }, msg))
+  }
+
+  _on_muted(msg) {
+    const key = frameKey(msg, this.user)
+    const c = this.store.conv(key, false)
+    if (c) {
+      c.muted = !!msg.muted
+      this._changed(key, false)
+    }
+  }
+
+  _on_room_info(msg) {
+    this._answer('room_info', msg.room, msg)
+  }
+
+  _on_members(msg) {
+    this._answer('members', msg.room, msg)
+  }
+
+  _on_receipts(msg) {
+    this._answer('receipts', convKey(msg), msg)
+  }
+
+  _on_sync(msg) {
+    this._answer('sync', '', msg)
+  }
+
+  _on_conversations(msg) {
+    ;(msg.conversations || []).forEach((s) => this._changed(this.store.summary(s).key, false))
+    this._answer('conversations', '', msg)
+  }
+
+  /** One page of the server's conversation list: `{conversations, cursor}` (also merged into the store). */
+  listConversations(opts) {
+    return this._request('conversations', '', Object.assign({ type: 'conversations' }, opts || {}))
   }
 
   _on_presence(msg) {
@@ -990,15 +2050,34 @@ class ChatClient {
 
   _on_ack(msg) {
     const entry = this.outbox.find((e) => e.id === msg.id)
-    if (!entry) return // a duplicate ack for an entry already settled
-    if (entry.kind === 'room') {
-      const r = this.rooms.get(entry.room)
-      if (r) r.seq.add(msg.seq)
-    } else {
-      const t = this.dms.get(entry.to)
-      if (t) t.add(msg.seq)
+    if (!entry) {
+      const w = msg.id ? this._byRef.get(msg.id) : null
+      if (w && w.command) {
+        // a command's answer (invite, kick, set_role, …)
+        this._byRef.delete(msg.id)
+        w.resolve(msg)
+      }
+      return // else a duplicate ack for an entry already settled
+    }
+    const key = entryKey(entry)
+    if (this._tracker(key).add(msg.seq)) {
+      // my own item, as chatd stored it (my other devices get it live)
+      const me = this.user
+      if (entry.kind === 'op') {
+        const item = { seq: msg.seq, target: entry.seq, ts: msg.ts }
+        if (entry.op === 'recall') Object.assign(item, { type: 'recalled', by: me })
+        else if (entry.op === 'edit') Object.assign(item, { type: 'edited', text: entry.text, edited_ts: msg.ts })
+        else Object.assign(item, { type: 'reaction', emoji: entry.emoji, user: me, on: !this.store.reacted(key, entry.seq, entry.emoji) })
+        this.store.apply(key, item)
+      } else {
+        const m = { type: entry.kind === 'room' ? 'message' : 'dm', seq: msg.seq, from: me, name: (this.welcome && this.welcome.name) || me, text: entry.text, ts: msg.ts, id: entry.id }
+        if (entry.mentions) m.mentions = entry.mentions
+        if (entry.reply_to !== undefined) m.reply_to = entry.reply_to
+        this.store.apply(key, m)
+      }
     }
     this._settle(msg.id, msg)
+    this._changed(key, true)
   }
 
   /** Marks outbox entry `id` as sent with the server's seq/ts; false if unknown. */
@@ -1008,7 +2087,8 @@ class ChatClient {
     const entry = this.outbox[i]
     this.outbox.splice(i, 1)
     entry.status = 'sent'
-    entry.seq = info.seq
+    if (entry.kind === 'op') entry.at = info.seq
+    else entry.seq = info.seq
     entry.ts = info.ts
     entry.from = this.user
     delete entry._gen
@@ -1033,7 +2113,10 @@ class ChatClient {
     entry.error = code
     delete entry._gen
     this._save()
+    // a failed message stays in its timeline (with a retry button) until retried
+    if (entry.kind !== 'op') this.failed.push(entry)
     this._emit('failed', Object.assign({}, entry))
+    this._changed(entryKey(entry), true)
   }
 
   _on_history(msg) {
@@ -1099,6 +2182,9 @@ return {
   isUnauthorized,
   isValidRoom,
   isValidName,
-  SeqTracker
+  SeqTracker,
+  ConversationStore,
+  convKey,
+  convTarget
 }
 })

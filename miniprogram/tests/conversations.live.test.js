@@ -1,0 +1,222 @@
+/**
+ * @jest-environment node
+ *
+ * The SDK's conversation store (utils/chatd.js: sync, the list, unread, read
+ * ticks, recall, edit, reactions, private rooms) against a real chatd with
+ * token users (`--jwt-secret S --recall-window 3`).
+ */
+'use strict'
+const { startChatd, liveDescribe } = require('./support/chatd-server')
+const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
+const { createWx } = require('./support/wx-ws')
+const { mintToken } = require('./support/jwt')
+
+const SECRET = 'jwt-secret-for-miniprogram-tests-32b!'
+const WINDOW_S = 3
+let server
+const clients = []
+
+function client(sub, opts) {
+  const c = makeClient(server.url, Object.assign({ token: mintToken(SECRET, { sub, name: sub }), storageKey: 'chatd' }, opts))
+  ;['conversations', 'timeline', 'removed', 'synced', 'unread', 'read', 'receipt', 'event'].forEach((t) => {
+    c.log[t] = []
+    c.client.on(t, (e) => c.log[t].push(e))
+  })
+  clients.push(c.client)
+  return c
+}
+
+async function online(sub, opts) {
+  const c = client(sub, opts)
+  c.client.connect()
+  await waitFor(() => c.client.connected && c.client.synced, sub + ' welcomed and synced')
+  return c
+}
+
+/** Connects `sub` once so chatd knows the user, then closes. */
+async function known(sub) {
+  const c = await online(sub)
+  c.client.close()
+}
+
+const mine = (c, key) => c.client.timeline(key).filter((m) => m.mine)
+
+liveDescribe('conversations in the SDK against a live chatd', () => {
+  beforeAll(async () => {
+    server = await startChatd(['--jwt-secret', SECRET, '--recall-window', String(WINDOW_S)])
+  })
+
+  afterEach(() => {
+    clients.splice(0).forEach((c) => c.close())
+  })
+
+  afterAll(async () => {
+    if (server) await server.stop()
+  })
+
+  test('a DM to offline bob: pending → sent; bob’s cold start shows it unread 1; he reads it and alice sees "read"', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const entry = a.client.dm(bob, 'are you there?')
+    expect(mine(a, 'd:' + bob).map((m) => m.status)).toEqual(['pending'])
+    await waitFor(() => entry.status === 'sent', 'the ack')
+    expect(mine(a, 'd:' + bob).map((m) => [m.text, m.status])).toEqual([['are you there?', 'sent']])
+    expect(a.client.conversation('d:' + bob)).toMatchObject({ kind: 'dm', unread: 0, last: { text: 'are you there?' } })
+
+    // bob's phone: a cold start with empty storage syncs the conversation in
+    const wx = createWx()
+    const b = await online(bob, { wx })
+    const conv = b.client.conversation('d:' + alice)
+    expect(conv).toMatchObject({ with: alice, kind: 'dm', unread: 1, last: { from: alice, text: 'are you there?' } })
+    expect(b.client.totalUnread()).toBe(1)
+    expect(b.client.timeline('d:' + alice).map((m) => [m.from, m.text])).toEqual([[alice, 'are you there?']])
+    await waitFor(() => b.log.unread.some((u) => u.total === 1), 'the unread event')
+    b.client.close()
+
+    // the next cold start shows the cached list before any connection
+    const cold = client(bob, { wx })
+    expect(cold.client.conversations.map((c) => [c.key, c.unread])).toEqual([['d:' + alice, 1]])
+    expect(cold.client.timeline('d:' + alice).map((m) => m.text)).toEqual(['are you there?'])
+    cold.client.connect()
+    await waitFor(() => cold.client.synced, 'the cold start synced')
+    cold.client.markRead('d:' + alice)
+    expect(cold.client.conversation('d:' + alice).unread).toBe(0) // at once, locally
+    await waitFor(() => cold.log.read.some((r) => r.with === alice && r.unread === 0), "chatd's read")
+    await waitFor(() => mine(a, 'd:' + bob)[0].status === 'read', 'alice sees read')
+    expect(a.client.readBy('d:' + bob, entry.seq)).toEqual({ count: 1, users: [bob] })
+  })
+
+  test('markRead sends at most one read per conversation per second, the newest seq', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const b = await online(bob)
+    const sent = []
+    for (let i = 0; i < 3; i++) sent.push(a.client.dm(bob, 'n' + i))
+    await waitFor(() => b.client.timeline('d:' + alice).length === 3, 'three DMs at bob')
+    const reads = []
+    const task = b.wx.tasks[b.wx.tasks.length - 1]
+    const send = task.send.bind(task)
+    task.send = (o) => {
+      const f = JSON.parse(o.data)
+      if (f.type === 'read') reads.push(f)
+      return send(o)
+    }
+    b.client.markRead('d:' + alice, sent[0].seq)
+    b.client.markRead('d:' + alice, sent[1].seq)
+    b.client.markRead('d:' + alice, sent[2].seq)
+    expect(reads.map((f) => f.seq)).toEqual([sent[0].seq])
+    await waitFor(() => reads.length === 2, 'the held-back read', 3000)
+    expect(reads[1].seq).toBe(sent[2].seq)
+    await waitFor(() => b.client.conversation('d:' + alice).unread === 0 && b.log.read.some((r) => r.seq === sent[2].seq), 'read up to the newest')
+    await barrier(b)
+    expect(reads.length).toBe(2)
+  })
+
+  test('recall within the window leaves a tombstone everywhere; after it, too_late; edit and reactions apply', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const b = await online(bob)
+    const m1 = a.client.dm(bob, 'oops')
+    const m2 = a.client.dm(bob, 'typo hree')
+    await waitFor(() => b.client.timeline('d:' + alice).length === 2, 'both at bob')
+    a.client.recall('d:' + bob, m1.seq)
+    a.client.edit('d:' + bob, m2.seq, 'typo here')
+    b.client.react('d:' + alice, m2.seq, '👍')
+    const at = (c, key, seq) => c.client.timeline(key).find((m) => m.seq === seq) || {}
+    await waitFor(() => at(b, 'd:' + alice, m1.seq).recalled, 'the recall at bob')
+    expect(at(b, 'd:' + alice, m1.seq).text).toBe('')
+    expect(at(a, 'd:' + bob, m1.seq)).toMatchObject({ text: '', recalled: { by: alice } })
+    await waitFor(() => at(b, 'd:' + alice, m2.seq).text === 'typo here' && at(a, 'd:' + bob, m2.seq).reactions, 'edit and reaction')
+    expect(at(a, 'd:' + bob, m2.seq).reactions).toEqual([{ emoji: '👍', count: 1, me: false }])
+    expect(at(b, 'd:' + alice, m2.seq).reactions).toEqual([{ emoji: '👍', count: 1, me: true }])
+    expect(b.client.conversation('d:' + alice).last).toMatchObject({ seq: m2.seq, text: 'typo here' })
+
+    // a third device of bob, synced from nothing, sees the same state
+    const b2 = await online(bob)
+    expect(at(b2, 'd:' + alice, m1.seq)).toMatchObject({ text: '', recalled: { by: alice } })
+    expect(at(b2, 'd:' + alice, m2.seq)).toMatchObject({ text: 'typo here', reactions: [{ emoji: '👍', count: 1, me: true }] })
+
+    // after the window: refused with too_late, the message stays
+    await waitFor(() => Date.now() > m2.ts + WINDOW_S * 1000 + 200, 'the recall window to pass', WINDOW_S * 1000 + 3000)
+    const late = a.client.recall('d:' + bob, m2.seq)
+    await waitFor(() => late.status === 'failed', 'the refusal')
+    expect(late.error).toBe('too_late')
+    expect(at(a, 'd:' + bob, m2.seq).text).toBe('typo here')
+  })
+
+  test('a recall queued offline is sent exactly once after the reconnect', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const m = a.client.dm(bob, 'take me back')
+    await waitFor(() => m.status === 'sent', 'the ack')
+    a.client.drop(200)
+    const op = a.client.recall('d:' + bob, m.seq)
+    expect(op.status).toBe('pending')
+    await waitFor(() => op.status === 'sent', 'the recall acked after the reconnect')
+    const b = await online(bob)
+    const items = b.client.timeline('d:' + alice)
+    expect(items.map((x) => [x.text, !!x.recalled])).toEqual([['', true]])
+  })
+
+  test('a private room: create with a member, invite, the list, kick stops the kicked user’s updates', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    const carol = uniqueName('carol')
+    await known(bob)
+    await known(carol)
+    const a = await online(alice)
+    const b = await online(bob)
+    const c = await online(carol)
+    const room = uniqueName('team')
+    const info = await a.client.createRoom({ room, kind: 'private', title: 'Team', members: [bob] })
+    expect(info).toMatchObject({ room, kind: 'private', title: 'Team', role: 'owner', members: 2 })
+    await waitFor(() => b.client.conversation('r:' + room), 'the room in bob’s list')
+    await a.client.invite(room, carol)
+    await waitFor(() => c.client.conversation('r:' + room), 'the room in carol’s list')
+    expect(c.client.conversation('r:' + room)).toMatchObject({ role: 'member' })
+    a.client.send(room, 'welcome both')
+    await waitFor(() => b.client.conversation('r:' + room).unread === 1 && c.client.conversation('r:' + room).unread === 1, 'unread 1 for both')
+    expect(b.client.conversations[0].key).toBe('r:' + room)
+    const events = b.client.timeline('r:' + room).filter((x) => x.event).map((x) => [x.event, x.user])
+    expect(events).toEqual(expect.arrayContaining([['invited', carol]]))
+    const members = await a.client.allMembers(room)
+    expect(members.map((x) => [x.user, x.role]).sort()).toEqual([[alice, 'owner'], [bob, 'member'], [carol, 'member']].sort())
+
+    await a.client.kick(room, carol)
+    await waitFor(() => c.log.removed.some((r) => r.key === 'r:' + room && r.kind === 'kicked'), 'carol told she was kicked')
+    expect(c.client.conversation('r:' + room)).toBeNull()
+    const after = a.client.send(room, 'only for bob')
+    await waitFor(() => b.client.timeline('r:' + room).some((x) => x.text === 'only for bob') && after.status === 'sent', 'bob has it')
+    await barrier(c)
+    expect(c.log.message.filter((x) => x.room === room).map((x) => x.text)).toEqual(['welcome both'])
+    expect(c.client.conversation('r:' + room)).toBeNull()
+    // in the room: "read by N" from the members' receipts
+    b.client.markRead('r:' + room)
+    await waitFor(() => (a.client.timeline('r:' + room).find((x) => x.seq === after.seq) || {}).readBy === 1, 'read by 1')
+  })
+
+  test('reply and mentions: the quote and the mention count reach the other side', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const b = await online(bob)
+    const room = uniqueName('grp')
+    await a.client.createRoom({ room, kind: 'public', title: 'Group', members: [bob] })
+    await waitFor(() => b.client.conversation('r:' + room), 'bob subscribed')
+    const q = a.client.send(room, 'lunch?')
+    await waitFor(() => q.status === 'sent', 'ack')
+    b.client.send(room, '@' + alice + ' yes', { reply_to: q.seq, mentions: [alice] })
+    await waitFor(() => a.client.conversation('r:' + room).mentions === 1, 'a mention for alice')
+    const reply = a.client.timeline('r:' + room).find((x) => x.text === '@' + alice + ' yes')
+    expect(reply).toMatchObject({ reply_to: q.seq, quote: { seq: q.seq, text: 'lunch?' }, mentions: [alice] })
+  })
+})
