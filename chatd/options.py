@@ -197,6 +197,24 @@ def _float(high, zero=None, low=None):
     return Number(float, high, zero, low)
 
 
+def _fd_list(raw) -> list[int]:
+    """``3,4`` -> ``[3, 4]`` (``--worker-fds``)."""
+    try:
+        fds = [int(part) for part in str(raw).split(",")]
+    except ValueError:
+        fds = []
+    if not fds or any(fd < 0 for fd in fds):
+        raise ValueError(f"must be file descriptors, comma-separated, not {str(raw)!r}")
+    return fds
+
+
+def _worker_index(raw) -> int:
+    """``--worker-index``: 0 to 255 (not a tunable, so not in the numeric-row checks)."""
+    if not str(raw).isdigit() or int(raw) > 255:
+        raise ValueError(f"must be an integer from 0 to 255, not {str(raw)!r}")
+    return int(raw)
+
+
 _SECONDS_DAY = 86400
 _UNLIMITED = "unlimited"
 
@@ -490,6 +508,29 @@ TABLE: tuple[Option, ...] = (
         "this Redis, e.g. redis://:password@host:6379/0?prefix=chatd: (rediss:// for TLS; "
         "docs/cluster.md). Without it chatd is a single process and needs no Redis.",
         value="`redis://` or `rediss://` URL",
+    ),
+    Option(
+        "workers",
+        "Worker processes sharing the listening sockets, each a full chatd node on the "
+        "--redis bus (needs --redis above 1); the parent supervises them (docs/cluster.md).",
+        1,
+        _int(256),
+    ),
+    Option(
+        "worker-fds",
+        "Internal (set by the --workers parent): the inherited listening sockets, one file "
+        "descriptor per --listen endpoint, comma-separated.",
+        parse=_fd_list,
+        in_file=False,
+        value="file descriptors",
+    ),
+    Option(
+        "worker-index",
+        "Internal (set by the --workers parent): this worker's number, from 0.",
+        0,
+        _worker_index,
+        in_file=False,
+        value="0 to 255",
     ),
     # repeatable
     Option(

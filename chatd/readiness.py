@@ -33,6 +33,8 @@ class Readiness:
         self.reactor = reactor
         #: True once shutdown began: every check answers "stopping"
         self.stopping = False
+        #: ``{index, pid}`` in a ``--workers`` worker (shown in every answer)
+        self.worker = None
 
     def check(self):
         """Fires with ``(ok, body)``: store round-trip and broker health."""
@@ -77,6 +79,8 @@ class ReadyResource(Resource):
 
         def answer(result):
             ok, body = result
+            if self.readiness.worker is not None:
+                body = {**body, "worker": self.readiness.worker}
             if request._disconnected:
                 return
             request.setResponseCode(200 if ok else 503)

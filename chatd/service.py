@@ -141,15 +141,22 @@ class ListeningService(Service):
 
     log = Logger()
 
-    def __init__(self, description: str, factory, reactor):
+    def __init__(self, description: str, factory, reactor, fd: int | None = None):
         self.description = description
         self.factory = factory
         self._reactor = reactor
+        #: a listening socket inherited from the ``--workers`` parent, made from *description*
+        self.fd = fd
         self.port = None
         self._listening = None
 
     def startService(self):
         super().startService()
+        if self.fd is not None:
+            from chatd.workers import adopt
+
+            self._listened(adopt(self._reactor, self.description, self.fd, self.factory))
+            return
         endpoint = serverFromString(self._reactor, self.description)
         self._listening = endpoint.listen(self.factory)
         failure = []
@@ -218,7 +225,16 @@ class ChatService(MultiService):
     log = Logger()
 
     def __init__(
-        self, factory, store, site, descriptions, reactor, lifecycle=None, extra=(), services=()
+        self,
+        factory,
+        store,
+        site,
+        descriptions,
+        reactor,
+        lifecycle=None,
+        extra=(),
+        services=(),
+        adopt=None,
     ):
         super().__init__()
         self.factory = factory
@@ -233,9 +249,15 @@ class ChatService(MultiService):
         self.store_service.setServiceParent(self)
         #: one ListeningService per endpoint description, then the *extra* ones
         #: (e.g. a MetricsListeningService)
+        #: with *adopt* (a ``--workers`` worker): one inherited socket per description
+        fds = adopt or [None] * len(descriptions)
         self.listeners = [
-            ListeningService(description, site, reactor) for description in descriptions
+            ListeningService(description, site, reactor, fd)
+            for description, fd in zip(descriptions, fds, strict=True)
         ]
+        #: called once the store is open and every endpoint listens (a worker tells
+        #: its parent)
+        self.ready_hooks = []
         self.listeners.extend(extra)
         for listener in self.listeners:
             listener.setServiceParent(self)
@@ -273,6 +295,7 @@ class ChatService(MultiService):
         )
         if self.lifecycle is not None:
             opened.addCallback(lambda _: self.lifecycle.started(self))
+        opened.addCallback(lambda _: [hook() for hook in self.ready_hooks])
         opened.addCallback(lambda _: settle_heap())
         opened.addCallback(lambda _: self)
         opened.addErrback(self._fatal)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.python import usage
 from twisted.web.static import File
 
-from chatd import config, extras
+from chatd import config, extras, workers
 from chatd import options as options_table
 from chatd.api import ApiKey, ApiResource
 from chatd.auth import TokenVerifier
@@ -47,6 +48,11 @@ class Options(usage.Options):
         options_table.start_lists(self)
         config.track(self)  # which options the command line gives (they beat --config)
 
+    def parseOptions(self, options=None):  # noqa: N802 (usage.Options's name)
+        #: the arguments as given, for the workers of --workers (chatd/workers.py)
+        self.raw_argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
     def postOptions(self):
         config.post_options(self)  # the --config file fills what the command line did not
         if self["port"] is not None:
@@ -69,6 +75,11 @@ class Options(usage.Options):
                 parse_s3_url(self["media-s3"])
             except ValueError as e:
                 raise usage.UsageError(f"--media-s3: {e}") from e
+        refused = workers.check(self)
+        if refused:
+            raise usage.UsageError(refused)
+        if self["worker-fds"] and len(self["worker-fds"]) != len(self["listen"]):
+            raise usage.UsageError("--worker-fds must name one socket per --listen endpoint")
         self["settings"] = options_table.settings_from(self)
         self["gate"] = make_gate(self)
         if self["wechat-appid"]:
@@ -162,6 +173,12 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    if options["workers"] > 1 and not options["worker-fds"]:
+        # the parent of --workers N: holds the sockets, supervises N chatd workers
+        raw = getattr(options, "raw_argv", None)
+        if raw is None:
+            raise ValueError("--workers needs the Options parsed from a command line")
+        return workers.Supervisor(options, reactor, Notifier(reactor), raw)
     store, broker, directory, messages = make_cluster(options, reactor)
     if store is None:
         store = make_store(options, reactor)
@@ -191,13 +208,17 @@ def makeService(options, reactor=None):
         b"admin": File(str(STATIC / "admin.html")),
     }
     extra = []
-    if options.get("metrics-listen"):
+    index = options.get("worker-index") or 0
+    if options.get("worker-fds"):
+        readiness.worker = {"index": index, "pid": os.getpid()}
+    metrics_listen = workers.metrics_description(options.get("metrics-listen"), index)
+    if metrics_listen:
         # /metrics on its own endpoint only
         metrics_site = build_metrics_site(
             factory,
             {b"metrics": MetricsResource(registry), b"readyz": ReadyResource(readiness)},
         )
-        extra.append(MetricsListeningService(options["metrics-listen"], metrics_site, reactor))
+        extra.append(MetricsListeningService(metrics_listen, metrics_site, reactor))
     else:
         children[b"metrics"] = MetricsResource(registry)
     login = login_resources(options, options["gate"].verifier, reactor, store)
@@ -212,4 +233,18 @@ def makeService(options, reactor=None):
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
     services = [media] if media is not None else []
-    return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra, services)
+    service = ChatService(
+        factory,
+        store,
+        site,
+        options["listen"],
+        reactor,
+        lifecycle,
+        extra,
+        services,
+        adopt=options.get("worker-fds"),
+    )
+    hook = workers.ready_hook() if options.get("worker-fds") else None
+    if hook is not None:
+        service.ready_hooks.append(hook)
+    return service

@@ -32,6 +32,8 @@ from tests.wsclient import Client
 ROOT = Path(__file__).resolve().parents[2]
 
 NUMERIC = [row for row in options.TABLE if isinstance(row.parse, options.Number)]
+#: the other options a value of these needs to be accepted (--workers above 1: --redis)
+REQUIRES = {"workers": ("--redis", "redis://localhost")}
 FLOATS = [row for row in NUMERIC if row.parse.kind is float]
 
 
@@ -159,11 +161,12 @@ def test_the_bounds_themselves_are_accepted(tmp_path, row):
         good.append("1")
     else:
         good.append("0.001")
+    needs = REQUIRES.get(row.name, ())
     for value in good:
-        assert parse(f"--{row.name}", value)[row.name] == number.kind(value)
+        assert parse(f"--{row.name}", value, *needs)[row.name] == number.kind(value)
         cfg = tmp_path / "ok.toml"
         cfg.write_text(f"{row.name} = {value}\n")
-        assert parse("--config", str(cfg))[row.name] == number.kind(value)
+        assert parse("--config", str(cfg), *needs)[row.name] == number.kind(value)
 
 
 @pytest.mark.parametrize(
