@@ -213,3 +213,31 @@ def test_socket_activation_with_workers_sends_one_ready(tmp_path, redis):
                 proc.kill()
             output = proc.communicate()[0]
         assert "Traceback" not in output, output
+
+
+def test_workers_serve_tls_on_an_adopted_ssl_socket(tmp_path, twistd_factory, redis):
+    """An ``ssl:`` endpoint: each worker wraps the inherited socket in the endpoint's TLS
+    context; both answer https:///readyz with the test CA's certificate."""
+    from tests.e2e.test_tls import make_ca_and_leaf, trusting
+
+    paths = make_ca_and_leaf(tmp_path)
+    proc = twistd_factory(
+        "--listen",
+        f"ssl:0:interface=127.0.0.1:privateKey={paths['key']}:certKey={paths['cert']}",
+        "--redis",
+        f"{redis.url}?prefix=tls:",
+        "--workers",
+        "2",
+    )
+    wait_log(proc, "all 2 workers ready", 1, timeout=30)
+    assert proc.url.startswith("wss://")
+    ctx = trusting(paths)
+    seen = set()
+
+    def answer():
+        url = f"https://localhost:{proc.port}/readyz"
+        with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
+            seen.add(json.loads(r.read())["worker"]["index"])
+        return seen == {0, 1}
+
+    wait_until(answer, "both workers answering over TLS", timeout=30)
