@@ -63,7 +63,7 @@ def wait_port(port: int, timeout=20.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_node(port: int, workdir: str, redis_url: str | None):
+def start_node(port: int, workdir: str, redis_url: str | None, workers: int = 1):
     args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
     args += ["-n", "--pidfile", "", "chatd", "--listen", f"tcp:{port}:interface=127.0.0.1"]
     args += (
@@ -72,6 +72,8 @@ def start_node(port: int, workdir: str, redis_url: str | None):
     args += ["--rate-limit", "100000"] if _has_option("--rate-limit") else []
     if redis_url:
         args += ["--redis", redis_url]
+        if workers > 1:
+            args += ["--workers", str(workers)]
     else:
         args += ["--db", ":memory:"]
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -194,7 +196,13 @@ async def load(ports, S, P, rate, duration, warmup, snapshot):
     return counting["n"], lat, window, spent
 
 
-def run_config(name, n_nodes, use_redis, args, workdir):
+def children(pid: int) -> list[int]:
+    """The child processes of *pid* (the workers of a --workers parent)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
     redis_proc = None
     redis_url = None
     procs = []
@@ -225,10 +233,14 @@ def run_config(name, n_nodes, use_redis, args, workdir):
             port = free_port()
             d = os.path.join(workdir, f"{name}-{i}")
             os.makedirs(d, exist_ok=True)
-            procs.append(start_node(port, d, redis_url))
+            procs.append(start_node(port, d, redis_url, workers))
             ports.append(port)
-        time.sleep(1.0)  # Redis connections up
-        pids = [p.pid for p in procs] + ([redis_proc.pid] if redis_proc else [])
+        time.sleep(1.0 if workers == 1 else 3.0)  # Redis connections up, workers started
+        nodes = [p.pid for p in procs]
+        if workers > 1:  # each worker is a node; the parent only holds the socket
+            nodes = [c for p in procs for c in children(p.pid)]
+            n_nodes = len(nodes)
+        pids = nodes + ([redis_proc.pid] if redis_proc else [])
         delivered, lat, window, spent = asyncio.run(
             load(
                 ports,
@@ -280,7 +292,7 @@ def main(argv=None):
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--quick", action="store_true", help="S=40, rate=20, 1 s: a smoke run")
-    ap.add_argument("--configs", default="local,redis1,redis2")
+    ap.add_argument("--configs", default="local,redis1,redis2,workers2")
     args = ap.parse_args(argv)
     if args.quick:
         args.S, args.rate, args.duration, args.warmup = 40, 20, 1.0, 0.3
@@ -288,15 +300,17 @@ def main(argv=None):
         "local": ("1 node, no Redis", 1, False),
         "redis1": ("1 node + Redis", 1, True),
         "redis2": ("2 nodes + Redis", 2, True),
+        "workers2": ("1 node, 2 workers", 1, True),
     }
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for key in args.configs.split(","):
             label, n, use_redis = configs[key]
+            workers = 2 if key == "workers2" else 1
             if use_redis and not shutil.which("redis-server"):
                 print(json.dumps({"config": key, "skipped": "no redis-server"}))
                 continue
-            rows.append((label, run_config(key, n, use_redis, args, workdir)))
+            rows.append((label, run_config(key, n, use_redis, args, workdir, workers)))
     print(f"\n{'config':<18}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}  CPU s per M deliveries")
     for label, r in rows:
         cpu = ", ".join(str(x) for x in r["cpu_s_per_M_per_node"])
