@@ -181,6 +181,7 @@ def test_an_exact_resend_is_acked_once_and_shows_the_original(chat, media):
         ([{"media_id": "same"}, {"media_id": "same"}], "bad_request"),
         ([{"media_id": f"m{i}"} for i in range(10)], "too_large"),
         ([{"media_id": "A" * 22}], "bad_attachment"),
+        ([{"media_id": "~" * 64, "extra": "ignored"}], "bad_attachment"),
     ],
 )
 @pytest.mark.parametrize("kind", ["send", "dm"])
@@ -346,6 +347,14 @@ def test_recall_removes_the_media_unless_another_message_shows_it(chat, media, t
     say(chat, bob, type="history", room="team", id="h")
     recalled = next(m for m in last(bob, "history")["messages"] if m["seq"] == first)
     assert "attachments" not in recalled and recalled["recalled"]["by"] == "alice"
+    say(chat, bob, type="sync", id="s")
+    [room] = [c for c in last(bob, "sync")["conversations"] if c.get("room") == "team"]
+    [synced] = [i for i in room["items"] if i["type"] == "message" and i["seq"] == first]
+    assert "attachments" not in synced
+    carol = token_user(chat, "carol")
+    say(chat, carol, type="join", room="team", since=0)
+    [replayed] = [m for m in carol.of("message") if m["seq"] == first]
+    assert "attachments" not in replayed and "recalled" in replayed
     say(chat, alice, type="recall", room="team", seq=second, id="r2")
     assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []
 
