@@ -5,13 +5,16 @@ the hostile rows of docs/security.md for attachments and ``GET /api/media/ID``."
 
 from __future__ import annotations
 
+import json
+
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.web.server import Site
 
 from tests import media_samples
 from tests.support.auth import SECRET, token
 from tests.support.frames import OTHER, next_of
-from tests.support.http import http
+from tests.support.http import Receiver, http
 from tests.support.inbox import member, sent, user
 from tests.wsclient import deferLater
 
@@ -192,3 +195,40 @@ def test_hostile_attachments_and_media_lookups(server_factory, tmp_path):
     yield mallory.quiet()
     for client in (alice, bob, mallory):
         yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_webhook_message_events_show_attachments_without_urls(server_factory, tmp_path):
+    """A public room's event lists the attachments' fields but no URL (the receiver
+    gets nothing to fetch); a private room's carries neither text nor attachments."""
+    receiver = Receiver()
+    port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        srv = yield media_server(
+            server_factory, tmp_path, "--webhook-url", url, "--webhook-rooms", "*"
+        )
+        alice = yield user(srv, "alice")
+        pic = yield upload(srv, "alice", media_samples.image("PNG", (32, 32)))
+        for room, kind in (("open", "public"), ("closed", "private")):
+            alice.send(type="create", room=room, kind=kind, id=room)
+            yield next_of(alice, "room_info", skip=OTHER | {"ack"}, room=room)
+            attachments = [{"media_id": pic["media_id"]}]
+            yield sent(alice, room, text=f"in {room}", attachments=attachments, id=f"m-{room}")
+        got = {}
+        while len(got) < 2:
+            event = yield receiver.arrived.get().addTimeout(10, reactor)
+            if event["event"] == "message":
+                got[event["room"]] = event
+        [shown] = got["open"]["attachments"]
+        assert (shown["media_id"], shown["kind"], shown["size"]) == (
+            pic["media_id"],
+            "image",
+            pic["size"],
+        )
+        assert not {"url", "thumb_url", "expires"} & set(shown)
+        assert "attachments" not in got["closed"] and "text" not in got["closed"]
+        assert "/media/" not in json.dumps(receiver.events)
+        yield alice.close()
+    finally:
+        yield port.stopListening()
