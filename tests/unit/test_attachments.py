@@ -5,6 +5,7 @@ temporary directory, its blocking parts run in place; time from ``task.Clock``."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from chatd import errors, wire
 from chatd.auth import Identity
 from chatd.media.meta import MediaMeta
 from chatd.media.signing import Signer
@@ -421,3 +423,13 @@ def test_chat_without_media_shows_stored_attachments_without_urls(clock):
     fields = ("team", "alice", "alice", "x", "", chat.now_ms(), "message", data)
     fired(chat.messages.append("message", fields, (None, False)))
     assert last(bob, "message")["attachments"] == [entry]
+
+
+def test_only_send_and_dm_drop_the_text_for_attachments():
+    """``edit`` (and every other type with ``text``) still needs its text."""
+    some = [{"media_id": "A" * 22}]
+    parsed = wire.parse(json.dumps({"type": "dm", "to": "bob", "attachments": some}).encode(), 4000)
+    assert parsed.fields["text"] == "" and parsed.raw_extras == {"attachments": some}
+    with pytest.raises(errors.BadRequest):
+        edit = {"type": "edit", "room": "r", "seq": 1, "attachments": some}
+        wire.parse(json.dumps(edit).encode(), 4000)
