@@ -2,7 +2,7 @@
 
 It is kept apart from the history database (chatd/store/) on purpose: media
 metadata is per node upload bookkeeping (with ``--media-s3`` the bytes are
-shared but each node knows the uploads it took). One table::
+shared but each node knows the uploads it took). Two tables::
 
     media(id TEXT PRIMARY KEY, owner, kind, mime, name, size, width, height,
           duration_ms, sha256, thumb_sha256, thumb_size, created REAL,

@@ -16,7 +16,7 @@ import pytest
 
 from chatd import errors, wire
 from chatd.auth import Identity
-from chatd.media.meta import MediaMeta
+from chatd.media.meta import MediaMeta, SchemaTooNew
 from chatd.media.signing import Signer
 from chatd.media.web import MediaError
 from chatd.service import build_chat
@@ -433,3 +433,13 @@ def test_only_send_and_dm_drop_the_text_for_attachments():
     with pytest.raises(errors.BadRequest):
         edit = {"type": "edit", "room": "r", "seq": 1, "attachments": some}
         wire.parse(json.dumps(edit).encode(), 4000)
+
+
+def test_a_metadata_file_of_a_newer_chatd_is_refused(tmp_path):
+    path = tmp_path / "media.sqlite3"
+    shutil.copy(FIXTURE, path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    with pytest.raises(SchemaTooNew):
+        MediaMeta(str(path))
