@@ -411,7 +411,13 @@ class ApiResource(Resource):
         def answer(parts):
             messages, events, reactions, quotes = parts
             frame = wire.history_frame(
-                room, messages, page.more, events=events, reactions=reactions, quotes=quotes
+                room,
+                messages,
+                page.more,
+                events=events,
+                reactions=reactions,
+                quotes=quotes,
+                sign=self.chat.urls(),
             )
             body = json.loads(frame)
             del body["type"]

@@ -39,7 +39,7 @@ from chatd.replay import Replayer
 from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
 from chatd.stats import Stats
-from chatd.store import StoreUnavailable, dm_channel
+from chatd.store import StoreUnavailable, dm_channel, dm_users
 
 RELAY = "relay"
 V1 = wire.PROTOCOL
@@ -110,6 +110,9 @@ class Chat:
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
         #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
         self.observers: list = []
+        #: the uploads (chatd.media.web.Media) messages may attach, when they are on
+        #: (set by Media.attach); None: ``attachments`` are refused
+        self.media = None
         #: store writes begun and not yet finished, and who waits for none (drain)
         self._in_flight = 0
         self._drained: list = []
@@ -157,6 +160,22 @@ class Chat:
     def now_ms(self) -> int:
         """Server time in milliseconds."""
         return int(self.clock.seconds() * 1000)
+
+    def urls(self):
+        """How the frames made now show attachments (:data:`chatd.wire.Sign`: URLs
+        signed now); None without uploads (attachments are shown without URLs)."""
+        media = self.media
+        return None if media is None else media.urls()
+
+    def may_read(self, identity, channel: str):
+        """Fires with True when *identity* (a token's) may read *channel*: a DM of
+        its user, a room its token allows that is public or has it as a member."""
+        users = dm_users(channel)
+        if users is not None:
+            return succeed(identity.user in users)
+        if not identity.may_join(channel):
+            return succeed(False)
+        return self.membership.may_read(identity.user, channel)
 
     # connection lifecycle
 
@@ -482,10 +501,12 @@ class Chat:
         exclude = self.sessions.get(origin) if origin else None
         if message.kind == "event":  # fanned out, then the user's connections follow it
             return self.membership.applied(message, exclude)
-        payload = wire.item_frame(message)  # message_frame for a message, else its item's frame
+        # message_frame for a message, else its item's frame; attachments' URLs are
+        # signed once for everyone it goes to
+        payload = wire.item_frame(message, self.urls())
         self.fan_out(room, message.seq, payload, exclude)
         if message.kind != "message":
-            return
+            return self._recalled(message)
         if not from_relay and room == LOBBY and self.hub.relays:
             self.fanout.broadcast(self.hub.relays, message.text.encode("utf-8"), False, None)
 
@@ -502,10 +523,19 @@ class Chat:
         receivers = dict.fromkeys(s.client for s in self.hub.connections_of(to))
         receivers.update(dict.fromkeys(s.client for s in self.hub.connections_of(message.sender)))
         exclude = self.sessions.get(origin) if origin else None
-        payload = (
-            wire.dm_frame(message, to) if message.kind == "message" else wire.item_frame(message)
-        )
+        sign = self.urls()
+        if message.kind == "message":
+            payload = wire.dm_frame(message, to, sign)
+        else:
+            payload = wire.item_frame(message, sign)
         self.fanout.deliver(receivers, payload, _client(exclude))
+        self._recalled(message)
+
+    def _recalled(self, item) -> None:
+        """A delivered ``recalled`` item (on every node): the uploads of this node the
+        recalled message showed go unless another message shows them."""
+        if item.kind == "recalled" and self.media is not None:
+            self.media.recalled(item.channel, (item.data or {}).get("target"))
 
     def deliver_presence(self, room, user, event, origin) -> None:
         """Tell this node's members of *room* that *user* joined or left it."""
@@ -673,8 +703,17 @@ class Chat:
             return True
         return room is not None and room == original.channel and original.text == text
 
+    @staticmethod
+    def _no_anonymous_attachments(session, request) -> None:
+        """Uploads need a token: an anonymous ``send``/``dm`` with ``attachments`` is
+        refused (``auth_required``) rather than stored without them."""
+        raw = request.raw_extras
+        if session.identity is None and raw and wire.ATTACHMENTS in raw:
+            raise errors.AuthRequired("attachments are for token users", request.id)
+
     def _on_send(self, session, request, f) -> None:
         room = f["room"]
+        self._no_anonymous_attachments(session, request)
         if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
         if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
@@ -692,6 +731,7 @@ class Chat:
 
     def _on_dm(self, session, request, f) -> None:
         to = f["to"]
+        self._no_anonymous_attachments(session, request)
         online = self.directory.is_online(to)
         offline_ok = self._offline_dm(session, to)
         if offline_ok:  # a token user's DM to a known user is stored for when they are back
@@ -758,6 +798,7 @@ class Chat:
                 reactions=reactions,
                 quotes=quotes,
                 me=session.user,
+                sign=self.urls(),
             )
             session.send(frame)
 
@@ -794,7 +835,13 @@ class Chat:
             (messages, _events, reactions, quotes), more = result
             session.send(
                 wire.dm_history_frame(
-                    session.user, other, messages, more, reactions=reactions, quotes=quotes
+                    session.user,
+                    other,
+                    messages,
+                    more,
+                    reactions=reactions,
+                    quotes=quotes,
+                    sign=self.urls(),
                 )
             )
 

@@ -216,11 +216,16 @@ def check_mentions(mentions: list[str] | None, kind: str, role: str | None, ref)
             raise errors.Forbidden("only admins and owners may mention @all", ref)
 
 
-def message_data(mentions: list[str] | None, reply_to: int | None) -> dict | None:
-    """The stored data of a new message (None for a plain one)."""
+def message_data(
+    mentions: list[str] | None, reply_to: int | None, attachments: list[dict] | None = None
+) -> dict | None:
+    """The stored data of a new message (None for a plain one); *attachments* as
+    :func:`chatd.media.attach.entry` makes them."""
     data = {}
     if mentions:
         data["mentions"] = mentions
     if reply_to is not None:
         data["reply_to"] = reply_to
+    if attachments:
+        data["attachments"] = attachments
     return data or None

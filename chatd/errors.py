@@ -138,3 +138,10 @@ class TooLate(ChatError):
     """A sender's recall after ``--recall-window``."""
 
     code = "too_late"
+
+
+class BadAttachment(ChatError):
+    """A ``send``/``dm`` attachment names no upload of the sender's that finished
+    processing (unknown, someone else's, still being stored): nothing was stored."""
+
+    code = "bad_attachment"

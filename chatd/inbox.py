@@ -192,6 +192,13 @@ class Inbox:
         else:
             where = _Where(dm_channel(session.user, to), None, to)
         mentions, reply_to = given.get("mentions"), given.get("reply_to")
+        ids = given.get(wire.ATTACHMENTS)
+        attachments = None
+        if ids:
+            media = self.chat.media
+            if media is None:
+                raise errors.BadAttachment("this server takes no uploads", ref)
+            attachments = yield media.claim(session.user, ids, ref)
         if mentions and wire.MENTION_ALL in mentions:
             store = self.chat.store
             member = yield store.member(where.channel, session.user)
@@ -201,10 +208,19 @@ class Inbox:
             conv.check_mentions(mentions, where.kind, member and member.role, ref)
         if reply_to is not None:
             conv.check_reply((yield self._target(where, reply_to)), ref)
-        data = conv.message_data(mentions, reply_to)
+        data = conv.message_data(mentions, reply_to, attachments)
         if not self.chat._live(session):
             return
-        self._posted(post(data), session, request, f, room, to)
+        d = post(data)
+        if attachments:
+            # where the uploads were posted (access, lifecycle); not waited for
+            d.addCallback(self._attached)
+        self._posted(d, session, request, f, room, to)
+
+    def _attached(self, appended):
+        d = self.chat.media.posted(appended.message)
+        d.addErrback(lambda f: self.chat.log.failure("recording attachments failed", f))
+        return appended
 
     def _posted(self, d, session, request, f, room, to):
         chat = self.chat
@@ -423,10 +439,13 @@ class Inbox:
                 out.append(
                     {
                         **wire.conversation_dict(summary),
-                        "items": [wire.item_object(m) for m in items],
+                        "items": items,
                         "truncated": truncated,
                     }
                 )
+        sign = chat.urls()  # attachments' URLs signed once for the whole reply
+        for entry in out:
+            entry["items"] = [wire.item_object(m, sign) for m in entry["items"]]
         removed = []
         for channel in plan.removed:
             member = yield store.member(channel, user)

@@ -109,13 +109,19 @@ class Membership:
     def readable(self, session, room: str, ref):
         """Fires when *session* may read *room* (history, info, members); fails with
         ``forbidden`` for a private room it is not a member of."""
+        user = session.user if session.identity is not None else None
+        if not (yield self.may_read(user, room)):
+            raise errors.Forbidden(f"room {room!r} is private", ref)
+
+    @inlineCallbacks
+    def may_read(self, user: str | None, room: str):
+        """Fires with True when token user *user* (None: an anonymous reader) may read
+        *room*: a public room anyone, a private one its members."""
         kind = yield self.kind(room)
-        if kind == PRIVATE:
-            row = None
-            if session.identity is not None:
-                row = yield self.chat.store.member(room, session.user)
-            if not may("read", kind, _role(row)):
-                raise errors.Forbidden(f"room {room!r} is private", ref)
+        if kind != PRIVATE:
+            return True
+        row = None if user is None else (yield self.chat.store.member(room, user))
+        return may("read", kind, _role(row))
 
     # requests about a room that is being joined wait for the join's check
 

@@ -276,7 +276,7 @@ class Replayer:
         joined["truncated"] = truncated
         conn.send(wire.frame("joined", **joined))
 
-    @staticmethod
-    def _send(conn, messages) -> None:
+    def _send(self, conn, messages) -> None:
+        sign = self.chat.urls() if messages else None  # attachments' URLs signed now
         for message in messages:
-            conn.send(wire.item_frame(message))  # every item kind as the frame it is live
+            conn.send(wire.item_frame(message, sign))  # every item kind as the frame it is live

@@ -225,6 +225,8 @@ def makeService(options, reactor=None):
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
     media = make_media(options, options["gate"].verifier, reactor)
+    if media is not None:
+        media.attach(chat)  # send/dm may attach uploads
     site = build_site(factory, children, login, media)
     logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
     notifier = Notifier(reactor)

@@ -299,6 +299,7 @@ class Webhooks:
             body = {"event": "message", **wire.message_dict(m)}
             if fields.get("private"):
                 del body["text"]
+                body.pop("attachments", None)
                 body["private"] = True
             item = Event(_encode(body), event, now)
             item.queued = True

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatd import errors
+from chatd.media.attach import MAX_ATTACHMENTS
 from chatd.store import Message, dm_users
 
 PROTOCOL = "chatd.v1"
@@ -116,6 +117,24 @@ def _emoji(value, field, ref, _max_text):
     if not 1 <= len(value) <= EMOJI_MAX or not USER_RULE.fullmatch(value):
         raise errors.BadRequest(f"'{field}' must be 1-{EMOJI_MAX} printable characters", ref)
     return value
+
+
+def _attachments(value, field, ref, _max_text):
+    """1 to MAX_ATTACHMENTS objects ``{media_id}`` (distinct ids; other members
+    ignored): the list of ids, in order."""
+    if type(value) is not list or not value:
+        raise errors.BadRequest(f"'{field}' must be a list of {{media_id}} objects", ref)
+    if len(value) > MAX_ATTACHMENTS:
+        raise errors.TooLarge(f"at most {MAX_ATTACHMENTS} attachments on one message", ref)
+    ids = []
+    for item in value:
+        media_id = item.get("media_id") if type(item) is dict else None
+        if type(media_id) is not str or not ID_RULE.fullmatch(media_id):
+            raise errors.BadRequest(f"each of '{field}' must be {{media_id: an upload id}}", ref)
+        ids.append(media_id)
+    if len(set(ids)) != len(ids):
+        raise errors.BadRequest(f"'{field}' names one upload twice", ref)
+    return ids
 
 
 def _mentions(value, field, ref, _max_text):
@@ -251,9 +270,11 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
 #: the request is a token user's, so anonymous requests parse exactly as in chatd 0.1
 #: (unknown members are ignored): field -> validator
 EXTRAS: dict[str, dict[str, Validator]] = {
-    "send": {"mentions": _mentions, "reply_to": _seq},
-    "dm": {"mentions": _mentions, "reply_to": _seq},
+    "send": {"mentions": _mentions, "reply_to": _seq, "attachments": _attachments},
+    "dm": {"mentions": _mentions, "reply_to": _seq, "attachments": _attachments},
 }
+#: the EXTRAS field that makes ``text`` optional (``""`` when absent or empty)
+ATTACHMENTS = "attachments"
 
 #: request types naming one conversation: exactly one of ``room`` and ``with``
 CONVERSATION_TYPES = frozenset(("read", "receipts", "mute", "recall", "edit", "react"))
@@ -284,9 +305,13 @@ def parse(payload: bytes, max_text_length: int) -> Request:
     if schema is None:
         raise errors.UnknownType(f"unknown type {kind[:64]!r}", ref)
     fields = {}
+    # a send/dm with attachments may have no text (validated as an EXTRAS field)
+    captioned = obj.get(ATTACHMENTS) is not None and kind in EXTRAS
     for field, (validate, required) in schema.items():
         value = obj.get(field)
-        if value is None:
+        if captioned and field == "text" and value in (None, ""):
+            fields[field] = ""
+        elif value is None:
             if required:
                 raise errors.BadRequest(f"'{field}' is required for {kind}", ref)
             fields[field] = None
@@ -330,18 +355,27 @@ def encode(obj: dict) -> bytes:
 _MESSAGE_EXTRAS = ("mentions", "reply_to", "edited_ts", "recalled")
 
 
-def _extras(m: Message, d: dict) -> dict:
+#: how frames show a message's attachments: ``sign(stored) -> shown``, the stored
+#: attachments (chatd.media.attach) with freshly signed URLs; frames made without
+#: one (webhooks) show them without URLs
+Sign = Callable[[list], list]
+
+
+def _extras(m: Message, d: dict, sign: Sign | None = None) -> dict:
     data = m.data
     if data:
         for key in _MESSAGE_EXTRAS:
             if key in data:
                 d[key] = data[key]
+        shown = data.get(ATTACHMENTS)
+        if shown and "recalled" not in data:  # a recalled message shows no media
+            d[ATTACHMENTS] = sign(shown) if sign is not None else [dict(a) for a in shown]
     return d
 
 
-def message_dict(m: Message) -> dict:
+def message_dict(m: Message, sign: Sign | None = None) -> dict:
     """A stored room message as in the ``message`` frame (without ``type``); a plain
-    message (no data) is exactly the frame of chatd 0.1."""
+    message (no data) is exactly the frame of chatd 0.1. *sign*: see :data:`Sign`."""
     return _extras(
         m,
         {
@@ -353,10 +387,11 @@ def message_dict(m: Message) -> dict:
             "ts": m.ts,
             "id": m.client_id,
         },
+        sign,
     )
 
 
-def _dm_dict(m: Message, to: str) -> dict:
+def _dm_dict(m: Message, to: str, sign: Sign | None = None) -> dict:
     return _extras(
         m,
         {
@@ -368,6 +403,7 @@ def _dm_dict(m: Message, to: str) -> dict:
             "id": m.client_id,
             "seq": m.seq,
         },
+        sign,
     )
 
 
@@ -377,14 +413,14 @@ def _peer(users: tuple[str, str], user: str) -> str:
     return second if first == user else first
 
 
-def message_frame(m: Message) -> bytes:
+def message_frame(m: Message, sign: Sign | None = None) -> bytes:
     """``message`` for a stored room message."""
-    return encode({"type": "message", **message_dict(m)})
+    return encode({"type": "message", **message_dict(m, sign)})
 
 
-def dm_frame(m: Message, to: str) -> bytes:
+def dm_frame(m: Message, to: str, sign: Sign | None = None) -> bytes:
     """``dm`` for a stored direct message to *to*."""
-    return encode({"type": "dm", **_dm_dict(m, to)})
+    return encode({"type": "dm", **_dm_dict(m, to, sign)})
 
 
 def event_dict(m: Message) -> dict:
@@ -409,7 +445,7 @@ def event_frame(m: Message) -> bytes:
     return encode({"type": "event", **event_dict(m)})
 
 
-def item_object(m: Message) -> dict:
+def item_object(m: Message, sign: Sign | None = None) -> dict:
     """A stored timeline item of any kind as the frame it is delivered as live
     (``message``/``dm``, ``event``, ``recalled``, ``edited``, ``reaction``), with ``type``.
     In DMs the frame names ``from`` (the sender / who recalled, edited, reacted) and ``to``."""
@@ -417,8 +453,8 @@ def item_object(m: Message) -> dict:
     kind = m.kind
     if kind == "message":
         if users is None:
-            return {"type": "message", **message_dict(m)}
-        return {"type": "dm", **_dm_dict(m, _peer(users, m.sender))}
+            return {"type": "message", **message_dict(m, sign)}
+        return {"type": "dm", **_dm_dict(m, _peer(users, m.sender), sign)}
     if kind == "event":
         return {"type": "event", **event_dict(m)}
     data = m.data or {}
@@ -441,12 +477,12 @@ def item_object(m: Message) -> dict:
     return obj
 
 
-def item_frame(m: Message) -> bytes:
+def item_frame(m: Message, sign: Sign | None = None) -> bytes:
     """The live frame of a stored timeline item (see :func:`item_object`); a plain
     message's is :func:`message_frame`'s / :func:`dm_frame`'s, byte for byte."""
     if m.kind == "message" and dm_users(m.channel) is None:
-        return message_frame(m)
-    return encode(item_object(m))
+        return message_frame(m, sign)
+    return encode(item_object(m, sign))
 
 
 def preview(text: str) -> str:
@@ -485,6 +521,7 @@ def history_frame(
     reactions: dict | None = None,
     quotes: dict | None = None,
     me: str | None = None,
+    sign: Sign | None = None,
 ) -> bytes:
     """``history`` reply: *messages* ascending by seq, with their *reactions*
     (``{seq: {emoji: [user, ...]}}``) and reply *quotes* (``{seq: Message}``);
@@ -492,7 +529,7 @@ def history_frame(
     frame = {
         "type": "history",
         "room": room,
-        "messages": [_decorate(message_dict(m), m, reactions, quotes, me) for m in messages],
+        "messages": [_decorate(message_dict(m, sign), m, reactions, quotes, me) for m in messages],
         "more": more,
     }
     if events is not None:
@@ -508,6 +545,7 @@ def dm_history_frame(
     *,
     reactions: dict | None = None,
     quotes: dict | None = None,
+    sign: Sign | None = None,
 ) -> bytes:
     """``dm_history`` reply for the conversation of *me* with *other*."""
     return encode(
@@ -515,7 +553,9 @@ def dm_history_frame(
             "type": "dm_history",
             "with": other,
             "messages": [
-                _decorate(_dm_dict(m, other if m.sender == me else me), m, reactions, quotes, me)
+                _decorate(
+                    _dm_dict(m, other if m.sender == me else me, sign), m, reactions, quotes, me
+                )
                 for m in messages
             ],
             "more": more,

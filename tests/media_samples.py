@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import uuid
 import zlib
 
 #: the GPS latitude written into :func:`jpeg_with_gps` (a marker to look for)
@@ -79,3 +80,18 @@ HTML = b"<!doctype html><html><body><script>alert(document.cookie)</script></bod
 def polyglot_png() -> bytes:
     """A valid PNG with an HTML document after its IEND chunk."""
     return image("PNG", (64, 64)) + HTML
+
+
+def form(data: bytes, filename="upload.bin", content_type="application/octet-stream"):
+    """A multipart/form-data body with one ``file`` field: ``(body, content type)``."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"

@@ -11,7 +11,9 @@ The parts, each in its own module:
   (content-addressed by SHA-256) and S3-compatible services (boto3);
 * :mod:`chatd.media.meta` -- the metadata table (SQLite, ``<media-dir>/media.sqlite3``);
 * :mod:`chatd.media.signing` -- signed, expiring URLs;
-* :mod:`chatd.media.sweep` -- which unattached uploads to remove (pure) and the sweep;
+* :mod:`chatd.media.attach` -- attachments: who may attach what, what a message
+  stores and shows (pure; ``send``/``dm`` with ``attachments``, docs/protocol.md);
+* :mod:`chatd.media.sweep` -- which uploads to remove (pure): never sent, recalled, pruned;
 * :mod:`chatd.media.web` -- ``POST /api/media``, ``GET /api/media/<id>``,
   ``GET /media/<id>[/thumb]``, and :class:`chatd.media.web.Media` tying them together.
 

@@ -1,11 +1,21 @@
-"""Removing uploads that were never attached to a message.
+"""Which uploads to remove: the media lifecycle's pure rules.
 
-:func:`to_remove` is the pure rule: an upload not attached to any message and
-older than the grace period (``--media-grace-hours``) goes. "Attached" is set
-by the attachment work (``send``/``dm`` with ``attachments``, not built yet):
-until then **every** upload is unattached and is removed once its grace period
-is over. The sweep itself runs in :class:`chatd.media.web.Media` every
-:data:`INTERVAL` seconds on an injected clock.
+An upload is kept while a message that shows it is still stored. So, for each
+upload (``{"id", "created", "attached", "posts", "live"}``: ``attached`` the
+time it was last attached, 0 never; ``posts`` the messages it was committed
+in; ``live`` how many of those are still stored and not recalled):
+
+* **in use** (``live > 0``): kept;
+* **orphaned** (``posts > 0``, ``live == 0``): every message that showed it was
+  recalled or pruned (``--history-days``, ``--history-max``): removed at once;
+* **never posted** (``posts == 0``): removed once the grace period
+  (``--media-grace-hours``) has passed since its upload and since it was last
+  attached (an attaching whose message was never committed, say).
+
+:func:`to_remove` applies them; :func:`live_posts` decides which posts still
+count from the stored messages. The sweep itself runs in
+:class:`chatd.media.web.Media` every :data:`INTERVAL` seconds on an injected
+clock; a recall runs the orphan rule at once for its message's uploads.
 """
 
 from __future__ import annotations
@@ -15,5 +25,26 @@ INTERVAL = 600.0
 
 
 def to_remove(rows, now: float, grace: float) -> list[str]:
-    """Ids of the *rows* (``{"id", "created", "attached"}``) to remove at *now*."""
-    return [r["id"] for r in rows if not r["attached"] and r["created"] + grace <= now]
+    """Ids of the *rows* to remove at *now* (see the module docstring)."""
+    out = []
+    for r in rows:
+        live, posts = r.get("live", 0), r.get("posts", 0)
+        if live:
+            continue
+        if posts or max(r["created"], r["attached"] or 0) + grace <= now:
+            out.append(r["id"])
+    return out
+
+
+def live_posts(posts, stored) -> set:
+    """The *posts* ``(media_id, channel, seq)`` whose message still shows the upload:
+    *stored* is ``{(channel, seq): Message}`` of the posts' messages still stored."""
+    out = set()
+    for post in posts:
+        message = stored.get((post[1], post[2]))
+        if message is None or (message.data or {}).get("recalled"):
+            continue
+        shown = (message.data or {}).get("attachments") or ()
+        if any(a.get("media_id") == post[0] for a in shown):
+            out.add(post)
+    return out

@@ -5,7 +5,8 @@ method      path                   what
 ==========  =====================  ==================================================
 POST        /api/media             upload one file (multipart/form-data, a file field);
                                    ``Authorization: Bearer <token>``
-GET         /api/media/ID          the upload's metadata with fresh signed URLs (owner only)
+GET         /api/media/ID          the upload's metadata with fresh signed URLs (its
+                                   uploader, and readers of a conversation it was posted in)
 GET, HEAD   /media/ID?e=&s=        the stored file (signed URL; Range, ETag)
 GET, HEAD   /media/ID/thumb?e=&s=  its thumbnail (images)
 ==========  =====================  ==================================================
@@ -38,6 +39,7 @@ from zope.interface import implementer
 
 from chatd.auth import AuthError, header_token
 from chatd.httpserver import Refusal, flat_error
+from chatd.media import attach as attaching
 from chatd.media import sweep as sweeping
 from chatd.media.meta import MediaMeta, QuotaExceeded
 from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
@@ -49,6 +51,8 @@ from chatd.media.sniff import FILE
 MULTIPART_SLACK = 64 * 1024
 #: bytes read from the store per write when serving
 SERVE_CHUNK = 256 * 1024
+#: message seqs per history store read when the sweep checks which posts are still shown
+COLLECT_BATCH = 500
 #: seconds an upload's body may take once its headers are in (instead of --handshake-timeout)
 UPLOAD_SECONDS = 300.0
 #: threads of the media pool (decoding is CPU-bound: keep it small)
@@ -112,7 +116,10 @@ class Media(Service):
 
     *store* is an :class:`chatd.media.store.IMediaStore`; *directory* holds the
     temporary files and the metadata file (made on first use); *verifier* the
-    :class:`chatd.auth.TokenVerifier`; *clock* drives the sweep.
+    :class:`chatd.auth.TokenVerifier`; *clock* drives the sweep and signs URLs.
+    :meth:`attach` connects it to the chat: messages may then attach uploads.
+    *run* replaces the thread pool (``run(f, *args)`` returning a Deferred; tests
+    with a Clock run the blocking parts in place).
     """
 
     log = Logger()
@@ -128,6 +135,7 @@ class Media(Service):
         grace: float = 86400.0,
         reactor=None,
         clock=None,
+        run=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -143,6 +151,10 @@ class Media(Service):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.pool = ThreadPool(0, THREADS, "chatd-media")
+        if run is not None:
+            self.run = run
+        #: the chat (chatd.chat.Chat) whose messages attach uploads (see attach)
+        self.chat = None
         self._meta: MediaMeta | None = None
         self._sweeper = task.LoopingCall(self.sweep)
         self._sweep_lock = defer.DeferredLock()
@@ -163,6 +175,12 @@ class Media(Service):
         if self._meta is not None:
             self._meta.close()
             self._meta = None
+
+    def attach(self, chat) -> None:
+        """Let *chat*'s ``send``/``dm`` attach uploads; its store tells which messages
+        still show them, its membership who may see them."""
+        self.chat = chat
+        chat.media = self
 
     def run(self, f, *args):
         """Call ``f(*args)`` in the media thread pool: a Deferred."""
@@ -253,6 +271,7 @@ class Media(Service):
             except Exception:
                 yield self.run(self._meta.remove, row["id"])
                 raise
+            yield self.run(self._meta.ready, row["id"])
         finally:
             for p in made:
                 try:
@@ -286,32 +305,119 @@ class Media(Service):
             [(b"Retry-After", b"3600")],
         )
 
-    def describe(self, row: dict) -> dict:
-        """The JSON answer for an upload, with URLs signed from now."""
+    def urls(self):
+        """:data:`chatd.wire.Sign` for frames made now: stored attachments with URLs
+        signed at this moment."""
         now = self.clock.seconds()
-        answer = {
-            "media_id": row["id"],
-            "kind": row["kind"],
-            "mime": row["mime"],
-            "size": row["size"],
-            "url": self.signer.url(row["id"], "", now),
-            "expires": int(now + self.signer.ttl),
-        }
-        for field in ("name", "width", "height", "duration_ms"):
-            if row.get(field) is not None:
-                answer[field] = row[field]
-        if row.get("thumb_sha256"):
-            answer["thumb"] = {"mime": "image/webp", "size": row["thumb_size"]}
-            answer["thumb_url"] = self.signer.url(row["id"], "thumb", now)
-        return answer
+        signer = self.signer
+        return lambda entries: attaching.signed(entries, signer, now)
+
+    def describe(self, row: dict) -> dict:
+        """The JSON answer for an upload: its attachment entry with URLs signed now."""
+        return self.urls()([attaching.entry(row)])[0]
 
     @defer.inlineCallbacks
     def owned(self, identity, media_id: str):
-        """``GET /api/media/ID``: fresh URLs for the owner; 404 for anyone else."""
+        """``GET /api/media/ID``: fresh URLs for the uploader and for whoever may read
+        a conversation it was posted in (:meth:`chatd.chat.Chat.may_read`); 404 for
+        anyone else, exactly as for an unknown id."""
         row = yield self._row(media_id)
-        if row is None or row["owner"] != identity.user:
+        if row is None:
+            raise MediaError(404, "not_found", "no such media")
+        if row["owner"] != identity.user and not (yield self._may_see(identity, media_id)):
             raise MediaError(404, "not_found", "no such media")
         return self.describe(row)
+
+    @defer.inlineCallbacks
+    def _may_see(self, identity, media_id):
+        if self.chat is None:
+            return False
+        for channel in (yield self.run(self._meta.channels, media_id)):
+            if (yield self.chat.may_read(identity, channel)):
+                return True
+        return False
+
+    # attachments (from chatd.inbox: send/dm with attachments)
+
+    @defer.inlineCallbacks
+    def claim(self, user: str, ids: list[str], ref=None):
+        """The stored attachments of *user*'s message naming upload *ids*
+        (:func:`chatd.media.attach.check`; fails with ``bad_attachment``); they are
+        marked attached now, so the sweep leaves them be while the message commits."""
+        rows = {}
+        if self._meta is not None or os.path.exists(self.db_path):
+            meta = yield self.run(self.meta)
+            rows = yield self.run(meta.get_many, ids)
+        entries = attaching.check(rows, user, ids, ref)
+        yield self.run(self._meta.attach, ids, self.clock.seconds())
+        return entries
+
+    def posted(self, message):
+        """*message* (committed) shows its attachments: record where they were posted."""
+        ids = attaching.media_ids(message.data)
+        return self.run(lambda: self.meta().post(ids, message.channel, message.seq))
+
+    def recalled(self, channel: str, seq):
+        """Message *seq* of *channel* was recalled: its uploads (of this node) go unless
+        another message shows them. Fires with how many went."""
+        if seq is None or (self._meta is None and not os.path.exists(self.db_path)):
+            return defer.succeed(0)
+        d = self.run(lambda: self.meta().posted_in(channel, seq))
+        d.addCallback(lambda ids: self.collect(ids) if ids else 0)
+        d.addErrback(self._collect_failed)
+        return d
+
+    def collect(self, ids=None):
+        """Remove the uploads among *ids* (None: every posted one) whose every post is
+        gone: its message recalled or pruned (:mod:`chatd.media.sweep`). Fires with
+        how many went. One at a time with the sweep."""
+        return self._sweep_lock.run(self._collect, ids)
+
+    @defer.inlineCallbacks
+    def _collect(self, ids):
+        if self.chat is None:
+            return 0
+        meta = yield self.run(self.meta)
+        posts = yield self.run(meta.posts, ids)
+        seqs: dict[str, list[int]] = {}
+        for _media_id, channel, seq in posts:
+            seqs.setdefault(channel, []).append(seq)
+        stored = {}
+        store = self.chat.store
+        for channel, wanted in seqs.items():
+            wanted = sorted(set(wanted))
+            for start in range(0, len(wanted), COLLECT_BATCH):
+                items = yield store.items(channel, wanted[start : start + COLLECT_BATCH])
+                stored.update(((channel, seq), m) for seq, m in items.items())
+        live = sweeping.live_posts(posts, stored)
+        counts: dict[str, dict] = {}
+        for post in posts:
+            row = counts.setdefault(post[0], {"id": post[0], "created": 0.0, "attached": 0})
+            row["posts"] = row.get("posts", 0) + 1
+            row["live"] = row.get("live", 0) + (post in live)
+        gone = sweeping.to_remove(counts.values(), self.clock.seconds(), self.grace)
+        yield self._remove(meta, gone)
+        went = set(gone)
+        dead = [p for p in posts if p not in live and p[0] not in went]
+        if dead:  # kept for another message: the dead posts grant no access any more
+            yield self.run(meta.drop_posts, dead)
+        if gone:
+            self.log.info(
+                "media: {count} uploads no message shows any more removed", count=len(gone)
+            )
+        return len(gone)
+
+    def _collect_failed(self, failure):
+        self.log.failure("media collection failed", failure)
+        return 0
+
+    @defer.inlineCallbacks
+    def _remove(self, meta, ids):
+        """Remove the uploads *ids*: their rows, and the bytes no other row uses."""
+        for media_id in ids:
+            keys = yield self.run(meta.remove, media_id)
+            for key in keys:
+                yield self.run(self.store.delete, key)
 
     def _row(self, media_id: str):
         if not _ID.fullmatch(media_id):
@@ -323,9 +429,10 @@ class Media(Service):
     # the sweep
 
     def sweep(self):
-        """Remove unattached uploads past the grace period (:mod:`chatd.media.sweep`);
-        fires with how many. One sweep at a time: a call while one runs (the periodic
-        one, say) waits for it, then sweeps."""
+        """Remove the uploads never posted past the grace period, and those no stored
+        message shows any more (:mod:`chatd.media.sweep`); fires with how many. One
+        sweep at a time: a call while one runs (the periodic one, say) waits for it,
+        then sweeps."""
         return self._sweep_lock.run(self._sweep)
 
     @defer.inlineCallbacks
@@ -335,18 +442,15 @@ class Media(Service):
         now = self.clock.seconds()
         try:
             meta = yield self.run(self.meta)
-            rows = yield self.run(meta.unattached_before, now - self.grace)
-            removed = 0
-            for media_id in sweeping.to_remove(rows, now, self.grace):
-                keys = yield self.run(meta.remove, media_id)
-                for key in keys:
-                    yield self.run(self.store.delete, key)
-                removed += 1
+            rows = yield self.run(meta.unposted_before, now - self.grace)
+            unposted = sweeping.to_remove(rows, now, self.grace)
+            yield self._remove(meta, unposted)
+            removed = len(unposted) + (yield self._collect(None))
         except Exception:
             self.log.failure("media sweep failed")
             return 0
-        if removed:
-            self.log.info("media sweep removed {count} unattached uploads", count=removed)
+        if unposted:
+            self.log.info("media sweep removed {count} unattached uploads", count=len(unposted))
         return removed
 
 

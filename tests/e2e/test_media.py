@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import time
-import uuid
 
 import jwt
 import pytest
@@ -36,21 +35,6 @@ def token(user: str) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
 
-def form(data: bytes, filename="upload.bin", content_type="application/octet-stream"):
-    """A multipart/form-data body with one ``file`` field: ``(body, content type)``."""
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 class Http:
     """Requests to one chatd on loopback."""
 
@@ -67,7 +51,7 @@ class Http:
             conn.close()
 
     def upload(self, data, user="alice", filename="upload.bin", content_type="image/png"):
-        body, ctype = form(data, filename, content_type)
+        body, ctype = media_samples.form(data, filename, content_type)
         headers = {"Content-Type": ctype}
         if user is not None:
             headers["Authorization"] = f"Bearer {token(user)}"
@@ -228,7 +212,7 @@ def test_anonymous_and_bad_token_uploads_are_refused(media_server):
     assert (
         status == 401 and answer["error"] == "unauthorized" and head["www-authenticate"] == "Bearer"
     )
-    body, ctype = form(b"x")
+    body, ctype = media_samples.form(b"x")
     forged = jwt.encode({"sub": "alice"}, "not-the-secret-but-long-enough-32b", algorithm="HS256")
     status, _, raw = http_.request(
         "POST", "/api/media", body, {"Content-Type": ctype, "Authorization": f"Bearer {forged}"}
@@ -295,7 +279,7 @@ def test_upload_cut_half_way_leaves_nothing(media_server):
     file on disk, none held open by the server."""
     proc, http_, media_dir = media_server
     before = objects(media_dir)
-    body, ctype = form(os.urandom(300_000))
+    body, ctype = media_samples.form(os.urandom(300_000))
     head = (
         f"POST /api/media HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
         f"Authorization: Bearer {token('alice')}\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -449,7 +433,7 @@ def test_upload_body_may_take_longer_than_the_handshake_timeout(twistd_factory, 
     """Once an authenticated /api/media request's headers are in, its body has 300 s,
     not ``--handshake-timeout`` (1 s here): a slow upload completes."""
     proc = twistd_factory(*media_args(tmp_path / "m", "--handshake-timeout", "1"))
-    body, ctype = form(media_samples.image("PNG", (64, 64)))
+    body, ctype = media_samples.form(media_samples.image("PNG", (64, 64)))
     head = (
         f"POST /api/media HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
         f"Authorization: Bearer {token('alice')}\r\nContent-Length: {len(body)}\r\n\r\n"

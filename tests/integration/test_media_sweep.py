@@ -17,13 +17,9 @@ from tests import media_samples
 from tests.wsclient import wait_for
 
 
-def _form(data):
-    body = (
-        b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
-        + data
-        + b"\r\n--b--\r\n"
-    )
-    return io.BytesIO(body), b"multipart/form-data; boundary=b"
+def _upload_form(data):
+    body, ctype = media_samples.form(data, "x.png", "image/png")
+    return io.BytesIO(body), ctype
 
 
 def _objects(root):
@@ -49,10 +45,10 @@ async def test_sweep_after_grace_period(tmp_path):
     try:
         alice = Identity("alice", "alice")
         same = media_samples.image("PNG", (50, 50))
-        first = await media.upload(alice, *_form(same))
-        second = await media.upload(alice, *_form(same))
+        first = await media.upload(alice, *_upload_form(same))
+        second = await media.upload(alice, *_upload_form(same))
         clock.advance(3000)
-        late = await media.upload(alice, *_form(media_samples.image("GIF", (30, 30))))
+        late = await media.upload(alice, *_upload_form(media_samples.image("GIF", (30, 30))))
         assert len(_objects(tmp_path)) == 4  # the PNG and its thumbnail once, the GIF's two
         clock.advance(600)  # the first two are an hour old: the LoopingCall's sweep runs
         assert INTERVAL == 600.0

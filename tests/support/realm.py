@@ -102,6 +102,21 @@ def member_join(chat: Chat, conn: Conn, room: str) -> None:
         timeline_event(chat, room, "joined", user)
 
 
+def team(chat: Chat, *users, room="team") -> list[Conn]:
+    """Token connections of *users*, each a member of *room* (joined in that order)."""
+    conns = [token_user(chat, user) for user in users]
+    for conn in conns:
+        member_join(chat, conn, room)
+    return conns
+
+
+def last(conn: Conn, kind: str) -> dict:
+    """The last *kind* frame *conn* received (there must be one)."""
+    frames = conn.of(kind)
+    assert frames, f"no {kind} frame in {conn.json()}"
+    return frames[-1]
+
+
 def timeline_event(chat: Chat, room: str, event: str, user: str, by=None, **data):
     """Append an ``event`` item to *room*'s timeline through the message log (as
     chatd.membership does: stored, applied, delivered); returns the stored item."""

@@ -9,10 +9,12 @@ import json
 from chatd import wire
 from tests.support.realm import (
     fired,
+    last,
     make_chat,
     member_join,
     opened,
     say,
+    team,
     timeline_event,
     token_user,
 )
@@ -27,20 +29,6 @@ INBOX_TYPES = {
     "edit": {"room": "r", "seq": 1, "text": "x"},
     "react": {"room": "r", "seq": 1, "emoji": "+1"},
 }
-
-
-def team(chat, *users, room="team"):
-    """Token connections of *users*, each a member of *room* (joined in that order)."""
-    conns = [token_user(chat, user) for user in users]
-    for conn in conns:
-        member_join(chat, conn, room)
-    return conns
-
-
-def last(conn, kind):
-    frames = conn.of(kind)
-    assert frames, f"no {kind} frame in {conn.json()}"
-    return frames[-1]
 
 
 def seq_of(conn, mid):

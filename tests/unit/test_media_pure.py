@@ -73,14 +73,24 @@ def test_parse_range(header, want):
 
 
 def test_sweep_removes_unattached_uploads_past_the_grace_period():
-    """Unattached and older than the grace period: removed; attached or young: kept."""
+    """Never posted and older than the grace period (since the upload and since it was
+    last attached): removed; shown by a stored message: kept; every message that
+    showed it recalled or pruned: removed at once, however young."""
     rows = [
         {"id": "old", "created": 0.0, "attached": 0},
         {"id": "edge", "created": 1000.0, "attached": 0},
         {"id": "young", "created": 1000.1, "attached": 0},
-        {"id": "used", "created": 0.0, "attached": 1},
+        {"id": "used", "created": 0.0, "attached": 1.0, "posts": 2, "live": 1},
+        {"id": "attaching", "created": 0.0, "attached": 1000.5},
+        {"id": "attach-failed", "created": 0.0, "attached": 999.0},
+        {"id": "orphaned", "created": 87000.0, "attached": 87000.0, "posts": 2, "live": 0},
     ]
-    assert to_remove(rows, now=87400.0, grace=86400.0) == ["old", "edge"]
+    assert to_remove(rows, now=87400.0, grace=86400.0) == [
+        "old",
+        "edge",
+        "attach-failed",
+        "orphaned",
+    ]
 
 
 def test_clean_name():

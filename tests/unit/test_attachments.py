@@ -1,0 +1,445 @@
+"""Attachments in the ``Chat`` realm: ``send``/``dm`` with uploads, the frames that show
+them (URLs signed when each frame is made), who may attach and see what, and the
+lifecycle (recall, pruning, the sweep). The real MemoryStore and the real Media on a
+temporary directory, its blocking parts run in place; time from ``task.Clock``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chatd import errors, wire
+from chatd.auth import Identity
+from chatd.media.meta import MediaMeta, SchemaTooNew
+from chatd.media.signing import Signer
+from chatd.media.web import MediaError
+from chatd.service import build_chat
+from chatd.settings import Settings
+from chatd.store.memory import MemoryStore
+from tests import media_samples
+from tests.support.media import TTL, URL_KEY, media_for, upload
+from tests.support.realm import (
+    Fanout,
+    fired,
+    last,
+    make_chat,
+    member_join,
+    opened,
+    say,
+    team,
+    timeline_event,
+    token_user,
+)
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "media-meta-v1.sqlite3"
+
+
+@pytest.fixture
+def media(chat, tmp_path):
+    return media_for(chat, tmp_path)
+
+
+def attached(*uploads) -> list[dict]:
+    return [{"media_id": u["media_id"]} for u in uploads]
+
+
+def assert_signed(shown: dict, now: float) -> None:
+    """*shown*'s URLs are signed for its id (and thumbnail), valid from *now* for the TTL."""
+    signer = Signer(URL_KEY, TTL)
+    assert shown["expires"] == int(now + TTL)
+    urls = [("", shown["url"])]
+    if "thumb" in shown:
+        urls.append(("thumb", shown["thumb_url"]))
+    else:
+        assert "thumb_url" not in shown
+    for variant, url in urls:
+        parts = urlsplit(url)
+        suffix = "/thumb" if variant else ""
+        assert parts.path == f"/media/{shown['media_id']}{suffix}"
+        q = parse_qs(parts.query)
+        assert signer.check(shown["media_id"], variant, q["e"][0], q["s"][0], now) is None
+        assert signer.check(shown["media_id"], variant, q["e"][0], q["s"][0], now + TTL + 1)
+
+
+def objects(directory) -> list[str]:
+    return sorted(f for _, _, files in os.walk(Path(directory) / "objects") for f in files)
+
+
+def stored(chat, channel, seq):
+    return fired(chat.store.items(channel, [seq]))[seq]
+
+
+# sending and showing
+
+
+def test_a_room_message_shows_its_attachments_with_urls_signed_at_delivery(chat, media, clock):
+    alice, bob = team(chat, "alice", "bob")
+    bob_phone = token_user(chat, "bob")
+    say(chat, bob_phone, type="join", room="team")
+    pic = upload(media, "alice", filename="cat.png")
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    ack = last(alice, "ack")
+    message = last(bob, "message")
+    assert (message["text"], message["id"], message["seq"]) == ("", "m1", ack["seq"])
+    [shown] = message["attachments"]
+    expected = {"media_id": pic["media_id"], "kind": "image", "mime": "image/png"}
+    expected.update(size=pic["size"], name="cat.png", width=40, height=30)
+    assert {k: shown[k] for k in expected} == expected
+    assert shown["thumb"] == {"mime": "image/webp", "size": pic["thumb"]["size"]}
+    assert_signed(shown, clock.seconds())
+    # one frame, signed once, for every connection it goes to
+    assert bob.frames[-1] is bob_phone.frames[-1]
+    # stored as data, without URLs (they are signed whenever a frame is made)
+    data = stored(chat, "team", ack["seq"]).data
+    assert data["attachments"] == [
+        {k: v for k, v in shown.items() if "url" not in k and k != "expires"}
+    ]
+
+
+def test_a_caption_and_several_attachments_keep_their_order(chat, media, clock):
+    alice, bob = team(chat, "alice", "bob")
+    voice = upload(media, "alice", media_samples.mp3(1.5)[0], filename="hi.mp3")
+    pic = upload(media, "alice")
+    say(
+        chat,
+        alice,
+        type="send",
+        room="team",
+        id="m1",
+        text="look",
+        attachments=attached(voice, pic),
+    )
+    message = last(bob, "message")
+    assert message["text"] == "look"
+    assert [a["media_id"] for a in message["attachments"]] == [voice["media_id"], pic["media_id"]]
+    first = message["attachments"][0]
+    assert (first["kind"], first["mime"], first["name"]) == ("voice", "audio/mpeg", "hi.mp3")
+    assert abs(first["duration_ms"] - 1500) < 60 and "width" not in first
+    for shown in message["attachments"]:
+        assert_signed(shown, clock.seconds())
+
+
+def test_history_replay_and_sync_sign_fresh_urls_each_time(chat, media, clock):
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    clock.advance(3 * 86400)  # the delivered URLs have long expired
+    now = clock.seconds()
+    say(chat, bob, type="history", room="team", id="h")
+    assert_signed(last(bob, "history")["messages"][-1]["attachments"][0], now)
+    say(chat, bob, type="sync", id="s")
+    [room] = [c for c in last(bob, "sync")["conversations"] if c.get("room") == "team"]
+    [message] = [i for i in room["items"] if i["type"] == "message"]
+    assert_signed(message["attachments"][0], now)
+    carol = token_user(chat, "carol")
+    say(chat, carol, type="join", room="team", since=0)
+    [replayed] = [m for m in carol.of("message") if m["id"] == "m1"]
+    assert_signed(replayed["attachments"][0], now)
+
+
+def test_a_dm_shows_its_attachments_live_and_in_dm_history(chat, media, clock):
+    alice, bob = token_user(chat, "alice"), token_user(chat, "bob")
+    fired(chat.store.add_user("bob", "bob", 0))
+    voice = upload(media, "alice", media_samples.mp3(0.5)[0])
+    say(chat, alice, type="dm", to="bob", id="d1", attachments=attached(voice))
+    dm = last(bob, "dm")
+    assert (dm["from"], dm["to"], dm["text"]) == ("alice", "bob", "")
+    assert_signed(dm["attachments"][0], clock.seconds())
+    clock.advance(7200)
+    say(chat, bob, type="dm_history", **{"with": "alice"}, id="h")
+    assert_signed(last(bob, "dm_history")["messages"][-1]["attachments"][0], clock.seconds())
+
+
+def test_an_exact_resend_is_acked_once_and_shows_the_original(chat, media):
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    for _ in range(2):
+        say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    acks = alice.of("ack")
+    assert [a.get("duplicate", False) for a in acks] == [False, True]
+    assert len(bob.of("message")) == 1
+
+
+# who may attach what (docs/security.md)
+
+
+@pytest.mark.parametrize(
+    "attachments, code",
+    [
+        ("pic", "bad_request"),
+        ([], "bad_request"),
+        ({"media_id": "x"}, "bad_request"),
+        ([{"id": "x"}], "bad_request"),
+        ([{"media_id": 5}], "bad_request"),
+        (["just-an-id"], "bad_request"),
+        ([{"media_id": "has space"}], "bad_request"),
+        ([{"media_id": "x" * 65}], "bad_request"),
+        ([{"media_id": "same"}, {"media_id": "same"}], "bad_request"),
+        ([{"media_id": f"m{i}"} for i in range(10)], "too_large"),
+        ([{"media_id": "A" * 22}], "bad_attachment"),
+        ([{"media_id": "~" * 64, "extra": "ignored"}], "bad_attachment"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["send", "dm"])
+def test_malformed_too_many_and_unknown_attachments_store_nothing(
+    chat, media, kind, attachments, code
+):
+    alice, bob = team(chat, "alice", "bob")
+    where = {"room": "team"} if kind == "send" else {"to": "bob"}
+    before = fired(chat.store.replay("team", None, 0)).last_seq
+    say(chat, alice, type=kind, **where, id="bad", attachments=attachments)
+    error = last(alice, "error")
+    assert (error["code"], error["ref"]) == (code, "bad")
+    assert not alice.of("ack") and not bob.of("message") and not bob.of("dm")
+    assert fired(chat.store.replay("team", None, 0)).last_seq == before
+
+
+def test_someone_elses_upload_is_refused_like_an_unknown_one(chat, media):
+    alice, bob = team(chat, "alice", "bob")
+    bobs = upload(media, "bob")
+    say(chat, alice, type="send", room="team", id="theirs", attachments=attached(bobs))
+    say(chat, alice, type="send", room="team", id="none", attachments=[{"media_id": "B" * 22}])
+    theirs, unknown = alice.of("error")
+    assert theirs["code"] == unknown["code"] == "bad_attachment"
+    assert theirs["message"].replace(bobs["media_id"], "X") == unknown["message"].replace(
+        "B" * 22, "X"
+    )
+    assert not alice.of("ack") and not bob.of("message")
+    row = fired(media._row(bobs["media_id"]))
+    assert row["attached"] == 0  # a refused attaching leaves it as it was
+
+
+def test_an_upload_still_being_stored_cannot_be_attached(chat, media, clock):
+    alice, bob = team(chat, "alice", "bob")
+    row = {
+        "id": "C" * 22,
+        "owner": "alice",
+        "kind": "image",
+        "mime": "image/png",
+        "size": 10,
+        "sha256": "c" * 64,
+        "created": clock.seconds(),
+    }
+    media.meta().record(row, 0)  # recorded, its bytes not stored yet (see Media.upload)
+    say(
+        chat,
+        alice,
+        type="send",
+        room="team",
+        id="early",
+        attachments=attached({"media_id": row["id"]}),
+    )
+    error = last(alice, "error")
+    assert error["code"] == "bad_attachment" and "still being processed" in error["message"]
+    assert not bob.of("message")
+    media.meta().ready(row["id"])
+    say(
+        chat,
+        alice,
+        type="send",
+        room="team",
+        id="later",
+        attachments=attached({"media_id": row["id"]}),
+    )
+    assert last(bob, "message")["attachments"][0]["media_id"] == row["id"]
+
+
+def test_text_is_optional_only_with_attachments(chat, media):
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    say(chat, alice, type="send", room="team", id="a", text="", attachments=attached(pic))
+    assert last(bob, "message")["id"] == "a"
+    say(chat, alice, type="send", room="team", id="b")
+    say(chat, alice, type="send", room="team", id="c", text="")
+    assert [(e["ref"], e["code"]) for e in alice.of("error")] == [
+        ("b", "bad_request"),
+        ("c", "bad_request"),
+    ]
+
+
+def test_anonymous_connections_cannot_attach(chat, media):
+    guest = opened(chat, "guest")
+    say(chat, guest, type="join", room="lobby")
+    say(
+        chat,
+        guest,
+        type="send",
+        room="lobby",
+        id="g",
+        text="hi",
+        attachments=[{"media_id": "A" * 22}],
+    )
+    assert last(guest, "error")["code"] == "auth_required"
+    assert fired(chat.store.replay("lobby", None, 0)).last_seq == 0
+
+
+def test_a_server_without_uploads_refuses_attachments(chat):
+    alice, bob = team(chat, "alice", "bob")
+    say(chat, alice, type="send", room="team", id="m", attachments=[{"media_id": "A" * 22}])
+    assert last(alice, "error")["code"] == "bad_attachment"
+    assert not bob.of("message")
+
+
+# who may see what (GET /api/media/ID: Media.owned)
+
+
+def owned(media, user, media_id, rooms=None):
+    return fired(media.owned(Identity(user, user, rooms), media_id))
+
+
+def not_found(media, user, media_id, rooms=None) -> bool:
+    with pytest.raises(MediaError) as e:
+        owned(media, user, media_id, rooms)
+    return e.value.status == 404
+
+
+def test_readers_of_a_conversation_get_fresh_urls_others_nothing(chat, media, clock):
+    alice = token_user(chat, "alice")
+    timeline_event(chat, "secret", "created", "alice", changes={"kind": "private"})
+    timeline_event(chat, "secret", "invited", "bob", by="alice")
+    say(chat, alice, type="join", room="secret")
+    mine = upload(media, "alice")
+    say(chat, alice, type="send", room="secret", id="s", attachments=attached(mine))
+    media_id = mine["media_id"]
+    clock.advance(10)
+    assert_signed(owned(media, "bob", media_id), clock.seconds())
+    assert owned(media, "alice", media_id)["media_id"] == media_id
+    assert not_found(media, "carol", media_id)  # not a member of the private room
+    timeline_event(chat, "secret", "kicked", "bob", by="alice")
+    assert not_found(media, "bob", media_id)  # not after being kicked either
+    # a public room: whoever may read its history; a DM: its two users
+    public = token_user(chat, "dave")
+    member_join(chat, public, "open")
+    theirs = upload(media, "dave")
+    say(chat, public, type="send", room="open", id="o", attachments=attached(theirs))
+    assert owned(media, "carol", theirs["media_id"])["media_id"] == theirs["media_id"]
+    assert not_found(media, "carol", theirs["media_id"], rooms=["elsewhere"])  # token's rooms
+    fired(chat.store.add_user("erin", "erin", 0))
+    say(chat, public, type="dm", to="erin", id="d", attachments=attached(theirs))
+    assert owned(media, "erin", theirs["media_id"])["media_id"] == theirs["media_id"]
+    private = upload(media, "dave")
+    say(chat, public, type="dm", to="erin", id="d2", attachments=attached(private))
+    assert owned(media, "erin", private["media_id"])
+    assert not_found(media, "carol", private["media_id"])
+    assert not_found(media, "carol", "Z" * 22)
+
+
+# the lifecycle
+
+
+def test_recall_removes_the_media_unless_another_message_shows_it(chat, media, tmp_path):
+    alice, bob = team(chat, "alice", "bob")
+    pic, other = upload(media, "alice"), upload(media, "alice", media_samples.image("GIF", (9, 9)))
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic, other))
+    say(chat, alice, type="send", room="team", id="m2", text="again", attachments=attached(pic))
+    first = next(a["seq"] for a in alice.of("ack") if a["id"] == "m1")
+    second = next(a["seq"] for a in alice.of("ack") if a["id"] == "m2")
+    assert len(objects(tmp_path)) == 4
+    say(chat, alice, type="recall", room="team", seq=first, id="r1")
+    assert last(bob, "recalled")["target"] == first
+    assert fired(media._row(other["media_id"])) is None  # only m1 showed it
+    assert fired(media._row(pic["media_id"])) is not None  # m2 still does
+    assert len(objects(tmp_path)) == 2
+    say(chat, bob, type="history", room="team", id="h")
+    recalled = next(m for m in last(bob, "history")["messages"] if m["seq"] == first)
+    assert "attachments" not in recalled and recalled["recalled"]["by"] == "alice"
+    say(chat, bob, type="sync", id="s")
+    [room] = [c for c in last(bob, "sync")["conversations"] if c.get("room") == "team"]
+    [synced] = [i for i in room["items"] if i["type"] == "message" and i["seq"] == first]
+    assert "attachments" not in synced
+    carol = token_user(chat, "carol")
+    say(chat, carol, type="join", room="team", since=0)
+    [replayed] = [m for m in carol.of("message") if m["seq"] == first]
+    assert "attachments" not in replayed and "recalled" in replayed
+    say(chat, alice, type="recall", room="team", seq=second, id="r2")
+    assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []
+
+
+def test_pruned_history_takes_its_media_with_it(clock, tmp_path):
+    chat = build_chat(MemoryStore(history_max=3), Fanout(), Settings(), clock)
+    media = media_for(chat, tmp_path)
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    assert fired(media.sweep()) == 0  # shown by a stored message: kept
+    for i in range(3):
+        say(chat, alice, type="send", room="team", id=f"x{i}", text="push it out")
+    assert fired(media._row(pic["media_id"])) is not None  # until the next sweep
+    assert fired(media.sweep()) == 1
+    assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []
+
+
+def test_the_sweep_keeps_posted_uploads_and_removes_unposted_ones_after_the_grace(
+    chat, media, clock, tmp_path
+):
+    alice, bob = team(chat, "alice", "bob")
+    posted, never = (
+        upload(media, "alice"),
+        upload(media, "alice", media_samples.image("GIF", (9, 9))),
+    )
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(posted))
+    clock.advance(3599)
+    assert fired(media.sweep()) == 0
+    clock.advance(1)
+    assert fired(media.sweep()) == 1
+    assert fired(media._row(never["media_id"])) is None
+    clock.advance(10 * 86400)
+    assert fired(media.sweep()) == 0 and fired(media._row(posted["media_id"])) is not None
+
+
+# the metadata file of the upload core (version 1), upgraded in place
+
+
+def test_a_version_1_metadata_file_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "media.sqlite3"
+    shutil.copy(FIXTURE, path)
+    meta = MediaMeta(str(path))
+    try:
+        rows = meta.get_many(["A" * 22, "B" * 22])
+        assert {r["owner"] for r in rows.values()} == {"alice", "bob"}
+        assert all(r["ready"] == 1 and r["attached"] == 0 for r in rows.values())
+        assert rows["A" * 22]["thumb_sha256"] == "b" * 64
+        meta.post(["A" * 22], "room", 7)
+        assert meta.channels("A" * 22) == ["room"] and meta.posted_in("room", 7) == ["A" * 22]
+        assert [r["id"] for r in meta.unposted_before(5000.0)] == ["B" * 22]
+    finally:
+        meta.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    MediaMeta(str(path)).close()  # opening it again changes nothing
+
+
+def test_chat_without_media_shows_stored_attachments_without_urls(clock):
+    """A server whose uploads were turned off still shows what messages carry."""
+    chat = make_chat(clock)
+    alice, bob = team(chat, "alice", "bob")
+    entry = {"media_id": "A" * 22, "kind": "image", "mime": "image/png", "size": 3}
+    data = {"attachments": [entry]}
+    fields = ("team", "alice", "alice", "x", "", chat.now_ms(), "message", data)
+    fired(chat.messages.append("message", fields, (None, False)))
+    assert last(bob, "message")["attachments"] == [entry]
+
+
+def test_only_send_and_dm_drop_the_text_for_attachments():
+    """``edit`` (and every other type with ``text``) still needs its text."""
+    some = [{"media_id": "A" * 22}]
+    parsed = wire.parse(json.dumps({"type": "dm", "to": "bob", "attachments": some}).encode(), 4000)
+    assert parsed.fields["text"] == "" and parsed.raw_extras == {"attachments": some}
+    with pytest.raises(errors.BadRequest):
+        edit = {"type": "edit", "room": "r", "seq": 1, "attachments": some}
+        wire.parse(json.dumps(edit).encode(), 4000)
+
+
+def test_a_metadata_file_of_a_newer_chatd_is_refused(tmp_path):
+    path = tmp_path / "media.sqlite3"
+    shutil.copy(FIXTURE, path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    with pytest.raises(SchemaTooNew):
+        MediaMeta(str(path))
