@@ -259,3 +259,28 @@ test('a token cannot go in a browser WebSocket header: the connection fails inst
   expect(win.sockets[0].url).toBe('ws://h/ws?token=t')
   q.close()
 })
+
+test('upload() posts FormData with the file to /api/media with the token; an error answer rejects with its code', async () => {
+  const win = fakeWindow()
+  const calls = []
+  win.FormData = FormData
+  const answers = [
+    { status: 201, body: JSON.stringify({ media_id: 'm1', kind: 'image', url: '/media/m1?e=1&s=x' }) },
+    { status: 413, body: JSON.stringify({ error: 'too_large', message: 'over --max-image-bytes' }) }
+  ]
+  win.fetch = (url, init) => {
+    calls.push({ url, init })
+    const a = answers.shift()
+    return Promise.resolve({ status: a.status, text: () => Promise.resolve(a.body) })
+  }
+  const client = new ChatClient({ url: 'wss://chat.example.com/ws', token: 't0k', tokenIn: 'query', adapter: browserAdapter(win) })
+  const file = new Blob(['png bytes'], { type: 'image/png' })
+  const up = await client.upload(file, { name: 'a.png' })
+  expect(up.media_id).toBe('m1')
+  expect(calls[0].url).toBe('https://chat.example.com/api/media')
+  expect(calls[0].init.method).toBe('POST')
+  expect(calls[0].init.headers.Authorization).toBe('Bearer t0k')
+  expect(calls[0].init.body.get('file').name).toBe('a.png')
+  expect(client.mediaUrl(up.url)).toBe('https://chat.example.com/media/m1?e=1&s=x')
+  await expect(client.upload(file)).rejects.toMatchObject({ code: 'too_large', status: 413 })
+})

@@ -11,6 +11,16 @@ const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers'
 const { createWx } = require('./support/wx-ws')
 const { mintToken } = require('./support/jwt')
 
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { addUpload } = require('./support/wx-upload')
+// a 2×2 red PNG
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
+  'base64'
+)
+
 const SECRET = 'jwt-secret-for-miniprogram-tests-32b!'
 const WINDOW_S = 3
 let server
@@ -218,5 +228,49 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
     await waitFor(() => a.client.conversation('r:' + room).mentions === 1, 'a mention for alice')
     const reply = a.client.timeline('r:' + room).find((x) => x.text === '@' + alice + ' yes')
     expect(reply).toMatchObject({ reply_to: q.seq, quote: { seq: q.seq, text: 'lunch?' }, mentions: [alice] })
+  })
+
+  test('alice uploads a picture with wx.uploadFile and DMs it to offline bob; bob gets it with URLs that serve it', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const wx = addUpload(createWx())
+    const a = await online(alice, { wx })
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-up-')), 'red.png')
+    fs.writeFileSync(file, PNG)
+    const up = await a.client.upload(file)
+    expect(up).toMatchObject({ kind: 'image', mime: 'image/png', width: 2, height: 2 })
+    expect(wx.uploads[0].header.Authorization).toMatch(/^Bearer /)
+    const entry = a.client.dm(bob, '', { attachments: [up] })
+    expect(a.client.timeline('d:' + bob)[0].attachments[0].media_id).toBe(up.media_id)
+    await waitFor(() => entry.status === 'sent', 'the ack')
+    expect(a.client.conversation('d:' + bob).last).toMatchObject({ text: '', media: 'image' })
+
+    const b = await online(bob)
+    const [m] = b.client.timeline('d:' + alice)
+    expect(m.attachments).toEqual([expect.objectContaining({ media_id: up.media_id, kind: 'image', width: 2, height: 2 })])
+    const res = await fetch(b.client.mediaUrl(m.attachments[0].url))
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toBe('image/png')
+    const thumb = await fetch(b.client.mediaUrl(m.attachments[0].thumb_url))
+    expect(thumb.status).toBe(200)
+    // bob may ask for fresh URLs of a picture posted to him (wx.request)
+    const info = await b.client.mediaInfo(up.media_id)
+    expect(info).toMatchObject({ media_id: up.media_id, kind: 'image' })
+  })
+
+  test('a refused upload rejects with chatd’s code; an unknown media id fails the send with bad_attachment', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const wx = addUpload(createWx())
+    const a = await online(alice, { wx })
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-up-')), 'empty.bin')
+    fs.writeFileSync(file, '')
+    await expect(a.client.upload(file)).rejects.toMatchObject({ code: 'bad_request', status: 400 })
+    const bad = a.client.dm(bob, 'see this', { attachments: [{ media_id: 'no-such-upload-0000000' }] })
+    await waitFor(() => bad.status === 'failed', 'the refusal')
+    expect(bad.error).toBe('bad_attachment')
+    expect(a.client.timeline('d:' + bob).map((x) => [x.text, x.status])).toEqual([['see this', 'failed']])
   })
 })

@@ -207,7 +207,30 @@ function wxAdapter(wxApi) {
     save: (key, value) => wxApi.setStorageSync(key, value),
     remove: (key) => wxApi.removeStorageSync(key),
     setTimeout: (fn, ms) => setTimeout(fn, ms),
-    clearTimeout: (t) => clearTimeout(t)
+    clearTimeout: (t) => clearTimeout(t),
+    // `file`: a local file path (wx.chooseMedia / RecorderManager's tempFilePath)
+    upload(req, done) {
+      wxApi.uploadFile({
+        url: req.url,
+        filePath: req.file,
+        name: 'file',
+        header: req.header,
+        formData: req.form || {},
+        success: (res) => done(null, { status: res.statusCode, body: res.data }),
+        fail: (err) => done(new Error((err && err.errMsg) || 'uploadFile failed'))
+      })
+    },
+    request(req, done) {
+      wxApi.request({
+        url: req.url,
+        method: req.method || 'GET',
+        header: req.header,
+        dataType: 'text',
+        responseType: 'text',
+        success: (res) => done(null, { status: res.statusCode, body: typeof res.data === 'string' ? res.data : JSON.stringify(res.data) }),
+        fail: (err) => done(new Error((err && err.errMsg) || 'request failed'))
+      })
+    }
   }
 }
 
@@ -249,8 +272,32 @@ function browserAdapter(win, options) {
     save: (key, value) => storage().setItem(key, JSON.stringify(value)),
     remove: (key) => storage().removeItem(key),
     setTimeout: (fn, ms) => w.setTimeout(fn, ms),
-    clearTimeout: (t) => w.clearTimeout(t)
+    clearTimeout: (t) => w.clearTimeout(t),
+    // `file`: a Blob or File (an <input type=file>'s, a MediaRecorder's)
+    upload(req, done) {
+      const form = new w.FormData()
+      Object.keys(req.form || {}).forEach((k) => form.append(k, req.form[k]))
+      form.append('file', req.file, req.name || (req.file && req.file.name) || 'file')
+      fetchText(w, req.url, { method: 'POST', headers: req.header, body: form }, done)
+    },
+    request(req, done) {
+      fetchText(w, req.url, { method: req.method || 'GET', headers: req.header }, done)
+    }
   }
+}
+
+function fetchText(w, url, init, done) {
+  w.fetch(url, init).then(
+    (res) => res.text().then((body) => done(null, { status: res.status, body })),
+    (err) => done(err instanceof Error ? err : new Error(String(err)))
+  )
+}
+
+/** The http(s):// origin of a ws(s):// URL (`ws://h:1/ws` → `http://h:1`). */
+function httpOrigin(url) {
+  const m = /^(wss?):\/\/([^/?#]+)/.exec(url)
+  if (!m) return ''
+  return (m[1] === 'wss' ? 'https' : 'http') + '://' + m[2]
 }
 
 /** Tracks which `seq`s of one stream (room or DM conversation) were delivered. */
@@ -456,6 +503,7 @@ class ConversationStore {
   _lastOf(m) {
     const last = { seq: m.seq, from: m.from, name: m.name, text: m.recalled ? '' : String(m.text || '').slice(0, PREVIEW), ts: m.ts }
     if (m.recalled) last.recalled = true
+    else if (m.attachments && m.attachments.length) last.media = m.attachments[0].kind || 'file'
     return last
   }
 
@@ -672,6 +720,7 @@ class ConversationStore {
       if (e.error) row.error = e.error
       if (e.mentions) row.mentions = e.mentions
       if (e.reply_to !== undefined) row.reply_to = e.reply_to
+      if (e.attachments) row.attachments = e.attachments
       out.push(row)
     })
     return out
@@ -726,6 +775,10 @@ function extrasOf(opts) {
   const x = {}
   if (typeof o.reply_to === 'number') x.reply_to = o.reply_to
   if (Array.isArray(o.mentions) && o.mentions.length) x.mentions = o.mentions.slice()
+  if (Array.isArray(o.attachments) && o.attachments.length) {
+    // upload answers (or just {media_id}); the frame sends the ids, the timeline shows the rest
+    x.attachments = o.attachments.map((a) => (typeof a === 'string' ? { media_id: a } : Object.assign({}, a)))
+  }
   return x
 }
 
@@ -753,6 +806,7 @@ class ChatClient {
     const o = opts || {}
     if (!o.url) throw new Error('ChatClient: url is required')
     this.url = o.url
+    this.httpUrl = (o.httpUrl || httpOrigin(o.url)).replace(/\/$/, '') // for /api/media and /media/ URLs
     this.name = o.name || null
     this.token = o.token || null
     this.tokenExpiresAt = o.tokenExpiresAt || null
@@ -867,6 +921,7 @@ class ChatClient {
         else entry.to = e.to
         if (Array.isArray(e.mentions)) entry.mentions = e.mentions
         if (typeof e.reply_to === 'number') entry.reply_to = e.reply_to
+        if (Array.isArray(e.attachments)) entry.attachments = e.attachments
       }
       entry._gen = null
       this.outbox.push(entry)
@@ -959,6 +1014,7 @@ class ChatClient {
       else o.to = e.to
       if (e.mentions) o.mentions = e.mentions
       if (e.reply_to !== undefined) o.reply_to = e.reply_to
+      if (e.attachments) o.attachments = e.attachments
       return o
     })
     const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox }
@@ -1588,6 +1644,52 @@ class ChatClient {
     })
   }
 
+  // ---- media (docs/api.md, "Media") ------------------------------------------
+
+  /** The absolute URL of a `/media/…` path from an attachment (`url`, `thumb_url`). */
+  mediaUrl(path) {
+    if (!path || /^https?:\/\//.test(path)) return path || ''
+    return this.httpUrl + path
+  }
+
+  _http(kind, req) {
+    if (typeof this.io[kind] !== 'function') return Promise.reject(new Error('this adapter cannot ' + kind))
+    if (!this.token) return Promise.reject(Object.assign(new Error('uploads need a token'), { code: 'unauthorized' }))
+    req.header = Object.assign({ Authorization: 'Bearer ' + this.token }, req.header)
+    return new Promise((resolve, reject) => {
+      this.io[kind](req, (err, res) => {
+        if (err) return reject(Object.assign(err, { code: err.code || 'network' }))
+        let body = null
+        try {
+          body = typeof res.body === 'string' ? JSON.parse(res.body) : res.body
+        } catch (e) {
+          body = null
+        }
+        if (res.status >= 200 && res.status < 300 && body) return resolve(body)
+        const e = new Error((body && body.message) || 'HTTP ' + res.status)
+        e.code = (body && body.error) || 'http_' + res.status
+        e.status = res.status
+        reject(e)
+      })
+    })
+  }
+
+  /**
+   * Uploads one file (wx: a local file path; browser: a Blob/File) to
+   * `POST /api/media`; resolves with the answer `{media_id, kind, mime, size, url, …}`
+   * to pass in `send`/`dm` `{attachments: [answer]}`. Rejects with `code`
+   * `too_large`, `quota_exceeded`, `bad_image`, `unauthorized`, … (HTTP errors) or `network`.
+   */
+  upload(file, opts) {
+    const o = opts || {}
+    return this._http('upload', { url: this.httpUrl + '/api/media', file, name: o.name, form: o.form })
+  }
+
+  /** An upload's fields with freshly signed URLs (`GET /api/media/ID`). */
+  mediaInfo(mediaId) {
+    return this._http('request', { url: this.httpUrl + '/api/media/' + encodeURIComponent(mediaId) })
+  }
+
   /** Asks for everything that changed since the stored cursor (done after every welcome). */
   sync() {
     if (!this._open) return Promise.reject(new Error('offline'))
@@ -1725,9 +1827,9 @@ class ChatClient {
   }
 
   _enqueue(target, text) {
-    if (typeof text !== 'string' || !text.length) throw new Error('empty text')
-    if (target.reply_to === undefined) delete target.reply_to
-    if (target.mentions === undefined) delete target.mentions
+    if (target.attachments && (text === undefined || text === null)) text = ''
+    if (typeof text !== 'string' || (!text.length && !target.attachments)) throw new Error('empty text')
+    if (target.attachments && target.attachments.length > 9) throw new Error('too_large')
     const max = (this.welcome && this.welcome.max_text_length) || 4000
     if (textLength(text) > max) throw new Error('too_large')
     const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: this.now(), from: this.user }, target)
@@ -1764,6 +1866,7 @@ class ChatClient {
       }
       if (e.mentions) frame.mentions = e.mentions
       if (e.reply_to !== undefined) frame.reply_to = e.reply_to
+      if (e.attachments) frame.attachments = e.attachments.map((a) => ({ media_id: a.media_id }))
       if (this._raw(frame)) {
         e._gen = this._gen
         inFlight++
@@ -2073,6 +2176,7 @@ class ChatClient {
         const m = { type: entry.kind === 'room' ? 'message' : 'dm', seq: msg.seq, from: me, name: (this.welcome && this.welcome.name) || me, text: entry.text, ts: msg.ts, id: entry.id }
         if (entry.mentions) m.mentions = entry.mentions
         if (entry.reply_to !== undefined) m.reply_to = entry.reply_to
+        if (entry.attachments) m.attachments = entry.attachments
         this.store.apply(key, m)
       }
     }
