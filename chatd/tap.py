@@ -247,6 +247,7 @@ def makeService(options, reactor=None):
         adopt=options.get("worker-fds"),
     )
     hook = workers.ready_hook() if options.get("worker-fds") else None
-    if hook is not None:
+    if hook is not None:  # started by a --workers parent
         service.ready_hooks.append(hook)
+        service.ready_hooks.append(lambda: workers.watch_parent(reactor))
     return service

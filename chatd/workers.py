@@ -30,7 +30,7 @@ import socket
 import sys
 
 from twisted.application.service import Service
-from twisted.internet import defer, protocol
+from twisted.internet import abstract, defer, fdesc, protocol
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -139,6 +139,41 @@ def ready_hook(environ=None):
             pass
 
     return ready
+
+
+class ParentWatch(abstract.FileDescriptor):
+    """In a worker: stdin is a pipe from the parent, which never writes to it. Its end
+    (EOF: the parent is gone, even by SIGKILL) stops this worker, so no worker outlives
+    its parent holding the sockets and the Redis connections."""
+
+    def __init__(self, reactor, on_gone, fd=0):
+        super().__init__(reactor)
+        self.fd = fd
+        self.on_gone = on_gone
+        fdesc.setNonBlocking(fd)
+
+    def fileno(self):
+        return self.fd
+
+    def doRead(self):  # noqa: N802 (Twisted's name)
+        return fdesc.readFromFD(self.fd, lambda _data: None)
+
+    def connectionLost(self, reason):  # noqa: N802 (Twisted's name)
+        abstract.FileDescriptor.connectionLost(self, reason)
+        self.on_gone()
+
+
+def watch_parent(reactor, log=None):
+    """Stop *reactor* (a clean shutdown) when the ``--workers`` parent is gone."""
+
+    def gone():
+        (log or Logger()).warn("the --workers parent is gone: stopping this worker")
+        if reactor.running:
+            reactor.stop()
+
+    watch = ParentWatch(reactor, gone)
+    watch.startReading()
+    return watch
 
 
 class _Refuse(protocol.Factory):

@@ -241,3 +241,15 @@ def test_workers_serve_tls_on_an_adopted_ssl_socket(tmp_path, twistd_factory, re
         return seen == {0, 1}
 
     wait_until(answer, "both workers answering over TLS", timeout=30)
+
+
+def test_workers_stop_when_the_parent_is_killed(twistd_factory, redis):
+    """SIGKILL of the parent (no chance to stop anything): each worker sees its stdin
+    pipe end and shuts down by itself, so none outlives the parent."""
+    proc = start(twistd_factory, redis)
+    pids = worker_pids(proc)
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(timeout=10)
+    wait_until(
+        lambda: not any(alive(pid) for pid in pids.values()), "every worker gone", timeout=30
+    )
