@@ -292,22 +292,19 @@ class Inbox:
 
     @inlineCallbacks
     def _mark(self, session, request, f, where):
-        chat, store, user = self.chat, self.chat.store, session.user
-        yield self._membership(session, where, request.id, kind=False)
-        before = where.member.read_seq
-        last = (yield store.replay(where.channel, None, 0)).last_seq
+        chat, user = self.chat, session.user
         if not chat._live(session):
             return  # closed meanwhile: nothing it sent takes effect any more
-        marker = yield store.mark_read(user, where.channel, min(f["seq"], last))
-        if marker is None:
+        # one store round trip: member check, marker, counts (docs/protocol.md, "read")
+        small = chat.settings.receipt_members
+        done = yield chat.store.read_marker(user, where.channel, f["seq"], small)
+        if done is None:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
-        summaries = yield store.summaries(user, [where.channel])
-        unread = summaries[0].unread if summaries else 0
-        mentions = summaries[0].mentions if summaries else 0
+        marker = done.marker
         frame = wire.frame(
-            "read", **where.frame_fields(), seq=marker, unread=unread, mentions=mentions
+            "read", **where.frame_fields(), seq=marker, unread=done.unread, mentions=done.mentions
         )
-        if marker <= before:  # not forward: only the asker hears where the marker is
+        if marker <= done.before:  # not forward: only the asker hears where the marker is
             session.send(frame)
             return
         self._user_frame(user, frame)
@@ -316,7 +313,7 @@ class Inbox:
                 receipt = wire.frame("receipt", **{"with": user}, user=user, seq=marker)
                 self._user_frame(where.peer, receipt)
             return
-        if (yield store.member_count(where.channel)) <= chat.settings.receipt_members:
+        if done.members <= small:
             receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
             # (the reading connection has its read frame already)
             chat.broker.publish("room", where.room, receipt, session.id)

@@ -182,6 +182,42 @@ class Conversation:
     title: str = ""
 
 
+@dataclass(frozen=True)
+class ReadMarker:
+    """What :meth:`IConversationStore.read_marker` did: the marker *before* and
+    after (*marker*), the conversation's *unread* and *mentions* after it, and its
+    member count up to the asked bound (*members*; 2 for a DM)."""
+
+    before: int
+    marker: int
+    unread: int
+    mentions: int
+    members: int
+
+
+def compose_read_marker(store, user, channel, seq, count_up_to):
+    """:meth:`IConversationStore.read_marker` from the store's single operations (for
+    stores whose calls are cheap one by one: memory, Redis); SQLite does it in one job."""
+    from twisted.internet.defer import inlineCallbacks
+
+    @inlineCallbacks
+    def run():
+        member = yield store.member(channel, user)
+        if member is None or member.state != "member":
+            return None
+        last = (yield store.replay(channel, None, 0)).last_seq
+        marker = yield store.mark_read(user, channel, min(seq, last))
+        if marker is None:
+            return None
+        summaries = yield store.summaries(user, [channel])
+        unread = summaries[0].unread if summaries else 0
+        mentions = summaries[0].mentions if summaries else 0
+        members = 2 if member.peer is not None else (yield store.member_count(channel))
+        return ReadMarker(member.read_seq, marker, unread, mentions, min(members, count_up_to + 1))
+
+    return run()
+
+
 class StoreUnavailable(Exception):
     """The store could not commit; the message was not stored."""
 
@@ -296,6 +332,13 @@ class IConversationStore(Interface):
         """Move *user*'s read marker in *channel* to *seq* if that is forward and
         the user has a member row; group-committed with appends. Fires with the
         marker after the call (unchanged when *seq* was not forward; None: no row)."""
+
+    def read_marker(user, channel, seq, count_up_to):
+        """``read``: for a *user* in state member, move the marker as :meth:`mark_read`
+        does (clamped to the newest seq) and fire with a :class:`ReadMarker` (the
+        member count counted up to ``count_up_to + 1`` only); None when the user is
+        not a member. One store round trip where the store can (SQLite: one batched
+        write job)."""
 
     def set_muted(user, channel, muted):
         """Set the member row's ``muted``; fires with True when the row exists."""

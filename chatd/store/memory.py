@@ -28,6 +28,7 @@ from chatd.store import (
     Message,
     Page,
     Replay,
+    compose_read_marker,
     dm_users,
     items,
 )
@@ -356,6 +357,9 @@ class MemoryStore:
 
     def mark_read(self, user, channel, seq):
         return succeed(self._move_marker(user, channel, seq))
+
+    def read_marker(self, user, channel, seq, count_up_to):
+        return compose_read_marker(self, user, channel, seq, count_up_to)
 
     def set_muted(self, user, channel, muted):
         entry = self._row(channel, user)

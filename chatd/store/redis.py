@@ -126,6 +126,7 @@ from chatd.store import (
     Replay,
     Room,
     StoreUnavailable,
+    compose_read_marker,
     dm_users,
 )
 
@@ -543,6 +544,10 @@ class RedisStore:
         args = [self.node.prefix, channel, user, int(seq)]
         d = self._run("mark_read", [self._key("s", channel)], args, "mark_read")
         return d.addCallback(lambda r: None if r is None else int(r))
+
+    def read_marker(self, user, channel, seq, count_up_to):
+        """See :meth:`IConversationStore.read_marker`."""
+        return compose_read_marker(self, user, channel, seq, count_up_to)
 
     def set_muted(self, user, channel, muted):
         """See :meth:`IConversationStore.set_muted`."""

@@ -580,10 +580,25 @@ def members(conn: sqlite3.Connection, channel: str, after, limit: int) -> tuple[
     return [_member(r) for r in rows[:limit]], len(rows) > limit
 
 
-def member_count(conn: sqlite3.Connection, channel: str) -> int:
-    """Rows of *channel* in state member."""
+def member_count(conn: sqlite3.Connection, channel: str, up_to: int | None = None) -> int:
+    """Rows of *channel* in state member (counted up to *up_to* only, if given)."""
+    if up_to is not None:
+        return conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM members WHERE channel = ? "
+            "AND state = 'member' LIMIT ?)",
+            (channel, up_to),
+        ).fetchone()[0]
     return conn.execute(
         "SELECT count(*) FROM members WHERE channel = ? AND state = 'member'", (channel,)
+    ).fetchone()[0]
+
+
+def unread_mentions(conn: sqlite3.Connection, channel: str, user: str, read_seq: int) -> int:
+    """Messages after *read_seq* by others that mention *user* or ``@all``."""
+    return conn.execute(
+        "SELECT count(*) FROM mentions WHERE channel = ? AND user IN (?, '@all') "
+        "AND seq > ? AND sender != ?",
+        (channel, user, read_seq, user),
     ).fetchone()[0]
 
 

@@ -86,6 +86,7 @@ from chatd.store import (
     IConversationStore,
     IHistoryStore,
     Message,
+    ReadMarker,
     SchemaTooNew,
     StoreUnavailable,
     dm_users,
@@ -100,7 +101,7 @@ from chatd.store.writer import Requeue, WriterThread
 _READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
 
 #: batched jobs that write at most one statement: no savepoint of their own
-_ONE_STATEMENT = frozenset(("mark_read", "add_user", "set_muted"))
+_ONE_STATEMENT = frozenset(("mark_read", "read_marker", "add_user", "set_muted"))
 
 
 def _needs_savepoint(kind, args) -> bool:
@@ -339,6 +340,9 @@ class SQLiteStore:
     def set_muted(self, user, channel, muted):
         return self._submit("set_muted", (user, channel, muted))
 
+    def read_marker(self, user, channel, seq, count_up_to):
+        return self._submit("read_marker", (user, channel, seq, count_up_to))
+
     def readers(self, channel, seq, limit):
         return self._submit("read", (sql.readers, channel, seq, limit))
 
@@ -575,6 +579,27 @@ class SQLiteStore:
         sql.move_marker(self._conn, channel, user, seq, self._ord_at(channel, seq, counters))
         return seq
 
+    def _read_marker_one(self, args, touched):
+        """``read`` in one job: the member check, the clamped marker move, the unread
+        and mention counts after it and the (bounded) member count."""
+        user, channel, seq, count_up_to = args
+        conn = self._conn
+        row = sql.member(conn, channel, user)
+        if row is None or row[0].state != "member":
+            return None
+        member, read_ord = row
+        before = marker = member.read_seq
+        counters = self._counters_of(channel, touched)
+        seq = min(seq, counters[0])
+        if seq > before:
+            read_ord = self._ord_at(channel, seq, counters)
+            sql.move_marker(conn, channel, user, seq, read_ord)
+            marker = seq
+        count = counters[1] if counters[1] is not None else counters[0]
+        mentions = sql.unread_mentions(conn, channel, user, marker)
+        members = 2 if member.peer is not None else sql.member_count(conn, channel, count_up_to + 1)
+        return ReadMarker(before, marker, max(0, count - read_ord), mentions, members)
+
     def _save_cursor_one(self, args, _touched):
         user, cursor, snapshot, ts = args
         conn = self._conn
@@ -650,6 +675,7 @@ class SQLiteStore:
     _batched = {
         "append": _append_one,
         "mark_read": _mark_read_one,
+        "read_marker": _read_marker_one,
         "save_cursor": _save_cursor_one,
         "add_user": _add_user_one,
         "set_muted": _set_muted_one,

@@ -399,6 +399,31 @@ def test_unread_and_mentions_are_derived_from_markers(store):
 
 @conv
 @pytest_twisted.inlineCallbacks
+def test_read_marker_moves_counts_and_bounds_the_member_count(store):
+    """read_marker: the marker before and after (forward only, clamped), the unread and
+    mention counts after it as summaries gives them, the member count up to the bound
+    (+1), and None for a user who is not a member (no row, or left)."""
+    yield team(store, "bob", "cat")  # seqs 1-3: ann (owner), bob, cat
+    yield store.append("team", "ann", "Ann", None, "hi bob", 10, "message", {"mentions": ["bob"]})
+    yield store.append("team", "ann", "Ann", None, "plain", 11)  # 5
+    yield store.append("team", "ann", "Ann", None, "more", 12)  # 6
+    done = yield store.read_marker("bob", "team", 5, 100)
+    assert (done.before, done.marker, done.unread, done.mentions) == (2, 5, 1, 0)
+    assert done.members == 3
+    (s,) = yield store.summaries("bob", ["team"])
+    assert (s.read_seq, s.unread, s.mentions) == (5, 1, 0)
+    again = yield store.read_marker("bob", "team", 3, 100)  # not forward
+    assert (again.before, again.marker, again.unread) == (5, 5, 1)
+    clamped = yield store.read_marker("bob", "team", 999, 1)
+    assert (clamped.marker, clamped.unread, clamped.mentions) == (6, 0, 0)
+    assert clamped.members == 2  # counted up to the bound + 1 only
+    first = yield store.read_marker("cat", "team", 3, 100)
+    assert (first.before, first.marker, first.unread, first.mentions) == (3, 3, 3, 0)
+    assert (yield store.read_marker("nobody", "team", 3, 100)) is None
+
+
+@conv
+@pytest_twisted.inlineCallbacks
 def test_mark_read_is_ordered_with_appends(store):
     """mark_read calls and appends made at once take effect in call order."""
     yield team(store, "bob")
