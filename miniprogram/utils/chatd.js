@@ -769,6 +769,30 @@ class ConversationStore {
   }
 }
 
+/** Runs `fn` once, `delay()` ms after the first `soon()` (until it ran or `cancel()`). */
+class Later {
+  constructor(client, fn, delay) {
+    this.client = client
+    this.fn = fn
+    this.delay = delay
+    this.timer = null
+  }
+
+  soon() {
+    if (this.timer !== null) return
+    this.timer = this.client.setTimeout(() => {
+      this.timer = null
+      this.fn()
+    }, this.delay())
+  }
+
+  cancel() {
+    if (this.timer === null) return
+    this.client.clearTimeout(this.timer)
+    this.timer = null
+  }
+}
+
 /** The `reply_to` / `mentions` of a send's options. */
 function extrasOf(opts) {
   const o = opts || {}
@@ -849,7 +873,6 @@ class ChatClient {
     this._subs = new Set() // rooms this connection is subscribed to by the server (`subscribed`)
     this._subSeen = new Map() // room -> SeqTracker for rooms received without join()
     this._reads = new Map() // key -> {seq, sent, at, timer}: read markers to send
-    this._convSaveTimer = null
     this._syncing = false
 
     this._listeners = {}
@@ -871,7 +894,8 @@ class ChatClient {
     this._rateAttempt = 0
     this._holdUntil = 0 // no outbox frame before this time (ms)
     this._holdReconnect = 0 // no reconnect before this time (ms), see drop()
-    this._saveTimer = null
+    this._saver = new Later(this, () => this._save(), () => this.saveDelay)
+    this._convSaver = new Later(this, () => this._saveConv(), () => this.convSaveDelay)
     this._restore()
   }
 
@@ -961,19 +985,12 @@ class ChatClient {
 
   /** Writes the conversation store soon (at most every `convSaveDelay` ms). */
   _saveConvSoon() {
-    if (!this.storageKey || this._convSaveTimer !== null) return
-    this._convSaveTimer = this.setTimeout(() => {
-      this._convSaveTimer = null
-      this._saveConv()
-    }, this.convSaveDelay)
+    if (this.storageKey) this._convSaver.soon()
   }
 
   _saveConv() {
     if (!this.storageKey) return
-    if (this._convSaveTimer !== null) {
-      this.clearTimeout(this._convSaveTimer)
-      this._convSaveTimer = null
-    }
+    this._convSaver.cancel()
     if (!this.store.convs.size && this.cursor === null) return
     const reads = {}
     this._reads.forEach((r, key) => {
@@ -990,10 +1007,7 @@ class ChatClient {
   /** Writes the session to storage now (outbox changes must survive a kill). */
   _save() {
     if (!this.storageKey) return
-    if (this._saveTimer !== null) {
-      this.clearTimeout(this._saveTimer)
-      this._saveTimer = null
-    }
+    this._saver.cancel()
     const rooms = {}
     this.rooms.forEach((r, room) => {
       rooms[room] = r.seq.last
@@ -1027,23 +1041,13 @@ class ChatClient {
 
   /** Writes the session soon (seq advances: many per second while chatting). */
   _saveSoon() {
-    if (!this.storageKey || this._saveTimer !== null) return
-    this._saveTimer = this.setTimeout(() => {
-      this._saveTimer = null
-      this._save()
-    }, this.saveDelay)
+    if (this.storageKey) this._saver.soon()
   }
 
   /** Deletes the persisted session (logout). */
   forget() {
-    if (this._saveTimer !== null) {
-      this.clearTimeout(this._saveTimer)
-      this._saveTimer = null
-    }
-    if (this._convSaveTimer !== null) {
-      this.clearTimeout(this._convSaveTimer)
-      this._convSaveTimer = null
-    }
+    this._saver.cancel()
+    this._convSaver.cancel()
     if (!this.storageKey) return
     try {
       this.io.remove(this.storageKey)
