@@ -1536,11 +1536,7 @@ class ChatClient {
   _enqueueOp(op, key, seq, extra) {
     if (typeof seq !== 'number') throw new Error('bad seq')
     const entry = Object.assign({ id: makeId(this.random, this.idPrefix), kind: 'op', op, key: convKey(key), seq, status: 'pending', ts: this.now() }, extra)
-    entry._gen = null
-    this.outbox.push(entry)
-    this._save()
-    this._flush()
-    return entry
+    return this._queue(entry)
   }
 
   /** Mutes or unmutes `key` (unread still counts; push skips it). */
@@ -1823,6 +1819,11 @@ class ChatClient {
     this.failed = this.failed.filter((e) => e !== entry)
     entry.status = 'pending'
     delete entry.error
+    return this._queue(entry)
+  }
+
+  /** Puts `entry` at the end of the outbox (persisted) and sends what can go. */
+  _queue(entry) {
     entry._gen = null
     this.outbox.push(entry)
     this._save()
@@ -1837,11 +1838,7 @@ class ChatClient {
     const max = (this.welcome && this.welcome.max_text_length) || 4000
     if (textLength(text) > max) throw new Error('too_large')
     const entry = Object.assign({ id: makeId(this.random, this.idPrefix), text, status: 'pending', ts: this.now(), from: this.user }, target)
-    entry._gen = null
-    this.outbox.push(entry)
-    this._save()
-    this._flush()
-    return entry
+    return this._queue(entry)
   }
 
   /** Sends every pending entry not yet sent on this connection. */
