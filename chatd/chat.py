@@ -35,6 +35,7 @@ from chatd.hub import LOBBY, Hub
 from chatd.inbox import Inbox
 from chatd.limits import RateLimiter
 from chatd.membership import Membership
+from chatd.push import Push
 from chatd.replay import Replayer
 from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
@@ -104,11 +105,15 @@ class Chat:
         #: durable rooms (chatd.membership) and the inbox (chatd.inbox) of token users
         self.membership = Membership(self)
         self.inbox = Inbox(self)
-        #: request type -> handler ``_on_<type>`` of this chat, its membership or its inbox
+        #: offline push: push_subscribe, and (once configured) an observer (chatd.push)
+        self.push = Push(self)
+        #: request type -> handler ``_on_<type>`` of this chat, its membership, its inbox
+        #: or its push
         self._handlers = {kind: self._handler(kind) for kind in wire.SCHEMAS}
         #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
-        #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
+        #: ``error`` (session, code), committed ``message``/``dm`` (message, to) and
+        #: ``push`` (user, message, reason, preview: chatd.push decided to notify user)
         self.observers: list = []
         #: store writes begun and not yet finished, and who waits for none (drain)
         self._in_flight = 0
@@ -117,7 +122,7 @@ class Chat:
         directory.attach(self)
 
     def _handler(self, kind: str):
-        for part in (self, self.membership, self.inbox):
+        for part in (self, self.membership, self.inbox, self.push):
             handler = getattr(part, "_on_" + kind, None)
             if handler is not None:
                 return handler

@@ -149,4 +149,4 @@ class Reloader:
         self.api_key.key = fresh["api-key"] or os.environ.get("CHATD_API_KEY") or None
 
     def _reload_webhooks(self, fresh, rows) -> None:
-        self.webhooks.configure(fresh["webhook-url"], fresh["webhook-rooms"])
+        self.webhooks.configure(fresh["webhook-url"], fresh["webhook-rooms"], fresh["webhook-push"])

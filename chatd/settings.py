@@ -40,3 +40,7 @@ class Settings:
     close_timeout: float = 3.0
     #: permessage-deflate offers are accepted ("on") or ignored ("off")
     compression: str = "on"
+    #: seconds between two notifications of one conversation to one user (0: each message)
+    push_interval: float = 300.0
+    #: notifications show the message text ("on") or a placeholder ("off")
+    push_previews: str = "on"

@@ -20,12 +20,15 @@ from chatd.media.web import make_media
 from chatd.metrics import MetricsResource, TimedLog, make_registry
 from chatd.notify import Notifier
 from chatd.options import DEFAULT_PORT
+from chatd.push import DEFAULT_FIELDS, DEFAULT_PAGE, PushConfig
+from chatd.pushrules import parse_fields
 from chatd.readiness import Readiness, ReadyResource
 from chatd.reload import Reloader
 from chatd.service import ChatService, MetricsListeningService, build
 from chatd.store.sqlite import SQLiteStore
 from chatd.web import STATIC, build_metrics_site, build_site
 from chatd.webhooks import Webhooks
+from chatd.wechat import PushSender, WeChatApi
 
 
 class Options(usage.Options):
@@ -79,6 +82,8 @@ class Options(usage.Options):
             verifier = self["gate"].verifier
             if verifier is None or not verifier.can_issue:
                 raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
+        if self["push-template"] and not self["wechat-appid"]:
+            raise usage.UsageError("--push-template needs --wechat-appid and its secret")
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
@@ -152,6 +157,26 @@ def make_store(options, reactor=None):
     )
 
 
+def make_push(options, chat, webhooks, reactor):
+    """Configure the chat's offline push (chatd/push.py) from the options; returns the
+    :class:`chatd.wechat.PushSender` (a child service) or None without WeChat push."""
+    sender = None
+    template = options.get("push-template")
+    if template:
+        secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
+        api = WeChatApi(reactor, options["wechat-appid"], secret, options.get("wechat-api"))
+        sender = PushSender(api, reactor, refused=chat.push.refused, failed=chat.push.given_up)
+    config = PushConfig(
+        template=template or None,
+        page=options.get("push-page") or DEFAULT_PAGE,
+        fields=parse_fields(options.get("push-fields") or DEFAULT_FIELDS),
+        state=(options.get("push-state") or "formal").lower(),
+        utc_offset=options.get("push-utc-offset", 8.0),
+    )
+    chat.push.configure(config, sender, webhooks)
+    return sender
+
+
 def makeService(options, reactor=None):
     """Build the chatd service tree from parsed :class:`Options`.
 
@@ -180,8 +205,15 @@ def makeService(options, reactor=None):
     )
     chat = factory.chat
     api_key = ApiKey(options.get("api-key"))
-    webhooks = Webhooks(reactor, options.get("webhook-url"), options.get("webhook-rooms"), api_key)
+    webhooks = Webhooks(
+        reactor,
+        options.get("webhook-url"),
+        options.get("webhook-rooms"),
+        api_key,
+        push=options.get("webhook-push"),
+    )
     chat.observers.append(webhooks)
+    sender = make_push(options, chat, webhooks, reactor)
     chat.observers.append(ConnectionLog())
     registry = make_registry(chat, webhooks)
     readiness = Readiness(store, broker, reactor)
@@ -204,12 +236,12 @@ def makeService(options, reactor=None):
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
     media = make_media(options, options["gate"].verifier, reactor)
-    site = build_site(factory, children, login, media)
+    site = build_site(factory, children, login, media, options["gate"].verifier)
     logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
     notifier = Notifier(reactor)
     reloader = Reloader(options, factory, logs, api_key, webhooks, notifier, reactor)
     # twistd's own options when run by twistd (None when built in-process)
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
-    services = [media] if media is not None else []
+    services = [part for part in (media, sender) if part is not None]
     return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra, services)
