@@ -65,6 +65,10 @@ def state_fields(state: pushrules.PushState, refused=()) -> dict:
     }
 
 
+def _never() -> bool:
+    return False
+
+
 class Push:
     """Offline push of one :class:`chatd.chat.Chat` (see the module docstring)."""
 
@@ -75,8 +79,8 @@ class Push:
         self.config = PushConfig()
         #: chatd.wechat.PushSender (None: no WeChat push)
         self.sender = None
-        #: chatd.webhooks.Webhooks whose ``push`` flag asks for push events (None: none)
-        self.webhooks = None
+        #: whether ``push`` events are wanted now (``--webhook-push on`` with a URL)
+        self.events = _never
         self._deciding = 0
         #: recipients considered; notifications decided (push events); subscribe
         #: messages handed to the sender; messages past DECIDING_MAX
@@ -85,9 +89,11 @@ class Push:
         self.queued = 0
         self.skipped = 0
 
-    def configure(self, config: PushConfig, sender=None, webhooks=None) -> None:
-        """Take the options' configuration; from now on committed messages are looked at."""
-        self.config, self.sender, self.webhooks = config, sender, webhooks
+    def configure(self, config: PushConfig, sender=None, events=None) -> None:
+        """Take the options' configuration: *sender* sends WeChat subscribe messages
+        (None: none), *events()* says whether ``push`` events are wanted (None: never).
+        From now on committed messages are looked at."""
+        self.config, self.sender, self.events = config, sender, events or _never
         if self not in self.chat.observers:
             self.chat.observers.append(self)
 
@@ -99,9 +105,7 @@ class Push:
     @property
     def active(self) -> bool:
         """True when a decision can lead anywhere: WeChat push, or push webhooks on."""
-        hooks = self.webhooks
-        wanted = self.sender is not None or bool(hooks and hooks.url and hooks.push)
-        return wanted and self.store is not None
+        return (self.sender is not None or self.events()) and self.store is not None
 
     def templates(self) -> frozenset:
         """The templates a subscription may name (the others are refused)."""

@@ -173,7 +173,7 @@ def make_push(options, chat, webhooks, reactor):
         state=(options.get("push-state") or "formal").lower(),
         utc_offset=options.get("push-utc-offset", 8.0),
     )
-    chat.push.configure(config, sender, webhooks)
+    chat.push.configure(config, sender, lambda: bool(webhooks.url and webhooks.push))
     return sender
 
 
