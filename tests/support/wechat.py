@@ -56,7 +56,7 @@ class FakeWeChat(Resource):
     (the older ones stop working), ``stable_token`` gives the current one unless
     ``force_refresh`` or there is none. A send with any other token gets 40001.
     Recorded: ``token_requests`` (path, body) and ``sends`` (the JSON bodies, with the
-    ``access_token`` used under ``"_token"``). :meth:`inject` queues answers for the
+    ``access_token`` used under ``"_token"``, its arrival under ``"_at"``). :meth:`inject` queues answers for the
     next calls of a path: an errcode (int), ``"500"``, ``"garbage"`` or ``"timeout"``
     (never answered).
     """
@@ -102,7 +102,9 @@ class FakeWeChat(Resource):
             body = None
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
         if path == "/cgi-bin/message/subscribe/send" and isinstance(body, dict):
-            self.sends.append({**body, "_token": args.get("access_token")})
+            self.sends.append(
+                {**body, "_token": args.get("access_token"), "_at": reactor.seconds()}
+            )
         elif path.startswith("/cgi-bin/") and "token" in path:
             self.token_requests.append((path, body if isinstance(body, dict) else args))
         queued = self.injected.get(path)
