@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from chatd.auth import TokenVerifier
 from tests.support.http import Receiver, http
-from tests.support.wechat import JWT_SECRET, FakeWeChat, listening, login_server
+from tests.support.wechat import APP_SECRET, JWT_SECRET, FakeWeChat, listening, login_server
 from tests.wsclient import Client, wait_for
 
 ALICE, BOB, CAROL, DAVE = "wx:o-alice", "wx:o-bob", "wx:o-carol", "wx:o-dave"
@@ -140,14 +142,23 @@ def test_a_spent_quota_sends_nothing(server_factory, wechat):
 @pytest_twisted.inlineCallbacks
 def test_a_refused_token_is_replaced_and_the_send_made_again(server_factory, wechat):
     """40001 on a send: the token is dropped; stable_token hands back the same one, so
-    chatd forces a new one and sends again with it. A token knocked out elsewhere
-    (revoked) is replaced the same way, without force."""
+    chatd forces a new one and sends again with it (and after a timeout, again). A
+    token knocked out elsewhere (revoked) is replaced the same way, without force.
+    Neither the app secret nor a token is ever logged."""
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
     srv = yield push_server(server_factory, wechat)
     yield subscribed(srv, BOB, count=5)
-    wechat.inject("/cgi-bin/message/subscribe/send", 40001)
+    wechat.inject("/cgi-bin/message/subscribe/send", 40001, "timeout")
+    srv.chat.push.sender.api.timeout = 0.3
+    srv.chat.push.sender.backoff = 0.05
     alice = yield Client.v1(srv.port, token=token(ALICE))
     yield dm(alice, BOB, "hello", "d1")
     yield settled(srv, 1)
+    globalLogPublisher.removeObserver(logged.append)
+    text = "\n".join(formatEvent(e) or "" for e in logged) + repr(logged)
+    assert APP_SECRET not in text and "tok-" not in text  # nor in the URLs of failures
+    del wechat.sends[1]  # the timed-out one
     assert [s["_token"] for s in wechat.sends] == ["tok-1", "tok-2"]
     assert [body["force_refresh"] for _, body in wechat.token_requests] == [False, False, True]
     assert srv.chat.push.sender.sent == 1
@@ -309,3 +320,59 @@ def test_http_subscriptions_with_a_bearer_token(server_factory, wechat):
         status, _, answer = yield http("POST", url, bad, key=None, headers=auth)
         assert (status, answer["error"]) == (400, code), bad
     assert (yield srv.store.push_state(BOB)).templates == {"TPL": 3}
+
+
+@pytest_twisted.inlineCallbacks
+def test_hostile_subscriptions_are_refused_and_store_nothing_foreign(server_factory, wechat):
+    """docs/security.md, *Offline push*: anonymous push_subscribe, counts out of range,
+    too many templates or rooms, a room the token does not allow, a forged or missing
+    Bearer token, an oversized body: refused. Foreign templates are answered as
+    refused and never stored; repeated maximal counts stop at QUOTA_MAX."""
+    srv = yield push_server(server_factory, wechat)
+    guest = yield Client.v1(srv.port, "guest1")
+    guest.send(type="push_subscribe", templates=[{"id": "TPL"}], id="g1")
+    error = yield guest.expect("error")
+    assert (error["code"], error["ref"]) == ("auth_required", "g1")
+    bob = yield Client.v1(srv.port, token=token(BOB))
+    for i, templates in enumerate(
+        [[{"id": "TPL", "count": 10**9}], [{"id": "TPL", "count": 0}], [{"id": "T"}] * 11]
+    ):
+        bob.send(type="push_subscribe", templates=templates, id=f"b{i}")
+        error = yield bob.expect("error")
+        assert (error["code"], error["ref"]) == ("bad_request", f"b{i}")
+    bob.send(type="push_subscribe", rooms=[f"r{i}" for i in range(101)], id="r1")
+    assert (yield bob.expect("error"))["code"] == "bad_request"
+    foreign = [{"id": f"F{i}", "count": 100} for i in range(9)]
+    for i in range(3):
+        bob.send(type="push_subscribe", templates=[{"id": "TPL", "count": 100}, *foreign],
+                 id=f"f{i}")  # fmt: skip
+        answer = yield bob.expect("push_subscriptions", id=f"f{i}")
+    assert answer["templates"] == [{"id": "TPL", "count": 100}]
+    assert answer["refused"] == [f"F{i}" for i in range(9)]
+    assert (yield srv.store.push_state(BOB)).templates == {"TPL": 100}
+    claims = {"sub": CAROL, "rooms": ["team-*"], "exp": int(time.time()) + 600}
+    limited = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    carol = yield Client.v1(srv.port, token=limited)
+    carol.send(type="push_subscribe", rooms=["team-a", "secret"], id="c1")
+    error = yield carol.expect("error")
+    assert (error["code"], error["ref"]) == ("forbidden", "c1")
+    url = f"{srv.http_url}/api/push/subscriptions"
+    status, _, answer = yield http(
+        "POST", url, {"rooms": ["secret"]}, key=None,
+        headers={b"authorization": [f"Bearer {limited}".encode()]},
+    )  # fmt: skip
+    assert (status, answer["error"]) == (403, "forbidden")
+    forged = TokenVerifier(secret="another-secret-that-is-32-bytes-long").issue(BOB, "Bob")
+    for header in (f"Bearer {forged}", "Bearer", f"apikey {forged}"):
+        status, _, answer = yield http(
+            "POST", url, {}, key=None, headers={b"authorization": [header.encode()]}
+        )
+        assert (status, answer["error"]) == (401, "unauthorized"), header
+    big = {"rooms": ["r"], "pad": "x" * 20000}
+    auth = {b"authorization": [f"Bearer {token(BOB)}".encode()]}
+    status, _, answer = yield http("POST", url, big, key=None, headers=auth)
+    assert status == 413
+    assert (yield srv.store.push_state(CAROL)).rooms == ()
+    assert (yield srv.store.push_state(BOB)).rooms == ()
+    for c in (guest, bob, carol):
+        yield c.close()
