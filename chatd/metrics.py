@@ -238,6 +238,44 @@ class ChatCollector:
         yield g
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
+        yield from self._push_families(chat.push)
+
+    def _push_families(self, push):
+        decided = CounterMetricFamily(
+            "chatd_push_decisions",
+            "Offline push: recipients looked at, notified (push events), skipped (too many "
+            "decisions in progress)",
+            labels=["outcome"],
+        )
+        for outcome, n in (
+            ("considered", push.considered),
+            ("notified", push.notified),
+            ("skipped", push.skipped),
+        ):
+            decided.add_metric([outcome], n)
+        yield decided
+        sender = push.sender
+        if sender is None:
+            return
+        sends = CounterMetricFamily(
+            "chatd_push_wechat",
+            "WeChat subscribe messages: sent, retried, failed (given up), dropped (full "
+            "queue), refused (43101: quota dropped), rate_limited (45009 answers)",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "refused", "rate_limited"):
+            sends.add_metric([outcome], getattr(sender, outcome))
+        yield sends
+        yield GaugeMetricFamily(
+            "chatd_push_wechat_waiting",
+            "WeChat subscribe messages queued or waiting for a retry",
+            value=sender.waiting,
+        )
+        yield CounterMetricFamily(
+            "chatd_push_wechat_token_fetches",
+            "WeChat access tokens fetched (stable_token)",
+            value=sender.api.token_fetches,
+        )
 
     def _webhook_families(self, hooks):
         for name, doc, counter in (

@@ -15,7 +15,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from chatd.auth import TokenVerifier
-from tests.support.http import Receiver, http
+from tests.support.http import Receiver, http, samples
 from tests.support.wechat import APP_SECRET, JWT_SECRET, FakeWeChat, listening, login_server
 from tests.wsclient import Client, wait_for
 
@@ -96,6 +96,11 @@ def test_an_offline_dm_sends_one_subscribe_message_with_page_and_data(server_fac
     state = yield srv.store.push_state(BOB)
     assert state.templates == {"TPL": 1}
     assert [path for path, _ in wechat.token_requests] == ["/cgi-bin/stable_token"]
+    _, _, text = yield http("GET", f"{srv.http_url}/metrics", key=None)
+    metrics = samples(text.decode())
+    assert metrics[("chatd_push_wechat_total", frozenset({("outcome", "sent")}))] == 1
+    assert metrics[("chatd_push_decisions_total", frozenset({("outcome", "notified")}))] == 1
+    assert metrics[("chatd_push_wechat_token_fetches_total", frozenset())] == 1
     yield alice.close()
 
 
