@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from chatd import errors, wire
 from chatd.anonymous import AnonymousNames
 from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
+from chatd.contentcheck import ContentChecker
 from chatd.fanout import SLOW_CONSUMER
 from chatd.hub import LOBBY, Hub
 from chatd.inbox import Inbox
@@ -107,6 +108,8 @@ class Chat:
         self.inbox = Inbox(self)
         #: offline push: push_subscribe, and (once configured) an observer (chatd.push)
         self.push = Push(self)
+        #: WeChat msgSecCheck of WeChat users' text before it is stored (once configured)
+        self.content = ContentChecker(settings, clock)
         #: request type -> handler ``_on_<type>`` of this chat, its membership, its inbox
         #: or its push
         self._handlers = {kind: self._handler(kind) for kind in wire.SCHEMAS}

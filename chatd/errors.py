@@ -138,3 +138,10 @@ class TooLate(ChatError):
     """A sender's recall after ``--recall-window``."""
 
     code = "too_late"
+
+
+class ContentBlocked(ChatError):
+    """The content check (WeChat ``msgSecCheck``) found the text risky: nothing was
+    stored or delivered."""
+
+    code = "content_blocked"

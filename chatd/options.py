@@ -484,6 +484,50 @@ TABLE: tuple[Option, ...] = (
         8.0,
         _float(14, low=-12),
     ),
+    # content security (chatd/contentcheck.py; docs/operations.md "Content security")
+    Option(
+        "wechat-content-check",
+        "Check WeChat users' text with WeChat's msgSecCheck before it is stored: on or "
+        "off (needs --wechat-appid).",
+        _d.content_check,
+        Choice(("on", "off")),
+        setting="content_check",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-failure",
+        "When WeChat's check is slow or down: open (let the message through) or closed "
+        "(refuse it with error unavailable).",
+        _d.content_check_failure,
+        Choice(("open", "closed")),
+        setting="content_check_failure",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-timeout",
+        "Seconds a content check may take (the latency budget) before it counts as unavailable.",
+        _d.content_check_timeout,
+        _float(60, low=0.05),
+        setting="content_check_timeout",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-review",
+        "A 'review' verdict: pass (stored, delivered, logged) or block (refused as "
+        "content_blocked).",
+        _d.content_check_review,
+        Choice(("pass", "block")),
+        setting="content_check_review",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-scene",
+        "msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log.",
+        _d.content_check_scene,
+        _int(4),
+        setting="content_check_scene",
+        reload=SETTINGS,
+    ),
     Option(
         "idle-timeout",
         "Close connections that sent nothing for this many seconds with 4408 (0: never).",

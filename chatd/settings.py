@@ -44,3 +44,13 @@ class Settings:
     push_interval: float = 300.0
     #: notifications show the message text ("on") or a placeholder ("off")
     push_previews: str = "on"
+    #: WeChat msgSecCheck of WeChat users' text before it is stored (chatd.contentcheck)
+    content_check: str = "off"
+    #: WeChat slow or down: let the message through ("open") or refuse it ("closed")
+    content_check_failure: str = "open"
+    #: seconds a check may take (the latency budget) before it counts as unavailable
+    content_check_timeout: float = 2.0
+    #: a "review" verdict: stored and delivered ("pass") or refused ("block")
+    content_check_review: str = "pass"
+    #: msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log
+    content_check_scene: int = 2

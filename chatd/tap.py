@@ -84,6 +84,8 @@ class Options(usage.Options):
                 raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
         if self["push-template"] and not self["wechat-appid"]:
             raise usage.UsageError("--push-template needs --wechat-appid and its secret")
+        if self["wechat-content-check"].lower() == "on" and not self["wechat-appid"]:
+            raise usage.UsageError("--wechat-content-check on needs --wechat-appid and its secret")
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
@@ -157,14 +159,22 @@ def make_store(options, reactor=None):
     )
 
 
-def make_push(options, chat, webhooks, reactor):
+def make_wechat_api(options, reactor) -> WeChatApi | None:
+    """The :class:`chatd.wechat.WeChatApi` of ``--wechat-appid`` (one access token for
+    push and content checks), or None without it."""
+    appid = options.get("wechat-appid")
+    if not appid:
+        return None
+    secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
+    return WeChatApi(reactor, appid, secret, options.get("wechat-api"))
+
+
+def make_push(options, chat, webhooks, api, reactor):
     """Configure the chat's offline push (chatd/push.py) from the options; returns the
     :class:`chatd.wechat.PushSender` (a child service) or None without WeChat push."""
     sender = None
     template = options.get("push-template")
     if template:
-        secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
-        api = WeChatApi(reactor, options["wechat-appid"], secret, options.get("wechat-api"))
         sender = PushSender(api, reactor, refused=chat.push.refused, failed=chat.push.given_up)
     config = PushConfig(
         template=template or None,
@@ -213,7 +223,9 @@ def makeService(options, reactor=None):
         push=options.get("webhook-push"),
     )
     chat.observers.append(webhooks)
-    sender = make_push(options, chat, webhooks, reactor)
+    wechat = make_wechat_api(options, reactor)
+    sender = make_push(options, chat, webhooks, wechat, reactor)
+    chat.content.configure(wechat, reactor)  # msgSecCheck with --wechat-content-check on
     chat.observers.append(ConnectionLog())
     registry = make_registry(chat, webhooks)
     readiness = Readiness(store, broker, reactor)

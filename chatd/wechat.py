@@ -154,7 +154,8 @@ class WeChatApi:
     def _fetched(self, result):
         waiters, self._waiters = self._waiters, []
         for d in waiters:
-            d.callback(result)  # a Failure goes to the waiters' errbacks
+            if not d.called:  # a waiter cancelled meanwhile (a caller's deadline) is skipped
+                d.callback(result)  # a Failure goes to the waiters' errbacks
 
     @defer.inlineCallbacks
     def _fetch(self):

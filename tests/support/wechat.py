@@ -49,8 +49,10 @@ class FakeJscode2session(Resource):
 
 class FakeWeChat(Resource):
     """Mimics WeChat's server API on loopback: ``/sns/jscode2session`` (as
-    :class:`FakeJscode2session`), ``GET /cgi-bin/token``, ``POST /cgi-bin/stable_token``
-    and ``POST /cgi-bin/message/subscribe/send``.
+    :class:`FakeJscode2session`), ``GET /cgi-bin/token``, ``POST /cgi-bin/stable_token``,
+    ``POST /cgi-bin/message/subscribe/send`` and ``POST /wxa/msg_sec_check`` (v2: text
+    holding ``RISKY`` is ``risky``, label 20001; ``REVIEW`` is ``review``, label
+    10001; anything else ``pass``; recorded in ``checks``).
 
     Tokens are ``tok-1``, ``tok-2``, ...: ``cgi-bin/token`` always makes a new one
     (the older ones stop working), ``stable_token`` gives the current one unless
@@ -71,6 +73,7 @@ class FakeWeChat(Resource):
         self.current = None
         self.token_requests: list = []
         self.sends: list = []
+        self.checks: list = []
         self.injected: dict = {}
         self.hanging: list = []
 
@@ -105,6 +108,8 @@ class FakeWeChat(Resource):
             self.sends.append(
                 {**body, "_token": args.get("access_token"), "_at": reactor.seconds()}
             )
+        elif path == "/wxa/msg_sec_check" and isinstance(body, dict):
+            self.checks.append({**body, "_token": args.get("access_token")})
         elif path.startswith("/cgi-bin/") and "token" in path:
             self.token_requests.append((path, body if isinstance(body, dict) else args))
         queued = self.injected.get(path)
@@ -135,6 +140,23 @@ class FakeWeChat(Resource):
             if not isinstance(body, dict) or not body.get("touser"):
                 return json.dumps({"errcode": 40003, "errmsg": "invalid openid"}).encode()
             return json.dumps({"errcode": 0, "errmsg": "ok", "msgid": len(self.sends)}).encode()
+        if path == "/wxa/msg_sec_check":
+            if args.get("access_token") != self.current or self.current is None:
+                return json.dumps({"errcode": 40001, "errmsg": "invalid credential"}).encode()
+            content = body.get("content", "") if isinstance(body, dict) else ""
+            suggest, label = "pass", 100
+            if "RISKY" in content:
+                suggest, label = "risky", 20001
+            elif "REVIEW" in content:
+                suggest, label = "review", 10001
+            reply = {
+                "errcode": 0,
+                "errmsg": "ok",
+                "trace_id": f"trace-{len(self.checks)}",
+                "result": {"suggest": suggest, "label": label},
+                "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest}],
+            }
+            return json.dumps(reply).encode()
         request.setResponseCode(404)
         return b"{}"
 
