@@ -239,6 +239,20 @@ class ChatCollector:
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
         yield from self._push_families(chat.push)
+        content = chat.content
+        if content.api is not None:
+            yield _labelled(
+                "chatd_content_checks",
+                "WeChat msgSecCheck outcomes: pass, review, risky, unchecked (WeChat slow or "
+                "down, failing open), refused (failing closed)",
+                "outcome",
+                content.outcomes,
+            )
+            yield GaugeMetricFamily(
+                "chatd_content_checks_in_flight",
+                "Content checks waiting for WeChat",
+                value=content.in_flight,
+            )
 
     def _push_families(self, push):
         decided = CounterMetricFamily(

@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from tests.support.http import http, samples
 from tests.support.push import ALICE, BOB, DAVE, token
 from tests.support.wechat import FakeWeChat, listening, login_server
 from tests.wsclient import Client, wait_for
@@ -68,6 +69,10 @@ def test_risky_text_is_never_stored_or_delivered(server_factory, wechat):
     assert (first["version"], first["openid"], first["scene"]) == (2, "o-alice", 2)
     assert first["content"] == "buy RISKY stuff"
     assert srv.chat.content.outcomes["risky"] == 2
+    _, _, text = yield http("GET", f"{srv.http_url}/metrics", key=None)
+    metrics = samples(text.decode())
+    assert metrics[("chatd_content_checks_total", frozenset({("outcome", "risky")}))] == 2
+    assert metrics[("chatd_content_checks_total", frozenset({("outcome", "pass")}))] == 2
     yield alice.close()
     yield bob.close()
 
