@@ -7,7 +7,9 @@ once :meth:`Push.configure`\\ d, it is a chat observer that looks at every
 committed message:
 
 1. who might be notified (:func:`chatd.pushrules.recipients`): a DM's recipient,
-   the users a room message @mentions, the users who chose the room;
+   the users a room message @mentions, the users who chose the room (read from the
+   store and cached for :data:`WATCHERS_TTL` seconds: a choice made on another node
+   counts within that time);
 2. for each, after the message was delivered and without holding anything up:
    no live connection anywhere (the directory), a member of the conversation
    that did not mute it (:func:`chatd.pushrules.eligible`);
@@ -26,6 +28,7 @@ that notify no one (counted in ``skipped``), so a burst never piles up work.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -40,6 +43,9 @@ WECHAT_PREFIX = "wx:"
 #: push decisions (recipient lookups) in progress at once, at most
 DECIDING_MAX = 10_000
 DEFAULT_FIELDS = "thing1=name,thing2=preview,time3=time"
+#: seconds a room's watchers (users who chose it) are cached, and rooms cached at most
+WATCHERS_TTL = 5.0
+WATCHERS_CACHED = 10_000
 DEFAULT_PAGE = "pages/chat/chat"
 
 
@@ -82,6 +88,8 @@ class Push:
         #: whether ``push`` events are wanted now (``--webhook-push on`` with a URL)
         self.events = _never
         self._deciding = 0
+        #: room -> (expires, users who chose it), least recently used first
+        self._watchers: OrderedDict = OrderedDict()
         #: recipients considered; notifications decided (push events); subscribe
         #: messages handed to the sender; messages past DECIDING_MAX
         self.considered = 0
@@ -140,6 +148,8 @@ class Push:
         accepted = {t: n for t, n in templates.items() if t in known}
         refused = [t for t in templates if t not in known]
         choose = {room: notify is not False for room in rooms}
+        for room in choose:  # this node sees the change at once (others within WATCHERS_TTL)
+            self._watchers.pop(room, None)
         d = store.push_subscribe(user, accepted, choose, self.chat.now_ms())
         return d.addCallback(state_fields, refused)
 
@@ -152,10 +162,29 @@ class Push:
         private = bool(fields.get("private"))
         if event == "dm":
             return self._consider(pushrules.recipients(message, fields.get("to")), message, private)
-        d = self.store.push_watchers(message.channel, pushrules.WATCHERS_MAX)
+        d = self._watchers_of(message.channel)
         d.addCallback(lambda users: pushrules.recipients(message, None, users))
         d.addCallback(self._consider, message, private)
         d.addErrback(self._failed, message)
+
+    def _watchers_of(self, channel):
+        """The users who chose *channel*: from the store, then cached for
+        :data:`WATCHERS_TTL` seconds (a busy room's messages do not each cost a store
+        read); at most :data:`WATCHERS_CACHED` rooms are cached."""
+        now = self.chat.clock.seconds()
+        cached = self._watchers.get(channel)
+        if cached is not None and cached[0] > now:
+            self._watchers.move_to_end(channel)
+            return defer.succeed(cached[1])
+
+        def keep(users):
+            self._watchers[channel] = (now + WATCHERS_TTL, users)
+            self._watchers.move_to_end(channel)
+            while len(self._watchers) > WATCHERS_CACHED:
+                self._watchers.popitem(last=False)
+            return users
+
+        return self.store.push_watchers(channel, pushrules.WATCHERS_MAX).addCallback(keep)
 
     def _consider(self, recipients: dict, message, private: bool) -> None:
         for user, reason in recipients.items():

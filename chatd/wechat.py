@@ -28,7 +28,8 @@ or for a retry); past that the oldest queued one is dropped. WeChat's answers:
                          seconds, doubling while it goes on (at most
                          ``rate_pause_max``); the notification is sent after
 -1, HTTP 5xx, timeout,   retried after ``backoff`` s, doubling (at most
-unreachable, not JSON    ``backoff_max``), ``retries`` times; then given up
+unreachable, not JSON,   ``backoff_max``), ``retries`` times; then given up
+no access token
 40001 / 42001 / 40014    token refreshed and the call made once more (above)
 anything else            given up at once and logged (a wrong template id, page or
 (40003, 40037, 47003,    data mapping is the operator's to fix)
@@ -73,6 +74,10 @@ class WeChatError(Exception):
         super().__init__(f"WeChat error {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
+
+
+class TokenError(WeChatError):
+    """``stable_token`` gave no token (40125 wrong secret, 40164 IP not whitelisted, ...)."""
 
 
 class Unreachable(Exception):
@@ -164,7 +169,13 @@ class WeChatApi:
             reply = yield self._stable_token(True)
         token, expires_in = reply.get("access_token"), reply.get("expires_in")
         if type(token) is not str or not token:
-            raise WeChatError(reply.get("errcode", 0) or -2, reply.get("errmsg", "no token"))
+            error = TokenError(reply.get("errcode", 0) or -2, str(reply.get("errmsg", "no token")))
+            self.log.error(
+                "WeChat gave no access token ({error}): check --wechat-appid, the secret "
+                "and the IP whitelist of the mini-program",
+                error=str(error),
+            )
+            raise error
         if type(expires_in) is not int or expires_in <= 0:
             expires_in = 7200
         self._token, self._refused = token, None
@@ -325,7 +336,8 @@ class PushSender(Service):
     def _error(self, failure, job) -> None:
         if self._stopped:
             return
-        code = failure.value.errcode if failure.check(WeChatError) else None
+        # (no token at all is retried like WeChat being busy: the fetch logged why)
+        code = None if failure.check(TokenError) else getattr(failure.value, "errcode", None)
         if code == REFUSED:
             self.refused += 1
             self.on_refused(job)

@@ -181,23 +181,25 @@ def test_45009_pauses_sending_then_sends(server_factory, wechat):
 def test_busy_5xx_and_timeouts_are_retried_then_given_up_with_the_quota_back(
     server_factory, wechat
 ):
-    """-1, HTTP 500 and a silent WeChat are retried with backoff until one goes
-    through; a notification that fails every retry gives its message back."""
+    """No access token (40164), -1, HTTP 500 and a silent WeChat are retried with
+    backoff until one goes through; a notification that fails every retry gives its
+    message back."""
     srv = yield push_server(server_factory, wechat)
     sender = srv.chat.push.sender
-    sender.backoff = 0.05
+    sender.backoff, sender.retries = 0.05, 4
     sender.api.timeout = 0.5
     yield subscribed(srv, BOB, count=5)
     wechat.inject("/cgi-bin/message/subscribe/send", -1, "500", "timeout")
+    wechat.inject("/cgi-bin/stable_token", 40164)  # no token at first (IP not whitelisted)
     alice = yield Client.v1(srv.port, token=token(ALICE))
     yield dm(alice, BOB, "hello", "d1")
     yield settled(srv, 1)
-    assert (len(wechat.sends), sender.retried, sender.sent) == (4, 3, 1)
-    wechat.inject("/cgi-bin/message/subscribe/send", -1, -1, "garbage", -1)
+    assert (len(wechat.sends), sender.retried, sender.sent) == (4, 4, 1)
+    wechat.inject("/cgi-bin/message/subscribe/send", -1, -1, "garbage", -1, "500")
     carol = yield Client.v1(srv.port, token=token(CAROL))
     yield dm(carol, BOB, "hi", "d2")
     yield settled(srv, 2)
-    assert (len(wechat.sends), sender.failed, sender.sent) == (8, 1, 1)
+    assert (len(wechat.sends), sender.failed, sender.sent) == (9, 1, 1)
     assert (yield srv.store.push_state(BOB)).templates == {"TPL": 4}  # 5 - 1 sent
     yield alice.close()
     yield carol.close()

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from chatd import pushrules
-from chatd.push import PushConfig
+from chatd.push import WATCHERS_TTL, PushConfig
 from chatd.store import Message, dm_channel
 from chatd.wechat import PushSender, WeChatApi
 from tests.support.realm import fired, make_chat, member_join, opened, say, token_user
@@ -168,3 +168,26 @@ def test_template_data_fits_wechats_fields_and_pages_name_the_conversation():
     for bad in ("thing1", "thing1=nope", "1=name", "thing1=name,thing1=time"):
         with pytest.raises(ValueError):
             pushrules.parse_fields(bad)
+
+
+def test_a_rooms_watchers_are_cached_for_a_few_seconds(chat, clock, pushes):
+    """A room's watchers are read once per WATCHERS_TTL: a choice stored by another
+    node counts after it; one made on this node at once."""
+    alice, bob, carol = (token_user(chat, u) for u in (ALICE, BOB, CAROL))
+    for conn in (alice, bob, carol):
+        member_join(chat, conn, "team")
+    offline(chat, bob)
+    offline(chat, carol)
+    say(chat, alice, type="send", room="team", text="one", id="s1")
+    assert pushes == []
+    fired(chat.store.push_subscribe(BOB, {}, {"team": True}, 0))  # as another node would
+    say(chat, alice, type="send", room="team", text="two", id="s2")
+    assert pushes == []
+    clock.advance(WATCHERS_TTL)
+    say(chat, alice, type="send", room="team", text="three", id="s3")
+    assert [(u, r, p) for u, r, p, _ in pushes] == [(BOB, "room", "three")]
+    carol_again = token_user(chat, CAROL)
+    say(chat, carol_again, type="push_subscribe", rooms=["team"], id="p1")
+    offline(chat, carol_again)
+    say(chat, alice, type="send", room="team", text="four", id="s4")
+    assert [(u, p) for u, _, p, _ in pushes][1:] == [(CAROL, "four")]
