@@ -42,6 +42,7 @@ from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel
+from chatd.wordfilter import WordFilter
 
 RELAY = "relay"
 V1 = wire.PROTOCOL
@@ -108,6 +109,8 @@ class Chat:
         self.inbox = Inbox(self)
         #: offline push: push_subscribe, and (once configured) an observer (chatd.push)
         self.push = Push(self)
+        #: the operator's forbidden words (--word-list), masked or refused first of all
+        self.words = WordFilter(settings)
         #: WeChat msgSecCheck of WeChat users' text before it is stored (once configured)
         self.content = ContentChecker(settings, clock)
         #: request type -> handler ``_on_<type>`` of this chat, its membership, its inbox
@@ -685,6 +688,7 @@ class Chat:
         room = f["room"]
         if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
+        f["text"] = self.words.apply(f["text"], request.id)  # masked, or refused
         if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
 
             def post(data):
@@ -700,6 +704,7 @@ class Chat:
 
     def _on_dm(self, session, request, f) -> None:
         to = f["to"]
+        f["text"] = self.words.apply(f["text"], request.id)  # masked, or refused
         online = self.directory.is_online(to)
         offline_ok = self._offline_dm(session, to)
         if offline_ok:  # a token user's DM to a known user is stored for when they are back

@@ -249,6 +249,7 @@ class Inbox:
 
     def _on_edit(self, session, request, f) -> None:
         self._token_user(session, request)
+        f["text"] = self.chat.words.apply(f["text"], request.id)  # masked, or refused
         where = self._where(session, f, request.id)
         self.serial(session, lambda: self._edit(session, request, f, where))
 

@@ -239,6 +239,19 @@ class ChatCollector:
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
         yield from self._push_families(chat.push)
+        words = chat.words
+        if words.path is not None:
+            family = CounterMetricFamily(
+                "chatd_word_filter",
+                "Texts holding a --word-list word: masked, or refused (blocked)",
+                labels=["outcome"],
+            )
+            family.add_metric(["masked"], words.masked)
+            family.add_metric(["blocked"], words.blocked)
+            yield family
+            yield GaugeMetricFamily(
+                "chatd_word_filter_words", "Words in the --word-list", value=words.words.size
+            )
         content = chat.content
         if content.api is not None:
             yield _labelled(

@@ -486,6 +486,22 @@ TABLE: tuple[Option, ...] = (
     ),
     # content security (chatd/contentcheck.py; docs/operations.md "Content security")
     Option(
+        "word-list",
+        "File of forbidden words, one per line (UTF-8; # comments), matched as substrings "
+        "of every send/dm/edit text; re-read on every SIGHUP.",
+        reload=Reload("word_list", "at once; the file is also re-read on every SIGHUP"),
+        value="file path",
+    ),
+    Option(
+        "word-filter",
+        "A text holding a listed word: mask (the word becomes ***) or block (error "
+        "content_blocked).",
+        _d.word_filter,
+        Choice(("mask", "block")),
+        setting="word_filter",
+        reload=SETTINGS,
+    ),
+    Option(
         "wechat-content-check",
         "Check WeChat users' text with WeChat's msgSecCheck before it is stored: on or "
         "off (needs --wechat-appid).",

@@ -54,3 +54,5 @@ class Settings:
     content_check_review: str = "pass"
     #: msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log
     content_check_scene: int = 2
+    #: a text holding a word of --word-list: masked with * ("mask") or refused ("block")
+    word_filter: str = "mask"

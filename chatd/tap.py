@@ -29,6 +29,7 @@ from chatd.store.sqlite import SQLiteStore
 from chatd.web import STATIC, build_metrics_site, build_site
 from chatd.webhooks import Webhooks
 from chatd.wechat import PushSender, WeChatApi
+from chatd.wordfilter import WordList
 
 
 class Options(usage.Options):
@@ -84,6 +85,11 @@ class Options(usage.Options):
                 raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
         if self["push-template"] and not self["wechat-appid"]:
             raise usage.UsageError("--push-template needs --wechat-appid and its secret")
+        if self["word-list"]:
+            try:
+                WordList.read(self["word-list"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--word-list: {e}") from None
         if self["wechat-content-check"].lower() == "on" and not self["wechat-appid"]:
             raise usage.UsageError("--wechat-content-check on needs --wechat-appid and its secret")
 
@@ -226,6 +232,7 @@ def makeService(options, reactor=None):
     wechat = make_wechat_api(options, reactor)
     sender = make_push(options, chat, webhooks, wechat, reactor)
     chat.content.configure(wechat, reactor)  # msgSecCheck with --wechat-content-check on
+    chat.words.load(options.get("word-list"))
     chat.observers.append(ConnectionLog())
     registry = make_registry(chat, webhooks)
     readiness = Readiness(store, broker, reactor)
