@@ -173,3 +173,24 @@ def test_an_edit_to_risky_text_is_refused(server_factory, wechat):
     assert texts(history["messages"]) == ["fine"]
     assert srv.chat.content.outcomes["risky"] == 1
     yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_word_list_masks_before_wechats_check(server_factory, wechat, tmp_path):
+    """A listed word is masked first; WeChat checks (and the store keeps) the masked
+    text; /metrics counts it."""
+    words = tmp_path / "words.txt"
+    words.write_text("傻瓜\n", encoding="utf-8")
+    srv = yield checked_server(server_factory, wechat, "--word-list", str(words))
+    alice = yield Client.v1(srv.port, token=token(ALICE))
+    bob = yield Client.v1(srv.port, token=token(BOB))
+    alice.send(type="dm", to=BOB, text="你是傻瓜", id="d1")
+    yield alice.expect("ack", id="d1")
+    assert (yield bob.expect("dm"))["text"] == "你是**"
+    assert wechat.checks[-1]["content"] == "你是**"
+    _, _, text = yield http("GET", f"{srv.http_url}/metrics", key=None)
+    metrics = samples(text.decode())
+    assert metrics[("chatd_word_filter_total", frozenset({("outcome", "masked")}))] == 1
+    assert metrics[("chatd_word_filter_words", frozenset())] == 1
+    yield alice.close()
+    yield bob.close()

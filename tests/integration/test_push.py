@@ -351,3 +351,25 @@ def test_hostile_subscriptions_are_refused_and_store_nothing_foreign(server_fact
     assert (yield srv.store.push_state(BOB)).rooms == ()
     for c in (guest, bob, carol):
         yield c.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_restart_between_two_dms_does_not_send_twice(server_factory, wechat, tmp_path):
+    """The digest and the quota are in the SQLite file: after a restart a DM of the
+    same conversation within --push-interval sends nothing, and the quota is what the
+    first send left."""
+    db = str(tmp_path / "chatd.sqlite3")
+    srv = yield push_server(server_factory, wechat, "--db", db)
+    yield subscribed(srv, BOB, count=3)
+    alice = yield Client.v1(srv.port, token=token(ALICE))
+    yield dm(alice, BOB, "before", "d1")
+    yield settled(srv, 1)
+    yield alice.close()
+    yield srv.service.stopService()
+    srv = yield push_server(server_factory, wechat, "--db", db)
+    alice = yield Client.v1(srv.port, token=token(ALICE))
+    yield dm(alice, BOB, "after the restart", "d2")
+    yield settled(srv, 1)
+    assert [s["data"]["thing2"]["value"] for s in wechat.sends] == ["before"]
+    assert (yield srv.store.push_state(BOB)).templates == {"TPL": 2}
+    yield alice.close()
