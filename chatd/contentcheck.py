@@ -108,6 +108,20 @@ class ContentChecker:
         if blocked:
             raise errors.ContentBlocked("the content check refused this text", ref)
 
+    def media_verdict(self, trace_id: str, suggest, label) -> None:
+        """WeChat's verdict on a ``mediaCheckAsync`` (from the message push URL,
+        chatd.wechatpush): counted (``media_<suggest>``) and logged. (Recalling the
+        message it was about comes with media messages.)"""
+        if suggest not in ("pass", "review", "risky"):
+            suggest = "unknown"
+        self.outcomes["media_" + suggest] += 1
+        self.log.info(
+            "media check {trace}: {suggest} (label {label})",
+            trace=trace_id[:64],
+            suggest=suggest,
+            label=label,
+        )
+
     def _unchecked(self, why: str, ref) -> None:
         if self.settings.content_check_failure == "closed":
             self.outcomes["refused"] += 1

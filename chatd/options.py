@@ -435,6 +435,11 @@ TABLE: tuple[Option, ...] = (
         value="URL",
         shown_default="`https://api.weixin.qq.com`",
     ),
+    Option(
+        "wechat-push-token",
+        "Token of the mini-program's message push URL (/api/wechat/events; or env "
+        "CHATD_WECHAT_PUSH_TOKEN; never logged): enables that URL.",
+    ),
     # offline push (chatd/push.py, chatd/wechat.py; docs/operations.md "Offline push")
     Option(
         "push-template",

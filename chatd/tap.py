@@ -29,6 +29,7 @@ from chatd.store.sqlite import SQLiteStore
 from chatd.web import STATIC, build_metrics_site, build_site
 from chatd.webhooks import Webhooks
 from chatd.wechat import PushSender, WeChatApi
+from chatd.wechatpush import wechat_events_children
 from chatd.wordfilter import WordList
 
 
@@ -255,7 +256,15 @@ def makeService(options, reactor=None):
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
     media = make_media(options, options["gate"].verifier, reactor)
-    site = build_site(factory, children, login, media, options["gate"].verifier)
+    parts = []
+    push_token = options.get("wechat-push-token") or os.environ.get("CHATD_WECHAT_PUSH_TOKEN")
+    if push_token:  # WeChat's message push URL: /api/wechat/events (chatd/wechatpush.py)
+        parts.append(
+            lambda root, rules: wechat_events_children(
+                push_token, chat.content, reactor, root, rules
+            )
+        )
+    site = build_site(factory, children, login, media, options["gate"].verifier, parts)
     logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
     notifier = Notifier(reactor)
     reloader = Reloader(options, factory, logs, api_key, webhooks, notifier, reactor)

@@ -5,10 +5,14 @@ holds up another's messages."""
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlencode
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from chatd.wechatpush import signature
 from tests.support.http import http, samples
 from tests.support.push import ALICE, BOB, DAVE, token
 from tests.support.wechat import FakeWeChat, listening, login_server
@@ -194,3 +198,47 @@ def test_the_word_list_masks_before_wechats_check(server_factory, wechat, tmp_pa
     assert metrics[("chatd_word_filter_words", frozenset())] == 1
     yield alice.close()
     yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_message_push_url_checks_wechats_signature(server_factory, wechat):
+    """/api/wechat/events: WeChat's URL check (GET, echostr) and events (POST, answered
+    ``success``) with a valid signature; a forged or missing signature, or a stale
+    timestamp (a replay), is refused with 403 and changes nothing."""
+    srv = yield checked_server(server_factory, wechat, "--wechat-push-token", "push-token")
+    base = f"{srv.http_url}/api/wechat/events"
+    now = str(int(time.time()))
+
+    def url(timestamp=now, nonce="n1", sig=None, **extra):
+        sig = sig or signature("push-token", timestamp, nonce)
+        query = urlencode({"signature": sig, "timestamp": timestamp, "nonce": nonce, **extra})
+        return f"{base}?{query}"
+
+    status, _, body = yield http("GET", url(echostr="echo-123"), key=None)
+    assert (status, body) == (200, b"echo-123")
+    event = {
+        "ToUserName": "gh_x",
+        "Event": "wxa_media_check",
+        "trace_id": "trace-9",
+        "result": {"suggest": "risky", "label": 20002},
+    }
+    status, _, body = yield http("POST", url(), event, key=None)
+    assert (status, body) == (200, b"success")
+    assert srv.chat.content.outcomes["media_risky"] == 1
+    forged = [
+        url(sig="0" * 40),
+        url(sig=signature("wrong-token", now, "n1")),
+        url(timestamp=str(int(time.time()) - 3600)),
+        base,
+        f"{base}?timestamp={now}&nonce=n1",
+    ]
+    for bad in forged:
+        for method, body in (("GET", None), ("POST", event)):
+            sep = "&" if "?" in bad else "?"
+            status, _, _ = yield http(method, f"{bad}{sep}echostr=x", body, key=None)
+            assert status == 403, (method, bad)
+    assert srv.chat.content.outcomes["media_risky"] == 1
+    assert (
+        srv.service.site.resource.children[b"api"].children[b"wechat"].children[b"events"].refused
+        == 10
+    )
