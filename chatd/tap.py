@@ -271,5 +271,5 @@ def makeService(options, reactor=None):
     # twistd's own options when run by twistd (None when built in-process)
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
-    services = [part for part in (media, sender) if part is not None]
+    services = [part for part in (media, sender, wechat) if part is not None]
     return ChatService(factory, store, site, options["listen"], reactor, lifecycle, extra, services)

@@ -84,8 +84,9 @@ class Unreachable(Exception):
     """WeChat could not be asked: no connection, a timeout, HTTP 5xx, not JSON."""
 
 
-class WeChatApi:
-    """Calls to WeChat's server API with a cached access token (module docstring)."""
+class WeChatApi(Service):
+    """Calls to WeChat's server API with a cached access token (module docstring). A
+    child service of chatd: stopping it closes its idle connections."""
 
     log = Logger()
 
@@ -110,6 +111,10 @@ class WeChatApi:
 
     def __repr__(self):  # never show the secret
         return f"<WeChatApi appid={self.appid} api={self.api}>"
+
+    def stopService(self):
+        super().stopService()
+        return self.pool.closeCachedConnections()
 
     def request(self, path: str, query: dict | None = None, body: dict | None = None):
         """POST *body* (JSON) to *path*; fires with WeChat's JSON object, or fails with
@@ -373,11 +378,10 @@ class PushSender(Service):
         self._retrying[timer] = job
 
     def stopService(self):
-        """Stop sending and retrying; close idle connections."""
+        """Stop sending and retrying (the api's own service closes its connections)."""
         super().stopService()
         self._stopped = True
         for timer in [*self._retrying, self._wake]:
             if timer is not None and timer.active():
                 timer.cancel()
         self._retrying.clear()
-        return self.api.pool.closeCachedConnections()
