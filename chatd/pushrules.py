@@ -40,6 +40,8 @@ ROOMS_MAX = 100
 WATCHERS_MAX = 1000
 #: why a user is notified
 DM, MENTION, ROOM = "dm", "mention", "room"
+#: most characters of a notification's preview (as chatd.wire.PREVIEW_CHARS)
+PREVIEW_CHARS = 100
 #: what the ``preview`` source says with previews off (and for private rooms)
 NO_PREVIEW = "新消息"
 #: the data sources of ``--push-fields``
@@ -177,10 +179,11 @@ def template_data(fields, *, name, preview, ts_ms, room, utc_offset_hours=8.0) -
 def preview_of(text: str, previews: bool, private: bool) -> str:
     """The message text shown in a notification: :data:`NO_PREVIEW` with previews off
     or for a private room's message (its text never leaves chatd), else the text
-    with line breaks as spaces."""
+    with line breaks as spaces, at most :data:`PREVIEW_CHARS` characters (a data
+    field is cut further to its type's length, :func:`fit`)."""
     if not previews or private or not text:
         return NO_PREVIEW
-    return " ".join(text.split())
+    return " ".join(text.split())[:PREVIEW_CHARS]
 
 
 def page_of(base: str, message) -> str:

@@ -34,8 +34,8 @@ MENTIONS_MAX = 50
 MENTION_ALL = "@all"
 #: most characters of an emoji in ``react``
 EMOJI_MAX = 16
-#: characters of quoted and previewed text (reply quotes, ``last.text``)
-PREVIEW_CHARS = 100
+#: characters of quoted and previewed text (reply quotes, ``last.text``, notifications)
+PREVIEW_CHARS = pushrules.PREVIEW_CHARS
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

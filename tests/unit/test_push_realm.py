@@ -110,6 +110,7 @@ def test_previews_off_and_private_rooms_show_no_text(chat, pushes):
     assert pushes[-1][2] == pushrules.NO_PREVIEW
     chat.settings.push_previews = "on"
     assert pushrules.preview_of("secret", True, private=True) == pushrules.NO_PREVIEW
+    assert pushrules.preview_of("x" * 500, True, private=False) == "x" * pushrules.PREVIEW_CHARS
 
 
 def test_anonymous_users_cannot_subscribe(chat):
