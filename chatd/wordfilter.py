@@ -25,6 +25,7 @@ every SIGHUP (a file that cannot be read then is logged and the old list kept).
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 import ahocorasick
@@ -36,17 +37,29 @@ from chatd import errors
 MAX_FILE_BYTES = 16 << 20
 
 
-def _fold(text: str) -> tuple[str, list[int]]:
+@functools.lru_cache(maxsize=65536)
+def _fold_char(c: str) -> str:
+    """One character folded: "" for a format character, else NFKC and case-folded."""
+    if unicodedata.category(c) == "Cf":
+        return ""
+    return unicodedata.normalize("NFKC", c).casefold()
+
+
+def _fold(text: str) -> tuple[str, range | list[int]]:
     """*text* folded for matching, and for each folded character the index of the
-    original character it came from."""
+    original character it came from (ASCII text: lower-cased, the same indexes)."""
+    if text.isascii():
+        return text.lower(), range(len(text))
     out: list[str] = []
     origin: list[int] = []
     for i, c in enumerate(text):
-        if unicodedata.category(c) == "Cf":
-            continue
-        for f in unicodedata.normalize("NFKC", c).casefold():
+        f = _fold_char(c)
+        if len(f) == 1:
             out.append(f)
             origin.append(i)
+        else:
+            out.extend(f)
+            origin.extend([i] * len(f))
     return "".join(out), origin
 
 
