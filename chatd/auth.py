@@ -174,3 +174,13 @@ def header_token(authorization: bytes | str | None) -> str | None:
     if token is None:
         raise AuthError("unrecognised Authorization header: send 'Authorization: Bearer <token>'")
     return token
+
+
+def bearer_identity(verifier, authorization: bytes | str | None) -> Identity:
+    """The :class:`Identity` of an ``Authorization: Bearer <token>`` header (HTTP
+    endpoints for users: media uploads, push subscriptions); :class:`AuthError`
+    without a header, with an unreadable one or with a token *verifier* refuses."""
+    token = header_token(authorization)
+    if token is None:
+        raise AuthError("a token is required: Authorization: Bearer <token>")
+    return verifier.verify(token)

@@ -30,16 +30,19 @@ from twisted.logger import Logger
 from chatd import errors, wire
 from chatd.anonymous import AnonymousNames
 from chatd.cluster.presence import CLAIMED, SUPERSEDED, TAKEN
+from chatd.contentcheck import ContentChecker
 from chatd.fanout import SLOW_CONSUMER
 from chatd.hub import LOBBY, Hub
 from chatd.inbox import Inbox
 from chatd.limits import RateLimiter
 from chatd.membership import Membership
+from chatd.push import Push
 from chatd.replay import Replayer
 from chatd.session import CLOSED, LIVE, REFUSED, Session
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel, dm_users
+from chatd.wordfilter import WordFilter
 
 RELAY = "relay"
 V1 = wire.PROTOCOL
@@ -104,11 +107,19 @@ class Chat:
         #: durable rooms (chatd.membership) and the inbox (chatd.inbox) of token users
         self.membership = Membership(self)
         self.inbox = Inbox(self)
-        #: request type -> handler ``_on_<type>`` of this chat, its membership or its inbox
+        #: offline push: push_subscribe, and (once configured) an observer (chatd.push)
+        self.push = Push(self)
+        #: the operator's forbidden words (--word-list), masked or refused first of all
+        self.words = WordFilter(settings)
+        #: WeChat msgSecCheck of WeChat users' text before it is stored (once configured)
+        self.content = ContentChecker(settings, clock)
+        #: request type -> handler ``_on_<type>`` of this chat, its membership, its inbox
+        #: or its push
         self._handlers = {kind: self._handler(kind) for kind in wire.SCHEMAS}
         #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
-        #: ``error`` (session, code) and committed ``message``/``dm`` (message, to)
+        #: ``error`` (session, code), committed ``message``/``dm`` (message, to) and
+        #: ``push`` (user, message, reason, preview: chatd.push decided to notify user)
         self.observers: list = []
         #: the uploads (chatd.media.web.Media) messages may attach, when they are on
         #: (set by Media.attach); None: ``attachments`` are refused
@@ -120,7 +131,7 @@ class Chat:
         directory.attach(self)
 
     def _handler(self, kind: str):
-        for part in (self, self.membership, self.inbox):
+        for part in (self, self.membership, self.inbox, self.push):
             handler = getattr(part, "_on_" + kind, None)
             if handler is not None:
                 return handler
@@ -716,6 +727,7 @@ class Chat:
         self._no_anonymous_attachments(session, request)
         if not self.hub.in_room(session, room):
             raise errors.NotInRoom(f"join {room!r} before sending to it", request.id)
+        f["text"] = self.words.apply(f["text"], request.id)  # masked, or refused
         if session.identity is not None:  # mentions, reply_to: checked, in the connection's turn
 
             def post(data):
@@ -732,6 +744,7 @@ class Chat:
     def _on_dm(self, session, request, f) -> None:
         to = f["to"]
         self._no_anonymous_attachments(session, request)
+        f["text"] = self.words.apply(f["text"], request.id)  # masked, or refused
         online = self.directory.is_online(to)
         offline_ok = self._offline_dm(session, to)
         if offline_ok:  # a token user's DM to a known user is stored for when they are back

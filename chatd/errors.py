@@ -145,3 +145,10 @@ class BadAttachment(ChatError):
     processing (unknown, someone else's, still being stored): nothing was stored."""
 
     code = "bad_attachment"
+
+
+class ContentBlocked(ChatError):
+    """The content check (WeChat ``msgSecCheck``) found the text risky: nothing was
+    stored or delivered."""
+
+    code = "content_blocked"

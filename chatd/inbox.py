@@ -131,6 +131,14 @@ class Inbox:
         refusal it finds is the ``error`` answer."""
         self.chat.replayer.read(session, read, deliver, request.type, request.id)
 
+    def _content_check(self, session, text, ref):
+        """Fires once *text* of *session*'s user may be stored (chatd.contentcheck);
+        a refusal fails it (``content_blocked``, or ``unavailable`` failing closed)."""
+        content = self.chat.content
+        if not content.applies(session.user):
+            return succeed(None)
+        return content.check(session.user, text, ref)
+
     def _user_frame(self, user, payload) -> None:
         self.chat.broker.publish("user", user, payload, None)
 
@@ -169,14 +177,15 @@ class Inbox:
 
     def post(self, session, request, f, post, room=None, to=None):
         """A token user's ``send``/``dm``: ``mentions`` and ``reply_to`` checked (and
-        stored with the message), in the connection's turn. *post(data)* stores it
+        stored with the message), and the text checked by the content check when it
+        applies (chatd.contentcheck), in the connection's turn. *post(data)* stores it
         and fires with the Appended; it is then acked."""
 
         try:
             given = wire.extras(request, self.chat.settings.max_text_length)
         except errors.ChatError as e:
             return self.chat.send_error(session, e)
-        if not given:
+        if not given and not self.chat.content.applies(session.user):
             if session not in self._turns:  # nothing of this connection is being checked
                 self._posted(post(None), session, request, f, room, to)
                 return
@@ -187,6 +196,7 @@ class Inbox:
     @inlineCallbacks
     def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
+        yield self._content_check(session, f["text"], ref)
         if room is not None:
             where = _Where(room, room, None)
         else:
@@ -255,6 +265,7 @@ class Inbox:
 
     def _on_edit(self, session, request, f) -> None:
         self._token_user(session, request)
+        f["text"] = self.chat.words.apply(f["text"], request.id)  # masked, or refused
         where = self._where(session, f, request.id)
         self.serial(session, lambda: self._edit(session, request, f, where))
 
@@ -262,6 +273,7 @@ class Inbox:
     def _edit(self, session, request, f, where):
         yield self._membership(session, where, request.id)
         conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
+        yield self._content_check(session, f["text"], request.id)
         self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
 
     def _on_react(self, session, request, f) -> None:

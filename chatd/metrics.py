@@ -238,6 +238,71 @@ class ChatCollector:
         yield g
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
+        yield from self._push_families(chat.push)
+        words = chat.words
+        if words.path is not None:
+            family = CounterMetricFamily(
+                "chatd_word_filter",
+                "Texts holding a --word-list word: masked, or refused (blocked)",
+                labels=["outcome"],
+            )
+            family.add_metric(["masked"], words.masked)
+            family.add_metric(["blocked"], words.blocked)
+            yield family
+            yield GaugeMetricFamily(
+                "chatd_word_filter_words", "Words in the --word-list", value=words.words.size
+            )
+        content = chat.content
+        if content.api is not None:
+            yield _labelled(
+                "chatd_content_checks",
+                "WeChat msgSecCheck outcomes: pass, review, risky, unchecked (WeChat slow or "
+                "down, failing open), refused (failing closed)",
+                "outcome",
+                content.outcomes,
+            )
+            yield GaugeMetricFamily(
+                "chatd_content_checks_in_flight",
+                "Content checks waiting for WeChat",
+                value=content.in_flight,
+            )
+
+    def _push_families(self, push):
+        decided = CounterMetricFamily(
+            "chatd_push_decisions",
+            "Offline push: recipients looked at, notified (push events), skipped (too many "
+            "decisions in progress)",
+            labels=["outcome"],
+        )
+        for outcome, n in (
+            ("considered", push.considered),
+            ("notified", push.notified),
+            ("skipped", push.skipped),
+        ):
+            decided.add_metric([outcome], n)
+        yield decided
+        sender = push.sender
+        if sender is None:
+            return
+        sends = CounterMetricFamily(
+            "chatd_push_wechat",
+            "WeChat subscribe messages: sent, retried, failed (given up), dropped (full "
+            "queue), refused (43101: quota dropped), rate_limited (45009 answers)",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "refused", "rate_limited"):
+            sends.add_metric([outcome], getattr(sender, outcome))
+        yield sends
+        yield GaugeMetricFamily(
+            "chatd_push_wechat_waiting",
+            "WeChat subscribe messages queued or waiting for a retry",
+            value=sender.waiting,
+        )
+        yield CounterMetricFamily(
+            "chatd_push_wechat_token_fetches",
+            "WeChat access tokens fetched (stable_token)",
+            value=sender.api.token_fetches,
+        )
 
     def _webhook_families(self, hooks):
         for name, doc, counter in (

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from twisted.python import usage
 
 from chatd.logs import parse_format, parse_level
+from chatd.pushrules import parse_fields
 from chatd.settings import Settings
 
 DEFAULT_PORT = 8080
@@ -187,6 +188,11 @@ class Option:
 
 
 _d = Settings()
+
+
+def _push_fields(raw) -> str:
+    parse_fields(raw)  # refused with the accepted form; kept as given (chatd.push parses it)
+    return str(raw)
 
 
 def _int(high, zero=None, low=None):
@@ -448,6 +454,120 @@ TABLE: tuple[Option, ...] = (
         shown_default="`https://api.weixin.qq.com`",
     ),
     Option(
+        "wechat-push-token",
+        "Token of the mini-program's message push URL (/api/wechat/events; or env "
+        "CHATD_WECHAT_PUSH_TOKEN; never logged): enables that URL.",
+    ),
+    # offline push (chatd/push.py, chatd/wechat.py; docs/operations.md "Offline push")
+    Option(
+        "push-template",
+        "WeChat one-time subscribe-message template id of offline notifications "
+        "(needs --wechat-appid); without it no subscribe message is sent.",
+    ),
+    Option(
+        "push-page",
+        "Mini-program page a notification opens; chatd adds ?room=ROOM or ?with=USER.",
+        "pages/chat/chat",
+        value="page path",
+    ),
+    Option(
+        "push-fields",
+        "The template's data fields: KEY=SOURCE pairs, comma-separated; SOURCE is name "
+        "(the sender's), preview (the text, or a placeholder), time or room.",
+        "thing1=name,thing2=preview,time3=time",
+        _push_fields,
+        value="`KEY=SOURCE,...`",
+    ),
+    Option(
+        "push-interval",
+        "Seconds between two notifications of one conversation to one user (a digest; "
+        "0: one per message).",
+        _d.push_interval,
+        _float(7 * _SECONDS_DAY, "one per message"),
+        setting="push_interval",
+        reload=SETTINGS,
+    ),
+    Option(
+        "push-previews",
+        "Notifications show the message text (on) or only that a message came (off).",
+        _d.push_previews,
+        Choice(("on", "off")),
+        setting="push_previews",
+        reload=SETTINGS,
+    ),
+    Option(
+        "push-state",
+        "miniprogram_state of subscribe messages: formal, trial or developer.",
+        "formal",
+        Choice(("formal", "trial", "developer")),
+    ),
+    Option(
+        "push-utc-offset",
+        "Hours from UTC of the time shown in notifications (8: China Standard Time).",
+        8.0,
+        _float(14, low=-12),
+    ),
+    # content security (chatd/contentcheck.py; docs/operations.md "Content security")
+    Option(
+        "word-list",
+        "File of forbidden words, one per line (UTF-8; # comments), matched as substrings "
+        "of every send/dm/edit text; re-read on every SIGHUP.",
+        reload=Reload("word_list", "at once; the file is also re-read on every SIGHUP"),
+        value="file path",
+    ),
+    Option(
+        "word-filter",
+        "A text holding a listed word: mask (the word becomes ***) or block (error "
+        "content_blocked).",
+        _d.word_filter,
+        Choice(("mask", "block")),
+        setting="word_filter",
+        reload=SETTINGS,
+    ),
+    Option(
+        "wechat-content-check",
+        "Check WeChat users' text with WeChat's msgSecCheck before it is stored: on or "
+        "off (needs --wechat-appid).",
+        _d.content_check,
+        Choice(("on", "off")),
+        setting="content_check",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-failure",
+        "When WeChat's check is slow or down: open (let the message through) or closed "
+        "(refuse it with error unavailable).",
+        _d.content_check_failure,
+        Choice(("open", "closed")),
+        setting="content_check_failure",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-timeout",
+        "Seconds a content check may take (the latency budget) before it counts as unavailable.",
+        _d.content_check_timeout,
+        _float(60, low=0.05),
+        setting="content_check_timeout",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-review",
+        "A 'review' verdict: pass (stored, delivered, logged) or block (refused as "
+        "content_blocked).",
+        _d.content_check_review,
+        Choice(("pass", "block")),
+        setting="content_check_review",
+        reload=SETTINGS,
+    ),
+    Option(
+        "content-check-scene",
+        "msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log.",
+        _d.content_check_scene,
+        _int(4),
+        setting="content_check_scene",
+        reload=SETTINGS,
+    ),
+    Option(
         "idle-timeout",
         "Close connections that sent nothing for this many seconds with 4408 (0: never).",
         _d.idle_timeout,
@@ -501,6 +621,14 @@ TABLE: tuple[Option, ...] = (
         "Comma-separated rooms whose messages are POSTed to --webhook-url ('*': all rooms).",
         reload=WEBHOOKS,
         value="rooms, comma-separated",
+    ),
+    Option(
+        "webhook-push",
+        "POST a push event to --webhook-url for each notification of an offline user "
+        "(on or off): the bridge to APNs/FCM.",
+        "off",
+        Choice(("on", "off")),
+        reload=WEBHOOKS,
     ),
     Option(
         "redis",

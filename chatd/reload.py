@@ -79,6 +79,8 @@ class Reloader:
                 self.log.failure("configuration reload failed, nothing changed")
                 return [], []
             applied, restart = self._apply_changes(fresh)
+            if "word-list" not in applied and fresh.get("word-list"):
+                self._reload_word_list(fresh, [])  # the file is re-read on every SIGHUP
             status = "configuration reloaded"
             return applied, restart
         finally:
@@ -148,5 +150,9 @@ class Reloader:
     def _reload_api_key(self, fresh, rows) -> None:
         self.api_key.key = fresh["api-key"] or os.environ.get("CHATD_API_KEY") or None
 
+    def _reload_word_list(self, fresh, rows) -> None:
+        """Re-read the word list (a file that cannot be read keeps the old list)."""
+        self.factory.chat.words.reload(fresh["word-list"])
+
     def _reload_webhooks(self, fresh, rows) -> None:
-        self.webhooks.configure(fresh["webhook-url"], fresh["webhook-rooms"])
+        self.webhooks.configure(fresh["webhook-url"], fresh["webhook-rooms"], fresh["webhook-push"])

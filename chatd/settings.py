@@ -40,3 +40,19 @@ class Settings:
     close_timeout: float = 3.0
     #: permessage-deflate offers are accepted ("on") or ignored ("off")
     compression: str = "on"
+    #: seconds between two notifications of one conversation to one user (0: each message)
+    push_interval: float = 300.0
+    #: notifications show the message text ("on") or a placeholder ("off")
+    push_previews: str = "on"
+    #: WeChat msgSecCheck of WeChat users' text before it is stored (chatd.contentcheck)
+    content_check: str = "off"
+    #: WeChat slow or down: let the message through ("open") or refuse it ("closed")
+    content_check_failure: str = "open"
+    #: seconds a check may take (the latency budget) before it counts as unavailable
+    content_check_timeout: float = 2.0
+    #: a "review" verdict: stored and delivered ("pass") or refused ("block")
+    content_check_review: str = "pass"
+    #: msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log
+    content_check_scene: int = 2
+    #: a text holding a word of --word-list: masked with * ("mask") or refused ("block")
+    word_filter: str = "mask"

@@ -21,12 +21,17 @@ from chatd.media.web import make_media
 from chatd.metrics import MetricsResource, TimedLog, make_registry
 from chatd.notify import Notifier
 from chatd.options import DEFAULT_PORT
+from chatd.push import DEFAULT_FIELDS, DEFAULT_PAGE, PushConfig
+from chatd.pushrules import parse_fields
 from chatd.readiness import Readiness, ReadyResource
 from chatd.reload import Reloader
 from chatd.service import ChatService, MetricsListeningService, build
 from chatd.store.sqlite import SQLiteStore
 from chatd.web import STATIC, build_metrics_site, build_site
 from chatd.webhooks import Webhooks
+from chatd.wechat import PushSender, WeChatApi
+from chatd.wechatpush import wechat_events_children
+from chatd.wordfilter import WordList
 
 
 class Options(usage.Options):
@@ -90,6 +95,15 @@ class Options(usage.Options):
             verifier = self["gate"].verifier
             if verifier is None or not verifier.can_issue:
                 raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
+        if self["push-template"] and not self["wechat-appid"]:
+            raise usage.UsageError("--push-template needs --wechat-appid and its secret")
+        if self["word-list"]:
+            try:
+                WordList.read(self["word-list"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--word-list: {e}") from None
+        if self["wechat-content-check"].lower() == "on" and not self["wechat-appid"]:
+            raise usage.UsageError("--wechat-content-check on needs --wechat-appid and its secret")
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
@@ -163,6 +177,34 @@ def make_store(options, reactor=None):
     )
 
 
+def make_wechat_api(options, reactor) -> WeChatApi | None:
+    """The :class:`chatd.wechat.WeChatApi` of ``--wechat-appid`` (one access token for
+    push and content checks), or None without it."""
+    appid = options.get("wechat-appid")
+    if not appid:
+        return None
+    secret = options.get("wechat-secret") or os.environ.get("CHATD_WECHAT_SECRET")
+    return WeChatApi(reactor, appid, secret, options.get("wechat-api"))
+
+
+def make_push(options, chat, webhooks, api, reactor):
+    """Configure the chat's offline push (chatd/push.py) from the options; returns the
+    :class:`chatd.wechat.PushSender` (a child service) or None without WeChat push."""
+    sender = None
+    template = options.get("push-template")
+    if template:
+        sender = PushSender(api, reactor, refused=chat.push.refused, failed=chat.push.given_up)
+    config = PushConfig(
+        template=template or None,
+        page=options.get("push-page") or DEFAULT_PAGE,
+        fields=parse_fields(options.get("push-fields") or DEFAULT_FIELDS),
+        state=(options.get("push-state") or "formal").lower(),
+        utc_offset=options.get("push-utc-offset", 8.0),
+    )
+    chat.push.configure(config, sender, lambda: bool(webhooks.url and webhooks.push))
+    return sender
+
+
 def makeService(options, reactor=None):
     """Build the chatd service tree from parsed :class:`Options`.
 
@@ -197,8 +239,18 @@ def makeService(options, reactor=None):
     )
     chat = factory.chat
     api_key = ApiKey(options.get("api-key"))
-    webhooks = Webhooks(reactor, options.get("webhook-url"), options.get("webhook-rooms"), api_key)
+    webhooks = Webhooks(
+        reactor,
+        options.get("webhook-url"),
+        options.get("webhook-rooms"),
+        api_key,
+        push=options.get("webhook-push"),
+    )
     chat.observers.append(webhooks)
+    wechat = make_wechat_api(options, reactor)
+    sender = make_push(options, chat, webhooks, wechat, reactor)
+    chat.content.configure(wechat, reactor)  # msgSecCheck with --wechat-content-check on
+    chat.words.load(options.get("word-list"))
     chat.observers.append(ConnectionLog())
     registry = make_registry(chat, webhooks)
     readiness = Readiness(store, broker, reactor)
@@ -227,14 +279,22 @@ def makeService(options, reactor=None):
     media = make_media(options, options["gate"].verifier, reactor)
     if media is not None:
         media.attach(chat)  # send/dm may attach uploads
-    site = build_site(factory, children, login, media)
+    parts = []
+    push_token = options.get("wechat-push-token") or os.environ.get("CHATD_WECHAT_PUSH_TOKEN")
+    if push_token:  # WeChat's message push URL: /api/wechat/events (chatd/wechatpush.py)
+        parts.append(
+            lambda root, rules: wechat_events_children(
+                push_token, chat.content, reactor, root, rules
+            )
+        )
+    site = build_site(factory, children, login, media, options["gate"].verifier, parts)
     logs = LogSettings(options.get("log-format", "text"), options.get("log-level", "info"))
     notifier = Notifier(reactor)
     reloader = Reloader(options, factory, logs, api_key, webhooks, notifier, reactor)
     # twistd's own options when run by twistd (None when built in-process)
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
-    services = [media] if media is not None else []
+    services = [part for part in (media, sender, wechat) if part is not None]
     service = ChatService(
         factory,
         store,

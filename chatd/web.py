@@ -20,6 +20,7 @@ from chatd.api import ApiResource
 from chatd.httpserver import MAX_BODY, BodyRules, ChatSite
 from chatd.login import MAX_LOGIN_BODY, error_body
 from chatd.media.web import media_children
+from chatd.pushweb import push_children
 
 STATIC = Path(__file__).parent / "static"
 
@@ -78,13 +79,16 @@ class Health(Resource):
         return json.dumps(body).encode()
 
 
-def build_site(factory, children=None, login=None, media=None) -> ChatSite:
+def build_site(factory, children=None, login=None, media=None, verifier=None, parts=()) -> ChatSite:
     """The Site serving everything for *factory* (a :class:`chatd.factory.ChatFactory`).
 
     *children* adds resources to the root (``makeService`` gives ``/readyz``,
     ``/metrics``, ``/api`` and ``/admin``); *login* is ``/api/login``
     (:func:`chatd.login.login_resources`), which needs no API key; *media* is the
-    :class:`chatd.media.web.Media` service behind ``/api/media`` and ``/media/``.
+    :class:`chatd.media.web.Media` service behind ``/api/media`` and ``/media/``;
+    with a token *verifier*, ``/api/push/subscriptions`` (chatd/pushweb.py); each
+    of *parts* is called with the root resource and the body rules to add its own
+    (e.g. chatd.wechatpush's ``/api/wechat/events``).
     """
     websocket = WebSocketResource(factory)
     root = Resource()
@@ -107,6 +111,10 @@ def build_site(factory, children=None, login=None, media=None) -> ChatSite:
         rules.add(b"/api/login/", MAX_LOGIN_BODY, error_body=error_body)
     if media is not None:
         media_children(media, root, rules)  # /media/ID and /api/media (chatd/media/web.py)
+    if verifier is not None:
+        push_children(factory.chat, verifier, root, rules)  # Bearer token, no API key
+    for add in parts:
+        add(root, rules)
     settings = factory.settings
     # a whole HTTP request (or upgrade request) must arrive within the handshake
     # timeout, counted from accept however slowly it trickles in (chatd/httpserver.py);

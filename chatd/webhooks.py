@@ -8,7 +8,14 @@ Events (``Content-Type: application/json``, one object per request):
   message was committed in one of the configured rooms (``--webhook-rooms``,
   comma-separated; ``*`` for every room; empty: no message events). A private
   room's message event carries no ``text`` (and ``"private": true``): its content
-  never leaves chatd for a webhook receiver (docs/security.md).
+  never leaves chatd for a webhook receiver (docs/security.md);
+* ``{"event": "push", "user", "reason", "room"|"with", "seq", "from", "name",
+  "preview", "ts"}`` -- with ``--webhook-push on``: chatd decided to notify
+  *user*, who has no live connection (chatd.push: a DM, an @mention or a room the
+  user chose; ``reason`` says which; not muted; one per conversation per
+  ``--push-interval``), so a bridge can send an APNs/FCM notification. ``with`` is
+  the DM's other user; ``preview`` is the text or a placeholder (previews off,
+  private rooms). Queued with the message events.
 
 With ``--api-key`` set, every request carries ``Authorization: apikey KEY``
 so the receiver can tell it comes from chatd.
@@ -52,10 +59,11 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 
 from chatd import wire
+from chatd.store import dm_users
 
 PRESENCE = ("online", "offline")
 #: every event a webhook can carry (the ``event`` label of the metrics)
-EVENTS = (*PRESENCE, "message")
+EVENTS = (*PRESENCE, "message", "push")
 #: seconds between two "webhook queue full" log lines
 DROP_LOG_INTERVAL = 10.0
 
@@ -216,6 +224,7 @@ class Webhooks:
         queue_max: int = 10000,
         backoff: float = 0.5,
         backoff_max: float = 30.0,
+        push=None,
     ):
         self.reactor = reactor
         self.api_key = api_key
@@ -225,7 +234,7 @@ class Webhooks:
         self.queue_max = queue_max
         self.backoff = backoff
         self.backoff_max = backoff_max
-        self.configure(url, rooms)
+        self.configure(url, rooms, push)
         self._messages: deque = deque()
         self.presence = PresenceQueue()
         self._in_flight = 0
@@ -273,9 +282,12 @@ class Webhooks:
         """Events waiting for a free request slot, by queue (message, presence)."""
         return {"message": len(self._messages), "presence": self.presence.size}
 
-    def configure(self, url: str | None, rooms: str | None) -> None:
-        """Set the target URL (None: off) and the rooms whose messages are sent."""
+    def configure(self, url: str | None, rooms: str | None, push=None) -> None:
+        """Set the target URL (None: off), the rooms whose messages are sent and
+        whether push events are (``"on"``; None: unchanged, off at first)."""
         self.url = url or None
+        if push is not None or not hasattr(self, "push"):
+            self.push = str(push).lower() == "on"
         names = [r.strip() for r in (rooms or "").split(",") if r.strip()]
         self.all_rooms = "*" in names
         self.rooms = frozenset(n for n in names if n != "*")
@@ -301,14 +313,33 @@ class Webhooks:
                 del body["text"]
                 body.pop("attachments", None)
                 body["private"] = True
-            item = Event(_encode(body), event, now)
-            item.queued = True
-            self._messages.append(item)
+            self._queue_message(Event(_encode(body), event, now))
+        elif event == "push" and self.push:
+            m = fields["message"]
+            users = dm_users(m.channel)
+            where = {"room": m.channel} if users is None else {"with": m.sender}
+            body = {
+                "event": "push",
+                "user": fields["user"],
+                "reason": fields["reason"],
+                **where,
+                "seq": m.seq,
+                "from": m.sender,
+                "name": m.name,
+                "preview": fields["preview"],
+                "ts": m.ts,
+            }
+            self._queue_message(Event(_encode(body), event, now))
         else:
             return
         while len(self._messages) + self.presence.size > self.queue_max:
             self._drop()
         self._pump()
+
+    def _queue_message(self, item: Event) -> None:
+        """Queue a message or push event (they go before presence)."""
+        item.queued = True
+        self._messages.append(item)
 
     def _drop(self) -> None:
         item = self.presence.drop_oldest()

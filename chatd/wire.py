@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatd import errors
+from chatd import errors, pushrules
 from chatd.media.attach import MAX_ATTACHMENTS
 from chatd.store import Message, dm_users
 
@@ -35,8 +35,8 @@ MENTIONS_MAX = 50
 MENTION_ALL = "@all"
 #: most characters of an emoji in ``react``
 EMOJI_MAX = 16
-#: characters of quoted and previewed text (reply quotes, ``last.text``)
-PREVIEW_CHARS = 100
+#: characters of quoted and previewed text (reply quotes, ``last.text``, notifications)
+PREVIEW_CHARS = pushrules.PREVIEW_CHARS
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -201,6 +201,36 @@ def _users(value, field, ref, _max_text):
     return list(dict.fromkeys(_user(v, field, ref, _max_text) for v in value))
 
 
+def _templates(value, field, ref, _max_text):
+    """``[{id, count?}, ...]`` -> ``{id: count}`` (count 1 when not given; repeats add
+    up): at most TEMPLATES_MAX entries, each id 1-64 printable ASCII, each count an
+    integer from 1 to COUNT_MAX (chatd.pushrules)."""
+    most, top = pushrules.TEMPLATES_MAX, pushrules.COUNT_MAX
+    if type(value) is not list or len(value) > most:
+        raise errors.BadRequest(f"'{field}' must be a list of at most {most} templates", ref)
+    out: dict = {}
+    for entry in value:
+        template = entry.get("id") if type(entry) is dict else None
+        if type(template) is not str or not ID_RULE.fullmatch(template):
+            raise errors.BadRequest(
+                f"each of '{field}' must be {{id, count?}}, id 1-64 printable ASCII", ref
+            )
+        count = entry.get("count", 1)
+        if type(count) is not int or not 1 <= count <= top:
+            raise errors.BadRequest(f"'count' must be an integer from 1 to {top}", ref)
+        out[template] = min(top, out.get(template, 0) + count)
+    return out
+
+
+def _rooms(value, field, ref, _max_text):
+    """Up to ROOMS_MAX room names (chatd.pushrules), deduplicated in order."""
+    if type(value) is not list or len(value) > pushrules.ROOMS_MAX:
+        raise errors.BadRequest(
+            f"'{field}' must be a list of at most {pushrules.ROOMS_MAX} rooms", ref
+        )
+    return list(dict.fromkeys(_room(v, field, ref, _max_text) for v in value))
+
+
 _ROLE = _one_of("_role", "owner", "admin", "member")
 _KIND = _one_of("_kind", "public", "private")
 _TITLE = _setting("_title", TITLE_MAX, _CONTROL)
@@ -263,6 +293,12 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
     "unban": _ROOM_USER,
     "set_role": {**_ROOM_USER, "role": (_ROLE, True)},
     "members": {"room": (_room, True), "cursor": (_user, False), "limit": (_limit, False)},
+    # offline push (token users; docs/protocol.md, *Offline push*)
+    "push_subscribe": {
+        "templates": (_templates, False),
+        "rooms": (_rooms, False),
+        "notify": (_bool, False),
+    },
 }
 
 #: optional fields of a type that only token users' requests use (``send``/``dm``'s

@@ -37,6 +37,9 @@ PARTS = {
     "members": ("members",),
     "cursor": ("cursor",),
     "user": ("user",),
+    # offline push (chatd.store.redis.RedisStore, IPushStore)
+    "push_subscribe": ("push_subscribe",),
+    "push_claim": ("push_claim",),
 }
 
 

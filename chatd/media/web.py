@@ -37,7 +37,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from chatd.auth import AuthError, header_token
+from chatd.auth import AuthError, bearer_identity
 from chatd.httpserver import Refusal, flat_error
 from chatd.media import attach as attaching
 from chatd.media import sweep as sweeping
@@ -202,10 +202,7 @@ class Media(Service):
     def identity(self, authorization):
         """The uploader; :class:`MediaError` 401 without a good token."""
         try:
-            token = header_token(authorization)
-            if token is None:
-                raise AuthError("a token is required: Authorization: Bearer <token>")
-            return self.verifier.verify(token)
+            return bearer_identity(self.verifier, authorization)
         except AuthError as e:
             raise MediaError(401, "unauthorized", e.reason) from None
 

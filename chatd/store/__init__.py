@@ -362,3 +362,35 @@ class IConversationStore(Interface):
     def load_cursor(user, cursor):
         """The snapshot bytes saved under *cursor* for *user*, or None (unknown,
         expired, or another user's)."""
+
+
+class IPushStore(Interface):
+    """Offline-push subscriptions (:mod:`chatd.push`): one-time template quotas per
+    user, the rooms a user chose, and when each conversation last notified each user.
+
+    Implemented by the same objects as :class:`IHistoryStore` (SQLite, memory,
+    Redis); all methods return Deferreds. What a subscription or a claim does to the
+    stored counts is :mod:`chatd.pushrules` (``subscribe``, ``claim``), shared by the
+    stores; each call is atomic (one transaction, one script).
+    """
+
+    def push_subscribe(user, add, choose, ts):
+        """Add accepted one-time messages (*add*: template -> count, capped) and set
+        the user's rooms (*choose*: room -> on/off); fires with the user's
+        :class:`chatd.pushrules.PushState` after the change."""
+
+    def push_state(user):
+        """The user's :class:`chatd.pushrules.PushState` (no templates, no rooms: empty)."""
+
+    def claim_push(user, channel, template, now_ms, interval_ms):
+        """Apply :func:`chatd.pushrules.claim` to the user's last notification in
+        *channel* and the quota of *template* (None: no template): when it notifies,
+        record *now_ms* as the last one and take one message of the quota. Fires with
+        the :class:`chatd.pushrules.Claim`."""
+
+    def drop_push_quota(user, template):
+        """Forget what is left of *user*'s *template* (WeChat said the user refused)."""
+
+    def push_watchers(channel, limit):
+        """Up to *limit* users who chose to be notified of every message in *channel*
+        (ascending by user id)."""

@@ -19,11 +19,13 @@ from dataclasses import replace
 from twisted.internet.defer import succeed
 from zope.interface import implementer
 
+from chatd import pushrules
 from chatd.store import (
     Appended,
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IPushStore,
     Member,
     Message,
     Page,
@@ -85,7 +87,7 @@ class _Channel:
         return items.read_ord_bound(seq, self.log[0].seq, self.ords[0])
 
 
-@implementer(IHistoryStore, IConversationStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore)
 class MemoryStore:
     """Keeps at most ``history_max`` items per channel in memory."""
 
@@ -104,6 +106,11 @@ class MemoryStore:
         self._users: dict[str, tuple[str, int]] = {}
         #: user -> cursor -> (snapshot, ts), oldest first
         self._cursors: dict[str, OrderedDict[str, tuple[bytes, int]]] = {}
+        #: offline push (IPushStore): user -> template -> messages left; user -> rooms
+        #: chosen; (user, channel) -> ms of the last notification
+        self._quotas: dict[str, dict[str, int]] = {}
+        self._push_rooms: dict[str, set[str]] = {}
+        self._pushed: dict[tuple[str, str], int] = {}
 
     def start(self):
         return succeed(None)
@@ -402,6 +409,41 @@ class MemoryStore:
     def load_cursor(self, user, cursor):
         found = self._cursors.get(user, {}).get(cursor)
         return succeed(None if found is None else found[0])
+
+    # -- IPushStore (see chatd.store) -------------------------------------------
+
+    def _push_state(self, user):
+        templates = {t: n for t, n in self._quotas.get(user, {}).items() if n > 0}
+        return pushrules.PushState(templates, tuple(sorted(self._push_rooms.get(user, ()))))
+
+    def push_subscribe(self, user, add, choose, ts):
+        templates, rooms = pushrules.subscribe(
+            self._quotas.get(user, {}), self._push_rooms.get(user, ()), add, choose
+        )
+        self._quotas[user] = templates
+        self._push_rooms[user] = rooms
+        return succeed(self._push_state(user))
+
+    def push_state(self, user):
+        return succeed(self._push_state(user))
+
+    def claim_push(self, user, channel, template, now_ms, interval_ms):
+        quotas = self._quotas.get(user, {})
+        count = None if template is None else quotas.get(template, 0)
+        claim = pushrules.claim(self._pushed.get((user, channel)), count, now_ms, interval_ms)
+        if claim.notify:
+            self._pushed[(user, channel)] = now_ms
+        if claim.quota:
+            quotas[template] -= 1
+        return succeed(claim)
+
+    def drop_push_quota(self, user, template):
+        self._quotas.get(user, {}).pop(template, None)
+        return succeed(None)
+
+    def push_watchers(self, channel, limit):
+        users = sorted(u for u, rooms in self._push_rooms.items() if channel in rooms)
+        return succeed(users[: max(limit, 0)])
 
 
 def _seq(entry):

@@ -85,6 +85,13 @@ payload published is begun by :class:`chatd.cluster.redis.RedisMessageLog`
 (:func:`chatd.cluster.codec.committed_head`) and finished by the script with the
 item's fields (``lua/bus.lua``).
 
+Offline push (:class:`chatd.store.IPushStore`): ``P pq:{u}`` (hash template ->
+one-time messages left), ``P pr:{u}`` (set of the rooms the user is notified for),
+``P pd:{u}`` (hash channel -> ms of the last notification: the digest), and the
+reverse index ``P pw:{ch}`` (set of the users notified for every message of the
+room), updated by separate commands after the user's script (a room's index is
+in the room's slot).
+
 Redis Cluster (for later): every script but these touches one slot only. Across
 slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
 their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
@@ -107,11 +114,12 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd import pushrules
 from chatd.cluster.codec import data_json
 from chatd.cluster.scripts import SOURCES
 from chatd.store import (
@@ -120,6 +128,7 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IPushStore,
     Member,
     Message,
     Page,
@@ -152,6 +161,8 @@ STORE_SCRIPTS = (
     "members",
     "cursor",
     "user",
+    "push_subscribe",
+    "push_claim",
 )
 
 
@@ -210,7 +221,7 @@ def _as_bytes(value) -> bytes | None:
     return value.encode("utf-8")
 
 
-@implementer(IHistoryStore, IConversationStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore)
 class RedisStore:
     """An :class:`IHistoryStore` and :class:`IConversationStore` shared by every
     node of a cluster (see the module docstring).
@@ -610,6 +621,52 @@ class RedisStore:
         d = self._command("GET", self._cursor_key(user, cursor))
         return d.addCallback(_as_bytes)
 
+    # IPushStore (see chatd.store)
+
+    def push_subscribe(self, user, add, choose, ts):
+        """See :meth:`IPushStore.push_subscribe` (``lua/push_subscribe.lua``); the
+        rooms' watcher sets follow in commands of their own."""
+        args = [pushrules.QUOTA_MAX, pushrules.ROOMS_MAX, len(add)]
+        for template, count in add.items():
+            args += [template, int(count)]
+        for room, on in choose.items():
+            args += [room, 1 if on else 0]
+        keys = [self._key("pq", user), self._key("pr", user)]
+        d = self._run("push_subscribe", keys, args, "push_subscribe", _push_state)
+
+        def watchers(state):
+            commands = [
+                self._command(
+                    "SADD" if room in state.rooms else "SREM", self._key("pw", room), user
+                )
+                for room in choose
+            ]
+            return gatherResults(commands, consumeErrors=True).addCallback(lambda _: state)
+
+        return d.addCallback(watchers) if choose else d
+
+    def push_state(self, user):
+        """See :meth:`IPushStore.push_state`."""
+        return self.push_subscribe(user, {}, {}, 0)
+
+    def claim_push(self, user, channel, template, now_ms, interval_ms):
+        """See :meth:`IPushStore.claim_push` (``lua/push_claim.lua``)."""
+        keys = [self._key("pd", user), self._key("pq", user)]
+        args = [channel, template or "", int(now_ms), int(interval_ms)]
+        d = self._run("push_claim", keys, args, "claim_push")
+        return d.addCallback(lambda r: pushrules.Claim(int(r) > 0, int(r) == 2))
+
+    def drop_push_quota(self, user, template):
+        """See :meth:`IPushStore.drop_push_quota`."""
+        d = self._command("HDEL", self._key("pq", user), template)
+        return d.addCallback(lambda _: None)
+
+    def push_watchers(self, channel, limit):
+        """See :meth:`IPushStore.push_watchers`."""
+        key = self._key("pw", channel)
+        d = self._command("SORT", key, "ALPHA", "LIMIT", 0, max(int(limit), 0))
+        return d.addCallback(lambda users: [_text(u) for u in users or ()])
+
     # retention by age
 
     def _scheduled_prune(self):
@@ -647,3 +704,13 @@ class RedisStore:
             return d.addCallback(chunk)
 
         return self.node.execute("SMEMBERS", self.node.prefix + "channels").addCallback(channels)
+
+
+def _push_state(reply) -> pushrules.PushState:
+    templates, rooms = json.loads(reply)
+    templates = {t: int(n) for t, n in (templates or {}).items()}
+    return pushrules.PushState(templates, tuple(rooms if isinstance(rooms, list) else ()))
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

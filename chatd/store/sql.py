@@ -68,6 +68,13 @@ Schema and versions
         sync snapshots, unique on ``(user, cursor)``; a save keeps the user's
         newest 16 and pruning deletes those older than 30 days (index on ``ts``).
 
+    ``push_quota(user, template, count, ts)``, ``push_rooms(user, channel)``,
+    ``push_sent(user, channel, ts)``
+        offline push (version 3, :func:`_migrate_2_to_3`, new empty tables only):
+        one-time template messages left per user, the rooms a user is notified
+        for (index ``push_rooms_channel`` for a room's watchers), and when each
+        conversation last notified each user (the digest, :mod:`chatd.pushrules`).
+
     Pruning deletes a channel's oldest items (of every kind) with their mentions,
     edits and the reactions on them; members, rooms, users are never pruned.
 """
@@ -81,7 +88,7 @@ import sqlite3
 from chatd.store import Member, Message, Page, Replay, Room, SchemaTooNew, StoreUnavailable
 
 #: The schema version this code writes. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``PRAGMA application_id`` of a chatd history file ("chtd").
 APPLICATION_ID = 0x63687464
@@ -210,8 +217,38 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX cursors_ts ON cursors (ts)")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Offline push: three new tables, nothing existing is touched (in place, the
+    same cost whatever the size of the history)."""
+    conn.execute(
+        """CREATE TABLE push_quota (
+            user     TEXT    NOT NULL,
+            template TEXT    NOT NULL,
+            count    INTEGER NOT NULL,
+            ts       INTEGER NOT NULL,
+            PRIMARY KEY (user, template)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE push_rooms (
+            user    TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            PRIMARY KEY (user, channel)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX push_rooms_channel ON push_rooms (channel, user)")
+    conn.execute(
+        """CREATE TABLE push_sent (
+            user    TEXT    NOT NULL,
+            channel TEXT    NOT NULL,
+            ts      INTEGER NOT NULL,
+            PRIMARY KEY (user, channel)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
@@ -758,3 +795,77 @@ def load_cursor(conn: sqlite3.Connection, user: str, cursor: str) -> bytes | Non
 def delete_old_cursors(conn: sqlite3.Connection, cutoff: int) -> int:
     """Delete every cursor saved before *cutoff* (ms); returns how many."""
     return conn.execute("DELETE FROM cursors WHERE ts < ?", (cutoff,)).rowcount
+
+
+# offline push (chatd.pushrules, IPushStore)
+
+
+def push_quotas(conn: sqlite3.Connection, user: str) -> dict[str, int]:
+    """*user*'s template -> messages left (templates with none left included)."""
+    rows = conn.execute("SELECT template, count FROM push_quota WHERE user = ?", (user,))
+    return dict(rows.fetchall())
+
+
+def push_rooms(conn: sqlite3.Connection, user: str) -> list[str]:
+    """The rooms *user* is notified for, ascending."""
+    rows = conn.execute("SELECT channel FROM push_rooms WHERE user = ? ORDER BY channel", (user,))
+    return [r[0] for r in rows.fetchall()]
+
+
+def write_push_state(conn, user: str, before: dict, templates: dict, rooms_before, rooms, ts):
+    """Write what changed between the stored subscriptions and the new ones."""
+    for template, count in templates.items():
+        if before.get(template) != count:
+            conn.execute(
+                "INSERT OR REPLACE INTO push_quota (user, template, count, ts) VALUES (?, ?, ?, ?)",
+                (user, template, count, ts),
+            )
+    gone = set(rooms_before) - set(rooms)
+    conn.executemany(
+        "DELETE FROM push_rooms WHERE user = ? AND channel = ?", [(user, r) for r in gone]
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO push_rooms (user, channel) VALUES (?, ?)",
+        [(user, r) for r in set(rooms) - set(rooms_before)],
+    )
+
+
+def push_count(conn: sqlite3.Connection, user: str, template: str) -> int:
+    row = conn.execute(
+        "SELECT count FROM push_quota WHERE user = ? AND template = ?", (user, template)
+    ).fetchone()
+    return 0 if row is None else row[0]
+
+
+def take_push_quota(conn: sqlite3.Connection, user: str, template: str) -> None:
+    conn.execute(
+        "UPDATE push_quota SET count = count - 1 WHERE user = ? AND template = ? AND count > 0",
+        (user, template),
+    )
+
+
+def drop_push_quota(conn: sqlite3.Connection, user: str, template: str) -> None:
+    conn.execute("DELETE FROM push_quota WHERE user = ? AND template = ?", (user, template))
+
+
+def push_sent(conn: sqlite3.Connection, user: str, channel: str) -> int | None:
+    """When *channel* last notified *user* (ms), or None."""
+    row = conn.execute(
+        "SELECT ts FROM push_sent WHERE user = ? AND channel = ?", (user, channel)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def set_push_sent(conn: sqlite3.Connection, user: str, channel: str, ts: int) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO push_sent (user, channel, ts) VALUES (?, ?, ?)", (user, channel, ts)
+    )
+
+
+def push_watchers(conn: sqlite3.Connection, channel: str, limit: int) -> list[str]:
+    """Up to *limit* users notified for every message of *channel*, ascending."""
+    rows = conn.execute(
+        "SELECT user FROM push_rooms WHERE channel = ? ORDER BY user LIMIT ?",
+        (channel, max(limit, 0)),
+    )
+    return [r[0] for r in rows.fetchall()]

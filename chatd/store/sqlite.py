@@ -80,11 +80,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd import pushrules
 from chatd.store import (
     Appended,
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IPushStore,
     Message,
     ReadMarker,
     SchemaTooNew,
@@ -101,7 +103,7 @@ from chatd.store.writer import Requeue, WriterThread
 _READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
 
 #: batched jobs that write at most one statement: no savepoint of their own
-_ONE_STATEMENT = frozenset(("mark_read", "read_marker", "add_user", "set_muted"))
+_ONE_STATEMENT = frozenset(("mark_read", "read_marker", "add_user", "set_muted", "drop_push_quota"))
 
 
 def _needs_savepoint(kind, args) -> bool:
@@ -122,11 +124,16 @@ def _needs_savepoint(kind, args) -> bool:
     return True
 
 
+def _push_state(conn, user) -> pushrules.PushState:
+    templates = {t: n for t, n in sql.push_quotas(conn, user).items() if n > 0}
+    return pushrules.PushState(templates, tuple(sql.push_rooms(conn, user)))
+
+
 #: the counters of a channel that never had an item
 _NO_ITEMS = (0, 0, 0, 0)
 
 
-@implementer(IHistoryStore, IConversationStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore)
 class SQLiteStore:
     """A durable :class:`IHistoryStore` in one SQLite file (see the module docstring).
 
@@ -357,6 +364,23 @@ class SQLiteStore:
 
     def load_cursor(self, user, cursor):
         return self._submit("read", (sql.load_cursor, user, cursor))
+
+    # -- IPushStore (see chatd.store) -------------------------------------------
+
+    def push_subscribe(self, user, add, choose, ts):
+        return self._submit("push_subscribe", (user, dict(add), dict(choose), ts))
+
+    def push_state(self, user):
+        return self._submit("read", (_push_state, user))
+
+    def claim_push(self, user, channel, template, now_ms, interval_ms):
+        return self._submit("claim_push", (user, channel, template, now_ms, interval_ms))
+
+    def drop_push_quota(self, user, template):
+        return self._submit("drop_push_quota", (user, template))
+
+    def push_watchers(self, channel, limit):
+        return self._submit("read", (sql.push_watchers, channel, limit))
 
     def prune(self, now: float | None = None):
         """Apply the retention rules, in small transactions, in the writer thread.
@@ -615,6 +639,28 @@ class SQLiteStore:
         user, channel, muted = args
         return sql.set_muted(self._conn, channel, user, muted)
 
+    def _push_subscribe_one(self, args, _touched):
+        user, add, choose, ts = args
+        conn = self._conn
+        before, rooms_before = sql.push_quotas(conn, user), sql.push_rooms(conn, user)
+        templates, rooms = pushrules.subscribe(before, rooms_before, add, choose)
+        sql.write_push_state(conn, user, before, templates, rooms_before, rooms, ts)
+        return _push_state(conn, user)
+
+    def _claim_push_one(self, args, _touched):
+        user, channel, template, now_ms, interval_ms = args
+        conn = self._conn
+        count = None if template is None else sql.push_count(conn, user, template)
+        claim = pushrules.claim(sql.push_sent(conn, user, channel), count, now_ms, interval_ms)
+        if claim.notify:
+            sql.set_push_sent(conn, user, channel, now_ms)
+        if claim.quota:
+            sql.take_push_quota(conn, user, template)
+        return claim
+
+    def _drop_push_quota_one(self, args, _touched):
+        sql.drop_push_quota(self._conn, *args)
+
     def _commit_batch(self, batch):
         """Commit the batched jobs of *batch* (``(kind, args)``, in order) in one
         transaction; their results."""
@@ -679,6 +725,9 @@ class SQLiteStore:
         "save_cursor": _save_cursor_one,
         "add_user": _add_user_one,
         "set_muted": _set_muted_one,
+        "push_subscribe": _push_subscribe_one,
+        "claim_push": _claim_push_one,
+        "drop_push_quota": _drop_push_quota_one,
     }
 
     def _do_replay(self, channel, since, limit):

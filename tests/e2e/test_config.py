@@ -14,6 +14,7 @@ from websockets.sync.client import connect
 
 from tests.support.options import _welcome, parse
 from tests.support.process import _wait_log
+from tests.support.rawws import RawWS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +156,44 @@ def test_sighup_reloads_limits_and_origins_for_open_connections_too(tmp_path, tw
     assert refused.value.response.status_code == 403
     with connect(url, subprotocols=["chatd.v1"], origin="https://b.example") as ws:
         assert json.loads(ws.recv(timeout=10))["max_rooms"] == 3
+
+
+@pytest.mark.subprocess
+def test_sighup_rereads_the_word_list(tmp_path, twistd_factory):
+    """--word-list is read at start and re-read on every SIGHUP, even when the
+    configuration file did not change; a word added to the file is masked from then
+    on, and an unreadable file at start stops chatd."""
+    words = tmp_path / "words.txt"
+    words.write_text("傻瓜\n", encoding="utf-8")
+    cfg = tmp_path / "chatd.toml"
+    cfg.write_text(f'db = ":memory:"\nword-list = "{words}"\n')
+    proc = twistd_factory("--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1")
+    assert _wait_log(proc, "word list"), proc.log
+    ws = RawWS.v1(proc.port)
+    ws.send_json(type="join", room="r")
+    ws.expect("joined", room="r")
+
+    def sent(text, mid):
+        ws.send_json(type="send", room="r", text=text, id=mid)
+        ws.expect("ack", id=mid)
+        ws.send_json(type="history", room="r", limit=1)
+        return ws.expect("history")["messages"][-1]["text"]
+
+    assert sent("傻瓜 and 笨蛋", "m1") == "** and 笨蛋"
+    words.write_text("傻瓜\n笨蛋\n", encoding="utf-8")
+    proc.proc.send_signal(signal.SIGHUP)
+    assert _wait_log(proc, "2 words"), proc.log
+    assert sent("傻瓜 and 笨蛋", "m2") == "** and **"
+    ws.close()
+    assert proc.stop() == -signal.SIGTERM
+    words.unlink()
+    result = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "chatd",
+         "--word-list", str(words), "--db", ":memory:"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--word-list" in result.stdout + result.stderr

@@ -411,6 +411,27 @@ WRONG = {
     "_cursor": [1, 1.5, True, [], {}, "x" * 65, "é"],
     "_bool": [1, 0, "true", [], {}],
     "_emoji": [1, 1.5, True, [], {}, "", "x" * 17],
+    # push_subscribe (docs/protocol.md, *Offline push*)
+    "_templates": [
+        "TPL",
+        1,
+        True,
+        {},
+        [1],
+        ["TPL"],
+        [{"id": 1}],
+        [{"id": "a b"}],
+        [{"id": "x" * 65}],
+        [{"count": 1}],
+        [{"id": "T", "count": 0}],
+        [{"id": "T", "count": 101}],
+        [{"id": "T", "count": 10**12}],
+        [{"id": "T", "count": "5"}],
+        [{"id": "T", "count": 1.5}],
+        [{"id": "T", "count": True}],
+        [{"id": "T"}] * 11,
+    ],
+    "_rooms": ["r", 1, True, {}, [1], [["r"]], ["r"] * 101],
 }
 SCHEMA_ROWS = [
     pytest.param(kind, field, validate.__name__, required, id=f"{kind}.{field}")

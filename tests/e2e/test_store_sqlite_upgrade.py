@@ -21,6 +21,10 @@ from chatd.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RELEASES = sorted(FIXTURES.glob("chatd-*.sqlite3"))
+#: the files of schema version 1 (chatd 0.1: no conversations yet)
+SCHEMA_1 = [
+    p for p in RELEASES if json.loads(p.with_suffix(".json").read_text())["user_version"] == 1
+]
 
 
 def _copy(fixture: Path, tmp_path: Path) -> tuple[Path, dict]:
@@ -104,7 +108,7 @@ def test_a_file_of_a_newer_chatd_is_refused_and_left_alone(fixture, tmp_path):
     assert db.read_bytes() == before
 
 
-@pytest.mark.parametrize("fixture", RELEASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("fixture", SCHEMA_1, ids=lambda p: p.stem)
 @pytest_twisted.inlineCallbacks
 def test_conversations_work_on_a_migrated_release_file_and_survive_a_reopen(fixture, tmp_path):
     """On a migrated file of a release: membership events, read markers with unread
@@ -207,5 +211,25 @@ def test_conversations_work_on_a_migrated_release_file_and_survive_a_reopen(fixt
         assert (yield s.has_user("alice")) and not (yield s.has_user("zed"))
         names = [c.channel for c in (yield s.conversations("dave"))]
         assert names == [room]
+    finally:
+        yield s.stop()
+
+
+@pytest.mark.parametrize("fixture", RELEASES, ids=lambda p: p.stem)
+@pytest_twisted.inlineCallbacks
+def test_a_release_file_gets_push_subscriptions_in_place(fixture, tmp_path):
+    """Schema 3 (offline push) is added in place to every release's file: its
+    conversations are untouched and subscriptions, claims and watchers work."""
+    db, expected = _copy(fixture, tmp_path)
+    s = SQLiteStore(str(db), prune_interval=None)
+    yield s.start()
+    try:
+        state = yield s.push_subscribe("alice", {"T": 2}, {"lobby": True}, 1)
+        assert (state.templates, state.rooms) == ({"T": 2}, ("lobby",))
+        assert (yield s.push_watchers("lobby", 10)) == ["alice"]
+        claim = yield s.claim_push("alice", "lobby", "T", 1000, 60_000)
+        assert (claim.notify, claim.quota) == (True, True)
+        for channel, want in expected["channels"].items():
+            assert (yield s.replay(channel, 0, 10_000)).last_seq == want["last_seq"], channel
     finally:
         yield s.stop()
