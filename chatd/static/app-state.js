@@ -1008,8 +1008,12 @@
           return catchUp("r:" + spec.room);
         });
       },
+      // Joins a public room by name (the joiner too only gets `joined`: a sync
+      // brings the conversation into the store).
       joinRoom: function (room) {
-        return client.join(room);
+        return client.join(room).then(function () {
+          return catchUp("r:" + room);
+        });
       },
       roomInfo: function (key) {
         return client.roomInfo(key.slice(2));

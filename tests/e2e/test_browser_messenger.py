@@ -87,8 +87,10 @@ class Messenger(Client):
 
 
 @pytest.fixture
-def server(twistd_factory):
-    return twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--jwt-secret", SECRET)
+def server(request, twistd_factory):
+    """chatd with tokens; more options through indirect parametrization."""
+    extra = getattr(request, "param", [])
+    return twistd_factory("--listen", "tcp:0:interface=127.0.0.1", "--jwt-secret", SECRET, *extra)
 
 
 @pytest.fixture
@@ -286,3 +288,82 @@ def test_private_room_create_invite_mention_read_by_and_kick(users, artifacts):
     carol.page.wait_for_function("() => window.chatd.state.client.synced")
     assert carol.conv("r:team").count() == 0
     assert carol.page.evaluate("() => window.chatd.state.client.timeline('r:team').length") == 0
+
+
+@pytest.mark.parametrize("server", [["--recall-window", "1"]], indirect=True)
+def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
+    """A public room: carol joins it by name; the owner makes bob an admin; bob mutes
+    it (the list shows it muted, its unread stays out of the tab title) and a reload
+    keeps the token, the list and the mute; carol leaves it from the room info, the
+    owner cannot while others remain; a ban drops it from bob's page; a recall after
+    chatd's window is refused and said so, the message stays."""
+    known(users, "bob", "carol")
+    alice, bob, carol = users("alice"), users("bob"), users("carol")
+
+    alice.page.click("#m-new-room")
+    alice.page.fill("#m-create-room", "club")
+    alice.page.check('input[name="m-kind"][value="public"]')
+    alice.page.fill("#m-create-members", "bob")
+    alice.page.click("#m-create-submit")
+    alice.page.wait_for_function("() => document.getElementById('m-title').textContent === '#club'")
+    assert alice.page.text_content("#m-sub").startswith("Room")
+    bob.conv("r:club").wait_for()
+
+    carol.page.fill("#m-open", "#club")
+    carol.page.press("#m-open", "Enter")
+    carol.conv("r:club").wait_for()
+    carol.page.wait_for_function("() => document.getElementById('m-title').textContent === '#club'")
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('carol joined')")
+
+    # roles: the owner makes bob an admin
+    alice.page.click("#m-info-btn")
+    alice.page.select_option('#m-info-members li[data-user="bob"] select', "admin")
+    alice.page.wait_for_selector('#m-info-members li[data-user="bob"][data-role="admin"]')
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You made bob an admin')")
+    assert alice.page.is_disabled("#m-leave")  # the owner, with members left
+
+    # bob mutes the room and looks elsewhere: its unread is not in the title
+    bob.open_conv("r:club")
+    bob.page.wait_for_selector("#m-items li.m-event:text-is('alice made you an admin')")
+    bob.page.click("#m-mute")
+    bob.conv("r:club").and_(bob.page.locator('[data-muted="true"]')).wait_for()
+    assert bob.conv("r:club").locator(".m-muted-icon").count() == 1
+    bob.dm("alice")
+    alice.say("quiet please")
+    alice.sent("quiet please")
+    bob.conv("r:club").locator(".badge.m-badge-muted:text-is('1')").wait_for()
+    assert bob.page.title() == "chatd"
+
+    # a reload keeps the session: token, list, mute and unread
+    bob.page.reload()
+    bob.page.wait_for_selector("#messenger:not([hidden])")
+    bob.wait_synced()
+    bob.conv("r:club").and_(bob.page.locator('[data-muted="true"]')).wait_for()
+    assert bob.conv("r:club").locator(".badge").text_content() == "1"
+    assert "token=" not in bob.page.url
+
+    # carol leaves from the room info: gone from her list, a line for the others
+    carol.page.click("#m-info-btn")
+    carol.page.wait_for_selector('#m-info-members li[data-user="carol"]')
+    carol.page.click("#m-leave")
+    carol.conv("r:club").wait_for(state="detached")
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('carol left')")
+
+    # a ban drops the room from bob's page
+    alice.page.locator('#m-info-members li[data-user="bob"] [data-action="ban"]').click()
+    bob.conv("r:club").wait_for(state="detached")
+    bob.page.wait_for_selector("#toast:has-text('You were banned from #club')")
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You banned bob')")
+
+    # a recall after chatd's window (1 s here) is refused: too_late, text kept
+    alice.dm("bob")
+    alice.say("too late to take back")
+    late = alice.sent("too late to take back")
+    ts = alice.page.evaluate(
+        "() => window.chatd.state.client.timeline('d:bob').filter(m => m.mine).pop().ts"
+    )
+    alice.page.wait_for_function("ts => Date.now() > ts + 1500", arg=ts)
+    alice.act(late, "recall")
+    alice.page.wait_for_selector("#toast:has-text('Too late to recall')")
+    assert alice.message("too late to take back", "alice").count() == 1
+    assert alice.page.locator("#m-items li.m-recalled").count() == 0
