@@ -755,9 +755,14 @@
 
   function updateBanner() {
     clearTimeout(updateBanner.timer);
-    if (st.expired) {
+    var fatal = st.invalid
+      ? "This sign-in link is not valid: open chatd from your app again."
+      : st.expired
+        ? "Your sign-in has expired: open chatd from your app again."
+        : null;
+    if (fatal) {
       el.mBanner.hidden = false;
-      el.mBannerText.textContent = "Your sign-in has expired: open chatd from your app again.";
+      el.mBannerText.textContent = fatal;
       el.mBannerRetry.hidden = true;
       return;
     }
@@ -772,7 +777,9 @@
       return;
     }
     var secs = Math.max(0, Math.ceil((st.reconnectAt - Date.now()) / 1000));
-    el.mBannerText.textContent = "Connection lost. Reconnecting" + (secs > 0 ? " in " + secs + " s…" : "…");
+    el.mBannerText.textContent =
+      (st.refused ? "chatd did not let this sign-in in, or cannot be reached. Retrying" : "Connection lost. Reconnecting") +
+      (secs > 0 ? " in " + secs + " s…" : "…");
     el.mBannerRetry.hidden = false;
     updateBanner.timer = setTimeout(updateBanner, 1000);
   }
@@ -930,7 +937,11 @@
     renderBars();
     renderItems();
     renderConn();
-    app.client.connect();
+    if (!st.invalid) app.client.connect();
+    else {
+      st.conn = "idle";
+      renderConn();
+    }
     // hooks for tests and debugging in the browser console
     window.chatd = {
       state: st,

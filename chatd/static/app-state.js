@@ -826,6 +826,10 @@
       editing: null, // my message being edited: {seq, text}
       members: new Map(), // room key -> [{user, name, role, online}] (allMembers)
       recalled: new Map(), // "key seq" -> my text before I recalled it (re-edit)
+      invalid: !sub, // not a token at all: the page does not connect
+      welcomed: false, // a welcome came on some connection of this page
+      refused: false, // several tries and never welcomed: a browser cannot tell a
+      // refused token (HTTP 401) from a server it cannot reach
     };
 
     client.on("status", function (s) {
@@ -834,10 +838,13 @@
       else if (s.state === "reconnecting" && s.delay !== undefined) {
         st.conn = "waiting";
         st.reconnectAt = Date.now() + s.delay;
+        if (!st.welcomed && s.attempt >= 3) st.refused = true;
       } else st.conn = "connecting";
       view.conn();
     });
     client.on("welcome", function (f) {
+      st.welcomed = true;
+      st.refused = false;
       st.user = f.user;
       st.name = f.name || f.user;
       view.welcomed();

@@ -10,11 +10,13 @@ context. Screenshots of the list and of a chat with ticks and a reply are writte
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from test_browser import Client
 
+from chatd.auth import TokenVerifier
 from tests.support.auth import SECRET, token
 
 pytestmark = pytest.mark.browser
@@ -367,3 +369,159 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     alice.page.wait_for_selector("#toast:has-text('Too late to recall')")
     assert alice.message("too late to take back", "alice").count() == 1
     assert alice.page.locator("#m-items li.m-recalled").count() == 0
+
+
+@pytest.mark.parametrize("server", [["--sync-limit", "5"]], indirect=True)
+def test_offline_backlog_pages_back_and_drafts_stay_in_the_list(users):
+    """Twelve DMs to offline bob: his page lists unread 12 and shows the newest five
+    (chatd's --sync-limit) with "load earlier", which brings the rest up to the
+    beginning. A draft left in the composer shows as "[draft]" in the list and comes
+    back when the conversation is opened again."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+    texts = [f"backlog {i}" for i in range(12)]
+    for text in texts:
+        alice.say(text)
+    alice.sent("backlog 11")
+
+    bob = users("bob")
+    bob.conv("d:alice").locator(".badge:text-is('12')").wait_for()
+    bob.page.wait_for_function("() => document.title === '(12) chatd'")
+    bob.open_conv("d:alice")
+    bob.message("backlog 11", "alice").wait_for()
+    assert bob.texts() == texts[-5:]
+    assert bob.page.is_hidden("#m-start")
+    bob.page.click("#m-earlier")
+    bob.message("backlog 0", "alice").wait_for()
+    assert bob.texts() == texts
+    bob.page.wait_for_selector("#m-start:not([hidden])")
+    assert bob.page.is_hidden("#m-earlier")
+    bob.page.wait_for_function("() => document.title === 'chatd'")
+
+    # a draft: typed, left, listed, restored
+    bob.page.fill("#m-input", "half a thought")
+    bob.dm("carol")
+    bob.conv("d:alice").locator(".m-draft").wait_for()
+    assert bob.conv("d:alice").locator(".m-preview").text_content() == "half a thought"
+    bob.open_conv("d:alice")
+    assert bob.page.input_value("#m-input") == "half a thought"
+    bob.conv("d:alice").locator(".m-draft").wait_for(state="detached")
+
+
+def test_markup_is_text_and_a_bad_token_is_reported(users, server):
+    """Markup in a message, a reply quote, a room title and a draft is shown as text
+    (no element made of it, no dialog); a page opened with a token chatd refuses says
+    so instead of looping or showing a sign-in form that cannot work."""
+    known(users, "bob")
+    alice, bob = users("alice"), users("bob")
+    evil = "<img src=x onerror=alert(1)><b>bold</b>"
+    alice.dm("bob")
+    alice.say(evil)
+    alice.sent("onerror")
+    bob.conv("d:alice").locator(".m-preview").filter(has_text="onerror").wait_for()
+    assert bob.conv("d:alice").locator(".m-preview").text_content() == evil
+    bob.open_conv("d:alice")
+    shown = bob.message("onerror", "alice")
+    assert shown.locator(".msg-text").text_content() == evil
+    bob.act(shown, "reply")
+    assert bob.page.text_content("#m-quote-text") == evil
+    bob.say("quoted")
+    bob.sent("quoted").locator(".m-quote-ref:has-text('onerror')").wait_for()
+
+    alice.page.click("#m-new-room")
+    alice.page.fill("#m-create-room", "evil")
+    alice.page.fill("#m-create-name", "<i>Team</i>")
+    alice.page.fill("#m-create-members", "bob")
+    alice.page.click("#m-create-submit")
+    bob.conv("r:evil").locator(".m-conv-title:text-is('<i>Team</i>')").wait_for()
+    for page in (alice, bob):
+        made = "#messenger img, :is(#m-items, #m-convs, #m-title, #m-quote-text) :is(b, i)"
+        assert page.page.locator(made).count() == 0
+        assert page.dialogs == []
+
+    bad = {
+        "not.a-token": "sign-in link is not valid",
+        token("bob", now=time.time() - 100_000): "sign-in has expired",
+        TokenVerifier(secret="another-secret-that-is-32-bytes!!").issue("bob"): (
+            "did not let this sign-in in"
+        ),
+    }
+    for jwt, said in bad.items():
+        stranger = Messenger(alice.context.browser, server)
+        try:
+            stranger.page.goto(server.http_url + "/?token=" + jwt)
+            stranger.page.wait_for_selector(f"#m-banner-text:has-text('{said}')")
+            assert stranger.page.is_hidden("#login")
+            assert stranger.page.is_visible("#messenger")
+            assert stranger.page.evaluate("() => window.chatd.state.welcomed") is False
+            assert stranger.errors == []
+        finally:
+            stranger.close()
+
+
+def test_the_pages_rules(users):
+    """The pure rules of static/app-state.js, run in the page: badge and title counts,
+    previews, ticks, event lines, who may recall, @mention parsing."""
+    page = users("alice").page
+    got = page.evaluate(
+        """() => {
+      const M = window.ChatdWebState.messenger
+      const mine = (x) => Object.assign({seq: 5, mine: true, ts: 1000, text: 'x'}, x)
+      return {
+        badge: [M.badgeText(1), M.badgeText(99), M.badgeText(100)],
+        title: [M.tabTitle(0), M.tabTitle(3), M.tabTitle(250)],
+        preview: [
+          M.preview({key: 'r:t', last: {from: 'bob', name: 'Bob', text: 'hi'}}, 'alice').text,
+          M.preview({key: 'r:t', last: {from: 'alice', text: 'hi'}}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'bob', text: '', recalled: true}}, 'alice').text,
+          M.preview({key: 'd:bob', draft: 'wip', last: null}, 'alice'),
+          M.preview({key: 'd:bob', last: null}, 'alice').text],
+        tick: [M.tick(mine({status: 'read'}), true), M.tick(mine({status: 'sent'}), true),
+               M.tick(mine({status: 'read', readBy: 3}), false), M.tick(mine({status: 'sent', readBy: 0}), false),
+               M.tick(mine({status: 'pending'}), true), M.tick({status: 'sent'}, true)],
+        events: [
+          M.eventText({event: 'invited', user: 'carol', by: 'alice'}, 'alice'),
+          M.eventText({event: 'kicked', user: 'alice', by: 'bob'}, 'alice'),
+          M.eventText({event: 'role', user: 'bob', by: 'alice', role: 'admin'}, 'carol'),
+          M.eventText({event: 'room_updated', by: 'bob', changes: {title: 'T'}}, 'carol'),
+          M.eventText({event: 'left', user: 'bob'}, 'carol')],
+        recall: [M.canRecall(mine({}), 'member', 2000), M.canRecall(mine({}), 'member', 200000),
+                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'admin', 200000),
+                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'member', 2000),
+                 M.canRecall(mine({recalled: {by: 'alice'}}), 'owner', 2000),
+                 M.canRecall(mine({seq: null}), 'member', 2000)],
+        last: M.lastEditable([mine({seq: 1}), {seq: 2, mine: false}, mine({seq: 3, recalled: {}})]).seq,
+        query: [M.mentionQuery('hi @ca', 6), M.mentionQuery('mail@ca', 7), M.mentionQuery('@', 1)],
+        cands: M.mentionCandidates([{user: 'carol'}, {user: 'cat', name: 'Kitty'}, {user: 'alice'}],
+                                   'ca', 'alice', 'member').map((m) => m.user),
+        all: M.mentionCandidates([], '', 'alice', 'admin').map((m) => m.user),
+        mentions: M.mentionsIn('@carol hi @cat, not@bob @bobby', ['carol', 'cat', 'bob']),
+        outranks: [M.outranks('owner', 'admin'), M.outranks('admin', 'admin'), M.outranks('member', 'member')],
+      }
+    }"""
+    )
+    assert got["badge"] == ["1", "99", "99+"]
+    assert got["title"] == ["chatd", "(3) chatd", "(99+) chatd"]
+    assert got["preview"] == [
+        "Bob: hi",
+        "You: hi",
+        "[message recalled]",
+        {"draft": True, "text": "wip"},
+        "",
+    ]
+    assert got["tick"] == ["read", "sent", "read by 3", "sent", "sending…", ""]
+    assert got["events"] == [
+        "You invited carol",
+        "bob removed you",
+        "alice made bob an admin",
+        "bob changed the title to “T”",
+        "bob left",
+    ]
+    assert got["recall"] == [True, False, True, False, False, False]
+    assert got["last"] == 1
+    assert got["query"] == [{"start": 3, "prefix": "ca"}, None, {"start": 0, "prefix": ""}]
+    assert got["cands"] == ["carol", "cat"]
+    assert got["all"] == ["@all"]
+    assert got["mentions"] == ["carol", "cat"]
+    assert got["outranks"] == [True, False, False]
