@@ -258,6 +258,12 @@
     }
     if (it.mine) {
       var tk = h("span", "msg-status m-tick", M.tick(it, isDm));
+      if (!isDm && it.readBy > 0) {
+        // who read it: chatd names them in rooms of at most --receipt-members
+        tk = button("msg-status m-tick link", M.tick(it, isDm), function () {
+          showReaders(key, it.seq);
+        }, M.tick(it, isDm) + ": show who");
+      }
       if (it.status === "failed") {
         tk.append(": " + (it.error || "error") + " ");
         tk.appendChild(
@@ -275,6 +281,17 @@
     if (it.seq != null) body.appendChild(actionsEl(key, it, ctx));
     li.append(dom.avatar(it.from), body);
     return li;
+  }
+
+  function showReaders(key, seq) {
+    app.client.receipts(key, seq).then(
+      function (r) {
+        toast(r.users && r.users.length ? "Read by " + r.users.join(", ") : "Read by " + r.count);
+      },
+      function (e) {
+        toast("Not known: " + failText(e));
+      }
+    );
   }
 
   function actionsEl(key, it, ctx) {
@@ -816,7 +833,11 @@
       el.mError.textContent = "";
       updateMentions();
       var key = st.active;
-      if (isRoom(key) && el.mInput.value.trim()) app.client.typing(key.slice(2));
+      var now = Date.now();
+      if (isRoom(key) && el.mInput.value.trim() && now - (bind.typedAt || 0) > 2000) {
+        bind.typedAt = now; // at most one typing frame every 2 s
+        app.client.typing(key.slice(2));
+      }
     });
     el.mInput.addEventListener("blur", function () {
       setTimeout(closeMentions, 150);

@@ -255,6 +255,8 @@ def test_private_room_create_invite_mention_read_by_and_kick(users, artifacts):
     carol.open_conv("r:team")
     alice.page.wait_for_selector("#m-items li.m-msg .m-tick:text-is('read by 2')")
     carol.page.wait_for_selector("#m-items li.m-event:has-text('alice invited you')")
+    alice.page.click("#m-items li.m-msg button.m-tick:text-is('read by 2')")
+    alice.page.wait_for_selector("#toast:text-is('Read by bob, carol')")
 
     # @mention autocomplete: "@ca" offers carol, Enter picks her; bob and carol
     # look at another conversation meanwhile
@@ -544,3 +546,38 @@ def test_a_later_page_load_creates_another_room(users):
             "t => document.getElementById('m-title').textContent === t", arg="#" + room
         )
         alice.close()
+
+
+def test_a_hidden_tab_does_not_mark_read(users):
+    """bob has the DM open in a tab that is hidden: alice's new message stays unread
+    (badge, "(1) chatd") and her tick says "sent"; when the tab becomes visible the
+    message is read and alice sees "read"."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+    alice.say("first")
+    alice.sent("first")
+    bob = users("bob")
+    bob.open_conv("d:alice")
+    alice.page.wait_for_selector("#m-items li.m-msg[data-status='read']")
+    bob.page.evaluate(
+        """() => {
+      window.__visibility = 'hidden'
+      Object.defineProperty(document, 'visibilityState', {get: () => window.__visibility})
+      document.dispatchEvent(new Event('visibilitychange'))
+    }"""
+    )
+    alice.say("while you look away")
+    alice.sent("while you look away")
+    bob.message("while you look away", "alice").wait_for()
+    bob.conv("d:alice").locator(".badge:text-is('1')").wait_for()
+    assert bob.page.title() == "(1) chatd"
+    assert alice.message("while you look away", "alice").get_attribute("data-status") == "sent"
+    bob.page.evaluate(
+        "() => { window.__visibility = 'visible';"
+        " document.dispatchEvent(new Event('visibilitychange')) }"
+    )
+    bob.page.wait_for_function("() => document.title === 'chatd'")
+    alice.message("while you look away", "alice").and_(
+        alice.page.locator("[data-status='read']")
+    ).wait_for()
