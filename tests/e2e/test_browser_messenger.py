@@ -581,3 +581,39 @@ def test_a_hidden_tab_does_not_mark_read(users):
     alice.message("while you look away", "alice").and_(
         alice.page.locator("[data-status='read']")
     ).wait_for()
+
+
+def test_a_network_flap_loses_and_doubles_nothing(users):
+    """bob's page loses its connection: it shows the banner, keeps a message he
+    writes meanwhile pending, and after it reconnects by itself (sync from its
+    cursor) shows what alice sent meanwhile once each, in order, and delivers his
+    pending message exactly once."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+    alice.say("before")
+    alice.sent("before")
+    bob = users("bob")
+    bob.open_conv("d:alice")
+    bob.message("before", "alice").wait_for()
+
+    bob.page.evaluate("window.chatd.disconnect(2500)")
+    bob.page.wait_for_selector("#m-banner:not([hidden])")
+    alice.say("missed one")
+    alice.say("missed two")
+    alice.sent("missed two")
+    bob.say("written offline")
+    assert bob.message("written offline", "bob").get_attribute("data-status") == "pending"
+    assert bob.message("written offline", "bob").locator(".m-tick").text_content() == "sending…"
+
+    bob.page.wait_for_selector('#m-conn-dot[data-state="open"]', timeout=15_000)
+    bob.page.wait_for_selector("#m-banner", state="hidden")
+    bob.sent("written offline")
+    bob.message("missed two", "alice").wait_for()
+    alice.message("written offline", "bob").wait_for()
+    assert bob.texts() == ["before", "missed one", "missed two", "written offline"]
+    assert alice.texts() == ["before", "missed one", "missed two", "written offline"]
+    seqs = bob.page.eval_on_selector_all(
+        "#m-items li.m-msg", "els => els.map(e => Number(e.dataset.seq))"
+    )
+    assert seqs == [1, 2, 3, 4]
