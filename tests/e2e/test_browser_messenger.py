@@ -169,6 +169,15 @@ def test_offline_dm_unread_read_tick_reply_edit_recall_and_reactions(users, arti
     bob.page.press("#m-input", "Escape")
     bob.page.wait_for_selector("#m-quote", state="hidden")
 
+    # Shift+Enter is a newline, Enter sends
+    alice.page.fill("#m-input", "line one")
+    alice.page.press("#m-input", "Shift+Enter")
+    alice.page.keyboard.type("line two")
+    assert alice.page.input_value("#m-input") == "line one\nline two"
+    alice.page.press("#m-input", "Enter")
+    bob.message("line two", "alice").wait_for()
+    assert bob.texts()[-1] == "line one\nline two"
+
     # edit: Up in the empty composer edits my last message
     alice.say("see you at noon")
     alice.sent("see you at noon")
