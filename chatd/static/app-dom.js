@@ -113,6 +113,42 @@
     return el;
   }
 
+  // An avatar with a presence dot (member lists).
+  function memberAvatar(user) {
+    var av = avatar(user);
+    var dot = h("span", "presence-dot");
+    dot.setAttribute("aria-hidden", "true");
+    av.appendChild(dot);
+    return av;
+  }
+
+  // A composer grows with its text, up to 160 px.
+  function autosize(t) {
+    t.style.height = "auto";
+    t.style.height = Math.min(t.scrollHeight, 160) + "px";
+  }
+
+  var CONN_LABELS = { open: "Connected", connecting: "Connecting", waiting: "Disconnected", idle: "Offline" };
+
+  // The connection dot: its state and a label for screen readers.
+  function connDot(node, state) {
+    var label = CONN_LABELS[state] || state;
+    node.dataset.state = state;
+    node.setAttribute("aria-label", label);
+    node.title = label;
+  }
+
+  // The seconds until a reconnect at `at` (ms), never below 0.
+  function secsUntil(at) {
+    return Math.max(0, Math.ceil((at - Date.now()) / 1000));
+  }
+
+  // " in N s…" before a reconnect at `at`, "…" when it is due.
+  function retryIn(at) {
+    var secs = secsUntil(at);
+    return secs > 0 ? " in " + secs + " s…" : "…";
+  }
+
   // Whether a scroller is (nearly) at its bottom.
   function atBottom(s) {
     return s.scrollHeight - s.scrollTop - s.clientHeight < 48;
@@ -125,6 +161,11 @@
     fmtDay: fmtDay,
     fmtShort: fmtShort,
     avatar: avatar,
+    memberAvatar: memberAvatar,
+    autosize: autosize,
+    connDot: connDot,
+    secsUntil: secsUntil,
+    retryIn: retryIn,
     renderText: renderText,
     toaster: toaster,
     byIds: byIds,

@@ -390,9 +390,7 @@
   }
 
   function autosize() {
-    var t = el.mInput;
-    t.style.height = "auto";
-    t.style.height = Math.min(t.scrollHeight, 160) + "px";
+    dom.autosize(el.mInput);
   }
 
   function submit() {
@@ -667,11 +665,7 @@
         var who = m.user === st.user ? h("span", "member-btn") : button("member-btn", null, function () {
           openConv("d:" + m.user);
         }, "Message " + m.user);
-        var av = dom.avatar(m.user);
-        var dot = h("span", "presence-dot");
-        dot.setAttribute("aria-hidden", "true");
-        av.appendChild(dot);
-        who.append(av, h("span", "member-name", m.name && m.name !== m.user ? m.name + " (" + m.user + ")" : m.user));
+        who.append(dom.memberAvatar(m.user), h("span", "member-name", m.name && m.name !== m.user ? m.name + " (" + m.user + ")" : m.user));
         if (m.role !== "member") who.appendChild(h("span", "m-role", m.role));
         li.appendChild(who);
         if (m.user !== st.user && M.outranks(mine, m.role)) {
@@ -762,10 +756,7 @@
   // ----------------------------------------------------------- connection
   function renderConn() {
     var s = st.conn;
-    el.mConnDot.dataset.state = s;
-    var label = { open: "Connected", connecting: "Connecting", waiting: "Disconnected", idle: "Offline" }[s] || s;
-    el.mConnDot.setAttribute("aria-label", label);
-    el.mConnDot.title = label;
+    dom.connDot(el.mConnDot, s);
     el.messenger.dataset.conn = s;
     updateBanner();
   }
@@ -793,10 +784,9 @@
       el.mBannerRetry.hidden = true;
       return;
     }
-    var secs = Math.max(0, Math.ceil((st.reconnectAt - Date.now()) / 1000));
     el.mBannerText.textContent =
       (st.refused ? "chatd did not let this sign-in in, or cannot be reached. Retrying" : "Connection lost. Reconnecting") +
-      (secs > 0 ? " in " + secs + " s…" : "…");
+      dom.retryIn(st.reconnectAt);
     el.mBannerRetry.hidden = false;
     updateBanner.timer = setTimeout(updateBanner, 1000);
   }

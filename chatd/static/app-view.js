@@ -45,16 +45,11 @@
   function renderConn() {
     var s = state.conn;
     if (!el.connDot) return;
-    el.connDot.dataset.state = s;
-    el.connDot.setAttribute(
-      "aria-label",
-      { open: "Connected", connecting: "Connecting", waiting: "Disconnected", idle: "Offline" }[s] || s
-    );
-    el.connDot.title = el.connDot.getAttribute("aria-label");
+    dom.connDot(el.connDot, s);
     el.app.dataset.conn = s;
     if (s === "waiting" && !state.welcomed) {
-      var secs = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
-      el.loginError.textContent = "Can't reach the chat server. Retrying in " + secs + " s…";
+      el.loginError.textContent =
+        "Can't reach the chat server. Retrying in " + dom.secsUntil(state.reconnectAt) + " s…";
     }
     updateBanner();
     if (state.active) schedule(getConv(state.active, false));
@@ -97,10 +92,9 @@
       el.bannerText.textContent = "Reconnecting…";
       el.bannerRetry.hidden = true;
     } else {
-      var secs = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
       el.bannerText.textContent =
         (state.nameBusy ? "Waiting for your previous session to end. " : "Connection lost. ") +
-        "Reconnecting" + (secs > 0 ? " in " + secs + " s…" : "…");
+        "Reconnecting" + dom.retryIn(state.reconnectAt);
       el.bannerRetry.hidden = false;
       updateBanner.timer = setTimeout(updateBanner, 1000);
     }
@@ -392,11 +386,7 @@
           openDm(u);
         });
       }
-      var av = avatar(u);
-      var dot = h("span", "presence-dot");
-      dot.setAttribute("aria-hidden", "true");
-      av.appendChild(dot);
-      b.append(av, h("span", "member-name", u));
+      b.append(dom.memberAvatar(u), h("span", "member-name", u));
       if (u === state.user) b.appendChild(h("span", "muted small", "(you)"));
       li.appendChild(b);
       return li;
@@ -481,9 +471,7 @@
   }
 
   function autosize() {
-    var t = el.composerInput;
-    t.style.height = "auto";
-    t.style.height = Math.min(t.scrollHeight, 160) + "px";
+    dom.autosize(el.composerInput);
   }
 
   // A token user's page: ?token= (kept in the tab's sessionStorage and taken
