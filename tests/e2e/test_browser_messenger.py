@@ -335,6 +335,18 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     alice.page.wait_for_selector("#m-items li.m-event:text-is('You made bob an admin')")
     assert alice.page.is_disabled("#m-leave")  # the owner, with members left
 
+    # title and topic from the room info: a line for all, the new title in the lists
+    alice.page.fill("#m-room-title", "Club house")
+    alice.page.fill("#m-room-topic", "Fridays")
+    alice.page.click("#m-edit-room button[type=submit]")
+    alice.page.wait_for_selector(
+        "#m-items li.m-event:text-is('You changed the title to “Club house”, the topic to “Fridays”')"
+    )
+    alice.page.wait_for_selector("#m-info-topic:text-is('Fridays')")
+    assert alice.page.text_content("#m-title") == "Club house"
+    for page in (bob, carol):
+        page.conv("r:club").locator(".m-conv-title:text-is('Club house')").wait_for()
+
     # bob mutes the room and looks elsewhere: its unread is not in the title
     bob.open_conv("r:club")
     bob.page.wait_for_selector("#m-items li.m-event:text-is('alice made you an admin')")
