@@ -904,6 +904,15 @@
       app.markSeen();
       if (st.conn === "waiting") app.client.reconnectNow();
     });
+    // leaving the page writes the conversation cache (the next load shows it at
+    // once); a page restored from the back-forward cache connects again
+    window.addEventListener("pagehide", function () {
+      saveDraft();
+      app.client.pause();
+    });
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted) app.client.resume();
+    });
   }
 
   /** Starts the messenger screen for `token` (instead of the sign-in form). */

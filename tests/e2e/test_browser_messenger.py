@@ -431,6 +431,21 @@ def test_offline_backlog_pages_back_and_drafts_stay_in_the_list(users):
     assert bob.page.input_value("#m-input") == "half a thought"
     bob.conv("d:alice").locator(".m-draft").wait_for(state="detached")
 
+    # a cold start with no connection at all shows the cached list and timeline,
+    # and the text still in the composer when the page went away as a draft
+    bob.page.add_init_script("window.WebSocket = class { constructor() {} send() {} close() {} }")
+    bob.page.reload()
+    bob.conv("d:alice").wait_for()
+    assert bob.page.get_attribute("#m-conn-dot", "data-state") != "open"
+    assert bob.conv("d:alice").locator(".m-draft").count() == 1
+    assert bob.conv("d:alice").locator(".m-preview").text_content() == "half a thought"
+    assert bob.conv("d:alice").locator(".badge").count() == 0
+    assert bob.page.title() == "chatd"
+    bob.open_conv("d:alice")
+    bob.message("backlog 11", "alice").wait_for()
+    assert bob.texts() == texts
+    assert bob.page.input_value("#m-input") == "half a thought"
+
 
 def test_markup_is_text_and_a_bad_token_is_reported(users, server):
     """Markup in a message, a reply quote, a room title and a draft is shown as text
