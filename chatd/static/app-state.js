@@ -52,6 +52,15 @@
     }
   }
 
+  // The WebSocket URL of chatd on this page's host (wss: under https).
+  function connectUrl() {
+    var u = new URL("ws", window.location.href);
+    u.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
+    u.search = "";
+    u.hash = "";
+    return u.href;
+  }
+
   function load(key) {
     try {
       var v = window.localStorage.getItem(key);
@@ -508,14 +517,6 @@
     }
 
     // ------------------------------------------------------------ session
-    function connectUrl() {
-      var u = new URL("ws", window.location.href);
-      u.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
-      u.search = "";
-      u.hash = "";
-      return u.href;
-    }
-
     function signIn(name, room) {
       var old = state.client;
       state.client = null; // its last events are not ours any more
@@ -606,5 +607,481 @@
     };
   }
 
-  window.ChatdWebState = { create: create };
+  // ------------------------------------------------------------ messenger
+  // Token users (the page opened with ?token=): the shared client's
+  // conversation store (client.conversations, client.timeline(key)) is the
+  // state. What follows are the page's rules on top of it (pure functions of
+  // their arguments) and the messenger's actions; no DOM.
+
+  // chatd's default --recall-window: welcome does not say the server's, so a
+  // recall after a shorter window is refused (too_late) and reported.
+  var RECALL_WINDOW_MS = 120000;
+  var REACTIONS = ["👍", "❤️", "😂", "😮", "🙏"];
+  var RANK = { owner: 3, admin: 2, member: 1 };
+  var MENTION_RE = /(^|\s)@([\p{L}\p{N}_.-]*)$/u;
+  var MENTION_ALL = "@all";
+
+  function isRoomKey(key) {
+    return key.charAt(0) === "r";
+  }
+
+  function badgeText(n) {
+    return n > 99 ? "99+" : String(n);
+  }
+
+  function tabTitle(total) {
+    return (total > 0 ? "(" + badgeText(total) + ") " : "") + "chatd";
+  }
+
+  // The name a conversation is shown under: its title, "#room" or the user.
+  function convName(key, conv) {
+    if (conv && conv.title) return conv.title;
+    return isRoomKey(key) ? "#" + key.slice(2) : key.slice(2);
+  }
+
+  // The list's second line: a draft, the tombstone of a recalled message, or
+  // the last message ("name: text" in rooms).
+  function preview(conv, me) {
+    if (conv.draft) return { draft: true, text: conv.draft };
+    var last = conv.last;
+    if (!last) return { draft: false, text: "" };
+    if (last.recalled) return { draft: false, text: "[message recalled]" };
+    var text = String(last.text || "");
+    if (isRoomKey(conv.key)) text = (last.from === me ? "You" : last.name || last.from) + ": " + text;
+    return { draft: false, text: text };
+  }
+
+  // The tick under my own message: DM "read"/"sent", room "read by N"/"sent".
+  function tick(item, isDm) {
+    if (!item.mine) return "";
+    if (item.status === "pending") return "sending…";
+    if (item.status === "failed") return "not sent";
+    if (isDm) return item.status === "read" ? "read" : "sent";
+    return item.readBy > 0 ? "read by " + item.readBy : "sent";
+  }
+
+  function subject(user, me) {
+    return user === me ? "You" : user;
+  }
+
+  function object(user, me) {
+    return user === me ? "you" : user;
+  }
+
+  // A membership or room event as one grey line.
+  function eventText(e, me) {
+    var u = object(e.user, me);
+    var by = subject(e.by, me);
+    switch (e.event) {
+      case "created":
+        return subject(e.user, me) + " created the room";
+      case "joined":
+        return subject(e.user, me) + " joined";
+      case "invited":
+        return by + " invited " + u;
+      case "left":
+        return subject(e.user, me) + " left";
+      case "kicked":
+        return by + " removed " + u;
+      case "banned":
+        return by + " banned " + u;
+      case "unbanned":
+        return by + " unbanned " + u;
+      case "role":
+        return by + " made " + u + (e.role === "owner" ? " the owner" : e.role === "admin" ? " an admin" : " a member");
+      case "room_updated": {
+        var ch = e.changes || {};
+        var parts = [];
+        if (ch.title != null) parts.push("the title to “" + ch.title + "”");
+        if (ch.topic != null) parts.push("the topic to “" + ch.topic + "”");
+        if (ch.kind != null) parts.push("the room to " + ch.kind);
+        if (ch.avatar != null) parts.push("the avatar");
+        return by + " changed " + (parts.join(", ") || "the room");
+      }
+      default:
+        return subject(e.user, me) + ": " + e.event;
+    }
+  }
+
+  function isMessage(item) {
+    return !item.event && item.seq != null && !item.recalled;
+  }
+
+  // May I recall `item`: my own inside the window, anyone's as a room's admin.
+  function canRecall(item, role, now, windowMs) {
+    if (!isMessage(item)) return false;
+    if (item.mine && now - item.ts < (windowMs || RECALL_WINDOW_MS)) return true;
+    return role === "owner" || role === "admin";
+  }
+
+  function canEdit(item) {
+    return isMessage(item) && !!item.mine;
+  }
+
+  // My newest message that can still be edited (Up arrow), or null.
+  function lastEditable(items) {
+    for (var i = items.length - 1; i >= 0; i--) {
+      if (canEdit(items[i])) return items[i];
+    }
+    return null;
+  }
+
+  // An "@prefix" being typed just before the caret: {start, prefix} or null.
+  function mentionQuery(text, caret) {
+    var m = MENTION_RE.exec(text.slice(0, caret));
+    return m ? { start: caret - m[2].length - 1, prefix: m[2] } : null;
+  }
+
+  // Members whose id or name starts with `prefix` (not me; @all for admins).
+  function mentionCandidates(members, prefix, me, role, max) {
+    var p = prefix.toLowerCase();
+    var out = [];
+    if ((role === "owner" || role === "admin") && "all".indexOf(p) === 0) {
+      out.push({ user: MENTION_ALL, name: "everyone" });
+    }
+    (members || []).forEach(function (m) {
+      if (m.user === me) return;
+      var name = String(m.name || "").toLowerCase();
+      if (m.user.toLowerCase().indexOf(p) === 0 || name.indexOf(p) === 0) out.push(m);
+    });
+    return out.slice(0, max || 8);
+  }
+
+  // The users (and @all) that `text` mentions as "@user" out of `users`.
+  function mentionsIn(text, users) {
+    var out = [];
+    (users || []).forEach(function (u) {
+      var tag = u === MENTION_ALL ? u : "@" + u;
+      var i = text.indexOf(tag);
+      while (i >= 0) {
+        var before = i === 0 ? " " : text.charAt(i - 1);
+        var after = text.charAt(i + tag.length);
+        if (/\s/.test(before) && !/[\p{L}\p{N}_.-]/u.test(after)) {
+          if (out.indexOf(u) < 0) out.push(u);
+          break;
+        }
+        i = text.indexOf(tag, i + 1);
+      }
+    });
+    return out;
+  }
+
+  // May a member of role `mine` kick/ban one of role `theirs`?
+  function outranks(mine, theirs) {
+    return (RANK[mine] || 0) >= RANK.admin && (RANK[mine] || 0) > (RANK[theirs] || 0);
+  }
+
+  // The claims of a JWT, unverified (chatd verifies it): for the user id and
+  // the expiry only.
+  function tokenClaims(token) {
+    try {
+      var part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      var bytes = Uint8Array.from(atob(part), function (c) {
+        return c.charCodeAt(0);
+      });
+      var claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims && typeof claims === "object" ? claims : {};
+    } catch (e) {
+      return {};
+    }
+  }
+
+  var OP_FAILED = {
+    too_late: "Too late to recall that message.",
+    forbidden: "You may not do that here.",
+    no_such_message: "That message is gone.",
+    too_large: "Too many reactions on that message.",
+  };
+
+  /**
+   * The messenger of a token user. `view` gets told: conn(), welcomed(),
+   * list(), unread(total), timeline(key), removed(key, kind), roomChanged(key),
+   * toast(text), expired(); `opts.visible()` says whether the open conversation
+   * is on screen (markRead only then).
+   */
+  function createMessenger(view, options) {
+    var opts = options || {};
+    var Chatd = opts.ChatdClient || window.ChatdClient;
+    var claims = tokenClaims(opts.token);
+    var sub = typeof claims.sub === "string" ? claims.sub : "";
+    var client = new Chatd.ChatClient({
+      url: connectUrl(),
+      token: opts.token,
+      tokenIn: "query", // a browser WebSocket cannot send an Authorization header
+      tokenExpiresAt: typeof claims.exp === "number" ? claims.exp * 1000 : null,
+      // the tab's sessionStorage, as for anonymous sessions: a reload shows the
+      // cached list at once and resends the outbox; two tabs never share one
+      adapter: opts.adapter || Chatd.browserAdapter(window, { storage: sessionStorage() }),
+      storageKey: "chatd.user." + sub,
+      idPrefix: "c-",
+    });
+    var st = {
+      client: client,
+      user: client.user || sub || null,
+      name: typeof claims.name === "string" ? claims.name : sub,
+      conn: "connecting",
+      reconnectAt: 0,
+      active: null, // the open conversation's key
+      reply: null, // the message replied to: {seq, from, name, text}
+      editing: null, // my message being edited: {seq, text}
+      members: new Map(), // room key -> [{user, name, role, online}] (allMembers)
+      recalled: new Map(), // "key seq" -> my text before I recalled it (re-edit)
+      invalid: !sub, // not a token at all: the page does not connect
+      welcomed: false, // a welcome came on some connection of this page
+      refused: false, // several tries and never welcomed: a browser cannot tell a
+      // refused token (HTTP 401) from a server it cannot reach
+    };
+
+    client.on("status", function (s) {
+      if (s.state === "open") st.conn = "open";
+      else if (s.state === "closed") st.conn = "idle";
+      else if (s.state === "reconnecting" && s.delay !== undefined) {
+        st.conn = "waiting";
+        st.reconnectAt = Date.now() + s.delay;
+        if (!st.welcomed && s.attempt >= 3) st.refused = true;
+      } else st.conn = "connecting";
+      view.conn();
+    });
+    client.on("welcome", function (f) {
+      st.welcomed = true;
+      st.refused = false;
+      st.user = f.user;
+      st.name = f.name || f.user;
+      view.welcomed();
+    });
+    client.on("conversations", function () {
+      view.list();
+    });
+    client.on("unread", function (u) {
+      view.unread(u.total);
+    });
+    client.on("timeline", function (e) {
+      if (e.key === st.active) view.timeline(e.key);
+    });
+    client.on("removed", function (e) {
+      st.members.delete(e.key);
+      if (e.key === st.active) {
+        st.active = null;
+        st.reply = null;
+        st.editing = null;
+      }
+      view.removed(e.key, e.kind);
+    });
+    client.on("event", function (e) {
+      st.members.delete(e.key); // membership or roles changed: ask again
+      // a room I was just added to arrives by subscription, without its title
+      // and kind: room_info fills them into the store
+      if (e.user === st.user && (e.kind === "invited" || e.kind === "joined") && client.connected) {
+        client.roomInfo(e.room).catch(function () {});
+      }
+      if (e.key === st.active) view.roomChanged(e.key);
+    });
+    client.on("failed", function (e) {
+      if (e.kind === "op") view.toast(OP_FAILED[e.error] || "Failed: " + e.error);
+    });
+    client.on("error", function (f) {
+      // errors about a request of ours reject it (or fail its outbox entry)
+      if (f.ref || f.code === "rate_limited") return;
+      view.toast(f.message || "Error: " + f.code);
+    });
+    client.on("auth", function () {
+      view.expired();
+    });
+
+    function conversation(key) {
+      return client.conversation(key);
+    }
+
+    function role(key) {
+      var c = key && conversation(key);
+      return c ? c.role : null;
+    }
+
+    // Marks the open conversation read when it is on screen and has unread.
+    function markSeen() {
+      var key = st.active;
+      if (!key || !(opts.visible ? opts.visible() : true)) return;
+      var c = conversation(key);
+      if (c && (c.unread > 0 || c.mentions > 0)) client.markRead(key);
+    }
+
+    function open(key) {
+      if (st.active !== key) {
+        st.reply = null;
+        st.editing = null;
+      }
+      st.active = key;
+      markSeen();
+    }
+
+    function loadEarlier(key) {
+      if (!client.connected) return Promise.reject(new Error("offline"));
+      return client.loadEarlier(key);
+    }
+
+    // Sends `text` to the open conversation: a reply, with the mentions it
+    // names, or the new text of the message being edited.
+    function send(text) {
+      var key = st.active;
+      if (!key) return null;
+      if (st.editing) {
+        var ed = st.editing;
+        st.editing = null;
+        if (text !== ed.text) client.edit(key, ed.seq, text);
+        return { edited: ed.seq };
+      }
+      var o = {};
+      if (st.reply) o.reply_to = st.reply.seq;
+      if (isRoomKey(key)) {
+        var users = (st.members.get(key) || []).map(function (m) {
+          return m.user;
+        });
+        if (role(key) === "owner" || role(key) === "admin") users.push(MENTION_ALL);
+        o.mentions = mentionsIn(text, users);
+      }
+      var entry = isRoomKey(key) ? client.send(key.slice(2), text, o) : client.dm(key.slice(2), text, o);
+      st.reply = null;
+      return entry;
+    }
+
+    function recall(key, item) {
+      if (item.mine) st.recalled.set(key + " " + item.seq, item.text);
+      return client.recall(key, item.seq);
+    }
+
+    // Every member of room `key` (cached until an event of the room).
+    function members(key) {
+      var cached = st.members.get(key);
+      if (cached) return Promise.resolve(cached);
+      if (!client.connected) return Promise.reject(new Error("offline"));
+      return client.allMembers(key.slice(2)).then(function (list) {
+        st.members.set(key, list);
+        return list;
+      });
+    }
+
+    // chatd answers my own room commands (create, invite, kick, …) with an
+    // ack and sends their events to everyone else: a sync brings them into
+    // my timeline too. Resolves with `result` either way.
+    function catchUp(result) {
+      return client.sync().then(
+        function () {
+          return result;
+        },
+        function () {
+          return result;
+        }
+      );
+    }
+
+    // A room command; its room's member cache is dropped once it is done.
+    function command(key, run) {
+      if (!client.connected) return Promise.reject(new Error("offline"));
+      return run().then(function (r) {
+        st.members.delete(key);
+        return catchUp(r);
+      });
+    }
+
+    // Leaving a room: the client sends `leave` for rooms it join()ed, and the
+    // rooms a token user is in arrive by subscription, so join (a member's join
+    // only subscribes again) and leave; `left` then removes it everywhere.
+    function leave(key) {
+      if (!client.connected) return Promise.reject(new Error("offline"));
+      var room = key.slice(2);
+      return client.join(room).then(function () {
+        client.leave(room);
+      });
+    }
+
+    return {
+      state: st,
+      client: client,
+      conversation: conversation,
+      role: role,
+      open: open,
+      markSeen: markSeen,
+      loadEarlier: loadEarlier,
+      send: send,
+      recall: recall,
+      react: function (key, seq, emoji) {
+        return client.react(key, seq, emoji);
+      },
+      members: members,
+      // Creates a room; resolves with its key once a sync brought its summary
+      // (title, kind, my role) and first events into the store.
+      createRoom: function (spec) {
+        return client.createRoom(spec).then(function () {
+          return catchUp("r:" + spec.room);
+        });
+      },
+      // Joins a public room by name (the joiner too only gets `joined`: a sync
+      // brings the conversation into the store).
+      joinRoom: function (room) {
+        return client.join(room).then(function () {
+          return catchUp("r:" + room);
+        });
+      },
+      roomInfo: function (key) {
+        return client.roomInfo(key.slice(2));
+      },
+      invite: function (key, user) {
+        return command(key, function () {
+          return client.invite(key.slice(2), user);
+        });
+      },
+      kick: function (key, user) {
+        return command(key, function () {
+          return client.kick(key.slice(2), user);
+        });
+      },
+      ban: function (key, user) {
+        return command(key, function () {
+          return client.ban(key.slice(2), user);
+        });
+      },
+      setRole: function (key, user, r) {
+        return command(key, function () {
+          return client.setRole(key.slice(2), user, r);
+        });
+      },
+      updateRoom: function (key, changes) {
+        return command(key, function () {
+          return client.updateRoom(key.slice(2), changes);
+        });
+      },
+      mute: function (key, on) {
+        return client.mute(key, on);
+      },
+      leave: leave,
+      setDraft: function (key, text) {
+        client.setDraft(key, text);
+      },
+    };
+  }
+
+  window.ChatdWebState = {
+    create: create,
+    createMessenger: createMessenger,
+    messenger: {
+      RECALL_WINDOW_MS: RECALL_WINDOW_MS,
+      REACTIONS: REACTIONS,
+      NAME_RE: NAME_RE,
+      ROOM_RE: ROOM_RE,
+      badgeText: badgeText,
+      tabTitle: tabTitle,
+      convName: convName,
+      preview: preview,
+      tick: tick,
+      eventText: eventText,
+      canRecall: canRecall,
+      canEdit: canEdit,
+      lastEditable: lastEditable,
+      mentionQuery: mentionQuery,
+      mentionCandidates: mentionCandidates,
+      mentionsIn: mentionsIn,
+      outranks: outranks,
+      tokenClaims: tokenClaims,
+    },
+  };
 })();

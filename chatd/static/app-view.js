@@ -30,97 +30,26 @@
   var getConv = app.getConv;
 
   // ------------------------------------------------------------------ DOM
-  var $ = function (id) {
-    return document.getElementById(id);
-  };
+  var dom = window.ChatdDom;
+  var h = dom.h;
+  var fmtTime = dom.fmtTime;
+  var fmtDay = dom.fmtDay;
+  var avatar = dom.avatar;
+  var renderText = dom.renderText;
   var el = {};
-
-  function h(tag, cls, text) {
-    var node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text != null) node.textContent = String(text);
-    return node;
-  }
-
-
-
-  function fmtTime(ts) {
-    var d = new Date(ts);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
-  function fmtDay(ts) {
-    var d = new Date(ts);
-    var today = new Date();
-    var y = new Date(today.getTime() - 86400000);
-    if (d.toDateString() === today.toDateString()) return "Today";
-    if (d.toDateString() === y.toDateString()) return "Yesterday";
-    return d.toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
-  }
-
-  // A stable colour per user, for avatars.
-  function hue(s) {
-    var x = 0;
-    for (var i = 0; i < s.length; i++) x = (x * 31 + s.charCodeAt(i)) >>> 0;
-    return x % 360;
-  }
-  function avatar(user, cls) {
-    var a = h("span", "avatar" + (cls ? " " + cls : ""), Array.from(user)[0] || "?");
-    a.style.setProperty("--h", String(hue(user)));
-    a.setAttribute("aria-hidden", "true");
-    return a;
-  }
-
-  // Text with http(s) links made clickable; everything is a text node.
-  var URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
-  function renderText(container, text) {
-    var last = 0;
-    var m;
-    URL_RE.lastIndex = 0;
-    while ((m = URL_RE.exec(text)) !== null) {
-      if (m.index > last) container.appendChild(document.createTextNode(text.slice(last, m.index)));
-      var href = null;
-      try {
-        var u = new URL(m[0]);
-        if (u.protocol === "http:" || u.protocol === "https:") href = u.href;
-      } catch (e) {
-        href = null;
-      }
-      if (href) {
-        var a = h("a", null, m[0]);
-        a.href = href;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer nofollow";
-        container.appendChild(a);
-      } else {
-        container.appendChild(document.createTextNode(m[0]));
-      }
-      last = m.index + m[0].length;
-    }
-    if (last < text.length) container.appendChild(document.createTextNode(text.slice(last)));
-  }
-
+  var showToast = null; // set in bind()
   function toast(text) {
-    el.toast.textContent = text;
-    el.toast.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(function () {
-      el.toast.hidden = true;
-    }, 5000);
+    if (showToast) showToast(text);
   }
 
   function renderConn() {
     var s = state.conn;
     if (!el.connDot) return;
-    el.connDot.dataset.state = s;
-    el.connDot.setAttribute(
-      "aria-label",
-      { open: "Connected", connecting: "Connecting", waiting: "Disconnected", idle: "Offline" }[s] || s
-    );
-    el.connDot.title = el.connDot.getAttribute("aria-label");
+    dom.connDot(el.connDot, s);
     el.app.dataset.conn = s;
     if (s === "waiting" && !state.welcomed) {
-      var secs = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
-      el.loginError.textContent = "Can't reach the chat server. Retrying in " + secs + " s…";
+      el.loginError.textContent =
+        "Can't reach the chat server. Retrying in " + dom.secsUntil(state.reconnectAt) + " s…";
     }
     updateBanner();
     if (state.active) schedule(getConv(state.active, false));
@@ -163,10 +92,9 @@
       el.bannerText.textContent = "Reconnecting…";
       el.bannerRetry.hidden = true;
     } else {
-      var secs = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
       el.bannerText.textContent =
         (state.nameBusy ? "Waiting for your previous session to end. " : "Connection lost. ") +
-        "Reconnecting" + (secs > 0 ? " in " + secs + " s…" : "…");
+        "Reconnecting" + dom.retryIn(state.reconnectAt);
       el.bannerRetry.hidden = false;
       updateBanner.timer = setTimeout(updateBanner, 1000);
     }
@@ -279,8 +207,7 @@
   }
 
   function atBottom() {
-    var s = el.scroller;
-    return s.scrollHeight - s.scrollTop - s.clientHeight < 48;
+    return dom.atBottom(el.scroller);
   }
 
   function scrollToBottom() {
@@ -459,11 +386,7 @@
           openDm(u);
         });
       }
-      var av = avatar(u);
-      var dot = h("span", "presence-dot");
-      dot.setAttribute("aria-hidden", "true");
-      av.appendChild(dot);
-      b.append(av, h("span", "member-name", u));
+      b.append(dom.memberAvatar(u), h("span", "member-name", u));
       if (u === state.user) b.appendChild(h("span", "muted small", "(you)"));
       li.appendChild(b);
       return li;
@@ -548,24 +471,44 @@
   }
 
   function autosize() {
-    var t = el.composerInput;
-    t.style.height = "auto";
-    t.style.height = Math.min(t.scrollHeight, 160) + "px";
+    dom.autosize(el.composerInput);
+  }
+
+  // A token user's page: ?token= (kept in the tab's sessionStorage and taken
+  // out of the address bar, so it is not in the history or a copied link).
+  function pageToken() {
+    var params = new URLSearchParams(window.location.search);
+    var token = params.get("token");
+    try {
+      if (token) {
+        window.sessionStorage.setItem("chatd.token", token);
+        params.delete("token");
+        var rest = params.toString();
+        window.history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
+      } else {
+        token = window.sessionStorage.getItem("chatd.token");
+      }
+    } catch (e) {
+      /* storage disabled: the token only lives as long as the page */
+    }
+    return token || null;
   }
 
   function bind() {
-    [
+    var token = pageToken();
+    if (token) {
+      window.ChatdMessenger.start(token);
+      return;
+    }
+    el = dom.byIds([
       "login", "login-form", "login-name", "login-room", "login-error", "login-submit", "app",
       "banner", "banner-text", "banner-retry", "conn-dot", "me-avatar", "me-name", "logout",
       "room-list", "join-form", "join-room", "join-error", "dm-list", "dm-empty", "main",
       "conv-title", "conv-sub", "leave-room", "scroller", "load-older", "history-start",
       "messages", "jump-new", "typing", "composer", "composer-input", "send", "composer-error",
       "members", "member-count", "toast", "toggle-sidebar", "toggle-members",
-    ].forEach(function (id) {
-      el[id.replace(/-(\w)/g, function (_, c) {
-        return c.toUpperCase();
-      })] = $(id);
-    });
+    ]);
+    showToast = dom.toaster(el.toast);
 
     var saved = null;
     try {
@@ -706,7 +649,6 @@
     el.loginName.focus();
   }
 
-  // Hooks for tests and debugging in the browser console.
   // Hooks for tests and debugging in the browser console.
   window.chatd = {
     state: state,
