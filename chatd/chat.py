@@ -272,6 +272,8 @@ class Chat:
                 max_rooms=s.max_rooms,
                 authenticated=session.identity is not None,
                 **({} if anonymous is None else {"resume": anonymous.secret}),
+                # a messenger user's client shows "recall" only inside the window
+                **({} if session.identity is None else {"recall_window": s.recall_window}),
             )
         )
 

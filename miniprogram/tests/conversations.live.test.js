@@ -273,4 +273,29 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
     expect(bad.error).toBe('bad_attachment')
     expect(a.client.timeline('d:' + bob).map((x) => [x.text, x.status])).toEqual([['see this', 'failed']])
   })
+  test('room commands from a fresh client: a second page load creates another room, the invitee sees the title, leave ends it on every device', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const rooms = [uniqueName('first'), uniqueName('second')]
+    for (const room of rooms) {
+      const a = await online(alice) // a new client each time (a page load)
+      const info = await a.client.createRoom({ room, kind: 'private', title: 'T ' + room })
+      expect(info).toMatchObject({ room, role: 'owner', title: 'T ' + room })
+      expect(a.client.conversation('r:' + room)).toMatchObject({ kind: 'private', title: 'T ' + room, role: 'owner' })
+      await waitFor(() => a.client.timeline('r:' + room).some((x) => x.event === 'created'), 'the created event')
+      a.client.close()
+    }
+    const a = await online(alice)
+    const b = await online(bob)
+    const b2 = await online(bob)
+    await a.client.invite(rooms[1], bob)
+    await waitFor(() => (b.client.conversation('r:' + rooms[1]) || {}).title === 'T ' + rooms[1], 'the title at bob')
+    await waitFor(() => a.client.timeline('r:' + rooms[1]).some((x) => x.event === 'invited' && x.user === bob), 'alice has her own invited event')
+    b.client.leave(rooms[1])
+    await waitFor(() => !b.client.conversation('r:' + rooms[1]) && !b2.client.conversation('r:' + rooms[1]), 'gone on both devices')
+    expect(b2.log.removed.map((r) => r.key)).toEqual(['r:' + rooms[1]])
+    expect(a.client.canRecall('r:' + rooms[1], { seq: 1, from: bob, ts: 0 })).toBe(true) // the owner
+    expect(b.client.welcome.recall_window).toBe(WINDOW_S)
+  })
 })

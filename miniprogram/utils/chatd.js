@@ -1393,12 +1393,20 @@ class ChatClient {
   /** Leaves `room` and forgets it. */
   leave(room) {
     const r = this.rooms.get(room)
-    if (!r) return
-    this.rooms.delete(room)
-    r.waiters.splice(0).forEach((w) => w.reject(new Error('left')))
-    if (this._open && r.joined) this._raw({ type: 'leave', room })
+    const member = this._authenticated() && (this._subs.has(room) || this.store.has('r:' + room))
+    if (!r && !member) return
+    if (r) {
+      this.rooms.delete(room)
+      r.waiters.splice(0).forEach((w) => w.reject(new Error('left')))
+    }
+    // a token user's membership ends on every device (chatd answers `left` to each)
+    if (this._open && ((r && r.joined) || member)) this._raw({ type: 'leave', room })
     this.outbox = this.outbox.filter((e) => !(e.kind === 'room' && e.room === room))
     this._save()
+  }
+
+  _authenticated() {
+    return !!(this.welcome && this.welcome.authenticated)
   }
 
   /** Members of a joined room (sorted user ids). */
@@ -1516,6 +1524,20 @@ class ChatClient {
     }
   }
 
+  /**
+   * May I recall message `m` (a timeline row) myself? My own, inside chatd's
+   * `--recall-window` (from `welcome`), by the local clock; owners and admins of a
+   * room may recall any message at any time.
+   */
+  canRecall(key, m) {
+    if (!m || m.seq === null || m.seq === undefined || m.recalled || m.event) return false
+    const c = this.store.conv(convKey(key), false)
+    if (c && c.kind !== 'dm' && (c.role === 'owner' || c.role === 'admin')) return true
+    if (m.from !== this.user) return false
+    const windowS = this.welcome && typeof this.welcome.recall_window === 'number' ? this.welcome.recall_window : 120
+    return this.now() - m.ts < windowS * 1000
+  }
+
   /** Recalls my message `seq` of `key` (owners/admins: anyone's); an outbox entry. */
   recall(key, seq) {
     return this._enqueueOp('recall', key, seq, {})
@@ -1557,27 +1579,39 @@ class ChatClient {
    * members?}`; resolves with its `room_info`.
    */
   createRoom(spec) {
-    const frame = Object.assign({ type: 'create' }, spec)
+    // exactly-once by id on chatd's side (per user, across connections): a fresh one
+    const frame = Object.assign({ type: 'create', id: makeId(this.random, 'c') }, spec)
     const gen = this._gen
     return this._request('room_info', spec.room, frame).then((info) => {
       // chatd subscribed this connection to the new room (without a `subscribed`)
       if (gen === this._gen) this._subs.add(spec.room)
-      this.store.conv('r:' + spec.room, true)
+      this._roomInfoToStore(info, true)
+      this._syncSoon() // the `created` (and `invited`) events of this connection's own create
       this._flush()
       return info
     })
   }
 
+  /** Puts a `room_info` answer into the room's summary (created when `create`). */
+  _roomInfoToStore(info, create) {
+    const c = this.store.conv('r:' + info.room, create)
+    if (!c) return
+    ;['kind', 'title', 'topic', 'avatar', 'role'].forEach((f) => {
+      if (info[f] !== undefined && info[f] !== null) c[f] = info[f]
+    })
+    this._changed(c.key, false)
+  }
+
+  /** A `sync` soon (one for a burst of reasons), when connected as a token user. */
+  _syncSoon() {
+    if (!this._syncLater) this._syncLater = new Later(this, () => this._open && this._authenticated() && this.sync().catch(() => {}), () => 50)
+    this._syncLater.soon()
+  }
+
   /** `room_info {room, kind, title, topic, avatar, members, role, seq, created_by}`. */
   roomInfo(room) {
     return this._request('room_info', room, { type: 'room_info', room }).then((info) => {
-      const c = this.store.conv('r:' + room, false)
-      if (c) {
-        ;['kind', 'title', 'topic', 'avatar', 'role'].forEach((f) => {
-          if (info[f] !== undefined) c[f] = info[f]
-        })
-        this._changed(c.key, false)
-      }
+      this._roomInfoToStore(info, false)
       return info
     })
   }
@@ -1693,7 +1727,11 @@ class ChatClient {
   /** Asks for everything that changed since the stored cursor (done after every welcome). */
   sync() {
     if (!this._open) return Promise.reject(new Error('offline'))
-    if (this._syncing) return this._syncing
+    if (this._syncing) {
+      // asked again while one runs: what changed meanwhile needs one more
+      this._syncAgain = true
+      return this._syncing
+    }
     const run = () => {
       const frame = { type: 'sync' }
       if (this.cursor) frame.since = this.cursor
@@ -1707,6 +1745,10 @@ class ChatClient {
         this._syncing = false
         this.synced = true
         this._emit('synced', { cursor: this.cursor, conversations: this.store.convs.size })
+        if (this._syncAgain) {
+          this._syncAgain = false
+          return this.sync()
+        }
         return reply
       },
       (e) => {
@@ -1926,7 +1968,7 @@ class ChatClient {
 
   _request1(kind, key, frame) {
     return new Promise((resolve, reject) => {
-      frame.id = this._nextRef('r')
+      frame.id = frame.id || this._nextRef('r')
       const waiter = { resolve, reject, id: frame.id }
       const q = this._fifo[kind].get(key) || []
       q.push(waiter)
@@ -2024,6 +2066,11 @@ class ChatClient {
     if (r.joinRef) this._byRef.delete(r.joinRef)
     r.joinRef = null
     r.members = (msg.members || []).slice().sort()
+    if (this._authenticated() && !this.store.has('r:' + msg.room)) {
+      // my own first join: the room and its `joined` event come with a sync
+      this.store.conv('r:' + msg.room, true)
+      this._syncSoon()
+    }
     this._emit('joined', {
       room: msg.room,
       members: r.members.slice(),
@@ -2079,6 +2126,9 @@ class ChatClient {
   _on_subscribed(msg) {
     ;(msg.rooms || []).forEach((room) => {
       this._subs.add(room)
+      // a room that is new here (invited, created on another device): its title and
+      // items come with a sync (the one after welcome covers the rooms of `welcome`)
+      if (!this.store.has('r:' + room) && this.synced) this._syncSoon()
       this.store.conv('r:' + room, true)
     })
     this._emitList()
@@ -2157,8 +2207,10 @@ class ChatClient {
     if (!entry) {
       const w = msg.id ? this._byRef.get(msg.id) : null
       if (w && w.command) {
-        // a command's answer (invite, kick, set_role, …)
+        // a command's answer (invite, kick, set_role, …): its timeline event reaches
+        // this user's other connections live, this one through a sync
         this._byRef.delete(msg.id)
+        this._syncSoon()
         w.resolve(msg)
       }
       return // else a duplicate ack for an entry already settled

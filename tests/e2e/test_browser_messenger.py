@@ -565,12 +565,6 @@ def test_the_pages_rules(users):
     assert got["outranks"] == [True, False, False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SDK bug (miniprogram/utils/chatd.js): createRoom's frame id is the per-connection"
-    " request counter (r2-1, …), which chatd dedupes per user across connections, so the"
-    " create of a later page load is answered with the first one's duplicate ack",
-)
 def test_a_later_page_load_creates_another_room(users):
     """Each page load of alice creates a room from the dialog; both rooms exist."""
     for room in ("first", "second"):
