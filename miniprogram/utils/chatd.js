@@ -1330,10 +1330,14 @@ class ChatClient {
     this._raw(frame)
   }
 
-  /** Leaves `room` and forgets it. */
+  /** Leaves `room` and forgets it (a token user: ends the membership on every device). */
   leave(room) {
     const r = this.rooms.get(room)
-    if (!r) return
+    if (!r) {
+      // a token user's room received by subscription, never join()ed here: chatd answers `left`
+      if (this._open && (this._subs.has(room) || this.store.has('r:' + room))) this._raw({ type: 'leave', room })
+      return
+    }
     this.rooms.delete(room)
     r.waiters.splice(0).forEach((w) => w.reject(new Error('left')))
     if (this._open && r.joined) this._raw({ type: 'leave', room })
