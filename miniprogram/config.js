@@ -23,5 +23,12 @@ module.exports = {
   // room offered on the room list before the user joins any
   defaultRooms: ['lobby'],
   // messages fetched per "load earlier messages"
-  historyPageSize: 30
+  historyPageSize: 30,
+  // the chat page renders this many of the newest rows at first, and this many
+  // more each time it is scrolled to the top (docs/miniprogram.md, "Chat page")
+  chatWindow: 60,
+  chatPage: 30,
+  // seconds after sending in which Edit and Recall are offered (chatd's
+  // --recall-window; chatd refuses a later recall with too_late)
+  recallWindow: 120
 }

@@ -17,6 +17,7 @@ const { mintToken } = require('./support/jwt')
 const ROOT = path.resolve(__dirname, '..')
 const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
 const conversationsPage = load('pages/conversations/conversations')
+const chatPage = load('pages/chat/chat')
 
 const config = require('../config')
 
@@ -79,6 +80,26 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   }
 
   const rowOf = (page, key) => page.data.rows.find((r) => r.key === key)
+  /** Every rendered row of a chat page, in order. */
+  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
+  const byText = (page, text) => chatRows(page).find((r) => r.text === text)
+  /** Records the keys of every setData patch of `page`. */
+  function spyPatches(page) {
+    const patches = []
+    const orig = page.instance.setData.bind(page.instance)
+    page.instance.setData = (p, cb) => {
+      patches.push(Object.keys(p))
+      return orig(p, cb)
+    }
+    return patches
+  }
+  /** Answers the page's next action sheet(s) with `labels` and waits until they were shown. */
+  async function choose(wx, labels, fn) {
+    const n = wx.sheets.length
+    labels.forEach((l) => wx.sheetChoices.push(l))
+    fn()
+    await waitFor(() => wx.sheets.length >= n + labels.length && !wx.sheetChoices.length, 'the action sheet')
+  }
 
   test('conversations: alice writes to offline bob; bob’s cold start lists it with unread 1 and tab badge 1; pull-down syncs', async () => {
     const alice = uniqueName('alice')
@@ -149,5 +170,179 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     expect(wx.modals[0].title).toBe('Leave group')
     const members = await a.client.allMembers(room)
     expect(members.map((m) => m.user)).toEqual([alice])
+  })
+
+  test('chat: my DM to offline bob goes sending… → sent; bob opens the chat and alice’s page shows "read"', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const mine = open(chatPage, { key: 'd:' + bob }, a.client)
+    expect(mine.data.dm).toBe(true)
+    mine.instance.onSend({ detail: { text: 'are you there?' } })
+    expect(byText(mine, 'are you there?')).toMatchObject({ mine: true, tick: 'sending…', seq: null })
+    await waitFor(() => byText(mine, 'are you there?').tick === 'sent', 'sent')
+    expect(chatRows(mine).filter((r) => r.text === 'are you there?').length).toBe(1)
+    expect(mine.dom.innerHTML).toContain('sent')
+
+    const { chat } = launch(bob)
+    await waitFor(() => chat.synced, 'bob synced')
+    expect(chat.conversation('d:' + alice).unread).toBe(1)
+    const theirs = open(chatPage, { key: 'd:' + alice })
+    expect(byText(theirs, 'are you there?')).toMatchObject({ mine: false, tick: '' })
+    await waitFor(() => byText(mine, 'are you there?').tick === 'read', 'alice sees read')
+    expect(chat.conversation('d:' + alice).unread).toBe(0)
+    expect(mine.dom.innerHTML).toContain('read')
+
+    // a reply from bob while alice's page is visible is marked read at once
+    theirs.instance.onSend({ detail: { text: 'here' } })
+    await waitFor(() => byText(mine, 'here'), 'bob’s reply at alice')
+    await waitFor(() => byText(theirs, 'here').tick === 'read', 'bob sees read')
+  })
+
+  test('chat: long-press → reply with a quote, copy, react; edit; @mention picker in a room', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const room = uniqueName('grp')
+    await a.client.createRoom({ room, kind: 'private', title: 'Lunch', members: [bob] })
+    const { chat, wx } = launch(bob)
+    await waitFor(() => chat.synced && chat.conversation('r:' + room), 'bob in the group')
+    const hers = open(chatPage, { key: 'r:' + room }, a.client)
+    await waitFor(() => chatRows(hers).some((r) => r.type === 'event'), 'the events')
+    expect(chatRows(hers).filter((r) => r.type === 'event').map((r) => r.text)).toEqual(['You created the group', 'You invited ' + bob])
+    hers.instance.onSend({ detail: { text: 'noon?' } })
+    global.getApp = () => ({ chat: () => chat })
+    const his = open(chatPage, { key: 'r:' + room })
+    await waitFor(() => byText(his, 'noon?'), 'noon? at bob')
+    const q = byText(his, 'noon?')
+    expect(q).toMatchObject({ name: alice, mine: false })
+
+    await choose(wx, ['Copy'], () => his.instance.onRowAction({ detail: { key: q.key } }))
+    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Reply', 'Copy', 'React'])
+    await waitFor(() => wx.clipboard.includes('noon?'), 'copied')
+
+    await choose(wx, ['Reply'], () => his.instance.onRowAction({ detail: { key: q.key } }))
+    await waitFor(() => his.data.quote, 'the quote bar')
+    expect(his.dom.innerHTML).toContain('Reply to ' + alice + ': noon?')
+    his.instance.onSend({ detail: { text: 'yes' } })
+    expect(his.data.quote).toBeNull()
+    await waitFor(() => byText(hers, 'yes'), 'the reply at alice')
+    expect(byText(hers, 'yes').quote).toEqual({ name: 'you', text: 'noon?' })
+
+    await choose(wx, ['React', '👍'], () => his.instance.onRowAction({ detail: { key: q.key } }))
+    await waitFor(() => byText(hers, 'noon?').reactions.length === 1, 'the reaction at alice')
+    expect(byText(hers, 'noon?').reactions).toEqual([{ emoji: '👍', count: 1, me: false }])
+    expect(byText(hers, 'noon?').tick).toBe('read by 1')
+
+    // "read by 1" tapped: the readers, from receipts
+    await hers.instance.onTicks({ detail: { seq: byText(hers, 'noon?').seq } })
+    await waitFor(() => wx.modals.length === 1, 'the readers modal')
+    expect(wx.modals[0]).toEqual({ title: 'Read by 1', content: bob })
+
+    // edit my own message
+    const y = byText(his, 'yes')
+    await choose(wx, ['Edit'], () => his.instance.onRowAction({ detail: { key: y.key } }))
+    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Reply', 'Copy', 'React', 'Edit', 'Recall'])
+    await waitFor(() => his.data.editing, 'editing')
+    expect(his.instance.selectComponent('#composer').data.value).toBe('yes')
+    his.instance.onSend({ detail: { text: 'yes, noon' } })
+    await waitFor(() => byText(hers, 'yes, noon'), 'the edit at alice')
+    expect(byText(hers, 'yes, noon').edited).toBe(true)
+
+    // typing @ opens the member picker; the pick becomes a mention
+    his.instance.onInput({ detail: { value: 'see you @' } })
+    await waitFor(() => his.data.mention, 'the picker')
+    expect(his.data.mention.members).toEqual([{ user: alice, name: alice }])
+    his.instance.onPickMention({ detail: { user: alice, name: alice } })
+    expect(his.instance.selectComponent('#composer').data.value).toBe('see you @' + alice + ' ')
+    his.instance.onSend({ detail: { text: 'see you @' + alice } })
+    await waitFor(() => byText(hers, 'see you @' + alice), 'the mention at alice')
+    expect(byText(hers, 'see you @' + alice).mentionsMe).toBe(true)
+  })
+
+  test('chat: recall inside the window (tombstone both sides, Re-edit); after it chatd refuses and a toast says so', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const b = await online(bob)
+    const wx = createWx()
+    Object.assign(global.wx, wx)
+    const hers = open(chatPage, { key: 'd:' + bob }, a.client)
+    hers.instance.onSend({ detail: { text: 'oops' } })
+    await waitFor(() => byText(hers, 'oops').tick === 'sent', 'sent')
+    const his = open(chatPage, { key: 'd:' + alice }, b.client)
+    await waitFor(() => byText(his, 'oops'), 'at bob')
+    const seq = byText(hers, 'oops').seq
+    await choose(wx, ['Recall'], () => hers.instance.onRowAction({ detail: { key: 's' + seq } }))
+    await waitFor(() => chatRows(hers).find((r) => r.seq === seq).type === 'recalled', 'recalled at alice')
+    expect(chatRows(hers).find((r) => r.seq === seq)).toMatchObject({ text: 'you recalled a message', reedit: true })
+    await waitFor(() => chatRows(his).find((r) => r.seq === seq).type === 'recalled', 'recalled at bob')
+    expect(chatRows(his).find((r) => r.seq === seq)).toMatchObject({ text: alice + ' recalled a message', reedit: false })
+    expect(hers.dom.innerHTML).toContain('Re-edit')
+    hers.instance.onReedit({ detail: { seq } })
+    expect(hers.instance.selectComponent('#composer').data.value).toBe('oops')
+    expect(chatRows(hers).find((r) => r.seq === seq).reedit).toBe(false)
+
+    hers.instance.onSend({ detail: { text: 'too late' } })
+    await waitFor(() => byText(hers, 'too late') && byText(hers, 'too late').tick !== 'sending…', 'sent')
+    const late = byText(hers, 'too late')
+    await waitFor(() => Date.now() > late.ts + WINDOW_S * 1000 + 300, 'the recall window to pass', WINDOW_S * 1000 + 3000)
+    await choose(wx, ['Recall'], () => hers.instance.onRowAction({ detail: { key: late.key } }))
+    await waitFor(() => wx.toasts.length === 1, 'the refusal')
+    expect(wx.toasts[0].title).toBe('It is too late to recall this message')
+    expect(byText(hers, 'too late')).toMatchObject({ type: 'message' })
+    await barrier(b)
+    expect(byText(his, 'too late')).toMatchObject({ type: 'message' })
+  })
+
+  test('chat: a long conversation renders a window, grows it on scroll to the top, and patches only changed paths', async () => {
+    const saved = { chatWindow: config.chatWindow, chatPage: config.chatPage }
+    Object.assign(config, { chatWindow: 20, chatPage: 20 })
+    try {
+      const alice = uniqueName('alice')
+      const bob = uniqueName('bob')
+      await known(bob)
+      const a = await online(alice)
+      let last
+      for (let i = 1; i <= 80; i++) last = a.client.dm(bob, 'n' + i)
+      await waitFor(() => last.status === 'sent', 'all sent', 20000)
+      const b = await online(bob)
+      const page = open(chatPage, { key: 'd:' + alice }, b.client)
+      const first = chatRows(page).length
+      expect(first).toBeGreaterThanOrEqual(20)
+      expect(first).toBeLessThan(60)
+      expect(chatRows(page)[first - 1].seq).toBe(80)
+      expect(page.data.newCount).toBe(80)
+      expect(page.dom.innerHTML).toContain('80 new messages')
+      const patches = spyPatches(page)
+      a.client.dm(bob, 'n81')
+      await waitFor(() => byText(page, 'n81'), 'the live message')
+      const flat = patches.reduce((x, p) => x.concat(p), [])
+      expect(flat.every((k) => /^chunks\[\d+\](\.rows\[\d+\])?$/.test(k) || k === 'anchor' || k === 'pending')).toBe(true)
+      expect(flat).not.toContain('chunks')
+
+      // scrolled to the top: more rows, earlier pages from chatd once the cache runs out
+      let before = chatRows(page).length
+      while (chatRows(page)[0].seq !== 1) {
+        await page.instance.onTop()
+        expect(chatRows(page).length).toBeGreaterThan(before)
+        before = chatRows(page).length
+      }
+      // every message once, in seq order, as the SDK's timeline has them (under chatd's rate limit
+      // a burst of sends may be stored in another order than sent: the seqs are the truth)
+      const tl = b.client.timeline('d:' + alice).map((m) => m.seq + ':' + m.text)
+      expect(chatRows(page).map((r) => r.seq + ':' + r.text)).toEqual(tl)
+      expect(chatRows(page).map((r) => r.seq)).toEqual(Array.from({ length: 81 }, (x, i) => i + 1))
+      expect(page.data.hasMore).toBe(false)
+      expect(patches.reduce((x, p) => x.concat(p), [])).not.toContain('chunks')
+      // "80 new messages" jumps to the first unread one
+      expect(await page.instance.onJump()).toBe(1)
+      expect(page.data).toMatchObject({ anchor: 's1', newCount: 0 })
+    } finally {
+      Object.assign(config, saved)
+    }
   })
 })
