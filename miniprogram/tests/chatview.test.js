@@ -55,8 +55,9 @@ test('message rows: ticks for DMs and rooms, recall tombstones with re-edit, quo
   expect(reply).toMatchObject({ quote: { name: 'you', text: 'yo' }, reactions: [{ emoji: '👍', count: 2, me: true }], edited: true, mentionsMe: true, tick: '' })
   expect(v.messageRow({ seq: 7, event: 'kicked', user: 'carol', by: 'me' }, room)).toEqual({ key: 's7', seq: 7, type: 'event', text: 'You removed carol' })
   expect(v.eventText({ event: 'invited', user: 'me', by: 'bob' }, 'me', { bob: 'Bob' })).toBe('Bob invited you')
-  expect(v.eventText({ event: 'role', user: 'bob', role: 'admin' }, 'me', {})).toBe('Bob is now an admin')
-  expect(v.eventText({ event: 'room_updated', by: 'bob', changes: { title: 'X' } }, 'me', {})).toBe('Bob changed the group name to "X"')
+  expect(v.eventText({ event: 'role', user: 'bob', role: 'admin' }, 'me', {})).toBe('bob is now an admin')
+  expect(v.eventText({ event: 'role', user: 'me', role: 'owner' }, 'me', {})).toBe('You are now the owner')
+  expect(v.eventText({ event: 'room_updated', by: 'bob', changes: { title: 'X' } }, 'me', { bob: 'Bob' })).toBe('Bob changed the group name to "X"')
 })
 
 test('long-press actions: edit and recall only for my own messages inside the window', () => {

@@ -18,6 +18,8 @@ const ROOT = path.resolve(__dirname, '..')
 const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
 const conversationsPage = load('pages/conversations/conversations')
 const chatPage = load('pages/chat/chat')
+const groupCreatePage = load('pages/group-create/group-create')
+const roomInfoPage = load('pages/room-info/room-info')
 
 const config = require('../config')
 
@@ -34,7 +36,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     config.serverUrl = server.url
   })
   afterEach(() => {
-    pages.splice(0).forEach((p) => p.instance.onUnload())
+    pages.splice(0).forEach((p) => p.instance.onUnload && p.instance.onUnload())
     clients.splice(0).forEach((c) => c.close())
     delete global.getApp
   })
@@ -344,5 +346,84 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     } finally {
       Object.assign(config, saved)
     }
+  })
+
+  test('groups: create a private group from DM peers, invite, make admin, rename, kick — the kicked user’s page stops updating', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    const carol = uniqueName('carol')
+    await known(bob)
+    await known(carol)
+    const a = await online(alice)
+    const toBob = a.client.dm(bob, 'hi bob')
+    const toCarol = a.client.dm(carol, 'hi carol')
+    await waitFor(() => toBob.status === 'sent' && toCarol.status === 'sent', 'the DMs')
+    const b = await online(bob)
+    const { chat: carolChat, wx } = launch(carol)
+    await waitFor(() => carolChat.synced, 'carol synced')
+
+    // alice: New group → Team, private, with bob
+    const create = open(groupCreatePage, {}, a.client)
+    expect(create.data.people.map((p) => [p.user, p.checked]).sort()).toEqual([[bob, false], [carol, false]])
+    create.instance.onTitle({ detail: { value: 'Team' } })
+    create.instance.onToggle({ detail: { user: bob } })
+    expect(create.data.people.find((p) => p.user === bob).checked).toBe(true)
+    await create.instance.onCreate()
+    const nav = wx.navigations.find((n) => n.type === 'redirectTo' && n.url.indexOf('/pages/chat/chat?key=') === 0)
+    expect(nav).toBeTruthy()
+    const key = decodeURIComponent(nav.url.split('key=')[1])
+    const room = key.slice(2)
+    expect(a.client.conversation(key)).toMatchObject({ kind: 'private', title: 'Team', role: 'owner' })
+    await waitFor(() => b.client.conversation(key), 'the group at bob')
+    expect(carolChat.conversation(key)).toBeNull()
+
+    // the info page: owner, 2 members, carol offered for an invite
+    const info = open(roomInfoPage, { room }, a.client)
+    await waitFor(() => info.data.count === 2, 'room info')
+    expect(info.data).toMatchObject({ title: 'Team', role: 'owner', canEdit: true, canInvite: true })
+    expect(info.data.members.map((m) => [m.user, m.role]).sort()).toEqual([[alice, 'owner'], [bob, 'member']].sort())
+    expect(info.data.people.map((p) => p.user)).toEqual([carol])
+    expect(info.dom.innerHTML).toContain('Owner')
+    await info.instance.onInvitePeer({ detail: { user: carol } })
+    await waitFor(() => info.data.count === 3 && carolChat.conversation(key), 'carol invited')
+    expect(info.data.people).toEqual([])
+
+    // carol's phone: the group in her list, then its chat
+    const list = open(conversationsPage, {}, carolChat)
+    // invited live, carol's list knows the group by id; room_info brings its title
+    await waitFor(() => rowOf(list, key) && rowOf(list, key).title === 'Team', 'the group in carol’s list')
+    const carols = open(chatPage, { key }, carolChat)
+    await waitFor(() => chatRows(carols).some((r) => r.text === alice + ' invited you'), 'the invite line')
+    const hers = open(chatPage, { key }, a.client)
+    hers.instance.onSend({ detail: { text: 'welcome carol' } })
+    await waitFor(() => byText(carols, 'welcome carol'), 'carol’s page updates')
+
+    // bob becomes admin; the group is renamed
+    await choose(wx, ['Make admin'], () => info.instance.onMember({ detail: { user: bob } }))
+    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Send a message', 'Make admin', 'Make owner', 'Remove from group', 'Ban'])
+    await waitFor(() => (info.data.members.find((m) => m.user === bob) || {}).role === 'admin', 'bob is admin')
+    await waitFor(() => b.client.conversation(key).role === 'admin', 'bob knows')
+    info.instance.onEditTitle({ detail: { value: 'Core team' } })
+    await info.instance.onSave()
+    await waitFor(() => info.data.title === 'Core team' && b.client.conversation(key).title === 'Core team', 'renamed')
+    await waitFor(() => rowOf(list, key).title === 'Core team', 'renamed in carol’s list')
+
+    // the owner cannot leave while others remain
+    info.instance.onLeave()
+    expect(wx.modals[wx.modals.length - 1].content).toContain('Make someone else the owner first')
+
+    // kick carol: her page says so and stops updating
+    await choose(wx, ['Remove from group'], () => info.instance.onMember({ detail: { user: carol } }))
+    await waitFor(() => carols.data.removed, 'carol’s page told')
+    expect(carols.data.removed).toBe('You were removed from this group.')
+    expect(carols.dom.innerHTML).toContain('You were removed from this group.')
+    await waitFor(() => !rowOf(list, key), 'gone from carol’s list')
+    await waitFor(() => info.data.count === 2, 'two members left')
+    const rowsBefore = JSON.stringify(chatRows(carols))
+    hers.instance.onSend({ detail: { text: 'only for bob' } })
+    await waitFor(() => b.client.timeline(key).some((x) => x.text === 'only for bob'), 'bob has it')
+    await barrier({ wx })
+    expect(JSON.stringify(chatRows(carols))).toBe(rowsBefore)
+    expect(byText(carols, 'only for bob')).toBeUndefined()
   })
 })

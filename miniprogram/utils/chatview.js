@@ -93,8 +93,9 @@ function learnNames(names, items) {
 function eventText(e, me, names) {
   const who = nameOf(e.user, me, names)
   const by = nameOf(e.by, me, names)
-  const Who = who.charAt(0).toUpperCase() + who.slice(1)
-  const By = by.charAt(0).toUpperCase() + by.slice(1)
+  // "You" at the start of a line; names keep their own case
+  const Who = e.user === me ? 'You' : who
+  const By = e.by === me ? 'You' : by
   switch (e.event) {
     case 'created':
       return Who + ' created the group'
@@ -233,6 +234,21 @@ function mentionsIn(text, picked) {
   return out
 }
 
+/**
+ * The people I have DMs with (newest first), minus `exclude` (user ids): whom a
+ * new group or an invite is picked from. `[{user, name}]`.
+ */
+function dmPeers(conversations, names, exclude) {
+  const skip = new Set(exclude || [])
+  return conversations.filter((c) => c.kind === 'dm' && !skip.has(c.with)).map((c) => ({ user: c.with, name: titleOf(c, names) }))
+}
+
+/** A default group title from the members' names (at most 64 characters). */
+function groupTitle(names) {
+  const t = names.join(', ')
+  return t.length > 64 ? t.slice(0, 63) + '…' : t
+}
+
 /** The words of a failed operation, as a toast. */
 function failureText(e) {
   const op = e.op || 'send'
@@ -259,5 +275,7 @@ module.exports = {
   memberActions,
   mayManage,
   mentionsIn,
+  dmPeers,
+  groupTitle,
   failureText
 }

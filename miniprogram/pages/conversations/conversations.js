@@ -53,11 +53,26 @@ Component({
       const list = chat.conversations
       learnNames(this.names, list)
       const now = Date.now()
+      this._askTitles(list)
       const rows = list.map((c) => conversationRow(c, chat.user, now, this.names))
       const patch = {}
       diffList(this.data.rows, rows, 'rows', patch)
       if (messenger !== this.data.messenger) patch.messenger = messenger
       if (Object.keys(patch).length) this.setData(patch)
+    },
+    /**
+     * A group I was invited to live is known by its id only (its title is in
+     * the `created` event before my time): ask `room_info` once per group.
+     */
+    _askTitles(list) {
+      const chat = this.chat
+      if (!chat.connected) return
+      this._asked = this._asked || new Set()
+      list.forEach((c) => {
+        if (c.kind === 'dm' || c.title || this._asked.has(c.key)) return
+        this._asked.add(c.key)
+        chat.roomInfo(c.room).catch(() => this._asked.delete(c.key))
+      })
     },
     _setBadge(total) {
       const text = badgeText(total)
