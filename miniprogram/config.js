@@ -28,6 +28,8 @@ module.exports = {
   // more each time it is scrolled to the top (docs/miniprogram.md, "Chat page")
   chatWindow: 60,
   chatPage: 30,
+  // "N new messages" (a jump to the first unread) from this many unread on
+  jumpAfter: 10,
   // seconds after sending in which Edit and Recall are offered (chatd's
   // --recall-window; chatd refuses a later recall with too_late)
   recallWindow: 120

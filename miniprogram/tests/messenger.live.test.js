@@ -16,8 +16,11 @@ const { mintToken } = require('./support/jwt')
 
 const ROOT = path.resolve(__dirname, '..')
 const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
-const conversationsPage = load('pages/conversations/conversations')
+// a component used by several pages (status-banner) renders only inside the page
+// loaded first in a test file (miniprogram-simulate registers it once): the chat
+// page, whose banner is asserted, comes first
 const chatPage = load('pages/chat/chat')
+const conversationsPage = load('pages/conversations/conversations')
 const groupCreatePage = load('pages/group-create/group-create')
 const roomInfoPage = load('pages/room-info/room-info')
 
@@ -200,6 +203,51 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     theirs.instance.onSend({ detail: { text: 'here' } })
     await waitFor(() => byText(mine, 'here'), 'bob’s reply at alice')
     await waitFor(() => byText(theirs, 'here').tick === 'read', 'bob sees read')
+  })
+
+  test('chat: the list stays right through a dead connection and background/foreground; a draft is kept on leaving', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const a = await online(alice)
+    const b = await online(bob)
+    const first = a.client.dm(bob, 'one')
+    await waitFor(() => first.status === 'sent', 'sent')
+    const page = open(chatPage, { key: 'd:' + alice }, b.client)
+    await waitFor(() => byText(page, 'one'), 'one at bob')
+
+    // the network dies without a close: messages sent meanwhile arrive once after the reconnect
+    b.wx.tasks[b.wx.tasks.length - 1]._kill()
+    await waitFor(() => page.data.state === 'reconnecting', 'the banner')
+    expect(page.dom.innerHTML).toContain('Reconnecting…')
+    a.client.dm(bob, 'two')
+    a.client.dm(bob, 'three')
+    await waitFor(() => byText(page, 'three') && page.data.state === 'open', 'caught up')
+
+    // background (App.onHide → pause) and back (App.onShow → resume)
+    b.client.pause()
+    page.instance.onHide()
+    a.client.dm(bob, 'four')
+    await waitFor(() => a.client.timeline('d:' + bob).some((m) => m.text === 'four' && m.status === 'sent'), 'four sent')
+    b.client.resume()
+    page.instance.onShow()
+    await waitFor(() => byText(page, 'four'), 'four after the foreground')
+    const rows = chatRows(page)
+    expect(rows.map((r) => r.text)).toEqual(['one', 'two', 'three', 'four'])
+    expect(rows.map((r) => r.seq)).toEqual([1, 2, 3, 4])
+    await waitFor(() => b.client.conversation('d:' + alice).unread === 0, 'read while visible')
+
+    // leaving with text in the box keeps it as the draft: "[draft] …" in the list
+    page.instance.onInput({ detail: { value: 'half a thought' } })
+    page.instance.onUnload()
+    pages.splice(pages.indexOf(page), 1)
+    expect(b.client.conversation('d:' + alice).draft).toBe('half a thought')
+    const list = open(conversationsPage, {}, b.client)
+    expect(rowOf(list, 'd:' + alice)).toMatchObject({ preview: '[draft] half a thought', draft: true })
+    const again = open(chatPage, { key: 'd:' + alice }, b.client)
+    expect(again.instance.selectComponent('#composer').data.value).toBe('half a thought')
+    again.instance.onSend({ detail: { text: 'half a thought, done' } })
+    expect(b.client.conversation('d:' + alice).draft).toBe('')
   })
 
   test('chat: long-press → reply with a quote, copy, react; edit; @mention picker in a room', async () => {

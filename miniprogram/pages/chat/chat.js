@@ -12,7 +12,8 @@
  * React, and for my own messages inside the recall window Edit and Recall
  * (shown as "you recalled a message" with Re-edit). Typing "@" in a room opens
  * the member picker (`allMembers`); membership events are centred grey lines;
- * "N new messages" jumps to the first unread one. Messages on screen are
+ * "N new messages" (from `config.jumpAfter` unread on) jumps to the first
+ * unread one. Messages on screen are
  * marked read (`markRead`) on show and when new ones arrive while visible. A
  * kicked, banned or leaving user's page stops updating and says why. An unsent
  * text is kept as the conversation's draft when the page closes.
@@ -79,7 +80,7 @@ Component({
       this.setData({
         dm: this.dm,
         state: chat.state,
-        newCount: c && c.unread > 0 ? c.unread : 0,
+        newCount: c && c.unread >= config.jumpAfter ? c.unread : 0,
         hasMore: false
       })
       this._title(c)
@@ -213,7 +214,11 @@ Component({
           if (older.length) this._showFrom(chunkOf(older[0].seq, CHUNK), topKey)
           else this._render()
         },
-        (e) => this.setData({ loading: false, error: 'Earlier messages: ' + e.message })
+        (e) => {
+          // offline: the sync after the reconnect brings the conversation; a refusal is shown
+          this.setData({ loading: false })
+          if (e.code) this.setData({ error: 'Earlier messages: ' + e.message })
+        }
       )
     },
     _firstKey() {
