@@ -70,7 +70,15 @@ Component({
       this._visible = true
       this._rows = new Map()
       const c = chat.conversation(key)
-      if (!this.dm && !c) chat.join(this.target).catch((e) => this.setData({ error: 'Cannot open the group: ' + e.message }))
+      if (!this.dm && !c) {
+        // a room I am not in yet (from the Rooms tab): join makes me a member; a sync then
+        // brings the new conversation with its newest items (chatd pushes no `joined`
+        // event for the rooms of chatd 0.1)
+        chat
+          .join(this.target)
+          .then(() => (chat.conversation(key) ? null : chat.sync()))
+          .catch((e) => this.setData({ error: 'Cannot open the group: ' + e.message }))
+      }
       const items = chat.timeline(key)
       const first = items.find((m) => m.seq !== null)
       this._base = first ? Math.max(0, chunkOf(first.seq, CHUNK) - PREPAD) : 0
