@@ -13,6 +13,7 @@ const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
 const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
 const { mintToken } = require('./support/jwt')
+const { shoot } = require('./support/screenshot')
 
 const ROOT = path.resolve(__dirname, '..')
 const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
@@ -156,6 +157,8 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await waitFor(() => chat.synced && rowOf(page, 'r:' + room) && rowOf(page, 'r:' + room).badge === '1' && rowOf(page, 'd:' + alice), 'both rows')
     expect(rowOf(page, 'r:' + room)).toMatchObject({ title: 'Lunch', initial: 'L', preview: alice + ': noon?' })
     await waitFor(() => wx.badges[0] === '2', 'tab badge 2')
+    const png = shoot(page, 'conversations', 700)
+    if (png) expect(require('fs').statSync(png).size).toBeGreaterThan(1000)
 
     wx.sheetChoices.push('Mute notifications')
     page.instance.onAction({ detail: { key: 'r:' + room } })
@@ -311,6 +314,8 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     his.instance.onSend({ detail: { text: 'see you @' + alice } })
     await waitFor(() => byText(hers, 'see you @' + alice), 'the mention at alice')
     expect(byText(hers, 'see you @' + alice).mentionsMe).toBe(true)
+    const png = shoot(hers, 'chat', 1100)
+    if (png) expect(require('fs').statSync(png).size).toBeGreaterThan(1000)
   })
 
   test('chat: recall inside the window (tombstone both sides, Re-edit); after it chatd refuses and a toast says so', async () => {
