@@ -28,6 +28,9 @@ module.exports = {
   // more each time it is scrolled to the top (docs/miniprogram.md, "Chat page")
   chatWindow: 60,
   chatPage: 30,
+  // at most about this many rows are rendered: scrolled far up, the newest are
+  // dropped from the page until the user scrolls back down
+  chatMax: 300,
   // "N new messages" (a jump to the first unread) from this many unread on
   jumpAfter: 10,
   // seconds after sending in which Edit and Recall are offered (chatd's

@@ -117,5 +117,10 @@ describe('the windowed list', () => {
     const p1 = w.layout(rows(1, 45).concat([{ key: 'pm', seq: null, text: 'mine' }]), opts)
     const p2 = w.layout(rows(1, 46), opts)
     expect(w.diff(p1, p2)).toEqual({ 'chunks[2].rows[6]': rows(46, 46)[0], pending: [] })
+    // the newest chunks leave the window (scrolled far up): they are emptied, not dropped
+    const cut = w.layout(rows(1, 45), { base: 0, size: 20, from: 0, length: 3 })
+    const cutTo1 = w.layout(rows(1, 39), { base: 0, size: 20, from: 0, length: cut.chunks.length })
+    expect(cutTo1.chunks.map((c) => c.rows.length)).toEqual([19, 20, 0])
+    expect(w.diff(cut, cutTo1)).toEqual({ 'chunks[2].rows': [] })
   })
 })

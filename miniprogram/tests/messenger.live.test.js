@@ -354,9 +354,9 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     expect(byText(his, 'too late')).toMatchObject({ type: 'message' })
   })
 
-  test('chat: a long conversation renders a window, grows it on scroll to the top, and patches only changed paths', async () => {
-    const saved = { chatWindow: config.chatWindow, chatPage: config.chatPage }
-    Object.assign(config, { chatWindow: 20, chatPage: 20 })
+  test('chat: a long conversation renders a window that moves on scroll, cut at chatMax rows, with only changed paths set', async () => {
+    const saved = { chatWindow: config.chatWindow, chatPage: config.chatPage, chatMax: config.chatMax }
+    Object.assign(config, { chatWindow: 20, chatPage: 20, chatMax: 40 })
     try {
       const alice = uniqueName('alice')
       const bob = uniqueName('bob')
@@ -366,7 +366,8 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
       for (let i = 1; i <= 80; i++) last = a.client.dm(bob, 'n' + i)
       await waitFor(() => last.status === 'sent', 'all sent', 20000)
       const b = await online(bob)
-      const page = open(chatPage, { key: 'd:' + alice }, b.client)
+      const key = 'd:' + alice
+      const page = open(chatPage, { key }, b.client)
       const first = chatRows(page).length
       expect(first).toBeGreaterThanOrEqual(20)
       expect(first).toBeLessThan(60)
@@ -376,27 +377,61 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
       const patches = spyPatches(page)
       a.client.dm(bob, 'n81')
       await waitFor(() => byText(page, 'n81'), 'the live message')
-      const flat = patches.reduce((x, p) => x.concat(p), [])
-      expect(flat.every((k) => /^chunks\[\d+\](\.rows\[\d+\])?$/.test(k) || k === 'anchor' || k === 'pending')).toBe(true)
-      expect(flat).not.toContain('chunks')
+      const flat = () => patches.reduce((x, p) => x.concat(p), [])
+      expect(flat().every((k) => /^chunks\[\d+\](\.rows(\[\d+\])?)?$/.test(k) || k === 'anchor' || k === 'pending')).toBe(true)
 
-      // scrolled to the top: more rows, earlier pages from chatd once the cache runs out
-      let before = chatRows(page).length
-      while (chatRows(page)[0].seq !== 1) {
-        await page.instance.onTop()
-        expect(chatRows(page).length).toBeGreaterThan(before)
-        before = chatRows(page).length
+      // rendered rows are the SDK's timeline items of their seqs, in seq order (under chatd's rate
+      // limit a burst of sends may be stored in another order than sent: the seqs are the truth)
+      const inOrder = () => {
+        const bySeq = new Map(b.client.timeline(key).map((m) => [m.seq, m.text]))
+        const rows = chatRows(page)
+        rows.forEach((r, i) => {
+          expect(r.text).toBe(bySeq.get(r.seq))
+          if (i) expect(r.seq).toBe(rows[i - 1].seq + 1)
+        })
       }
-      // every message once, in seq order, as the SDK's timeline has them (under chatd's rate limit
-      // a burst of sends may be stored in another order than sent: the seqs are the truth)
-      const tl = b.client.timeline('d:' + alice).map((m) => m.seq + ':' + m.text)
-      expect(chatRows(page).map((r) => r.seq + ':' + r.text)).toEqual(tl)
-      expect(chatRows(page).map((r) => r.seq)).toEqual(Array.from({ length: 81 }, (x, i) => i + 1))
+      // scrolled to the top: earlier rows (from chatd once the cache runs out); past chatMax the newest are cut
+      const seen = new Set(chatRows(page).map((r) => r.seq))
+      while (chatRows(page)[0].seq !== 1) {
+        const top = chatRows(page)[0].seq
+        await page.instance.onTop()
+        expect(chatRows(page)[0].seq).toBeLessThan(top)
+        expect(chatRows(page).length).toBeLessThanOrEqual(40)
+        inOrder()
+        chatRows(page).forEach((r) => seen.add(r.seq))
+      }
       expect(page.data.hasMore).toBe(false)
-      expect(patches.reduce((x, p) => x.concat(p), [])).not.toContain('chunks')
-      // "80 new messages" jumps to the first unread one
+      expect(page.data.cut).toBe(true)
+      expect(byText(page, 'n81')).toBeUndefined()
+      const behind = page.data.behind
+      expect(behind).toBeGreaterThan(0)
+      expect(page.dom.innerHTML).toContain('Back to the newest · ' + behind + ' newer')
+
+      // a message while the window is cut waits behind it
+      a.client.dm(bob, 'n82')
+      await waitFor(() => page.data.behind === behind + 1, 'counted behind the cut')
+      expect(byText(page, 'n82')).toBeUndefined()
+
+      // scrolled back down: newer rows in, the oldest out, until the window follows the newest again
+      while (page.data.cut) {
+        const bottom = chatRows(page)[chatRows(page).length - 1].seq
+        page.instance.onBottom()
+        expect(chatRows(page)[chatRows(page).length - 1].seq).toBeGreaterThan(bottom)
+        expect(chatRows(page).length).toBeLessThanOrEqual(40)
+        inOrder()
+        chatRows(page).forEach((r) => seen.add(r.seq))
+      }
+      expect(byText(page, 'n82')).toBeTruthy()
+      expect(Array.from(seen).sort((x, y) => x - y)).toEqual(Array.from({ length: 82 }, (x, i) => i + 1))
+      expect(flat()).not.toContain('chunks')
+
+      // "80 new messages" jumps to the first unread one; "Back to the newest" returns
       expect(await page.instance.onJump()).toBe(1)
-      expect(page.data).toMatchObject({ anchor: 's1', newCount: 0 })
+      expect(page.data).toMatchObject({ anchor: 's1', newCount: 0, cut: true })
+      page.instance.onLatest()
+      expect(page.data.cut).toBe(false)
+      expect(page.data.anchor).toBe('s82')
+      expect(flat()).not.toContain('chunks')
     } finally {
       Object.assign(config, saved)
     }

@@ -31,9 +31,10 @@ function fromForLast(rows, n, size) {
 }
 
 /**
- * Lays `rows` out: `{chunks: [{id, rows}], pending, rebase}`. `rebase` is true
- * when a row falls before `base` (the page then chooses a new base and sets
- * the list once).
+ * Lays `rows` out: `{chunks: [{id, rows}], pending, rebase}`, with at least
+ * `opts.length` chunks (the previous layout's: chunks never go away, a chunk
+ * left out of the window is empty). `rebase` is true when a row falls before
+ * `base` (the page then chooses a new base and sets the list once).
  */
 function layout(rows, opts) {
   const { base, size, from } = opts
@@ -55,6 +56,7 @@ function layout(rows, opts) {
     while (chunks.length <= i) chunks.push({ id: base + chunks.length, rows: [] })
     chunks[i].rows.push(r)
   })
+  while (chunks.length < (opts.length || 0)) chunks.push({ id: base + chunks.length, rows: [] })
   return { chunks, pending, rebase }
 }
 

@@ -4,7 +4,10 @@
  * `setData` of only the changed paths (utils/window.js: chunks by seq, never
  * the whole list). Only the newest `config.chatWindow` rows are rendered at
  * first; scrolling to the top shows more, fetching earlier pages with
- * `loadEarlier(key)` when the cache runs out.
+ * `loadEarlier(key)` when the cache runs out. At most about `config.chatMax`
+ * rows are rendered: scrolling far up empties the newest chunks (the window is
+ * then "cut": new messages wait behind "Back to the newest", scrolling down
+ * brings them back and empties the oldest).
  *
  * Under my messages: "sending…" → "sent" → "read" (DM) or "read by N" (rooms;
  * a tap lists the readers from `receipts`). Long-press a message → action
@@ -27,6 +30,16 @@ const CHUNK = 20
 /** Empty chunks kept before the first cached seq, so earlier pages fill existing paths. */
 const PREPAD = 50
 
+/** The most chunks rendered at once (config.chatMax rows). */
+const maxChunks = () => Math.max(2, Math.ceil(config.chatMax / CHUNK))
+/** Chunks added per scroll to the bottom of a cut window. */
+const stepChunks = () => Math.max(1, Math.ceil(config.chatPage / CHUNK))
+/** The newest chunk holding an item of `items`. */
+function newestChunk(items) {
+  for (let i = items.length - 1; i >= 0; i--) if (items[i].seq !== null) return chunkOf(items[i].seq, CHUNK)
+  return 0
+}
+
 const REMOVED = {
   kicked: 'You were removed from this group.',
   banned: 'You were banned from this group.',
@@ -45,6 +58,8 @@ Component({
     hasMore: false,
     loading: false,
     newCount: 0,
+    cut: false,
+    behind: 0,
     quote: null,
     editing: null,
     mention: null,
@@ -83,6 +98,7 @@ Component({
       const first = items.find((m) => m.seq !== null)
       this._base = first ? Math.max(0, chunkOf(first.seq, CHUNK) - PREPAD) : 0
       this._from = fromForLast(items, config.chatWindow, CHUNK)
+      this._to = null // the last rendered chunk; null: the window follows the newest
       this._layout = { chunks: [], pending: [] }
       this._readAtOpen = c ? c.read : 0
       this.setData({
@@ -162,9 +178,9 @@ Component({
       const items = chat.timeline(this.key)
       learnNames(this.names, items)
       const ctx = { me: chat.user, myName: (chat.welcome && chat.welcome.name) || chat.user, dm: this.dm, names: this.names, reedit: this._reedit }
-      const shown = items.filter((m) => m.seq === null || chunkOf(m.seq, CHUNK) >= this._from)
+      const shown = items.filter((m) => this._inWindow(m))
       const rows = shown.map((m) => messageRow(m, ctx))
-      let next = layout(rows, { base: this._base, size: CHUNK, from: this._from })
+      let next = layout(rows, { base: this._base, size: CHUNK, from: this._from, length: this._layout.chunks.length })
       let patch
       if (next.rebase) {
         // an item before the padded base: choose a new base and set the list once
@@ -185,6 +201,10 @@ Component({
       }
       const more = this._earlier() || items.some((m) => m.seq !== null && chunkOf(m.seq, CHUNK) < this._from)
       if (more !== this.data.hasMore) patch.hasMore = more
+      const cut = this._to !== null
+      const behind = cut ? items.filter((m) => m.seq !== null && !m.event && chunkOf(m.seq, CHUNK) > this._to).length : 0
+      if (cut !== this.data.cut) patch.cut = cut
+      if (behind !== this.data.behind) patch.behind = behind
       // setData copies, as WeChat's does when it sends data to the view (the
       // layout objects stay the page's own, for the next diff)
       if (Object.keys(patch).length) this.setData(JSON.parse(JSON.stringify(patch)))
@@ -197,10 +217,23 @@ Component({
       const oldest = store.oldest(this.key)
       return oldest === null || oldest > 1
     },
+    /** Is timeline item `m` in the rendered window? (my pending entries: only at the newest) */
+    _inWindow(m) {
+      if (m.seq === null) return this._to === null
+      const c = chunkOf(m.seq, CHUNK)
+      return c >= this._from && (this._to === null || c <= this._to)
+    },
+    /** Marks read what is on screen: everything, or up to the last rendered row of a cut window. */
     _markRead() {
       if (!this._visible || this.data.removed || !this.chat) return
       const c = this.chat.conversation(this.key)
-      if (c && c.seq > c.read) this.chat.markRead(this.key)
+      if (!c || c.seq <= c.read) return
+      if (this._to === null) this.chat.markRead(this.key)
+      else {
+        const rows = Array.from(this._rows.values()).filter((r) => r.seq !== null)
+        const seq = rows.length ? rows[rows.length - 1].seq : 0
+        if (seq > c.read) this.chat.markRead(this.key, seq)
+      }
     },
     /** Scrolled to the top: show more cached rows, or fetch the page before them. */
     onTop() {
@@ -233,10 +266,38 @@ Component({
       const c = this._layout.chunks.find((x) => x.rows.length)
       return c ? c.rows[0].key : ''
     },
+    /** Renders from chunk `from` on; past config.chatMax rows the newest chunks are cut. */
     _showFrom(from, keepKey) {
       this._from = Math.min(this._from, from)
+      const newest = newestChunk(this.chat.timeline(this.key))
+      const top = this._to === null ? newest : this._to
+      if (top - this._from + 1 > maxChunks()) this._to = this._from + maxChunks() - 1
+      if (this._to !== null && this._to >= newest) this._to = null
       this._render()
       if (keepKey) this.setData({ anchor: keepKey }) // stay where the user was reading
+    },
+    _newestRenderedKey() {
+      const rows = Array.from(this._rows.values())
+      return rows.length ? rows[rows.length - 1].key : ''
+    },
+    /** Scrolled to the bottom of a cut window: newer chunks back, the oldest out. */
+    onBottom() {
+      if (this._to === null) return
+      const keep = this._newestRenderedKey()
+      const newest = newestChunk(this.chat.timeline(this.key))
+      const to = this._to + stepChunks()
+      this._to = to >= newest ? null : to
+      const top = this._to === null ? newest : this._to
+      if (top - this._from + 1 > maxChunks()) this._from = top - maxChunks() + 1
+      this._render()
+      if (keep) this.setData({ anchor: keep })
+    },
+    /** "Back to the newest": the window of a freshly opened page. */
+    onLatest() {
+      this._to = null
+      this._from = fromForLast(this.chat.timeline(this.key), config.chatWindow, CHUNK)
+      this._render()
+      this.setData({ anchor: this._newestRenderedKey() })
     },
     /** "N new messages": show (and fetch) back to the first unread message and scroll to it. */
     onJump() {
@@ -394,6 +455,7 @@ Component({
       }
       this._picked = []
       this._text = ''
+      if (this._to !== null) this.onLatest() // sending shows the newest, as WeChat does
       const c = chat.conversation(this.key)
       if (c && c.draft) chat.setDraft(this.key, '')
       this._render()
