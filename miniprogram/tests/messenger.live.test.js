@@ -14,6 +14,7 @@ const { loadApp } = require('./support/app-runtime')
 const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
 const { mintToken } = require('./support/jwt')
 const { shoot } = require('./support/screenshot')
+const { TOKEN_KEY } = require('../utils/login')
 
 const ROOT = path.resolve(__dirname, '..')
 const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
@@ -25,6 +26,7 @@ const conversationsPage = load('pages/conversations/conversations')
 const groupCreatePage = load('pages/group-create/group-create')
 const roomInfoPage = load('pages/room-info/room-info')
 const roomsPage = load('pages/rooms/rooms')
+const mePage = load('pages/me/me')
 
 const config = require('../config')
 
@@ -498,8 +500,15 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await waitFor(() => rowOf(list, key).title === 'Core team', 'renamed in carol’s list')
 
     // the owner cannot leave while others remain
-    info.instance.onLeave()
+    expect(await info.instance.onLeave()).toBe(false)
     expect(wx.modals[wx.modals.length - 1].content).toContain('Make someone else the owner first')
+    // … also from the Chats list's long-press
+    const aliceList = open(conversationsPage, {}, a.client)
+    await waitFor(() => rowOf(aliceList, key), 'the group in alice’s list')
+    await choose(wx, ['Leave group'], () => aliceList.instance.onAction({ detail: { key } }))
+    expect(await aliceList.instance._acting).toBe(false)
+    expect(wx.modals[wx.modals.length - 1].content).toContain('Make someone else the owner first')
+    expect(a.client.conversation(key)).toBeTruthy()
 
     // kick carol: her page says so and stops updating
     await choose(wx, ['Remove from group'], () => info.instance.onMember({ detail: { user: carol } }))
@@ -554,5 +563,25 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await waitFor(() => rowOf(list, 'd:' + bob) && rowOf(list, 'r:' + room), 'both in Chats')
     expect(list.data.rows.map((r) => r.key).slice(0, 2)).toEqual(['d:' + bob, 'r:' + room])
     expect(rowOf(list, 'd:' + bob).preview).toBe('first words')
+  })
+
+  test('Me tab: who I am; Log out forgets the session, the cached conversations and the token', async () => {
+    const bob = uniqueName('bob')
+    const phone = new Map()
+    const { app, chat, wx } = launch(bob, phone)
+    phone.set(TOKEN_KEY, session(bob))
+    await waitFor(() => chat.synced, 'synced')
+    chat.close() // writes the session and the conversation cache
+    chat.connect()
+    await waitFor(() => chat.synced, 'synced again')
+    expect(phone.has('chatd.state:' + bob + '.conv')).toBe(true)
+    const me = open(mePage)
+    expect(me.data).toMatchObject({ name: bob, user: bob, authenticated: true })
+    expect(me.dom.innerHTML).toContain('Logged in with WeChat')
+    me.instance.onLogout()
+    expect(wx.navigations.pop()).toEqual({ type: 'reLaunch', url: '/pages/login/login' })
+    expect(app.chat()).toBeNull()
+    expect(chat.connected).toBe(false)
+    expect(Array.from(phone.keys()).filter((k) => k.indexOf(bob) >= 0 || k === TOKEN_KEY)).toEqual([])
   })
 })

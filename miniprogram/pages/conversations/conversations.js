@@ -9,6 +9,7 @@
  */
 const { badgeText, conversationRow, learnNames } = require('../../utils/chatview')
 const { diffList } = require('../../utils/window')
+const { confirmLeave } = require('../../utils/groups')
 
 /** Index of this page in app.json's tabBar list. */
 const TAB = 0
@@ -103,7 +104,9 @@ Component({
       const labels = { mute: 'Mute notifications', unmute: 'Unmute', read: 'Mark as read', leave: 'Leave group' }
       wx.showActionSheet({
         itemList: actions.map((a) => labels[a]),
-        success: (res) => this._act(actions[res.tapIndex], c),
+        success: (res) => {
+          this._acting = this._act(actions[res.tapIndex], c)
+        },
         fail: () => {}
       })
     },
@@ -114,14 +117,9 @@ Component({
       } else if (action === 'read') {
         chat.markRead(c.key)
       } else if (action === 'leave') {
-        wx.showModal({
-          title: 'Leave group',
-          content: 'Leave "' + (c.title || c.room) + '"? You will no longer receive its messages.',
-          success: (res) => {
-            if (res.confirm) chat.leave(c.room)
-          }
-        })
+        return confirmLeave(wx, chat, c.room, c.title || c.room, c.role)
       }
+      return null
     },
     onNewGroup() {
       wx.navigateTo({ url: '/pages/group-create/group-create' })

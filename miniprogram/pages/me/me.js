@@ -20,8 +20,8 @@ Component({
       const app = getApp()
       const chat = app.chat()
       if (chat) {
+        chat.close() // close() saves the session: forget it afterwards
         chat.forget()
-        chat.close()
       }
       app.globalData.chat = null
       clearToken(wx)

@@ -9,6 +9,7 @@
  * room's events and says so when I am no longer a member.
  */
 const { memberActions, mayManage, dmPeers, learnNames } = require('../../utils/chatview')
+const { confirmLeave } = require('../../utils/groups')
 
 const KINDS = { private: 'Private group · invite only', public: 'Public group · anyone can join' }
 
@@ -46,15 +47,17 @@ Component({
         chat.on('timeline', (e) => {
           // members and room changes are timeline events: reload on a new one
           if (e.key !== key) return
-          const events = chat.timeline(key).filter((x) => x.event).length
-          if (events !== this._events) this.reload()
+          if (this._eventCount() !== this._events) this.reload()
         }),
         chat.on('removed', (e) => {
           if (e.key === key) this.setData({ removed: 'You are no longer a member of this group.', canEdit: false, canInvite: false })
         })
       ]
-      this._events = chat.timeline(key).filter((x) => x.event).length
       return this.reload()
+    },
+    /** How many membership/room events the group's timeline holds (a new one: reload). */
+    _eventCount() {
+      return this.chat.timeline('r:' + this.room).filter((x) => x.event).length
     },
     onUnload() {
       ;(this._offs || []).forEach((off) => off())
@@ -63,7 +66,7 @@ Component({
     reload() {
       const chat = this.chat
       const room = this.room
-      this._events = chat.timeline('r:' + room).filter((x) => x.event).length
+      this._events = this._eventCount()
       return Promise.all([chat.roomInfo(room), chat.allMembers(room)]).then(
         ([info, members]) => {
           if (this.data.removed) return
@@ -159,18 +162,9 @@ Component({
       return null
     },
     onLeave() {
-      if (this.data.role === 'owner' && this.data.count > 1) {
-        wx.showModal({ title: 'Leave group', content: 'Make someone else the owner first (tap a member).', showCancel: false })
-        return
-      }
-      wx.showModal({
-        title: 'Leave group',
-        content: 'Leave "' + this.data.title + '"?',
-        success: (res) => {
-          if (!res.confirm) return
-          this.chat.leave(this.room)
-          wx.switchTab({ url: '/pages/conversations/conversations' })
-        }
+      return confirmLeave(wx, this.chat, this.room, this.data.title, this.data.role).then((left) => {
+        if (left) wx.switchTab({ url: '/pages/conversations/conversations' })
+        return left
       })
     }
   }
