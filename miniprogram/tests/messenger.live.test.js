@@ -269,9 +269,13 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await waitFor(() => chatRows(hers).some((r) => r.type === 'event'), 'the events')
     expect(chatRows(hers).filter((r) => r.type === 'event').map((r) => r.text)).toEqual(['You created the group', 'You invited ' + bob])
     hers.instance.onSend({ detail: { text: 'noon?' } })
-    global.getApp = () => ({ chat: () => chat })
-    const his = open(chatPage, { key: 'r:' + room })
+    const his = open(chatPage, { key: 'r:' + room }, chat)
     await waitFor(() => byText(his, 'noon?'), 'noon? at bob')
+    // bob types (his connection is subscribed to the group, never joined): "… is typing…" at alice until he sends
+    his.instance.onTyping()
+    await waitFor(() => hers.data.typingUsers.length === 1, 'typing at alice')
+    expect(hers.data.typingUsers).toEqual([bob])
+    expect(hers.dom.innerHTML).toContain(bob + ' is typing…')
     const q = byText(his, 'noon?')
     expect(q).toMatchObject({ name: alice, mine: false })
 
@@ -285,6 +289,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     his.instance.onSend({ detail: { text: 'yes' } })
     expect(his.data.quote).toBeNull()
     await waitFor(() => byText(hers, 'yes'), 'the reply at alice')
+    expect(hers.data.typingUsers).toEqual([]) // his message ends it
     expect(byText(hers, 'yes').quote).toEqual({ name: 'you', text: 'noon?' })
 
     await choose(wx, ['React', '👍'], () => his.instance.onRowAction({ detail: { key: q.key } }))

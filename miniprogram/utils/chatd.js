@@ -1785,7 +1785,8 @@ class ChatClient {
   /** Tells the room this user is typing (dropped while offline). */
   typing(room) {
     const r = this.rooms.get(room)
-    if (this._open && r && r.joined) this._raw({ type: 'typing', room })
+    // joined here, or (a token user) subscribed to it by chatd
+    if (this._open && ((r && r.joined) || this._subs.has(room))) this._raw({ type: 'typing', room })
   }
 
   /** One page of older messages: `{room, messages (oldest first), more}`. */

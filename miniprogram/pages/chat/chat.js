@@ -24,6 +24,10 @@
 const config = require('../../config')
 const { REACTIONS, nameOf, titleOf, messageRow, messageActions, mentionsIn, failureText, learnNames } = require('../../utils/chatview')
 const { chunkOf, fromForLast, layout, diff } = require('../../utils/window')
+const { typingTracker } = require('../../utils/typing')
+
+/** How long "X is typing…" stays after the last typing frame (ms). */
+const TYPING_MS = 4000
 
 /** Seqs per chunk of the rendered list. */
 const CHUNK = 20
@@ -63,6 +67,7 @@ Component({
     quote: null,
     editing: null,
     mention: null,
+    typingUsers: [],
     removed: '',
     error: ''
   },
@@ -112,7 +117,14 @@ Component({
         this._text = c.draft
         this._setText(c.draft)
       }
+      this._typing = typingTracker((users) => this.setData({ typingUsers: users }), TYPING_MS)
       this._offs = [
+        chat.on('typing', (t) => {
+          if (!this.dm && t.room === this.target) this._typing.start(t.from)
+        }),
+        chat.on('message', (m) => {
+          if (!this.dm && m.room === this.target) this._typing.stop(m.from)
+        }),
         chat.on('timeline', (e) => {
           if (e.key === key) this._render()
         }),
@@ -150,6 +162,7 @@ Component({
     _off() {
       ;(this._offs || []).forEach((off) => off())
       this._offs = []
+      if (this._typing) this._typing.clear()
     },
     /** Puts `text` into the composer (a draft, a message to edit, an @mention). */
     _setText(text) {
@@ -167,7 +180,7 @@ Component({
     /** The membership ended (kicked, banned, left): the page stops following the conversation. */
     _stop(kind) {
       this._off()
-      this.setData({ removed: REMOVED[kind] || REMOVED.left, quote: null, editing: null, mention: null })
+      this.setData({ removed: REMOVED[kind] || REMOVED.left, quote: null, editing: null, mention: null, typingUsers: [] })
     },
 
     // ---- the list ---------------------------------------------------------
