@@ -1,6 +1,7 @@
 /**
  * New group page: a title, private (invite only) or public, and members
- * picked from the people I have DMs with (`?members=a,b` preselects). Create →
+ * picked from the people I have DMs with and, with `?room=NAME` (from a
+ * group's info page), that group's members (`?members=a,b` preselects). Create →
  * `createRoom` with a generated room id, then the new group's chat page.
  * Without a title the members' names are the title (as WeChat does).
  * `roomInfo` right after puts the group's title, kind and my role into the
@@ -23,6 +24,16 @@ Component({
       const pre = options && options.members ? decodeURIComponent(options.members).split(',') : []
       const people = dmPeers(chat.conversations, names, [chat.user]).map((p) => Object.assign(p, { checked: pre.indexOf(p.user) >= 0 }))
       this.setData({ people })
+      const room = options && options.room ? decodeURIComponent(options.room) : ''
+      if (!room) return null
+      return chat.allMembers(room).then(
+        (members) => {
+          const known = new Set(this.data.people.map((p) => p.user).concat([chat.user]))
+          const more = members.filter((m) => !known.has(m.user)).map((m) => ({ user: m.user, name: m.name || m.user, checked: pre.indexOf(m.user) >= 0 }))
+          if (more.length) this.setData({ people: this.data.people.concat(more) })
+        },
+        () => {}
+      )
     },
     onTitle(e) {
       this.setData({ title: e.detail.value, error: '' })

@@ -161,6 +161,10 @@ Component({
       }
       return null
     },
+    /** A new group picked from this group's members. */
+    onNewGroup() {
+      wx.navigateTo({ url: '/pages/group-create/group-create?room=' + encodeURIComponent(this.room) })
+    },
     onLeave() {
       return confirmLeave(wx, this.chat, this.room, this.data.title, this.data.role).then((left) => {
         if (left) wx.switchTab({ url: '/pages/conversations/conversations' })
