@@ -81,6 +81,9 @@ test('member actions follow the role table: owner sets roles, admins remove thos
   expect(v.mayManage('member', 'public', 'invite')).toBe(true)
   expect(v.mayManage('member', 'private', 'invite')).toBe(false)
   expect(v.mayManage('admin', 'private', 'edit')).toBe(true)
+  expect(v.failureText({ op: 'recall', error: 'too_late' })).toBe('It is too late to recall this message')
+  expect(v.failureText({ kind: 'dm', error: 'no_such_user' })).toBe('There is no such user')
+  expect(v.failureText({ kind: 'room', error: 'too_large' })).toBe('Could not send: too_large')
   expect(v.mentionsIn('hi @Bob and @Carol', [{ user: 'b', name: 'Bob' }, { user: 'c', name: 'Cat' }])).toEqual(['b'])
 })
 

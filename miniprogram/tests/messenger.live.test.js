@@ -567,6 +567,18 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await waitFor(() => byText(inRoom, 'anyone here?') && byText(inRoom, 'anyone here?').tick === 'sent', 'sent to the room')
     expect(inRoom.data.error).toBe('')
 
+    // a DM to nobody chatd knows: "not sent" and a toast
+    const nobody = open(chatPage, { key: 'd:' + uniqueName('nobody') }, a.client)
+    nobody.instance.onSend({ detail: { text: 'hello?' } })
+    await waitFor(() => byText(nobody, 'hello?').tick === 'not sent', 'refused')
+    expect(wx.toasts[wx.toasts.length - 1].title).toBe('There is no such user')
+    // a tap on "not sent" retries with the same id (refused again here)
+    const toasts = wx.toasts.length
+    nobody.instance.onRetry({ detail: { key: byText(nobody, 'hello?').key } })
+    expect(byText(nobody, 'hello?').tick).toBe('sending…')
+    await waitFor(() => wx.toasts.length === toasts + 1 && byText(nobody, 'hello?').tick === 'not sent', 'refused again')
+    expect(chatRows(nobody).filter((r) => r.text === 'hello?').length).toBe(1)
+
     // a first DM: nothing to show yet, no error; the message starts the conversation
     const dm = open(chatPage, { key: 'd:' + bob }, a.client)
     await waitFor(() => !dm.data.loading, 'the empty history')

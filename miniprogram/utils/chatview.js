@@ -255,6 +255,7 @@ function failureText(e) {
   if (e.error === 'too_late') return 'It is too late to ' + op + ' this message'
   if (e.error === 'forbidden') return 'You may not ' + op + ' this message'
   if (e.error === 'no_such_message') return 'That message is gone'
+  if (e.error === 'no_such_user') return 'There is no such user'
   return 'Could not ' + op + ': ' + e.error
 }
 

@@ -136,10 +136,11 @@ Component({
           if (e.key === key) this._stop(e.kind)
         }),
         chat.on('failed', (e) => {
-          if (e.kind === 'op' && e.key === key) {
-            if (e.op === 'recall') delete this._reedit[e.seq]
-            wx.showToast({ title: failureText(e), icon: 'none' })
-          }
+          // a refused recall/edit/reaction, or a message of mine refused (it stays as "not sent")
+          const mine = e.kind === 'op' ? e.key === key : (e.kind === 'dm' ? 'd:' + e.to : 'r:' + e.room) === key
+          if (!mine) return
+          if (e.op === 'recall') delete this._reedit[e.seq]
+          wx.showToast({ title: failureText(e), icon: 'none' })
         })
       ]
       this._render()
