@@ -175,6 +175,11 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     expect(wx.sheets[1].itemList).toEqual(['Mute notifications', 'Mark as read'])
     expect(wx.tabBar[wx.tabBar.length - 1]).toEqual({ type: 'remove', index: 0 })
 
+    // the same from a swiped row's button: unmute brings the group's unread back to the tab
+    page.instance.onSwipeAct({ detail: { key: 'r:' + room, action: 'unmute' } })
+    await waitFor(() => !rowOf(page, 'r:' + room).muted && wx.badges[0] === '1', 'unmuted, badge 1')
+    expect(rowOf(page, 'r:' + room).badge).toBe('1')
+
     wx.sheetChoices.push('Leave group')
     page.instance.onAction({ detail: { key: 'r:' + room } })
     await waitFor(() => !rowOf(page, 'r:' + room), 'the group gone from the list')

@@ -3,8 +3,8 @@
  * from the SDK's conversation store, newest first, with the avatar initial,
  * title, last-message preview (tombstones, "[draft]"), time, unread badge
  * (99+), "[@you]" and the muted icon; the tab-bar badge shows the total
- * unread of conversations not muted. Pull down → `sync`; long-press → mute /
- * mark read / leave. Anonymous users have no conversations: the page points
+ * unread of conversations not muted. Pull down → `sync`; long-press (or swipe
+ * left and tap a button) → mute / mark read / leave. Anonymous users have no conversations: the page points
  * them to the Rooms tab.
  */
 const { badgeText, conversationRow, learnNames } = require('../../utils/chatview')
@@ -109,6 +109,11 @@ Component({
         },
         fail: () => {}
       })
+    },
+    /** A button revealed by swiping a row: the same actions as the long-press sheet. */
+    onSwipeAct(e) {
+      const c = this.chat.conversation(e.detail.key)
+      return c ? this._act(e.detail.action, c) : null
     },
     _act(action, c) {
       const chat = this.chat

@@ -58,3 +58,39 @@ test('empty text without rows; tap → open, long-press → action, with the key
   await simulate.sleep(0)
   expect(seen).toEqual([['open', 'r:team'], ['action', 'd:bob']])
 })
+
+test('swipe left opens a row’s buttons (Leave only for groups), a button fires act and closes, swipe right or a tap closes', async () => {
+  const comp = render({ rows: [row(), row({ key: 'r:team', kind: 'private', title: 'Team', muted: true })] })
+  const seen = []
+  ;['open', 'act'].forEach((n) => comp.addEventListener(n, (e) => seen.push([n, e.detail])))
+  const rows = () => comp.querySelectorAll('.row')
+  const swipe = async (i, from, to) => {
+    rows()[i].dispatchEvent('touchstart', { touches: [{ x: from, y: 100 }] })
+    await simulate.sleep(0)
+    rows()[i].dispatchEvent('touchmove', { touches: [{ x: (from + to) / 2, y: 102 }] })
+    await simulate.sleep(0)
+    rows()[i].dispatchEvent('touchend', { changedTouches: [{ x: to, y: 104 }] })
+    await simulate.sleep(0)
+  }
+  await swipe(1, 300, 180)
+  expect(comp.data.open).toBe('r:team')
+  expect(rows()[1].dom.className).toContain('open3')
+  const acts = (i) => Array.from(comp.querySelectorAll('.swipe')[i].dom.querySelectorAll('.main--act')).map((n) => n.textContent)
+  expect(acts(1)).toEqual(['Mark read', 'Unmute', 'Leave'])
+  expect(acts(0)).toEqual(['Mark read', 'Mute'])
+  await swipe(1, 180, 300)
+  expect(comp.data.open).toBe('')
+  await swipe(0, 300, 292) // too short: a tap (it opens the chat), not a swipe
+  expect(comp.data.open).toBe('')
+  expect(seen).toEqual([['open', { key: 'd:bob' }]])
+  await swipe(0, 300, 150)
+  expect(rows()[0].dom.className).toContain('open2')
+  rows()[0].dispatchEvent('tap') // a tap on an open row closes it, it does not open the chat
+  await simulate.sleep(0)
+  expect(comp.data.open).toBe('')
+  await swipe(1, 300, 150)
+  comp.querySelectorAll('.leave')[0].dispatchEvent('tap') // the only Leave: the group's
+  await simulate.sleep(0)
+  expect(comp.data.open).toBe('')
+  expect(seen).toEqual([['open', { key: 'd:bob' }], ['act', { key: 'r:team', action: 'leave' }]])
+})
