@@ -40,7 +40,7 @@ Component({
     },
     onShow() {
       if (!this.chat) return
-      this._badge = null // another page may have changed the tab bar
+      this._badge = null // a call made while a non-tab page was on top may not have taken
       this._render()
       this._setBadge(this.chat.totalUnread())
     },
