@@ -23,5 +23,17 @@ module.exports = {
   // room offered on the room list before the user joins any
   defaultRooms: ['lobby'],
   // messages fetched per "load earlier messages"
-  historyPageSize: 30
+  historyPageSize: 30,
+  // the chat page renders this many of the newest rows at first, and this many
+  // more each time it is scrolled to the top (docs/miniprogram.md, "Chat page")
+  chatWindow: 60,
+  chatPage: 30,
+  // at most about this many rows are rendered: scrolled far up, the newest are
+  // dropped from the page until the user scrolls back down
+  chatMax: 300,
+  // "N new messages" (a jump to the first unread) from this many unread on
+  jumpAfter: 10,
+  // seconds after sending in which Edit and Recall are offered (chatd's
+  // --recall-window; chatd refuses a later recall with too_late)
+  recallWindow: 120
 }

@@ -66,7 +66,10 @@ liveDescribe('login page and app against chatd with WeChat login', () => {
     await simulate.sleep(0)
   }
 
-  const redirected = (wx) => wx.navigations.find((n) => n.type === 'redirectTo' && n.url === '/pages/rooms/rooms')
+  // tab pages are reached with switchTab: WeChat users go to Chats, anonymous users to Rooms
+  const home = (wx, url) => wx.navigations.find((n) => n.type === 'switchTab' && n.url === url)
+  const redirected = (wx) => home(wx, '/pages/conversations/conversations')
+  const toRooms = (wx) => home(wx, '/pages/rooms/rooms')
 
   test('wx.login → POST /api/login/wechat → token stored → connects as wx:<openid> with a Bearer header', async () => {
     const phone = new Map()
@@ -76,7 +79,8 @@ liveDescribe('login page and app against chatd with WeChat login', () => {
     expect(page.dom.innerHTML).not.toContain('Continue as guest')
     page.instance.onInput({ detail: { value: 'Alice' } })
     await tap(page, '.wechat')
-    await waitFor(() => redirected(wx), 'redirect to rooms')
+    await waitFor(() => redirected(wx), 'switch to the Chats tab')
+    expect(wx.navigations.filter((n) => n.type === 'redirectTo')).toEqual([])
     const chat = app.chat()
     expect(chat.user).toBe('wx:o-alice1')
     expect(chat.welcome).toMatchObject({ name: 'Alice', authenticated: true })
@@ -182,7 +186,8 @@ liveDescribe('login page and app against chatd with WeChat login', () => {
       const mine = uniqueName('mine')
       page.instance.onInput({ detail: { value: mine } })
       await tap(page, '.enter')
-      await waitFor(() => redirected(wx), 'rooms')
+      await waitFor(() => toRooms(wx), 'the Rooms tab')
+      expect(redirected(wx)).toBeUndefined()
       expect(app.chat().user).toBe('~' + mine) // anonymous users are ~-prefixed while chatd accepts tokens
       expect(wx.getStorageSync('chatd.name')).toBe(mine)
     } finally {

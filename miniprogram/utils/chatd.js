@@ -1390,7 +1390,7 @@ class ChatClient {
     this._raw(frame)
   }
 
-  /** Leaves `room` and forgets it. */
+  /** Leaves `room` and forgets it (a token user: ends the membership on every device). */
   leave(room) {
     const r = this.rooms.get(room)
     const member = this._authenticated() && (this._subs.has(room) || this.store.has('r:' + room))
@@ -1927,7 +1927,8 @@ class ChatClient {
   /** Tells the room this user is typing (dropped while offline). */
   typing(room) {
     const r = this.rooms.get(room)
-    if (this._open && r && r.joined) this._raw({ type: 'typing', room })
+    // joined here, or (a token user) subscribed to it by chatd
+    if (this._open && ((r && r.joined) || this._subs.has(room))) this._raw({ type: 'typing', room })
   }
 
   /** One page of older messages: `{room, messages (oldest first), more}`. */

@@ -1,7 +1,9 @@
 /**
  * <composer>: the input box and send button. Fires `send` with `{text}`
  * (trimmed, never empty) on tap or keyboard confirm and clears the box; fires
- * `typing` at most once every `typingInterval` ms while the user types.
+ * `typing` at most once every `typingInterval` ms while the user types, and
+ * `change` with `{value}` on every input. A page puts text into the box (a
+ * draft, a message to edit, an @mention) with `selectComponent(…).setText(text)`.
  */
 Component({
   properties: {
@@ -15,11 +17,16 @@ Component({
     onInput(e) {
       const value = e.detail.value
       this.setData({ value })
+      this.triggerEvent('change', { value })
       const now = Date.now()
       if (value && now - (this._lastTyping || 0) >= this.data.typingInterval) {
         this._lastTyping = now
         this.triggerEvent('typing')
       }
+    },
+    /** Replaces the text in the box (no `change` event: the page chose it). */
+    setText(value) {
+      this.setData({ value: value || '' })
     },
     onSend() {
       const text = (this.data.value || '').trim()

@@ -5,8 +5,8 @@
  * (`wx.login()` → chatd's `/api/login/wechat` → token, see utils/login.js),
  * with an optional display name; a stored token that has not expired is used
  * at once. Every login error is shown as a sentence; the button stays usable
- * when trying again can help. Moves to the room list once the server
- * welcomes us.
+ * when trying again can help. Once the server welcomes us it switches to the
+ * Chats tab (WeChat users) or the Rooms tab (anonymous users).
  */
 const config = require('../../config')
 const { isValidName } = require('../../utils/chatd')
@@ -86,7 +86,9 @@ Component({
             if (name) wx.setStorageSync(NAME_KEY, name)
             this._unwatch()
             this.setData({ busy: false })
-            wx.redirectTo({ url: '/pages/rooms/rooms' })
+            // tab pages are reached with switchTab: WeChat users land on their conversations
+            const home = chat.welcome && chat.welcome.authenticated ? '/pages/conversations/conversations' : '/pages/rooms/rooms'
+            wx.switchTab({ url: home })
           } else if (s.state === 'closed' && s.reason !== 'token_expired' && s.reason !== 'unauthorized') {
             // (an expired or refused token is the app's business: it logs in again)
             this._unwatch()

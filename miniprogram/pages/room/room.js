@@ -7,6 +7,7 @@
 const config = require('../../config')
 const { toRow, merge } = require('../../utils/conversation')
 const { addMessages, loadEarlier } = require('../../utils/thread')
+const { typingTracker } = require('../../utils/typing')
 
 const TYPING_MS = 4000
 
@@ -33,7 +34,7 @@ Component({
       const room = decodeURIComponent(options.room || 'lobby')
       this.chat = chat
       this.room = room
-      this._typing = {}
+      this._typing = typingTracker((users) => this.setData({ typingUsers: users }), TYPING_MS)
       wx.setNavigationBarTitle({ title: '#' + room })
       const pending = chat.outbox.filter((e) => e.kind === 'room' && e.room === room).map((e) => toRow(e, chat.user))
       this.setData({ room, me: chat.user || '', state: chat.state, members: chat.members(room), messages: merge([], pending) })
@@ -44,13 +45,13 @@ Component({
         chat.on('status', (s) => this.setData({ state: s.state, delay: s.delay || 0, me: chat.user || '' })),
         chat.on('joined', mine(this._onJoined)),
         chat.on('message', mine((m) => {
-          this._stopTyping(m.from)
+          this._typing.stop(m.from)
           this._add([m])
         })),
         chat.on('ack', mine((e) => this._add([e]))),
         chat.on('failed', mine((e) => this._add([e]))),
         chat.on('presence', mine((p) => this.setData({ members: p.members }))),
-        chat.on('typing', mine((t) => this._startTyping(t.from))),
+        chat.on('typing', mine((t) => this._typing.start(t.from))),
         chat.on('error', (e) => {
           if (e.code !== 'name_taken') this.setData({ error: e.message || e.code })
         })
@@ -59,7 +60,7 @@ Component({
     },
     onUnload() {
       ;(this._offs || []).forEach((off) => off())
-      Object.keys(this._typing || {}).forEach((u) => clearTimeout(this._typing[u]))
+      if (this._typing) this._typing.clear()
     },
     _onJoined(j) {
       this.setData({ members: j.members, me: this.chat.user || '' })
@@ -94,17 +95,6 @@ Component({
     onLeave() {
       this.chat.leave(this.room)
       wx.navigateBack()
-    },
-    _startTyping(user) {
-      clearTimeout(this._typing[user])
-      this._typing[user] = setTimeout(() => this._stopTyping(user), TYPING_MS)
-      this.setData({ typingUsers: Object.keys(this._typing).sort() })
-    },
-    _stopTyping(user) {
-      if (!(user in this._typing)) return
-      clearTimeout(this._typing[user])
-      delete this._typing[user]
-      this.setData({ typingUsers: Object.keys(this._typing).sort() })
     }
   }
 })

@@ -1,7 +1,9 @@
 /**
- * Room list page: the default rooms plus every room joined so far (with
- * unread counts from live messages), a join box, and a box to start a direct
- * message. Opening a room or a DM navigates to its page.
+ * Room list page (the Rooms tab): the default rooms plus every room joined so
+ * far (with unread counts from live messages), a join box, and a box to start
+ * a direct message. Opening a room or a DM navigates to its page: the room and
+ * DM pages for anonymous users, the chat page (`?key=r:…|d:…`) for WeChat-login
+ * users, whose conversations are kept.
  */
 const config = require('../../config')
 const { isValidName } = require('../../utils/chatd')
@@ -45,7 +47,8 @@ Component({
       const room = e.detail.room
       this._unread[room] = 0
       this._refresh()
-      wx.navigateTo({ url: '/pages/room/room?room=' + encodeURIComponent(room) })
+      if (this._messenger()) wx.navigateTo({ url: '/pages/chat/chat?key=' + encodeURIComponent('r:' + room) })
+      else wx.navigateTo({ url: '/pages/room/room?room=' + encodeURIComponent(room) })
     },
     onPeerInput(e) {
       this.setData({ peer: e.detail.value, dmError: '' })
@@ -57,7 +60,11 @@ Component({
         return
       }
       this.setData({ peer: '' })
-      wx.navigateTo({ url: '/pages/dm/dm?with=' + encodeURIComponent(peer) })
+      if (this._messenger()) wx.navigateTo({ url: '/pages/chat/chat?key=' + encodeURIComponent('d:' + peer) })
+      else wx.navigateTo({ url: '/pages/dm/dm?with=' + encodeURIComponent(peer) })
+    },
+    _messenger() {
+      return !!(this.chat.welcome && this.chat.welcome.authenticated)
     }
   }
 })

@@ -65,3 +65,18 @@ test('the placeholder is rendered and Send is disabled while the box is empty', 
   const button = json.children[0].children[1]
   expect(button.attrs.find((a) => a.name === 'disabled').value).toBe(true)
 })
+
+test('every input fires change with the value; setText fills the box without a change', async () => {
+  const { comp, sent } = render()
+  const changes = []
+  comp.addEventListener('change', (e) => changes.push(e.detail.value))
+  await type(comp, 'a')
+  await type(comp, 'a@')
+  expect(changes).toEqual(['a', 'a@'])
+  comp.instance.setText('a@Bob ')
+  expect(comp.data.value).toBe('a@Bob ')
+  expect(changes).toEqual(['a', 'a@'])
+  comp.querySelector('.send').dispatchEvent('tap')
+  await simulate.sleep(0)
+  expect(sent).toEqual([{ text: 'a@Bob' }])
+})

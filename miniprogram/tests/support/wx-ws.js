@@ -16,7 +16,14 @@
  *    server's answer;
  *  - `login` hands out the next code of `codes` (an array, consumed in
  *    order, or a function), or fails with `loginError` when given;
- *  - navigation calls are recorded in `navigations`.
+ *  - navigation calls are recorded in `navigations` (`switchTab` too);
+ *  - UI calls are recorded stubs: `setTabBarBadge`/`removeTabBarBadge` in
+ *    `tabBar` (the badge now in `badges[index]`), `showActionSheet` in `sheets`
+ *    (answered with the next label of `sheetChoices`, an array consumed in order
+ *    — push to `wx.sheetChoices` later — or a function (itemList) → label; none
+ *    → `fail` like a cancel), `showModal` in `modals` (confirmed unless the next
+ *    of `modalAnswers` is false), `showToast` in `toasts`, `setClipboardData` in
+ *    `clipboard`, `stopPullDownRefresh` in `pullDowns`.
  * `urlMap` rewrites URLs (so the tutorial's hard-coded `ws://host:8080` can
  * be pointed at the test's chatd); `tasks` lists every task made, `requests`
  * every request.
@@ -208,6 +215,40 @@ function createWx(options) {
     if (a && a.success) a.success({ errMsg: type + ':ok' })
   }
 
+  const ui = { tabBar: [], badges: {}, sheets: [], modals: [], toasts: [], clipboard: [], pullDowns: [] }
+  const sheetChoices = o.sheetChoices || []
+  const modalAnswers = o.modalAnswers || []
+  const ok = (a, name, extra) => {
+    const r = Object.assign({ errMsg: name + ':ok' }, extra)
+    if (a && a.success) a.success(r)
+    if (a && a.complete) a.complete(r)
+  }
+  const later = (fn) => setTimeout(fn, 0) // WeChat answers UI calls asynchronously
+
+  function showActionSheet(a) {
+    ui.sheets.push({ itemList: a.itemList.slice() })
+    later(() => {
+      const choices = sheetChoices
+      let label
+      if (typeof choices === 'function') label = choices(a.itemList)
+      else if (Array.isArray(choices) && choices.length) label = choices.shift()
+      const i = label === undefined ? -1 : a.itemList.indexOf(label)
+      if (i < 0) {
+        const r = { errMsg: 'showActionSheet:fail cancel' }
+        if (a.fail) a.fail(r)
+        if (a.complete) a.complete(r)
+        return
+      }
+      ok(a, 'showActionSheet', { tapIndex: i })
+    })
+  }
+
+  function showModal(a) {
+    ui.modals.push({ title: a.title, content: a.content })
+    const confirm = modalAnswers.length ? modalAnswers.shift() !== false : true
+    later(() => ok(a, 'showModal', { confirm, cancel: !confirm }))
+  }
+
   return {
     tasks,
     requests,
@@ -224,7 +265,41 @@ function createWx(options) {
     navigateTo: nav('navigateTo'),
     redirectTo: nav('redirectTo'),
     reLaunch: nav('reLaunch'),
-    navigateBack: nav('navigateBack')
+    navigateBack: nav('navigateBack'),
+    switchTab: nav('switchTab'),
+    tabBar: ui.tabBar,
+    badges: ui.badges,
+    sheets: ui.sheets,
+    modals: ui.modals,
+    toasts: ui.toasts,
+    clipboard: ui.clipboard,
+    pullDowns: ui.pullDowns,
+    sheetChoices,
+    modalAnswers,
+    setTabBarBadge(a) {
+      ui.tabBar.push({ type: 'set', index: a.index, text: a.text })
+      ui.badges[a.index] = a.text
+      later(() => ok(a, 'setTabBarBadge'))
+    },
+    removeTabBarBadge(a) {
+      ui.tabBar.push({ type: 'remove', index: a.index })
+      delete ui.badges[a.index]
+      later(() => ok(a, 'removeTabBarBadge'))
+    },
+    showActionSheet,
+    showModal,
+    showToast(a) {
+      ui.toasts.push({ title: a.title, icon: a.icon })
+      later(() => ok(a, 'showToast'))
+    },
+    setClipboardData(a) {
+      ui.clipboard.push(a.data)
+      later(() => ok(a, 'setClipboardData'))
+    },
+    stopPullDownRefresh(a) {
+      ui.pullDowns.push(Date.now())
+      later(() => ok(a, 'stopPullDownRefresh'))
+    }
   }
 }
 

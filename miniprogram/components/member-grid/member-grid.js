@@ -1,0 +1,34 @@
+/**
+ * <member-grid>: a room's members as a WeChat-style grid of avatar initials
+ * with names and role labels (Owner, Admin) and "(you)" for the current user.
+ * A tap fires `select` {user}.
+ */
+const { initialOf } = require('../../utils/chatview')
+
+const ROLES = { owner: 'Owner', admin: 'Admin' }
+
+Component({
+  properties: {
+    members: { type: Array, value: [] }, // [{user, name, role, online}]
+    me: { type: String, value: '' }
+  },
+  data: { cells: [] },
+  observers: {
+    'members, me'(members, me) {
+      this.setData({
+        cells: members.map((m) => ({
+          user: m.user,
+          name: (m.name || m.user) + (m.user === me ? ' (you)' : ''),
+          initial: initialOf(m.name || m.user),
+          role: ROLES[m.role] || '',
+          online: !!m.online
+        }))
+      })
+    }
+  },
+  methods: {
+    onTap(e) {
+      this.triggerEvent('select', { user: e.currentTarget.dataset.user })
+    }
+  }
+})
