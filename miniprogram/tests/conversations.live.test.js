@@ -53,7 +53,7 @@ const mine = (c, key) => c.client.timeline(key).filter((m) => m.mine)
 
 liveDescribe('conversations in the SDK against a live chatd', () => {
   beforeAll(async () => {
-    server = await startChatd(['--jwt-secret', SECRET, '--recall-window', String(WINDOW_S)])
+    server = await startChatd(['--jwt-secret', SECRET, '--recall-window', String(WINDOW_S), '--push-template', 'TPL-1', '--wechat-appid', 'wx-test', '--wechat-secret', 'not-used-here'])
   })
 
   afterEach(() => {
@@ -297,5 +297,13 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
     expect(b2.log.removed.map((r) => r.key)).toEqual(['r:' + rooms[1]])
     expect(a.client.canRecall('r:' + rooms[1], { seq: 1, from: bob, ts: 0 })).toBe(true) // the owner
     expect(b.client.welcome.recall_window).toBe(WINDOW_S)
+  })
+  test('pushSubscribe reports accepted templates and rooms; a foreign template is refused', async () => {
+    const a = await online(uniqueName('alice'))
+    const got = await a.client.pushSubscribe({ templates: [{ id: 'TPL-1', count: 2 }, { id: 'OTHER' }] })
+    expect(got).toMatchObject({ templates: [{ id: 'TPL-1', count: 2 }], refused: ['OTHER'] })
+    const again = await a.client.pushSubscribe({})
+    expect(again.templates).toEqual([{ id: 'TPL-1', count: 2 }])
+    await expect(a.client.pushSubscribe({ templates: 'nope' })).rejects.toMatchObject({ code: 'bad_request' })
   })
 })

@@ -1669,11 +1669,11 @@ class ChatClient {
   }
 
   /** A request answered by `ack {id}` (exactly-once by its id on chatd's side). */
-  _command(frame) {
+  _command(frame, answer) {
     if (!this._open) return Promise.reject(new Error('offline'))
     return new Promise((resolve, reject) => {
       frame.id = makeId(this.random, 'c')
-      this._byRef.set(frame.id, { resolve, reject, command: true })
+      this._byRef.set(frame.id, { resolve, reject, command: !answer })
       this._raw(frame)
     })
   }
@@ -1722,6 +1722,25 @@ class ChatClient {
   /** An upload's fields with freshly signed URLs (`GET /api/media/ID`). */
   mediaInfo(mediaId) {
     return this._http('request', { url: this.httpUrl + '/api/media/' + encodeURIComponent(mediaId) })
+  }
+
+  /**
+   * Reports subscribe-message templates the user accepted in
+   * `wx.requestSubscribeMessage` (and rooms to be notified for); resolves with
+   * `push_subscriptions {templates, rooms, refused}` (docs/protocol.md, "Offline push").
+   * `spec`: `{templates: [{id, count?}], rooms?, notify?}`; `{}` only reads them.
+   */
+  pushSubscribe(spec) {
+    if (!this._open) return Promise.reject(new Error('offline'))
+    return this._command(Object.assign({ type: 'push_subscribe' }, spec || {}), 'push_subscriptions')
+  }
+
+  _on_push_subscriptions(msg) {
+    const w = msg.id ? this._byRef.get(msg.id) : null
+    if (w) {
+      this._byRef.delete(msg.id)
+      w.resolve(msg)
+    }
   }
 
   /** Asks for everything that changed since the stored cursor (done after every welcome). */
