@@ -453,7 +453,6 @@ class MemoryStore:
         users = sorted(u for u, rooms in self._push_rooms.items() if channel in rooms)
         return succeed(users[: max(limit, 0)])
 
-
     # -- IModerationStore (see chatd.store) -------------------------------------
 
     def set_sanction(self, user, kind, scope, until_ms):
@@ -480,7 +479,9 @@ class MemoryStore:
 
     def reports(self, state, before, limit):
         ids = sorted(self._reports, reverse=True)
-        entries = [self._reports[i] for i in ids if state is None or self._reports[i]["state"] == state]
+        entries = [
+            self._reports[i] for i in ids if state is None or self._reports[i]["state"] == state
+        ]
         return succeed([dict(e) for e in _page(entries, before, limit)])
 
     def report(self, id):

@@ -947,8 +947,7 @@ def reports(conn: sqlite3.Connection, state, before, limit) -> list[dict]:
         where.append("state = ?")
         args.append(state)
     rows = conn.execute(
-        f"SELECT id, state, data FROM reports WHERE {' AND '.join(where)} "
-        "ORDER BY id DESC LIMIT ?",
+        f"SELECT id, state, data FROM reports WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
         (*args, max(int(limit), 0)),
     )
     return [_entry(*row) for row in rows]
