@@ -57,11 +57,11 @@ from chatd import conversations as conv
 from chatd import errors, wire
 from chatd.httpserver import MAX_BODY, Refusal, flat_error
 from chatd.hub import LOBBY
+from chatd.moderation import SYSTEM_USER
+from chatd.moderation import Actor as _Operator
 from chatd.permissions import ADMIN, MEMBER, OWNER, PUBLIC
 from chatd.store import IConversationStore
 
-#: the default poster of moderation items (``by`` of an API recall)
-SYSTEM_USER = "system"
 #: conversations per page of GET /api/users/USER/conversations (default, most)
 CONVERSATIONS_LIMIT_DEFAULT = 50
 CONVERSATIONS_LIMIT_MAX = 200
@@ -100,19 +100,6 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-class _Operator:
-    """Whom the API acts as, in the shape :class:`chatd.membership.Membership`'s event
-    helpers read a session (``user``, ``name``; ``id`` None: no connection of the
-    user is left out of the fan-out)."""
-
-    __slots__ = ("user", "name")
-    id = None
-    identity = None
-
-    def __init__(self, user: str, name: str):
-        self.user, self.name = user, name
 
 
 class ApiKey:
@@ -509,29 +496,17 @@ class ApiResource(Resource):
     def recall(self, room, data):
         """Recall message ``seq`` of *room* as its moderator ``by`` (any message, any
         time, as a room owner may): the text is removed, members get ``recalled``."""
-        store = self._conversation_store()
+        self._conversation_store()
         seq = data.get("seq")
         if type(seq) is not int or seq < 1:
             raise ApiError(400, "bad_request", "'seq' must be a positive integer")
         by = self._user_field(data, "by", SYSTEM_USER)
         name, client_id = self._name(data, by), self._client_id(data)
-        chat = self.chat
-        target = (yield store.items(room, [seq])).get(seq)
         try:
             # the operator moderates like the owner of a private room: any message, any time
-            conv.check_recall(
-                target,
-                by,
-                "private",
-                "owner",
-                chat.now_ms(),
-                chat.settings.recall_window,
-                client_id,
-            )
+            appended = yield self.chat.moderation.recall(room, seq, by, name, client_id)
         except errors.ChatError as e:
             raise self._refusal(e) from None
-        data = {"target": seq, "by": by}
-        appended = yield chat.post(room, by, name, "", client_id, data=data, kind="recalled")
         item = appended.message
         return {
             "room": room,

@@ -185,7 +185,8 @@ class Inbox:
             given = wire.extras(request, self.chat.settings.max_text_length)
         except errors.ChatError as e:
             return self.chat.send_error(session, e)
-        if not given and not self.chat.content.applies(session.user):
+        chat = self.chat
+        if not given and not chat.content.applies(session.user) and chat.moderation.clear(session):
             if session not in self._turns:  # nothing of this connection is being checked
                 self._posted(post(None), session, request, f, room, to)
                 return
@@ -196,6 +197,7 @@ class Inbox:
     @inlineCallbacks
     def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
+        yield self.chat.moderation.check(session, room, ref)
         yield self._content_check(session, f["text"], ref)
         if room is not None:
             where = _Where(room, room, None)
@@ -272,6 +274,7 @@ class Inbox:
     @inlineCallbacks
     def _edit(self, session, request, f, where):
         yield self._membership(session, where, request.id)
+        yield self.chat.moderation.check(session, where.room, request.id)
         conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
         yield self._content_check(session, f["text"], request.id)
         self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
@@ -284,6 +287,7 @@ class Inbox:
     @inlineCallbacks
     def _react(self, session, request, f, where):
         yield self._membership(session, where, request.id)
+        yield self.chat.moderation.check(session, where.room, request.id)
         seq, emoji = f["seq"], f["emoji"]
         conv.check_react((yield self._target(where, seq)), request.id)
         on = (yield self.chat.store.reactions(where.channel, [seq])).get(seq, {})
