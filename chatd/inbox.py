@@ -198,7 +198,7 @@ class Inbox:
     def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
         yield self.chat.moderation.check(session, room, ref)
-        yield self._content_check(session, f["text"], ref)
+        review = yield self._content_check(session, f["text"], ref)
         if room is not None:
             where = _Where(room, room, None)
         else:
@@ -224,10 +224,17 @@ class Inbox:
         if not self.chat._live(session):
             return
         d = post(data)
+        if review is not None:  # stored, and flagged for the moderation queue
+            d.addCallback(self._flagged, review)
         if attachments:
             # where the uploads were posted (access, lifecycle); not waited for
             d.addCallback(self._attached)
         self._posted(d, session, request, f, room, to)
+
+    def _flagged(self, appended, label):
+        if not appended.duplicate:
+            self.chat.moderation.flag(appended.message, label)
+        return appended
 
     def _attached(self, appended):
         d = self.chat.media.posted(appended.message)
