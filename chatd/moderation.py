@@ -156,11 +156,15 @@ class Moderation:
 
     @inlineCallbacks
     def check(self, session, room, ref):
-        """Fires when *session* may post in *room* (None: a DM); fails with ``muted``."""
+        """Fires when *session* may post in *room* (None: a DM); fails with ``muted``
+        (or ``forbidden`` for a banned user whose connection is about to close)."""
         if session.identity is None or self.store is None:
             return
         found = yield self.sanctions(session.user)
         now = self.chat.now_ms()
+        banned = modrules.active_until(found, BAN, (GLOBAL,), now)
+        if banned:
+            raise _banned(banned, now, ref)
         scopes = (GLOBAL,) if room is None else (GLOBAL, room)
         until = modrules.active_until(found, MUTE, scopes, now)
         if until:

@@ -110,6 +110,9 @@ def test_a_moderator_token_mutes_everywhere_and_a_forged_one_is_a_token_failure(
     forged = jwt.encode({"sub": "mia", "mod": True}, "not the server's secret" * 2)
     with pytest.raises(ConnectionError):
         yield Client.v1(srv.port, token=forged)
+    optional = yield _server(server_factory)  # --auth optional: refused all the same
+    with pytest.raises(ConnectionError):
+        yield Client.v1(optional.port, token=forged)
     mia = yield Client.v1(srv.port, token=moderator_token("mia"))
     mia.send(type="mute_user", user="bob", seconds=600, id="g")
     yield seen(mia, "mute_user", id="g", room=None)

@@ -10,7 +10,8 @@ from chatd import modrules
 from chatd.auth import TokenVerifier
 from chatd.moderation import BANNED
 from chatd.permissions import ADMIN, MEMBER, OWNER, PRIVATE, PUBLIC, may
-from tests.support.realm import fired, last, say, team, token_user
+from chatd.store import dm_channel
+from tests.support.realm import fired, last, opened, say, team, token_user
 
 NOW = 1_700_000_000_000
 
@@ -298,3 +299,83 @@ def test_queue_actions_close_once_and_are_audited(chat):
     assert last(bob, "error")["code"] == "muted"
     actions = [(a["action"], a["target"]) for a in fired(chat.store.audit_log(None, 10))]
     assert actions == [("mute", "bob")]
+
+
+# hostile input (docs/security.md, *Moderation*)
+
+
+def test_report_edges_recalled_anonymous_and_bad_reasons(chat):
+    _owner, bob = room_owner_and_member(chat)
+    say(chat, bob, type="send", room="dev", text="oops", id="s1")
+    seq = last(bob, "ack")["seq"]
+    say(chat, bob, type="recall", room="dev", seq=seq, id="rc")
+    carl = token_user(chat, "carl")
+    say(chat, carl, type="report", room="dev", seq=seq, reason="x", id="r1")
+    recalled = last(carl, "error")
+    say(chat, carl, type="report", room="dev", seq=999, reason="x", id="r1")
+    assert recalled == last(carl, "error") and recalled["code"] == "no_such_message"
+    for reason in (5, None, ["x"], "\ud800"):
+        say(chat, carl, type="report", room="dev", seq=seq, reason=reason, id="bad")
+        assert (last(carl, "error")["code"], last(carl, "error")["ref"]) == ("bad_request", "bad")
+    anon = opened(chat, "anna")
+    say(chat, anon, type="report", room="dev", seq=seq, reason="x", id="an")
+    assert last(anon, "error")["code"] == "auth_required"
+    assert fired(chat.store.reports(None, None, 10)) == []
+
+
+def test_mute_edges_oneself_admin_on_admin_seconds_and_unban_without_the_claim(chat):
+    owner, bob = room_owner_and_member(chat)
+    (ada,) = team(chat, "ada", room="dev")
+    say(chat, owner, type="set_role", room="dev", user="ada", role="admin", id="r1")
+    say(chat, owner, type="set_role", room="dev", user="bob", role="admin", id="r2")
+    say(chat, ada, type="mute_user", room="dev", user="bob", seconds=60, id="aa")
+    assert (last(ada, "error")["code"], last(ada, "error")["ref"]) == ("forbidden", "aa")
+    say(chat, owner, type="mute_user", room="dev", user="olga", seconds=60, id="me")
+    assert (last(owner, "error")["code"], last(owner, "error")["ref"]) == ("forbidden", "me")
+    for seconds in (0, -5, 10**12, "60", 1.5, True, None):
+        say(chat, owner, type="mute_user", room="dev", user="bob", seconds=seconds, id="s")
+        assert (last(owner, "error")["code"], last(owner, "error")["ref"]) == ("bad_request", "s")
+    say(chat, owner, type="unban_user", user="bob", id="ub")
+    assert last(owner, "error")["code"] == "forbidden"
+    assert fired(chat.store.sanctions("bob")) == {}
+    assert not [e for e in bob.of("event") if e["kind"] == "muted"]
+
+
+def test_a_muted_user_still_reports_reads_and_leaves(chat):
+    owner, bob = room_owner_and_member(chat)
+    say(chat, owner, type="send", room="dev", text="hey", id="o1")
+    seq = last(owner, "ack")["seq"]
+    say(chat, owner, type="mute_user", room="dev", user="bob", seconds=60, id="m")
+    say(chat, bob, type="report", room="dev", seq=seq, reason="unfair", id="r")
+    assert last(bob, "report")["id"] == "r"
+    say(chat, bob, type="read", room="dev", seq=seq, id="rd")
+    assert last(bob, "read")["seq"] == seq
+    say(chat, bob, type="leave", room="dev", id="l")
+    assert last(bob, "left")["room"] == "dev"
+
+
+def test_a_banned_users_send_before_the_close_is_refused(clock):
+    """With a store that answers later (the sanctions read in flight), a send that
+    comes right after welcome waits for the read and is refused: nothing stored."""
+    from twisted.internet.defer import Deferred
+
+    from tests.support.realm import make_chat
+
+    chat = make_chat(clock)
+    fired(chat.store.set_sanction("bob", "ban", "*", chat.now_ms() + 60_000))
+    held = []
+    real = chat.store.sanctions
+
+    def later(user):
+        d = Deferred()
+        held.append((d, real(user)))
+        return d
+
+    chat.store.sanctions = later
+    bob = token_user(chat, "bob")
+    say(chat, bob, type="dm", to="bob", text="sneaky", id="d1")
+    assert not bob.of("ack")
+    for d, answer in held:
+        answer.addCallback(d.callback)
+    assert bob.closed == (BANNED, "banned")
+    assert fired(chat.store.history(dm_channel("bob", "bob"), None, 10)).messages == []
