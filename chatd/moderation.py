@@ -201,9 +201,10 @@ class Moderation:
         self.log.failure("writing the audit log ({entry})", failure, entry=entry)
 
     @inlineCallbacks
-    def mute(self, actor, user: str, until: int, room=None, ref=None, moderator=False):
+    def mute(self, actor, user: str, until: int, room=None, ref=None, **audit):
         """Mute (*until* > 0) or unmute (0) *user* in *room* (None: globally) as
-        *actor* (a session, or the API's operator); fires with the ``until`` stored.
+        *actor* (a session, or the API's operator); fires with the ``until`` stored
+        (*audit*: more fields of the audit entry).
 
         A room mute is also an ``event`` (``muted`` with ``until``, or ``unmuted``) of
         the room's timeline, exactly-once by *ref*: a resend keeps the first ``until``.
@@ -217,13 +218,14 @@ class Moderation:
             extra = {"until": until} if until else {}
             appended = yield chat.membership._event(actor, room, event, user, ref, **extra)
             until = (appended.message.data or {}).get("until", 0)
-        yield self.sanction(actor.user, MUTE, user, until, room or GLOBAL)
+        yield self.sanction(actor.user, MUTE, user, until, room or GLOBAL, **audit)
         return until
 
     @inlineCallbacks
-    def recall(self, channel: str, seq: int, by: str, name: str, client_id=None):
+    def recall(self, channel: str, seq: int, by: str, name: str, client_id=None, **audit):
         """Recall message *seq* of *channel* (a room or a DM) as a moderator *by*: any
-        message, any time. Fires with the Appended ``recalled`` item."""
+        message, any time. Fires with the Appended ``recalled`` item. Both users of a
+        DM get ``recalled`` (the message log delivers it to one, the bus to the other)."""
         chat = self.chat
         target = (yield chat.store.items(channel, [seq])).get(seq)
         now = chat.now_ms()
@@ -238,9 +240,12 @@ class Moderation:
         else:
             fields = (channel, by, name, client_id, "", now, "recalled", data)
             appended = yield chat.messages.append("dm", fields, (users[1], None))
+            if not appended.duplicate and by not in users:
+                frame = wire.item_frame(appended.message, chat.urls())
+                chat.broker.publish("user", users[0], frame, None)
         if not appended.duplicate:
             entry = {"ts": now, "by": by, "action": "recall", "target": target.sender}
-            yield self.audit(**entry, channel=channel, seq=seq)
+            yield self.audit(**entry, channel=channel, seq=seq, **audit)
         return appended
 
     # chatd.v1 requests
@@ -280,7 +285,7 @@ class Moderation:
         until = 0
         if request.type == "mute_user":
             until = modrules.until_of(f["seconds"], chat.now_ms())
-        until = yield self.mute(session, target, until, room, ref, moderator)
+        until = yield self.mute(session, target, until, room, ref)
         session.send(wire.frame(request.type, id=ref, room=room, user=target, muted_until=until))
 
     def _on_ban_user(self, session, request, f) -> None:
@@ -385,14 +390,14 @@ class Moderation:
         sender, room = entry.get("sender"), entry.get("room")
         if kind == modrules.RECALL:
             try:
-                yield self.recall(entry["channel"], entry["seq"], by, by, f"queue {id}")
+                yield self.recall(entry["channel"], entry["seq"], by, by, f"queue {id}", report=id)
             except errors.NoSuchMessage:
                 pass  # recalled already: the entry is closed all the same
         elif kind == MUTE:  # in the room of a room message (while a member), else everywhere
             until = modrules.until_of(action["seconds"], now)
             member = room is not None and _role((yield chat.store.member(room, sender)))
             if member:
-                yield self.mute(Actor(by), sender, until, room, f"queue {id}")
+                yield self.mute(Actor(by), sender, until, room, f"queue {id}", report=id)
             else:
                 yield self.sanction(by, MUTE, sender, until, report=id)
         elif kind == BAN:

@@ -379,3 +379,21 @@ def test_a_banned_users_send_before_the_close_is_refused(clock):
         answer.addCallback(d.callback)
     assert bob.closed == (BANNED, "banned")
     assert fired(chat.store.history(dm_channel("bob", "bob"), None, 10)).messages == []
+
+
+def test_a_reported_dm_recalled_from_the_queue_is_recalled_for_both_users(chat):
+    """The recipient reports a DM; the queue's recall reaches both users' connections
+    (the message log delivers it to one, the bus to the other), and the audit entry
+    names the queue entry."""
+    bob, carl = token_user(chat, "bob"), token_user(chat, "carl")
+    say(chat, bob, type="dm", to="carl", text="scam link", id="d1")
+    seq = last(bob, "ack")["seq"]
+    say(chat, carl, type="report", **{"with": "bob"}, seq=seq, reason="scam", id="r1")
+    rid = last(carl, "report")["report"]
+    (entry,) = fired(chat.store.reports("open", None, 10))
+    assert entry["room"] is None and sorted(entry["users"]) == ["bob", "carl"]
+    fired(chat.moderation.act(rid, {"action": "recall"}, "mia"))
+    for conn in (bob, carl):
+        assert last(conn, "recalled")["target"] == seq
+    (audit,) = fired(chat.store.audit_log(None, 10))
+    assert (audit["action"], audit["target"], audit["report"]) == ("recall", "bob", rid)
