@@ -103,7 +103,8 @@ Redis Cluster (for later): every script but these touches one slot only. Across
 slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
 their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
 ``mark_read`` and ``set_muted`` (``uc:{user}``), ``conversations`` and
-``summaries`` (one slot per channel of the user). Scripts also build keys from
+``summaries`` (one slot per channel of the user), ``mod_entry`` and ``mod_close``
+(the queue's and the audit log's keys have no common hash tag). Scripts also build keys from
 the prefix instead of declaring them all in KEYS. See docs/cluster.md.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
