@@ -258,6 +258,14 @@ class Inbox:
     @inlineCallbacks
     def _recall(self, session, request, f, where):
         chat = self.chat
+        if session.identity.moderator and where.room is not None:
+            # a global moderator recalls any room message, member or not (audited)
+            moderation = chat.moderation
+            appended = yield moderation.recall(
+                where.channel, f["seq"], session.user, session.name, request.id
+            )
+            chat._ack(appended, session, request.received, None, room=where.room)
+            return
         yield self._membership(session, where, request.id)
         target = yield self._target(where, f["seq"])
         conv.check_recall(

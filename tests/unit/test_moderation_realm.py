@@ -397,3 +397,21 @@ def test_a_reported_dm_recalled_from_the_queue_is_recalled_for_both_users(chat):
         assert last(conn, "recalled")["target"] == seq
     (audit,) = fired(chat.store.audit_log(None, 10))
     assert (audit["action"], audit["target"], audit["report"]) == ("recall", "bob", rid)
+
+
+def test_a_moderator_recalls_a_private_rooms_message_without_being_a_member(chat):
+    owner = token_user(chat, "olga")
+    say(chat, owner, type="create", room="secret", kind="private", id="c")
+    say(chat, owner, type="send", room="secret", text="bad words", id="s1")
+    seq = last(owner, "ack")["seq"]
+    eve = token_user(chat, "eve")
+    say(chat, eve, type="recall", room="secret", seq=seq, id="e1")
+    assert (last(eve, "error")["code"], last(eve, "error")["ref"]) == ("no_such_room", "e1")
+    mia = token_user(chat, "mia", moderator=True)
+    say(chat, mia, type="recall", room="secret", seq=seq, id="m1")
+    assert last(mia, "ack")["id"] == "m1"
+    recalled = last(owner, "recalled")
+    assert (recalled["target"], recalled["by"]) == (seq, "mia")
+    say(chat, mia, type="recall", room="secret", seq=seq, id="m1")  # a resend
+    assert last(mia, "ack")["duplicate"] is True
+    assert [a["action"] for a in fired(chat.store.audit_log(None, 10))] == ["recall"]
