@@ -28,6 +28,13 @@ GET      /api/rooms/ROOM/members                the durable member list (``curso
 POST     /api/rooms/ROOM/members                add (invite) ``{user, role?}``
 POST     /api/rooms/ROOM/kick|ban|unban         ``{user}``
 POST     /api/rooms/ROOM/role                   set a member's role ``{user, role}``
+POST     /api/users/USER/mute|unmute            ``{room?, seconds, by?, id?}``: mute (unmute)
+POST     /api/users/USER/ban|unban              ``{seconds?, by?}``: global ban (lift it)
+GET      /api/users/USER/sanctions              USER's mutes and bans in force
+GET      /api/moderation/queue                  reports and flags (``state``, ``before``, ``limit``)
+GET      /api/moderation/queue/ID               one queue entry with its context
+POST     /api/moderation/queue/ID               act ``{action, seconds?, by?}``: closes it
+GET      /api/moderation/audit                  the audit log (``before``, ``limit``)
 =======  =====================================  ======================================
 
 The conversation endpoints need a store with conversations
@@ -54,14 +61,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from chatd import conversations as conv
-from chatd import errors, wire
+from chatd import errors, modrules, wire
 from chatd.httpserver import MAX_BODY, Refusal, flat_error
 from chatd.hub import LOBBY
+from chatd.moderation import SYSTEM_USER
+from chatd.moderation import Actor as _Operator
 from chatd.permissions import ADMIN, MEMBER, OWNER, PUBLIC
 from chatd.store import IConversationStore
 
-#: the default poster of moderation items (``by`` of an API recall)
-SYSTEM_USER = "system"
 #: conversations per page of GET /api/users/USER/conversations (default, most)
 CONVERSATIONS_LIMIT_DEFAULT = 50
 CONVERSATIONS_LIMIT_MAX = 200
@@ -100,19 +107,6 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-class _Operator:
-    """Whom the API acts as, in the shape :class:`chatd.membership.Membership`'s event
-    helpers read a session (``user``, ``name``; ``id`` None: no connection of the
-    user is left out of the fan-out)."""
-
-    __slots__ = ("user", "name")
-    id = None
-    identity = None
-
-    def __init__(self, user: str, name: str):
-        self.user, self.name = user, name
 
 
 class ApiKey:
@@ -225,7 +219,21 @@ class ApiResource(Resource):
                 return self.members(request, self._room(room))
             case ("POST", ["rooms", room, action]) if action in MODERATION:
                 return self.moderate(self._room(room), MODERATION[action], self._json(request))
-        if parts and parts[0] in ("rooms", "dm", "users", "stats"):
+            case ("POST", ["users", user, ("mute" | "unmute") as action]):
+                return self.mute(self._user(user), action, self._json(request))
+            case ("POST", ["users", user, ("ban" | "unban") as action]):
+                return self.ban(self._user(user), action, self._json(request))
+            case ("GET", ["users", user, "sanctions"]):
+                return self.sanctions(self._user(user))
+            case ("GET", ["moderation", "queue"]):
+                return self.queue(request)
+            case ("GET", ["moderation", "queue", id_]):
+                return self.queue_entry(self._id(id_))
+            case ("POST", ["moderation", "queue", id_]):
+                return self.act(self._id(id_), self._json(request))
+            case ("GET", ["moderation", "audit"]):
+                return self.audit(request)
+        if parts and parts[0] in ("rooms", "dm", "users", "stats", "moderation"):
             raise ApiError(405, "bad_request", f"{method} is not allowed on /api/{'/'.join(parts)}")
         raise ApiError(404, "not_found", "no such API endpoint (see docs/api.md)")
 
@@ -509,29 +517,17 @@ class ApiResource(Resource):
     def recall(self, room, data):
         """Recall message ``seq`` of *room* as its moderator ``by`` (any message, any
         time, as a room owner may): the text is removed, members get ``recalled``."""
-        store = self._conversation_store()
+        self._conversation_store()
         seq = data.get("seq")
         if type(seq) is not int or seq < 1:
             raise ApiError(400, "bad_request", "'seq' must be a positive integer")
         by = self._user_field(data, "by", SYSTEM_USER)
         name, client_id = self._name(data, by), self._client_id(data)
-        chat = self.chat
-        target = (yield store.items(room, [seq])).get(seq)
         try:
             # the operator moderates like the owner of a private room: any message, any time
-            conv.check_recall(
-                target,
-                by,
-                "private",
-                "owner",
-                chat.now_ms(),
-                chat.settings.recall_window,
-                client_id,
-            )
+            appended = yield self.chat.moderation.recall(room, seq, by, name, client_id)
         except errors.ChatError as e:
             raise self._refusal(e) from None
-        data = {"target": seq, "by": by}
-        appended = yield chat.post(room, by, name, "", client_id, data=data, kind="recalled")
         item = appended.message
         return {
             "room": room,
@@ -691,6 +687,116 @@ class ApiResource(Resource):
             ],
             "broker_healthy": bool(self.chat.broker.healthy),
         }
+
+    # moderation (chatd.moderation): sanctions, the queue, the audit log
+
+    def _moderation_store(self):
+        store = self.chat.moderation.store
+        if store is None:
+            raise ApiError(503, "unavailable", "this history store keeps no moderation data")
+        return store
+
+    @staticmethod
+    def _id(value: str) -> int:
+        if not value.isdigit() or len(value) > 18:
+            raise ApiError(404, "not_found", "no such queue entry")
+        return int(value)
+
+    @staticmethod
+    def _page_args(request) -> tuple:
+        """``before`` and ``limit`` of a moderation page (newest first)."""
+        args = request.args
+        try:
+            before = int(args[b"before"][0]) if b"before" in args else None
+            limit = int(args[b"limit"][0]) if b"limit" in args else 50
+        except ValueError:
+            raise ApiError(400, "bad_request", "'before' and 'limit' must be integers") from None
+        if not 1 <= limit <= modrules.PAGE_MAX:
+            raise ApiError(400, "bad_request", f"'limit' must be 1-{modrules.PAGE_MAX}")
+        return before, limit
+
+    @defer.inlineCallbacks
+    def mute(self, user, action, data):
+        """Mute *user* for ``seconds`` in ``room`` (absent: everywhere), or unmute."""
+        self._moderation_store()
+        request = self._request(action + "_user", data, user=user)
+        f, ref = request.fields, request.id
+        by = self._user_field(data, "by", SYSTEM_USER)
+        chat, room, until = self.chat, f["room"], 0
+        if room is not None:
+            yield self._existing(room)
+        if action == "mute":
+            until = modrules.until_of(f["seconds"], chat.now_ms())
+        try:
+            until = yield chat.moderation.mute(_Operator(by), user, until, room, ref)
+        except errors.ChatError as e:
+            raise self._refusal(e) from None
+        return {"user": user, "room": room, "muted_until": until}
+
+    @defer.inlineCallbacks
+    def ban(self, user, action, data):
+        """Ban *user* everywhere for ``seconds`` (absent: for good), or lift the ban."""
+        self._moderation_store()
+        f = self._request(action + "_user", data, user=user).fields
+        by = self._user_field(data, "by", SYSTEM_USER)
+        until = 0
+        if action == "ban":
+            seconds = f["seconds"]
+            now = self.chat.now_ms()
+            until = modrules.FOREVER if seconds is None else modrules.until_of(seconds, now)
+        yield self.chat.moderation.sanction(by, modrules.BAN, user, until)
+        return {"user": user, "banned_until": until}
+
+    @defer.inlineCallbacks
+    def sanctions(self, user):
+        """*user*'s sanctions in force: ``[{kind, scope, until}]``."""
+        found = yield self._moderation_store().sanctions(user)
+        now = self.chat.now_ms()
+        kept = sorted(modrules.prune(found, now).items())
+        return {
+            "user": user,
+            "sanctions": [{"kind": k, "scope": s, "until": u} for (k, s), u in kept],
+        }
+
+    @defer.inlineCallbacks
+    def queue(self, request):
+        state = request.args.get(b"state", [b"open"])[0].decode("ascii", "replace")
+        if state not in (*modrules.REPORT_STATES, "all"):
+            raise ApiError(400, "bad_request", "'state' is open, closed or all")
+        before, limit = self._page_args(request)
+        store = self._moderation_store()
+        entries = yield store.reports(None if state == "all" else state, before, limit)
+        more = len(entries) == limit
+        return {"entries": entries, "before": entries[-1]["id"] if more else None}
+
+    @defer.inlineCallbacks
+    def queue_entry(self, id_):
+        entry = yield self._moderation_store().report(id_)
+        if entry is None:
+            raise ApiError(404, "not_found", "no such queue entry")
+        return entry
+
+    @defer.inlineCallbacks
+    def act(self, id_, data):
+        """Take ``action`` on open queue entry *id_* (see chatd.modrules.ACTIONS)."""
+        store = self._moderation_store()
+        problem = modrules.check_action(data)
+        if problem is not None:
+            raise ApiError(400, "bad_request", problem)
+        by = self._user_field(data, "by", SYSTEM_USER)
+        entry = yield self.chat.moderation.act(id_, data, by)
+        if entry is None:
+            if (yield store.report(id_)) is None:
+                raise ApiError(404, "not_found", "no such queue entry")
+            raise ApiError(409, "closed", "this queue entry was closed already")
+        return entry
+
+    @defer.inlineCallbacks
+    def audit(self, request):
+        before, limit = self._page_args(request)
+        entries = yield self._moderation_store().audit_log(before, limit)
+        more = len(entries) == limit
+        return {"entries": entries, "before": entries[-1]["id"] if more else None}
 
 
 class _Endpoint(Resource):

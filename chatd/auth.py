@@ -9,6 +9,8 @@ public key file. Claims used:
 ``exp``   expiry (honoured when present; :class:`TokenVerifier` can require it)
 ``rooms`` optional list of rooms the user may join; an entry ending in ``*``
           is a prefix (``"team-*"``)
+``mod``   ``true``: a global moderator (also ``"roles": ["moderator"]``; see
+          :mod:`chatd.modrules`): mutes, bans and recalls in every conversation
 
 This module does no I/O besides reading key files at construction.
 """
@@ -20,6 +22,8 @@ import time
 from dataclasses import dataclass
 
 import jwt
+
+from chatd import modrules
 
 SUB_RULE = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff~][^\x00-\x1f\x7f\ud800-\udfff]{0,127}")
 #: control characters and lone surrogates (which cannot be encoded) are dropped from names
@@ -43,6 +47,9 @@ class Identity:
     name: str
     rooms: tuple[str, ...] | None = None
     exp: float | None = None
+    #: a global moderator (the token's ``"mod": true`` or ``"roles": ["moderator"]``,
+    #: chatd.modrules.is_moderator)
+    moderator: bool = False
 
     def may_join(self, room: str) -> bool:
         """True when the token's ``rooms`` claim (if any) admits *room*."""
@@ -122,7 +129,8 @@ class TokenVerifier:
                 raise AuthError("invalid token: rooms claim must be a list of strings")
             rooms = tuple(rooms)
         exp = claims.get("exp")
-        return Identity(sub, name, rooms, float(exp) if exp is not None else None)
+        exp = float(exp) if exp is not None else None
+        return Identity(sub, name, rooms, exp, modrules.is_moderator(claims))
 
     def issue(self, sub: str, name: str | None = None, ttl: float = 86400, now=None) -> str:
         """Sign a token for *sub* valid for *ttl* seconds (needs a shared secret)."""

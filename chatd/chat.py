@@ -36,6 +36,7 @@ from chatd.hub import LOBBY, Hub
 from chatd.inbox import Inbox
 from chatd.limits import RateLimiter
 from chatd.membership import Membership
+from chatd.moderation import Moderation
 from chatd.push import Push
 from chatd.replay import Replayer
 from chatd.session import CLOSED, LIVE, REFUSED, Session
@@ -109,6 +110,8 @@ class Chat:
         self.inbox = Inbox(self)
         #: offline push: push_subscribe, and (once configured) an observer (chatd.push)
         self.push = Push(self)
+        #: mutes, global bans, reports, the queue, the audit log (chatd.moderation)
+        self.moderation = Moderation(self)
         #: the operator's forbidden words (--word-list), masked or refused first of all
         self.words = WordFilter(settings)
         #: WeChat msgSecCheck of WeChat users' text before it is stored (once configured)
@@ -131,7 +134,7 @@ class Chat:
         directory.attach(self)
 
     def _handler(self, kind: str):
-        for part in (self, self.membership, self.inbox, self.push):
+        for part in (self, self.membership, self.inbox, self.push, self.moderation):
             handler = getattr(part, "_on_" + kind, None)
             if handler is not None:
                 return handler
@@ -287,6 +290,7 @@ class Chat:
             self._emit("online", user=session.user, mode=V1)
         if session.identity is not None:
             self.membership.admitted(session)
+            self.moderation.admitted(session)
 
     def _unhold(self, session):
         """End *session*'s wait for its name claim; returns the frames it held (None:
@@ -366,6 +370,7 @@ class Chat:
         if state is LIVE:
             self._emit("disconnect", session=session)
             if not self.hub.is_online(session.user):
+                self.moderation.forget(session.user)
                 self._emit("offline", user=session.user, mode=session.mode)
 
     # incoming frames
@@ -580,6 +585,10 @@ class Chat:
         """Send one frame to this node's connections subscribed to *room* (but *origin*)."""
         exclude = self.sessions.get(origin) if origin else None
         self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
+
+    def deliver_sanction(self, user, origin) -> None:
+        """*user*'s mutes or bans changed (on some node): read them again here."""
+        self.moderation.changed(user)
 
     def deliver_relay(self, payload, is_binary, origin) -> None:
         """Relay a relay client's frame verbatim to this node's other relay clients."""

@@ -71,8 +71,10 @@ class ContentChecker:
 
     @defer.inlineCallbacks
     def check(self, user: str, text: str, ref=None):
-        """Fires once *text* may be stored; fails with :class:`chatd.errors.ContentBlocked`
-        or (WeChat unavailable, ``closed``) :class:`chatd.errors.Unavailable`."""
+        """Fires once *text* may be stored -- with WeChat's label when the verdict was
+        ``review`` (the message goes to the moderation queue once stored, chatd.moderation),
+        else None; fails with :class:`chatd.errors.ContentBlocked` or (WeChat
+        unavailable, ``closed``) :class:`chatd.errors.Unavailable`."""
         s = self.settings
         if self.in_flight >= IN_FLIGHT_MAX:
             return self._unchecked("too many checks waiting", ref)
@@ -107,6 +109,9 @@ class ContentChecker:
             )
         if blocked:
             raise errors.ContentBlocked("the content check refused this text", ref)
+        if suggest == "review":
+            return str(result.get("label") or "review")
+        return None
 
     def media_verdict(self, trace_id: str, suggest, label) -> None:
         """WeChat's verdict on a ``mediaCheckAsync`` (from the message push URL,

@@ -15,10 +15,12 @@ class ChatError(Exception):
     #: when not None, the connection is closed with this WebSocket close code
     close_code: int | None = None
 
-    def __init__(self, message: str, ref: str | None = None):
+    def __init__(self, message: str, ref: str | None = None, **fields):
         super().__init__(message)
         self.message = message
         self.ref = ref
+        #: more fields of the ``error`` frame (e.g. ``muted``'s ``muted_until``)
+        self.fields = fields
 
 
 class BadJSON(ChatError):
@@ -145,6 +147,13 @@ class BadAttachment(ChatError):
     processing (unknown, someone else's, still being stored): nothing was stored."""
 
     code = "bad_attachment"
+
+
+class Muted(ChatError):
+    """The sender is muted (in the room, or everywhere) by a moderator: nothing was
+    stored; the frame says until when (``muted_until`` ms, ``seconds`` left)."""
+
+    code = "muted"
 
 
 class ContentBlocked(ChatError):

@@ -185,7 +185,8 @@ class Inbox:
             given = wire.extras(request, self.chat.settings.max_text_length)
         except errors.ChatError as e:
             return self.chat.send_error(session, e)
-        if not given and not self.chat.content.applies(session.user):
+        chat = self.chat
+        if not given and not chat.content.applies(session.user) and chat.moderation.clear(session):
             if session not in self._turns:  # nothing of this connection is being checked
                 self._posted(post(None), session, request, f, room, to)
                 return
@@ -196,7 +197,8 @@ class Inbox:
     @inlineCallbacks
     def _post_checked(self, session, request, f, given, post, room, to):
         ref = request.id
-        yield self._content_check(session, f["text"], ref)
+        yield self.chat.moderation.check(session, room, ref)
+        review = yield self._content_check(session, f["text"], ref)
         if room is not None:
             where = _Where(room, room, None)
         else:
@@ -222,10 +224,17 @@ class Inbox:
         if not self.chat._live(session):
             return
         d = post(data)
+        if review is not None:  # stored, and flagged for the moderation queue
+            d.addCallback(self._flagged, review)
         if attachments:
             # where the uploads were posted (access, lifecycle); not waited for
             d.addCallback(self._attached)
         self._posted(d, session, request, f, room, to)
+
+    def _flagged(self, appended, label):
+        if not appended.duplicate:
+            self.chat.moderation.flag(appended.message, label)
+        return appended
 
     def _attached(self, appended):
         d = self.chat.media.posted(appended.message)
@@ -249,6 +258,14 @@ class Inbox:
     @inlineCallbacks
     def _recall(self, session, request, f, where):
         chat = self.chat
+        if session.identity.moderator and where.room is not None:
+            # a global moderator recalls any room message, member or not (audited)
+            moderation = chat.moderation
+            appended = yield moderation.recall(
+                where.channel, f["seq"], session.user, session.name, request.id
+            )
+            chat._ack(appended, session, request.received, None, room=where.room)
+            return
         yield self._membership(session, where, request.id)
         target = yield self._target(where, f["seq"])
         conv.check_recall(
@@ -272,6 +289,7 @@ class Inbox:
     @inlineCallbacks
     def _edit(self, session, request, f, where):
         yield self._membership(session, where, request.id)
+        yield self.chat.moderation.check(session, where.room, request.id)
         conv.check_edit((yield self._target(where, f["seq"])), session.user, request.id)
         yield self._content_check(session, f["text"], request.id)
         self._append(session, request, where, "edited", f["text"], {"target": f["seq"]})
@@ -284,6 +302,7 @@ class Inbox:
     @inlineCallbacks
     def _react(self, session, request, f, where):
         yield self._membership(session, where, request.id)
+        yield self.chat.moderation.check(session, where.room, request.id)
         seq, emoji = f["seq"], f["emoji"]
         conv.check_react((yield self._target(where, seq)), request.id)
         on = (yield self.chat.store.reactions(where.channel, [seq])).get(seq, {})

@@ -15,6 +15,8 @@ Answers (JSON): 200 ``{token, user, name, expires_in}``, or an error
                             (:func:`chatd.wire.valid_name`)
 401   invalid_code          WeChat said 40029 / 40163 (invalid or used code)
 403   user_blocked          WeChat said 40226 (high-risk user)
+403   banned                a moderator banned the user everywhere (chatd.moderation);
+                            the message says for how long
 413   too_large             the body is over :data:`MAX_LOGIN_BODY` bytes (answered
                             from the headers, or as soon as a chunked body passes it)
 429   rate_limited          WeChat said 45011 (too many logins), or this address
@@ -50,9 +52,10 @@ from twisted.web.client import Agent, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from chatd import wire
+from chatd import modrules, wire
 from chatd.httpserver import phrase
 from chatd.limits import ConnectionCounter, KeyedBuckets
+from chatd.store import IModerationStore
 
 DEFAULT_API = "https://api.weixin.qq.com"
 #: the largest login request body in bytes (``{"code": ..., "name": ...}`` is far smaller)
@@ -211,6 +214,7 @@ class WeChatLogin(Resource):
         if type(openid) is not str or not openid:
             raise LoginError(502, "wechat_error", "WeChat answered without an openid")
         user = "wx:" + openid
+        yield self._not_banned(user)
         token = self.verifier.issue(user, name or None, ttl=self.ttl)
         if self.users is not None:
             try:
@@ -219,6 +223,18 @@ class WeChatLogin(Resource):
                 self.log.failure("recording {user} failed", user=user)
         self.log.info("wechat login for {user}", user=user)
         return {"token": token, "user": user, "name": name or user, "expires_in": int(self.ttl)}
+
+    @defer.inlineCallbacks
+    def _not_banned(self, user):
+        """Refuse (403 ``banned``) a user a moderator banned everywhere."""
+        if not IModerationStore.providedBy(self.users):
+            return
+        found = yield self.users.sanctions(user)
+        now = int(self.reactor.seconds() * 1000)
+        until = modrules.active_until(found, modrules.BAN, (modrules.GLOBAL,), now)
+        if until:
+            left = modrules.seconds_left(until, now)
+            raise LoginError(403, "banned", f"this user is banned for {left} more seconds")
 
     def _jscode2session(self, code):
         """WeChat's answer for *code*; one deadline of ``timeout`` seconds for all of it."""

@@ -40,10 +40,12 @@ RULES: dict[str, dict[str, str | None]] = {
     "ban": {PUBLIC: ADMIN, PRIVATE: ADMIN},
     "unban": {PUBLIC: ADMIN, PRIVATE: ADMIN},
     "set_role": {PUBLIC: OWNER, PRIVATE: OWNER},
+    # mute_user / unmute_user of a member in the room (chatd.moderation)
+    "mute": {PUBLIC: ADMIN, PRIVATE: ADMIN},
 }
 
 #: actions on another member: the actor's role must rank above the target's
-TARGETED = frozenset(("kick", "ban", "unban", "set_role"))
+TARGETED = frozenset(("kick", "ban", "unban", "set_role", "mute"))
 
 
 def may(action: str, kind: str, role: str | None, target_role: str | None = None) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatd import errors, pushrules
+from chatd import errors, modrules, pushrules
 from chatd.media.attach import MAX_ATTACHMENTS
 from chatd.store import Message, dm_users
 
@@ -231,6 +231,23 @@ def _rooms(value, field, ref, _max_text):
     return list(dict.fromkeys(_room(v, field, ref, _max_text) for v in value))
 
 
+def _seconds(value, field, ref, _max_text):
+    """A mute's or ban's duration: whole seconds, 1 to chatd.modrules.SECONDS_MAX."""
+    problem = modrules.check_seconds(value)
+    if problem is not None:
+        raise errors.BadRequest(problem, ref)
+    return value
+
+
+def _reason(value, field, ref, _max_text):
+    """A report's reason: a string of at most chatd.modrules.REASON_MAX characters
+    (``too_large`` beyond), no lone surrogates."""
+    value = _string(value, field, ref)
+    if len(value) > modrules.REASON_MAX:
+        raise errors.TooLarge(f"'{field}' is at most {modrules.REASON_MAX} characters", ref)
+    return value
+
+
 _ROLE = _one_of("_role", "owner", "admin", "member")
 _KIND = _one_of("_kind", "public", "private")
 _TITLE = _setting("_title", TITLE_MAX, _CONTROL)
@@ -293,6 +310,17 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
     "unban": _ROOM_USER,
     "set_role": {**_ROOM_USER, "role": (_ROLE, True)},
     "members": {"room": (_room, True), "cursor": (_user, False), "limit": (_limit, False)},
+    # moderation (token users; docs/protocol.md, *Moderation*)
+    "mute_user": {"room": (_room, False), "user": (_user, True), "seconds": (_seconds, True)},
+    "unmute_user": {"room": (_room, False), "user": (_user, True)},
+    "ban_user": {"user": (_user, True), "seconds": (_seconds, False)},
+    "unban_user": {"user": (_user, True)},
+    "report": {
+        "room": (_room, False),
+        "with": (_user, False),
+        "seq": (_seq, True),
+        "reason": (_reason, True),
+    },
     # offline push (token users; docs/protocol.md, *Offline push*)
     "push_subscribe": {
         "templates": (_templates, False),
@@ -313,7 +341,7 @@ EXTRAS: dict[str, dict[str, Validator]] = {
 ATTACHMENTS = "attachments"
 
 #: request types naming one conversation: exactly one of ``room`` and ``with``
-CONVERSATION_TYPES = frozenset(("read", "receipts", "mute", "recall", "edit", "react"))
+CONVERSATION_TYPES = frozenset(("read", "receipts", "mute", "recall", "edit", "react", "report"))
 
 
 def parse(payload: bytes, max_text_length: int) -> Request:
@@ -470,7 +498,7 @@ def event_dict(m: Message) -> dict:
         "by": data.get("by"),
         "ts": m.ts,
     }
-    for key in ("role", "changes"):
+    for key in ("role", "changes", "until"):
         if key in data:
             d[key] = data[key]
     return d
@@ -657,4 +685,4 @@ def frame(kind: str, **fields) -> bytes:
 
 def error_frame(error: errors.ChatError) -> bytes:
     """``error {code, message, ref}`` for a refused request."""
-    return frame("error", code=error.code, message=error.message, ref=error.ref)
+    return frame("error", code=error.code, message=error.message, ref=error.ref, **error.fields)

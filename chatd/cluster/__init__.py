@@ -19,6 +19,8 @@ connection that caused the event, so that connection can be skipped):
              connection of *user* (read markers, mute, receipts in DMs)
 ``room``     (room: str, payload: bytes, origin): to every connection subscribed
              to *room* (receipts in small rooms)
+``sanction`` (user: str, origin): *user*'s mutes or bans changed (chatd.moderation):
+             every node with a connection of the user reads them again
 
 The modules:
 
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-KINDS = ("message", "dm", "presence", "typing", "relay", "user", "room")
+KINDS = ("message", "dm", "presence", "typing", "relay", "user", "room", "sanction")
 
 
 class IBroker(Interface):

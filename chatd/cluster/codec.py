@@ -30,6 +30,7 @@ The arguments per kind (see :mod:`chatd.cluster`), as they are on the wire:
 ``relay``    ``[base64 of the frame, is_binary, origin session]``
 ``user``     ``[user, the chatd.v1 frame as a string (UTF-8 text), origin session]``
 ``room``     ``[room, the chatd.v1 frame as a string (UTF-8 text), origin session]``
+``sanction`` ``[user, origin session]`` (a node of the previous version cannot read it)
 
 The bytes are a contract between chatd versions (a rolling upgrade runs old
 and new nodes on one bus): tests/e2e/test_cluster_codec.py holds payloads captured

@@ -40,6 +40,9 @@ PARTS = {
     # offline push (chatd.store.redis.RedisStore, IPushStore)
     "push_subscribe": ("push_subscribe",),
     "push_claim": ("push_claim",),
+    # moderation (chatd.store.redis.RedisStore, IModerationStore)
+    "mod_entry": ("mod_entry",),
+    "mod_close": ("mod_close",),
 }
 
 

@@ -394,3 +394,47 @@ class IPushStore(Interface):
     def push_watchers(channel, limit):
         """Up to *limit* users who chose to be notified of every message in *channel*
         (ascending by user id)."""
+
+
+class IModerationStore(Interface):
+    """Moderation (:mod:`chatd.moderation`, rules in :mod:`chatd.modrules`): users'
+    sanctions (mutes and global bans), the moderation queue (reports and content-check
+    flags) and the audit log.
+
+    Implemented by the same objects as :class:`IHistoryStore` (SQLite, memory,
+    Redis); all methods return Deferreds. Queue entries and audit entries are JSON
+    objects (dicts) the store keeps as given, adding ``id`` (increasing integers)
+    and, for queue entries, ``state`` (``open``/``closed``).
+    """
+
+    def set_sanction(user, kind, scope, until_ms):
+        """Set *user*'s sanction *kind* (``mute``/``ban``) in *scope* (a room, or
+        ``*``) to last until *until_ms*; 0 removes it. Fires None."""
+
+    def sanctions(user):
+        """``{(kind, scope): until_ms}`` of *user* (expired ones may be included:
+        :func:`chatd.modrules.active_until` tells what is in force)."""
+
+    def add_report(key, entry):
+        """Put *entry* into the queue (state ``open``), exactly once per *key*: fires
+        with ``(entry with id and state, duplicate)``; a duplicate stores nothing and
+        fires with the entry first stored under *key*."""
+
+    def reports(state, before, limit):
+        """Up to *limit* queue entries in *state* (None: any), newest first, with id
+        below *before* (None: from the newest)."""
+
+    def report(id):
+        """The queue entry *id*, or None."""
+
+    def close_report(id, resolution):
+        """Close the open entry *id*: its ``state`` becomes ``closed`` and its
+        ``resolution`` *resolution*; fires with the entry, or None when there is no
+        such open entry (unknown, or closed already: only one close wins)."""
+
+    def add_audit(entry):
+        """Append *entry* to the audit log; fires with its id."""
+
+    def audit_log(before, limit):
+        """Up to *limit* audit entries with id below *before* (None: from the newest),
+        newest first."""

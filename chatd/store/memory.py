@@ -12,6 +12,7 @@ Every answer is computed at once and returned as a fired Deferred; appends and
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -25,6 +26,7 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IModerationStore,
     IPushStore,
     Member,
     Message,
@@ -87,7 +89,7 @@ class _Channel:
         return items.read_ord_bound(seq, self.log[0].seq, self.ords[0])
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
 class MemoryStore:
     """Keeps at most ``history_max`` items per channel in memory."""
 
@@ -111,6 +113,12 @@ class MemoryStore:
         self._quotas: dict[str, dict[str, int]] = {}
         self._push_rooms: dict[str, set[str]] = {}
         self._pushed: dict[tuple[str, str], int] = {}
+        #: moderation (IModerationStore): user -> (kind, scope) -> until; the queue
+        #: (id -> entry) and its keys (key -> id); the audit log, oldest first
+        self._sanctions: dict[str, dict[tuple[str, str], int]] = {}
+        self._reports: dict[int, dict] = {}
+        self._report_keys: dict[str, int] = {}
+        self._audit: list[dict] = []
 
     def start(self):
         return succeed(None)
@@ -444,6 +452,62 @@ class MemoryStore:
     def push_watchers(self, channel, limit):
         users = sorted(u for u, rooms in self._push_rooms.items() if channel in rooms)
         return succeed(users[: max(limit, 0)])
+
+    # -- IModerationStore (see chatd.store) -------------------------------------
+
+    def set_sanction(self, user, kind, scope, until_ms):
+        mine = self._sanctions.setdefault(user, {})
+        if until_ms:
+            mine[(kind, scope)] = int(until_ms)
+        else:
+            mine.pop((kind, scope), None)
+        if not mine:
+            del self._sanctions[user]
+        return succeed(None)
+
+    def sanctions(self, user):
+        return succeed(dict(self._sanctions.get(user, {})))
+
+    def add_report(self, key, entry):
+        found = self._report_keys.get(key)
+        if found is not None:
+            return succeed((dict(self._reports[found]), True))
+        id_ = len(self._report_keys) + 1
+        self._report_keys[key] = id_
+        self._reports[id_] = {**entry, "id": id_, "state": "open"}
+        return succeed((dict(self._reports[id_]), False))
+
+    def reports(self, state, before, limit):
+        ids = sorted(self._reports, reverse=True)
+        entries = [
+            self._reports[i] for i in ids if state is None or self._reports[i]["state"] == state
+        ]
+        return succeed([dict(e) for e in _page(entries, before, limit)])
+
+    def report(self, id):
+        found = self._reports.get(id)
+        return succeed(None if found is None else dict(found))
+
+    def close_report(self, id, resolution):
+        found = self._reports.get(id)
+        if found is None or found["state"] != "open":
+            return succeed(None)
+        found.update(state="closed", resolution=resolution)
+        return succeed(dict(found))
+
+    def add_audit(self, entry):
+        id_ = len(self._audit) + 1
+        self._audit.append({**entry, "id": id_})
+        return succeed(id_)
+
+    def audit_log(self, before, limit):
+        return succeed([dict(e) for e in _page(self._audit[::-1], before, limit)])
+
+
+def _page(newest_first, before, limit):
+    """The entries (newest first) with id below *before* (None: all), at most *limit*."""
+    kept = (e for e in newest_first if before is None or e["id"] < before)
+    return list(itertools.islice(kept, max(int(limit), 0)))
 
 
 def _seq(entry):

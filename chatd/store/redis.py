@@ -92,11 +92,19 @@ reverse index ``P pw:{ch}`` (set of the users notified for every message of the
 room), updated by separate commands after the user's script (a room's index is
 in the room's slot).
 
+Moderation (:class:`chatd.store.IModerationStore`): ``P sn:{u}`` (hash
+``"<kind> <scope>"`` -> until ms: the user's sanctions); the queue ``P mq:n`` (id
+counter), ``P mq:e`` (hash id -> entry JSON with its state), ``P mq:all`` and
+``P mq:open`` (zsets of ids), ``P mq:k`` (hash key -> id: exactly-once); the audit
+log ``P ma:n``, ``P ma:e``, ``P ma:all``. ``lua/mod_entry.lua`` appends an entry,
+``lua/mod_close.lua`` closes one (the ZREM from ``mq:open`` decides who wins).
+
 Redis Cluster (for later): every script but these touches one slot only. Across
 slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
 their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
 ``mark_read`` and ``set_muted`` (``uc:{user}``), ``conversations`` and
-``summaries`` (one slot per channel of the user). Scripts also build keys from
+``summaries`` (one slot per channel of the user), ``mod_entry`` and ``mod_close``
+(the queue's and the audit log's keys have no common hash tag). Scripts also build keys from
 the prefix instead of declaring them all in KEYS. See docs/cluster.md.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
@@ -128,6 +136,7 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IModerationStore,
     IPushStore,
     Member,
     Message,
@@ -163,6 +172,8 @@ STORE_SCRIPTS = (
     "user",
     "push_subscribe",
     "push_claim",
+    "mod_entry",
+    "mod_close",
 )
 
 
@@ -221,7 +232,7 @@ def _as_bytes(value) -> bytes | None:
     return value.encode("utf-8")
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
 class RedisStore:
     """An :class:`IHistoryStore` and :class:`IConversationStore` shared by every
     node of a cluster (see the module docstring).
@@ -666,6 +677,105 @@ class RedisStore:
         key = self._key("pw", channel)
         d = self._command("SORT", key, "ALPHA", "LIMIT", 0, max(int(limit), 0))
         return d.addCallback(lambda users: [_text(u) for u in users or ()])
+
+    # IModerationStore (see chatd.store)
+
+    def set_sanction(self, user, kind, scope, until_ms):
+        """See :meth:`IModerationStore.set_sanction`."""
+        key, field = self._key("sn", user), f"{kind} {scope}"
+        if until_ms:
+            d = self._command("HSET", key, field, int(until_ms))
+        else:
+            d = self._command("HDEL", key, field)
+        return d.addCallback(lambda _: None)
+
+    def sanctions(self, user):
+        """See :meth:`IModerationStore.sanctions`."""
+
+        def done(flat):
+            flat = [_text(v) for v in flat or ()]
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            return {tuple(f.split(" ", 1)): int(until) for f, until in pairs}
+
+        return self._command("HGETALL", self._key("sn", user)).addCallback(done)
+
+    def _mod_keys(self, log: str) -> list:
+        p = self.node.prefix
+        keys = [f"{p}{log}:n", f"{p}{log}:e", f"{p}{log}:all"]
+        return keys + ([f"{p}mq:open", f"{p}mq:k"] if log == "mq" else ["", ""])
+
+    def add_report(self, key, entry):
+        """See :meth:`IModerationStore.add_report` (``lua/mod_entry.lua``)."""
+        args = [data_json({**entry, "state": "open"}), key]
+        d = self._run("mod_entry", self._mod_keys("mq"), args, "add_report")
+        return d.addCallback(lambda r: ({**json.loads(r[1]), "id": int(r[0])}, bool(r[2])))
+
+    def _entries(self, log, index, before, limit):
+        top = f"({before}" if before is not None else "+inf"
+        p = self.node.prefix
+        d = self._command("ZREVRANGEBYSCORE", index, top, "-inf", "LIMIT", 0, max(int(limit), 0))
+
+        def read(ids):
+            ids = [int(i) for i in ids or ()]
+            if not ids:
+                return succeed([])
+            d = self._command("HMGET", f"{p}{log}:e", *ids)
+            return d.addCallback(
+                lambda rows: [
+                    {**json.loads(r), "id": i} for i, r in zip(ids, rows, strict=True) if r
+                ]
+            )
+
+        return d.addCallback(read)
+
+    def reports(self, state, before, limit):
+        """See :meth:`IModerationStore.reports` (closed ones: read past the open)."""
+        p = self.node.prefix
+        if state == "open":
+            return self._entries("mq", f"{p}mq:open", before, limit)
+        if state is None:
+            return self._entries("mq", f"{p}mq:all", before, limit)
+        # closed: the entries of mq:all that are not open, page by page
+        found: list = []
+
+        def more(page, before):
+            found.extend(e for e in page if e.get("state") == state)
+            if len(found) >= limit or len(page) < max(limit, 1):
+                return found[:limit]
+            d = self._entries("mq", f"{p}mq:all", page[-1]["id"], max(limit, 1))
+            return d.addCallback(more, page[-1]["id"])
+
+        d = self._entries("mq", f"{p}mq:all", before, max(limit, 1))
+        return d.addCallback(more, before)
+
+    def report(self, id):
+        """See :meth:`IModerationStore.report`."""
+        d = self._command("HGET", self.node.prefix + "mq:e", int(id))
+        return d.addCallback(lambda r: None if r is None else {**json.loads(r), "id": int(id)})
+
+    def close_report(self, id, resolution):
+        """See :meth:`IModerationStore.close_report` (``lua/mod_close.lua``)."""
+        p = self.node.prefix
+
+        def close(entry):
+            if entry is None or entry.get("state") != "open":
+                return None
+            closed = {**entry, "state": "closed", "resolution": resolution}
+            stored = {k: v for k, v in closed.items() if k != "id"}
+            keys = [f"{p}mq:e", f"{p}mq:open"]
+            d = self._run("mod_close", keys, [int(id), data_json(stored)], "close_report")
+            return d.addCallback(lambda won: closed if int(won) else None)
+
+        return self.report(id).addCallback(close)
+
+    def add_audit(self, entry):
+        """See :meth:`IModerationStore.add_audit` (``lua/mod_entry.lua``)."""
+        d = self._run("mod_entry", self._mod_keys("ma"), [data_json(entry), ""], "add_audit")
+        return d.addCallback(lambda r: int(r[0]))
+
+    def audit_log(self, before, limit):
+        """See :meth:`IModerationStore.audit_log`."""
+        return self._entries("ma", self.node.prefix + "ma:all", before, limit)
 
     # retention by age
 

@@ -75,6 +75,14 @@ Schema and versions
         for (index ``push_rooms_channel`` for a room's watchers), and when each
         conversation last notified each user (the digest, :mod:`chatd.pushrules`).
 
+    ``sanctions(user, kind, scope, until_ms)``, ``reports(id, key, state, data)``,
+    ``audit(id, data)``
+        moderation (version 4, :func:`_migrate_3_to_4`, new empty tables only): each
+        user's mutes and global bans (:mod:`chatd.modrules`; expired rows count for
+        nothing and are overwritten by the next sanction), the moderation queue
+        (``key`` unique: exactly-once reports; index ``reports_state``) and the audit
+        log, their entries as JSON objects.
+
     Pruning deletes a channel's oldest items (of every kind) with their mentions,
     edits and the reactions on them; members, rooms, users are never pruned.
 """
@@ -88,7 +96,7 @@ import sqlite3
 from chatd.store import Member, Message, Page, Replay, Room, SchemaTooNew, StoreUnavailable
 
 #: The schema version this code writes. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: ``PRAGMA application_id`` of a chatd history file ("chtd").
 APPLICATION_ID = 0x63687464
@@ -247,8 +255,31 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Moderation: three new tables, nothing existing is touched (in place)."""
+    conn.execute(
+        """CREATE TABLE sanctions (
+            user     TEXT    NOT NULL,
+            kind     TEXT    NOT NULL,
+            scope    TEXT    NOT NULL,
+            until_ms INTEGER NOT NULL,
+            PRIMARY KEY (user, kind, scope)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE reports (
+            id    INTEGER PRIMARY KEY,
+            key   TEXT    NOT NULL UNIQUE,
+            state TEXT    NOT NULL,
+            data  TEXT    NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX reports_state ON reports (state, id)")
+    conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
@@ -869,3 +900,84 @@ def push_watchers(conn: sqlite3.Connection, channel: str, limit: int) -> list[st
         (channel, max(limit, 0)),
     )
     return [r[0] for r in rows.fetchall()]
+
+
+# moderation (chatd.modrules, IModerationStore)
+
+
+def set_sanction(conn: sqlite3.Connection, user, kind, scope, until_ms) -> None:
+    """Set (until_ms > 0) or remove one sanction of *user*."""
+    if until_ms:
+        conn.execute(
+            "INSERT OR REPLACE INTO sanctions (user, kind, scope, until_ms) VALUES (?, ?, ?, ?)",
+            (user, kind, scope, int(until_ms)),
+        )
+    else:
+        conn.execute(
+            "DELETE FROM sanctions WHERE user = ? AND kind = ? AND scope = ?", (user, kind, scope)
+        )
+
+
+def sanctions(conn: sqlite3.Connection, user: str) -> dict:
+    """``{(kind, scope): until_ms}`` of *user*."""
+    rows = conn.execute("SELECT kind, scope, until_ms FROM sanctions WHERE user = ?", (user,))
+    return {(kind, scope): until for kind, scope, until in rows}
+
+
+def _entry(id_, state, data) -> dict:
+    return {**json.loads(data), "id": id_, "state": state}
+
+
+def add_report(conn: sqlite3.Connection, key: str, entry: dict) -> tuple[dict, bool]:
+    """Insert a queue entry unless *key* is there: ``(entry, duplicate)``."""
+    row = conn.execute("SELECT id, state, data FROM reports WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        return _entry(*row), True
+    data = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    cursor = conn.execute(
+        "INSERT INTO reports (key, state, data) VALUES (?, 'open', ?)", (key, data)
+    )
+    return _entry(cursor.lastrowid, "open", data), False
+
+
+def reports(conn: sqlite3.Connection, state, before, limit) -> list[dict]:
+    """Queue entries newest first (see IModerationStore.reports)."""
+    where, args = ["id < ?"], [before if before is not None else 1 << 62]
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    rows = conn.execute(
+        f"SELECT id, state, data FROM reports WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+        (*args, max(int(limit), 0)),
+    )
+    return [_entry(*row) for row in rows]
+
+
+def report(conn: sqlite3.Connection, id_: int) -> dict | None:
+    row = conn.execute("SELECT id, state, data FROM reports WHERE id = ?", (id_,)).fetchone()
+    return None if row is None else _entry(*row)
+
+
+def close_report(conn: sqlite3.Connection, id_: int, resolution: dict) -> dict | None:
+    """Close the open entry *id_* (None: no such open entry)."""
+    found = report(conn, id_)
+    if found is None or found["state"] != "open":
+        return None
+    data = {k: v for k, v in found.items() if k not in ("id", "state")}
+    data["resolution"] = resolution
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    conn.execute("UPDATE reports SET state = 'closed', data = ? WHERE id = ?", (text, id_))
+    return _entry(id_, "closed", text)
+
+
+def add_audit(conn: sqlite3.Connection, entry: dict) -> int:
+    data = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    return conn.execute("INSERT INTO audit (data) VALUES (?)", (data,)).lastrowid
+
+
+def audit_log(conn: sqlite3.Connection, before, limit) -> list[dict]:
+    rows = conn.execute(
+        "SELECT id, data FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+        (before if before is not None else 1 << 62, max(int(limit), 0)),
+    )
+    return [{**json.loads(data), "id": id_} for id_, data in rows]

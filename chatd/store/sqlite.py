@@ -86,6 +86,7 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IModerationStore,
     IPushStore,
     Message,
     ReadMarker,
@@ -103,7 +104,9 @@ from chatd.store.writer import Requeue, WriterThread
 _READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
 
 #: batched jobs that write at most one statement: no savepoint of their own
-_ONE_STATEMENT = frozenset(("mark_read", "read_marker", "add_user", "set_muted", "drop_push_quota"))
+_ONE_STATEMENT = frozenset(
+    ("mark_read", "read_marker", "add_user", "set_muted", "drop_push_quota", "set_sanction")
+)
 
 
 def _needs_savepoint(kind, args) -> bool:
@@ -124,6 +127,11 @@ def _needs_savepoint(kind, args) -> bool:
     return True
 
 
+def _job(query):
+    """A batched job that is one call ``query(conn, *args)`` of :mod:`chatd.store.sql`."""
+    return lambda store, args, _touched: query(store._conn, *args)
+
+
 def _push_state(conn, user) -> pushrules.PushState:
     templates = {t: n for t, n in sql.push_quotas(conn, user).items() if n > 0}
     return pushrules.PushState(templates, tuple(sql.push_rooms(conn, user)))
@@ -133,7 +141,7 @@ def _push_state(conn, user) -> pushrules.PushState:
 _NO_ITEMS = (0, 0, 0, 0)
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
 class SQLiteStore:
     """A durable :class:`IHistoryStore` in one SQLite file (see the module docstring).
 
@@ -381,6 +389,32 @@ class SQLiteStore:
 
     def push_watchers(self, channel, limit):
         return self._submit("read", (sql.push_watchers, channel, limit))
+
+    # -- IModerationStore (see chatd.store) -------------------------------------
+
+    def set_sanction(self, user, kind, scope, until_ms):
+        return self._submit("set_sanction", (user, kind, scope, until_ms))
+
+    def sanctions(self, user):
+        return self._submit("read", (sql.sanctions, user))
+
+    def add_report(self, key, entry):
+        return self._submit("add_report", (key, dict(entry)))
+
+    def reports(self, state, before, limit):
+        return self._submit("read", (sql.reports, state, before, limit))
+
+    def report(self, id):
+        return self._submit("read", (sql.report, id))
+
+    def close_report(self, id, resolution):
+        return self._submit("close_report", (id, dict(resolution)))
+
+    def add_audit(self, entry):
+        return self._submit("add_audit", (dict(entry),))
+
+    def audit_log(self, before, limit):
+        return self._submit("read", (sql.audit_log, before, limit))
 
     def prune(self, now: float | None = None):
         """Apply the retention rules, in small transactions, in the writer thread.
@@ -728,6 +762,10 @@ class SQLiteStore:
         "push_subscribe": _push_subscribe_one,
         "claim_push": _claim_push_one,
         "drop_push_quota": _drop_push_quota_one,
+        "set_sanction": _job(sql.set_sanction),
+        "add_report": _job(sql.add_report),
+        "close_report": _job(sql.close_report),
+        "add_audit": _job(sql.add_audit),
     }
 
     def _do_replay(self, channel, since, limit):

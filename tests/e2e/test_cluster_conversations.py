@@ -10,10 +10,12 @@ and a DM to an offline user stored via A reaches them via ``sync`` on B.
 
 from __future__ import annotations
 
+import jwt
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from chatd.moderation import BANNED
 from tests.support.auth import SECRET, token
 from tests.support.frames import OTHER, next_of
 from tests.wsclient import Client
@@ -261,3 +263,38 @@ def test_a_read_in_a_small_room_on_one_node_sends_receipts_on_the_other(cluster)
         assert (answer["count"], answer["users"]) == (1, [other]), answer
     for client in (alice, phone, web):
         yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_mute_or_ban_by_a_moderator_on_one_node_holds_on_the_other(cluster):
+    """mia (a moderator, on A) mutes bob everywhere: bob's DM on B is refused with
+    ``muted`` at once (the bus event ``sanction``); the unmute on A lets it through
+    on B; a global ban on A closes bob's connection on B with 4451."""
+    a, b = cluster
+    mia = yield Client.v1(a.port, token=jwt.encode({"sub": "mia", "mod": True}, SECRET))
+    bob = yield connect(b, "bob")
+    mia.send(type="mute_user", user="bob", seconds=600, id="m1")
+    yield next_of(mia, "mute_user", id="m1")
+    refused = None
+    for attempt in range(50):  # the bus event reaches B in the next moments
+        bob.send(type="dm", to="mia", text="x", id=f"d{attempt}")
+        frame = yield bob.recv()
+        if frame["type"] == "error" and frame["code"] == "muted":
+            refused = frame
+            break
+        assert frame["type"] in ("ack", *OTHER), frame
+    assert refused is not None and refused["seconds"] > 590
+    mia.send(type="unmute_user", user="bob", id="u1")
+    yield next_of(mia, "unmute_user", skip=OTHER | {"dm"}, id="u1")
+    for attempt in range(50):
+        bob.send(type="dm", to="mia", text="back", id=f"e{attempt}")
+        frame = yield bob.recv()
+        if frame["type"] == "ack":
+            break
+        assert frame.get("code") == "muted" or frame["type"] in OTHER, frame
+    else:
+        pytest.fail("the unmute did not reach node B")
+    mia.send(type="ban_user", user="bob", id="b1")
+    code, _reason = yield bob.closed()
+    assert code == BANNED
+    yield mia.close()

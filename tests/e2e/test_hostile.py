@@ -386,6 +386,8 @@ VALID = {
 }
 # the room and membership requests (docs/protocol.md, *Room kinds and roles*)
 VALID.update(kind="public", user="bob", role="member")
+# moderation (docs/protocol.md, *Moderation*)
+VALID.update(seconds=60, reason="spam")
 WRONG = {
     # validator -> values of the wrong type (or out of range) for it
     "_room": [1, 1.5, True, [], {}, ["r"]],
@@ -432,6 +434,9 @@ WRONG = {
         [{"id": "T"}] * 11,
     ],
     "_rooms": ["r", 1, True, {}, [1], [["r"]], ["r"] * 101],
+    # moderation (docs/protocol.md, *Moderation*; a reason over 500 is too_large)
+    "_seconds": [0, -1, 10**12, "60", 1.5, True, [], {}],
+    "_reason": [1, 1.5, True, [], {}, ["spam"]],
 }
 SCHEMA_ROWS = [
     pytest.param(kind, field, validate.__name__, required, id=f"{kind}.{field}")

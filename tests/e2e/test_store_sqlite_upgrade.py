@@ -233,3 +233,33 @@ def test_a_release_file_gets_push_subscriptions_in_place(fixture, tmp_path):
             assert (yield s.replay(channel, 0, 10_000)).last_seq == want["last_seq"], channel
     finally:
         yield s.stop()
+
+
+@pytest.mark.parametrize("fixture", RELEASES, ids=lambda p: p.stem)
+@pytest_twisted.inlineCallbacks
+def test_a_release_file_gets_moderation_in_place(fixture, tmp_path):
+    """Schema 4 (moderation: sanctions, the queue, the audit log) is added in place to
+    every release's file (chatd-0.1.0-13fd04a was written by the schema-3 code just
+    before it): its history is untouched and moderation works, also after a reopen."""
+    db, expected = _copy(fixture, tmp_path)
+    s = SQLiteStore(str(db), prune_interval=None)
+    yield s.start()
+    try:
+        yield s.set_sanction("alice", "mute", "lobby", 5000)
+        entry, duplicate = yield s.add_report("alice\n1", {"reason": "spam"})
+        assert not duplicate and entry["state"] == "open"
+        yield s.add_audit({"who": "api", "what": "mute", "target": "alice"})
+        for channel, want in expected["channels"].items():
+            assert (yield s.replay(channel, 0, 10_000)).last_seq == want["last_seq"], channel
+    finally:
+        yield s.stop()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    s = SQLiteStore(str(db), prune_interval=None)
+    yield s.start()
+    try:
+        assert (yield s.sanctions("alice")) == {("mute", "lobby"): 5000}
+        assert (yield s.report(entry["id"]))["reason"] == "spam"
+        assert [e["target"] for e in (yield s.audit_log(None, 10))] == ["alice"]
+    finally:
+        yield s.stop()

@@ -242,3 +242,30 @@ def test_the_message_push_url_checks_wechats_signature(server_factory, wechat):
         srv.service.site.resource.children[b"api"].children[b"wechat"].children[b"events"].refused
         == 10
     )
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_review_verdict_puts_the_stored_message_into_the_moderation_queue(server_factory, wechat):
+    """A ``review`` verdict lets the message through and queues it (source
+    ``content_check``, WeChat's label) once stored; a resend of the same id queues
+    nothing more; a ``pass`` is not queued."""
+    srv = yield checked_server(server_factory, wechat)
+    alice = yield Client.v1(srv.port, token=token(ALICE))
+    alice.send(type="dm", to=BOB, text="fine", id="d0")
+    yield alice.expect("ack", id="d0")
+    alice.send(type="dm", to=BOB, text="REVIEW me", id="d1")
+    ack = yield alice.expect("ack", id="d1")
+    alice.send(type="dm", to=BOB, text="REVIEW me", id="d1")
+    yield alice.expect("ack", id="d1")
+    latest = {}  # the newest answer of the store's queue read
+
+    def flagged():
+        srv.store.reports("open", None, 10).addCallback(lambda e: latest.update(entries=e))
+        return latest.get("entries")
+
+    entries = yield wait_for(flagged, what="the flagged message in the queue")
+    [entry] = entries
+    assert (entry["source"], entry["sender"], entry["seq"]) == ("content_check", ALICE, ack["seq"])
+    assert entry["message"]["text"] == "REVIEW me" and entry["label"]
+    assert sorted(entry["users"]) == sorted([ALICE, BOB]) and entry["room"] is None
+    yield alice.close()

@@ -102,3 +102,19 @@ def test_wechat_login_needs_a_signing_secret():
         tap.Options().parseOptions(["--wechat-appid", "x", "--wechat-secret", "y"])
     with pytest.raises(UsageError, match="wechat-secret"):
         tap.Options().parseOptions(["--wechat-appid", "x", "--jwt-secret", JWT_SECRET])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_globally_banned_user_gets_no_token_until_unbanned(server_factory, wechat):
+    """While a moderator's global ban is in force, a login of that user is 403
+    ``banned`` (no token); once it is lifted the login works again."""
+    srv = yield login_server(server_factory, wechat.url)
+    yield srv.chat.moderation.sanction("mia", "ban", "wx:o-troll", 2**52)
+    status, body = yield post(srv.port, {"code": "troll"})
+    assert status == 403 and "token" not in json.dumps(body)
+    assert "banned" in json.dumps(body)
+    status, body = yield post(srv.port, {"code": "good"})
+    assert status == 200
+    yield srv.chat.moderation.sanction("mia", "ban", "wx:o-troll", 0)
+    status, body = yield post(srv.port, {"code": "troll"})
+    assert status == 200 and body["user"] == "wx:o-troll"

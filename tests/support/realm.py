@@ -75,10 +75,12 @@ def say(chat: Chat, conn: Conn, **frame) -> None:
     chat.receive(conn.session, json.dumps(frame).encode(), False)
 
 
-def token_user(chat: Chat, user: str, name: str | None = None, rooms=None) -> Conn:
-    """A chatd.v1 connection of token user *user* (an Identity, as a verified token gives)."""
+def token_user(chat: Chat, user: str, name: str | None = None, rooms=None, moderator=False) -> Conn:
+    """A chatd.v1 connection of token user *user* (an Identity, as a verified token
+    gives; *moderator*: its token has the ``mod`` claim)."""
     conn = Conn()
-    conn.session = chat.open(conn, V1, None, identity=Identity(user, name or user, rooms))
+    identity = Identity(user, name or user, rooms, moderator=moderator)
+    conn.session = chat.open(conn, V1, None, identity=identity)
     return conn
 
 

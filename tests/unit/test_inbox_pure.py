@@ -32,7 +32,7 @@ def c(channel, last_seq=5, read_seq=3, kind="public", role="member", muted=False
 
 @pytest.mark.parametrize("kind", sorted(wire.CONVERSATION_TYPES))
 def test_conversation_requests_name_exactly_one_of_room_and_with(kind):
-    base = {"type": kind, "seq": 1, "text": "x", "emoji": "+1", "muted": True}
+    base = {"type": kind, "seq": 1, "text": "x", "emoji": "+1", "muted": True, "reason": "x"}
     for where in ({}, {"room": "r", "with": "bob"}):
         with pytest.raises(errors.BadRequest):
             parse({**base, **where})

@@ -31,6 +31,7 @@ TABLE = {
     "ban": (ADMINS, ADMINS),
     "unban": (ADMINS, ADMINS),
     "set_role": ((OWNER,), (OWNER,)),
+    "mute": (ADMINS, ADMINS),
 }
 
 

@@ -1,0 +1,125 @@
+"""The IModerationStore contract (chatd.store, chatd.modrules), run against every store
+that declares it: MemoryStore, SQLiteStore (a file and ``:memory:``) and RedisStore
+(a private redis-server; skipped without one unless CI=true). A SQLite file keeps
+sanctions, the queue and the audit log across a restart."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from zope.interface.verify import verifyObject
+
+from chatd import modrules
+from chatd.store import IModerationStore
+from chatd.store.memory import MemoryStore
+from chatd.store.redis import RedisStore
+from chatd.store.sqlite import SQLiteStore
+from tests.support.store import open_redis, open_sqlite
+
+CLASSES = {
+    "memory": MemoryStore,
+    "sqlite-file": SQLiteStore,
+    "sqlite-memory": SQLiteStore,
+    "redis": RedisStore,
+}
+BACKENDS = [
+    b if b != "redis" else pytest.param("redis", marks=pytest.mark.redis)
+    for b in CLASSES
+    if IModerationStore.implementedBy(CLASSES[b])
+]
+
+
+@pytest_twisted.async_yield_fixture(params=BACKENDS)
+async def store(request, tmp_path):
+    kind = request.param
+    if kind == "memory":
+        s = MemoryStore()
+        await s.start()
+    elif kind == "sqlite-file":
+        s = await open_sqlite(tmp_path / "history.db")
+    elif kind == "sqlite-memory":
+        s = await open_sqlite(":memory:")
+    else:
+        s = await open_redis(request.getfixturevalue("redis"))
+    yield s
+    await s.stop()
+
+
+def test_provides_the_interface(store):
+    assert verifyObject(IModerationStore, store)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sanctions_are_set_overwritten_and_removed_per_scope(store):
+    assert (yield store.sanctions("u")) == {}
+    yield store.set_sanction("u", "mute", "dev", 5000)
+    yield store.set_sanction("u", "mute", modrules.GLOBAL, 7000)
+    yield store.set_sanction("u", "ban", modrules.GLOBAL, 9000)
+    yield store.set_sanction("u", "mute", "dev", 6000)
+    assert (yield store.sanctions("u")) == {
+        ("mute", "dev"): 6000,
+        ("mute", "*"): 7000,
+        ("ban", "*"): 9000,
+    }
+    yield store.set_sanction("u", "mute", "dev", 0)
+    yield store.set_sanction("u", "mute", "never-set", 0)
+    assert (yield store.sanctions("u")) == {("mute", "*"): 7000, ("ban", "*"): 9000}
+    assert (yield store.sanctions("other")) == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_reports_are_exactly_once_by_key_paged_and_closed_once(store):
+    first, dup = yield store.add_report("a\n1", {"reason": "spam", "seq": 3})
+    assert not dup and first["state"] == "open" and first["reason"] == "spam"
+    again, dup = yield store.add_report("a\n1", {"reason": "other text", "seq": 9})
+    assert dup and again == first
+    second, _ = yield store.add_report("b\n1", {"reason": "举报", "seq": 4})
+    third, _ = yield store.add_report("c\n1", {"reason": "x", "seq": 5})
+    assert first["id"] < second["id"] < third["id"]
+    page = yield store.reports("open", None, 2)
+    assert [e["id"] for e in page] == [third["id"], second["id"]]
+    page = yield store.reports("open", second["id"], 10)
+    assert [e["id"] for e in page] == [first["id"]]
+    closed = yield store.close_report(second["id"], {"action": "dismiss", "by": "mod"})
+    assert closed["state"] == "closed" and closed["resolution"]["action"] == "dismiss"
+    assert closed["reason"] == "举报"
+    assert (yield store.close_report(second["id"], {"action": "recall"})) is None
+    assert (yield store.close_report(10_000, {"action": "recall"})) is None
+    assert [e["id"] for e in (yield store.reports("open", None, 10))] == [
+        third["id"],
+        first["id"],
+    ]
+    assert [e["id"] for e in (yield store.reports("closed", None, 10))] == [second["id"]]
+    assert len((yield store.reports(None, None, 10))) == 3
+    assert (yield store.report(second["id"]))["resolution"]["by"] == "mod"
+    assert (yield store.report(10_000)) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_audit_log_is_appended_and_paged_newest_first(store):
+    ids = []
+    for i in range(5):
+        ids.append((yield store.add_audit({"who": "mod", "what": "mute", "target": f"u{i}"})))
+    assert ids == sorted(ids)
+    page = yield store.audit_log(None, 2)
+    assert [e["target"] for e in page] == ["u4", "u3"]
+    page = yield store.audit_log(page[-1]["id"], 10)
+    assert [e["target"] for e in page] == ["u2", "u1", "u0"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sqlite_file_keeps_moderation_across_a_restart(tmp_path):
+    path = tmp_path / "history.db"
+    s = yield open_sqlite(path)
+    yield s.set_sanction("u", "mute", "*", 5000)
+    entry, _ = yield s.add_report("k", {"reason": "r"})
+    yield s.add_audit({"who": "m"})
+    yield s.stop()
+    s = yield open_sqlite(path)
+    try:
+        assert (yield s.sanctions("u")) == {("mute", "*"): 5000}
+        assert (yield s.report(entry["id"]))["reason"] == "r"
+        assert (yield s.add_report("k", {"reason": "again"}))[1] is True
+        assert [e["who"] for e in (yield s.audit_log(None, 5))] == ["m"]
+    finally:
+        yield s.stop()
