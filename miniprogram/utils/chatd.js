@@ -104,7 +104,7 @@ const FIFO_KINDS = ['history', 'dm_history', 'room_info', 'members', 'conversati
 const OPS = ['recall', 'edit', 'react']
 
 /** Close codes after which reconnecting cannot help. */
-const FATAL_CLOSE = { 4400: 'bad_name' }
+const FATAL_CLOSE = { 4400: 'bad_name', 4451: 'banned' }
 
 /** Room names as docs/protocol.md states them: 1–64 letters, digits, `_ - . : #`. */
 const ROOM_RE = /^[\p{L}\p{N}_\-.:#]{1,64}$/u
@@ -1735,12 +1735,71 @@ class ChatClient {
     return this._command(Object.assign({ type: 'push_subscribe' }, spec || {}), 'push_subscriptions')
   }
 
-  _on_push_subscriptions(msg) {
+  /** An answer that echoes its request's id (push_subscriptions, mute_user, report, …). */
+  _answerById(msg) {
     const w = msg.id ? this._byRef.get(msg.id) : null
     if (w) {
       this._byRef.delete(msg.id)
       w.resolve(msg)
     }
+  }
+
+  _on_push_subscriptions(msg) {
+    this._answerById(msg)
+  }
+
+  _on_mute_user(msg) {
+    this._answerById(msg)
+  }
+
+  _on_unmute_user(msg) {
+    this._answerById(msg)
+  }
+
+  _on_ban_user(msg) {
+    this._answerById(msg)
+  }
+
+  _on_unban_user(msg) {
+    this._answerById(msg)
+  }
+
+  _on_report(msg) {
+    this._answerById(msg)
+  }
+
+  // ---- moderation (docs/protocol.md, "Moderation") ---------------------------
+
+  /**
+   * Mutes `user` in `room` for `seconds` (room owners/admins), or everywhere with
+   * `room` null (global moderators); resolves with `{user, room, muted_until}`.
+   */
+  muteUser(room, user, seconds) {
+    const frame = { type: 'mute_user', user, seconds }
+    if (room) frame.room = room
+    return this._command(frame, 'mute_user')
+  }
+
+  unmuteUser(room, user) {
+    const frame = { type: 'unmute_user', user }
+    if (room) frame.room = room
+    return this._command(frame, 'unmute_user')
+  }
+
+  /** Global moderators: bans `user` everywhere (`seconds` absent: for good). */
+  banUser(user, seconds) {
+    const frame = { type: 'ban_user', user }
+    if (seconds) frame.seconds = seconds
+    return this._command(frame, 'ban_user')
+  }
+
+  unbanUser(user) {
+    return this._command({ type: 'unban_user', user }, 'unban_user')
+  }
+
+  /** Reports message `seq` of `key` to the moderators; resolves with `{report, duplicate}`. */
+  report(key, seq, reason) {
+    return this._command(Object.assign({ type: 'report' }, convTarget(convKey(key)), { seq, reason: reason || '' }), 'report')
   }
 
   /** Asks for everything that changed since the stored cursor (done after every welcome). */
@@ -2333,6 +2392,7 @@ class ChatClient {
         if (msg.code === 'not_in_room' && entry.kind === 'room') this.join(entry.room).catch(() => {})
         this._setTimer('retry', this.retryDelay, () => this._flush())
       } else {
+        if (msg.code === 'muted' && typeof msg.muted_until === 'number') entry.muted_until = msg.muted_until
         this._fail(entry, msg.code)
       }
     } else if (ref && this._byRef.has(ref)) {
