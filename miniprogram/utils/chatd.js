@@ -424,6 +424,10 @@ class ConversationStore {
     SUMMARY_FIELDS.forEach((f) => {
       if (s[f] !== undefined) c[f] = s[f]
     })
+    // chatd's `last` has text only: the kind of a cached message's attachments is ours to add
+    const l = c.last && !c.last.media && !c.last.recalled && this.lines.get(key)
+    const m = l && l.bySeq.get(c.last.seq)
+    if (m && m.attachments && m.attachments.length) c.last = Object.assign({}, c.last, { media: m.attachments[0].kind || 'file' })
     return c
   }
 
