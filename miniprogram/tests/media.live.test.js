@@ -32,6 +32,8 @@ const config = require('../config')
 const SECRET = 'jwt-secret-for-miniprogram-media-32b!!'
 const TPL = 'TPL-media-1'
 const MAX_FILE = 4096
+// per user and day: two 3-second voice clips (48 KB each) pass, a third does not
+const QUOTA = 120000
 
 liveDescribe('pictures, voice, files and the push prompt in the pages against a live chatd', () => {
   let server
@@ -39,7 +41,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
   const pages = []
 
   beforeAll(async () => {
-    server = await startChatd(['--jwt-secret', SECRET, '--max-file-bytes', String(MAX_FILE), '--push-template', TPL, '--wechat-appid', 'wx-media-test', '--wechat-secret', 'not-used-here'])
+    server = await startChatd(['--jwt-secret', SECRET, '--max-file-bytes', String(MAX_FILE), '--media-quota-bytes', String(QUOTA), '--push-template', TPL, '--wechat-appid', 'wx-media-test', '--wechat-secret', 'not-used-here'])
     config.serverUrl = server.url
   })
   afterEach(() => {
@@ -274,6 +276,51 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     expect(bwx.documents[0]).toMatchObject({ fileType: 'pdf', showMenu: true })
     expect(fs.readFileSync(bwx.documents[0].filePath, 'utf8')).toBe('%PDF-1.4 not really a pdf, a file\n')
     expect(bwx.loading.map((l) => l.type)).toEqual(['show', 'hide'])
+  })
+
+  test('refusals and failures: an unreadable picture (bad_image) and the day’s quota (quota_exceeded) are toasts; a failed upload stays "not sent" and a tap retries it', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    // PNG magic, then junk: chatd sniffs an image and cannot decode it
+    const broken = tempFile('broken.png', Buffer.concat([png(8, 8).subarray(0, 33), Buffer.alloc(200, 7)]))
+    wx.mediaChoices.push([{ tempFilePath: broken, size: 233, width: 8, height: 8 }])
+    page.instance.onPick({ detail: { type: 'photo' } })
+    await waitFor(() => wx.toasts.length === 1, 'the bad_image toast')
+    expect(wx.toasts[0]).toEqual({ title: 'This picture cannot be read', icon: 'none' })
+    expect(page.data.uploads).toEqual([])
+
+    // the network fails once: the bubble stays as "not sent"; a tap on it uploads again
+    const clip = mp3(3)
+    const file = tempFile('voice.mp3', clip.bytes)
+    const upload = wx.uploadFile
+    wx.uploadFile = global.wx.uploadFile = (opts) => {
+      wx.uploadFile = global.wx.uploadFile = upload
+      setTimeout(() => opts.fail({ errMsg: 'uploadFile:fail network down' }), 0)
+      return { onProgressUpdate: () => {} }
+    }
+    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => page.data.uploads.length === 1 && page.data.uploads[0].upload.failed, 'the failed bubble')
+    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', status: 'failed', upload: { error: 'Upload failed: check the network and try again' } })
+    expect(wx.toasts[1].title).toBe('Upload failed: check the network and try again')
+    await page.instance.onRetry({ detail: { key: page.data.uploads[0].key } })
+    await waitFor(() => withMedia(page, 'voice').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent on the retry')
+
+    // a second clip passes the quota, a third does not
+    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length }, { tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => withMedia(page, 'voice').filter((r) => r.tick === 'sent').length === 2, 'the second clip sent')
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => wx.toasts.length === 3, 'the quota toast')
+    expect(wx.toasts[2]).toEqual({ title: 'You have sent too much today. Try again later', icon: 'none' })
+    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', upload: { failed: true } }) // may be retried later
+    expect(a.timeline('d:' + bob).filter((x) => x.attachments).length).toBe(2)
   })
 
   test('push prompt: after the first DM of the session WeChat’s prompt shows once, the accept reaches chatd; the Me and group info switches', async () => {
