@@ -111,7 +111,8 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     const page = open(chatPage, { key: 'd:' + bob })
     const uploads = spyUploads(page)
     const photo = tempFile('photo.png', png(64, 48))
-    wx.mediaChoices.push([{ tempFilePath: photo, size: fs.statSync(photo).size, width: 64, height: 48, fileType: 'image' }])
+    // as WeChat's chooseMedia: no width/height for a picture (the page asks getImageInfo)
+    wx.mediaChoices.push([{ tempFilePath: photo, size: fs.statSync(photo).size, fileType: 'image' }])
 
     // the composer: "+" (the box is empty) opens the panel, Photo picks
     const composer = await tapComposer(page, 'plus')
@@ -120,7 +121,9 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     await waitFor(() => wx.chosen.length === 1, 'chooseMedia')
     expect(wx.chosen[0]).toMatchObject({ api: 'chooseMedia', count: 9, mediaType: ['image'], sourceType: ['album', 'camera'], sizeType: ['compressed'] })
     await waitFor(() => uploads.length, 'the pending bubble')
-    expect(uploads[0][0]).toMatchObject({ mine: true, tick: 'sending…', upload: { progress: 0, failed: false }, attachments: [{ kind: 'image', thumb: photo, w: 320, h: 240 }] })
+    expect(uploads[0][0]).toMatchObject({ mine: true, tick: 'sending…', upload: { progress: 0, failed: false }, attachments: [{ kind: 'image', thumb: photo }] })
+    await waitFor(() => uploads.some((list) => list.length && list[0].attachments[0].h === 240), 'the bubble sized from getImageInfo')
+    expect(uploads.find((list) => list.length && list[0].attachments[0].h === 240)[0].attachments[0]).toMatchObject({ w: 320, h: 240 })
     await waitFor(() => withMedia(page, 'image').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent, the bubble gone')
     expect(uploads.some((list) => list.length && list[0].upload.progress === 100)).toBe(true) // the progress reached the page
     expect(wx.uploads.length).toBe(1)

@@ -188,6 +188,11 @@ Component({
     onUnload() {
       this._off()
       this._stopAudio()
+      if (this._recording) {
+        // closed while recording: the clip is thrown away
+        this._recording.cancel = true
+        wx.getRecorderManager().stop()
+      }
       if (!this.chat || this.data.removed) return
       const c = this.chat.conversation(this.key)
       const text = this.data.editing ? '' : this._text.trim()
@@ -537,7 +542,7 @@ Component({
           mediaType: ['image'],
           sourceType: ['album', 'camera'],
           sizeType: ['compressed'],
-          success: (res) => (res.tempFiles || []).forEach((f) => this._queue({ kind: 'image', path: f.tempFilePath, size: f.size, width: f.width, height: f.height })),
+          success: (res) => (res.tempFiles || []).forEach((f) => this._queuePicture(f)),
           fail: () => {}
         })
       } else if (e.detail.type === 'file') {
@@ -549,17 +554,19 @@ Component({
         })
       }
     },
+    /**
+     * The app's one RecorderManager, whose onStop/onError this page takes over: it
+     * has one listener each, and another chat page (a conversation opened from
+     * this one) may have set them since.
+     */
     _recorder() {
-      if (!this._rec) {
-        this._rec = wx.getRecorderManager()
-        // a RecorderManager has one onStop/onError: the page that records sets them
-        this._rec.onStop((res) => this._recorded(res))
-        this._rec.onError((err) => {
-          this._recording = null
-          wx.showToast({ title: 'Cannot record: ' + ((err && err.errMsg) || 'error'), icon: 'none' })
-        })
-      }
-      return this._rec
+      const rec = wx.getRecorderManager()
+      rec.onStop((res) => this._recorded(res))
+      rec.onError((err) => {
+        this._recording = null
+        wx.showToast({ title: 'Cannot record: ' + ((err && err.errMsg) || 'error'), icon: 'none' })
+      })
+      return rec
     },
     /** Hold to talk: start recording (mp3, at most 60 s: the recorder stops by itself then). */
     onVoiceStart() {
@@ -571,7 +578,7 @@ Component({
     onVoiceEnd(e) {
       if (!this._recording) return // stopped by itself at 60 s, already sent
       this._recording.cancel = !!e.detail.cancel
-      this._recorder().stop()
+      wx.getRecorderManager().stop()
     },
     _recorded(res) {
       const rec = this._recording
@@ -583,44 +590,60 @@ Component({
       }
       this._queue({ kind: 'voice', path: res.tempFilePath, size: res.fileSize, duration_ms: res.duration })
     },
-    /** A pending bubble for a picked file, then its upload (after those picked before). */
+    /** A picked picture: its pending bubble gets the picture's size (chooseMedia gives it for videos only). */
+    _queuePicture(f) {
+      const up = this._queue({ kind: 'image', path: f.tempFilePath, size: f.size, width: f.width, height: f.height })
+      if (f.width && f.height) return
+      wx.getImageInfo({
+        src: f.tempFilePath,
+        success: (info) => {
+          up.width = info.width
+          up.height = info.height
+          if (this._uploads.indexOf(up) >= 0) this._renderUploads()
+        },
+        fail: () => {}
+      })
+    },
+    /** A pending bubble for a picked file, then its upload (after those picked before); returns the bubble. */
     _queue(file) {
       const up = Object.assign({ key: 'u' + ++uploadN, progress: 0, failed: false, error: '' }, file)
       this._uploads.push(up)
       this._renderUploads(up.key)
-      return this._upload(up)
+      this._upload(up)
+      return up
     },
     _upload(up) {
       up.failed = false
       up.progress = 0
       this._renderUploads()
-      this._chain = this._chain.then(() =>
-        this.chat
-          .upload(up.path, {
-            onProgress: (p) => {
-              if (p - up.progress < 5 && p < 100) return // a setData every 5 %
-              up.progress = p
-              this._renderUploads()
-            }
-          })
-          .then(
-            (answer) => {
-              this._dropUpload(up)
-              this._sendAttachment(answer)
-            },
-            (err) => {
-              wx.showToast({ title: media.uploadErrorText(err), icon: 'none' })
-              // a file chatd will never take is dropped; a network or storage failure can be retried
-              if (RETRYABLE.indexOf(err.code || 'network') < 0) this._dropUpload(up)
-              else {
-                up.failed = true
-                up.error = media.uploadErrorText(err)
-                this._renderUploads()
-              }
-            }
-          )
-      )
+      const run = () =>
+        this.chat.upload(up.path, { onProgress: (p) => this._progress(up, p) }).then(
+          (answer) => {
+            this._dropUpload(up)
+            this._sendAttachment(answer)
+          },
+          (err) => this._uploadFailed(up, err)
+        )
+      // the next upload runs whatever happened to this one
+      this._chain = this._chain.then(run).catch((err) => this.setData({ error: err.message }))
       return this._chain
+    },
+    _progress(up, p) {
+      if (p - up.progress < 5 && p < 100) return // a setData every 5 %
+      up.progress = p
+      this._renderUploads()
+    },
+    _uploadFailed(up, err) {
+      const text = media.uploadErrorText(err)
+      wx.showToast({ title: text, icon: 'none' })
+      // a file chatd will never take is dropped; a network or storage failure, or the quota, may be retried
+      if (RETRYABLE.indexOf(err.code || 'network') < 0) {
+        this._dropUpload(up)
+        return
+      }
+      up.failed = true
+      up.error = text
+      this._renderUploads()
     },
     _sendAttachment(answer) {
       if (this.data.removed) return

@@ -33,7 +33,7 @@
  *    `previews`; `createInnerAudioContext()` contexts in `audios` (`played`,
  *    `stopped`, `destroyed`; `_end()` fires onEnded); `downloadFile` is a real
  *    HTTP GET into a temp file ({statusCode, tempFilePath}, in `downloads`);
- *    `openDocument` in `documents`; `showLoading`/`hideLoading` in `loading`;
+ *    `openDocument` in `documents`; `getImageInfo` reads a PNG's size; `showLoading`/`hideLoading` in `loading`;
  *    `requestSubscribeMessage` in `subscribePrompts`, answered with the next of
  *    `subscribeAnswers` (e.g. `{TPL: 'accept'}`; none: every id 'reject').
  * `urlMap` rewrites URLs (so the tutorial's hard-coded `ws://host:8080` can
@@ -437,6 +437,23 @@ function createWx(options) {
     createInnerAudioContext,
     downloadFile,
     requestSubscribeMessage,
+    /** The size of a PNG (from its IHDR), else `fail`. */
+    getImageInfo(a) {
+      later(() => {
+        let b = null
+        try {
+          b = fs.readFileSync(a.src)
+        } catch (e) {
+          b = null
+        }
+        if (!b || b.length < 24 || b.toString('latin1', 12, 16) !== 'IHDR') {
+          const r = { errMsg: 'getImageInfo:fail' }
+          if (a.fail) a.fail(r)
+          return
+        }
+        ok(a, 'getImageInfo', { width: b.readUInt32BE(16), height: b.readUInt32BE(20), path: a.src, type: 'png' })
+      })
+    },
     previewImage(a) {
       media.previews.push({ current: a.current, urls: a.urls.slice() })
       later(() => ok(a, 'previewImage'))
