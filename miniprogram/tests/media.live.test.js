@@ -227,8 +227,12 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     const [row] = withMedia(his, 'voice')
     expect(row.attachments[0].duration).toBe('3"')
     expect(his.dom.innerHTML).toContain('3"')
+    expect(row.attachments[0].unplayed).toBe(true)
+    expect(his.dom.innerHTML).toMatch(/class="[^"]*unplayed/)
     his.instance.onMedia({ detail: { key: row.key, index: 0 } })
     expect(bwx.audios.length).toBe(1)
+    expect(withMedia(his, 'voice')[0].attachments[0].unplayed).toBeUndefined() // played: the dot goes, on this phone for good
+    expect(bwx.getStorageSync('chatd.voicePlayed')).toEqual([row.attachments[0].id])
     expect(bwx.audios[0]).toMatchObject({ src: row.attachments[0].url, played: 1 })
     expect(his.data.playing).toBe(row.attachments[0].id)
     const audio = await httpGet(row.attachments[0].url)

@@ -69,6 +69,20 @@ test('message rows carry their attachments: thumbnail and original URLs, voice, 
   expect(m.attachmentRow({ media_id: 'u1', kind: 'image', local: 'wxfile://tmp/a.png' }, url).thumb).toBe('wxfile://tmp/a.png')
 })
 
+test('voice messages of others are unplayed until played on this phone; mine never are; the played list is capped', () => {
+  const ctx = { me: 'me', dm: true, names: {}, mediaUrl: url, played: {} }
+  expect(v.messageRow({ seq: 7, from: 'bob', text: '', attachments: [voice] }, ctx).attachments[0].unplayed).toBe(true)
+  expect(v.messageRow({ seq: 8, from: 'me', mine: true, text: '', attachments: [voice] }, ctx).attachments[0].unplayed).toBeUndefined()
+  ctx.played = { v1: true }
+  expect(v.messageRow({ seq: 7, from: 'bob', text: '', attachments: [voice] }, ctx).attachments[0].unplayed).toBeUndefined()
+  expect(m.addPlayed(['a', 'b'], 'a')).toEqual(['b', 'a'])
+  expect(m.addPlayed('', 'x')).toEqual(['x'])
+  let ids = []
+  for (let i = 0; i < m.PLAYED_MAX + 5; i++) ids = m.addPlayed(ids, 'id' + i)
+  expect(ids.length).toBe(m.PLAYED_MAX)
+  expect(ids[ids.length - 1]).toBe('id' + (m.PLAYED_MAX + 4))
+})
+
 test('previewImage pages through the conversation’s pictures (originals, oldest first); document types', () => {
   const items = [{ seq: 1, attachments: [image] }, { seq: 2, text: 'x' }, { seq: 3, attachments: [voice, Object.assign({}, image, { media_id: 'img2', url: '/media/img2?e=1&s=d' })] }]
   expect(m.imageUrls(items, url, {})).toEqual(['http://h/media/img1?e=1&s=a', 'http://h/media/img2?e=1&s=d'])

@@ -141,7 +141,9 @@ function tickOf(m, isDm) {
  * my pending/failed entry). `ctx`: `{me, dm, names, reedit, mediaUrl, fresh}`
  * (`reedit`: the seqs of my messages recalled from this page, whose text may be
  * re-edited; `mediaUrl(path)`: absolute attachment URLs; `fresh`: refreshed
- * attachment fields by media id, utils/media.js attachmentRow).
+ * attachment fields by media id, utils/media.js attachmentRow; `played`: the
+ * voice messages played on this phone, by media id — the others' unplayed ones
+ * get `unplayed`).
  */
 function messageRow(m, ctx) {
   const key = m.seq !== null && m.seq !== undefined ? 's' + m.seq : 'p' + m.id
@@ -171,6 +173,8 @@ function messageRow(m, ctx) {
     reactions: (m.reactions || []).map((r) => ({ emoji: r.emoji, count: r.count, me: !!r.me })),
     attachments: (m.attachments || []).map((a) => attachmentRow(a, ctx.mediaUrl || ((p) => p), ctx.fresh))
   }
+  // someone else's voice message I have not played yet has a red dot (ctx.played: media id -> true)
+  if (!mine && ctx.played) row.attachments.forEach((a) => a.kind === 'voice' && !ctx.played[a.id] && (a.unplayed = true))
   // pictures alone are shown without a bubble, as in WeChat
   row.bare = !row.text && !row.quote && row.attachments.length > 0 && row.attachments.every((a) => a.kind === 'image')
   return row

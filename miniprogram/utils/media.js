@@ -114,6 +114,17 @@ function documentType(name) {
   return DOCUMENTS.indexOf(ext) >= 0 ? ext : ''
 }
 
+/** The voice messages played on this phone are kept (media ids, newest last) under this storage key, at most PLAYED_MAX. */
+const PLAYED_KEY = 'chatd.voicePlayed'
+const PLAYED_MAX = 500
+
+/** `ids` (a stored list, or anything else) with `id` added at the end, at most PLAYED_MAX. */
+function addPlayed(ids, id) {
+  const list = (Array.isArray(ids) ? ids : []).filter((x) => x !== id)
+  list.push(id)
+  return list.slice(-PLAYED_MAX)
+}
+
 /** Sliding this far up (px) from where hold-to-talk started cancels the recording. */
 const CANCEL_PX = 60
 
@@ -133,6 +144,9 @@ module.exports = {
   CANCEL_PX,
   MIN_VOICE_MS,
   MAX_VOICE_MS,
+  PLAYED_KEY,
+  PLAYED_MAX,
+  addPlayed,
   mediaPreview,
   thumbBox,
   durationText,

@@ -6,7 +6,7 @@
  * event as a centred grey line ("you recalled a message" with Re-edit).
  * Attachments (`row.attachments`, utils/media.js attachmentRow): a picture as its
  * thumbnail in a box sized from width/height, voice as a bubble with its duration
- * (▶, or ◼ while `playing` is its media id), a file with its name and size; an
+ * (▶, or ◼ while `playing` is its media id; a red dot while unplayed), a file with its name and size; an
  * upload in progress (`row.upload`) shows its percentage or why it failed.
  * Events: `action` {key} (long-press on the bubble), `ticks` {seq} (tap on
  * "read by N"), `react` {seq, emoji} (tap on a reaction), `reedit` {seq},

@@ -121,6 +121,9 @@ Component({
       this._chain = Promise.resolve() // uploads go one after the other, so messages keep the order picked
       this._fresh = {} // media id -> fields with fresh URLs (an expired thumbnail)
       this._refreshed = {} // media ids asked for once
+      this._played = {} // voice messages played on this phone (storage: utils/media.js PLAYED_KEY)
+      const played = wx.getStorageSync(media.PLAYED_KEY)
+      if (Array.isArray(played)) played.forEach((id) => (this._played[id] = true))
       const c = chat.conversation(key)
       if (!this.dm && !c) {
         // a room I am not in yet (from the Rooms tab): join makes me a member; a sync then
@@ -272,7 +275,8 @@ Component({
         names: this.names,
         reedit: this._reedit,
         mediaUrl: (p) => chat.mediaUrl(p),
-        fresh: this._fresh
+        fresh: this._fresh,
+        played: this._played
       }
     },
     /** May chatd have items before the cached ones? (seqs start at 1) */
@@ -706,6 +710,11 @@ Component({
       audio.src = a.url
       audio.play()
       this.setData({ playing: a.id })
+      if (!this._played[a.id]) {
+        this._played[a.id] = true
+        wx.setStorageSync(media.PLAYED_KEY, media.addPlayed(wx.getStorageSync(media.PLAYED_KEY), a.id))
+        this._render() // the red dot goes
+      }
     },
     _stopAudio() {
       const audio = this._audio
