@@ -107,3 +107,42 @@ test('push prompt: the accepted templates of a requestSubscribeMessage result; w
   expect(push.remaining({ templates: [{ id: 'A', count: 2 }, { id: 'B', count: 1 }] })).toBe(3)
   expect(push.remaining(null)).toBe(0)
 })
+
+test('push report: at once when connected, else after the next welcome; subscribe reports the accepted ids with the extra fields', async () => {
+  const calls = []
+  const listeners = {}
+  const chat = {
+    connected: false,
+    welcome: { authenticated: true },
+    pushSubscribe: (spec) => {
+      calls.push(spec)
+      return Promise.resolve({ templates: [], rooms: [] })
+    },
+    on: (type, fn) => {
+      listeners[type] = fn
+      return () => delete listeners[type]
+    }
+  }
+  const later = push.report(chat, { templates: [{ id: 'A', count: 1 }] })
+  expect(calls).toEqual([])
+  listeners.welcome()
+  await later
+  expect(calls).toEqual([{ templates: [{ id: 'A', count: 1 }] }])
+  expect(listeners.welcome).toBeUndefined()
+
+  chat.connected = true
+  const prompts = []
+  const wx = { requestSubscribeMessage: (a) => prompts.push(a) || a.success({ A: 'accept', B: 'reject' }) }
+  await push.subscribe(wx, chat, ['A', 'B'], { rooms: ['team'], notify: true })
+  expect(prompts[0].tmplIds).toEqual(['A', 'B'])
+  expect(calls[1]).toEqual({ rooms: ['team'], notify: true, templates: [{ id: 'A', count: 1 }] })
+  // nothing accepted and nothing else: no report
+  const none = { requestSubscribeMessage: (a) => a.fail({ errMsg: 'requestSubscribeMessage:fail cancel' }) }
+  expect(await push.subscribe(none, chat, ['A'])).toBeNull()
+  expect(calls.length).toBe(2)
+  // once per session
+  const app = { globalData: {} }
+  await push.afterFirstDm(wx, chat, app, ['A'])
+  expect(push.afterFirstDm(wx, chat, app, ['A'])).toBeNull()
+  expect(prompts.length).toBe(2)
+})

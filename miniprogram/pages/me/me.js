@@ -21,7 +21,8 @@ Component({
       const w = chat.welcome || {}
       const notifyShown = push.canAsk(wx, chat, config.pushTemplates)
       this.setData({ name: w.name || getApp().globalData.name || '', user: chat.user || '', authenticated: !!w.authenticated, notifyShown })
-      if (notifyShown && chat.connected) return chat.pushSubscribe({}).then((s) => this._left(s), () => {})
+      // what chatd holds (offline: after the next welcome)
+      if (notifyShown) return push.report(chat, {}).then((s) => this._left(s), () => {})
       return null
     },
     _left(subs) {

@@ -68,8 +68,8 @@ Component({
       const chat = this.chat
       const shown = !!(chat.welcome && chat.welcome.authenticated)
       this.setData({ notifyShown: shown })
-      if (!shown || !chat.connected) return null
-      return chat.pushSubscribe({}).then((s) => this._notified(s), () => {})
+      if (!shown) return null
+      return push.report(chat, {}).then((s) => this._notified(s), () => {}) // offline: after the next welcome
     },
     _notified(subs) {
       this.setData({ notify: !!subs && (subs.rooms || []).indexOf(this.room) >= 0 })
