@@ -132,7 +132,12 @@ test('push report: at once when connected, else after the next welcome; subscrib
 
   chat.connected = true
   const prompts = []
-  const wx = { requestSubscribeMessage: (a) => prompts.push(a) || a.success({ A: 'accept', B: 'reject' }) }
+  const wx = {
+    requestSubscribeMessage: (a) => {
+      prompts.push(a)
+      a.success({ A: 'accept', B: 'reject' })
+    }
+  }
   await push.subscribe(wx, chat, ['A', 'B'], { rooms: ['team'], notify: true })
   expect(prompts[0].tmplIds).toEqual(['A', 'B'])
   expect(calls[1]).toEqual({ rooms: ['team'], notify: true, templates: [{ id: 'A', count: 1 }] })
