@@ -26,6 +26,8 @@ const chatPage = load('pages/chat/chat')
 const conversationsPage = load('pages/conversations/conversations')
 const mePage = load('pages/me/me')
 const roomInfoPage = load('pages/room-info/room-info')
+const loginPage = load('pages/login/login')
+const { TOKEN_KEY } = require('../utils/login')
 
 const config = require('../config')
 
@@ -48,6 +50,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     pages.splice(0).forEach((p) => p.instance.onUnload && p.instance.onUnload())
     clients.splice(0).forEach((c) => c.close())
     config.pushTemplates = []
+    config.login = 'name'
     delete global.getApp
   })
   afterAll(async () => {
@@ -386,5 +389,29 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     expect(info.data.notify).toBe(false)
     expect((await http()).rooms).toEqual([])
     expect(wx.subscribePrompts.length).toBe(4) // switching off does not ask
+  })
+
+  test('a notification’s page (?with=) opened before the app has a session: the login (a stored token) and then that conversation, on top of Chats', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(alice)
+    const wx = createWx()
+    Object.assign(global.wx, wx)
+    const app = loadApp() // a cold launch: no session yet
+    config.login = 'wechat'
+    wx.storage.set(TOKEN_KEY, session(bob))
+    open(chatPage, { with: encodeURIComponent(alice) }) // what chatd puts after --push-page
+    const next = '/pages/chat/chat?key=' + encodeURIComponent('d:' + alice)
+    expect(wx.navigations).toEqual([{ type: 'redirectTo', url: '/pages/login/login?next=' + encodeURIComponent(next) }])
+    open(loginPage, { next: encodeURIComponent(next) }) // WeChat hands the query over as it is in the URL
+    clients.push(app.chat())
+    await waitFor(() => wx.navigations.length === 3, 'Chats, then the conversation')
+    expect(wx.navigations.slice(1)).toEqual([
+      { type: 'switchTab', url: '/pages/conversations/conversations' },
+      { type: 'navigateTo', url: next }
+    ])
+    const page = open(chatPage, { key: encodeURIComponent('d:' + alice) })
+    expect(page.instance.key).toBe('d:' + alice)
+    expect(page.data.dm).toBe(true)
   })
 })

@@ -102,11 +102,13 @@ Component({
   methods: {
     onLoad(options) {
       const chat = getApp().chat()
+      const key = keyOf(options || {})
       if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
+        // opened before the app has a session (an offline notification): log in, then come back here
+        const next = key ? '?next=' + encodeURIComponent('/pages/chat/chat?key=' + encodeURIComponent(key)) : ''
+        wx.redirectTo({ url: '/pages/login/login' + next })
         return
       }
-      const key = keyOf(options || {})
       this.chat = chat
       this.key = key
       this.dm = key.charAt(0) === 'd'
@@ -117,7 +119,7 @@ Component({
       this._text = ''
       this._visible = true
       this._rows = new Map()
-      this._uploads = [] // my pictures, voice and files being uploaded (utils/media.js rows)
+      this._uploads = [] // my pictures, voice and files being uploaded: {key, kind, path, size, …, progress, failed, error}
       this._chain = Promise.resolve() // uploads go one after the other, so messages keep the order picked
       this._fresh = {} // media id -> fields with fresh URLs (an expired thumbnail)
       this._refreshed = {} // media ids asked for once
