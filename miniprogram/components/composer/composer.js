@@ -6,8 +6,8 @@
  * draft, a message to edit, an @mention) with `selectComponent(…).setText(text)`.
  *
  * With `media`, as in WeChat: a "+" instead of Send while the box is empty opens
- * a panel (Photo, File: `pick` {type: 'photo'|'file'}), and "Voice" swaps the box
- * for "Hold to talk": touching it fires `voicestart`, letting go `voiceend`
+ * a panel (Photo, File: `pick` {type: 'photo'|'file'}; Voice), and "Voice" (left
+ * of the box, or in the panel) swaps the box for "Hold to talk": touching it fires `voicestart`, letting go `voiceend`
  * {cancel} — `cancel` when the finger slid up more than utils/media.js CANCEL_PX
  * ("Release to cancel") or the system interrupted the touch.
  */
