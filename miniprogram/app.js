@@ -17,7 +17,8 @@ const config = require('./config')
 const RELOGIN_INTERVAL = 10000
 
 App({
-  globalData: { chat: null, name: '', user: '', loginError: '' },
+  // pushAsked: the notification prompt after a first DM was shown in this session (utils/push.js)
+  globalData: { chat: null, name: '', user: '', loginError: '', pushAsked: false },
 
   /**
    * Creates (or replaces) the SDK instance and connects it: `session` is a

@@ -35,5 +35,10 @@ module.exports = {
   jumpAfter: 10,
   // seconds after sending in which Edit and Recall are offered (chatd's
   // --recall-window; chatd refuses a later recall with too_late)
-  recallWindow: 120
+  recallWindow: 120,
+  // WeChat subscribe-message template ids for offline notifications: the same id
+  // as the server's --push-template (docs/operations.md, "Offline push"). Empty:
+  // the app never asks. The chat page asks after the first DM of a session, the
+  // Me page and group info have a "notify me" switch (docs/miniprogram.md).
+  pushTemplates: []
 }

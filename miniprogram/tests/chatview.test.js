@@ -61,8 +61,12 @@ test('message rows: ticks for DMs and rooms, recall tombstones with re-edit, quo
 })
 
 test('long-press actions: edit and recall only for my own messages inside the window', () => {
-  const row = { type: 'message', seq: 3, mine: true, ts: NOW - 1000 }
+  const row = { type: 'message', seq: 3, mine: true, ts: NOW - 1000, text: 'hi' }
   const ids = (r, now) => v.messageActions(r, now, 120000).map((a) => a.id)
+  // a picture without text: nothing to copy or edit
+  const pic = Object.assign({}, row, { text: '', attachments: [{ kind: 'image' }] })
+  expect(ids(pic, NOW)).toEqual(['reply', 'react', 'recall'])
+  expect(ids(Object.assign({}, pic, { seq: null }), NOW)).toEqual([])
   expect(ids(row, NOW)).toEqual(['reply', 'copy', 'react', 'edit', 'recall'])
   expect(ids(row, NOW + 120000)).toEqual(['reply', 'copy', 'react'])
   expect(ids(Object.assign({}, row, { mine: false }), NOW)).toEqual(['reply', 'copy', 'react'])

@@ -112,3 +112,17 @@ test('snapshot keeps the newest `tail` items and loads back; reset keeps drafts'
   expect(t.list()).toEqual([])
   expect(drafts.get('d:bob')).toBe('unsent')
 })
+
+test('a summary from chatd (its last has text only) keeps the media kind of the cached message it names', () => {
+  const s = store()
+  s.apply('d:bob', msg(1, 'bob', '', { attachments: [{ media_id: 'a', kind: 'voice' }] }))
+  s.summary({ with: 'bob', kind: 'dm', seq: 1, unread: 1, last: { seq: 1, from: 'bob', name: 'bob', text: '', ts: 1001 } })
+  expect(s.conv('d:bob').last).toMatchObject({ seq: 1, text: '', media: 'voice' })
+  // a last message that is not cached stays as chatd sent it
+  s.summary({ with: 'carol', kind: 'dm', seq: 4, last: { seq: 4, from: 'carol', text: '', ts: 5 } })
+  expect(s.conv('d:carol').last.media).toBeUndefined()
+  // nor does a text message get a kind
+  s.apply('d:bob', msg(2, 'bob', 'plain'))
+  s.summary({ with: 'bob', kind: 'dm', seq: 2, last: { seq: 2, from: 'bob', text: 'plain', ts: 1002 } })
+  expect(s.conv('d:bob').last.media).toBeUndefined()
+})

@@ -75,3 +75,29 @@ test('an anonymous session sends no header; a fail() that runs inside connectSoc
   expect(statuses[1]).toMatchObject({ code: 1006, reason: 'connectSocket:fail exceed max task count', delay: 500 })
   client.close()
 })
+
+test('upload() hands wx.uploadFile the file and the Bearer header; onProgress follows UploadTask.onProgressUpdate', async () => {
+  const wx = fakeWx()
+  const calls = []
+  let progress = null
+  wx.uploadFile = (req) => {
+    calls.push(req)
+    return { onProgressUpdate: (fn) => (progress = fn) }
+  }
+  const client = new ChatClient({ url: 'ws://h:1/ws', token: 'T', wx })
+  const seen = []
+  const done = client.upload('wxfile://tmp/a.png', { onProgress: (p) => seen.push(p) })
+  expect(calls[0]).toMatchObject({ url: 'http://h:1/api/media', filePath: 'wxfile://tmp/a.png', name: 'file', header: { Authorization: 'Bearer T' } })
+  progress({ progress: 40, totalBytesSent: 4, totalBytesExpectedToSend: 10 })
+  progress({ progress: 100, totalBytesSent: 10, totalBytesExpectedToSend: 10 })
+  calls[0].success({ statusCode: 201, data: JSON.stringify({ media_id: 'm1', kind: 'image' }) })
+  await expect(done).resolves.toMatchObject({ media_id: 'm1' })
+  expect(seen).toEqual([40, 100])
+  // without onProgress (and with a wx whose uploadFile returns nothing) nothing breaks
+  wx.uploadFile = (req) => {
+    calls.push(req)
+  }
+  const plain = client.upload('wxfile://tmp/b.png')
+  calls[1].success({ statusCode: 413, data: JSON.stringify({ error: 'too_large', message: 'too large' }) })
+  await expect(plain).rejects.toMatchObject({ code: 'too_large', status: 413 })
+})

@@ -210,7 +210,7 @@ function wxAdapter(wxApi) {
     clearTimeout: (t) => clearTimeout(t),
     // `file`: a local file path (wx.chooseMedia / RecorderManager's tempFilePath)
     upload(req, done) {
-      wxApi.uploadFile({
+      const task = wxApi.uploadFile({
         url: req.url,
         filePath: req.file,
         name: 'file',
@@ -219,6 +219,8 @@ function wxAdapter(wxApi) {
         success: (res) => done(null, { status: res.statusCode, body: res.data }),
         fail: (err) => done(new Error((err && err.errMsg) || 'uploadFile failed'))
       })
+      // UploadTask.onProgressUpdate({progress}): percent sent
+      if (req.onProgress && task && typeof task.onProgressUpdate === 'function') task.onProgressUpdate((r) => req.onProgress(r.progress))
     },
     request(req, done) {
       wxApi.request({
@@ -422,6 +424,10 @@ class ConversationStore {
     SUMMARY_FIELDS.forEach((f) => {
       if (s[f] !== undefined) c[f] = s[f]
     })
+    // chatd's `last` has text only: the kind of a cached message's attachments is ours to add
+    const l = c.last && !c.last.media && !c.last.recalled && this.lines.get(key)
+    const m = l && l.bySeq.get(c.last.seq)
+    if (m && m.attachments && m.attachments.length) c.last = Object.assign({}, c.last, { media: m.attachments[0].kind || 'file' })
     return c
   }
 
@@ -1713,10 +1719,12 @@ class ChatClient {
    * `POST /api/media`; resolves with the answer `{media_id, kind, mime, size, url, …}`
    * to pass in `send`/`dm` `{attachments: [answer]}`. Rejects with `code`
    * `too_large`, `quota_exceeded`, `bad_image`, `unauthorized`, … (HTTP errors) or `network`.
+   * `opts.onProgress(percent)`: the upload's progress (wx: `UploadTask.onProgressUpdate`;
+   * the browser adapter does not report it).
    */
   upload(file, opts) {
     const o = opts || {}
-    return this._http('upload', { url: this.httpUrl + '/api/media', file, name: o.name, form: o.form })
+    return this._http('upload', { url: this.httpUrl + '/api/media', file, name: o.name, form: o.form, onProgress: o.onProgress })
   }
 
   /** An upload's fields with freshly signed URLs (`GET /api/media/ID`). */

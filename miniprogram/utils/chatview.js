@@ -7,6 +7,7 @@
 'use strict'
 
 const { clock } = require('./conversation')
+const { mediaPreview, attachmentRow } = require('./media')
 
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat']
 const DAY = 86400000
@@ -58,8 +59,10 @@ function previewText(c, me, names) {
   const last = c.last
   if (!last) return ''
   if (last.recalled) return last.from === me ? 'you recalled a message' : '[message recalled]'
-  if (c.kind !== 'dm' && last.from && last.from !== me) return (last.name || nameOf(last.from, me, names)) + ': ' + last.text
-  return last.text || ''
+  // a message of attachments: "[Image]" (with its text after it, if any)
+  const text = last.media ? mediaPreview(last.media) + (last.text ? ' ' + last.text : '') : last.text || ''
+  if (c.kind !== 'dm' && last.from && last.from !== me) return (last.name || nameOf(last.from, me, names)) + ': ' + text
+  return text
 }
 
 /** One row of the conversation list for summary `c`. */
@@ -135,8 +138,12 @@ function tickOf(m, isDm) {
 
 /**
  * The row the chat page renders for timeline item `m` (a message, an event or
- * my pending/failed entry). `ctx`: `{me, dm, names, reedit}` (`reedit`: the
- * seqs of my messages recalled from this page, whose text may be re-edited).
+ * my pending/failed entry). `ctx`: `{me, dm, names, reedit, mediaUrl, fresh}`
+ * (`reedit`: the seqs of my messages recalled from this page, whose text may be
+ * re-edited; `mediaUrl(path)`: absolute attachment URLs; `fresh`: refreshed
+ * attachment fields by media id, utils/media.js attachmentRow; `played`: the
+ * voice messages played on this phone, by media id — the others' unplayed ones
+ * get `unplayed`).
  */
 function messageRow(m, ctx) {
   const key = m.seq !== null && m.seq !== undefined ? 's' + m.seq : 'p' + m.id
@@ -163,8 +170,13 @@ function messageRow(m, ctx) {
     edited: !!m.edited_ts,
     mentionsMe: Array.isArray(m.mentions) && (m.mentions.indexOf(ctx.me) >= 0 || m.mentions.indexOf('@all') >= 0),
     quote: m.quote ? { name: m.quote.from === ctx.me ? 'you' : m.quote.name || m.quote.from, text: m.quote.text || '[message recalled]' } : null,
-    reactions: (m.reactions || []).map((r) => ({ emoji: r.emoji, count: r.count, me: !!r.me }))
+    reactions: (m.reactions || []).map((r) => ({ emoji: r.emoji, count: r.count, me: !!r.me })),
+    attachments: (m.attachments || []).map((a) => attachmentRow(a, ctx.mediaUrl || ((p) => p), ctx.fresh))
   }
+  // someone else's voice message I have not played yet has a red dot (ctx.played: media id -> true)
+  if (!mine && ctx.played) row.attachments.forEach((a) => a.kind === 'voice' && !ctx.played[a.id] && (a.unplayed = true))
+  // pictures alone are shown without a bubble, as in WeChat
+  row.bare = !row.text && !row.quote && row.attachments.length > 0 && row.attachments.every((a) => a.kind === 'image')
   return row
 }
 
@@ -178,14 +190,14 @@ const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏']
  */
 function messageActions(row, now, recallWindowMs) {
   if (row.type !== 'message') return []
-  if (row.seq === null) return [{ id: 'copy', label: 'Copy' }]
-  const out = [
-    { id: 'reply', label: 'Reply' },
-    { id: 'copy', label: 'Copy' },
-    { id: 'react', label: 'React' }
-  ]
+  // a picture, voice or file without text has nothing to copy or edit
+  const text = !!row.text
+  if (row.seq === null) return text ? [{ id: 'copy', label: 'Copy' }] : []
+  const out = [{ id: 'reply', label: 'Reply' }]
+  if (text) out.push({ id: 'copy', label: 'Copy' })
+  out.push({ id: 'react', label: 'React' })
   if (row.mine && now - row.ts <= recallWindowMs) {
-    out.push({ id: 'edit', label: 'Edit' })
+    if (text) out.push({ id: 'edit', label: 'Edit' })
     out.push({ id: 'recall', label: 'Recall' })
   }
   return out

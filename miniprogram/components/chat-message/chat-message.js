@@ -4,14 +4,21 @@
  * "(edited)", reactions, and under my own messages the tick: "sending…",
  * "sent", "read", "read by N", "not sent"); a recalled message or a membership
  * event as a centred grey line ("you recalled a message" with Re-edit).
+ * Attachments (`row.attachments`, utils/media.js attachmentRow): a picture as its
+ * thumbnail in a box sized from width/height, voice as a bubble with its duration
+ * (▶, or ◼ while `playing` is its media id; a red dot while unplayed), a file with its name and size; an
+ * upload in progress (`row.upload`) shows its percentage or why it failed.
  * Events: `action` {key} (long-press on the bubble), `ticks` {seq} (tap on
  * "read by N"), `react` {seq, emoji} (tap on a reaction), `reedit` {seq},
- * `retry` {key} (tap on "not sent").
+ * `retry` {key} (tap on "not sent": a refused message or a failed upload), `media` {key, index}
+ * (tap on an attachment), `mediaerror` {key, index} (a thumbnail did not load:
+ * its URL may have expired).
  */
 Component({
   properties: {
     row: { type: Object, value: {} },
-    dm: { type: Boolean, value: false }
+    dm: { type: Boolean, value: false },
+    playing: { type: String, value: '' }
   },
   methods: {
     onLongPress() {
@@ -24,6 +31,12 @@ Component({
     },
     onReaction(e) {
       this.triggerEvent('react', { seq: this.data.row.seq, emoji: e.currentTarget.dataset.emoji })
+    },
+    onMedia(e) {
+      this.triggerEvent('media', { key: this.data.row.key, index: Number(e.currentTarget.dataset.index) })
+    },
+    onMediaError(e) {
+      this.triggerEvent('mediaerror', { key: this.data.row.key, index: Number(e.currentTarget.dataset.index) })
     },
     onReedit() {
       this.triggerEvent('reedit', { seq: this.data.row.seq })

@@ -20,11 +20,25 @@
  * marked read (`markRead`) on show and when new ones arrive while visible. A
  * kicked, banned or leaving user's page stops updating and says why. An unsent
  * text is kept as the conversation's draft when the page closes.
+ *
+ * Pictures, voice and files (the composer's "+" panel and hold-to-talk):
+ * `wx.chooseMedia` (album or camera, compressed), `wx.getRecorderManager` (mp3,
+ * at most 60 s; slid up: cancelled), `wx.chooseMessageFile`. Each is uploaded
+ * (`chat.upload`, in the order picked) under a pending bubble with its progress,
+ * then sent with `attachments`; a refusal is a toast (utils/media.js). Pictures
+ * are thumbnails sized from width/height, a tap previews the conversation's
+ * originals (`wx.previewImage`); voice plays with `wx.createInnerAudioContext`;
+ * files open with `wx.downloadFile` + `wx.openDocument`. A thumbnail that fails
+ * to load (its signed URL expired) gets fresh URLs once (`chat.mediaInfo`).
+ * After the first DM I send in a session the page asks for offline
+ * notifications (utils/push.js, `config.pushTemplates`).
  */
 const config = require('../../config')
 const { REACTIONS, nameOf, titleOf, messageRow, messageActions, mentionsIn, failureText, learnNames } = require('../../utils/chatview')
 const { chunkOf, fromForLast, layout, diff } = require('../../utils/window')
 const { typingTracker } = require('../../utils/typing')
+const media = require('../../utils/media')
+const push = require('../../utils/push')
 
 /** How long "X is typing…" stays after the last typing frame (ms). */
 const TYPING_MS = 4000
@@ -42,6 +56,18 @@ const stepChunks = () => Math.max(1, Math.ceil(config.chatPage / CHUNK))
 function newestChunk(items) {
   for (let i = items.length - 1; i >= 0; i--) if (items[i].seq !== null) return chunkOf(items[i].seq, CHUNK)
   return 0
+}
+
+/** Upload failures worth a retry (the others will be refused again). */
+const RETRYABLE = ['network', 'unavailable', 'quota_exceeded', 'unauthorized']
+let uploadN = 0
+
+/** The conversation key of the page's query: `?key=r:<room>|d:<user>`, or a notification's `?with=` / `?room=`. */
+function keyOf(q) {
+  if (q.key) return decodeURIComponent(q.key)
+  if (q.with) return 'd:' + decodeURIComponent(q.with)
+  if (q.room) return 'r:' + decodeURIComponent(q.room)
+  return ''
 }
 
 const REMOVED = {
@@ -69,16 +95,20 @@ Component({
     mention: null,
     typingUsers: [],
     removed: '',
-    error: ''
+    error: '',
+    uploads: [],
+    playing: ''
   },
   methods: {
     onLoad(options) {
       const chat = getApp().chat()
+      const key = keyOf(options || {})
       if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
+        // opened before the app has a session (an offline notification): log in, then come back here
+        const next = key ? '?next=' + encodeURIComponent('/pages/chat/chat?key=' + encodeURIComponent(key)) : ''
+        wx.redirectTo({ url: '/pages/login/login' + next })
         return
       }
-      const key = decodeURIComponent((options && options.key) || '')
       this.chat = chat
       this.key = key
       this.dm = key.charAt(0) === 'd'
@@ -89,6 +119,13 @@ Component({
       this._text = ''
       this._visible = true
       this._rows = new Map()
+      this._uploads = [] // my pictures, voice and files being uploaded: {key, kind, path, size, …, progress, failed, error}
+      this._chain = Promise.resolve() // uploads go one after the other, so messages keep the order picked
+      this._fresh = {} // media id -> fields with fresh URLs (an expired thumbnail)
+      this._refreshed = {} // media ids asked for once
+      this._played = {} // voice messages played on this phone (storage: utils/media.js PLAYED_KEY)
+      const played = wx.getStorageSync(media.PLAYED_KEY)
+      if (Array.isArray(played)) played.forEach((id) => (this._played[id] = true))
       const c = chat.conversation(key)
       if (!this.dm && !c) {
         // a room I am not in yet (from the Rooms tab): join makes me a member; a sync then
@@ -155,6 +192,12 @@ Component({
     },
     onUnload() {
       this._off()
+      this._stopAudio()
+      if (this._recording) {
+        // closed while recording: the clip is thrown away
+        this._recording.cancel = true
+        wx.getRecorderManager().stop()
+      }
       if (!this.chat || this.data.removed) return
       const c = this.chat.conversation(this.key)
       const text = this.data.editing ? '' : this._text.trim()
@@ -191,7 +234,7 @@ Component({
       const chat = this.chat
       const items = chat.timeline(this.key)
       learnNames(this.names, items)
-      const ctx = { me: chat.user, myName: (chat.welcome && chat.welcome.name) || chat.user, dm: this.dm, names: this.names, reedit: this._reedit }
+      const ctx = this._ctx()
       const shown = items.filter((m) => this._inWindow(m))
       const rows = shown.map((m) => messageRow(m, ctx))
       let next = layout(rows, { base: this._base, size: CHUNK, from: this._from, length: this._layout.chunks.length })
@@ -223,6 +266,20 @@ Component({
       // layout objects stay the page's own, for the next diff)
       if (Object.keys(patch).length) this.setData(JSON.parse(JSON.stringify(patch)))
       this._markRead()
+    },
+    /** What utils/chatview.js messageRow needs to know. */
+    _ctx() {
+      const chat = this.chat
+      return {
+        me: chat.user,
+        myName: (chat.welcome && chat.welcome.name) || chat.user,
+        dm: this.dm,
+        names: this.names,
+        reedit: this._reedit,
+        mediaUrl: (p) => chat.mediaUrl(p),
+        fresh: this._fresh,
+        played: this._played
+      }
     },
     /** May chatd have items before the cached ones? (seqs start at 1) */
     _earlier() {
@@ -347,7 +404,8 @@ Component({
     _act(action, row) {
       const chat = this.chat
       if (action === 'reply') {
-        this.setData({ quote: { seq: row.seq, name: row.name, text: row.text }, editing: null })
+        const text = row.text || (row.attachments.length ? media.mediaPreview(row.attachments[0].kind) : '')
+        this.setData({ quote: { seq: row.seq, name: row.name, text }, editing: null })
       } else if (action === 'copy') {
         wx.setClipboardData({ data: row.text })
       } else if (action === 'react') {
@@ -386,6 +444,8 @@ Component({
       )
     },
     onRetry(e) {
+      const up = this._uploads.find((u) => u.key === e.detail.key)
+      if (up) return this._upload(up)
       const entry = this.chat.failed.find((x) => 'p' + x.id === e.detail.key)
       if (entry) {
         this.chat.retry(entry)
@@ -459,8 +519,12 @@ Component({
           if (this.data.quote) opts.reply_to = this.data.quote.seq
           const mentions = this.dm ? [] : mentionsIn(text, this._picked)
           if (mentions.length) opts.mentions = mentions
-          if (this.dm) chat.dm(this.target, text, opts)
-          else chat.send(this.target, text, opts)
+          if (this.dm) {
+            chat.dm(this.target, text, opts)
+            // a natural moment to ask for offline notifications: the first DM of the
+            // session, inside the send tap (WeChat only asks from a user's tap)
+            push.afterFirstDm(wx, chat, getApp(), config.pushTemplates)
+          } else chat.send(this.target, text, opts)
           if (this.data.quote) this.setData({ quote: null })
         }
       } catch (err) {
@@ -473,6 +537,229 @@ Component({
       const c = chat.conversation(this.key)
       if (c && c.draft) chat.setDraft(this.key, '')
       this._render()
+    },
+    // ---- pictures, voice, files ----------------------------------------------------
+
+    /** The composer's "+" panel: Photo (album or camera) or File (from a chat). */
+    onPick(e) {
+      if (e.detail.type === 'photo') {
+        wx.chooseMedia({
+          count: 9,
+          mediaType: ['image'],
+          sourceType: ['album', 'camera'],
+          sizeType: ['compressed'],
+          success: (res) => (res.tempFiles || []).forEach((f) => this._queuePicture(f)),
+          fail: () => {}
+        })
+      } else if (e.detail.type === 'file') {
+        wx.chooseMessageFile({
+          count: 1,
+          type: 'file',
+          success: (res) => (res.tempFiles || []).forEach((f) => this._queue({ kind: 'file', path: f.path, size: f.size, name: f.name })),
+          fail: () => {}
+        })
+      }
+    },
+    /**
+     * The app's one RecorderManager, whose onStop/onError this page takes over: it
+     * has one listener each, and another chat page (a conversation opened from
+     * this one) may have set them since.
+     */
+    _recorder() {
+      const rec = wx.getRecorderManager()
+      rec.onStop((res) => this._recorded(res))
+      rec.onError((err) => {
+        this._recording = null
+        wx.showToast({ title: 'Cannot record: ' + ((err && err.errMsg) || 'error'), icon: 'none' })
+      })
+      return rec
+    },
+    /** Hold to talk: start recording (mp3, at most 60 s: the recorder stops by itself then). */
+    onVoiceStart() {
+      this._recording = { cancel: false }
+      this._stopAudio()
+      this._recorder().start({ duration: media.MAX_VOICE_MS, format: 'mp3', sampleRate: 16000, numberOfChannels: 1, encodeBitRate: 48000 })
+    },
+    /** Let go: stop; slid up (`cancel`): the recording is thrown away. */
+    onVoiceEnd(e) {
+      if (!this._recording) return // stopped by itself at 60 s, already sent
+      this._recording.cancel = !!e.detail.cancel
+      wx.getRecorderManager().stop()
+    },
+    _recorded(res) {
+      const rec = this._recording
+      this._recording = null
+      if (!rec || rec.cancel) return
+      if (!res || (res.duration || 0) < media.MIN_VOICE_MS) {
+        wx.showToast({ title: 'Too short to send', icon: 'none' })
+        return
+      }
+      this._queue({ kind: 'voice', path: res.tempFilePath, size: res.fileSize, duration_ms: res.duration })
+    },
+    /** A picked picture: its pending bubble gets the picture's size (chooseMedia gives it for videos only). */
+    _queuePicture(f) {
+      const up = this._queue({ kind: 'image', path: f.tempFilePath, size: f.size, width: f.width, height: f.height })
+      if (f.width && f.height) return
+      wx.getImageInfo({
+        src: f.tempFilePath,
+        success: (info) => {
+          up.width = info.width
+          up.height = info.height
+          if (this._uploads.indexOf(up) >= 0) this._renderUploads()
+        },
+        fail: () => {}
+      })
+    },
+    /** A pending bubble for a picked file, then its upload (after those picked before); returns the bubble. */
+    _queue(file) {
+      const up = Object.assign({ key: 'u' + ++uploadN, progress: 0, failed: false, error: '' }, file)
+      this._uploads.push(up)
+      this._renderUploads(up.key)
+      this._upload(up)
+      return up
+    },
+    _upload(up) {
+      up.failed = false
+      up.progress = 0
+      this._renderUploads()
+      const run = () =>
+        this.chat.upload(up.path, { onProgress: (p) => this._progress(up, p) }).then(
+          (answer) => {
+            this._dropUpload(up)
+            this._sendAttachment(answer)
+          },
+          (err) => this._uploadFailed(up, err)
+        )
+      // the next upload runs whatever happened to this one
+      this._chain = this._chain.then(run).catch((err) => this.setData({ error: err.message }))
+      return this._chain
+    },
+    _progress(up, p) {
+      if (p - up.progress < 5 && p < 100) return // a setData every 5 %
+      up.progress = p
+      this._renderUploads()
+    },
+    _uploadFailed(up, err) {
+      const text = media.uploadErrorText(err)
+      wx.showToast({ title: text, icon: 'none' })
+      // a file chatd will never take is dropped; a network or storage failure, or the quota, may be retried
+      if (RETRYABLE.indexOf(err.code || 'network') < 0) {
+        this._dropUpload(up)
+        return
+      }
+      up.failed = true
+      up.error = text
+      this._renderUploads()
+    },
+    _sendAttachment(answer) {
+      if (this.data.removed) return
+      const opts = { attachments: [answer] }
+      if (this.dm) this.chat.dm(this.target, '', opts)
+      else this.chat.send(this.target, '', opts)
+      if (this._to !== null) this.onLatest()
+      this._render()
+    },
+    _dropUpload(up) {
+      this._uploads = this._uploads.filter((u) => u !== up)
+      this._renderUploads()
+    },
+    /** The pending bubbles of my uploads, after the timeline's rows. */
+    _renderUploads(anchor) {
+      const ctx = this._ctx()
+      const uploads = this._uploads.map((u) => {
+        const att = { media_id: u.key, kind: u.kind, size: u.size, name: u.name, width: u.width, height: u.height, duration_ms: u.duration_ms, local: u.path }
+        const row = messageRow({ id: u.key, seq: null, mine: true, from: ctx.me, text: '', status: u.failed ? 'failed' : 'pending', attachments: [att] }, ctx)
+        row.key = u.key
+        row.upload = { progress: u.progress, failed: u.failed, error: u.error }
+        return row
+      })
+      const patch = { uploads }
+      if (anchor) patch.anchor = anchor
+      this.setData(patch)
+    },
+    /** The attachment of a tapped row (a message, my pending entry or my upload). */
+    _attachment(detail) {
+      const row = this._rows.get(detail.key)
+      return row && row.attachments ? row.attachments[detail.index] : null
+    },
+    onMedia(e) {
+      const a = this._attachment(e.detail)
+      if (!a || !a.url) return
+      if (a.kind === 'image') {
+        const urls = media.imageUrls(this.chat.timeline(this.key), (p) => this.chat.mediaUrl(p), this._fresh)
+        wx.previewImage({ current: a.url, urls: urls.indexOf(a.url) >= 0 ? urls : [a.url] })
+      } else if (a.kind === 'voice') {
+        this._toggleVoice(a)
+      } else {
+        this._openFile(a)
+      }
+    },
+    /** Plays a voice message; a second tap (or another voice) stops it. */
+    _toggleVoice(a) {
+      const playing = this.data.playing === a.id
+      this._stopAudio()
+      if (playing) return
+      const audio = wx.createInnerAudioContext()
+      this._audio = audio
+      const done = () => {
+        if (this._audio === audio) this._stopAudio()
+      }
+      audio.onEnded(done)
+      audio.onError(() => {
+        done()
+        wx.showToast({ title: 'Cannot play this voice message', icon: 'none' })
+      })
+      audio.src = a.url
+      audio.play()
+      this.setData({ playing: a.id })
+      if (!this._played[a.id]) {
+        this._played[a.id] = true
+        wx.setStorageSync(media.PLAYED_KEY, media.addPlayed(wx.getStorageSync(media.PLAYED_KEY), a.id))
+        this._render() // the red dot goes
+      }
+    },
+    _stopAudio() {
+      const audio = this._audio
+      this._audio = null
+      if (audio) {
+        audio.stop()
+        audio.destroy()
+      }
+      if (this.data.playing) this.setData({ playing: '' })
+    },
+    _openFile(a) {
+      wx.showLoading({ title: 'Opening…' })
+      wx.downloadFile({
+        url: a.url,
+        success: (res) => {
+          wx.hideLoading()
+          if (res.statusCode !== 200) {
+            wx.showToast({ title: 'Cannot download this file', icon: 'none' })
+            return
+          }
+          const opts = { filePath: res.tempFilePath, showMenu: true, fail: () => wx.showToast({ title: 'Cannot open this file here', icon: 'none' }) }
+          const type = media.documentType(a.name)
+          if (type) opts.fileType = type
+          wx.openDocument(opts)
+        },
+        fail: () => {
+          wx.hideLoading()
+          wx.showToast({ title: 'Cannot download this file', icon: 'none' })
+        }
+      })
+    },
+    /** A thumbnail did not load: its signed URL may have expired; ask for fresh ones once. */
+    onMediaError(e) {
+      const a = this._attachment(e.detail)
+      if (!a || this._refreshed[a.id]) return null
+      this._refreshed[a.id] = true
+      return this.chat.mediaInfo(a.id).then(
+        (info) => {
+          this._fresh[a.id] = info
+          this._render()
+        },
+        () => {} // removed, or no longer mine to see: the grey box stays
+      )
     },
     onInfo() {
       if (!this.dm) wx.navigateTo({ url: '/pages/room-info/room-info?room=' + encodeURIComponent(this.target) })

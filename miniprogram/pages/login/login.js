@@ -6,7 +6,9 @@
  * with an optional display name; a stored token that has not expired is used
  * at once. Every login error is shown as a sentence; the button stays usable
  * when trying again can help. Once the server welcomes us it switches to the
- * Chats tab (WeChat users) or the Rooms tab (anonymous users).
+ * Chats tab (WeChat users) or the Rooms tab (anonymous users). `?next=` (a chat
+ * page opened before the app had a session, e.g. from an offline notification)
+ * is opened on top of Chats once a WeChat user is welcomed.
  */
 const config = require('../../config')
 const { isValidName } = require('../../utils/chatd')
@@ -26,6 +28,8 @@ Component({
         name = ''
       }
       const error = options && options.error ? decodeURIComponent(options.error) : ''
+      const next = options && options.next ? decodeURIComponent(options.next) : ''
+      this._next = next.indexOf('/pages/chat/chat?') === 0 ? next : '' // only a conversation of this app
       this.setData({ mode, name, error })
       if (mode === 'wechat' && !error) {
         const stored = loadToken(wx)
@@ -87,8 +91,13 @@ Component({
             this._unwatch()
             this.setData({ busy: false })
             // tab pages are reached with switchTab: WeChat users land on their conversations
-            const home = chat.welcome && chat.welcome.authenticated ? '/pages/conversations/conversations' : '/pages/rooms/rooms'
-            wx.switchTab({ url: home })
+            const messenger = !!(chat.welcome && chat.welcome.authenticated)
+            const next = messenger ? this._next : ''
+            this._next = ''
+            wx.switchTab({
+              url: messenger ? '/pages/conversations/conversations' : '/pages/rooms/rooms',
+              success: () => next && wx.navigateTo({ url: next })
+            })
           } else if (s.state === 'closed' && s.reason !== 'token_expired' && s.reason !== 'unauthorized') {
             // (an expired or refused token is the app's business: it logs in again)
             this._unwatch()

@@ -6,8 +6,13 @@
  * offers what my role allows (utils/chatview.js memberActions: message,
  * make/remove admin, hand over, remove, ban). Anyone can leave (the owner
  * after handing the group over, as chatd requires). The page reloads on the
- * room's events and says so when I am no longer a member.
+ * room's events and says so when I am no longer a member. "Notify me about
+ * every message" (token users) adds the group to my offline-push rooms
+ * (`pushSubscribe {rooms, notify}`); switched on it also shows WeChat's
+ * subscribe prompt for `config.pushTemplates` (utils/push.js).
  */
+const config = require('../../config')
+const push = require('../../utils/push')
 const { memberActions, mayManage, dmPeers, learnNames } = require('../../utils/chatview')
 const { confirmLeave } = require('../../utils/groups')
 
@@ -30,7 +35,9 @@ Component({
     invitee: '',
     people: [],
     removed: '',
-    error: ''
+    error: '',
+    notifyShown: false,
+    notify: false
   },
   methods: {
     onLoad(options) {
@@ -53,7 +60,33 @@ Component({
           if (e.key === key) this.setData({ removed: 'You are no longer a member of this group.', canEdit: false, canInvite: false })
         })
       ]
+      this._loadNotify()
       return this.reload()
+    },
+    /** The "notify me about every message" switch: shown to token users, on when chatd has the room. */
+    _loadNotify() {
+      const chat = this.chat
+      const shown = !!(chat.welcome && chat.welcome.authenticated)
+      this.setData({ notifyShown: shown })
+      if (!shown) return null
+      return push.report(chat, {}).then((s) => this._notified(s), () => {}) // offline: after the next welcome
+    },
+    _notified(subs) {
+      this.setData({ notify: !!subs && (subs.rooms || []).indexOf(this.room) >= 0 })
+      return subs
+    },
+    onNotify(e) {
+      const on = !!e.detail.value
+      const spec = { rooms: [this.room], notify: on }
+      // switched on: WeChat's prompt too (inside this tap), each accept reported with the room
+      const done = on ? push.subscribe(wx, this.chat, config.pushTemplates, spec) : push.report(this.chat, spec)
+      return done.then(
+        (subs) => this._notified(subs),
+        (err) => {
+          this.setData({ notify: !on })
+          wx.showToast({ title: 'Refused: ' + (err.code || err.message), icon: 'none' })
+        }
+      )
     },
     /** How many membership/room events the group's timeline holds (a new one: reload). */
     _eventCount() {

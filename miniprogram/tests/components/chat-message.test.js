@@ -99,3 +99,42 @@ test('mention-picker: members filtered by the typed prefix (name or id), pick an
   await simulate.sleep(0)
   expect(seen).toEqual([['pick', { user: 'wx:o-2', name: 'Carol' }], ['cancel', undefined]])
 })
+
+test('attachments: a thumbnail in its box, voice with its duration (◼ while playing), a file with name and size; taps and a load error fire media/mediaerror', async () => {
+  const attachments = [
+    { id: 'i1', kind: 'image', name: '', size: '2.0 KB', w: 320, h: 240, thumb: 'http://h/t', url: 'http://h/o' },
+    { id: 'v1', kind: 'voice', name: '', size: '1 KB', duration: '7"', width: 175, url: 'http://h/v' },
+    { id: 'f1', kind: 'file', name: 'report.pdf', size: '5.0 MB', url: 'http://h/f' }
+  ]
+  const comp = render(msgId, { row: row({ text: '', attachments }), playing: 'v1' })
+  const thumb = q(comp, 'thumb')
+  expect(thumb.getAttribute('style')).toContain('width: 320px; height: 240px') // simulate draws 1 rpx as 1 px
+  expect(q(comp, 'duration').textContent).toBe('7"')
+  expect(q(comp, 'voice').className).toContain('playing')
+  expect(q(comp, 'voice-icon').textContent).toBe('◼')
+  expect(q(comp, 'file-name').textContent).toBe('report.pdf')
+  expect(q(comp, 'file-size').textContent).toBe('5.0 MB')
+  expect(q(comp, 'text')).toBeNull() // no empty text under the media
+  const seen = listen(comp, ['media', 'mediaerror'])
+  comp.querySelector('.thumb').dispatchEvent('tap')
+  comp.querySelector('.file').dispatchEvent('tap')
+  comp.querySelector('.thumb').dispatchEvent('error', { detail: { errMsg: 'expired' } })
+  await simulate.sleep(0)
+  expect(seen).toEqual([
+    ['media', { key: 's3', index: 0 }],
+    ['media', { key: 's3', index: 2 }],
+    ['mediaerror', { key: 's3', index: 0 }]
+  ])
+})
+
+test('an upload in progress shows its percentage; a failed one why, and "not sent" retries it', async () => {
+  const up = row({ key: 'u1', seq: null, mine: true, text: '', tick: 'sending…', status: 'pending', attachments: [{ id: 'u1', kind: 'image', w: 320, h: 320, thumb: '/tmp/a.png', url: '/tmp/a.png' }], upload: { progress: 40, failed: false, error: '' } })
+  const comp = render(msgId, { row: up })
+  expect(q(comp, 'upload').textContent).toBe('Uploading 40%')
+  const failed = render(msgId, { row: Object.assign({}, up, { tick: 'not sent', status: 'failed', upload: { progress: 0, failed: true, error: 'Upload failed: check the network and try again' } }) })
+  expect(q(failed, 'upload').textContent).toBe('Upload failed: check the network and try again')
+  const seen = listen(failed, ['retry'])
+  failed.querySelector('.tick').dispatchEvent('tap')
+  await simulate.sleep(0)
+  expect(seen).toEqual([['retry', { key: 'u1' }]])
+})

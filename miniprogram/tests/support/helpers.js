@@ -1,5 +1,6 @@
 /** Small async helpers shared by the live tests. */
 'use strict'
+const http = require('http')
 const { ChatClient } = require('../../utils/chatd')
 const { createWx } = require('./wx-ws')
 
@@ -106,4 +107,23 @@ function makeClient(url, opts) {
   return { client, log, wx }
 }
 
-module.exports = { waitFor, sleep, holdsFor, barrier, uniqueName, makeClient }
+/**
+ * A GET with Node's http (jsdom test files have no fetch): resolves with
+ * {status, headers, body (a Buffer), json()}.
+ */
+function httpGet(url, headers) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers: headers || {} }, (res) => {
+        const chunks = []
+        res.on('data', (c) => chunks.push(c))
+        res.on('end', () => {
+          const body = Buffer.concat(chunks)
+          resolve({ status: res.statusCode, headers: res.headers, body, json: () => JSON.parse(body.toString('utf8')) })
+        })
+      })
+      .on('error', reject)
+  })
+}
+
+module.exports = { waitFor, sleep, holdsFor, barrier, uniqueName, makeClient, httpGet }

@@ -23,13 +23,28 @@
  *    — push to `wx.sheetChoices` later — or a function (itemList) → label; none
  *    → `fail` like a cancel), `showModal` in `modals` (confirmed unless the next
  *    of `modalAnswers` is false), `showToast` in `toasts`, `setClipboardData` in
- *    `clipboard`, `stopPullDownRefresh` in `pullDowns`.
+ *    `clipboard`, `stopPullDownRefresh` in `pullDowns`;
+ *  - media and push stubs (answered asynchronously, like WeChat): `chooseMedia`
+ *    and `chooseMessageFile` answer with the next `tempFiles` list of
+ *    `mediaChoices` / `fileChoices` (none: `fail` like a cancel; the options in
+ *    `chosen`); `getRecorderManager()` is one recorder whose `start` is recorded
+ *    in `recorder.starts` and whose `stop` calls its one `onStop` with the next of
+ *    `recordings` ({tempFilePath, duration, fileSize}); `previewImage` in
+ *    `previews`; `createInnerAudioContext()` contexts in `audios` (`played`,
+ *    `stopped`, `destroyed`; `_end()` fires onEnded); `downloadFile` is a real
+ *    HTTP GET into a temp file ({statusCode, tempFilePath}, in `downloads`);
+ *    `openDocument` in `documents`; `getImageInfo` reads a PNG's size; `showLoading`/`hideLoading` in `loading`;
+ *    `requestSubscribeMessage` in `subscribePrompts`, answered with the next of
+ *    `subscribeAnswers` (e.g. `{TPL: 'accept'}`; none: every id 'reject').
  * `urlMap` rewrites URLs (so the tutorial's hard-coded `ws://host:8080` can
  * be pointed at the test's chatd); `tasks` lists every task made, `requests`
  * every request.
  */
 'use strict'
+const fs = require('fs')
 const http = require('http')
+const os = require('os')
+const path = require('path')
 const WebSocket = require('ws')
 
 const MAX_SOCKETS = 5
@@ -243,6 +258,110 @@ function createWx(options) {
     })
   }
 
+  const media = {
+    mediaChoices: o.mediaChoices || [],
+    fileChoices: o.fileChoices || [],
+    recordings: o.recordings || [],
+    subscribeAnswers: o.subscribeAnswers || [],
+    chosen: [],
+    previews: [],
+    audios: [],
+    downloads: [],
+    documents: [],
+    loading: [],
+    subscribePrompts: []
+  }
+  /** A picker answered with the next `tempFiles` of `queue`, or cancelled. */
+  const picker = (name, queue) => (a) => {
+    media.chosen.push(Object.assign({ api: name }, a))
+    later(() => {
+      if (!queue.length) {
+        const r = { errMsg: name + ':fail cancel' }
+        if (a.fail) a.fail(r)
+        if (a.complete) a.complete(r)
+        return
+      }
+      ok(a, name, { tempFiles: queue.shift() })
+    })
+  }
+  const recorder = {
+    starts: [],
+    stops: 0,
+    _onStop: null,
+    _onError: null,
+    start(opts) {
+      recorder.starts.push(opts || {})
+    },
+    stop() {
+      recorder.stops++
+      const rec = media.recordings.shift()
+      later(() => {
+        if (rec && recorder._onStop) recorder._onStop(rec)
+        else if (!rec && recorder._onError) recorder._onError({ errMsg: 'operateRecorder:fail no recording' })
+      })
+    },
+    pause() {},
+    resume() {},
+    // one listener each, as WeChat's RecorderManager has
+    onStop: (fn) => (recorder._onStop = fn),
+    onError: (fn) => (recorder._onError = fn),
+    onStart: () => {},
+    onFrameRecorded: () => {},
+    onInterruptionBegin: () => {},
+    onInterruptionEnd: () => {}
+  }
+  function createInnerAudioContext() {
+    const l = { ended: [], error: [] }
+    const audio = {
+      src: '',
+      played: 0,
+      stopped: 0,
+      destroyed: false,
+      play: () => audio.played++,
+      stop: () => audio.stopped++,
+      pause: () => {},
+      destroy: () => (audio.destroyed = true),
+      onEnded: (fn) => l.ended.push(fn),
+      onError: (fn) => l.error.push(fn),
+      onPlay: () => {},
+      onStop: () => {},
+      _end: () => l.ended.forEach((fn) => fn()),
+      _fail: (err) => l.error.forEach((fn) => fn(err || { errMsg: 'audio error', errCode: -1 }))
+    }
+    media.audios.push(audio)
+    return audio
+  }
+  function downloadFile(a) {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'wx-dl-')), 'download')
+    const rec = { url: a.url }
+    media.downloads.push(rec)
+    http
+      .get(mapUrl(a.url), (res) => {
+        const out = fs.createWriteStream(file)
+        res.pipe(out)
+        out.on('finish', () => {
+          rec.statusCode = res.statusCode
+          rec.header = res.headers
+          ok(a, 'downloadFile', { statusCode: res.statusCode, tempFilePath: file })
+        })
+      })
+      .on('error', (e) => {
+        const r = { errMsg: 'downloadFile:fail ' + e.message }
+        if (a.fail) a.fail(r)
+        if (a.complete) a.complete(r)
+      })
+    return { abort: () => {}, onProgressUpdate: () => {} }
+  }
+  function requestSubscribeMessage(a) {
+    media.subscribePrompts.push({ tmplIds: a.tmplIds.slice() })
+    later(() => {
+      const answer = media.subscribeAnswers.length ? media.subscribeAnswers.shift() : {}
+      const res = {}
+      a.tmplIds.forEach((id) => (res[id] = answer[id] || 'reject'))
+      ok(a, 'requestSubscribeMessage', res)
+    })
+  }
+
   function showModal(a) {
     ui.modals.push({ title: a.title, content: a.content })
     const confirm = modalAnswers.length ? modalAnswers.shift() !== false : true
@@ -299,6 +418,57 @@ function createWx(options) {
     stopPullDownRefresh(a) {
       ui.pullDowns.push(Date.now())
       later(() => ok(a, 'stopPullDownRefresh'))
+    },
+    mediaChoices: media.mediaChoices,
+    fileChoices: media.fileChoices,
+    recordings: media.recordings,
+    subscribeAnswers: media.subscribeAnswers,
+    chosen: media.chosen,
+    previews: media.previews,
+    audios: media.audios,
+    downloads: media.downloads,
+    documents: media.documents,
+    loading: media.loading,
+    subscribePrompts: media.subscribePrompts,
+    recorder,
+    chooseMedia: picker('chooseMedia', media.mediaChoices),
+    chooseMessageFile: picker('chooseMessageFile', media.fileChoices),
+    getRecorderManager: () => recorder,
+    createInnerAudioContext,
+    downloadFile,
+    requestSubscribeMessage,
+    /** The size of a PNG (from its IHDR), else `fail`. */
+    getImageInfo(a) {
+      later(() => {
+        let b = null
+        try {
+          b = fs.readFileSync(a.src)
+        } catch (e) {
+          b = null
+        }
+        if (!b || b.length < 24 || b.toString('latin1', 12, 16) !== 'IHDR') {
+          const r = { errMsg: 'getImageInfo:fail' }
+          if (a.fail) a.fail(r)
+          return
+        }
+        ok(a, 'getImageInfo', { width: b.readUInt32BE(16), height: b.readUInt32BE(20), path: a.src, type: 'png' })
+      })
+    },
+    previewImage(a) {
+      media.previews.push({ current: a.current, urls: a.urls.slice() })
+      later(() => ok(a, 'previewImage'))
+    },
+    openDocument(a) {
+      media.documents.push({ filePath: a.filePath, fileType: a.fileType, showMenu: a.showMenu })
+      later(() => ok(a, 'openDocument'))
+    },
+    showLoading(a) {
+      media.loading.push({ type: 'show', title: a.title })
+      later(() => ok(a, 'showLoading'))
+    },
+    hideLoading(a) {
+      media.loading.push({ type: 'hide' })
+      later(() => ok(a, 'hideLoading'))
     }
   }
 }

@@ -1,0 +1,417 @@
+/**
+ * Pictures, voice and files in the messenger pages, and the offline-push
+ * prompt, on the real app.js and SDK against a real chatd (`twistd -n chatd
+ * --jwt-secret S --max-file-bytes 4096 --push-template TPL --wechat-appid …`).
+ * The pickers, the recorder, previewImage, the audio player, downloadFile /
+ * openDocument and requestSubscribeMessage are the wx shim's recorded stubs
+ * (tests/support/wx-ws.js); uploads (wx.uploadFile) and downloads are real
+ * HTTP against chatd; the files are real (a PNG, an MP3: support/media-files.js).
+ */
+'use strict'
+const fs = require('fs')
+const path = require('path')
+const simulate = require('miniprogram-simulate')
+const { startChatd, liveDescribe } = require('./support/chatd-server')
+const { createWx } = require('./support/wx-ws')
+const { addUpload } = require('./support/wx-upload')
+const { loadApp } = require('./support/app-runtime')
+const { waitFor, barrier, uniqueName, makeClient, httpGet } = require('./support/helpers')
+const { mintToken } = require('./support/jwt')
+const { png, mp3, tempFile } = require('./support/media-files')
+const { shoot } = require('./support/screenshot')
+
+const ROOT = path.resolve(__dirname, '..')
+const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
+const chatPage = load('pages/chat/chat')
+const conversationsPage = load('pages/conversations/conversations')
+const mePage = load('pages/me/me')
+const roomInfoPage = load('pages/room-info/room-info')
+const loginPage = load('pages/login/login')
+const { TOKEN_KEY } = require('../utils/login')
+
+const config = require('../config')
+
+const SECRET = 'jwt-secret-for-miniprogram-media-32b!!'
+const TPL = 'TPL-media-1'
+const MAX_FILE = 4096
+// per user and day: two 3-second voice clips (48 KB each) pass, a third does not
+const QUOTA = 120000
+
+liveDescribe('pictures, voice, files and the push prompt in the pages against a live chatd', () => {
+  let server
+  const clients = []
+  const pages = []
+
+  beforeAll(async () => {
+    server = await startChatd(['--jwt-secret', SECRET, '--max-file-bytes', String(MAX_FILE), '--media-quota-bytes', String(QUOTA), '--push-template', TPL, '--wechat-appid', 'wx-media-test', '--wechat-secret', 'not-used-here'])
+    config.serverUrl = server.url
+  })
+  afterEach(() => {
+    pages.splice(0).forEach((p) => p.instance.onUnload && p.instance.onUnload())
+    clients.splice(0).forEach((c) => c.close())
+    config.pushTemplates = []
+    config.login = 'name'
+    delete global.getApp
+  })
+  afterAll(async () => {
+    if (server) await server.stop()
+  })
+
+  const session = (sub) => ({ token: mintToken(SECRET, { sub, name: sub }), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
+
+  /** Connects `sub` once so chatd knows the user, then closes. */
+  async function known(sub) {
+    const c = makeClient(server.url, { token: session(sub).token })
+    c.client.connect()
+    await waitFor(() => c.client.connected, sub + ' welcomed')
+    c.client.close()
+  }
+
+  /** A launch of the real app.js for `sub`; its wx (with wx.uploadFile) is the global one. */
+  async function launch(sub) {
+    const wx = addUpload(createWx())
+    Object.assign(global.wx, wx)
+    const app = loadApp()
+    const chat = app.startChat(session(sub))
+    clients.push(chat)
+    await waitFor(() => chat.connected && chat.synced, sub + ' synced')
+    return { app, chat, wx }
+  }
+
+  function open(id, options) {
+    const page = simulate.render(id)
+    page.attach(document.createElement('parent-wrapper'))
+    page.instance.onLoad(options || {})
+    pages.push(page)
+    return page
+  }
+
+  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
+  const withMedia = (page, kind) => chatRows(page).filter((r) => r.attachments && r.attachments.some((a) => a.kind === kind))
+  /** Every value of `uploads` that `page` set, in order. */
+  function spyUploads(page) {
+    const seen = []
+    const orig = page.instance.setData.bind(page.instance)
+    page.instance.setData = (p, cb) => {
+      if (p.uploads) seen.push(JSON.parse(JSON.stringify(p.uploads)))
+      return orig(p, cb)
+    }
+    return seen
+  }
+  /** Taps an element of the chat page's composer (class `cls`). */
+  async function tapComposer(page, cls, event, detail) {
+    const composer = page.querySelector('#composer')
+    composer.querySelector('.' + cls).dispatchEvent(event || 'tap', detail)
+    await simulate.sleep(0)
+    return composer
+  }
+
+  test('alice picks a photo from the "+" panel and DMs it to offline bob: pending bubble with progress, then sent; bob’s Chats shows [Image], his chat the thumbnail, a tap previews the original', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    const uploads = spyUploads(page)
+    const photo = tempFile('photo.png', png(64, 48))
+    // as WeChat's chooseMedia: no width/height for a picture (the page asks getImageInfo)
+    wx.mediaChoices.push([{ tempFilePath: photo, size: fs.statSync(photo).size, fileType: 'image' }])
+
+    // the composer: "+" (the box is empty) opens the panel, Photo picks
+    const composer = await tapComposer(page, 'plus')
+    expect(composer.instance.data.panel).toBe(true)
+    await tapComposer(page, 'photo')
+    await waitFor(() => wx.chosen.length === 1, 'chooseMedia')
+    expect(wx.chosen[0]).toMatchObject({ api: 'chooseMedia', count: 9, mediaType: ['image'], sourceType: ['album', 'camera'], sizeType: ['compressed'] })
+    await waitFor(() => uploads.length, 'the pending bubble')
+    expect(uploads[0][0]).toMatchObject({ mine: true, tick: 'sending…', upload: { progress: 0, failed: false }, attachments: [{ kind: 'image', thumb: photo }] })
+    await waitFor(() => uploads.some((list) => list.length && list[0].attachments[0].h === 240), 'the bubble sized from getImageInfo')
+    expect(uploads.find((list) => list.length && list[0].attachments[0].h === 240)[0].attachments[0]).toMatchObject({ w: 320, h: 240 })
+    await waitFor(() => withMedia(page, 'image').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent, the bubble gone')
+    expect(uploads.some((list) => list.length && list[0].upload.progress === 100)).toBe(true) // the progress reached the page
+    expect(wx.uploads.length).toBe(1)
+    expect(wx.uploads[0]).toMatchObject({ filePath: photo, name: 'file', header: { Authorization: expect.stringMatching(/^Bearer /) } })
+    const [sent] = withMedia(page, 'image')
+    expect(sent.attachments[0]).toMatchObject({ kind: 'image', w: 320, h: 240, thumb: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/media\/.+\/thumb\?e=/) })
+    expect(sent.bare).toBe(true)
+    expect(a.conversation('d:' + bob).last).toMatchObject({ media: 'image', text: '' })
+    page.instance.onUnload()
+    pages.splice(0)
+    a.close()
+
+    // bob was offline: his cold start lists "[Image]"
+    const { chat: b, wx: bwx } = await launch(bob)
+    const list = open(conversationsPage)
+    await waitFor(() => (list.data.rows || []).some((r) => r.key === 'd:' + alice), 'the row')
+    expect(list.data.rows.find((r) => r.key === 'd:' + alice)).toMatchObject({ preview: '[Image]', badge: '1' })
+    expect(list.dom.innerHTML).toContain('[Image]')
+
+    const his = open(chatPage, { key: 'd:' + alice })
+    const [row] = withMedia(his, 'image')
+    const att = row.attachments[0]
+    const m = b.timeline('d:' + alice).find((x) => x.attachments)
+    expect(att.thumb).toBe(b.mediaUrl(m.attachments[0].thumb_url))
+    expect(att).toMatchObject({ w: 320, h: 240 })
+    const thumb = await httpGet(att.thumb)
+    expect(thumb.status).toBe(200)
+    expect(thumb.headers['content-type']).toMatch(/^image\//)
+    expect(his.dom.querySelector('.main--thumb') || his.dom.innerHTML.includes('thumb')).toBeTruthy()
+
+    // a tap previews the originals of the conversation's pictures
+    his.instance.onMedia({ detail: { key: row.key, index: 0 } })
+    await waitFor(() => bwx.previews.length === 1, 'previewImage')
+    expect(bwx.previews[0]).toEqual({ current: att.url, urls: [att.url] })
+    const original = await httpGet(att.url)
+    expect(original.status).toBe(200)
+    expect(original.headers['content-type']).toBe('image/png')
+
+    // a thumbnail that did not load (an expired URL) asks chatd for fresh URLs, once
+    const asked = () => bwx.requests.filter((r) => r.url.indexOf('/api/media/' + att.id) >= 0).length
+    await his.instance.onMediaError({ detail: { key: row.key, index: 0 } })
+    expect(asked()).toBe(1)
+    expect(his.instance._fresh[att.id]).toMatchObject({ media_id: att.id, thumb_url: expect.stringContaining('/thumb?e=') })
+    expect(withMedia(his, 'image')[0].attachments[0].thumb).toBe(b.mediaUrl(his.instance._fresh[att.id].thumb_url))
+    await his.instance.onMediaError({ detail: { key: row.key, index: 0 } })
+    expect(asked()).toBe(1)
+    const png1 = shoot(his, 'miniprogram-chat-image', 500)
+    if (png1) expect(fs.statSync(png1).size).toBeGreaterThan(1000)
+  })
+
+  test('hold to talk: a voice message with its duration at both ends, played and stopped on a tap; slid up it is cancelled; too short is not sent', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    const clip = mp3(3)
+    const file = tempFile('voice.mp3', clip.bytes)
+
+    // "Voice" swaps the box for "Hold to talk"; slid up by 100 px and let go: cancelled
+    await tapComposer(page, 'mode')
+    wx.recordings.push({ tempFilePath: file, duration: 2000, fileSize: clip.bytes.length })
+    let composer = await tapComposer(page, 'talk', 'touchstart', { touches: [{ x: 100, y: 600 }] })
+    expect(composer.instance.data.recording).toBe(true)
+    expect(wx.recorder.starts[0]).toMatchObject({ format: 'mp3', duration: 60000 })
+    composer.querySelector('.talk').dispatchEvent('touchmove', { touches: [{ x: 100, y: 500 }] })
+    await simulate.sleep(0)
+    expect(composer.instance.data.cancelling).toBe(true)
+    expect(page.dom.innerHTML).toContain('Release to cancel')
+    composer.querySelector('.talk').dispatchEvent('touchend', { changedTouches: [{ x: 100, y: 500 }] })
+    await waitFor(() => wx.recorder.stops === 1 && !wx.recordings.length, 'the recorder stopped')
+    await simulate.sleep(20)
+    expect(page.data.uploads).toEqual([])
+    expect(wx.uploads.length).toBe(0)
+
+    // a tap-length recording: "Too short"
+    wx.recordings.push({ tempFilePath: file, duration: 300, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => wx.toasts.some((t) => t.title === 'Too short to send'), 'too short')
+    expect(wx.uploads.length).toBe(0)
+
+    // held and let go in place: uploaded and sent; chatd read the duration from the file
+    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    composer = await tapComposer(page, 'talk', 'touchstart', { touches: [{ x: 100, y: 600 }] })
+    composer.querySelector('.talk').dispatchEvent('touchend', { changedTouches: [{ x: 100, y: 590 }] })
+    await waitFor(() => withMedia(page, 'voice').some((r) => r.tick === 'sent'), 'the voice message sent')
+    expect(withMedia(page, 'voice')[0].attachments[0]).toMatchObject({ kind: 'voice', duration: '3"' })
+    const entry = a.timeline('d:' + bob).find((x) => x.attachments)
+    expect(entry.attachments[0]).toMatchObject({ kind: 'voice', mime: 'audio/mpeg' })
+    expect(Math.abs(entry.attachments[0].duration_ms - clip.ms)).toBeLessThan(100)
+    expect(a.conversation('d:' + bob).last.media).toBe('voice')
+    a.close()
+    pages.splice(0).forEach((p) => p.instance.onUnload())
+
+    const { chat: b, wx: bwx } = await launch(bob)
+    expect(b.conversation('d:' + alice).last).toMatchObject({ media: 'voice' })
+    const list = open(conversationsPage)
+    await waitFor(() => (list.data.rows || []).some((r) => r.key === 'd:' + alice && r.preview === '[Voice]'), '[Voice] in the list')
+    const his = open(chatPage, { key: 'd:' + alice })
+    const [row] = withMedia(his, 'voice')
+    expect(row.attachments[0].duration).toBe('3"')
+    expect(his.dom.innerHTML).toContain('3"')
+    expect(row.attachments[0].unplayed).toBe(true)
+    expect(his.dom.innerHTML).toMatch(/class="[^"]*unplayed/)
+    his.instance.onMedia({ detail: { key: row.key, index: 0 } })
+    expect(bwx.audios.length).toBe(1)
+    expect(withMedia(his, 'voice')[0].attachments[0].unplayed).toBeUndefined() // played: the dot goes, on this phone for good
+    expect(bwx.getStorageSync('chatd.voicePlayed')).toEqual([row.attachments[0].id])
+    expect(bwx.audios[0]).toMatchObject({ src: row.attachments[0].url, played: 1 })
+    expect(his.data.playing).toBe(row.attachments[0].id)
+    const audio = await httpGet(row.attachments[0].url)
+    expect(audio.status).toBe(200)
+    expect(audio.headers['content-type']).toBe('audio/mpeg')
+    // a second tap stops it; played to its end it stops by itself
+    his.instance.onMedia({ detail: { key: row.key, index: 0 } })
+    expect(bwx.audios[0]).toMatchObject({ stopped: 1, destroyed: true })
+    expect(his.data.playing).toBe('')
+    his.instance.onMedia({ detail: { key: row.key, index: 0 } })
+    bwx.audios[1]._end()
+    expect(his.data.playing).toBe('')
+  })
+
+  test('files: a file over --max-file-bytes is refused with a toast and nothing is sent; a small one is sent, bob downloads and opens it', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    const big = tempFile('big.pdf', Buffer.alloc(MAX_FILE * 3, 0x41))
+    wx.fileChoices.push([{ path: big, size: MAX_FILE * 3, name: 'big.pdf', type: 'file' }])
+    page.instance.onPick({ detail: { type: 'file' } })
+    await waitFor(() => wx.toasts.length, 'the toast')
+    expect(wx.chosen[0]).toMatchObject({ api: 'chooseMessageFile', type: 'file' })
+    expect(wx.toasts).toEqual([{ title: 'This file is too large to send', icon: 'none' }])
+    expect(page.data.uploads).toEqual([]) // chatd will never take it: no bubble left
+    expect(a.timeline('d:' + bob)).toEqual([])
+
+    const small = tempFile('notes.pdf', Buffer.from('%PDF-1.4 not really a pdf, a file\n'))
+    wx.fileChoices.push([{ path: small, size: fs.statSync(small).size, name: 'notes.pdf', type: 'file' }])
+    await tapComposer(page, 'plus')
+    await tapComposer(page, 'file')
+    await waitFor(() => withMedia(page, 'file').some((r) => r.tick === 'sent'), 'the file sent')
+    expect(withMedia(page, 'file')[0].attachments[0]).toMatchObject({ kind: 'file', name: 'notes.pdf', size: '34 B' })
+    a.close()
+    pages.splice(0).forEach((p) => p.instance.onUnload())
+
+    const { chat: b, wx: bwx } = await launch(bob)
+    await waitFor(() => b.conversation('d:' + alice), 'the DM at bob')
+    expect(b.conversation('d:' + alice).last.media).toBe('file')
+    const his = open(chatPage, { key: 'd:' + alice })
+    const [row] = withMedia(his, 'file')
+    expect(his.dom.innerHTML).toContain('notes.pdf')
+    his.instance.onMedia({ detail: { key: row.key, index: 0 } })
+    await waitFor(() => bwx.documents.length === 1, 'openDocument')
+    expect(bwx.downloads[0]).toMatchObject({ url: row.attachments[0].url, statusCode: 200 })
+    expect(bwx.documents[0]).toMatchObject({ fileType: 'pdf', showMenu: true })
+    expect(fs.readFileSync(bwx.documents[0].filePath, 'utf8')).toBe('%PDF-1.4 not really a pdf, a file\n')
+    expect(bwx.loading.map((l) => l.type)).toEqual(['show', 'hide'])
+  })
+
+  test('refusals and failures: an unreadable picture (bad_image) and the day’s quota (quota_exceeded) are toasts; a failed upload stays "not sent" and a tap retries it', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    // PNG magic, then junk: chatd sniffs an image and cannot decode it
+    const broken = tempFile('broken.png', Buffer.concat([png(8, 8).subarray(0, 33), Buffer.alloc(200, 7)]))
+    wx.mediaChoices.push([{ tempFilePath: broken, size: 233, width: 8, height: 8 }])
+    page.instance.onPick({ detail: { type: 'photo' } })
+    await waitFor(() => wx.toasts.length === 1, 'the bad_image toast')
+    expect(wx.toasts[0]).toEqual({ title: 'This picture cannot be read', icon: 'none' })
+    expect(page.data.uploads).toEqual([])
+
+    // the network fails once: the bubble stays as "not sent"; a tap on it uploads again
+    const clip = mp3(3)
+    const file = tempFile('voice.mp3', clip.bytes)
+    const upload = wx.uploadFile
+    wx.uploadFile = global.wx.uploadFile = (opts) => {
+      wx.uploadFile = global.wx.uploadFile = upload
+      setTimeout(() => opts.fail({ errMsg: 'uploadFile:fail network down' }), 0)
+      return { onProgressUpdate: () => {} }
+    }
+    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => page.data.uploads.length === 1 && page.data.uploads[0].upload.failed, 'the failed bubble')
+    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', status: 'failed', upload: { error: 'Upload failed: check the network and try again' } })
+    expect(wx.toasts[1].title).toBe('Upload failed: check the network and try again')
+    await page.instance.onRetry({ detail: { key: page.data.uploads[0].key } })
+    await waitFor(() => withMedia(page, 'voice').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent on the retry')
+
+    // a second clip passes the quota, a third does not
+    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length }, { tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => withMedia(page, 'voice').filter((r) => r.tick === 'sent').length === 2, 'the second clip sent')
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => wx.toasts.length === 3, 'the quota toast')
+    expect(wx.toasts[2]).toEqual({ title: 'You have sent too much today. Try again later', icon: 'none' })
+    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', upload: { failed: true } }) // may be retried later
+    expect(a.timeline('d:' + bob).filter((x) => x.attachments).length).toBe(2)
+  })
+
+  test('push prompt: after the first DM of the session WeChat’s prompt shows once, the accept reaches chatd; the Me and group info switches', async () => {
+    config.pushTemplates = [TPL]
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    wx.subscribeAnswers.push({ [TPL]: 'accept' })
+    page.instance.onSend({ detail: { text: 'hi bob' } })
+    expect(wx.subscribePrompts).toEqual([{ tmplIds: [TPL] }]) // asked inside the send tap
+    const count = async () => ((await a.pushSubscribe({})).templates.find((t) => t.id === TPL) || { count: 0 }).count
+    // the report is an answered request: once the prompt's promise is through, chatd has it
+    await waitFor(() => a.timeline('d:' + bob).some((x) => x.text === 'hi bob' && x.status === 'sent'), 'the DM acked')
+    const http = async () => (await httpGet(server.httpUrl + '/api/push/subscriptions', { Authorization: 'Bearer ' + session(alice).token })).json()
+    expect(getApp().globalData.pushAsked).toBe(true)
+    let subs = null
+    const deadline = Date.now() + 8000
+    while (!(subs && subs.templates.length) && Date.now() < deadline) {
+      subs = await http()
+      if (!subs.templates.length) await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(subs).toMatchObject({ templates: [{ id: TPL, count: 1 }], rooms: [] })
+    // not again in this session
+    page.instance.onSend({ detail: { text: 'second' } })
+    await barrier({ wx })
+    expect(wx.subscribePrompts.length).toBe(1)
+    expect(await count()).toBe(1)
+
+    // the Me page: "Notify me" shows what is left; switched on it asks again, a refusal adds nothing
+    const me = open(mePage)
+    await waitFor(() => me.data.notifyShown && me.data.notifyLeft === 1, 'Me: 1 left')
+    expect(me.dom.innerHTML).toContain('1 notification left')
+    wx.subscribeAnswers.push({ [TPL]: 'accept' })
+    await me.instance.onNotify({ detail: { value: true } })
+    expect(me.data.notifyLeft).toBe(2)
+    wx.subscribeAnswers.push({ [TPL]: 'reject' })
+    await me.instance.onNotify({ detail: { value: true } })
+    expect(me.data.notifyLeft).toBe(2)
+    expect(wx.subscribePrompts.length).toBe(3)
+    expect(await count()).toBe(2)
+
+    // group info: "Notify me about every message" chooses the room (and asks for one more message)
+    const room = uniqueName('grp')
+    await a.createRoom({ room, kind: 'private', title: 'Team', members: [bob] })
+    const info = open(roomInfoPage, { room })
+    await waitFor(() => info.data.notifyShown && info.data.role === 'owner', 'group info loaded')
+    expect(info.data.notify).toBe(false)
+    wx.subscribeAnswers.push({ [TPL]: 'accept' })
+    await info.instance.onNotify({ detail: { value: true } })
+    expect(info.data.notify).toBe(true)
+    subs = await http()
+    expect(subs).toMatchObject({ templates: [{ id: TPL, count: 3 }], rooms: [room] })
+    await info.instance.onNotify({ detail: { value: false } })
+    expect(info.data.notify).toBe(false)
+    expect((await http()).rooms).toEqual([])
+    expect(wx.subscribePrompts.length).toBe(4) // switching off does not ask
+  })
+
+  test('a notification’s page (?with=) opened before the app has a session: the login (a stored token) and then that conversation, on top of Chats', async () => {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(alice)
+    const wx = createWx()
+    Object.assign(global.wx, wx)
+    const app = loadApp() // a cold launch: no session yet
+    config.login = 'wechat'
+    wx.storage.set(TOKEN_KEY, session(bob))
+    open(chatPage, { with: encodeURIComponent(alice) }) // what chatd puts after --push-page
+    const next = '/pages/chat/chat?key=' + encodeURIComponent('d:' + alice)
+    expect(wx.navigations).toEqual([{ type: 'redirectTo', url: '/pages/login/login?next=' + encodeURIComponent(next) }])
+    open(loginPage, { next: encodeURIComponent(next) }) // WeChat hands the query over as it is in the URL
+    clients.push(app.chat())
+    await waitFor(() => wx.navigations.length === 3, 'Chats, then the conversation')
+    expect(wx.navigations.slice(1)).toEqual([
+      { type: 'switchTab', url: '/pages/conversations/conversations' },
+      { type: 'navigateTo', url: next }
+    ])
+    const page = open(chatPage, { key: encodeURIComponent('d:' + alice) })
+    expect(page.instance.key).toBe('d:' + alice)
+    expect(page.data.dm).toBe(true)
+  })
+})
