@@ -8,6 +8,10 @@
  * `auth` event; the app then logs in again with a fresh `wx.login()` code and
  * reconnects the same instance (rooms and outbox kept). If that fails the
  * login page is shown with the reason.
+ *
+ * A user banned everywhere by a moderator (close 4451: the SDK stops
+ * reconnecting, status closed with reason `banned`) gets the full-screen
+ * suspended page instead (pages/suspended).
  */
 const { ChatClient } = require('./utils/chatd')
 const { wechatLogin, loginUrl, saveToken, clearToken } = require('./utils/login')
@@ -17,7 +21,7 @@ const config = require('./config')
 const RELOGIN_INTERVAL = 10000
 
 App({
-  globalData: { chat: null, name: '', user: '', loginError: '' },
+  globalData: { chat: null, name: '', user: '', loginError: '', suspended: false },
 
   /**
    * Creates (or replaces) the SDK instance and connects it: `session` is a
@@ -40,6 +44,7 @@ App({
       wx
     })
     chat.on('auth', () => this.relogin())
+    chat.on('status', (st) => this._banned(chat, st))
     this.globalData.chat = chat
     this.globalData.name = s.name || ''
     this.globalData.user = s.user || ''
@@ -79,6 +84,14 @@ App({
         this._relogging = null
       })
     return this._relogging
+  },
+
+  /** Close 4451: show "Your account is suspended" (once; the page itself offers "Try again"). */
+  _banned(chat, st) {
+    if (this.globalData.chat !== chat) return
+    const banned = st.state === 'closed' && st.reason === 'banned'
+    if (banned && !this.globalData.suspended) wx.reLaunch({ url: '/pages/suspended/suspended' })
+    if (banned || st.state === 'open') this.globalData.suspended = banned
   },
 
   _loginFailed(message) {
