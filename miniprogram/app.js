@@ -45,6 +45,10 @@ App({
     })
     chat.on('auth', () => this.relogin())
     chat.on('status', (st) => this._banned(chat, st))
+    chat.on('synced', () => {
+      // chatd welcomes a banned user before it closes with 4451: only a sync proves it let us in
+      if (this.globalData.chat === chat) this.globalData.suspended = false
+    })
     this.globalData.chat = chat
     this.globalData.name = s.name || ''
     this.globalData.user = s.user || ''
@@ -90,8 +94,9 @@ App({
   _banned(chat, st) {
     if (this.globalData.chat !== chat) return
     const banned = st.state === 'closed' && st.reason === 'banned'
-    if (banned && !this.globalData.suspended) wx.reLaunch({ url: '/pages/suspended/suspended' })
-    if (banned || st.state === 'open') this.globalData.suspended = banned
+    if (!banned || this.globalData.suspended) return
+    this.globalData.suspended = true
+    wx.reLaunch({ url: '/pages/suspended/suspended' })
   },
 
   _loginFailed(message) {

@@ -18,6 +18,7 @@ Component({
     onShow() {
       const chat = getApp().chat()
       if (!chat) return
+      this.chat = chat
       const w = chat.welcome || {}
       this.setData({
         name: w.name || getApp().globalData.name || '',
@@ -35,7 +36,7 @@ Component({
     /** "Unmute everywhere" / "Unban" for the user id typed in. */
     _lift(call, done) {
       const user = (this.data.target || '').trim()
-      const chat = getApp().chat()
+      const chat = this.chat
       if (!user || !chat) return Promise.resolve(null)
       return call(chat, user).then(
         (answer) => {

@@ -185,11 +185,16 @@ Component({
     _moderate(m) {
       return moderateActions(this.data.role, m, this.chat.user, { moderator: isModerator(this.chat.token), mutedUntil: this._muted()[m.user] || 0 })
     },
+    /** A room mute or unmute, then a sync: chatd sends its event to the others, not to me. */
+    _roomMute(p, done) {
+      const chat = this.chat
+      return this._run(p.then((r) => chat.sync().then(() => r, () => r)), done)
+    },
     _modAct(action, m) {
       const chat = this.chat
       const mute = MUTES.find((x) => x.id === action)
-      if (mute) return this._run(chat.muteUser(this.room, m.user, mute.seconds), 'Muted')
-      if (action === 'unmute') return this._run(chat.unmuteUser(this.room, m.user), 'Unmuted')
+      if (mute) return this._roomMute(chat.muteUser(this.room, m.user, mute.seconds), 'Muted')
+      if (action === 'unmute') return this._roomMute(chat.unmuteUser(this.room, m.user), 'Unmuted')
       if (action === 'muteAll') return pick(wx, GLOBAL_MUTES).then((d) => d && this._run(chat.muteUser(null, m.user, d.seconds), 'Muted everywhere'))
       if (action === 'banAll') {
         return pick(wx, BANS).then(
