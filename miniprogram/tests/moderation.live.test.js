@@ -5,12 +5,14 @@
  * the chat page's long-press (checked in the queue of the HTTP API), a room mute
  * and unmute from group info (the muted member's composer), a global moderator
  * (a token with `"mod": true`) muting everywhere, lifting it from the Me page,
- * and banning: the banned user's app shows the suspended screen.
+ * and banning: the banned user's app shows the suspended screen, and a banned
+ * user's WeChat login (chatd's 403 `banned`) says so on the login page.
  */
 'use strict'
 const path = require('path')
 const simulate = require('miniprogram-simulate')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
+const { startWechat } = require('./support/wechat-standin')
 const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
 const { waitFor, holdsFor, uniqueName, makeClient } = require('./support/helpers')
@@ -24,19 +26,23 @@ const chatPage = load('pages/chat/chat')
 const roomInfoPage = load('pages/room-info/room-info')
 const mePage = load('pages/me/me')
 const suspendedPage = load('pages/suspended/suspended')
+const loginPage = load('pages/login/login')
 
 const config = require('../config')
 
 const SECRET = 'jwt-secret-for-miniprogram-moderation-32b'
 const API_KEY = 'api-key-for-miniprogram-moderation'
+const APP_SECRET = 'app-secret-for-miniprogram-moderation'
 
 liveDescribe('moderation screens against a live chatd', () => {
   let server
+  let wechat
   const clients = []
   const pages = []
 
   beforeAll(async () => {
-    server = await startChatd(['--jwt-secret', SECRET, '--api-key', API_KEY])
+    wechat = await startWechat(APP_SECRET)
+    server = await startChatd(['--jwt-secret', SECRET, '--api-key', API_KEY, '--wechat-appid', 'wx123', '--wechat-api', wechat.url], null, { CHATD_WECHAT_SECRET: APP_SECRET })
     config.serverUrl = server.url
   })
   afterEach(() => {
@@ -46,6 +52,7 @@ liveDescribe('moderation screens against a live chatd', () => {
   })
   afterAll(async () => {
     if (server) await server.stop()
+    if (wechat) await wechat.close()
   })
 
   const session = (sub, claims) => ({ token: mintToken(SECRET, Object.assign({ sub, name: sub }, claims)), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
@@ -80,11 +87,13 @@ liveDescribe('moderation screens against a live chatd', () => {
     return page
   }
 
-  /** The operator's HTTP API (`Authorization: apikey K`): GET `p` → parsed body. */
-  function api(p) {
+  /** The operator's HTTP API (`Authorization: apikey K`): GET `p` (POST with `data`) → parsed body. */
+  function api(p, data) {
     return new Promise((resolve, reject) =>
       createWx().request({
         url: server.httpUrl + p,
+        method: data ? 'POST' : 'GET',
+        data,
         header: { Authorization: 'apikey ' + API_KEY },
         success: (r) => (r.statusCode === 200 ? resolve(r.data) : reject(new Error('HTTP ' + r.statusCode + ' ' + JSON.stringify(r.data)))),
         fail: (e) => reject(new Error(e.errMsg))
@@ -212,9 +221,16 @@ liveDescribe('moderation screens against a live chatd', () => {
     composer.onSend()
     await waitFor(() => byText(his, 'thanks') && byText(his, 'thanks').tick === 'sent', 'sent after the unmute')
 
+    // a mute ends by itself: the page's timer turns the composer back on at its until
+    const short = await a.muteUser(room, bob, 1)
+    await waitFor(() => his.data.muteNotice, 'the one-second mute')
+    await waitFor(() => !his.data.muteNotice, 'the mute over at its until', 5000)
+    expect(Date.now()).toBeGreaterThanOrEqual(short.muted_until)
+    expect(composer.data.disabled).toBe(false)
+
     // a page opened while muted starts with the composer off
     await a.muteUser(room, bob, 3600)
-    await waitFor(() => chat.timeline(key).filter((x) => x.event === 'muted').length === 2, 'the second mute at bob')
+    await waitFor(() => chat.timeline(key).filter((x) => x.event === 'muted').length === 3, 'the third mute at bob')
     const again = open(chatPage, { key }, chat)
     expect(again.data.muteNotice).toMatch(/^You are muted until /)
     expect(again.instance.selectComponent('#composer').data.disabled).toBe(true)
@@ -291,5 +307,28 @@ liveDescribe('moderation screens against a live chatd', () => {
     await waitFor(() => wx.navigations.some((n) => n.type === 'switchTab' && n.url === '/pages/conversations/conversations'), 'back to Chats')
     expect(chat.connected).toBe(true)
     expect(app.globalData.suspended).toBe(false)
+  })
+
+  test('a banned user’s WeChat login: the login page says the account is suspended', async () => {
+    const code = uniqueName('banned')
+    expect(await api('/api/users/' + encodeURIComponent('wx:o-' + code) + '/ban', { seconds: 600, by: 'mod-test' })).toMatchObject({ user: 'wx:o-' + code })
+    const mode = config.login
+    config.login = 'wechat'
+    try {
+      const wx = createWx({ codes: [code] })
+      Object.assign(global.wx, wx)
+      loadApp()
+      const page = simulate.render(loginPage)
+      page.attach(document.createElement('parent-wrapper'))
+      pages.push(page)
+      page.instance.onLoad({})
+      await page.instance.onWechat()
+      expect(page.data.error).toBe('This account is suspended by a moderator.')
+      expect(page.data.canRetry).toBe(false)
+      expect(page.dom.innerHTML).toContain('This account is suspended by a moderator.')
+      expect(wx.navigations.filter((n) => n.type === 'switchTab')).toEqual([])
+    } finally {
+      config.login = mode
+    }
   })
 })
