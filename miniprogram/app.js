@@ -52,6 +52,7 @@ App({
     this.globalData.chat = chat
     this.globalData.name = s.name || ''
     this.globalData.user = s.user || ''
+    this.globalData.suspended = false
     this._lastRelogin = 0
     chat.connect()
     return chat
