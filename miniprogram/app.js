@@ -8,6 +8,10 @@
  * `auth` event; the app then logs in again with a fresh `wx.login()` code and
  * reconnects the same instance (rooms and outbox kept). If that fails the
  * login page is shown with the reason.
+ *
+ * A user banned everywhere by a moderator (close 4451: the SDK stops
+ * reconnecting, status closed with reason `banned`) gets the full-screen
+ * suspended page instead (pages/suspended).
  */
 const { ChatClient } = require('./utils/chatd')
 const { wechatLogin, loginUrl, saveToken, clearToken } = require('./utils/login')
@@ -18,7 +22,7 @@ const RELOGIN_INTERVAL = 10000
 
 App({
   // pushAsked: the notification prompt after a first DM was shown in this session (utils/push.js)
-  globalData: { chat: null, name: '', user: '', loginError: '', pushAsked: false },
+  globalData: { chat: null, name: '', user: '', loginError: '', pushAsked: false, suspended: false },
 
   /**
    * Creates (or replaces) the SDK instance and connects it: `session` is a
@@ -41,9 +45,15 @@ App({
       wx
     })
     chat.on('auth', () => this.relogin())
+    chat.on('status', (st) => this._banned(chat, st))
+    chat.on('synced', () => {
+      // chatd welcomes a banned user before it closes with 4451: only a sync proves it let us in
+      if (this.globalData.chat === chat) this.globalData.suspended = false
+    })
     this.globalData.chat = chat
     this.globalData.name = s.name || ''
     this.globalData.user = s.user || ''
+    this.globalData.suspended = false
     this._lastRelogin = 0
     chat.connect()
     return chat
@@ -80,6 +90,15 @@ App({
         this._relogging = null
       })
     return this._relogging
+  },
+
+  /** Close 4451: show "Your account is suspended" (once; the page itself offers "Try again"). */
+  _banned(chat, st) {
+    if (this.globalData.chat !== chat) return
+    const banned = st.state === 'closed' && st.reason === 'banned'
+    if (!banned || this.globalData.suspended) return
+    this.globalData.suspended = true
+    wx.reLaunch({ url: '/pages/suspended/suspended' })
   },
 
   _loginFailed(message) {

@@ -58,9 +58,13 @@ test('message rows: ticks for DMs and rooms, recall tombstones with re-edit, quo
   expect(v.eventText({ event: 'role', user: 'bob', role: 'admin' }, 'me', {})).toBe('bob is now an admin')
   expect(v.eventText({ event: 'role', user: 'me', role: 'owner' }, 'me', {})).toBe('You are now the owner')
   expect(v.eventText({ event: 'room_updated', by: 'bob', changes: { title: 'X' } }, 'me', { bob: 'Bob' })).toBe('Bob changed the group name to "X"')
+  const at = new Date(2026, 11, 3, 15, 0).getTime()
+  expect(v.eventText({ event: 'muted', user: 'bob', by: 'me', until: at + 600000, ts: at }, 'me', { bob: 'Bob' })).toBe('You muted Bob until 15:10')
+  expect(v.eventText({ event: 'muted', user: 'me', by: 'bob', until: at + 86400000, ts: at }, 'me', { bob: 'Bob' })).toBe('Bob muted you until 12/4 15:00')
+  expect(v.eventText({ event: 'unmuted', user: 'me', by: 'bob' }, 'me', { bob: 'Bob' })).toBe('Bob unmuted you')
 })
 
-test('long-press actions: edit and recall only for my own messages inside the window', () => {
+test('long-press actions: report for someone else\'s message; edit and recall only for my own inside the window', () => {
   const row = { type: 'message', seq: 3, mine: true, ts: NOW - 1000, text: 'hi' }
   const ids = (r, now) => v.messageActions(r, now, 120000).map((a) => a.id)
   // a picture without text: nothing to copy or edit
@@ -69,7 +73,7 @@ test('long-press actions: edit and recall only for my own messages inside the wi
   expect(ids(Object.assign({}, pic, { seq: null }), NOW)).toEqual([])
   expect(ids(row, NOW)).toEqual(['reply', 'copy', 'react', 'edit', 'recall'])
   expect(ids(row, NOW + 120000)).toEqual(['reply', 'copy', 'react'])
-  expect(ids(Object.assign({}, row, { mine: false }), NOW)).toEqual(['reply', 'copy', 'react'])
+  expect(ids(Object.assign({}, row, { mine: false }), NOW)).toEqual(['reply', 'copy', 'react', 'report'])
   expect(ids(Object.assign({}, row, { seq: null }), NOW)).toEqual(['copy'])
   expect(ids({ type: 'event', seq: 2 }, NOW)).toEqual([])
 })
@@ -88,6 +92,8 @@ test('member actions follow the role table: owner sets roles, admins remove thos
   expect(v.failureText({ op: 'recall', error: 'too_late' })).toBe('It is too late to recall this message')
   expect(v.failureText({ kind: 'dm', error: 'no_such_user' })).toBe('There is no such user')
   expect(v.failureText({ kind: 'room', error: 'too_large' })).toBe('Could not send: too_large')
+  expect(v.failureText({ kind: 'room', error: 'muted', muted_until: NOW + 600000 }, NOW)).toBe('You are muted for 10 min')
+  expect(v.failureText({ kind: 'op', op: 'react', error: 'muted' }, NOW)).toBe('You are muted')
   expect(v.mentionsIn('hi @Bob and @Carol', [{ user: 'b', name: 'Bob' }, { user: 'c', name: 'Cat' }])).toEqual(['b'])
 })
 

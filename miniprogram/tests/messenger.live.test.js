@@ -285,7 +285,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     expect(q).toMatchObject({ name: alice, mine: false })
 
     await choose(wx, ['Copy'], () => his.instance.onRowAction({ detail: { key: q.key } }))
-    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Reply', 'Copy', 'React'])
+    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Reply', 'Copy', 'React', 'Report'])
     await waitFor(() => wx.clipboard.includes('noon?'), 'copied')
 
     await choose(wx, ['Reply'], () => his.instance.onRowAction({ detail: { key: q.key } }))
@@ -501,7 +501,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
 
     // bob becomes admin; the group is renamed
     await choose(wx, ['Make admin'], () => info.instance.onMember({ detail: { user: bob } }))
-    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Send a message', 'Make admin', 'Make owner', 'Remove from group', 'Ban'])
+    expect(wx.sheets[wx.sheets.length - 1].itemList).toEqual(['Send a message', 'Make admin', 'Make owner', 'Remove from group', 'Ban', 'Moderate…'])
     await waitFor(() => (info.data.members.find((m) => m.user === bob) || {}).role === 'admin', 'bob is admin')
     await waitFor(() => b.client.conversation(key).role === 'admin', 'bob knows')
     info.instance.onEditTitle({ detail: { value: 'Core team' } })

@@ -496,6 +496,7 @@ class ConversationStore {
     const e = { seq: f.seq, event: f.kind, user: f.user, by: f.by, ts: f.ts }
     if (f.role !== undefined) e.role = f.role
     if (f.changes !== undefined) e.changes = f.changes
+    if (f.until !== undefined) e.until = f.until // muted (docs/protocol.md, "Moderation")
     return e
   }
 
@@ -2430,6 +2431,7 @@ return {
   SeqTracker,
   ConversationStore,
   convKey,
-  convTarget
+  convTarget,
+  entryKey
 }
 })

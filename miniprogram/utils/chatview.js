@@ -8,6 +8,7 @@
 
 const { clock } = require('./conversation')
 const { mediaPreview, attachmentRow } = require('./media')
+const { mutedToast, untilText } = require('./moderation')
 
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat']
 const DAY = 86400000
@@ -114,6 +115,10 @@ function eventText(e, me, names) {
       return By + ' banned ' + who
     case 'unbanned':
       return By + ' unbanned ' + who
+    case 'muted':
+      return By + ' muted ' + who + (typeof e.until === 'number' ? ' until ' + untilText(e.until, e.ts || e.until) : '')
+    case 'unmuted':
+      return By + ' unmuted ' + who
     case 'role':
       return Who + (e.user === me ? ' are' : ' is') + ' now ' + (e.role === 'admin' ? 'an admin' : e.role === 'owner' ? 'the owner' : 'a member')
     case 'room_updated': {
@@ -185,7 +190,8 @@ const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏']
 
 /**
  * The long-press actions for message row `row`: reply and copy for every sent
- * message, react, and edit and recall for my own inside the recall window.
+ * message, react, report for someone else's, and edit and recall for my own
+ * inside the recall window.
  * Returns `[{id, label}]`.
  */
 function messageActions(row, now, recallWindowMs) {
@@ -196,6 +202,7 @@ function messageActions(row, now, recallWindowMs) {
   const out = [{ id: 'reply', label: 'Reply' }]
   if (text) out.push({ id: 'copy', label: 'Copy' })
   out.push({ id: 'react', label: 'React' })
+  if (!row.mine) out.push({ id: 'report', label: 'Report' }) // utils/moderation.js reportMessage
   if (row.mine && now - row.ts <= recallWindowMs) {
     if (text) out.push({ id: 'edit', label: 'Edit' })
     out.push({ id: 'recall', label: 'Recall' })
@@ -261,9 +268,10 @@ function groupTitle(names) {
   return t.length > 64 ? t.slice(0, 63) + '…' : t
 }
 
-/** The words of a failed operation, as a toast. */
-function failureText(e) {
+/** The words of a failed operation, as a toast (`now`: for how long a mute lasts). */
+function failureText(e, now) {
   const op = e.op || 'send'
+  if (e.error === 'muted') return mutedToast(e.muted_until, now)
   if (e.error === 'too_late') return 'It is too late to ' + op + ' this message'
   if (e.error === 'forbidden') return 'You may not ' + op + ' this message'
   if (e.error === 'no_such_message') return 'That message is gone'

@@ -24,7 +24,8 @@ const MESSAGES = {
   wechat_unreachable: ['The chat server could not reach WeChat. Please try again.', true],
   wechat_error: ['WeChat returned an error. Please try again later.', true],
   bad_request: ['The app sent a malformed login request.', false],
-  not_enabled: ['WeChat login is not enabled on this chat server.', false]
+  not_enabled: ['WeChat login is not enabled on this chat server.', false],
+  banned: ['This account is suspended by a moderator.', false]
 }
 
 /** The http(s) origin of the chat server, derived from its ws(s):// address. */
@@ -124,4 +125,20 @@ function clearToken(wxApi) {
   }
 }
 
-module.exports = { TOKEN_KEY, MESSAGES, httpBase, loginUrl, wechatLogin, loadToken, saveToken, clearToken }
+/**
+ * Log out (the Me tab, the suspended screen): close the connection, forget the
+ * stored session, conversation cache and token (`close()` writes the session,
+ * so `forget()` comes after it), and `reLaunch` the login page.
+ */
+function logout(app, wxApi) {
+  const chat = app.chat()
+  if (chat) {
+    chat.close()
+    chat.forget()
+  }
+  app.globalData.chat = null
+  clearToken(wxApi)
+  wxApi.reLaunch({ url: '/pages/login/login' })
+}
+
+module.exports = { TOKEN_KEY, MESSAGES, httpBase, loginUrl, wechatLogin, loadToken, saveToken, clearToken, logout }

@@ -39,6 +39,7 @@ const { chunkOf, fromForLast, layout, diff } = require('../../utils/window')
 const { typingTracker } = require('../../utils/typing')
 const media = require('../../utils/media')
 const push = require('../../utils/push')
+const { reportMessage, muteTracker, mutedNotice } = require('../../utils/moderation')
 
 /** How long "X is typing…" stays after the last typing frame (ms). */
 const TYPING_MS = 4000
@@ -95,6 +96,7 @@ Component({
     mention: null,
     typingUsers: [],
     removed: '',
+    muteNotice: '',
     error: '',
     uploads: [],
     playing: ''
@@ -177,9 +179,11 @@ Component({
           const mine = e.kind === 'op' ? e.key === key : (e.kind === 'dm' ? 'd:' + e.to : 'r:' + e.room) === key
           if (!mine) return
           if (e.op === 'recall') delete this._reedit[e.seq]
-          wx.showToast({ title: failureText(e), icon: 'none' })
+          wx.showToast({ title: failureText(e, Date.now()), icon: 'none' })
         })
       ]
+      // muted by a moderator: the composer is off until the mute ends (utils/moderation.js)
+      this._mute = muteTracker(chat, key, (until) => this.setData({ muteNotice: until ? mutedNotice(until, Date.now()) : '' }), { now: Date.now, setTimeout, clearTimeout })
       this._render()
       if (!items.length && chat.connected) this.onTop()
     },
@@ -207,6 +211,7 @@ Component({
       ;(this._offs || []).forEach((off) => off())
       this._offs = []
       if (this._typing) this._typing.clear()
+      if (this._mute) this._mute.stop()
     },
     /** Puts `text` into the composer (a draft, a message to edit, an @mention). */
     _setText(text) {
@@ -420,7 +425,14 @@ Component({
       } else if (action === 'recall') {
         this._reedit[row.seq] = row.text
         chat.recall(this.key, row.seq)
+      } else if (action === 'report') {
+        return reportMessage(wx, chat, this.key, row.seq)
       }
+      return null
+    },
+    /** The "You are muted" notice tapped: try sending again (a global unmute sends no event). */
+    onMutedTap() {
+      if (this._mute) this._mute.clear()
     },
     onReact(e) {
       this.chat.react(this.key, e.detail.seq, e.detail.emoji)

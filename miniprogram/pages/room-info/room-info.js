@@ -4,7 +4,10 @@
  * title and topic (`updateRoom`) and invite (private rooms; any member in a
  * public one) from the people I have DMs with or by user id; a tap on a member
  * offers what my role allows (utils/chatview.js memberActions: message,
- * make/remove admin, hand over, remove, ban). Anyone can leave (the owner
+ * make/remove admin, hand over, remove, ban, and "Moderate…": room mutes for
+ * owners and admins, global mutes and bans for global moderators, see
+ * utils/moderation.js). Muted members are marked "Muted until HH:MM" (from the
+ * room's muted/unmuted events). Anyone can leave (the owner
  * after handing the group over, as chatd requires). The page reloads on the
  * room's events and says so when I am no longer a member. "Notify me about
  * every message" (token users) adds the group to my offline-push rooms
@@ -15,6 +18,7 @@ const config = require('../../config')
 const push = require('../../utils/push')
 const { memberActions, mayManage, dmPeers, learnNames } = require('../../utils/chatview')
 const { confirmLeave } = require('../../utils/groups')
+const { moderateActions, mutedUsers, nextExpiry, mutedMark, isModerator, pick, MUTES, GLOBAL_MUTES, BANS } = require('../../utils/moderation')
 
 const KINDS = { private: 'Private group · invite only', public: 'Public group · anyone can join' }
 
@@ -94,6 +98,20 @@ Component({
     },
     onUnload() {
       ;(this._offs || []).forEach((off) => off())
+      clearTimeout(this._expiry)
+    },
+    /** `{user: until}` of the members muted in the room now (its timeline's events). */
+    _muted() {
+      return mutedUsers(this.chat.timeline('r:' + this.room), Date.now())
+    },
+    /** `members` with the "Muted until …" marks; a timer takes a mark off when its mute ends. */
+    _marked(members) {
+      const now = Date.now()
+      const muted = this._muted()
+      clearTimeout(this._expiry)
+      const next = nextExpiry(muted)
+      if (next) this._expiry = setTimeout(() => this.setData({ members: this._marked(this.data.members) }), next - now + 50)
+      return members.map((m) => Object.assign({}, m, { muted: muted[m.user] ? mutedMark(muted[m.user], now) : '' }))
     },
     /** Loads room_info and the member list. */
     reload() {
@@ -115,7 +133,7 @@ Component({
             kindText: KINDS[info.kind] || info.kind,
             count: info.members,
             role,
-            members,
+            members: this._marked(members),
             canEdit: mayManage(role, info.kind, 'edit'),
             canInvite: mayManage(role, info.kind, 'invite'),
             editTitle: info.title || '',
@@ -169,6 +187,7 @@ Component({
       const m = this.data.members.find((x) => x.user === e.detail.user)
       if (!m || this.data.removed) return
       const actions = memberActions(this.data.role, m, this.chat.user)
+      if (this._moderate(m).length) actions.push({ id: 'moderate', label: 'Moderate…' })
       if (!actions.length) return
       wx.showActionSheet({
         itemList: actions.map((a) => a.label),
@@ -183,6 +202,7 @@ Component({
       if (action === 'admin' || action === 'member') return this._run(chat.setRole(room, m.user, action))
       if (action === 'kick') return this._run(chat.kick(room, m.user), 'Removed')
       if (action === 'ban') return this._run(chat.ban(room, m.user), 'Banned')
+      if (action === 'moderate') return pick(wx, this._moderate(m)).then((a) => a && this._modAct(a.id, m))
       if (action === 'owner') {
         wx.showModal({
           title: 'Hand the group over',
@@ -191,6 +211,37 @@ Component({
             if (res.confirm) this._run(chat.setRole(room, m.user, 'owner'))
           }
         })
+      }
+      return null
+    },
+    /** The "Moderate…" sheet for member `m`. */
+    _moderate(m) {
+      return moderateActions(this.data.role, m, this.chat.user, { moderator: isModerator(this.chat.token), mutedUntil: this._muted()[m.user] || 0 })
+    },
+    /** A room mute or unmute, then a sync: chatd sends its event to the others, not to me. */
+    _roomMute(p, done) {
+      const chat = this.chat
+      return this._run(p.then((r) => chat.sync().then(() => r, () => r)), done)
+    },
+    _modAct(action, m) {
+      const chat = this.chat
+      const mute = MUTES.find((x) => x.id === action)
+      if (mute) return this._roomMute(chat.muteUser(this.room, m.user, mute.seconds), 'Muted')
+      if (action === 'unmute') return this._roomMute(chat.unmuteUser(this.room, m.user), 'Unmuted')
+      if (action === 'muteAll') return pick(wx, GLOBAL_MUTES).then((d) => d && this._run(chat.muteUser(null, m.user, d.seconds), 'Muted everywhere'))
+      if (action === 'banAll') {
+        return pick(wx, BANS).then(
+          (d) =>
+            d &&
+            new Promise((resolve) => {
+              wx.showModal({
+                title: 'Ban everywhere',
+                content: (m.name || m.user) + ' is logged out and cannot use chat (' + d.label.toLowerCase() + ').',
+                success: (res) => resolve(res.confirm ? this._run(chat.banUser(m.user, d.seconds || undefined), 'Banned everywhere') : null),
+                fail: () => resolve(null)
+              })
+            })
+        )
       }
       return null
     },

@@ -17,18 +17,19 @@ function render(id, props) {
   return comp
 }
 
-test('member-grid: one cell per member with initial, name, (you), role label; tap → select', async () => {
+test('member-grid: one cell per member with initial, name, (you), role label, mute mark; tap → select', async () => {
   const comp = render(gridId, {
     me: 'wx:o-a',
     members: [
       { user: 'wx:o-a', name: 'alice', role: 'owner', online: true },
-      { user: 'wx:o-b', name: 'Bob', role: 'admin', online: false },
+      { user: 'wx:o-b', name: 'Bob', role: 'admin', online: false, muted: 'Muted until 15:40' },
       { user: 'wx:o-c', name: '', role: 'member', online: true }
     ]
   })
   expect(qa(comp, 'avatar').map((n) => n.textContent)).toEqual(['A', 'B', 'W'])
   expect(qa(comp, 'name').map((n) => n.textContent)).toEqual(['alice (you)', 'Bob', 'wx:o-c'])
   expect(qa(comp, 'role').map((n) => n.textContent)).toEqual(['Owner', 'Admin'])
+  expect(qa(comp, 'muted').map((n) => n.textContent)).toEqual(['Muted until 15:40'])
   expect(qa(comp, 'avatar')[1].className).not.toContain('online')
   const picked = []
   comp.addEventListener('select', (e) => picked.push(e.detail.user))
