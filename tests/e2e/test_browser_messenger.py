@@ -240,8 +240,8 @@ def test_private_room_create_invite_mention_read_by_and_kick(users, artifacts):
     alice.page.click("#m-create-submit")
     alice.page.wait_for_function("() => document.getElementById('m-title').textContent === 'Team'")
     assert alice.page.text_content("#m-sub").startswith("Private room")
-    bob.conv("r:team").wait_for()
-    assert bob.conv("r:team").locator(".m-conv-title").text_content() == "Team"
+    # listed at `subscribed`, titled once the client's sync brought the room in
+    bob.conv("r:team").locator(".m-conv-title:text-is('Team')").wait_for()
 
     alice.page.click("#m-info-btn")
     alice.page.wait_for_selector('#m-info-members li[data-user="bob"]')
@@ -308,8 +308,10 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     """A public room: carol joins it by name; the owner makes bob an admin; bob mutes
     it (the list shows it muted, its unread stays out of the tab title) and a reload
     keeps the token, the list and the mute; carol leaves it from the room info, the
-    owner cannot while others remain; a ban drops it from bob's page; a recall after
-    chatd's window is refused and said so, the message stays."""
+    owner cannot while others remain; a ban drops it from bob's page and the owner
+    unbans him from the room info; after chatd's recall window (from `welcome`) the
+    Recall button is gone, and a recall sent anyway is refused and said so, the
+    message stays."""
     known(users, "bob", "carol")
     alice, bob, carol = users("alice"), users("bob"), users("carol")
 
@@ -380,15 +382,35 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     bob.page.wait_for_selector("#toast:has-text('You were banned from #club')")
     alice.page.wait_for_selector("#m-items li.m-event:text-is('You banned bob')")
 
-    # a recall after chatd's window (1 s here) is refused: too_late, text kept
+    # unban: bob is listed as banned in the room info; unbanned, he may join again
+    alice.page.wait_for_selector('#m-banned:not([hidden]) #m-banned-list li[data-user="bob"]')
+    alice.page.click('#m-banned-list li[data-user="bob"] [data-action="unban"]')
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You unbanned bob')")
+    alice.page.wait_for_selector('#m-banned-list li[data-user="bob"]', state="detached")
+    bob.page.fill("#m-open", "#club")
+    bob.page.press("#m-open", "Enter")
+    bob.conv("r:club").wait_for()
+    # and by user id (carol, who left, banned meanwhile); one not banned is refused
+    alice.page.evaluate("() => window.chatd.messenger.ban('r:club', 'carol')")
+    alice.page.wait_for_selector('#m-banned-list li[data-user="carol"]')
+    alice.page.fill("#m-unban-user", "carol")
+    alice.page.press("#m-unban-user", "Enter")
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You unbanned carol')")
+    alice.page.wait_for_function("() => document.getElementById('m-unban-user').value === ''")
+    alice.page.fill("#m-unban-user", "carol")
+    alice.page.press("#m-unban-user", "Enter")
+    alice.page.wait_for_selector("#m-info-error:has-text('Refused: ')")
+
+    # after chatd's recall window (1 s here) the Recall button goes; a recall
+    # sent anyway is refused: too_late, text kept
     alice.dm("bob")
     alice.say("too late to take back")
     late = alice.sent("too late to take back")
-    ts = alice.page.evaluate(
-        "() => window.chatd.state.client.timeline('d:bob').filter(m => m.mine).pop().ts"
-    )
-    alice.page.wait_for_function("ts => Date.now() > ts + 1500", arg=ts)
-    alice.act(late, "recall")
+    late.hover()
+    late.locator('.m-actions [data-action="recall"]').wait_for()
+    late.locator('.m-actions [data-action="recall"]').wait_for(state="detached")
+    seq = int(late.get_attribute("data-seq"))
+    alice.page.evaluate("seq => window.chatd.state.client.recall('d:bob', seq)", seq)
     alice.page.wait_for_selector("#toast:has-text('Too late to recall')")
     assert alice.message("too late to take back", "alice").count() == 1
     assert alice.page.locator("#m-items li.m-recalled").count() == 0
@@ -474,7 +496,10 @@ def test_markup_is_text_and_a_bad_token_is_reported(users, server):
     alice.page.click("#m-create-submit")
     bob.conv("r:evil").locator(".m-conv-title:text-is('<i>Team</i>')").wait_for()
     for page in (alice, bob):
-        made = "#messenger img, :is(#m-items, #m-convs, #m-title, #m-quote-text) :is(b, i)"
+        made = (
+            "#messenger img:not(#m-lightbox-img),"
+            " :is(#m-items, #m-convs, #m-title, #m-quote-text) :is(b, i)"
+        )
         assert page.page.locator(made).count() == 0
         assert page.dialogs == []
 
@@ -500,7 +525,10 @@ def test_markup_is_text_and_a_bad_token_is_reported(users, server):
 
 def test_the_pages_rules(users):
     """The pure rules of static/app-state.js, run in the page: badge and title counts,
-    previews, ticks, event lines, who may recall, @mention parsing."""
+    previews (attachments too), ticks, event lines, who may recall (the client's
+    canRecall, from welcome's recall_window), @mention parsing, how attachments are
+    shown (only chatd's /media/ paths are used as URLs), the rendering window and
+    the banned users the timeline shows."""
     page = users("alice").page
     got = page.evaluate(
         """() => {
@@ -514,7 +542,11 @@ def test_the_pages_rules(users):
           M.preview({key: 'r:t', last: {from: 'alice', text: 'hi'}}, 'alice').text,
           M.preview({key: 'd:bob', last: {from: 'bob', text: '', recalled: true}}, 'alice').text,
           M.preview({key: 'd:bob', draft: 'wip', last: null}, 'alice'),
-          M.preview({key: 'd:bob', last: null}, 'alice').text],
+          M.preview({key: 'd:bob', last: null}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'bob', text: '', media: 'image'}}, 'alice').text,
+          M.preview({key: 'r:t', last: {from: 'bob', name: 'Bob', text: 'hear', media: 'voice'}}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'alice', text: '', media: 'file'}}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'bob', text: '', media: 'video'}}, 'alice').text],
         tick: [M.tick(mine({status: 'read'}), true), M.tick(mine({status: 'sent'}), true),
                M.tick(mine({status: 'read', readBy: 3}), false), M.tick(mine({status: 'sent', readBy: 0}), false),
                M.tick(mine({status: 'pending'}), true), M.tick({status: 'sent'}, true)],
@@ -524,11 +556,39 @@ def test_the_pages_rules(users):
           M.eventText({event: 'role', user: 'bob', by: 'alice', role: 'admin'}, 'carol'),
           M.eventText({event: 'room_updated', by: 'bob', changes: {title: 'T'}}, 'carol'),
           M.eventText({event: 'left', user: 'bob'}, 'carol')],
-        recall: [M.canRecall(mine({}), 'member', 2000), M.canRecall(mine({}), 'member', 200000),
-                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'admin', 200000),
-                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'member', 2000),
-                 M.canRecall(mine({recalled: {by: 'alice'}}), 'owner', 2000),
-                 M.canRecall(mine({seq: null}), 'member', 2000)],
+        recall: ((client) => {
+          const now = Date.now()
+          const own = (x) => Object.assign({seq: 5, from: 'alice', ts: now - 1000, text: 'x'}, x)
+          return [client.canRecall('d:bob', own({})),
+                  client.canRecall('d:bob', own({ts: now - 200000})),
+                  client.canRecall('d:bob', own({from: 'bob'})),
+                  client.canRecall('d:bob', own({recalled: {by: 'alice'}})),
+                  client.canRecall('d:bob', own({seq: null})),
+                  client.welcome.recall_window]
+        })(window.chatd.state.client),
+        paths: ['/media/q3Jb6F1xX1l3pR7mWz0P9A?e=1764377520&s=abc_-', '/media/q3Jb/thumb?e=1&s=x',
+                'javascript:alert(1)', '//evil.example/media/x', 'https://evil.example/media/x',
+                '/media/../api/x', '/media/x?e=1&s=<b>', '/media/x/thumb/../y', null, 42]
+          .map(M.mediaPath),
+        views: [
+          M.attachmentView({kind: 'image', mime: 'image/png', url: '/media/a?s=1', thumb_url: '/media/a/thumb?s=1', name: 'p.png'}),
+          M.attachmentView({kind: 'image', url: '/media/a?s=1'}),
+          M.attachmentView({kind: 'voice', mime: 'audio/mpeg', url: '/media/v?s=1'}),
+          M.attachmentView({kind: 'file', mime: 'application/octet-stream', url: 'javascript:x', name: '<b>x</b>.html'}),
+        ].map((v) => [v.show, v.src, v.href, v.name, v.label]),
+        boxes: [M.thumbBox(640, 480, 240), M.thumbBox(100, 50, 240), M.thumbBox(0, 10, 240), M.thumbBox(300, 3000, 240)],
+        durations: [M.durationText(7400), M.durationText(61000), M.durationText(undefined)],
+        uploads: [M.uploadError({code: 'too_large'}), M.uploadError({code: 'quota_exceeded'}),
+                  M.uploadError({code: 'bad_image'}), M.uploadError({code: 'weird', message: 'odd'}),
+                  M.uploadError(null)],
+        windows: [M.windowStart(5000, 200), M.windowStart(150, 200), M.windowStart(5000, 300), M.windowStart(10, 0)],
+        banned: M.bannedIn([{seq: 1, event: 'banned', user: 'bob'}, {seq: 2, event: 'banned', user: 'carol'},
+                            {seq: 3, event: 'unbanned', user: 'bob'}, {seq: 4, event: 'banned', user: 'dave'},
+                            {seq: 5, from: 'x', text: 'hi'}]),
+        sizes: [window.ChatdDom.fmtSize(812), window.ChatdDom.fmtSize(4200), window.ChatdDom.fmtSize(12345678),
+                window.ChatdDom.fmtSize(undefined)],
+        typing: [window.ChatdDom.typingText([]), window.ChatdDom.typingText(['bob']),
+                 window.ChatdDom.typingText(['bob', 'carol']), window.ChatdDom.typingText(['a', 'b', 'c'])],
         last: M.lastEditable([mine({seq: 1}), {seq: 2, mine: false}, mine({seq: 3, recalled: {}})]).seq,
         query: [M.mentionQuery('hi @ca', 6), M.mentionQuery('mail@ca', 7), M.mentionQuery('@', 1)],
         cands: M.mentionCandidates([{user: 'carol'}, {user: 'cat', name: 'Kitty'}, {user: 'alice'}],
@@ -547,6 +607,10 @@ def test_the_pages_rules(users):
         "[message recalled]",
         {"draft": True, "text": "wip"},
         "",
+        "[Image]",
+        "Bob: [Voice] hear",
+        "[File]",
+        "[Video]",
     ]
     assert got["tick"] == ["read", "sent", "read by 3", "sent", "sending…", ""]
     assert got["events"] == [
@@ -556,7 +620,41 @@ def test_the_pages_rules(users):
         "bob changed the title to “T”",
         "bob left",
     ]
-    assert got["recall"] == [True, False, True, False, False, False]
+    assert got["recall"] == [True, False, False, False, False, 120]
+    assert got["paths"] == [
+        "/media/q3Jb6F1xX1l3pR7mWz0P9A?e=1764377520&s=abc_-",
+        "/media/q3Jb/thumb?e=1&s=x",
+        *[""] * 8,
+    ]
+    assert got["views"] == [
+        ["image", "/media/a/thumb?s=1", "/media/a?s=1", "p.png", "[Image]"],
+        ["image", "/media/a?s=1", "/media/a?s=1", "", "[Image]"],
+        ["audio", "/media/v?s=1", "/media/v?s=1", "", "[Voice]"],
+        ["file", "", "", "<b>x</b>.html", "[File]"],
+    ]
+    assert got["boxes"] == [
+        {"width": 240, "height": 180},
+        {"width": 100, "height": 50},
+        None,
+        {"width": 24, "height": 240},
+    ]
+    assert got["durations"] == ["0:07", "1:01", ""]
+    assert got["uploads"] == [
+        "The file is too large.",
+        "You have uploaded too much today: try again later.",
+        "That image could not be read.",
+        "odd",
+        "The upload failed.",
+    ]
+    assert got["windows"] == [4800, 0, 4700, 0]
+    assert got["banned"] == ["dave", "carol"]
+    assert got["sizes"] == ["812 B", "4.2 KB", "12 MB", ""]
+    assert got["typing"] == [
+        "",
+        "bob is typing…",
+        "bob and carol are typing…",
+        "Several people are typing…",
+    ]
     assert got["last"] == 1
     assert got["query"] == [{"start": 3, "prefix": "ca"}, None, {"start": 0, "prefix": ""}]
     assert got["cands"] == ["carol", "cat"]
