@@ -75,7 +75,7 @@
       top.append(h("span", "conv-name m-conv-title", M.convName(c.key, c)), time);
       var bottom = h("span", "m-conv-bottom");
       if (c.mentions > 0) bottom.appendChild(h("span", "m-mention", "[@you]"));
-      var p = M.preview(c, st.user);
+      var p = M.preview(c, st.user, app.lastMedia(c));
       if (p.draft) bottom.appendChild(h("span", "m-draft", "[draft]"));
       bottom.appendChild(h("span", "m-preview", p.text));
       if (c.muted) {
@@ -425,13 +425,13 @@
       });
       player.src = app.mediaUrl(v.src);
       wrap.appendChild(player);
-      var dur = M.durationText(a.duration_ms);
-      if (dur) wrap.appendChild(h("span", "m-att-meta muted small", dur));
       return wrap;
     }
     // a file, or anything whose URL is missing: its name and size
     var file = h(v.href ? "a" : "span", "m-att m-att-file");
-    file.append(h("span", "m-att-icon", "📄"), h("span", "m-att-name", v.name || v.label));
+    var icon = h("span", "m-att-icon", M.fileBadge(v.name));
+    icon.setAttribute("aria-hidden", "true");
+    file.append(icon, h("span", "m-att-name", v.name || v.label));
     var meta = dom.fmtSize(a.size);
     if (meta) file.appendChild(h("span", "m-att-meta muted small", meta));
     if (v.href) {

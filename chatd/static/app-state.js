@@ -656,14 +656,16 @@
   }
 
   // The list's second line: a draft, the tombstone of a recalled message, or
-  // the last message ("name: text" in rooms).
-  function preview(conv, me) {
+  // the last message ("name: text" in rooms; "[Image]" and the like for one of
+  // attachments, whose kind is `last.media` or `media`).
+  function preview(conv, me, media) {
     if (conv.draft) return { draft: true, text: conv.draft };
     var last = conv.last;
     if (!last) return { draft: false, text: "" };
     if (last.recalled) return { draft: false, text: "[message recalled]" };
     var text = String(last.text || "");
-    if (last.media) text = mediaLabel(last.media) + (text ? " " + text : "");
+    var kind = last.media || media;
+    if (kind) text = mediaLabel(kind) + (text ? " " + text : "");
     if (isRoomKey(conv.key)) text = (last.from === me ? "You" : last.name || last.from) + ": " + text;
     return { draft: false, text: text };
   }
@@ -758,11 +760,10 @@
     return { width: Math.max(1, Math.round(width * k)), height: Math.max(1, Math.round(height * k)) };
   }
 
-  // The line under a voice clip or a file: "0:07", "report.pdf · 1.2 MB".
-  function durationText(ms) {
-    if (!(ms >= 0)) return "";
-    var s = Math.round(ms / 1000);
-    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  // The badge of a file: its extension ("PDF", at most 4 letters or digits), else "FILE".
+  function fileBadge(name) {
+    var m = /\.([A-Za-z0-9]{1,4})$/.exec(String(name || ""));
+    return m ? m[1].toUpperCase() : "FILE";
   }
 
   function uploadError(e) {
@@ -978,6 +979,16 @@
       return client.conversation(key);
     }
 
+    // The kind of the first attachment of conversation `c`'s last message when
+    // the summary does not say it: chatd's list summaries (sync, conversations)
+    // carry the last message's text only, its cached timeline item the rest.
+    function lastMedia(c) {
+      var last = c && c.last;
+      if (!last || last.media || last.recalled) return null;
+      var it = client.store.line(c.key).bySeq.get(last.seq);
+      return it && it.attachments && it.attachments.length ? it.attachments[0].kind || "file" : null;
+    }
+
     function role(key) {
       var c = key && conversation(key);
       return c ? c.role : null;
@@ -1103,6 +1114,7 @@
       state: st,
       client: client,
       conversation: conversation,
+      lastMedia: lastMedia,
       role: role,
       open: open,
       markSeen: markSeen,
@@ -1203,7 +1215,7 @@
       mediaPath: mediaPath,
       attachmentView: attachmentView,
       thumbBox: thumbBox,
-      durationText: durationText,
+      fileBadge: fileBadge,
       uploadError: uploadError,
       opFailedText: opFailedText,
       windowStart: windowStart,

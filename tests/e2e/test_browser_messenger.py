@@ -9,6 +9,8 @@ context. Screenshots of the list and of a chat with ticks and a reply are writte
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from test_browser import Client
 
 from chatd.auth import TokenVerifier
+from tests import media_samples
 from tests.support.auth import SECRET, token
 
 pytestmark = pytest.mark.browser
@@ -86,6 +89,26 @@ class Messenger(Client):
         return self.page.eval_on_selector_all(
             "#m-items li.m-msg .msg-text", "els => els.map(e => e.textContent)"
         )
+
+    def attach(self, name: str, data: bytes, mime: str = "application/octet-stream"):
+        """Picks file *name* with the attach button's file input (uploaded at once)."""
+        self.page.set_input_files(
+            "#m-file", files=[{"name": name, "mimeType": mime, "buffer": data}]
+        )
+
+    def upload(self, name: str):
+        """The composer's attachment chip of *name*."""
+        return self.page.locator("#m-uploads li.m-upload").filter(
+            has=self.page.locator(".m-upload-name", has_text=name)
+        )
+
+    def loaded(self, selector: str) -> int:
+        """Waits until the <img> at *selector* has loaded; its naturalWidth."""
+        self.page.wait_for_function(
+            "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
+            arg=selector,
+        )
+        return self.page.eval_on_selector(selector, "i => i.naturalWidth")
 
 
 @pytest.fixture
@@ -577,7 +600,8 @@ def test_the_pages_rules(users):
           M.attachmentView({kind: 'file', mime: 'application/octet-stream', url: 'javascript:x', name: '<b>x</b>.html'}),
         ].map((v) => [v.show, v.src, v.href, v.name, v.label]),
         boxes: [M.thumbBox(640, 480, 240), M.thumbBox(100, 50, 240), M.thumbBox(0, 10, 240), M.thumbBox(300, 3000, 240)],
-        durations: [M.durationText(7400), M.durationText(61000), M.durationText(undefined)],
+        badges: [M.fileBadge('report.pdf'), M.fileBadge('a.tar.gz'), M.fileBadge('README'), M.fileBadge('x.docxx'),
+                 M.fileBadge(undefined)],
         uploads: [M.uploadError({code: 'too_large'}), M.uploadError({code: 'quota_exceeded'}),
                   M.uploadError({code: 'bad_image'}), M.uploadError({code: 'weird', message: 'odd'}),
                   M.uploadError(null)],
@@ -638,7 +662,7 @@ def test_the_pages_rules(users):
         None,
         {"width": 24, "height": 240},
     ]
-    assert got["durations"] == ["0:07", "1:01", ""]
+    assert got["badges"] == ["PDF", "GZ", "FILE", "FILE", "FILE"]
     assert got["uploads"] == [
         "The file is too large.",
         "You have uploaded too much today: try again later.",
@@ -745,3 +769,185 @@ def test_a_network_flap_loses_and_doubles_nothing(users):
         "#m-items li.m-msg", "els => els.map(e => Number(e.dataset.seq))"
     )
     assert seqs == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("server", [["--max-file-bytes", "100000"]], indirect=True)
+def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
+    """alice attaches a voice clip (with a text), drops a file on the conversation and
+    picks a PNG, each uploaded at once into the composer's tray and sent with Send, to
+    bob who is offline. bob's list previews "[Image]"; his page shows the thumbnail
+    (it loads), which opens the original in the lightbox, an audio player and the file
+    as a download link with its name and size; the text stays text. A thumbnail whose
+    URL stops working is signed again once. An empty file and one over
+    --max-file-bytes are refused with their message, nothing is sent."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+
+    # a voice clip with a text (markup in it stays text)
+    clip, _seconds = media_samples.mp3(3.0)
+    alice.attach("hello.mp3", clip, "audio/mpeg")
+    alice.upload("hello.mp3").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.say("listen <b>now</b>")
+    alice.sent("listen <b>now</b>").locator(".m-att-audio audio").wait_for()
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+
+    # a file dropped on the conversation
+    alice.page.evaluate(
+        """() => {
+      const dt = new DataTransfer()
+      dt.items.add(new File(['minutes of the meeting'], 'notes <i>1</i>.txt', {type: 'text/plain'}))
+      const main = document.getElementById('m-main')
+      main.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}))
+      main.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}))
+    }"""
+    )
+    alice.upload("notes").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.page.press("#m-input", "Enter")
+    alice.page.locator('#m-items li.m-msg[data-status="sent"] .m-att-file').wait_for()
+
+    # a picture, picked with the attach button: the tray shows it uploading, then ready
+    png = media_samples.image("PNG", (640, 480))
+    alice.attach("sunset.png", png, "image/png")
+    alice.upload("sunset.png").wait_for()
+    alice.upload("sunset.png").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.page.click("#m-send")
+    alice.page.wait_for_selector('#m-items li.m-msg[data-status="sent"] img.m-thumb')
+
+    # refusals: an empty file (400 bad_request) and one over --max-file-bytes (413)
+    alice.attach("empty.txt", b"")
+    alice.upload("empty.txt").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == (
+        "Not uploaded: empty.txt: The file could not be uploaded (it is empty or broken)."
+    )
+    alice.attach("big.bin", os.urandom(150_000))
+    alice.upload("big.bin").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == "Not uploaded: big.bin: The file is too large."
+    alice.page.press("#m-input", "Enter")  # nothing left to send
+    alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove >> nth=0')
+    alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove')
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+    assert alice.page.locator("#m-items li.m-msg").count() == 3
+
+    bob = users("bob")
+    entry = bob.conv("d:alice")
+    entry.locator(".badge:text-is('3')").wait_for()
+    assert entry.locator(".m-preview").text_content() == "[Image]"
+    bob.open_conv("d:alice")
+    picture = "#m-items li.m-msg[data-from='alice'] img.m-thumb"
+    bob.page.wait_for_selector(picture)
+    thumb_width = bob.loaded(picture)
+    assert 0 < thumb_width <= 320
+    src = bob.page.get_attribute(picture, "src")
+    assert "/media/" in src and "/thumb?" in src
+    assert bob.page.get_attribute(picture, "width") == "240"  # sized before it loads
+
+    # the voice clip: a player of a /media/ URL, and the text as text
+    voice = bob.message("listen <b>now</b>", "alice")
+    assert voice.locator(".msg-text").text_content() == "listen <b>now</b>"
+    assert voice.locator(".msg-text b").count() == 0
+    assert "/media/" in voice.locator("audio").get_attribute("src")
+    bob.page.wait_for_function(
+        "() => document.querySelector('#m-items audio').readyState >= 1"
+    )  # its metadata loaded (CSP media-src allows chatd's own host)
+
+    # the file: a download link with its name (as text) and size, served as attachment
+    link = bob.page.locator("#m-items a.m-att-file")
+    # (chatd takes slashes out of names)
+    assert link.locator(".m-att-name").text_content() == "notes <i>1<i>.txt"
+    assert link.locator(".m-att-name i").count() == 0
+    assert link.locator(".m-att-meta").text_content() == "22 B"
+    assert link.get_attribute("download") == "notes <i>1<i>.txt"
+    got = bob.page.evaluate(
+        """async (href) => { const r = await fetch(href)
+      return [r.status, r.headers.get('content-disposition'), await r.text()] }""",
+        link.get_attribute("href"),
+    )
+    assert got[0] == 200 and got[1].startswith("attachment") and got[2] == "minutes of the meeting"
+    bob.page.screenshot(path=str(artifacts / "messenger-media.png"))
+
+    # the thumbnail opens the original in the lightbox
+    bob.page.click(picture)
+    bob.page.wait_for_selector("#m-lightbox[open]")
+    assert bob.loaded("#m-lightbox-img") == 640
+    assert "/thumb" not in bob.page.get_attribute("#m-lightbox-img", "src")
+    bob.page.click("#m-lightbox-close")
+    bob.page.wait_for_selector("#m-lightbox:not([open])", state="attached")
+
+    # a thumbnail URL that stops working (here: its signature changed) is signed again
+    bob.page.eval_on_selector(picture, "i => { i.src = i.src.replace(/s=[^&]*/, 's=forged') }")
+    bob.page.wait_for_function(
+        "s => { const i = document.querySelector(s);"
+        " return !i.src.includes('s=forged') && i.complete && i.naturalWidth > 0 }",
+        arg=picture,
+    )
+    assert alice.dialogs == [] and bob.dialogs == []
+
+
+API_KEY = "browser-test-api-key"
+
+
+@pytest.mark.parametrize(
+    "server", [["--sync-limit", "1000", "--api-key", API_KEY, "--db", ":memory:"]], indirect=True
+)
+def test_a_long_conversation_renders_a_window(users, server):
+    """5,000 DMs to offline bob (the HTTP API): his page keeps the newest 1,000 of the
+    sync (--sync-limit) but renders only the newest 200; scrolling to the top shows
+    100 more from the cache each time, and past the cache pages back from chatd; back
+    at the bottom, a new message leaves the window at 200 rows again."""
+    known(users, "bob")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Authorization": "apikey " + API_KEY, "Content-Type": "application/json"}
+
+    def post(text):
+        body = json.dumps({"from": "alice", "to": "bob", "text": text})
+        conn.request("POST", "/api/dm", body, headers)
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        answer.read()
+
+    for i in range(5000):
+        post(f"long {i}")
+
+    bob = users("bob")
+    bob.conv("d:alice").locator(".badge:text-is('99+')").wait_for()
+    bob.open_conv("d:alice")
+    bob.message("long 4999", "alice").wait_for()
+    rows = "#m-items li.m-msg"
+
+    def count():
+        return bob.page.locator(rows).count()
+
+    def first():
+        return bob.page.locator(rows).first.locator(".msg-text").text_content()
+
+    assert bob.page.evaluate("() => window.chatd.state.client.timeline('d:alice').length") == 1000
+    assert count() == 200
+    assert first() == "long 4800"
+    assert bob.page.is_visible("#m-earlier")
+
+    def scroll_up(expect):
+        bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = 0 }")
+        bob.page.wait_for_function(
+            "([sel, n]) => document.querySelectorAll(sel).length === n", arg=[rows, expect]
+        )
+
+    scroll_up(300)
+    assert first() == "long 4700"
+    bob.page.click("#m-earlier")
+    bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 400")
+    for n in range(500, 1001, 100):
+        scroll_up(n)
+    assert first() == "long 4000"
+    # past the cache: a page from chatd (50 items), shown on top
+    scroll_up(1050)
+    assert first() == "long 3950"
+    assert bob.page.evaluate("() => window.chatd.state.client.timeline('d:alice').length") == 1050
+
+    # back at the bottom, the next message leaves the newest 200 in the page
+    bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = s.scrollHeight }")
+    post("long 5000")
+    bob.message("long 5000", "alice").wait_for()
+    bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 200")
+    assert first() == "long 4801"
+    conn.close()
