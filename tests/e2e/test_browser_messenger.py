@@ -978,3 +978,36 @@ def test_a_long_conversation_renders_a_window(users, server):
     bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 200")
     assert first() == "long 4801"
     conns[0].close()
+
+
+def test_typing_in_a_room_shows_on_the_other_pages(users):
+    """bob types in a room he got by subscription (alice created it with him): alice's
+    page shows "bob is typing…" under the conversation, gone when his message comes;
+    nothing shows in another conversation."""
+    known(users, "bob")
+    alice, bob = users("alice"), users("bob")
+    alice.page.click("#m-new-room")
+    alice.page.fill("#m-create-room", "crew")
+    alice.page.fill("#m-create-members", "bob")
+    alice.page.click("#m-create-submit")
+    alice.page.wait_for_function("() => document.getElementById('m-title').textContent === '#crew'")
+    bob.conv("r:crew").wait_for()
+    bob.open_conv("r:crew")
+
+    bob.page.click("#m-input")
+    bob.page.keyboard.type("on my way")
+    alice.page.wait_for_selector("#m-typing:text-is('bob is typing…')")
+    bob.page.press("#m-input", "Enter")
+    alice.message("on my way", "bob").wait_for()
+    alice.page.wait_for_selector("#m-typing:text-is('')")
+
+    # in another conversation the room's typing is known but not shown
+    alice.dm("bob")
+    bob.page.wait_for_function(
+        "() => Date.now() - window.chatd.state.typingSent.get('r:crew') > 2000"
+    )  # past the page's one typing frame per 2 s
+    bob.page.keyboard.type("more")
+    alice.page.wait_for_function("() => window.chatd.messenger.typingIn('r:crew').includes('bob')")
+    assert alice.page.text_content("#m-typing") == ""
+    alice.open_conv("r:crew")
+    alice.page.wait_for_selector("#m-typing:text-is('bob is typing…')")
