@@ -882,6 +882,11 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
         " return !i.src.includes('s=forged') && i.complete && i.naturalWidth > 0 }",
         arg=picture,
     )
+    # once per picture: a second failure only dims it, no further request
+    asked = len([u for u in bob.requests if "/api/media/" in u])
+    bob.page.eval_on_selector(picture, "i => { i.src = i.src.replace(/s=[^&]*/, 's=forged') }")
+    bob.page.wait_for_selector(picture + ".m-att-broken")
+    assert len([u for u in bob.requests if "/api/media/" in u]) == asked == 1
     assert alice.dialogs == [] and bob.dialogs == []
 
 
