@@ -26,6 +26,7 @@
   var mention = null; // {start, prefix, list, index} while the @ picker is open
   var windows = new Map(); // conversation key -> how many of its newest items are rendered
   var shownFrom = 0; // index in the open timeline of the first rendered item
+  var shownFirst = null; // that item's key ("s<seq>", "p<id>")
   var trays = new Map(); // conversation key -> the composer's attachments [{n, name, size, status, answer, error}]
   var trayCount = 0;
   var fresh = new Map(); // media_id -> its GET /api/media/ID answer (URLs signed again)
@@ -161,10 +162,21 @@
     var c = app.conversation(key);
     var isDm = !isRoom(key);
     // a long conversation: only the newest window of it is in the page (back to
-    // the first window when the reader is at the bottom)
+    // the first window when the reader is at the bottom; while they read further
+    // up, new items widen it instead of pushing rows out above them)
     if (wasBottom) windows.delete(key);
     shownFrom = M.windowStart(items.length, windows.get(key) || M.WINDOW);
+    if (!wasBottom && shownFirst) {
+      var at = items.findIndex(function (it) {
+        return itemKey(it) === shownFirst;
+      });
+      if (at >= 0 && at < shownFrom) {
+        shownFrom = at;
+        windows.set(key, items.length - at);
+      }
+    }
     var shown = items.slice(shownFrom);
+    shownFirst = shown.length ? itemKey(shown[0]) : null;
     var bySeq = new Map();
     items.forEach(function (it) {
       if (it.seq != null) bySeq.set(it.seq, it);
@@ -175,7 +187,7 @@
     var before = cache.size;
     shown.forEach(function (it) {
       if (new Date(it.ts).toDateString() !== lastDay) lastDay = dayEl(it.ts, keep, nodes);
-      var k = it.seq != null ? "s" + it.seq : "p" + it.id;
+      var k = itemKey(it);
       var ctx = {
         recall: app.canRecall(key, it),
         quote: quoteOf(it, bySeq),
@@ -197,6 +209,10 @@
     else if (grew) el.mJump.hidden = false;
     pruneRecall();
     app.markSeen();
+  }
+
+  function itemKey(it) {
+    return it.seq != null ? "s" + it.seq : "p" + it.id;
   }
 
   // Whether chatd has items of `key` before the cached ones.
@@ -838,6 +854,7 @@
     if (st.active !== key) {
       saveDraft();
       cache = new Map();
+      shownFirst = null;
       closeMentions();
       el.mError.textContent = "";
       app.open(key);

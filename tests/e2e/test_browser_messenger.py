@@ -9,6 +9,7 @@ context. Screenshots of the list and of a chat with ticks and a reply are writte
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -461,7 +462,8 @@ def test_offline_backlog_pages_back_and_drafts_stay_in_the_list(users):
     bob.message("backlog 11", "alice").wait_for()
     assert bob.texts() == texts[-5:]
     assert bob.page.is_hidden("#m-start")
-    bob.page.click("#m-earlier")
+    # the button does the same (clicked without scrolling to it: that alone would)
+    bob.page.eval_on_selector("#m-earlier", "b => b.click()")
     bob.message("backlog 0", "alice").wait_for()
     assert bob.texts() == texts
     bob.page.wait_for_selector("#m-start:not([hidden])")
@@ -815,6 +817,22 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
     alice.page.click("#m-send")
     alice.page.wait_for_selector('#m-items li.m-msg[data-status="sent"] img.m-thumb')
 
+    # a picture pasted into the composer goes into the tray too (and out with ✕)
+    alice.page.evaluate(
+        """(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
+      const dt = new DataTransfer()
+      dt.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}))
+      const input = document.getElementById('m-input')
+      input.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}))
+    }""",
+        base64.b64encode(png).decode(),
+    )
+    pasted = alice.upload("pasted.png").and_(alice.page.locator('[data-status="ready"]'))
+    pasted.locator("img.m-upload-thumb").wait_for()
+    pasted.locator(".m-upload-remove").click()
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+
     # refusals: an empty file (400 bad_request) and one over --max-file-bytes (413)
     alice.attach("empty.txt", b"")
     alice.upload("empty.txt").and_(alice.page.locator('[data-status="failed"]')).wait_for()
@@ -966,7 +984,8 @@ def test_a_long_conversation_renders_a_window(users, server):
 
     scroll_up(300)
     assert first() == "long 4700"
-    bob.page.click("#m-earlier")
+    # the button does the same (clicked without scrolling to it: that alone would)
+    bob.page.eval_on_selector("#m-earlier", "b => b.click()")
     bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 400")
     for n in range(500, 1001, 100):
         scroll_up(n)
@@ -981,6 +1000,13 @@ def test_a_long_conversation_renders_a_window(users, server):
     post("long 5000")
     bob.message("long 5000", "alice").wait_for()
     bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 200")
+    assert first() == "long 4801"
+
+    # reading further up, a new message widens the window instead of pushing rows out
+    bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = s.scrollHeight / 2 }")
+    post("long 5001")
+    bob.message("long 5001", "alice").wait_for(state="attached")
+    assert count() == 201
     assert first() == "long 4801"
     conns[0].close()
 
