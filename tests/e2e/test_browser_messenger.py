@@ -781,8 +781,9 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
     bob who is offline. bob's list previews "[Image]"; his page shows the thumbnail
     (it loads), which opens the original in the lightbox, an audio player and the file
     as a download link with its name and size; the text stays text. A thumbnail whose
-    URL stops working is signed again once. An empty file and one over
-    --max-file-bytes are refused with their message, nothing is sent."""
+    URL stops working is signed again once. An empty file, one over
+    --max-file-bytes and a PNG that does not decode are refused with their message,
+    nothing is sent; a picture pasted into the composer is uploaded too."""
     known(users, "bob")
     alice = users("alice")
     alice.dm("bob")
@@ -842,9 +843,14 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
     alice.attach("big.bin", os.urandom(150_000))
     alice.upload("big.bin").and_(alice.page.locator('[data-status="failed"]')).wait_for()
     assert alice.page.text_content("#m-error") == "Not uploaded: big.bin: The file is too large."
+    alice.attach("broken.png", b"\x89PNG\r\n\x1a\n" + b"not a picture" * 20, "image/png")
+    alice.upload("broken.png").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == (
+        "Not uploaded: broken.png: That image could not be read."
+    )
     alice.page.press("#m-input", "Enter")  # nothing left to send
-    alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove >> nth=0')
-    alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove')
+    for _ in range(3):
+        alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove >> nth=0')
     alice.page.wait_for_selector("#m-uploads", state="hidden")
     assert alice.page.locator("#m-items li.m-msg").count() == 3
 
