@@ -633,8 +633,9 @@
     s.scrollTop = s.scrollHeight - fromBottom;
   }
 
-  // Earlier items: the cached ones above the window first, then chatd's.
-  function loadEarlier() {
+  // Earlier items: the cached ones above the window first, then chatd's (not
+  // asked while offline when `quiet`: the reader only scrolled to the top).
+  function loadEarlier(quiet) {
     var key = st.active;
     if (!key || el.mEarlier.disabled) return;
     var shownCount = app.client.timeline(key).length - shownFrom;
@@ -643,7 +644,7 @@
       renderKeepingPlace();
       return;
     }
-    if (!serverHasEarlier(key, app.conversation(key))) return;
+    if (!serverHasEarlier(key, app.conversation(key)) || (quiet === true && !app.client.connected)) return;
     el.mEarlier.disabled = true;
     el.mEarlier.textContent = "Loading…";
     var had = app.client.timeline(key).length;
@@ -1246,7 +1247,7 @@
     el.mScroller.addEventListener("scroll", function () {
       if (dom.atBottom(el.mScroller)) el.mJump.hidden = true;
       // near the top: the next earlier items come in by themselves
-      if (el.mScroller.scrollTop < 64 && !el.mEarlier.hidden) loadEarlier();
+      if (el.mScroller.scrollTop < 64 && !el.mEarlier.hidden) loadEarlier(true);
     });
     el.mJump.addEventListener("click", scrollToBottom);
     el.mMute.addEventListener("click", function () {
