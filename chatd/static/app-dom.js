@@ -154,7 +154,31 @@
     return s.scrollHeight - s.scrollTop - s.clientHeight < 48;
   }
 
+  // "bob is typing…" for the users typing now (sorted), "" for nobody.
+  function typingText(names) {
+    if (names.length === 1) return names[0] + " is typing…";
+    if (names.length === 2) return names[0] + " and " + names[1] + " are typing…";
+    if (names.length > 2) return "Several people are typing…";
+    return "";
+  }
+
+  // A size in bytes for people: "812 B", "4.2 KB", "12 MB".
+  function fmtSize(n) {
+    if (typeof n !== "number" || !(n >= 0)) return "";
+    if (n < 1000) return n + " B";
+    var units = ["KB", "MB", "GB"];
+    var v = n;
+    var i = -1;
+    do {
+      v /= 1000;
+      i++;
+    } while (v >= 1000 && i < units.length - 1);
+    return (v < 10 ? v.toFixed(1) : String(Math.round(v))) + " " + units[i];
+  }
+
   window.ChatdDom = {
+    typingText: typingText,
+    fmtSize: fmtSize,
     h: h,
     button: button,
     fmtTime: fmtTime,

@@ -24,6 +24,15 @@
   var stick = false; // scroll to the bottom after the next render
   var renderTimer = null;
   var mention = null; // {start, prefix, list, index} while the @ picker is open
+  var windows = new Map(); // conversation key -> how many of its newest items are rendered
+  var shownFrom = 0; // index in the open timeline of the first rendered item
+  var shownFirst = null; // that item's key ("s<seq>", "p<id>")
+  var trays = new Map(); // conversation key -> the composer's attachments [{n, name, size, status, answer, error}]
+  var trayCount = 0;
+  var fresh = new Map(); // media_id -> its GET /api/media/ID answer (URLs signed again)
+  var recallTimer = null;
+  var typingTimer = null;
+  var MAX_ATTACHMENTS = 9;
 
   var IDS = [
     "messenger", "m-banner", "m-banner-text", "m-banner-retry", "m-conn-dot", "m-me-avatar",
@@ -35,7 +44,9 @@
     "m-info-role", "m-edit-room", "m-room-title", "m-room-topic", "m-info-mute", "m-info-count",
     "m-info-members", "m-invite", "m-invite-user", "m-info-error", "m-leave", "m-create",
     "m-create-form", "m-create-room", "m-create-name", "m-create-members", "m-create-error",
-    "m-create-cancel", "toast",
+    "m-create-cancel", "toast", "m-attach", "m-file", "m-uploads", "m-typing", "m-drop",
+    "m-lightbox", "m-lightbox-img", "m-lightbox-name", "m-lightbox-open", "m-lightbox-close",
+    "m-banned", "m-banned-list", "m-unban", "m-unban-user",
   ];
 
   function isRoom(key) {
@@ -65,7 +76,7 @@
       top.append(h("span", "conv-name m-conv-title", M.convName(c.key, c)), time);
       var bottom = h("span", "m-conv-bottom");
       if (c.mentions > 0) bottom.appendChild(h("span", "m-mention", "[@you]"));
-      var p = M.preview(c, st.user);
+      var p = M.preview(c, st.user, app.lastMedia(c));
       if (p.draft) bottom.appendChild(h("span", "m-draft", "[draft]"));
       bottom.appendChild(h("span", "m-preview", p.text));
       if (c.muted) {
@@ -110,6 +121,7 @@
     el.mInfoBtn.hidden = !isRoom(key);
     el.mInput.disabled = !key;
     el.mSend.disabled = !key;
+    el.mAttach.disabled = !key;
     el.mInput.placeholder = key ? "Message " + M.convName(key, c) : "Pick a conversation";
     el.mEmpty.hidden = !!key;
     el.mMain.dataset.kind = key ? (isRoom(key) ? "room" : "dm") : "";
@@ -149,8 +161,22 @@
     var items = app.client.timeline(key);
     var c = app.conversation(key);
     var isDm = !isRoom(key);
-    var role = c ? c.role : null;
-    var now = Date.now();
+    // a long conversation: only the newest window of it is in the page (back to
+    // the first window when the reader is at the bottom; while they read further
+    // up, new items widen it instead of pushing rows out above them)
+    if (wasBottom) windows.delete(key);
+    shownFrom = M.windowStart(items.length, windows.get(key) || M.WINDOW);
+    if (!wasBottom && shownFirst) {
+      var at = items.findIndex(function (it) {
+        return itemKey(it) === shownFirst;
+      });
+      if (at >= 0 && at < shownFrom) {
+        shownFrom = at;
+        windows.set(key, items.length - at);
+      }
+    }
+    var shown = items.slice(shownFrom);
+    shownFirst = shown.length ? itemKey(shown[0]) : null;
     var bySeq = new Map();
     items.forEach(function (it) {
       if (it.seq != null) bySeq.set(it.seq, it);
@@ -159,31 +185,57 @@
     var nodes = [];
     var lastDay = null;
     var before = cache.size;
-    items.forEach(function (it) {
+    shown.forEach(function (it) {
       if (new Date(it.ts).toDateString() !== lastDay) lastDay = dayEl(it.ts, keep, nodes);
-      var k = it.seq != null ? "s" + it.seq : "p" + it.id;
+      var k = itemKey(it);
       var ctx = {
-        recall: M.canRecall(it, role, now),
+        recall: app.canRecall(key, it),
         quote: quoteOf(it, bySeq),
         reEdit: it.mine && it.recalled ? st.recalled.get(key + " " + it.seq) || null : null,
       };
       var sig = JSON.stringify([it, ctx, isDm]);
       var old = cache.get(k);
       var li = old && old.sig === sig ? old.li : itemEl(key, it, isDm, ctx);
-      keep.set(k, { sig: sig, li: li });
+      keep.set(k, { sig: sig, li: li, it: it });
       nodes.push(li);
     });
     var grew = keep.size > before && before > 0;
     cache = keep;
     el.mItems.replaceChildren.apply(el.mItems, nodes);
-    var more = app.client.store.more(key);
-    var oldest = app.client.store.oldest(key);
-    var earlier = more !== false && oldest !== 1 && !!c && c.seq > 0;
+    var earlier = shownFrom > 0 || serverHasEarlier(key, c);
     el.mEarlier.hidden = !earlier;
     el.mStart.hidden = earlier || !items.length;
     if (wasBottom) scrollToBottom();
     else if (grew) el.mJump.hidden = false;
+    pruneRecall();
     app.markSeen();
+  }
+
+  function itemKey(it) {
+    return it.seq != null ? "s" + it.seq : "p" + it.id;
+  }
+
+  // Whether chatd has items of `key` before the cached ones.
+  function serverHasEarlier(key, c) {
+    var more = app.client.store.more(key);
+    var oldest = app.client.store.oldest(key);
+    return more !== false && oldest !== 1 && !!c && c.seq > 0;
+  }
+
+  // My messages' Recall buttons go once the recall window has passed (checked
+  // every second while one of them is shown).
+  function pruneRecall() {
+    clearTimeout(recallTimer);
+    var key = st.active;
+    var ticking = false;
+    cache.forEach(function (entry) {
+      if (!entry.it || !entry.it.mine || !entry.li.querySelector) return;
+      var b = entry.li.querySelector('[data-action="recall"]');
+      if (!b) return;
+      if (app.canRecall(key, entry.it)) ticking = true;
+      else b.remove();
+    });
+    if (ticking) recallTimer = setTimeout(pruneRecall, 1000);
   }
 
   // The quote of a reply: the stored one, or the replied message when cached.
@@ -240,9 +292,12 @@
       li.append(dom.avatar(it.from), body);
       return li;
     }
-    var text = h("div", "msg-text");
-    dom.renderText(text, String(it.text || ""));
-    body.appendChild(text);
+    if (it.attachments && it.attachments.length) body.appendChild(attachmentsEl(it.attachments));
+    if (it.text || !(it.attachments && it.attachments.length)) {
+      var text = h("div", "msg-text");
+      dom.renderText(text, String(it.text || ""));
+      body.appendChild(text);
+    }
     if (it.edited_ts) body.appendChild(h("span", "m-edited muted small", "(edited)"));
     if (it.reactions && it.reactions.length) {
       var rs = h("div", "m-reacts");
@@ -283,6 +338,243 @@
     return li;
   }
 
+  // ---------------------------------------------------------- attachments
+  // Pictures, voice and files of a message. Every URL is one of chatd's
+  // /media/ paths from the attachment's own fields (M.attachmentView), never
+  // anything from a message's text.
+  function attachmentsEl(list) {
+    var box = h("div", "m-atts");
+    list.forEach(function (a) {
+      box.appendChild(attachmentEl(a));
+    });
+    return box;
+  }
+
+  // The attachment with the newest URLs the page has for it.
+  function current(a) {
+    var f = a && fresh.get(a.media_id);
+    return f ? Object.assign({}, a, f) : a;
+  }
+
+  // Resolves with the attachment's URLs signed again (GET /api/media/ID).
+  function refresh(a) {
+    return app.mediaInfo(a.media_id).then(function (info) {
+      fresh.set(a.media_id, info);
+      return current(a);
+    });
+  }
+
+  // Resolves with the attachment, its URLs refreshed first when they expired.
+  function usable(a) {
+    var c = current(a);
+    if (typeof c.expires === "number" && c.expires * 1000 <= Date.now() + 5000) return refresh(a);
+    return Promise.resolve(c);
+  }
+
+  // A picture or player whose URL fails (expired, say) asks for fresh ones once.
+  function refreshOnError(node, a, pick) {
+    var tried = false;
+    node.addEventListener("error", function () {
+      if (tried || !a.media_id) {
+        node.classList.add("m-att-broken");
+        return;
+      }
+      tried = true;
+      refresh(a).then(
+        function (c) {
+          var v = M.attachmentView(c);
+          if (pick(v)) node.src = app.mediaUrl(pick(v));
+          var link = node.closest("a");
+          if (link && v.href) link.href = app.mediaUrl(v.href);
+        },
+        function () {
+          node.classList.add("m-att-broken");
+        }
+      );
+    });
+  }
+
+  function attachmentEl(raw) {
+    var a = current(raw);
+    var v = M.attachmentView(a);
+    if (v.show === "image" && v.src) {
+      var link = h("a", "m-att m-att-image");
+      link.href = app.mediaUrl(v.href || v.src);
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.setAttribute("aria-label", "Picture" + (v.name ? " " + v.name : "") + ": open");
+      var img = h("img", "m-thumb");
+      img.alt = v.name || "Picture";
+      img.decoding = "async";
+      var size = M.thumbBox(a.width, a.height, 240);
+      if (size) {
+        img.width = size.width;
+        img.height = size.height;
+      }
+      refreshOnError(img, raw, function (x) {
+        return x.src;
+      });
+      img.src = app.mediaUrl(v.src);
+      link.appendChild(img);
+      link.addEventListener("click", function (e) {
+        if (e.ctrlKey || e.metaKey || e.shiftKey || e.button) return;
+        e.preventDefault();
+        openLightbox(raw);
+      });
+      return link;
+    }
+    if ((v.show === "audio" || v.show === "video") && v.src) {
+      var wrap = h("div", "m-att m-att-" + v.show);
+      var player = h(v.show);
+      player.controls = true;
+      player.preload = "metadata";
+      if (v.show === "video") {
+        var vs = M.thumbBox(a.width, a.height, 320);
+        if (vs) {
+          player.width = vs.width;
+          player.height = vs.height;
+        }
+      }
+      player.setAttribute("aria-label", (v.show === "audio" ? "Voice message" : "Video") + (v.name ? " " + v.name : ""));
+      refreshOnError(player, raw, function (x) {
+        return x.src;
+      });
+      player.src = app.mediaUrl(v.src);
+      wrap.appendChild(player);
+      return wrap;
+    }
+    // a file, or anything whose URL is missing: its name and size
+    var file = h(v.href ? "a" : "span", "m-att m-att-file");
+    var icon = h("span", "m-att-icon", M.fileBadge(v.name));
+    icon.setAttribute("aria-hidden", "true");
+    file.append(icon, h("span", "m-att-name", v.name || v.label));
+    var meta = dom.fmtSize(a.size);
+    if (meta) file.appendChild(h("span", "m-att-meta muted small", meta));
+    if (v.href) {
+      file.href = app.mediaUrl(v.href);
+      file.setAttribute("download", v.name || "");
+      file.rel = "noopener noreferrer";
+      file.addEventListener("click", function (e) {
+        var c = current(raw);
+        if (!(typeof c.expires === "number" && c.expires * 1000 <= Date.now() + 5000)) return;
+        e.preventDefault(); // an expired URL: sign it again, then download
+        usable(raw).then(function (u) {
+          var href = M.mediaPath(u.url);
+          if (href) {
+            file.href = app.mediaUrl(href);
+            file.click();
+          }
+        }, function (err) {
+          toast("Not available: " + failText(err));
+        });
+      });
+    }
+    return file;
+  }
+
+  function openLightbox(raw) {
+    usable(raw).then(
+      function (a) {
+        var v = M.attachmentView(a);
+        if (!v.href) return;
+        var img = el.mLightboxImg;
+        img.alt = v.name || "Picture";
+        img.src = app.mediaUrl(v.href);
+        el.mLightboxName.textContent = v.name || "";
+        el.mLightboxOpen.href = app.mediaUrl(v.href);
+        if (!el.mLightbox.open) el.mLightbox.showModal();
+      },
+      function (e) {
+        toast("Not available: " + failText(e));
+      }
+    );
+  }
+
+  // ------------------------------------------------------------ uploads
+  // The composer's attachments: each file is uploaded as soon as it is picked,
+  // dropped or pasted; Send sends them (with the text) once all are in.
+  function tray(key) {
+    if (!trays.has(key)) trays.set(key, []);
+    return trays.get(key);
+  }
+
+  function addFiles(files) {
+    var key = st.active;
+    if (!key || !files || !files.length) return;
+    var t = tray(key);
+    Array.from(files).forEach(function (file) {
+      if (t.length >= MAX_ATTACHMENTS) {
+        el.mError.textContent = "At most " + MAX_ATTACHMENTS + " attachments per message.";
+        return;
+      }
+      var u = { n: ++trayCount, name: file.name || "file", size: file.size, status: "uploading" };
+      t.push(u);
+      app.upload(file).then(
+        function (answer) {
+          u.status = "ready";
+          u.answer = answer;
+          renderTray();
+        },
+        function (e) {
+          u.status = "failed";
+          u.error = M.uploadError(e);
+          if (st.active === key) el.mError.textContent = "Not uploaded: " + u.name + ": " + u.error;
+          renderTray();
+        }
+      );
+    });
+    renderTray();
+  }
+
+  function renderTray() {
+    var t = (st.active && trays.get(st.active)) || [];
+    el.mUploads.hidden = !t.length;
+    el.mUploads.replaceChildren.apply(
+      el.mUploads,
+      t.map(function (u) {
+        var li = h("li", "m-upload");
+        li.dataset.status = u.status;
+        li.dataset.n = String(u.n);
+        var v = u.answer ? M.attachmentView(u.answer) : null;
+        if (v && v.show === "image" && v.src) {
+          var img = h("img", "m-upload-thumb");
+          img.alt = "";
+          img.src = app.mediaUrl(v.src);
+          li.appendChild(img);
+        }
+        li.appendChild(h("span", "m-upload-name", u.name));
+        if (u.status === "uploading") {
+          var bar = h("progress", "m-upload-progress");
+          bar.setAttribute("aria-label", "Uploading " + u.name);
+          li.appendChild(bar);
+        } else if (u.status === "failed") {
+          li.appendChild(h("span", "m-upload-error form-error small", u.error));
+        } else {
+          li.appendChild(h("span", "m-upload-meta muted small", dom.fmtSize(u.answer.size)));
+        }
+        li.appendChild(
+          button("link small m-upload-remove", "✕", function () {
+            var i = t.indexOf(u);
+            if (i >= 0) t.splice(i, 1);
+            if (u.status === "failed") el.mError.textContent = "";
+            renderTray();
+          }, "Remove " + u.name)
+        );
+        return li;
+      })
+    );
+  }
+
+  // ------------------------------------------------------------- typing
+  function renderTyping() {
+    clearTimeout(typingTimer);
+    var names = isRoom(st.active) ? app.typingIn(st.active) : [];
+    var text = dom.typingText(names);
+    if (el.mTyping.textContent !== text) el.mTyping.textContent = text;
+    el.mTyping.classList.toggle("on", !!text);
+    if (names.length) typingTimer = setTimeout(renderTyping, 500);
+  }
+
   function showReaders(key, seq) {
     app.client.receipts(key, seq).then(
       function (r) {
@@ -316,7 +608,10 @@
       startEdit(it);
     });
     if (ctx.recall) act("recall", "Recall", function () {
-      app.recall(key, it);
+      // the window may have passed since the button was drawn
+      if (app.canRecall(key, it)) app.recall(key, it);
+      else toast(M.opFailedText("too_late"));
+      pruneRecall();
     });
     return bar;
   }
@@ -326,24 +621,41 @@
     el.mJump.hidden = true;
   }
 
-  function loadEarlier() {
-    var key = st.active;
-    if (!key) return;
+  // Renders the open conversation now, keeping what the reader looks at in place.
+  function renderKeepingPlace() {
     var s = el.mScroller;
     var fromBottom = s.scrollHeight - s.scrollTop;
+    if (renderTimer) {
+      clearTimeout(renderTimer);
+      renderTimer = null;
+    }
+    renderItems();
+    s.scrollTop = s.scrollHeight - fromBottom;
+  }
+
+  // Earlier items: the cached ones above the window first, then chatd's (not
+  // asked while offline when `quiet`: the reader only scrolled to the top).
+  function loadEarlier(quiet) {
+    var key = st.active;
+    if (!key || el.mEarlier.disabled) return;
+    var shownCount = app.client.timeline(key).length - shownFrom;
+    if (shownFrom > 0) {
+      windows.set(key, shownCount + M.WINDOW_STEP);
+      renderKeepingPlace();
+      return;
+    }
+    if (!serverHasEarlier(key, app.conversation(key)) || (quiet === true && !app.client.connected)) return;
     el.mEarlier.disabled = true;
     el.mEarlier.textContent = "Loading…";
+    var had = app.client.timeline(key).length;
     app.loadEarlier(key).then(
       function () {
         el.mEarlier.disabled = false;
         el.mEarlier.textContent = "Load earlier messages";
         if (st.active !== key) return;
-        if (renderTimer) {
-          clearTimeout(renderTimer);
-          renderTimer = null;
-        }
-        renderItems();
-        s.scrollTop = s.scrollHeight - fromBottom;
+        // the page that came in is shown on top of what was
+        windows.set(key, shownCount + Math.max(0, app.client.timeline(key).length - had));
+        renderKeepingPlace();
       },
       function (e) {
         el.mEarlier.disabled = false;
@@ -395,9 +707,25 @@
 
   function submit() {
     var text = el.mInput.value;
-    if (!st.active || !text.trim()) return;
+    var key = st.active;
+    var t = (key && !st.editing && trays.get(key)) || [];
+    if (t.some(function (u) {
+      return u.status === "uploading";
+    })) {
+      el.mError.textContent = "Wait until the attachments are uploaded.";
+      return;
+    }
+    var ready = t.filter(function (u) {
+      return u.status === "ready";
+    });
+    if (!key || (!text.trim() && !ready.length)) return;
     try {
-      app.send(text);
+      app.send(
+        ready.length && !text.trim() ? "" : text,
+        ready.map(function (u) {
+          return u.answer;
+        })
+      );
     } catch (e) {
       el.mError.textContent =
         e.message === "too_large" ? "Message is too long." : "Not sent: " + failText(e);
@@ -405,6 +733,8 @@
     }
     el.mError.textContent = "";
     el.mInput.value = "";
+    if (t.length) trays.delete(key);
+    renderTray();
     closeMentions();
     autosize();
     renderBars();
@@ -525,6 +855,7 @@
     if (st.active !== key) {
       saveDraft();
       cache = new Map();
+      shownFirst = null;
       closeMentions();
       el.mError.textContent = "";
       app.open(key);
@@ -539,6 +870,8 @@
     renderList();
     renderBars();
     renderItems();
+    renderTray();
+    renderTyping();
     if (el.mInfo.hidden === false) renderInfo();
     var conv = app.conversation(key);
     if (!app.client.timeline(key).length && conv && conv.seq > 0 && app.client.connected) loadEarlier();
@@ -553,11 +886,15 @@
       else if (kind === "banned") toast("You were banned from " + name + ".");
       else toast("You left " + name + ".");
     }
+    trays.delete(key);
+    windows.delete(key);
     if (!st.active) {
       el.mInfo.hidden = true;
       el.mInput.value = "";
       renderBars();
       renderItems();
+      renderTray();
+      renderTyping();
     }
     renderList();
   }
@@ -646,6 +983,8 @@
       el.mRoomTopic.value = info.topic || "";
     }
     el.mInvite.hidden = !(admin || info.kind === "public");
+    el.mBanned.hidden = !admin;
+    if (admin) renderBanned(key);
     var c = app.conversation(key);
     el.mInfoMute.checked = !!(c && c.muted);
   }
@@ -688,6 +1027,26 @@
           });
           li.appendChild(sel);
         }
+        return li;
+      })
+    );
+  }
+
+  // chatd has no list of a room's banned users: the page lists those its cached
+  // timeline shows banned (and not unbanned since); any other is unbanned by id.
+  function renderBanned(key) {
+    var users = M.bannedIn(app.client.timeline(key));
+    el.mBannedList.replaceChildren.apply(
+      el.mBannedList,
+      users.map(function (u) {
+        var li = h("li", "member m-member");
+        li.dataset.user = u;
+        var who = h("span", "member-btn");
+        who.append(dom.avatar(u), h("span", "member-name", u));
+        li.appendChild(who);
+        var tools = h("span", "m-member-tools");
+        tools.appendChild(memberAction(key, "unban", "Unban", u, app.unban));
+        li.appendChild(tools);
         return li;
       })
     );
@@ -822,12 +1181,60 @@
       autosize();
       el.mError.textContent = "";
       updateMentions();
-      var key = st.active;
-      var now = Date.now();
-      if (isRoom(key) && el.mInput.value.trim() && now - (bind.typedAt || 0) > 2000) {
-        bind.typedAt = now; // at most one typing frame every 2 s
-        app.client.typing(key.slice(2));
-      }
+      if (isRoom(st.active) && el.mInput.value.trim()) app.typing(st.active);
+    });
+    el.mInput.addEventListener("paste", function (e) {
+      var data = e.clipboardData;
+      var images = Array.from((data && data.files) || []).filter(function (f) {
+        return /^image\//.test(f.type);
+      });
+      if (!images.length || !st.active) return;
+      if (!data.getData("text/plain")) e.preventDefault();
+      addFiles(images);
+    });
+    el.mAttach.addEventListener("click", function () {
+      el.mFile.click();
+    });
+    el.mFile.addEventListener("change", function () {
+      addFiles(el.mFile.files);
+      el.mFile.value = "";
+      el.mInput.focus();
+    });
+    // files dropped anywhere on the conversation
+    function hasFiles(e) {
+      return !!st.active && !!e.dataTransfer && Array.from(e.dataTransfer.types || []).indexOf("Files") >= 0;
+    }
+    el.mMain.addEventListener("dragover", function (e) {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "copy";
+      el.mMain.classList.add("m-dropping");
+    });
+    el.mMain.addEventListener("dragleave", function (e) {
+      if (!el.mMain.contains(e.relatedTarget)) el.mMain.classList.remove("m-dropping");
+    });
+    el.mMain.addEventListener("drop", function (e) {
+      el.mMain.classList.remove("m-dropping");
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      addFiles(e.dataTransfer.files);
+    });
+    el.mLightboxClose.addEventListener("click", function () {
+      el.mLightbox.close();
+    });
+    el.mLightbox.addEventListener("click", function (e) {
+      if (e.target === el.mLightbox) el.mLightbox.close(); // the backdrop
+    });
+    el.mLightbox.addEventListener("close", function () {
+      el.mLightboxImg.removeAttribute("src");
+    });
+    el.mUnban.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var user = el.mUnbanUser.value.trim().replace(/^@/, "");
+      if (!user || !st.active) return;
+      runInfo(app.unban(st.active, user)).then(function () {
+        if (!el.mInfoError.textContent) el.mUnbanUser.value = "";
+      });
     });
     el.mInput.addEventListener("blur", function () {
       setTimeout(closeMentions, 150);
@@ -839,6 +1246,8 @@
     el.mEarlier.addEventListener("click", loadEarlier);
     el.mScroller.addEventListener("scroll", function () {
       if (dom.atBottom(el.mScroller)) el.mJump.hidden = true;
+      // near the top: the next earlier items come in by themselves
+      if (el.mScroller.scrollTop < 64 && !el.mEarlier.hidden) loadEarlier(true);
     });
     el.mJump.addEventListener("click", scrollToBottom);
     el.mMute.addEventListener("click", function () {
@@ -926,6 +1335,9 @@
         list: renderList,
         unread: renderUnread,
         timeline: scheduleTimeline,
+        typing: function (key) {
+          if (key === st.active) renderTyping();
+        },
         removed: onRemoved,
         roomChanged: function (key) {
           renderHead();

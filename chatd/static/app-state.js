@@ -613,13 +613,29 @@
   // state. What follows are the page's rules on top of it (pure functions of
   // their arguments) and the messenger's actions; no DOM.
 
-  // chatd's default --recall-window: welcome does not say the server's, so a
-  // recall after a shorter window is refused (too_late) and reported.
-  var RECALL_WINDOW_MS = 120000;
   var REACTIONS = ["👍", "❤️", "😂", "😮", "🙏"];
   var RANK = { owner: 3, admin: 2, member: 1 };
   var MENTION_RE = /(^|\s)@([\p{L}\p{N}_.-]*)$/u;
   var MENTION_ALL = "@all";
+  // the list's preview of a message of attachments (the first one's kind)
+  var MEDIA_LABELS = { image: "[Image]", voice: "[Voice]", video: "[Video]", file: "[File]" };
+  // a long conversation renders its newest WINDOW items, WINDOW_STEP more each
+  // time the reader scrolls to the top (or asks for earlier ones)
+  var WINDOW = 200;
+  var WINDOW_STEP = 100;
+  // why an upload was refused (docs/api.md, "Media"), for the composer
+  var UPLOAD_FAILED = {
+    too_large: "The file is too large.",
+    too_many_pixels: "The image has too many pixels.",
+    quota_exceeded: "You have uploaded too much today: try again later.",
+    bad_image: "That image could not be read.",
+    bad_request: "The file could not be uploaded (it is empty or broken).",
+    unauthorized: "Your sign-in has expired: open chatd from your app again.",
+    network: "The upload did not reach chatd: check the connection and try again.",
+    unavailable: "chatd could not store the file: try again.",
+  };
+  // a /media/ path as chatd signs it: /media/ID or /media/ID/thumb, then the query
+  var MEDIA_PATH_RE = /^\/media\/[A-Za-z0-9_-]{1,64}(\/thumb)?(\?[A-Za-z0-9_=&%.~-]*)?$/;
 
   function isRoomKey(key) {
     return key.charAt(0) === "r";
@@ -640,13 +656,16 @@
   }
 
   // The list's second line: a draft, the tombstone of a recalled message, or
-  // the last message ("name: text" in rooms).
-  function preview(conv, me) {
+  // the last message ("name: text" in rooms; "[Image]" and the like for one of
+  // attachments, whose kind is `last.media` or `media`).
+  function preview(conv, me, media) {
     if (conv.draft) return { draft: true, text: conv.draft };
     var last = conv.last;
     if (!last) return { draft: false, text: "" };
     if (last.recalled) return { draft: false, text: "[message recalled]" };
     var text = String(last.text || "");
+    var kind = last.media || media;
+    if (kind) text = mediaLabel(kind) + (text ? " " + text : "");
     if (isRoomKey(conv.key)) text = (last.from === me ? "You" : last.name || last.from) + ": " + text;
     return { draft: false, text: text };
   }
@@ -707,11 +726,67 @@
     return !item.event && item.seq != null && !item.recalled;
   }
 
-  // May I recall `item`: my own inside the window, anyone's as a room's admin.
-  function canRecall(item, role, now, windowMs) {
-    if (!isMessage(item)) return false;
-    if (item.mine && now - item.ts < (windowMs || RECALL_WINDOW_MS)) return true;
-    return role === "owner" || role === "admin";
+  function mediaLabel(kind) {
+    return MEDIA_LABELS[kind] || MEDIA_LABELS.file;
+  }
+
+  // The /media/ path of an attachment's `url`/`thumb_url`, or "" for anything
+  // else: the page only ever loads or links what chatd signed on its own host.
+  function mediaPath(path) {
+    return typeof path === "string" && MEDIA_PATH_RE.test(path) ? path : "";
+  }
+
+  // How an attachment is shown: {show: image|audio|video|file, src, href, name,
+  // label}; src/href are "" when the server's URLs are missing or not /media/.
+  function attachmentView(a) {
+    var kind = a && a.kind;
+    var mime = String((a && a.mime) || "");
+    var href = mediaPath(a && a.url);
+    var name = String((a && a.name) || "");
+    var show = "file";
+    if (kind === "image") show = "image";
+    else if (kind === "voice" || (kind !== "video" && mime.indexOf("audio/") === 0)) show = "audio";
+    else if (kind === "video") show = "video";
+    var v = { show: show, href: href, src: href, name: name, label: mediaLabel(kind) };
+    if (show === "image") v.src = mediaPath(a.thumb_url) || href;
+    return v;
+  }
+
+  // A thumbnail's box for an image of width x height inside max x max, so the
+  // timeline does not jump when it loads; null when the size is not known.
+  function thumbBox(width, height, max) {
+    if (!(width > 0) || !(height > 0)) return null;
+    var k = Math.min(1, (max || 240) / Math.max(width, height));
+    return { width: Math.max(1, Math.round(width * k)), height: Math.max(1, Math.round(height * k)) };
+  }
+
+  // The badge of a file: its extension ("PDF", at most 4 letters or digits), else "FILE".
+  function fileBadge(name) {
+    var m = /\.([A-Za-z0-9]{1,4})$/.exec(String(name || ""));
+    return m ? m[1].toUpperCase() : "FILE";
+  }
+
+  function uploadError(e) {
+    var code = e && e.code;
+    return UPLOAD_FAILED[code] || (e && e.message) || "The upload failed.";
+  }
+
+  // The first item to render of `length` with a window of `size` items.
+  function windowStart(length, size) {
+    return Math.max(0, length - Math.max(size || WINDOW, 1));
+  }
+
+  // The users the events of `items` leave banned (banned, not unbanned since),
+  // newest ban first: what the page knows without a banned list from chatd.
+  function bannedIn(items) {
+    var state = new Map();
+    (items || []).forEach(function (it) {
+      if (it.event === "banned") state.set(it.user, it.seq);
+      else if (it.event === "unbanned" || it.event === "joined" || it.event === "invited") state.delete(it.user);
+    });
+    return Array.from(state.keys()).sort(function (a, b) {
+      return state.get(b) - state.get(a);
+    });
   }
 
   function canEdit(item) {
@@ -793,11 +868,15 @@
     too_large: "Too many reactions on that message.",
   };
 
+  function opFailedText(code) {
+    return OP_FAILED[code] || "Failed: " + code;
+  }
+
   /**
    * The messenger of a token user. `view` gets told: conn(), welcomed(),
    * list(), unread(total), timeline(key), removed(key, kind), roomChanged(key),
-   * toast(text), expired(); `opts.visible()` says whether the open conversation
-   * is on screen (markRead only then).
+   * typing(key), toast(text), expired(); `opts.visible()` says whether the open
+   * conversation is on screen (markRead only then).
    */
   function createMessenger(view, options) {
     var opts = options || {};
@@ -826,6 +905,8 @@
       editing: null, // my message being edited: {seq, text}
       members: new Map(), // room key -> [{user, name, role, online}] (allMembers)
       recalled: new Map(), // "key seq" -> my text before I recalled it (re-edit)
+      typing: new Map(), // room key -> Map(user -> ms the "is typing" line ends)
+      typingSent: new Map(), // room key -> ms of my last typing frame
       invalid: !sub, // not a token at all: the page does not connect
       welcomed: false, // a welcome came on some connection of this page
       refused: false, // several tries and never welcomed: a browser cannot tell a
@@ -869,15 +950,21 @@
     });
     client.on("event", function (e) {
       st.members.delete(e.key); // membership or roles changed: ask again
-      // a room I was just added to arrives by subscription, without its title
-      // and kind: room_info fills them into the store
-      if (e.user === st.user && (e.kind === "invited" || e.kind === "joined") && client.connected) {
-        client.roomInfo(e.room).catch(function () {});
-      }
       if (e.key === st.active) view.roomChanged(e.key);
     });
+    client.on("typing", function (t) {
+      var key = "r:" + t.room;
+      if (!st.typing.has(key)) st.typing.set(key, new Map());
+      st.typing.get(key).set(t.from, Date.now() + TYPING_SHOW_MS);
+      view.typing(key);
+    });
+    // a message from someone ends their "is typing"
+    client.on("message", function (m) {
+      var t = st.typing.get("r:" + m.room);
+      if (t && t.delete(m.from)) view.typing("r:" + m.room);
+    });
     client.on("failed", function (e) {
-      if (e.kind === "op") view.toast(OP_FAILED[e.error] || "Failed: " + e.error);
+      if (e.kind === "op") view.toast(opFailedText(e.error));
     });
     client.on("error", function (f) {
       // errors about a request of ours reject it (or fail its outbox entry)
@@ -890,6 +977,16 @@
 
     function conversation(key) {
       return client.conversation(key);
+    }
+
+    // The kind of the first attachment of conversation `c`'s last message when
+    // the summary does not say it: chatd's list summaries (sync, conversations)
+    // carry the last message's text only, its cached timeline item the rest.
+    function lastMedia(c) {
+      var last = c && c.last;
+      if (!last || last.media || last.recalled) return null;
+      var it = client.store.line(c.key).bySeq.get(last.seq);
+      return it && it.attachments && it.attachments.length ? it.attachments[0].kind || "file" : null;
     }
 
     function role(key) {
@@ -919,9 +1016,10 @@
       return client.loadEarlier(key);
     }
 
-    // Sends `text` to the open conversation: a reply, with the mentions it
-    // names, or the new text of the message being edited.
-    function send(text) {
+    // Sends `text` (and the uploads in `attachments`) to the open conversation:
+    // a reply, with the mentions it names, or the new text of the message being
+    // edited.
+    function send(text, attachments) {
       var key = st.active;
       if (!key) return null;
       if (st.editing) {
@@ -931,6 +1029,7 @@
         return { edited: ed.seq };
       }
       var o = {};
+      if (attachments && attachments.length) o.attachments = attachments;
       if (st.reply) o.reply_to = st.reply.seq;
       if (isRoomKey(key)) {
         var users = (st.members.get(key) || []).map(function (m) {
@@ -960,44 +1059,62 @@
       });
     }
 
-    // chatd answers my own room commands (create, invite, kick, …) with an
-    // ack and sends their events to everyone else: a sync brings them into
-    // my timeline too. Resolves with `result` either way.
-    function catchUp(result) {
-      return client.sync().then(
-        function () {
-          return result;
-        },
-        function () {
-          return result;
-        }
-      );
-    }
-
-    // A room command; its room's member cache is dropped once it is done.
+    // A room command (the client syncs its events in after the ack); its room's
+    // member cache is dropped once it is done.
     function command(key, run) {
       if (!client.connected) return Promise.reject(new Error("offline"));
       return run().then(function (r) {
         st.members.delete(key);
-        return catchUp(r);
+        return r;
       });
     }
 
-    // Leaving a room: the client sends `leave` for rooms it join()ed, and the
-    // rooms a token user is in arrive by subscription, so join (a member's join
-    // only subscribes again) and leave; `left` then removes it everywhere.
+    // Leaving a room ends the membership on every device; `left` then removes it.
     function leave(key) {
       if (!client.connected) return Promise.reject(new Error("offline"));
+      client.leave(key.slice(2));
+      return Promise.resolve();
+    }
+
+    // "I am typing" in room `key`, at most every TYPING_SEND_EVERY_MS. The client
+    // sends typing only for rooms it join()ed: a room that came by subscription
+    // is joined first (a member's join only subscribes the connection again).
+    function typing(key) {
       var room = key.slice(2);
-      return client.join(room).then(function () {
-        client.leave(room);
-      });
+      var now = Date.now();
+      if (!client.connected || now - (st.typingSent.get(key) || 0) < TYPING_SEND_EVERY_MS) return;
+      st.typingSent.set(key, now);
+      var r = client.rooms.get(room);
+      if (r && r.joined) client.typing(room);
+      else if (!r) {
+        client.join(room).then(
+          function () {
+            client.typing(room);
+          },
+          function () {}
+        );
+      }
+    }
+
+    // Who is typing in `key` now (sorted; expired entries dropped).
+    function typingIn(key) {
+      var t = st.typing.get(key);
+      var now = Date.now();
+      var names = [];
+      if (t) {
+        t.forEach(function (until, user) {
+          if (until > now) names.push(user);
+          else t.delete(user);
+        });
+      }
+      return names.sort();
     }
 
     return {
       state: st,
       client: client,
       conversation: conversation,
+      lastMedia: lastMedia,
       role: role,
       open: open,
       markSeen: markSeen,
@@ -1008,18 +1125,31 @@
         return client.react(key, seq, emoji);
       },
       members: members,
-      // Creates a room; resolves with its key once a sync brought its summary
-      // (title, kind, my role) and first events into the store.
+      typing: typing,
+      typingIn: typingIn,
+      canRecall: function (key, item) {
+        return client.canRecall(key, item);
+      },
+      upload: function (file) {
+        return client.upload(file);
+      },
+      mediaInfo: function (id) {
+        return client.mediaInfo(id);
+      },
+      mediaUrl: function (path) {
+        return client.mediaUrl(path);
+      },
+      // Creates a room; resolves with its key (the client puts chatd's room_info
+      // answer into the list).
       createRoom: function (spec) {
         return client.createRoom(spec).then(function () {
-          return catchUp("r:" + spec.room);
+          return "r:" + spec.room;
         });
       },
-      // Joins a public room by name (the joiner too only gets `joined`: a sync
-      // brings the conversation into the store).
+      // Joins a public room by name (the client syncs it into the store).
       joinRoom: function (room) {
         return client.join(room).then(function () {
-          return catchUp("r:" + room);
+          return "r:" + room;
         });
       },
       roomInfo: function (key) {
@@ -1038,6 +1168,11 @@
       ban: function (key, user) {
         return command(key, function () {
           return client.ban(key.slice(2), user);
+        });
+      },
+      unban: function (key, user) {
+        return command(key, function () {
+          return client.unban(key.slice(2), user);
         });
       },
       setRole: function (key, user, r) {
@@ -1064,8 +1199,9 @@
     create: create,
     createMessenger: createMessenger,
     messenger: {
-      RECALL_WINDOW_MS: RECALL_WINDOW_MS,
       REACTIONS: REACTIONS,
+      WINDOW: WINDOW,
+      WINDOW_STEP: WINDOW_STEP,
       NAME_RE: NAME_RE,
       ROOM_RE: ROOM_RE,
       badgeText: badgeText,
@@ -1074,8 +1210,16 @@
       preview: preview,
       tick: tick,
       eventText: eventText,
-      canRecall: canRecall,
       canEdit: canEdit,
+      mediaLabel: mediaLabel,
+      mediaPath: mediaPath,
+      attachmentView: attachmentView,
+      thumbBox: thumbBox,
+      fileBadge: fileBadge,
+      uploadError: uploadError,
+      opFailedText: opFailedText,
+      windowStart: windowStart,
+      bannedIn: bannedIn,
       lastEditable: lastEditable,
       mentionQuery: mentionQuery,
       mentionCandidates: mentionCandidates,

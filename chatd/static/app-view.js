@@ -416,10 +416,7 @@
       });
     }
     names.sort();
-    var text = "";
-    if (names.length === 1) text = names[0] + " is typing…";
-    else if (names.length === 2) text = names[0] + " and " + names[1] + " are typing…";
-    else if (names.length > 2) text = "Several people are typing…";
+    var text = dom.typingText(names);
     if (el.typing.textContent !== text) el.typing.textContent = text;
     el.typing.classList.toggle("on", !!text);
     clearTimeout(renderTyping.timer);

@@ -9,6 +9,10 @@ context. Screenshots of the list and of a chat with ticks and a reply are writte
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +21,7 @@ import pytest
 from test_browser import Client
 
 from chatd.auth import TokenVerifier
+from tests import media_samples
 from tests.support.auth import SECRET, token
 
 pytestmark = pytest.mark.browser
@@ -86,6 +91,26 @@ class Messenger(Client):
         return self.page.eval_on_selector_all(
             "#m-items li.m-msg .msg-text", "els => els.map(e => e.textContent)"
         )
+
+    def attach(self, name: str, data: bytes, mime: str = "application/octet-stream"):
+        """Picks file *name* with the attach button's file input (uploaded at once)."""
+        self.page.set_input_files(
+            "#m-file", files=[{"name": name, "mimeType": mime, "buffer": data}]
+        )
+
+    def upload(self, name: str):
+        """The composer's attachment chip of *name*."""
+        return self.page.locator("#m-uploads li.m-upload").filter(
+            has=self.page.locator(".m-upload-name", has_text=name)
+        )
+
+    def loaded(self, selector: str) -> int:
+        """Waits until the <img> at *selector* has loaded; its naturalWidth."""
+        self.page.wait_for_function(
+            "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
+            arg=selector,
+        )
+        return self.page.eval_on_selector(selector, "i => i.naturalWidth")
 
 
 @pytest.fixture
@@ -240,8 +265,8 @@ def test_private_room_create_invite_mention_read_by_and_kick(users, artifacts):
     alice.page.click("#m-create-submit")
     alice.page.wait_for_function("() => document.getElementById('m-title').textContent === 'Team'")
     assert alice.page.text_content("#m-sub").startswith("Private room")
-    bob.conv("r:team").wait_for()
-    assert bob.conv("r:team").locator(".m-conv-title").text_content() == "Team"
+    # listed at `subscribed`, titled once the client's sync brought the room in
+    bob.conv("r:team").locator(".m-conv-title:text-is('Team')").wait_for()
 
     alice.page.click("#m-info-btn")
     alice.page.wait_for_selector('#m-info-members li[data-user="bob"]')
@@ -308,8 +333,10 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     """A public room: carol joins it by name; the owner makes bob an admin; bob mutes
     it (the list shows it muted, its unread stays out of the tab title) and a reload
     keeps the token, the list and the mute; carol leaves it from the room info, the
-    owner cannot while others remain; a ban drops it from bob's page; a recall after
-    chatd's window is refused and said so, the message stays."""
+    owner cannot while others remain; a ban drops it from bob's page and the owner
+    unbans him from the room info; after chatd's recall window (from `welcome`) the
+    Recall button is gone, and a recall sent anyway is refused and said so, the
+    message stays."""
     known(users, "bob", "carol")
     alice, bob, carol = users("alice"), users("bob"), users("carol")
 
@@ -380,15 +407,35 @@ def test_public_room_join_roles_mute_leave_ban_reload_and_a_late_recall(users):
     bob.page.wait_for_selector("#toast:has-text('You were banned from #club')")
     alice.page.wait_for_selector("#m-items li.m-event:text-is('You banned bob')")
 
-    # a recall after chatd's window (1 s here) is refused: too_late, text kept
+    # unban: bob is listed as banned in the room info; unbanned, he may join again
+    alice.page.wait_for_selector('#m-banned:not([hidden]) #m-banned-list li[data-user="bob"]')
+    alice.page.click('#m-banned-list li[data-user="bob"] [data-action="unban"]')
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You unbanned bob')")
+    alice.page.wait_for_selector('#m-banned-list li[data-user="bob"]', state="detached")
+    bob.page.fill("#m-open", "#club")
+    bob.page.press("#m-open", "Enter")
+    bob.conv("r:club").wait_for()
+    # and by user id (carol, who left, banned meanwhile); one not banned is refused
+    alice.page.evaluate("() => window.chatd.messenger.ban('r:club', 'carol')")
+    alice.page.wait_for_selector('#m-banned-list li[data-user="carol"]')
+    alice.page.fill("#m-unban-user", "carol")
+    alice.page.press("#m-unban-user", "Enter")
+    alice.page.wait_for_selector("#m-items li.m-event:text-is('You unbanned carol')")
+    alice.page.wait_for_function("() => document.getElementById('m-unban-user').value === ''")
+    alice.page.fill("#m-unban-user", "carol")
+    alice.page.press("#m-unban-user", "Enter")
+    alice.page.wait_for_selector("#m-info-error:has-text('Refused: ')")
+
+    # after chatd's recall window (1 s here) the Recall button goes; a recall
+    # sent anyway is refused: too_late, text kept
     alice.dm("bob")
     alice.say("too late to take back")
     late = alice.sent("too late to take back")
-    ts = alice.page.evaluate(
-        "() => window.chatd.state.client.timeline('d:bob').filter(m => m.mine).pop().ts"
-    )
-    alice.page.wait_for_function("ts => Date.now() > ts + 1500", arg=ts)
-    alice.act(late, "recall")
+    late.hover()
+    late.locator('.m-actions [data-action="recall"]').wait_for()
+    late.locator('.m-actions [data-action="recall"]').wait_for(state="detached")
+    seq = int(late.get_attribute("data-seq"))
+    alice.page.evaluate("seq => window.chatd.state.client.recall('d:bob', seq)", seq)
     alice.page.wait_for_selector("#toast:has-text('Too late to recall')")
     assert alice.message("too late to take back", "alice").count() == 1
     assert alice.page.locator("#m-items li.m-recalled").count() == 0
@@ -415,7 +462,8 @@ def test_offline_backlog_pages_back_and_drafts_stay_in_the_list(users):
     bob.message("backlog 11", "alice").wait_for()
     assert bob.texts() == texts[-5:]
     assert bob.page.is_hidden("#m-start")
-    bob.page.click("#m-earlier")
+    # the button does the same (clicked without scrolling to it: that alone would)
+    bob.page.eval_on_selector("#m-earlier", "b => b.click()")
     bob.message("backlog 0", "alice").wait_for()
     assert bob.texts() == texts
     bob.page.wait_for_selector("#m-start:not([hidden])")
@@ -474,7 +522,10 @@ def test_markup_is_text_and_a_bad_token_is_reported(users, server):
     alice.page.click("#m-create-submit")
     bob.conv("r:evil").locator(".m-conv-title:text-is('<i>Team</i>')").wait_for()
     for page in (alice, bob):
-        made = "#messenger img, :is(#m-items, #m-convs, #m-title, #m-quote-text) :is(b, i)"
+        made = (
+            "#messenger img:not(#m-lightbox-img),"
+            " :is(#m-items, #m-convs, #m-title, #m-quote-text) :is(b, i)"
+        )
         assert page.page.locator(made).count() == 0
         assert page.dialogs == []
 
@@ -500,7 +551,10 @@ def test_markup_is_text_and_a_bad_token_is_reported(users, server):
 
 def test_the_pages_rules(users):
     """The pure rules of static/app-state.js, run in the page: badge and title counts,
-    previews, ticks, event lines, who may recall, @mention parsing."""
+    previews (attachments too), ticks, event lines, who may recall (the client's
+    canRecall, from welcome's recall_window), @mention parsing, how attachments are
+    shown (only chatd's /media/ paths are used as URLs), the rendering window and
+    the banned users the timeline shows."""
     page = users("alice").page
     got = page.evaluate(
         """() => {
@@ -514,7 +568,11 @@ def test_the_pages_rules(users):
           M.preview({key: 'r:t', last: {from: 'alice', text: 'hi'}}, 'alice').text,
           M.preview({key: 'd:bob', last: {from: 'bob', text: '', recalled: true}}, 'alice').text,
           M.preview({key: 'd:bob', draft: 'wip', last: null}, 'alice'),
-          M.preview({key: 'd:bob', last: null}, 'alice').text],
+          M.preview({key: 'd:bob', last: null}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'bob', text: '', media: 'image'}}, 'alice').text,
+          M.preview({key: 'r:t', last: {from: 'bob', name: 'Bob', text: 'hear', media: 'voice'}}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'alice', text: '', media: 'file'}}, 'alice').text,
+          M.preview({key: 'd:bob', last: {from: 'bob', text: '', media: 'video'}}, 'alice').text],
         tick: [M.tick(mine({status: 'read'}), true), M.tick(mine({status: 'sent'}), true),
                M.tick(mine({status: 'read', readBy: 3}), false), M.tick(mine({status: 'sent', readBy: 0}), false),
                M.tick(mine({status: 'pending'}), true), M.tick({status: 'sent'}, true)],
@@ -524,11 +582,40 @@ def test_the_pages_rules(users):
           M.eventText({event: 'role', user: 'bob', by: 'alice', role: 'admin'}, 'carol'),
           M.eventText({event: 'room_updated', by: 'bob', changes: {title: 'T'}}, 'carol'),
           M.eventText({event: 'left', user: 'bob'}, 'carol')],
-        recall: [M.canRecall(mine({}), 'member', 2000), M.canRecall(mine({}), 'member', 200000),
-                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'admin', 200000),
-                 M.canRecall({seq: 5, mine: false, ts: 1000}, 'member', 2000),
-                 M.canRecall(mine({recalled: {by: 'alice'}}), 'owner', 2000),
-                 M.canRecall(mine({seq: null}), 'member', 2000)],
+        recall: ((client) => {
+          const now = Date.now()
+          const own = (x) => Object.assign({seq: 5, from: 'alice', ts: now - 1000, text: 'x'}, x)
+          return [client.canRecall('d:bob', own({})),
+                  client.canRecall('d:bob', own({ts: now - 200000})),
+                  client.canRecall('d:bob', own({from: 'bob'})),
+                  client.canRecall('d:bob', own({recalled: {by: 'alice'}})),
+                  client.canRecall('d:bob', own({seq: null})),
+                  client.welcome.recall_window]
+        })(window.chatd.state.client),
+        paths: ['/media/q3Jb6F1xX1l3pR7mWz0P9A?e=1764377520&s=abc_-', '/media/q3Jb/thumb?e=1&s=x',
+                'javascript:alert(1)', '//evil.example/media/x', 'https://evil.example/media/x',
+                '/media/../api/x', '/media/x?e=1&s=<b>', '/media/x/thumb/../y', null, 42]
+          .map(M.mediaPath),
+        views: [
+          M.attachmentView({kind: 'image', mime: 'image/png', url: '/media/a?s=1', thumb_url: '/media/a/thumb?s=1', name: 'p.png'}),
+          M.attachmentView({kind: 'image', url: '/media/a?s=1'}),
+          M.attachmentView({kind: 'voice', mime: 'audio/mpeg', url: '/media/v?s=1'}),
+          M.attachmentView({kind: 'file', mime: 'application/octet-stream', url: 'javascript:x', name: '<b>x</b>.html'}),
+        ].map((v) => [v.show, v.src, v.href, v.name, v.label]),
+        boxes: [M.thumbBox(640, 480, 240), M.thumbBox(100, 50, 240), M.thumbBox(0, 10, 240), M.thumbBox(300, 3000, 240)],
+        badges: [M.fileBadge('report.pdf'), M.fileBadge('a.tar.gz'), M.fileBadge('README'), M.fileBadge('x.docxx'),
+                 M.fileBadge(undefined)],
+        uploads: [M.uploadError({code: 'too_large'}), M.uploadError({code: 'quota_exceeded'}),
+                  M.uploadError({code: 'bad_image'}), M.uploadError({code: 'weird', message: 'odd'}),
+                  M.uploadError(null)],
+        windows: [M.windowStart(5000, 200), M.windowStart(150, 200), M.windowStart(5000, 300), M.windowStart(10, 0)],
+        banned: M.bannedIn([{seq: 1, event: 'banned', user: 'bob'}, {seq: 2, event: 'banned', user: 'carol'},
+                            {seq: 3, event: 'unbanned', user: 'bob'}, {seq: 4, event: 'banned', user: 'dave'},
+                            {seq: 5, from: 'x', text: 'hi'}]),
+        sizes: [window.ChatdDom.fmtSize(812), window.ChatdDom.fmtSize(4200), window.ChatdDom.fmtSize(12345678),
+                window.ChatdDom.fmtSize(undefined)],
+        typing: [window.ChatdDom.typingText([]), window.ChatdDom.typingText(['bob']),
+                 window.ChatdDom.typingText(['bob', 'carol']), window.ChatdDom.typingText(['a', 'b', 'c'])],
         last: M.lastEditable([mine({seq: 1}), {seq: 2, mine: false}, mine({seq: 3, recalled: {}})]).seq,
         query: [M.mentionQuery('hi @ca', 6), M.mentionQuery('mail@ca', 7), M.mentionQuery('@', 1)],
         cands: M.mentionCandidates([{user: 'carol'}, {user: 'cat', name: 'Kitty'}, {user: 'alice'}],
@@ -547,6 +634,10 @@ def test_the_pages_rules(users):
         "[message recalled]",
         {"draft": True, "text": "wip"},
         "",
+        "[Image]",
+        "Bob: [Voice] hear",
+        "[File]",
+        "[Video]",
     ]
     assert got["tick"] == ["read", "sent", "read by 3", "sent", "sending…", ""]
     assert got["events"] == [
@@ -556,7 +647,41 @@ def test_the_pages_rules(users):
         "bob changed the title to “T”",
         "bob left",
     ]
-    assert got["recall"] == [True, False, True, False, False, False]
+    assert got["recall"] == [True, False, False, False, False, 120]
+    assert got["paths"] == [
+        "/media/q3Jb6F1xX1l3pR7mWz0P9A?e=1764377520&s=abc_-",
+        "/media/q3Jb/thumb?e=1&s=x",
+        *[""] * 8,
+    ]
+    assert got["views"] == [
+        ["image", "/media/a/thumb?s=1", "/media/a?s=1", "p.png", "[Image]"],
+        ["image", "/media/a?s=1", "/media/a?s=1", "", "[Image]"],
+        ["audio", "/media/v?s=1", "/media/v?s=1", "", "[Voice]"],
+        ["file", "", "", "<b>x</b>.html", "[File]"],
+    ]
+    assert got["boxes"] == [
+        {"width": 240, "height": 180},
+        {"width": 100, "height": 50},
+        None,
+        {"width": 24, "height": 240},
+    ]
+    assert got["badges"] == ["PDF", "GZ", "FILE", "FILE", "FILE"]
+    assert got["uploads"] == [
+        "The file is too large.",
+        "You have uploaded too much today: try again later.",
+        "That image could not be read.",
+        "odd",
+        "The upload failed.",
+    ]
+    assert got["windows"] == [4800, 0, 4700, 0]
+    assert got["banned"] == ["dave", "carol"]
+    assert got["sizes"] == ["812 B", "4.2 KB", "12 MB", ""]
+    assert got["typing"] == [
+        "",
+        "bob is typing…",
+        "bob and carol are typing…",
+        "Several people are typing…",
+    ]
     assert got["last"] == 1
     assert got["query"] == [{"start": 3, "prefix": "ca"}, None, {"start": 0, "prefix": ""}]
     assert got["cands"] == ["carol", "cat"]
@@ -647,3 +772,279 @@ def test_a_network_flap_loses_and_doubles_nothing(users):
         "#m-items li.m-msg", "els => els.map(e => Number(e.dataset.seq))"
     )
     assert seqs == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("server", [["--max-file-bytes", "100000"]], indirect=True)
+def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
+    """alice attaches a voice clip (with a text), drops a file on the conversation and
+    picks a PNG, each uploaded at once into the composer's tray and sent with Send, to
+    bob who is offline. bob's list previews "[Image]"; his page shows the thumbnail
+    (it loads), which opens the original in the lightbox, an audio player and the file
+    as a download link with its name and size; the text stays text. A thumbnail whose
+    URL stops working is signed again once. An empty file, one over
+    --max-file-bytes and a PNG that does not decode are refused with their message,
+    nothing is sent; a picture pasted into the composer is uploaded too."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+
+    # a voice clip with a text (markup in it stays text)
+    clip, _seconds = media_samples.mp3(3.0)
+    alice.attach("hello.mp3", clip, "audio/mpeg")
+    alice.upload("hello.mp3").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.say("listen <b>now</b>")
+    alice.sent("listen <b>now</b>").locator(".m-att-audio audio").wait_for()
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+
+    # a file dropped on the conversation
+    alice.page.evaluate(
+        """() => {
+      const dt = new DataTransfer()
+      dt.items.add(new File(['minutes of the meeting'], 'notes <i>1</i>.txt', {type: 'text/plain'}))
+      const main = document.getElementById('m-main')
+      main.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}))
+      main.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}))
+    }"""
+    )
+    alice.upload("notes").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.page.press("#m-input", "Enter")
+    alice.page.locator('#m-items li.m-msg[data-status="sent"] .m-att-file').wait_for()
+
+    # a picture, picked with the attach button: the tray shows it uploading, then ready
+    png = picture_png()
+    alice.attach("sunset.png", png, "image/png")
+    alice.upload("sunset.png").wait_for()
+    alice.upload("sunset.png").and_(alice.page.locator('[data-status="ready"]')).wait_for()
+    alice.page.click("#m-send")
+    alice.page.wait_for_selector('#m-items li.m-msg[data-status="sent"] img.m-thumb')
+
+    # a picture pasted into the composer goes into the tray too (and out with ✕)
+    alice.page.evaluate(
+        """(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
+      const dt = new DataTransfer()
+      dt.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}))
+      const input = document.getElementById('m-input')
+      input.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}))
+    }""",
+        base64.b64encode(png).decode(),
+    )
+    pasted = alice.upload("pasted.png").and_(alice.page.locator('[data-status="ready"]'))
+    pasted.locator("img.m-upload-thumb").wait_for()
+    pasted.locator(".m-upload-remove").click()
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+
+    # refusals: an empty file (400 bad_request) and one over --max-file-bytes (413)
+    alice.attach("empty.txt", b"")
+    alice.upload("empty.txt").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == (
+        "Not uploaded: empty.txt: The file could not be uploaded (it is empty or broken)."
+    )
+    alice.attach("big.bin", os.urandom(150_000))
+    alice.upload("big.bin").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == "Not uploaded: big.bin: The file is too large."
+    alice.attach("broken.png", b"\x89PNG\r\n\x1a\n" + b"not a picture" * 20, "image/png")
+    alice.upload("broken.png").and_(alice.page.locator('[data-status="failed"]')).wait_for()
+    assert alice.page.text_content("#m-error") == (
+        "Not uploaded: broken.png: That image could not be read."
+    )
+    alice.page.press("#m-input", "Enter")  # nothing left to send
+    for _ in range(3):
+        alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove >> nth=0')
+    alice.page.wait_for_selector("#m-uploads", state="hidden")
+    assert alice.page.locator("#m-items li.m-msg").count() == 3
+
+    bob = users("bob")
+    entry = bob.conv("d:alice")
+    entry.locator(".badge:text-is('3')").wait_for()
+    assert entry.locator(".m-preview").text_content() == "[Image]"
+    bob.open_conv("d:alice")
+    picture = "#m-items li.m-msg[data-from='alice'] img.m-thumb"
+    bob.page.wait_for_selector(picture)
+    thumb_width = bob.loaded(picture)
+    assert 0 < thumb_width <= 320
+    src = bob.page.get_attribute(picture, "src")
+    assert "/media/" in src and "/thumb?" in src
+    assert bob.page.get_attribute(picture, "width") == "240"  # sized before it loads
+
+    # the voice clip: a player of a /media/ URL, and the text as text
+    voice = bob.message("listen <b>now</b>", "alice")
+    assert voice.locator(".msg-text").text_content() == "listen <b>now</b>"
+    assert voice.locator(".msg-text b").count() == 0
+    assert "/media/" in voice.locator("audio").get_attribute("src")
+    bob.page.wait_for_function(
+        "() => document.querySelector('#m-items audio').readyState >= 1"
+    )  # its metadata loaded (CSP media-src allows chatd's own host)
+
+    # the file: a download link with its name (as text) and size, served as attachment
+    link = bob.page.locator("#m-items a.m-att-file")
+    # (chatd takes slashes out of names)
+    assert link.locator(".m-att-name").text_content() == "notes <i>1<i>.txt"
+    assert link.locator(".m-att-name i").count() == 0
+    assert link.locator(".m-att-meta").text_content() == "22 B"
+    assert link.get_attribute("download") == "notes <i>1<i>.txt"
+    got = bob.page.evaluate(
+        """async (href) => { const r = await fetch(href)
+      return [r.status, r.headers.get('content-disposition'), await r.text()] }""",
+        link.get_attribute("href"),
+    )
+    assert got[0] == 200 and got[1].startswith("attachment") and got[2] == "minutes of the meeting"
+    bob.page.screenshot(path=str(artifacts / "messenger-media.png"))
+
+    # the thumbnail opens the original in the lightbox
+    bob.page.click(picture)
+    bob.page.wait_for_selector("#m-lightbox[open]")
+    assert bob.loaded("#m-lightbox-img") == 640
+    assert "/thumb" not in bob.page.get_attribute("#m-lightbox-img", "src")
+    bob.page.click("#m-lightbox-close")
+    bob.page.wait_for_selector("#m-lightbox:not([open])", state="attached")
+
+    # a thumbnail URL that stops working (here: its signature changed) is signed again
+    bob.page.eval_on_selector(picture, "i => { i.src = i.src.replace(/s=[^&]*/, 's=forged') }")
+    bob.page.wait_for_function(
+        "s => { const i = document.querySelector(s);"
+        " return !i.src.includes('s=forged') && i.complete && i.naturalWidth > 0 }",
+        arg=picture,
+    )
+    # once per picture: a second failure only dims it, no further request
+    asked = len([u for u in bob.requests if "/api/media/" in u])
+    bob.page.eval_on_selector(picture, "i => { i.src = i.src.replace(/s=[^&]*/, 's=forged') }")
+    bob.page.wait_for_selector(picture + ".m-att-broken")
+    assert len([u for u in bob.requests if "/api/media/" in u]) == asked == 1
+    assert alice.dialogs == [] and bob.dialogs == []
+
+
+def picture_png() -> bytes:
+    """A 640x480 PNG: a sky, a sun and a sea (a picture worth a screenshot)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (640, 480), (122, 170, 230))
+    draw = ImageDraw.Draw(im)
+    draw.ellipse((400, 90, 520, 210), fill=(255, 200, 70))
+    draw.rectangle((0, 300, 640, 480), fill=(40, 90, 150))
+    out = io.BytesIO()
+    im.save(out, "PNG")
+    return out.getvalue()
+
+
+API_KEY = "browser-test-api-key"
+
+
+@pytest.mark.parametrize(
+    "server", [["--sync-limit", "1000", "--api-key", API_KEY, "--db", ":memory:"]], indirect=True
+)
+def test_a_long_conversation_renders_a_window(users, server):
+    """5,000 DMs to offline bob (the HTTP API): his page keeps the newest 1,000 of the
+    sync (--sync-limit) but renders only the newest 200; scrolling to the top shows
+    100 more from the cache each time, and past the cache pages back from chatd; back
+    at the bottom, a new message leaves the window at 200 rows again."""
+    known(users, "bob")
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)]
+    headers = {"Authorization": "apikey " + API_KEY, "Content-Type": "application/json"}
+    broken = []
+
+    def post(text):
+        # with an id: a retry on a new connection (chatd closed the kept-alive one) is
+        # answered as a duplicate, not stored twice
+        body = json.dumps(
+            {"from": "alice", "to": "bob", "text": text, "id": text.replace(" ", "-")}
+        )
+        for _ in range(3):
+            try:
+                conns[0].request("POST", "/api/dm", body, headers)
+                answer = conns[0].getresponse()
+                got = answer.read()
+                assert answer.status == 200, got
+                return
+            except (ConnectionError, http.client.HTTPException) as e:
+                broken.append(repr(e))
+                conns[0].close()
+                conns[0] = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        raise AssertionError(broken)
+
+    for i in range(5000):
+        post(f"long {i}")
+
+    bob = users("bob")
+    bob.conv("d:alice").locator(".badge:text-is('99+')").wait_for()
+    bob.open_conv("d:alice")
+    bob.message("long 4999", "alice").wait_for()
+    rows = "#m-items li.m-msg"
+
+    def count():
+        return bob.page.locator(rows).count()
+
+    def first():
+        return bob.page.locator(rows).first.locator(".msg-text").text_content()
+
+    assert bob.page.evaluate("() => window.chatd.state.client.timeline('d:alice').length") == 1000
+    assert count() == 200
+    assert first() == "long 4800"
+    assert bob.page.is_visible("#m-earlier")
+
+    def scroll_up(expect):
+        bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = 0 }")
+        bob.page.wait_for_function(
+            "([sel, n]) => document.querySelectorAll(sel).length === n", arg=[rows, expect]
+        )
+
+    scroll_up(300)
+    assert first() == "long 4700"
+    # the button does the same (clicked without scrolling to it: that alone would)
+    bob.page.eval_on_selector("#m-earlier", "b => b.click()")
+    bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 400")
+    for n in range(500, 1001, 100):
+        scroll_up(n)
+    assert first() == "long 4000"
+    # past the cache: a page from chatd (50 items), shown on top
+    scroll_up(1050)
+    assert first() == "long 3950"
+    assert bob.page.evaluate("() => window.chatd.state.client.timeline('d:alice').length") == 1050
+
+    # back at the bottom, the next message leaves the newest 200 in the page
+    bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = s.scrollHeight }")
+    post("long 5000")
+    bob.message("long 5000", "alice").wait_for()
+    bob.page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 200")
+    assert first() == "long 4801"
+
+    # reading further up, a new message widens the window instead of pushing rows out
+    bob.page.eval_on_selector("#m-scroller", "s => { s.scrollTop = s.scrollHeight / 2 }")
+    post("long 5001")
+    bob.message("long 5001", "alice").wait_for(state="attached")
+    assert count() == 201
+    assert first() == "long 4801"
+    conns[0].close()
+
+
+def test_typing_in_a_room_shows_on_the_other_pages(users):
+    """bob types in a room he got by subscription (alice created it with him): alice's
+    page shows "bob is typing…" under the conversation, gone when his message comes;
+    nothing shows in another conversation."""
+    known(users, "bob")
+    alice, bob = users("alice"), users("bob")
+    alice.page.click("#m-new-room")
+    alice.page.fill("#m-create-room", "crew")
+    alice.page.fill("#m-create-members", "bob")
+    alice.page.click("#m-create-submit")
+    alice.page.wait_for_function("() => document.getElementById('m-title').textContent === '#crew'")
+    bob.conv("r:crew").wait_for()
+    bob.open_conv("r:crew")
+
+    bob.page.click("#m-input")
+    bob.page.keyboard.type("on my way")
+    alice.page.wait_for_selector("#m-typing:text-is('bob is typing…')")
+    bob.page.press("#m-input", "Enter")
+    alice.message("on my way", "bob").wait_for()
+    alice.page.wait_for_selector("#m-typing:text-is('')")
+
+    # in another conversation the room's typing is known but not shown
+    alice.dm("bob")
+    bob.page.wait_for_function(
+        "() => Date.now() - window.chatd.state.typingSent.get('r:crew') > 2000"
+    )  # past the page's one typing frame per 2 s
+    bob.page.keyboard.type("more")
+    alice.page.wait_for_function("() => window.chatd.messenger.typingIn('r:crew').includes('bob')")
+    assert alice.page.text_content("#m-typing") == ""
+    alice.open_conv("r:crew")
+    alice.page.wait_for_selector("#m-typing:text-is('bob is typing…')")
