@@ -226,7 +226,7 @@ def test_an_upload_still_being_stored_cannot_be_attached(chat, media, clock):
         "sha256": "c" * 64,
         "created": clock.seconds(),
     }
-    media.meta().record(row, 0)  # recorded, its bytes not stored yet (see Media.upload)
+    fired(media.meta.record(row, 0))  # recorded, its bytes not stored yet (see Media.upload)
     say(
         chat,
         alice,
@@ -238,7 +238,7 @@ def test_an_upload_still_being_stored_cannot_be_attached(chat, media, clock):
     error = last(alice, "error")
     assert error["code"] == "bad_attachment" and "still being processed" in error["message"]
     assert not bob.of("message")
-    media.meta().ready(row["id"])
+    fired(media.meta.ready(row["id"]))
     say(
         chat,
         alice,
@@ -410,7 +410,7 @@ def test_a_version_1_metadata_file_is_upgraded_in_place(tmp_path):
         assert [r["id"] for r in meta.unposted_before(5000.0)] == ["B" * 22]
     finally:
         meta.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     MediaMeta(str(path)).close()  # opening it again changes nothing
 
 
@@ -439,7 +439,7 @@ def test_a_metadata_file_of_a_newer_chatd_is_refused(tmp_path):
     path = tmp_path / "media.sqlite3"
     shutil.copy(FIXTURE, path)
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     with pytest.raises(SchemaTooNew):
         MediaMeta(str(path))
