@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.static import File
 
@@ -27,6 +28,8 @@ from chatd.service import ChatService, MetricsListeningService, build
 from chatd.store.sqlite import SQLiteStore
 from chatd.web import STATIC, build_metrics_site, build_site
 from chatd.webhooks import Webhooks
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -90,6 +93,38 @@ class Options(usage.Options):
             verifier = self["gate"].verifier
             if verifier is None or not verifier.can_issue:
                 raise usage.UsageError("--wechat-appid needs --jwt-secret to sign login tokens")
+        refused = media_refusal(self)
+        if refused:
+            raise usage.UsageError(refused)
+
+
+def media_refusal(options) -> str | None:
+    """Why the options cannot serve media as asked (None: they can). In a cluster
+    (``--redis``) every node serves every upload, so the bytes must be where every
+    node reads them: ``--media-s3``, or a ``--media-dir`` declared ``--media-shared``.
+    A ``--media-dir`` given without either is refused; with no media option at all,
+    uploads are just off (:func:`media_off`)."""
+    if options["redis"] is None or options["gate"].verifier is None:
+        return None
+    if options["media-s3"] or options["media-shared"]:
+        return None
+    if options["media-dir"] != options_table.BY_NAME["media-dir"].default:
+        return (
+            "--media-dir with --redis: every node serves every upload, so the files must "
+            "be shared: give --media-s3, or --media-shared if --media-dir is one file "
+            "system every node mounts (docs/cluster.md, 'Media')"
+        )
+    return None
+
+
+def media_off(options) -> str | None:
+    """Why uploads are off although a token verifier would allow them (None: on)."""
+    if options.get("redis") is None or options.get("media-s3") or options.get("media-shared"):
+        return None
+    return (
+        "media uploads are off: with --redis they need --media-s3 or --media-shared "
+        "(docs/cluster.md, 'Media')"
+    )
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
@@ -224,7 +259,11 @@ def makeService(options, reactor=None):
     login = login_resources(options, options["gate"].verifier, reactor, store)
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
-    media = make_media(options, options["gate"].verifier, reactor)
+    off = media_off(options)
+    if off is not None and options["gate"].verifier is not None:
+        log.warn(off)
+    node = getattr(store, "node", None) if options.get("redis") else None
+    media = None if off else make_media(options, options["gate"].verifier, reactor, node)
     if media is not None:
         media.attach(chat)  # send/dm may attach uploads
     site = build_site(factory, children, login, media)

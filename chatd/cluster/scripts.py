@@ -37,6 +37,8 @@ PARTS = {
     "members": ("members",),
     "cursor": ("cursor",),
     "user": ("user",),
+    # media metadata (chatd.media.redismeta.RedisMeta)
+    "media": ("media",),
 }
 
 

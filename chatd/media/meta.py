@@ -129,12 +129,14 @@ class IMediaMeta(Interface):
         *owner*'s and ready is marked attached at *now* and gets a pending post
         ``(token, channel, now)``: it stays while the message is being committed."""
 
-    def posted(token, ids, channel, seq):
-        """The message of claim *token* was committed as *seq* of *channel* showing
-        *ids*: record those posts and drop the token's pending posts."""
+    def posted(token, claimed, ids, channel, seq):
+        """The message of claim *token* (of the uploads *claimed*) was committed as
+        *seq* of *channel* showing *ids*: record those posts and drop the token's
+        pending posts."""
 
-    def release(token):
-        """Drop the pending posts of claim *token* (its message was not committed)."""
+    def release(token, claimed):
+        """Drop the pending posts of claim *token* (of the uploads *claimed*): its
+        message was not committed."""
 
     def pending_before(cutoff):
         """``[(token, media_id, channel, at)]`` of the pending posts made at or before
@@ -286,7 +288,7 @@ class MediaMeta:
             [(channel, seq, i) for i in ids],
         )
 
-    def posted(self, token: str, ids, channel: str, seq: int) -> None:
+    def posted(self, token: str, claimed, ids, channel: str, seq: int) -> None:
         """See :meth:`IMediaMeta.posted`."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -294,7 +296,7 @@ class MediaMeta:
             self._db.execute("DELETE FROM pending WHERE token = ?", (token,))
             self._db.execute("COMMIT")
 
-    def release(self, token: str) -> None:
+    def release(self, token: str, claimed=()) -> None:
         with self._lock:
             self._db.execute("DELETE FROM pending WHERE token = ?", (token,))
 

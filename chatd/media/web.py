@@ -69,6 +69,7 @@ class Claim:
     and the token of their pending posts."""
 
     token: str
+    ids: list
     entries: list
 
 
@@ -360,19 +361,19 @@ class Media(Service):
         try:
             entries = attaching.check(rows, user, ids, ref)
         except Exception:
-            yield self.meta.release(token)
+            yield self.meta.release(token, ids)
             raise
-        return Claim(token, entries)
+        return Claim(token, list(ids), entries)
 
     def posted(self, message, claim):
         """*message* (committed) shows the attachments of *claim*: its posts recorded,
         the pending ones dropped."""
         ids = attaching.media_ids(message.data)
-        return self.meta.posted(claim.token, ids, message.channel, message.seq)
+        return self.meta.posted(claim.token, claim.ids, ids, message.channel, message.seq)
 
     def released(self, claim):
         """The message of *claim* was not committed: drop its pending posts."""
-        return self.meta.release(claim.token)
+        return self.meta.release(claim.token, claim.ids)
 
     def recalled(self, channel: str, seq):
         """Message *seq* of *channel* was recalled: its uploads go unless another
@@ -715,9 +716,11 @@ class ServeResource(Resource):
         request.finish()
 
 
-def make_media(options, verifier, reactor=None) -> Media | None:
+def make_media(options, verifier, reactor=None, node=None) -> Media | None:
     """The :class:`Media` the options describe, or None without a token verifier
-    (uploads need a token: anonymous uploads are refused)."""
+    (uploads need a token: anonymous uploads are refused). With *node* (the
+    cluster's :class:`chatd.cluster.redis.RedisNode`) the metadata is in Redis,
+    shared by every node (:class:`chatd.media.redismeta.RedisMeta`)."""
     if verifier is None:
         return None
     from chatd.media.signing import derive_key
@@ -736,6 +739,11 @@ def make_media(options, verifier, reactor=None) -> Media | None:
     directory = options.get("media-dir") or "chatd-media"
     s3 = options.get("media-s3")
     store = S3Store(s3) if s3 else LocalStore(directory)
+    meta = None
+    if node is not None:
+        from chatd.media.redismeta import RedisMeta
+
+        meta = RedisMeta(node)
     return Media(
         store,
         directory,
@@ -749,6 +757,7 @@ def make_media(options, verifier, reactor=None) -> Media | None:
         quota=options.get("media-quota-bytes") or 0,
         grace=(options.get("media-grace-hours") or 24.0) * 3600.0,
         reactor=reactor,
+        meta=meta,
     )
 
 
