@@ -443,12 +443,14 @@ class PooledMeta:
         self.path = path
         self._run = run
         self._meta: MediaMeta | None = None
+        self._opening = threading.Lock()
 
     def _open(self) -> MediaMeta:
-        if self._meta is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._meta = MediaMeta(self.path)
-        return self._meta
+        with self._opening:  # two pool threads may be first at once
+            if self._meta is None:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                self._meta = MediaMeta(self.path)
+            return self._meta
 
     def _call(self, name, *args):
         if self._meta is None and name in _READS and not os.path.exists(self.path):

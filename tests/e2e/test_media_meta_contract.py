@@ -172,3 +172,25 @@ async def test_a_conditional_removal_keeps_what_the_decision_did_not_see(meta):
     await meta.release("t3", [B])
     assert await meta.remove(B, (), T0 + 5) is None
     assert await meta.remove(B, (), T0 + 10) == ["c" * 64]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_sqlite_file_opened_by_several_pool_threads_at_once(tmp_path):
+    """The first uploads may reach a fresh PooledMeta in several media pool threads at
+    once: the file is opened (and its schema made) once, every record lands."""
+    from twisted.internet import defer, reactor
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(4, 4, "test-media")
+    pool.start()
+    try:
+        for attempt in range(5):
+            path = tmp_path / f"media{attempt}.sqlite3"
+            m = PooledMeta(str(path), lambda f, *a: deferToThreadPool(reactor, pool, f, *a))
+            ids = [f"{attempt}{i:021d}" for i in range(8)]
+            await defer.gatherResults([m.record(row(i), 0) for i in ids], consumeErrors=True)
+            assert sorted(await m.get_many(ids)) == ids
+            await m.close()
+    finally:
+        pool.stop()
