@@ -429,6 +429,7 @@ _READS = {
     "posts": [],
     "unposted_before": [],
     "remove": [],
+    "release": None,  # a claim refused before the first upload: nothing to drop
 }
 
 
