@@ -22,11 +22,14 @@ from tests.support.process import wait_log
 from tests.wsclient import Client
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+BUCKET = "chatd-cluster"
 
 
 @pytest.fixture
 def bucket(monkeypatch):
-    """``(s3 client, endpoint)`` of a moto S3 server with the bucket ``chatd``."""
+    """``(s3 client, endpoint)`` of a moto S3 server with the bucket ``chatd-cluster``
+    (moto's state is per process: other tests' servers share it, hence a bucket of
+    this test's own)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -34,13 +37,13 @@ def bucket(monkeypatch):
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="chatd")
+    s3.create_bucket(Bucket=BUCKET)
     yield s3, endpoint
     server.stop()
 
 
 def keys(s3) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket="chatd").get("Contents", [])]
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
 
 def api(http_, user, media_id):
@@ -56,7 +59,7 @@ def test_upload_on_one_node_send_on_the_other_every_node_serves_and_recall_remov
 ):
     s3, endpoint = bucket
     monkeypatch.setenv("CHATD_JWT_SECRET", SECRET)
-    a, b = nodes(2, "--media-s3", f"s3://chatd/m?endpoint={endpoint}&region=us-east-1")
+    a, b = nodes(2, "--media-s3", f"s3://{BUCKET}/m?endpoint={endpoint}&region=us-east-1")
     http_a, http_b = Http(a.port), Http(b.port)
     bob = yield Client.v1(a.port, token=token("bob"))  # a known user for alice's DM
     yield bob.barrier()
