@@ -101,12 +101,21 @@ class Options(usage.Options):
 def media_refusal(options) -> str | None:
     """Why the options cannot serve media as asked (None: they can). In a cluster
     (``--redis``) every node serves every upload, so the bytes must be where every
-    node reads them: ``--media-s3``, or a ``--media-dir`` declared ``--media-shared``.
+    node reads them: ``--media-s3``, or a ``--media-dir`` declared ``--media-shared``;
+    and every node must sign URLs alike (``--media-url-key`` unless the key is derived
+    from ``--jwt-secret``).
     A ``--media-dir`` given without either is refused; with no media option at all,
     uploads are just off (:func:`media_off`)."""
     if options["redis"] is None or options["gate"].verifier is None:
         return None
     if options["media-s3"] or options["media-shared"]:
+        if options["gate"].verifier.secret is None and not (
+            options["media-url-key"] or os.environ.get("CHATD_MEDIA_URL_KEY")
+        ):
+            return (
+                "media with --redis and --jwt-public-key needs --media-url-key (or "
+                "CHATD_MEDIA_URL_KEY): every node must sign media URLs with the same key"
+            )
         return None
     if options["media-dir"] != options_table.BY_NAME["media-dir"].default:
         return (
