@@ -15,8 +15,8 @@ Two measurements, one JSON line each:
 
 * ``chat_latency``: the chat latency of ``klat50`` (bench/kstamp.py: kernel
   receive timestamps, 50 messages/s over ``--subscribers`` chatd.v1 connections)
-  on a chatd pinned to core 0, the generator and the uploaders on core 1
-  (``taskset``, when there are two cores): once idle, once while
+  on a chatd pinned to core 0, the generator and the uploaders (this process)
+  on core 1 (``taskset`` / ``sched_setaffinity``, when there are two cores): once idle, once while
   ``--uploaders`` clients each upload ``--upload-mb`` MB images back to back.
   ``p99_ms`` of each and their ratio; ``max_ms`` is the longest any chat message
   waited. ``reactor_idle`` / ``reactor_uploading``: the longest reactor turn
@@ -256,6 +256,15 @@ def _klat50(port: int, pid: int, subscribers: int, duration: float) -> dict:
     return json.loads(lines[-1])
 
 
+def _pin_self(core: int):
+    """Pin this process to *core* (when there are two cores): its previous affinity."""
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+        return None
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    return before
+
+
 def bench_chat_latency(uploaders: int, mb: float, subscribers: int, duration: float) -> dict:
     """klat50 idle and while *uploaders* clients upload *mb* MB images (see the docstring)."""
     images = photos_of_about(int(mb * 1024), uploaders)
@@ -264,6 +273,7 @@ def bench_chat_latency(uploaders: int, mb: float, subscribers: int, duration: fl
     with tempfile.TemporaryDirectory() as media_dir:
         probe = os.path.join(media_dir, "reactor-probe.jsonl")
         proc, port = start_chatd(media_dir, 0, "--max-image-bytes", limit, probe=probe)
+        pinned_here = _pin_self(1)  # the uploaders' threads: off the server's core
         try:
             t_idle = time.time()
             idle = _klat50(port, proc.pid, subscribers, duration)
@@ -290,6 +300,8 @@ def bench_chat_latency(uploaders: int, mb: float, subscribers: int, duration: fl
                 t.join()
             wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
         finally:
+            if pinned_here is not None:
+                os.sched_setaffinity(0, pinned_here)
             proc.terminate()
             proc.wait(timeout=15)
     keep = ("p50_ms", "p99_ms", "max_ms", "loss", "keeps_up", "error")
