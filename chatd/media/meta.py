@@ -54,12 +54,13 @@ from zope.interface import Interface, implementer
 
 #: seconds over which --media-quota-bytes counts a user's uploads (a rolling day)
 QUOTA_WINDOW = 86400.0
-_COLUMNS = (
+#: the columns of a row (IMediaMeta)
+COLUMNS = (
     "id owner kind mime name size width height duration_ms sha256 thumb_sha256 "
     "thumb_size created attached ready"
 ).split()
-#: the columns an upload's :meth:`MediaMeta.record` row gives
-_RECORDED = [c for c in _COLUMNS if c not in ("attached", "ready")]
+#: the columns an upload's record gives (the others: ``attached``, ``ready``)
+RECORDED = [c for c in COLUMNS if c not in ("attached", "ready")]
 SCHEMA_VERSION = 3
 _V1 = """
 CREATE TABLE IF NOT EXISTS media (
@@ -215,10 +216,10 @@ class MediaMeta:
             try:
                 if quota and self._used(row["owner"], row["created"]) + row["size"] > quota:
                     raise QuotaExceeded(row["owner"])
-                names = [*_RECORDED, "ready"]
+                names = [*RECORDED, "ready"]
                 self._db.execute(
                     f"INSERT INTO media ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                    [*(row.get(c) for c in _RECORDED), 0],
+                    [*(row.get(c) for c in RECORDED), 0],
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -39,13 +39,10 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from chatd.cluster.scripts import SOURCES
-from chatd.media.meta import QUOTA_WINDOW, IMediaMeta, QuotaExceeded
+from chatd.media.meta import COLUMNS, QUOTA_WINDOW, RECORDED, IMediaMeta, QuotaExceeded
 
 _INTS = ("size", "width", "height", "duration_ms", "thumb_size", "ready")
 _FLOATS = ("created", "attached")
-_COLUMNS = (
-    "id owner kind mime name size width height duration_ms sha256 thumb_sha256 thumb_size created"
-).split()
 #: ids per script call of the operations that take many
 _BATCH = 500
 
@@ -62,7 +59,7 @@ def _row(flat) -> dict | None:
     if not flat:
         return None
     raw = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-    row = {c: raw.get(c) for c in (*_COLUMNS, "attached", "ready")}
+    row = {c: raw.get(c) for c in COLUMNS}
     for c in _INTS:
         if row[c] is not None:
             row[c] = int(row[c])
@@ -92,7 +89,7 @@ class RedisMeta:
 
     def record(self, row, quota):
         args = []
-        for c in _COLUMNS:
+        for c in RECORDED:
             value = row.get(c)
             if value is not None:
                 args += [c, _num(value) if c == "created" else value]
