@@ -1,6 +1,7 @@
 """Start a ``twistd -n chatd`` for a benchmark and learn its port (shared by bench scripts).
 
-``start_chatd(args, cwd=None, pin=None, repo=REPO)`` runs this Python's twistd with the
+``start_chatd(args, cwd=None, pin=None, repo=REPO, env=None, twistd=TWISTD)`` runs this
+Python's twistd (or the command *twistd*, e.g. with a prelude) with *env* added and the
 checkout (or the chatd tree *repo*) on PYTHONPATH, listening on ``tcp:0:interface=127.0.0.1`` plus *args*, optionally pinned to
 core *pin* with ``taskset``; it returns ``(process, port)`` once chatd logged its
 listening line, and keeps draining the log so a chatty server never blocks on the pipe.
@@ -25,9 +26,9 @@ TWISTD = [
 ]
 
 
-def start_chatd(args, cwd=None, pin=None, timeout=30.0, repo=REPO):
-    env = dict(os.environ, PYTHONPATH=repo, PYTHONUNBUFFERED="1")
-    cmd = [*TWISTD, "-n", "--pidfile=", "chatd", "--listen", "tcp:0:interface=127.0.0.1", *args]
+def start_chatd(args, cwd=None, pin=None, timeout=30.0, repo=REPO, env=None, twistd=TWISTD):
+    env = dict(os.environ, **(env or {}), PYTHONPATH=repo, PYTHONUNBUFFERED="1")
+    cmd = [*twistd, "-n", "--pidfile=", "chatd", "--listen", "tcp:0:interface=127.0.0.1", *args]
     if pin is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(pin), *cmd]
     proc = subprocess.Popen(

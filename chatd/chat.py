@@ -550,8 +550,9 @@ class Chat:
         self._recalled(message)
 
     def _recalled(self, item) -> None:
-        """A delivered ``recalled`` item (on every node): the uploads of this node the
-        recalled message showed go unless another message shows them."""
+        """A delivered ``recalled`` item (on every node): the uploads the recalled
+        message showed go unless another message shows them (with ``--redis`` every
+        node tries, on the shared metadata; the removal is atomic, so once)."""
         if item.kind == "recalled" and self.media is not None:
             self.media.recalled(item.channel, (item.data or {}).get("target"))
 

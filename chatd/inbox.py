@@ -205,12 +205,8 @@ class Inbox:
             where = _Where(dm_channel(session.user, to), None, to)
         mentions, reply_to = given.get("mentions"), given.get("reply_to")
         ids = given.get(wire.ATTACHMENTS)
-        attachments = None
-        if ids:
-            media = self.chat.media
-            if media is None:
-                raise errors.BadAttachment("this server takes no uploads", ref)
-            attachments = yield media.claim(session.user, ids, ref)
+        if ids and self.chat.media is None:
+            raise errors.BadAttachment("this server takes no uploads", ref)
         if mentions and wire.MENTION_ALL in mentions:
             store = self.chat.store
             member = yield store.member(where.channel, session.user)
@@ -220,15 +216,24 @@ class Inbox:
             conv.check_mentions(mentions, where.kind, member and member.role, ref)
         if reply_to is not None:
             conv.check_reply((yield self._target(where, reply_to)), ref)
-        data = conv.message_data(mentions, reply_to, attachments)
+        claim = None
+        if ids:
+            # marked in use (a pending post) before the commit: see Media.claim
+            claim = yield self.chat.media.claim(session.user, ids, where.channel, ref)
+        data = conv.message_data(mentions, reply_to, claim and claim.entries)
         if not self.chat._live(session):
+            if claim is not None:
+                self._media_done(self.chat.media.released(claim))
             return
         d = post(data)
         if review is not None:  # stored, and flagged for the moderation queue
             d.addCallback(self._flagged, review)
-        if attachments:
-            # where the uploads were posted (access, lifecycle); not waited for
-            d.addCallback(self._attached)
+        if claim is not None:
+            # the pending posts become posts (not waited for: the sweep settles them
+            # from the history if this never happens)
+            d.addCallbacks(
+                self._attached, self._not_attached, callbackArgs=(claim,), errbackArgs=(claim,)
+            )
         self._posted(d, session, request, f, room, to)
 
     def _flagged(self, appended, label):
@@ -236,10 +241,16 @@ class Inbox:
             self.chat.moderation.flag(appended.message, label)
         return appended
 
-    def _attached(self, appended):
-        d = self.chat.media.posted(appended.message)
-        d.addErrback(lambda f: self.chat.log.failure("recording attachments failed", f))
+    def _attached(self, appended, claim):
+        self._media_done(self.chat.media.posted(appended.message, claim))
         return appended
+
+    def _not_attached(self, failure, claim):
+        self._media_done(self.chat.media.released(claim))
+        return failure
+
+    def _media_done(self, d):
+        d.addErrback(lambda f: self.chat.log.failure("recording attachments failed", f))
 
     def _posted(self, d, session, request, f, room, to):
         chat = self.chat

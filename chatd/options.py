@@ -703,6 +703,14 @@ TABLE: tuple[Option, ...] = (
         value="`s3://bucket/prefix?endpoint=URL&region=R`",
     ),
     Option(
+        "media-shared",
+        "--media-dir is one file system every node mounts at the same path (NFS, a "
+        "cluster file system; or the --workers of one host): with --redis, uploads need "
+        "it or --media-s3.",
+        kind="flag",
+        value="flag",
+    ),
+    Option(
         "media-url-key",
         "Key signing media URLs (or env CHATD_MEDIA_URL_KEY; default: derived from --jwt-secret).",
     ),

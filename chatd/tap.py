@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.static import File
 
@@ -32,6 +33,8 @@ from chatd.webhooks import Webhooks
 from chatd.wechat import PushSender, WeChatApi
 from chatd.wechatpush import wechat_events_children
 from chatd.wordfilter import WordList
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -104,6 +107,47 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--word-list: {e}") from None
         if self["wechat-content-check"].lower() == "on" and not self["wechat-appid"]:
             raise usage.UsageError("--wechat-content-check on needs --wechat-appid and its secret")
+        refused = media_refusal(self)
+        if refused:
+            raise usage.UsageError(refused)
+
+
+def media_refusal(options) -> str | None:
+    """Why the options cannot serve media as asked (None: they can). In a cluster
+    (``--redis``) every node serves every upload, so the bytes must be where every
+    node reads them: ``--media-s3``, or a ``--media-dir`` declared ``--media-shared``;
+    and every node must sign URLs alike (``--media-url-key`` unless the key is derived
+    from ``--jwt-secret``).
+    A ``--media-dir`` given without either is refused; with no media option at all,
+    uploads are just off (:func:`media_off`)."""
+    if options["redis"] is None or options["gate"].verifier is None:
+        return None
+    if options["media-s3"] or options["media-shared"]:
+        if options["gate"].verifier.secret is None and not (
+            options["media-url-key"] or os.environ.get("CHATD_MEDIA_URL_KEY")
+        ):
+            return (
+                "media with --redis and --jwt-public-key needs --media-url-key (or "
+                "CHATD_MEDIA_URL_KEY): every node must sign media URLs with the same key"
+            )
+        return None
+    if options["media-dir"] != options_table.BY_NAME["media-dir"].default:
+        return (
+            "--media-dir with --redis: every node serves every upload, so the files must "
+            "be shared: give --media-s3, or --media-shared if --media-dir is one file "
+            "system every node mounts (docs/cluster.md, 'Media')"
+        )
+    return None
+
+
+def media_off(options) -> str | None:
+    """Why uploads are off although a token verifier would allow them (None: on)."""
+    if options.get("redis") is None or options.get("media-s3") or options.get("media-shared"):
+        return None
+    return (
+        "media uploads are off: with --redis they need --media-s3 or --media-shared "
+        "(docs/cluster.md, 'Media')"
+    )
 
 
 # opt_listen, opt_allowed_origin, opt_trusted_proxy: the repeatable rows of the table
@@ -276,7 +320,11 @@ def makeService(options, reactor=None):
     login = login_resources(options, options["gate"].verifier, reactor, store)
     # /api/media and /media (chatd/media/): needs a token verifier; a child service of
     # ChatService (its thread pool and sweep start and stop with chatd)
-    media = make_media(options, options["gate"].verifier, reactor)
+    off = media_off(options)
+    if off is not None and options["gate"].verifier is not None:
+        log.warn(off)
+    node = getattr(store, "node", None) if options.get("redis") else None
+    media = None if off else make_media(options, options["gate"].verifier, reactor, node)
     if media is not None:
         media.attach(chat)  # send/dm may attach uploads
     parts = []

@@ -43,6 +43,8 @@ PARTS = {
     # moderation (chatd.store.redis.RedisStore, IModerationStore)
     "mod_entry": ("mod_entry",),
     "mod_close": ("mod_close",),
+    # media metadata (chatd.media.redismeta.RedisMeta)
+    "media": ("media",),
 }
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from twisted.application.service import Service
@@ -41,7 +42,7 @@ from chatd.auth import AuthError, bearer_identity
 from chatd.httpserver import Refusal, flat_error
 from chatd.media import attach as attaching
 from chatd.media import sweep as sweeping
-from chatd.media.meta import MediaMeta, QuotaExceeded
+from chatd.media.meta import PooledMeta, QuotaExceeded
 from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
 from chatd.media.process import Limits, Refused, inspect
 from chatd.media.signing import Signer
@@ -60,6 +61,16 @@ THREADS = 2
 _NAME_JUNK = re.compile(r"[\x00-\x1f\x7f/\\]")
 _ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _CSP = b"default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Uploads claimed for one message (:meth:`Media.claim`): its stored attachments
+    and the token of their pending posts."""
+
+    token: str
+    ids: list
+    entries: list
 
 
 class MediaError(Exception):
@@ -115,7 +126,9 @@ class Media(Service):
     """Uploads, storage, signed serving and the sweep (see :mod:`chatd.media`).
 
     *store* is an :class:`chatd.media.store.IMediaStore`; *directory* holds the
-    temporary files and the metadata file (made on first use); *verifier* the
+    temporary files (and, unless *meta* is given, the SQLite metadata file, made on
+    first use); *meta* an :class:`chatd.media.meta.IMediaMeta` (``--redis``:
+    :class:`chatd.media.redismeta.RedisMeta`, shared by every node); *verifier* the
     :class:`chatd.auth.TokenVerifier`; *clock* drives the sweep and signs URLs.
     :meth:`attach` connects it to the chat: messages may then attach uploads.
     *run* replaces the thread pool (``run(f, *args)`` returning a Deferred; tests
@@ -136,6 +149,7 @@ class Media(Service):
         reactor=None,
         clock=None,
         run=None,
+        meta=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -155,7 +169,8 @@ class Media(Service):
             self.run = run
         #: the chat (chatd.chat.Chat) whose messages attach uploads (see attach)
         self.chat = None
-        self._meta: MediaMeta | None = None
+        #: the metadata (chatd.media.meta.IMediaMeta)
+        self.meta = meta if meta is not None else PooledMeta(self.db_path, self._in_pool)
         self._sweeper = task.LoopingCall(self.sweep)
         self._sweep_lock = defer.DeferredLock()
         self._sweeper.clock = self.clock
@@ -172,9 +187,7 @@ class Media(Service):
         if self._sweeper.running:
             self._sweeper.stop()
         self.pool.stop()
-        if self._meta is not None:
-            self._meta.close()
-            self._meta = None
+        self.meta.close()
 
     def attach(self, chat) -> None:
         """Let *chat*'s ``send``/``dm`` attach uploads; its store tells which messages
@@ -186,12 +199,8 @@ class Media(Service):
         """Call ``f(*args)`` in the media thread pool: a Deferred."""
         return deferToThreadPool(self.reactor, self.pool, f, *args)
 
-    def meta(self) -> MediaMeta:
-        """The metadata table, opened (and the directory made) on first use; blocking."""
-        if self._meta is None:
-            os.makedirs(self.tmp, exist_ok=True)
-            self._meta = MediaMeta(self.db_path)
-        return self._meta
+    def _in_pool(self, f, *args):
+        return self.run(f, *args)
 
     # the resource tree
 
@@ -223,7 +232,7 @@ class Media(Service):
             boundary = boundary_of(content_type)
         except BadForm as e:
             raise MediaError(400, "bad_request", str(e)) from None
-        yield self.run(self.meta)
+        yield self.run(lambda: os.makedirs(self.tmp, exist_ok=True))
         made = []
         try:
             try:
@@ -236,7 +245,7 @@ class Media(Service):
                 raise MediaError(413, "too_large", self._too_large()) from None
             made.append(path)
             if self.quota:
-                used = yield self.run(self._meta.used, identity.user, self.clock.seconds())
+                used = yield self.meta.used(identity.user, self.clock.seconds())
                 if used + size > self.quota:
                     raise self._over_quota()
             try:
@@ -260,15 +269,15 @@ class Media(Service):
                 "created": self.clock.seconds(),
             }
             try:
-                yield self.run(self._meta.record, row, self.quota)
+                yield self.meta.record(row, self.quota)
             except QuotaExceeded:
                 raise self._over_quota() from None
             try:
                 yield self.run(self._put, done)
             except Exception:
-                yield self.run(self._meta.remove, row["id"])
+                yield self.meta.remove(row["id"])
                 raise
-            yield self.run(self._meta.ready, row["id"])
+            yield self.meta.ready(row["id"])
         finally:
             for p in made:
                 try:
@@ -329,7 +338,7 @@ class Media(Service):
     def _may_see(self, identity, media_id):
         if self.chat is None:
             return False
-        for channel in (yield self.run(self._meta.channels, media_id)):
+        for channel in (yield self.meta.channels(media_id)):
             if (yield self.chat.may_read(identity, channel)):
                 return True
         return False
@@ -337,29 +346,38 @@ class Media(Service):
     # attachments (from chatd.inbox: send/dm with attachments)
 
     @defer.inlineCallbacks
-    def claim(self, user: str, ids: list[str], ref=None):
-        """The stored attachments of *user*'s message naming upload *ids*
-        (:func:`chatd.media.attach.check`; fails with ``bad_attachment``); they are
-        marked attached now, so the sweep leaves them be while the message commits."""
-        rows = {}
-        if self._meta is not None or os.path.exists(self.db_path):
-            meta = yield self.run(self.meta)
-            rows = yield self.run(meta.get_many, ids)
-        entries = attaching.check(rows, user, ids, ref)
-        yield self.run(self._meta.attach, ids, self.clock.seconds())
-        return entries
+    def claim(self, user: str, ids: list[str], channel: str, ref=None):
+        """A :class:`Claim` of *user*'s uploads *ids* for a message to *channel*: their
+        stored attachments (:func:`chatd.media.attach.check`; fails with
+        ``bad_attachment``). Before the message is committed they are marked attached
+        and get a pending post (:meth:`chatd.media.meta.IMediaMeta.claim`): neither the
+        sweep nor a recall of another message showing them removes them meanwhile,
+        and if chatd stops before :meth:`posted` the sweep finds the message."""
+        token = secrets.token_urlsafe(12)
+        rows = yield self.meta.claim(ids, user, token, channel, self.clock.seconds())
+        try:
+            entries = attaching.check(rows, user, ids, ref)
+        except Exception:
+            yield self.meta.release(token, ids)
+            raise
+        return Claim(token, list(ids), entries)
 
-    def posted(self, message):
-        """*message* (committed) shows its attachments: record where they were posted."""
+    def posted(self, message, claim):
+        """*message* (committed) shows the attachments of *claim*: its posts recorded,
+        the pending ones dropped."""
         ids = attaching.media_ids(message.data)
-        return self.run(lambda: self.meta().post(ids, message.channel, message.seq))
+        return self.meta.posted(claim.token, claim.ids, ids, message.channel, message.seq)
+
+    def released(self, claim):
+        """The message of *claim* was not committed: drop its pending posts."""
+        return self.meta.release(claim.token, claim.ids)
 
     def recalled(self, channel: str, seq):
-        """Message *seq* of *channel* was recalled: its uploads (of this node) go unless
-        another message shows them. Fires with how many went."""
-        if seq is None or (self._meta is None and not os.path.exists(self.db_path)):
+        """Message *seq* of *channel* was recalled: its uploads go unless another
+        message shows them (or one being committed will). Fires with how many went."""
+        if seq is None:
             return defer.succeed(0)
-        d = self.run(lambda: self.meta().posted_in(channel, seq))
+        d = self.meta.posted_in(channel, seq)
         d.addCallback(lambda ids: self.collect(ids) if ids else 0)
         d.addErrback(self._collect_failed)
         return d
@@ -374,8 +392,8 @@ class Media(Service):
     def _collect(self, ids):
         if self.chat is None:
             return 0
-        meta = yield self.run(self.meta)
-        posts = yield self.run(meta.posts, ids)
+        meta = self.meta
+        posts = yield meta.posts(ids)
         seqs: dict[str, list[int]] = {}
         for _media_id, channel, seq in posts:
             seqs.setdefault(channel, []).append(seq)
@@ -392,12 +410,16 @@ class Media(Service):
             row = counts.setdefault(post[0], {"id": post[0], "created": 0.0, "attached": 0})
             row["posts"] = row.get("posts", 0) + 1
             row["live"] = row.get("live", 0) + (post in live)
-        gone = sweeping.to_remove(counts.values(), self.clock.seconds(), self.grace)
-        yield self._remove(meta, gone)
+        candidates = sweeping.to_remove(counts.values(), self.clock.seconds(), self.grace)
+        seen: dict[str, list] = {}
+        for post in posts:
+            seen.setdefault(post[0], []).append(post)
+        # each removed only if it has no post nor pending post the decision did not see
+        gone = yield self._remove({i: seen[i] for i in candidates})
         went = set(gone)
         dead = [p for p in posts if p not in live and p[0] not in went]
         if dead:  # kept for another message: the dead posts grant no access any more
-            yield self.run(meta.drop_posts, dead)
+            yield meta.drop_posts(dead)
         if gone:
             self.log.info(
                 "media: {count} uploads no message shows any more removed", count=len(gone)
@@ -409,19 +431,24 @@ class Media(Service):
         return 0
 
     @defer.inlineCallbacks
-    def _remove(self, meta, ids):
-        """Remove the uploads *ids*: their rows, and the bytes no other row uses."""
-        for media_id in ids:
-            keys = yield self.run(meta.remove, media_id)
+    def _remove(self, seen: dict, cutoff=None):
+        """Remove the uploads ``{id: the posts the decision saw}`` -- each only if it
+        still has no others, nor a pending one (:meth:`IMediaMeta.remove`) -- and the
+        bytes no other row uses. Fires with the ids removed."""
+        gone = []
+        for media_id, posts in seen.items():
+            keys = yield self.meta.remove(media_id, posts, cutoff)
+            if keys is None:
+                continue  # attached again meanwhile: kept
+            gone.append(media_id)
             for key in keys:
                 yield self.run(self.store.delete, key)
+        return gone
 
     def _row(self, media_id: str):
         if not _ID.fullmatch(media_id):
             return defer.succeed(None)
-        if self._meta is None and not os.path.exists(self.db_path):
-            return defer.succeed(None)
-        return self.run(lambda: self.meta().get(media_id))
+        return self.meta.get(media_id)
 
     # the sweep
 
@@ -434,14 +461,13 @@ class Media(Service):
 
     @defer.inlineCallbacks
     def _sweep(self):
-        if self._meta is None and not os.path.exists(self.db_path):
-            return 0
         now = self.clock.seconds()
         try:
-            meta = yield self.run(self.meta)
-            rows = yield self.run(meta.unposted_before, now - self.grace)
+            yield self._resolve(now)
+            cutoff = now - self.grace
+            rows = yield self.meta.unposted_before(cutoff)
             unposted = sweeping.to_remove(rows, now, self.grace)
-            yield self._remove(meta, unposted)
+            unposted = yield self._remove({i: () for i in unposted}, cutoff)
             removed = len(unposted) + (yield self._collect(None))
         except Exception:
             self.log.failure("media sweep failed")
@@ -449,6 +475,38 @@ class Media(Service):
         if unposted:
             self.log.info("media sweep removed {count} unattached uploads", count=len(unposted))
         return removed
+
+    @defer.inlineCallbacks
+    def _resolve(self, now):
+        """Settle the pending posts older than :data:`chatd.media.sweep.RESOLVE_AFTER`
+        (chatd stopped between commit and :meth:`posted`, or the commit failed): a
+        post where the channel's history has the message, else nothing."""
+        if self.chat is None:
+            return
+        pending = yield self.meta.pending_before(now - sweeping.RESOLVE_AFTER)
+        for (token, channel), (at, ids) in sweeping.pending_groups(pending).items():
+            found = yield self._find(channel, ids, at)
+            for media_id in sorted(ids):
+                yield self.meta.resolve(token, media_id, channel, found.get(media_id))
+            if found:
+                self.log.info(
+                    "media: the post of {ids} in {channel} recovered from the history",
+                    ids=sorted(found),
+                    channel=channel,
+                )
+
+    @defer.inlineCallbacks
+    def _find(self, channel, ids, at):
+        """``{id: seq}`` of the newest messages of *channel* committed since *at*
+        (seconds) showing *ids*, read back from the history store page by page."""
+        since_ms = int((at - sweeping.CLOCK_SLACK) * 1000)
+        before = None
+        while True:
+            page = yield self.chat.store.history(channel, before, COLLECT_BATCH)
+            found, done = sweeping.scan(page.messages, ids, since_ms)
+            if found or done or not page.more or not page.messages:
+                return found
+            before = page.messages[0].seq
 
 
 def _send_json(request, status: int, body: dict, headers=()) -> bytes:
@@ -655,9 +713,11 @@ class ServeResource(Resource):
         request.finish()
 
 
-def make_media(options, verifier, reactor=None) -> Media | None:
+def make_media(options, verifier, reactor=None, node=None) -> Media | None:
     """The :class:`Media` the options describe, or None without a token verifier
-    (uploads need a token: anonymous uploads are refused)."""
+    (uploads need a token: anonymous uploads are refused). With *node* (the
+    cluster's :class:`chatd.cluster.redis.RedisNode`) the metadata is in Redis,
+    shared by every node (:class:`chatd.media.redismeta.RedisMeta`)."""
     if verifier is None:
         return None
     from chatd.media.signing import derive_key
@@ -676,6 +736,11 @@ def make_media(options, verifier, reactor=None) -> Media | None:
     directory = options.get("media-dir") or "chatd-media"
     s3 = options.get("media-s3")
     store = S3Store(s3) if s3 else LocalStore(directory)
+    meta = None
+    if node is not None:
+        from chatd.media.redismeta import RedisMeta
+
+        meta = RedisMeta(node)
     return Media(
         store,
         directory,
@@ -689,6 +754,7 @@ def make_media(options, verifier, reactor=None) -> Media | None:
         quota=options.get("media-quota-bytes") or 0,
         grace=(options.get("media-grace-hours") or 24.0) * 3600.0,
         reactor=reactor,
+        meta=meta,
     )
 
 

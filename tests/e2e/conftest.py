@@ -53,9 +53,10 @@ def redis(request, tmp_path):
 
 @pytest.fixture
 def nodes(twistd_factory, redis, tmp_path):
-    """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""
+    """start(n, *extra) -> n chatd nodes on the shared Redis (each given the options
+    *extra* too), each healthy (connected) before use."""
 
-    def start(n=2):
+    def start(n=2, *extra):
         procs = []
         for i in range(n):
             cwd = tmp_path / f"node{i}"  # own twistd.pid per node
@@ -66,6 +67,7 @@ def nodes(twistd_factory, redis, tmp_path):
                     "tcp:0:interface=127.0.0.1",
                     "--redis",
                     f"{redis.url}?prefix=test:&{TUNING}",
+                    *extra,
                     cwd=cwd,
                 )
             )

@@ -5,6 +5,7 @@ temporary directory, its blocking parts run in place; time from ``task.Clock``."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,17 +14,19 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from twisted.internet import defer
 
 from chatd import errors, wire
 from chatd.auth import Identity
 from chatd.media.meta import MediaMeta, SchemaTooNew
 from chatd.media.signing import Signer
+from chatd.media.sweep import INTERVAL, RESOLVE_AFTER
 from chatd.media.web import MediaError
 from chatd.service import build_chat
 from chatd.settings import Settings
 from chatd.store.memory import MemoryStore
 from tests import media_samples
-from tests.support.media import TTL, URL_KEY, media_for, upload
+from tests.support.media import GRACE, TTL, URL_KEY, media_for, upload
 from tests.support.realm import (
     Fanout,
     fired,
@@ -226,7 +229,7 @@ def test_an_upload_still_being_stored_cannot_be_attached(chat, media, clock):
         "sha256": "c" * 64,
         "created": clock.seconds(),
     }
-    media.meta().record(row, 0)  # recorded, its bytes not stored yet (see Media.upload)
+    fired(media.meta.record(row, 0))  # recorded, its bytes not stored yet (see Media.upload)
     say(
         chat,
         alice,
@@ -238,7 +241,7 @@ def test_an_upload_still_being_stored_cannot_be_attached(chat, media, clock):
     error = last(alice, "error")
     assert error["code"] == "bad_attachment" and "still being processed" in error["message"]
     assert not bob.of("message")
-    media.meta().ready(row["id"])
+    fired(media.meta.ready(row["id"]))
     say(
         chat,
         alice,
@@ -410,7 +413,7 @@ def test_a_version_1_metadata_file_is_upgraded_in_place(tmp_path):
         assert [r["id"] for r in meta.unposted_before(5000.0)] == ["B" * 22]
     finally:
         meta.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     MediaMeta(str(path)).close()  # opening it again changes nothing
 
 
@@ -439,7 +442,88 @@ def test_a_metadata_file_of_a_newer_chatd_is_refused(tmp_path):
     path = tmp_path / "media.sqlite3"
     shutil.copy(FIXTURE, path)
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     with pytest.raises(SchemaTooNew):
         MediaMeta(str(path))
+
+
+# in use before the commit: a kill between commit and post record, the recall race
+
+
+def commit_unrecorded(chat, claim, channel="team", sender="alice", client_id="k"):
+    """Commit a message showing *claim*'s uploads without recording its posts: what a
+    chatd killed between the commit and the post record (or with its media pool
+    stopped at shutdown) leaves behind. Fires with the committed Message."""
+    data = {"attachments": claim.entries}
+    fields = (channel, sender, sender, client_id, "", chat.now_ms(), "message", data)
+    return fired(chat.messages.append("message", fields, (None, False))).message
+
+
+def test_a_kill_between_commit_and_post_record_loses_nothing(chat, media, clock, tmp_path):
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    claim = fired(media.claim("alice", [pic["media_id"]], "team"))
+    message = commit_unrecorded(chat, claim)
+    assert last(bob, "message")["attachments"][0]["media_id"] == pic["media_id"]
+    # members may see it at once (the pending post names the channel)
+    assert owned(media, "bob", pic["media_id"])["media_id"] == pic["media_id"]
+    for _ in range(int(2 * GRACE / INTERVAL)):  # sweeps long past the grace period
+        clock.advance(INTERVAL)
+        assert fired(media.sweep()) == 0
+    assert fired(media._row(pic["media_id"])) is not None and len(objects(tmp_path)) == 2
+    # the sweep found the message in the history: a post like any other, so the
+    # recall removes the upload
+    assert fired(media.meta.posts([pic["media_id"]])) == [(pic["media_id"], "team", message.seq)]
+    assert fired(media.meta.pending_before(clock.seconds())) == []
+    chat.settings = dataclasses.replace(chat.settings, recall_window=3 * GRACE)
+    say(chat, alice, type="recall", room="team", seq=message.seq, id="r")
+    assert last(alice, "ack")["id"] == "r"
+    assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []
+
+
+def test_a_claim_whose_message_never_committed_expires_with_the_grace(chat, media, clock):
+    team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    clock.advance(GRACE)  # an old upload, attached now: the grace counts from here
+    fired(media.claim("alice", [pic["media_id"]], "team"))  # then chatd died
+    clock.advance(RESOLVE_AFTER)
+    assert fired(media.sweep()) == 0  # not in the history: the pending post dropped
+    assert fired(media.meta.pending_before(clock.seconds())) == []
+    assert fired(media.meta.channels(pic["media_id"])) == []
+    clock.advance(GRACE - RESOLVE_AFTER - 1)
+    assert fired(media.sweep()) == 0
+    clock.advance(1)
+    assert fired(media.sweep()) == 1 and fired(media._row(pic["media_id"])) is None
+
+
+def test_a_failed_commit_releases_the_claim_at_once(chat, media, clock, monkeypatch):
+    from chatd.store import StoreUnavailable
+
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    monkeypatch.setattr(
+        chat.store, "append", lambda *a, **k: defer.fail(StoreUnavailable("disk gone"))
+    )
+    say(chat, alice, type="send", room="team", id="m", attachments=attached(pic))
+    assert last(alice, "error")["ref"] == "m" and not bob.of("message")
+    assert fired(media.meta.pending_before(clock.seconds())) == []
+
+
+def test_a_recall_while_the_upload_is_attached_to_a_new_message_keeps_it(
+    chat, media, clock, tmp_path
+):
+    alice, bob = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    first = last(alice, "ack")["seq"]
+    # attached again, its message not committed yet, when the first one is recalled
+    claim = fired(media.claim("alice", [pic["media_id"]], "team"))
+    say(chat, alice, type="recall", room="team", seq=first, id="r1")
+    assert last(bob, "recalled")["target"] == first
+    assert fired(media._row(pic["media_id"])) is not None and len(objects(tmp_path)) == 2
+    message = commit_unrecorded(chat, claim, client_id="m2")
+    fired(media.posted(message, claim))
+    assert fired(media.meta.posts([pic["media_id"]])) == [(pic["media_id"], "team", message.seq)]
+    say(chat, alice, type="recall", room="team", seq=message.seq, id="r2")
+    assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []

@@ -149,3 +149,20 @@ def test_boundary_of():
     for bad in (None, "application/json", "multipart/form-data"):
         with pytest.raises(BadForm):
             boundary_of(bad)
+
+
+def test_scan_finds_the_newest_message_showing_the_uploads_and_stops_at_since():
+    from chatd.media.sweep import pending_groups, scan
+    from chatd.store import Message
+
+    def m(seq, ts, ids=(), kind="message"):
+        data = {"attachments": [{"media_id": i} for i in ids]} if ids else None
+        return Message("r", seq, "alice", "alice", "", ts, None, kind, data)
+
+    page = [m(1, 1000, ["x"]), m(2, 2000), m(3, 3000, ["x", "y"]), m(4, 4000, kind="event")]
+    assert scan(page, {"x"}, 500) == ({"x": 3}, True)
+    assert scan(page, {"y", "z"}, 500) == ({"y": 3}, True)
+    assert scan(page, {"z"}, 500) == ({}, False)  # an older page may hold it
+    assert scan(page, {"x"}, 3500) == ({}, True)  # older than the claim: not it
+    groups = pending_groups([("t", "x", "r", 5.0), ("t", "y", "r", 4.0), ("u", "x", "d", 1.0)])
+    assert groups == {("t", "r"): (4.0, {"x", "y"}), ("u", "d"): (1.0, {"x"})}
