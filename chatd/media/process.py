@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 
 from chatd.media import sniff as sniffing
@@ -44,6 +45,70 @@ class Refused(ValueError):
         self.status = status
         self.code = code
         self.message = message
+
+    def __reduce__(self):  # raised in a worker process, re-raised here (Processes)
+        return (Refused, (self.status, self.code, self.message))
+
+
+def _lower_priority() -> None:
+    """In a media worker process: run behind the chat (nice +10)."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+class Processes:
+    """:func:`inspect` in worker processes, so Pillow's decode and re-encode (which
+    hold the GIL for up to ~100 ms per large photo) never stall the reactor's thread.
+
+    ``call(path, directory, limits)`` blocks the calling thread (a media pool thread,
+    which releases the GIL while it waits) until a worker answered. The workers are
+    forked from a ``forkserver`` that preloads only this module (never the program's
+    ``__main__``); they start on first use. A pool that cannot start or breaks falls
+    back to running in the calling thread (logged once).
+    """
+
+    def __init__(self, workers: int = 2):
+        self.workers = workers
+        self._pool = None
+        self._lock = threading.Lock()
+        self.broken = workers <= 0
+
+    def _executor(self):
+        with self._lock:
+            if self._pool is None and not self.broken:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["chatd.media.process"])
+                # niced: on a shared core the reactor's process is scheduled first
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_lower_priority
+                )
+            return self._pool
+
+    def call(self, path: str, directory: str, limits: Limits) -> Processed:
+        pool = None if self.broken else self._executor()
+        if pool is None:
+            return inspect(path, directory, limits)
+        try:
+            return pool.submit(inspect, path, directory, limits).result()
+        except Refused:
+            raise
+        except (OSError, RuntimeError) as e:  # BrokenProcessPool is a RuntimeError
+            from twisted.logger import Logger
+
+            Logger().warn("media workers failed ({e}): processing in threads from now", e=e)
+            self.broken = True
+            return inspect(path, directory, limits)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)

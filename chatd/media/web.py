@@ -44,7 +44,7 @@ from chatd.media import attach as attaching
 from chatd.media import sweep as sweeping
 from chatd.media.meta import PooledMeta, QuotaExceeded
 from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
-from chatd.media.process import Limits, Refused, inspect
+from chatd.media.process import Limits, Processes, Refused
 from chatd.media.signing import Signer
 from chatd.media.sniff import FILE
 
@@ -165,6 +165,8 @@ class Media(Service):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.pool = ThreadPool(0, THREADS, "chatd-media")
+        #: image/voice inspection in worker processes (see process.Processes)
+        self.processes = Processes(THREADS)
         if run is not None:
             self.run = run
         #: the chat (chatd.chat.Chat) whose messages attach uploads (see attach)
@@ -187,6 +189,7 @@ class Media(Service):
         if self._sweeper.running:
             self._sweeper.stop()
         self.pool.stop()
+        self.processes.close()
         self.meta.close()
 
     def attach(self, chat) -> None:
@@ -249,7 +252,7 @@ class Media(Service):
                 if used + size > self.quota:
                     raise self._over_quota()
             try:
-                done = yield self.run(inspect, path, self.tmp, self.limits)
+                done = yield self.run(self.processes.call, path, self.tmp, self.limits)
             except Refused as e:
                 raise MediaError(e.status, e.code, e.message) from None
             made.extend(p for p in done.paths() if p not in made)
