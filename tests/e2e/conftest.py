@@ -9,6 +9,7 @@ import pytest
 
 from chatd import fanout
 from tests.conftest import need
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support.fanout import BUILD_HINT, C_BUILT
 from tests.support.process import wait_log
@@ -49,6 +50,30 @@ def redis(request, tmp_path):
     server = RedisServer(d, appendonly=getattr(request.module, "REDIS_AOF", False)).start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_module(tmp_path_factory):
+    """A private Redis Cluster (3 masters, 3 replicas; tests/redis_cluster.py) shared by
+    the tests of one module: use :func:`redis_cluster`, which empties it first."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.kill()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_module):
+    """The module's Redis Cluster, every master FLUSHALLed for this test."""
+    redis_cluster_module.flush()
+    return redis_cluster_module
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path):
+    """A Redis Cluster of this test alone (one that kills its nodes: failover)."""
+    cluster = RedisCluster(tmp_path / "redis-cluster").start()
+    yield cluster
+    cluster.kill()
 
 
 @pytest.fixture
