@@ -57,7 +57,7 @@ class RedisCluster:
 
     def _start_node(self, port):
         d = self.directory / str(port)
-        d.mkdir(exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
         args = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d)]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         args += ["--cluster-port", str(free_port())]
@@ -133,6 +133,22 @@ class RedisCluster:
             if role == "master" and any(lo <= slot <= hi for lo, hi in ranges):
                 return port
         raise LookupError(f"no master serves slot {slot}")
+
+    def wait_replicated(self, port, timeout=10):
+        """Wait until every replica of the master on *port* has all its writes."""
+
+        def caught_up():
+            info = dict(
+                line.split(":", 1)
+                for line in (self.command(port, "INFO", "replication") or "").splitlines()
+                if ":" in line
+            )
+            offset = info.get("master_repl_offset")
+            replicas = [v for k, v in info.items() if k.startswith("slave")]
+            return replicas and all(f"offset={offset}," in v for v in replicas)
+
+        if not poll(caught_up, timeout, 0.02):
+            raise AssertionError(f"the replicas of {port} did not catch up")
 
     def flush(self):
         """FLUSHALL on every master (a clean cluster for the next test)."""

@@ -53,20 +53,41 @@ class RedisUnavailable(StoreUnavailable):
 
 
 class RedisURL:
-    """A parsed ``--redis`` URL (see the module docstring)."""
+    """A parsed ``--redis`` URL (see the module docstring).
+
+    ``redis+cluster://[[user]:password@]host1[:port],host2[:port],…/[?params]``
+    (``rediss+cluster`` for TLS) names a Redis Cluster by one or more seed nodes:
+    the rest of the cluster is discovered from them (``CLUSTER SLOTS``). A cluster
+    has only db 0. ``retry_for`` (seconds, default 2) bounds how long a command
+    waits for a slot's master while the cluster fails over.
+    """
+
+    SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 
     def __init__(self, url: str):
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"--redis must be a redis:// or rediss:// URL, not {url!r}")
+        if parts.scheme not in self.SCHEMES:
+            raise ValueError(
+                "--redis must be a redis://, rediss://, redis+cluster:// or "
+                f"rediss+cluster:// URL, not {url!r}"
+            )
         self.url = url
-        self.tls = parts.scheme == "rediss"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password is not None else None
+        self.tls = parts.scheme.startswith("rediss")
+        self.cluster = parts.scheme.endswith("+cluster")
+        auth, _, hosts = parts.netloc.rpartition("@")
+        user, colon, password = auth.partition(":")
+        self.username = unquote(user) if user else None
+        self.password = unquote(password) if colon else None
+        self.seeds = [_address(h) for h in hosts.split(",")] if self.cluster else []
+        if self.cluster:
+            self.host, self.port = self.seeds[0]
+        else:
+            self.host = parts.hostname or "localhost"
+            self.port = parts.port or 6379
         path = parts.path.strip("/")
         self.db = int(path) if path else 0
+        if self.cluster and self.db != 0:
+            raise ValueError("a Redis Cluster has only db 0")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.prefix = query.pop("prefix", "chatd:")
         numbers = {
@@ -76,6 +97,7 @@ class RedisURL:
             "ping_timeout": 5.0,
             "backoff_max": 5.0,
             "connect_timeout": 10.0,
+            "retry_for": 2.0,
         }
         for key, default in numbers.items():
             value = float(query.pop(key, default))
@@ -90,8 +112,19 @@ class RedisURL:
     def redacted(self) -> str:
         """The URL without its password (for logs)."""
         auth = f"{self.username or ''}:***@" if self.password is not None else ""
-        scheme = "rediss" if self.tls else "redis"
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
+        if self.cluster:
+            return f"{scheme}://{auth}" + ",".join(f"{h}:{p}" for h, p in self.seeds) + "/"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6]:port`` of a cluster URL's seed list."""
+    text = text.strip()
+    if not text:
+        raise ValueError("an empty host in the --redis cluster URL")
+    parsed = urlsplit("//" + text)
+    return parsed.hostname or "localhost", parsed.port or 6379
 
 
 class _InOneTurn:
@@ -134,10 +167,11 @@ class _Factory(txredisapi.RedisFactory):
 
     factor = 2.0
 
-    def __init__(self, node, role, protocol, dbid):
+    def __init__(self, node, role, protocol, dbid, address=None):
         u = node.url
+        host, port = address or (u.host, u.port)
         super().__init__(
-            f"{u.host}:{u.port}",
+            f"{host}:{port}",
             dbid,
             1,
             isLazy=True,
@@ -165,6 +199,18 @@ class _Factory(txredisapi.RedisFactory):
     def delConnection(self, conn):
         super().delConnection(conn)
         self.node._disconnected(self.role, conn)
+
+
+def endpoint(reactor, url: RedisURL, address=None):
+    """A client endpoint to *address* (``(host, port)``; the URL's by default), TLS
+    for ``rediss`` (the certificate checked against the host)."""
+    host, port = address or (url.host, url.port)
+    ep = HostnameEndpoint(reactor, host, port, timeout=url.connect_timeout)
+    if url.tls:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        ep = wrapClientTLS(optionsForClientTLS(host), ep)
+    return ep
 
 
 class RedisNode:
@@ -254,15 +300,6 @@ class RedisNode:
 
     # lifecycle
 
-    def _endpoint(self):
-        u = self.url
-        endpoint = HostnameEndpoint(self.reactor, u.host, u.port, timeout=u.connect_timeout)
-        if u.tls:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(u.host), endpoint)
-        return endpoint
-
     def start(self):
         """Connect (once, however many components start the node).
 
@@ -283,7 +320,7 @@ class RedisNode:
             "subscriber": _Factory(self, "subscriber", _Subscriber, None),
         }
         for factory in self._factories.values():
-            factory.startConnecting(self._endpoint())
+            factory.startConnecting(endpoint(self.reactor, self.url))
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = self.reactor
         self._pinger.start(self.url.ping, now=False)
