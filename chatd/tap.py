@@ -64,9 +64,16 @@ class Options(usage.Options):
             from chatd.cluster.redis import RedisURL
 
             try:
-                RedisURL(self["redis"])
+                url = RedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError(f"--redis: {e}") from e
+            if url.cluster:
+                # the store runs on a cluster (chatd/store/redis.py); presence does not yet
+                raise usage.UsageError(
+                    "--redis: Redis Cluster URLs are not supported by chatd nodes yet: "
+                    "cluster-wide presence (chatd/cluster/presence.py) still needs one "
+                    "Redis; see docs/cluster.md"
+                )
         if self["media-s3"] is not None:
             extras.require("--media-s3")
             from chatd.media.store import parse_s3_url
@@ -139,10 +146,10 @@ def make_cluster(options, reactor=None):
     if options.get("redis") is None:
         return None, None, None, None
     from chatd.cluster.presence import RedisDirectory
-    from chatd.cluster.redis import RedisBroker, RedisMessageLog, RedisNode
+    from chatd.cluster.redis import RedisBroker, RedisMessageLog, make_node
     from chatd.store.redis import RedisStore
 
-    node = RedisNode(options["redis"], reactor=reactor)
+    node = make_node(options["redis"], reactor=reactor)
     store = RedisStore(
         node,
         history_max=options["history-max"],

@@ -213,6 +213,17 @@ def endpoint(reactor, url: RedisURL, address=None):
     return ep
 
 
+def make_node(url: str | RedisURL, reactor=None, node_id: str | None = None) -> RedisNode:
+    """The :class:`RedisNode` for *url*: a
+    :class:`~chatd.cluster.rediscluster.RedisClusterNode` for a ``redis+cluster`` URL."""
+    url = url if isinstance(url, RedisURL) else RedisURL(url)
+    if url.cluster:
+        from chatd.cluster.rediscluster import RedisClusterNode
+
+        return RedisClusterNode(url, reactor, node_id)
+    return RedisNode(url, reactor, node_id)
+
+
 class RedisNode:
     """This chatd process's connections to Redis and its identity in the cluster."""
 
@@ -315,12 +326,7 @@ class RedisNode:
             url=self.url.redacted(),
         )
         self._ready = defer.Deferred()
-        self._factories = {
-            "command": _Factory(self, "command", _Command, self.url.db),
-            "subscriber": _Factory(self, "subscriber", _Subscriber, None),
-        }
-        for factory in self._factories.values():
-            factory.startConnecting(endpoint(self.reactor, self.url))
+        self._connect()
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = self.reactor
         self._pinger.start(self.url.ping, now=False)
@@ -337,6 +343,22 @@ class RedisNode:
         ready.addBoth(lambda r: timeout.active() and timeout.cancel() or r)
         return ready
 
+    def _connect(self):
+        """Open the connections (a command and a subscriber connection)."""
+        self._factories = {
+            "command": _Factory(self, "command", _Command, self.url.db),
+            "subscriber": _Factory(self, "subscriber", _Subscriber, None),
+        }
+        for factory in self._factories.values():
+            factory.startConnecting(endpoint(self.reactor, self.url))
+
+    @defer.inlineCallbacks
+    def _disconnect(self):
+        """Close every connection."""
+        factories, self._factories = self._factories, {}
+        for factory in factories.values():
+            yield factory.disconnect()
+
     @defer.inlineCallbacks
     def stop(self):
         """Run the stop hooks (presence leaves), then close both connections."""
@@ -350,9 +372,7 @@ class RedisNode:
                 yield hook()
             except Exception as e:
                 self.log.warn("Redis stop hook failed: {e}", e=e)
-        factories, self._factories = self._factories, {}
-        for factory in factories.values():
-            yield factory.disconnect()
+        yield self._disconnect()
         self._conns.clear()
         self.healthy = False
 
@@ -371,9 +391,7 @@ class RedisNode:
                 return
         else:
             try:
-                for sha, source in self._scripts.values():
-                    loaded = yield conn.execute_command("SCRIPT", "LOAD", source)
-                    assert loaded == sha, (loaded, sha)
+                yield self._load_scripts(conn)
             except Exception as e:
                 self.log.warn("Loading scripts into Redis failed: {e}", e=e)
                 conn.transport.abortConnection()
@@ -383,12 +401,23 @@ class RedisNode:
         self._conns[role] = conn
         self.log.info("Redis {role} connection up ({url})", role=role, url=self.url.redacted())
         if role == "command":
-            for hook in self._on_up:
-                try:
-                    yield hook()
-                except Exception as e:
-                    self.log.warn("Redis connect hook failed: {e}", e=e)
+            yield self._run_connect_hooks()
         self._update_health()
+
+    @defer.inlineCallbacks
+    def _load_scripts(self, conn):
+        """SCRIPT LOAD every registered script on *conn*."""
+        for sha, source in self._scripts.values():
+            loaded = yield conn.execute_command("SCRIPT", "LOAD", source)
+            assert loaded == sha, (loaded, sha)
+
+    @defer.inlineCallbacks
+    def _run_connect_hooks(self):
+        for hook in self._on_up:
+            try:
+                yield hook()
+            except Exception as e:
+                self.log.warn("Redis connect hook failed: {e}", e=e)
 
     def _disconnected(self, role, conn):
         if self._conns.get(role) is conn:
@@ -401,8 +430,11 @@ class RedisNode:
             )
         self._update_health()
 
+    def _is_healthy(self) -> bool:
+        return "command" in self._conns and "subscriber" in self._conns
+
     def _update_health(self):
-        healthy = "command" in self._conns and "subscriber" in self._conns
+        healthy = self._is_healthy()
         if healthy == self.healthy:
             return
         self.healthy = healthy
@@ -417,8 +449,12 @@ class RedisNode:
                 node=self.node_id,
             )
 
+    def _pinged(self):
+        """``(role, connection)`` of every connection PINGed every ``ping`` seconds."""
+        return list(self._conns.items())
+
     def _ping(self):
-        for role, conn in list(self._conns.items()):
+        for role, conn in self._pinged():
             try:
                 d = conn.execute_command("PING")
             except Exception:

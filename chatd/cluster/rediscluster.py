@@ -32,7 +32,14 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from chatd.cluster.redis import RedisUnavailable, _Command, _Factory, endpoint
+from chatd.cluster.redis import (
+    RedisNode,
+    RedisUnavailable,
+    _Command,
+    _Factory,
+    _Subscriber,
+    endpoint,
+)
 from chatd.cluster.slots import SlotMap, command_key, key_slot, redirection, retry_later
 
 #: redirections (MOVED/ASK) followed for one command before it fails
@@ -316,3 +323,74 @@ class ClusterClient:
 def _show(address) -> str:
     host, port = address
     return f"{host}:{port}"
+
+
+class _AnyNode:
+    """A client endpoint to the cluster's known nodes, in turn (the subscriber's: a
+    plain ``PUBLISH`` reaches every node of a cluster)."""
+
+    def __init__(self, node):
+        self.node = node
+        self._next = 0
+
+    def connect(self, factory):
+        known = self.node.cluster.known
+        address = known[self._next % len(known)]
+        self._next += 1
+        return endpoint(self.node.reactor, self.node.url, address).connect(factory)
+
+
+class RedisClusterNode(RedisNode):
+    """A :class:`~chatd.cluster.redis.RedisNode` on a Redis Cluster: commands and
+    scripts go through a :class:`ClusterClient` (to the master of their first key's
+    slot), the bus subscription is one connection to any node of the cluster.
+
+    Healthy while every slot's master and the subscriber are connected; the connect
+    hooks run each time the cluster turns healthy.
+    """
+
+    def __init__(self, url, reactor=None, node_id=None):
+        super().__init__(url, reactor, node_id)
+        self.cluster: ClusterClient | None = None
+        self._cluster_up = False
+
+    def register_script(self, name: str, source: str) -> None:
+        """As :meth:`RedisNode.register_script`, with a ``#!lua`` shebang: Redis then
+        refuses a script that touches keys of more than one slot, even on one master
+        (without it, Redis 7 lets a script reach any key its master holds)."""
+        super().register_script(name, "#!lua\n" + source)
+
+    def execute(self, *args):
+        if self.cluster is None:
+            return defer.fail(RedisUnavailable("Redis is not reachable"))
+        return self.cluster.execute(*args)
+
+    def _connect(self):
+        self.cluster = ClusterClient(self.url, self.reactor, prepare=self._load_scripts)
+        self.cluster.add_listener(self._cluster_changed)
+        self._factories = {"subscriber": _Factory(self, "subscriber", _Subscriber, None)}
+        self._factories["subscriber"].startConnecting(_AnyNode(self))
+        d = self.cluster.start()
+        d.addErrback(lambda f: self.log.warn("Redis Cluster not reachable yet: {e}", e=f.value))
+
+    @defer.inlineCallbacks
+    def _disconnect(self):
+        yield super()._disconnect()
+        if self.cluster is not None:
+            yield self.cluster.stop()
+
+    def _cluster_changed(self):
+        up = self.cluster.healthy
+        if up and not self._cluster_up:
+            self._cluster_up = True
+            self._run_connect_hooks().addCallback(lambda _: self._update_health())
+            return
+        self._cluster_up = up
+        self._update_health()
+
+    def _is_healthy(self) -> bool:
+        return self._cluster_up and "subscriber" in self._conns
+
+    def _pinged(self):
+        masters = self.cluster.connections().items() if self.cluster is not None else ()
+        return [*super()._pinged(), *((_show(a), c) for a, c in masters)]

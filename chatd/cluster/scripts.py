@@ -30,6 +30,8 @@ PARTS = {
     "prune": ("items", "prune"),
     # conversations (chatd.store.redis.RedisStore, IConversationStore)
     "conversations": ("conversations",),
+    "conversation": ("conversation",),
+    "claim": ("claim",),
     "summaries": ("items", "summaries"),
     "mark_read": ("rows", "mark_read"),
     "set_muted": ("rows", "set_muted"),

@@ -107,6 +107,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -144,6 +145,8 @@ STORE_SCRIPTS = (
     "fetch",
     "prune",
     "conversations",
+    "conversation",
+    "claim",
     "summaries",
     "mark_read",
     "set_muted",
@@ -243,6 +246,8 @@ class RedisStore:
         self.prune_chunk = prune_chunk
         self._reactor = reactor
         self._pruner: LoopingCall | None = None
+        #: Redis Cluster: every script touches one slot (see the module docstring)
+        self.cluster = bool(getattr(node.url, "cluster", False))
         for name in STORE_SCRIPTS:
             node.register_script(name, SOURCES[name])
         #: Messages committed by this node (duplicates are not counted).
@@ -257,8 +262,17 @@ class RedisStore:
         """``P kind:{name}``: *name* a channel or a user, its hash tag."""
         return f"{self.node.prefix}{kind}:{{{name}}}"
 
-    def _dedupe_key(self, sender: str, client_id: str) -> str:
-        return self.node.prefix + "d:" + json.dumps([sender, client_id], ensure_ascii=False)
+    def _dedupe_key(self, sender: str, client_id: str, channel: str) -> str:
+        """The dedupe record: one per sender and id; under Redis Cluster one per channel
+        (its slot), the id being claimed for a channel in the sender's slot first."""
+        ident = json.dumps([sender, client_id], ensure_ascii=False)
+        if self.cluster:
+            return f"{self._key('d', channel)}:{ident}"
+        return self.node.prefix + "d:" + ident
+
+    def _claim_key(self, sender: str, client_id: str) -> str:
+        ident = json.dumps([sender, client_id], ensure_ascii=False)
+        return f"{self._key('d', sender)}:{ident}"
 
     # lifecycle
 
@@ -289,10 +303,32 @@ class RedisStore:
             return failure
         return fail(StoreUnavailable(f"Redis {what} failed: {failure.getErrorMessage()}"))
 
-    def _run(self, script, keys, args, what, done=None):
-        """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable."""
+    def _run(self, script, keys, args, what, done=None, rows=False):
+        """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable. *rows*: the
+        script changes member rows (rows.lua), whose user-slot half is made here under
+        Redis Cluster (its flag is appended to *args*)."""
+        if rows:
+            args = [*args, "1" if self.cluster else ""]
         d = self.node.script(script, keys, args)
+        if rows and self.cluster:
+            d.addCallback(self._user_rows)
         return d.addCallbacks(done or (lambda r: r), self._unavailable, errbackArgs=(what,))
+
+    def _user_rows(self, reply):
+        """Redis Cluster: copy the member rows a script changed to the users' own slots
+        (``uc:{user}``, ``u:{user}``); fires with the script's own reply."""
+        result, changes, users = json.loads(reply)
+        ds = []
+        for channel, user, raw in changes if isinstance(changes, list) else ():
+            if raw:
+                ds.append(self.node.execute("HSET", self._key("uc", user), channel, raw))
+            else:
+                ds.append(self.node.execute("HDEL", self._key("uc", user), channel))
+        for user, ts in users if isinstance(users, list) else ():
+            ds.append(self.node.execute("HSETNX", self._key("u", user), "ts", ts))
+        d = defer.gatherResults(ds, consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure)
+        return d.addCallback(lambda _: None if result is False else result)
 
     def _command(self, *args):
         d = self.node.execute(*args)
@@ -326,9 +362,36 @@ class RedisStore:
         """
         if kind not in ITEM_KINDS:
             raise ValueError(f"unknown timeline item kind {kind!r}")
+        item = (channel, sender, name, client_id, text, ts, kind, data, bus, head)
+        if self.cluster and client_id is not None:
+            return self._append_claimed(item)
+        return self._append(item)
+
+    @defer.inlineCallbacks
+    def _append_claimed(self, item):
+        """Redis Cluster: claim the client id for the channel in the sender's slot, then
+        commit in the channel's. An id held by another channel is a duplicate there --
+        unless its send never committed, and then this channel takes the claim over."""
+        channel, sender, client_id = item[0], item[1], item[3]
+        key = self._claim_key(sender, client_id)
+        ttl = max(1, int(self.dedupe_days * _DAY_MS))
+        held = yield self._run("claim", [key], [channel, ttl, ""], "append")
+        if held != channel:
+            original = yield self._append((held, *item[1:]), check_only=True)
+            if original is not None:
+                return original
+            held = yield self._run("claim", [key], [channel, ttl, held], "append")
+            if held != channel:
+                raise StoreUnavailable("the client id is being sent to two channels at once")
+        return (yield self._append(item))
+
+    def _append(self, item, check_only=False):
+        """Run append.lua for *item*; fires with its Appended (None: *check_only* and no
+        dedupe record)."""
+        channel, sender, name, client_id, text, ts, kind, data, bus, head = item
         maxlen = self.history_max or 0
         stream = self._key("m", channel)
-        dedupe = self._dedupe_key(sender, client_id) if client_id is not None else stream
+        dedupe = self._dedupe_key(sender, client_id, channel) if client_id is not None else stream
         dedupe_ms = max(1, int(self.dedupe_days * _DAY_MS))
         payload, off = "", ""
         if data is not None:
@@ -336,29 +399,31 @@ class RedisStore:
             if kind == "reaction":
                 payload, off = data_json({**data, "on": True}), data_json({**data, "on": False})
         effect = json.dumps(_effect(channel, sender, kind, data), ensure_ascii=False)
-        d = self.node.script(
-            "append",
-            [self._key("s", channel), stream, dedupe, self.node.prefix + "channels"],
-            [
-                sender,
-                name,
-                text,
-                ts,
-                client_id or "",
-                maxlen,
-                dedupe_ms,
-                bus,
-                head,
-                channel,
-                self.node.prefix,
-                kind,
-                payload,
-                off,
-                effect,
-            ],
-        )
+        keys = [self._key("s", channel), stream, dedupe]
+        if not self.cluster:
+            keys.append(self.node.prefix + "channels")
+        args = [
+            sender,
+            name,
+            text,
+            ts,
+            client_id or "",
+            maxlen,
+            dedupe_ms,
+            bus,
+            head,
+            channel,
+            self.node.prefix,
+            kind,
+            payload,
+            off,
+            effect,
+            "1" if check_only else "",
+        ]
 
         def done(reply):
+            if not reply:
+                return None  # check_only: no record
             if reply.startswith("["):
                 ch, seq, ots, row = json.loads(reply)
                 if row:
@@ -381,9 +446,14 @@ class RedisStore:
                 kind,
                 json.loads(stored) if stored else None,
             )
+            if self.cluster and message.seq == 1:
+                # the channels index (for pruning by age) is another slot; not waited
+                # for, so results keep firing in seq order
+                d = self.node.execute("SADD", self.node.prefix + "channels", channel)
+                d.addErrback(lambda f: self.log.warn("Redis SADD channels failed: {e}", e=f.value))
             return Appended(message, False)
 
-        return d.addCallbacks(done, self._unavailable, errbackArgs=("append",))
+        return self._run("append", keys, args, "append", done, rows=True)
 
     def replay(self, channel, since, limit):
         """See :meth:`IHistoryStore.replay`.
@@ -482,9 +552,10 @@ class RedisStore:
         return self._command("ZCARD", self._key("ms", channel)).addCallback(int)
 
     def conversations(self, user):
-        """See :meth:`IConversationStore.conversations` (one script)."""
+        """See :meth:`IConversationStore.conversations` (one script; under Redis
+        Cluster the user's index, then one script per channel, pipelined)."""
 
-        def done(reply):
+        def done(rows):
             out = [
                 Conversation(
                     channel,
@@ -496,22 +567,53 @@ class RedisStore:
                     last,
                     ts,
                 )
-                for channel, role, peer, read, muted, last, ts, kind in _json_list(reply)
+                for channel, role, peer, read, muted, last, ts, kind in rows
             ]
             out.sort(key=lambda c: (-c.last_ts, c.channel))
             return out
 
-        return self._run("conversations", [], [self.node.prefix, user], "conversations", done)
+        if self.cluster:
+            return self._conversation_rows(user).addCallback(done)
+        d = self._run("conversations", [], [self.node.prefix, user], "conversations")
+        return d.addCallback(lambda reply: done(_json_list(reply)))
+
+    @defer.inlineCallbacks
+    def _conversation_rows(self, user):
+        """Redis Cluster: the rows conversations.lua returns, one slot at a time. The
+        channel's member row is the truth: an index entry it contradicts is dropped."""
+        index = self._key("uc", user)
+        channels = yield self._command("HKEYS", index)
+        replies = yield defer.gatherResults(
+            [
+                self._run(
+                    "conversation",
+                    [self._key("c", ch), self._key("mb", ch)],
+                    [user],
+                    "conversations",
+                )
+                for ch in channels
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: f.value.subFailure)
+        rows = []
+        for channel, reply in zip(channels, replies, strict=True):
+            raw, last, ts, kind = json.loads(reply)
+            role, state, peer, read, muted, _ = json.loads(raw) if raw else [None] * 6
+            if state != "member":
+                self.node.execute("HDEL", index, channel).addErrback(lambda _: None)
+                continue
+            rows.append([channel, role, peer, read, muted, last, ts, kind])
+        return rows
 
     def summaries(self, user, channels):
-        """See :meth:`IConversationStore.summaries` (one script)."""
+        """See :meth:`IConversationStore.summaries` (one script; under Redis Cluster one
+        per channel, pipelined)."""
         channels = list(channels)
         if not channels:
             return succeed([])
 
-        def done(reply):
+        def done(rows):
             out = []
-            rows = _json_list(reply)
             for channel, raw, last, ts, kind, title, unread, mentions, newest, peer in rows:
                 m = _member(channel, user, raw)
                 if m.state != "member":
@@ -535,19 +637,29 @@ class RedisStore:
                 )
             return out
 
-        args = [self.node.prefix, user, *channels]
-        return self._run("summaries", [], args, "summaries", done)
+        prefix = self.node.prefix
+        if not self.cluster:
+            d = self._run("summaries", [], [prefix, user, *channels], "summaries")
+            return d.addCallback(lambda reply: done(_json_list(reply)))
+        d = defer.gatherResults(
+            [
+                self._run("summaries", [self._key("mb", ch)], [prefix, user, ch], "summaries")
+                for ch in channels
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: f.value.subFailure)
+        return d.addCallback(lambda replies: done([r for x in replies for r in _json_list(x)]))
 
     def mark_read(self, user, channel, seq):
         """See :meth:`IConversationStore.mark_read`; clamped to the channel's newest seq."""
         args = [self.node.prefix, channel, user, int(seq)]
-        d = self._run("mark_read", [self._key("s", channel)], args, "mark_read")
+        d = self._run("mark_read", [self._key("s", channel)], args, "mark_read", rows=True)
         return d.addCallback(lambda r: None if r is None else int(r))
 
     def set_muted(self, user, channel, muted):
         """See :meth:`IConversationStore.set_muted`."""
         args = [self.node.prefix, channel, user, 1 if muted else 0]
-        d = self._run("set_muted", [], args, "set_muted")
+        d = self._run("set_muted", [self._key("mb", channel)], args, "set_muted", rows=True)
         return d.addCallback(lambda r: bool(int(r)))
 
     def readers(self, channel, seq, limit):
