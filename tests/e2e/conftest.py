@@ -76,6 +76,13 @@ def own_redis_cluster(tmp_path):
     cluster.kill()
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_any(request):
+    """Run the test twice: on the private redis-server (:func:`redis`) and on the
+    module's Redis Cluster (:func:`redis_cluster`)."""
+    return request.getfixturevalue("redis" if request.param == "redis" else "redis_cluster")
+
+
 @pytest.fixture
 def nodes(twistd_factory, redis, tmp_path):
     """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatd.cluster.redis import RedisURL
 from chatd.cluster.slots import (
     SLOTS,
     SlotMap,
@@ -106,3 +107,27 @@ def test_slot_map():
     partial = SlotMap(REPLY[:2])
     assert not partial.complete and partial.master(6000) is None
     assert not SlotMap().complete and SlotMap().master(0) is None
+
+
+def test_cluster_urls():
+    """redis+cluster:// names seeds (default port 6379, IPv6 in brackets), db 0 only;
+    rediss+cluster:// is TLS; retry_for bounds the wait for a failing-over slot."""
+    u = RedisURL("redis+cluster://:pw%40x@h1:7000,h2,[::1]:7002/?prefix=x:&retry_for=0.5")
+    assert u.cluster and not u.tls
+    assert u.seeds == [("h1", 7000), ("h2", 6379), ("::1", 7002)]
+    assert (u.host, u.port, u.db, u.password, u.prefix, u.retry_for) == (
+        "h1",
+        7000,
+        0,
+        "pw@x",
+        "x:",
+        0.5,
+    )
+    assert "pw" not in u.redacted() and u.redacted().startswith("redis+cluster://:***@h1:7000,")
+    t = RedisURL("rediss+cluster://user:p@a:1/")
+    assert t.tls and t.cluster and t.username == "user" and t.retry_for == 2.0
+    single = RedisURL("redis://localhost")
+    assert not single.cluster and single.seeds == []
+    for bad in ("redis+cluster://a:1/2", "redis+cluster://a:1,,b:2/", "redis+sentinel://a/"):
+        with pytest.raises(ValueError):
+            RedisURL(bad)
