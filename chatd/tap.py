@@ -64,16 +64,9 @@ class Options(usage.Options):
             from chatd.cluster.redis import RedisURL
 
             try:
-                url = RedisURL(self["redis"])
+                RedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError(f"--redis: {e}") from e
-            if url.cluster:
-                # the store runs on a cluster (chatd/store/redis.py); presence does not yet
-                raise usage.UsageError(
-                    "--redis: Redis Cluster URLs are not supported by chatd nodes yet: "
-                    "cluster-wide presence (chatd/cluster/presence.py) still needs one "
-                    "Redis; see docs/cluster.md"
-                )
         if self["media-s3"] is not None:
             extras.require("--media-s3")
             from chatd.media.store import parse_s3_url
@@ -145,7 +138,7 @@ def make_cluster(options, reactor=None):
     """
     if options.get("redis") is None:
         return None, None, None, None
-    from chatd.cluster.presence import RedisDirectory
+    from chatd.cluster.presence import RedisClusterDirectory, RedisDirectory
     from chatd.cluster.redis import RedisBroker, RedisMessageLog, make_node
     from chatd.store.redis import RedisStore
 
@@ -156,7 +149,8 @@ def make_cluster(options, reactor=None):
         history_days=options["history-days"],
         reactor=reactor,
     )
-    return store, RedisBroker(node), RedisDirectory(node), RedisMessageLog(store, node)
+    directory = (RedisClusterDirectory if node.url.cluster else RedisDirectory)(node)
+    return store, RedisBroker(node), directory, RedisMessageLog(store, node)
 
 
 def make_store(options, reactor=None):

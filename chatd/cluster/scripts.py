@@ -22,6 +22,9 @@ PARTS = {
     "heartbeat": ("bus", "reap", "heartbeat"),
     "reap_self": ("bus", "reap", "reap_self"),
     "resync": ("bus", "resync"),
+    # presence under Redis Cluster (chatd.cluster.presence.RedisClusterDirectory)
+    "connect_user": ("connect_user",),
+    "disconnect_user": ("disconnect_user",),
     # history (chatd.store.redis.RedisStore)
     "append": ("bus", "items", "rows", "append"),
     "replay": ("items", "replay"),

@@ -83,9 +83,9 @@ def redis_any(request):
     return request.getfixturevalue("redis" if request.param == "redis" else "redis_cluster")
 
 
-@pytest.fixture
-def nodes(twistd_factory, redis, tmp_path):
-    """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""
+def node_starter(twistd_factory, url, tmp_path):
+    """start(n) -> n chatd nodes on the Redis (or Redis Cluster) at *url*, each healthy
+    (connected) before use."""
 
     def start(n=2):
         procs = []
@@ -97,7 +97,7 @@ def nodes(twistd_factory, redis, tmp_path):
                     "--listen",
                     "tcp:0:interface=127.0.0.1",
                     "--redis",
-                    f"{redis.url}?prefix=test:&{TUNING}",
+                    f"{url}?prefix=test:&{TUNING}",
                     cwd=cwd,
                 )
             )
@@ -106,3 +106,17 @@ def nodes(twistd_factory, redis, tmp_path):
         return procs
 
     return start
+
+
+@pytest.fixture
+def nodes(twistd_factory, redis, tmp_path):
+    """start(n) -> n chatd nodes on the shared Redis, each healthy (connected) before use."""
+    return node_starter(twistd_factory, redis.url, tmp_path)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_nodes(request, twistd_factory, tmp_path):
+    """:func:`nodes`, once on the private redis-server and once on the module's Redis
+    Cluster (``redis+cluster://``)."""
+    name = "redis" if request.param == "redis" else "redis_cluster"
+    return node_starter(twistd_factory, request.getfixturevalue(name).url, tmp_path)

@@ -2,6 +2,8 @@
 -- presence event (built by chatd/cluster/codec.py) is published when the user's
 -- count of nodes in the room goes 0 -> 1 or 1 -> 0.
 -- KEYS: nr:<node>, rm:{room}. ARGV: member, user, bus, payload, +1 / -1.
+-- (Under Redis Cluster KEYS[1] is rn:{room}, the room's set of node memberships, and
+-- the member JSON [node, user]: one slot, chatd/cluster/presence.py.)
 if ARGV[5] == '1' then
   if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
     if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
