@@ -399,11 +399,10 @@ class RedisClusterDirectory(RedisDirectory):
             self._nk("nr", node),
             json.dumps([room, user], ensure_ascii=False),
         )
-        script = self.node.script(
-            "membership",
-            [f"{self.node.prefix}rn:{{{room}}}", self._room(room)],
-            [json.dumps([node, user], ensure_ascii=False), user, self.node.bus, payload, delta],
-        )
+        keys = [f"{self.node.prefix}rn:{{{room}}}", self._room(room)]
+        publish, bus = self.node.bus_route(keys[0], self.node.bus)
+        member = json.dumps([node, user], ensure_ascii=False)
+        script = self.node.script("membership", keys, [member, user, bus, payload, delta, publish])
         return _gather([index, script])
 
     def _user_here(self, user, exclusive, epoch):

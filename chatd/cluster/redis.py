@@ -280,8 +280,14 @@ class RedisNode:
 
         return d.addErrback(noscript)
 
-    def barrier(self):
-        """Fires once the subscriber has received everything published before this call.
+    def bus_route(self, key, bus):
+        """``(publish command, channel)`` a script touching *key* publishes *bus*'s
+        events with: ``PUBLISH`` on the one bus here (see RedisClusterNode)."""
+        return "PUBLISH", bus
+
+    def barrier(self, key=None):
+        """Fires once the subscriber has received everything published before this call
+        (by scripts touching *key*: here, by anyone).
 
         A PING on the subscriber connection is answered in order with the
         messages published to it, so its reply comes after them.
@@ -442,7 +448,7 @@ class RedisNode:
             self.log.info("chatd cluster node {node} healthy: Redis reachable", node=self.node_id)
             if self._ready is not None and not self._ready.called:
                 self._ready.callback(None)
-        elif self._factories:
+        elif self._starts > 0:
             self.log.warn(
                 "chatd cluster node {node} degraded: Redis unreachable; sends are refused "
                 "with 'unavailable' until it is back",

@@ -37,10 +37,17 @@ from chatd.cluster.redis import (
     RedisUnavailable,
     _Command,
     _Factory,
-    _Subscriber,
+    _InOneTurn,
     endpoint,
 )
-from chatd.cluster.slots import SlotMap, command_key, key_slot, redirection, retry_later
+from chatd.cluster.slots import (
+    SlotMap,
+    command_key,
+    key_slot,
+    redirection,
+    retry_later,
+    slot_tags,
+)
 
 #: redirections (MOVED/ASK) followed for one command before it fails
 MAX_REDIRECTS = 5
@@ -325,34 +332,50 @@ def _show(address) -> str:
     return f"{host}:{port}"
 
 
-class _AnyNode:
-    """A client endpoint to the cluster's known nodes, in turn (the subscriber's: a
-    plain ``PUBLISH`` reaches every node of a cluster)."""
+class _ShardSubscriber(_InOneTurn, txredisapi.SubscriberProtocol):
+    """A subscriber connection to one master holding ``SSUBSCRIBE``s (Redis 7's sharded
+    pub/sub: ``smessage`` pushes)."""
 
-    def __init__(self, node):
-        self.node = node
-        self._next = 0
+    _sub_unsub_reponses = txredisapi.SubscriberProtocol._sub_unsub_reponses | {
+        "ssubscribe",
+        "sunsubscribe",
+    }
 
-    def connect(self, factory):
-        known = self.node.cluster.known
-        address = known[self._next % len(known)]
-        self._next += 1
-        return endpoint(self.node.reactor, self.node.url, address).connect(factory)
+    def replyReceived(self, reply):
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == "smessage":
+            self.factory.node._bus_message(reply[2])
+            return
+        super().replyReceived(reply)
 
 
 class RedisClusterNode(RedisNode):
     """A :class:`~chatd.cluster.redis.RedisNode` on a Redis Cluster: commands and
     scripts go through a :class:`ClusterClient` (to the master of their first key's
-    slot), the bus subscription is one connection to any node of the cluster.
+    slot); the bus is **sharded pub/sub**.
 
-    Healthy while every slot's master and the subscriber are connected; the connect
-    hooks run each time the cluster turns healthy.
+    Every slot has one shard channel, ``<prefix>bus:{<tag>}`` (the tag of
+    :func:`~chatd.cluster.slots.slot_tags`, so the channel is in that slot): a
+    script publishes a channel's (room's, DM's) events with ``SPUBLISH`` on its
+    slot's shard channel, so each publish is carried by that slot's master alone
+    (plain ``PUBLISH`` in a cluster is broadcast to every cluster node). Each chatd
+    node holds one subscriber connection per master, ``SSUBSCRIBE``d to the shard
+    channels of the master's slots: a fixed, bounded set (16384 channels over the
+    masters), so every node still receives every event, as on one Redis. A PING on
+    the subscriber of a slot's master is a barrier for that slot's events.
+
+    Healthy while every slot's master is connected and subscribed; the connect hooks
+    run each time the cluster turns healthy.
     """
 
     def __init__(self, url, reactor=None, node_id=None):
         super().__init__(url, reactor, node_id)
         self.cluster: ClusterClient | None = None
         self._cluster_up = False
+        #: master address -> (its subscriber factory, the slots it subscribes)
+        self._shards: dict[tuple[str, int], tuple[_Factory, tuple[int, ...]]] = {}
+        #: master address -> its subscribed connection
+        self._subscribed: dict[tuple[str, int], object] = {}
+        self._stopped_shards = False
 
     def register_script(self, name: str, source: str) -> None:
         """As :meth:`RedisNode.register_script`, with a ``#!lua`` shebang: Redis then
@@ -365,21 +388,109 @@ class RedisClusterNode(RedisNode):
             return defer.fail(RedisUnavailable("Redis is not reachable"))
         return self.cluster.execute(*args)
 
+    # the sharded bus
+
+    def shard_channel(self, slot: int) -> str:
+        """The bus's shard channel of *slot*."""
+        return f"{self.prefix}bus:{{{slot_tags()[slot]}}}"
+
+    def bus_route(self, key, bus):
+        return "SPUBLISH", self.shard_channel(key_slot(key))
+
+    def publish(self, payload: str):
+        """SPUBLISH *payload* on this node's own shard channel (typing, relay, frames
+        to users and rooms: one node's are delivered in the order published)."""
+        d = self.execute("SPUBLISH", self.shard_channel(key_slot(self.node_id)), payload)
+        d.addErrback(lambda f: self.log.warn("Redis publish failed: {e}", e=f.value))
+        return d
+
+    def barrier(self, key=None):
+        """Fires once this node's subscriber of *key*'s slot (every subscriber, without
+        *key*) has received everything published on it before this call."""
+        if key is None:
+            conns = list(self._subscribed.values())
+        else:
+            address = self.cluster.map.master(key_slot(key)) if self.cluster else None
+            conns = [self._subscribed[address]] if address in self._subscribed else []
+        pings = []
+        for conn in conns:
+            try:
+                pings.append(conn.execute_command("PING").addErrback(lambda _: None))
+            except Exception:
+                continue
+        return defer.gatherResults(pings).addCallback(lambda _: None)
+
+    def _sync_shards(self):
+        """One subscriber per master, subscribed to the shard channels of its slots."""
+        if self.cluster is None or self._stopped_shards:
+            return
+        masters = self.cluster.map.masters()
+        for address in list(self._shards):
+            factory, slots = self._shards[address]
+            if address not in masters or tuple(self.cluster.map.slots_of(address)) != slots:
+                del self._shards[address]
+                self._subscribed.pop(address, None)
+                factory.disconnect()
+        for address in masters:
+            if address not in self._shards:
+                slots = tuple(self.cluster.map.slots_of(address))
+                factory = _Factory(self, ("shard", address), _ShardSubscriber, None, address)
+                self._shards[address] = (factory, slots)
+                factory.startConnecting(endpoint(self.reactor, self.url, address))
+
+    @defer.inlineCallbacks
+    def _connected(self, role, conn):
+        if not isinstance(role, tuple):
+            return (yield super()._connected(role, conn))
+        address = role[1]
+        entry = self._shards.get(address)
+        if entry is None or entry[0] is not conn.factory:
+            conn.transport.loseConnection()
+            return
+        try:
+            yield defer.gatherResults(
+                [conn.execute_command("SSUBSCRIBE", self.shard_channel(slot)) for slot in entry[1]],
+                consumeErrors=True,
+            )
+        except Exception as e:
+            self.log.warn("Redis SSUBSCRIBE on {a} failed: {e}", a=_show(address), e=e)
+            conn.transport.abortConnection()
+            return
+        if conn.connected and self._shards.get(address) is entry:
+            self._subscribed[address] = conn
+            self.log.info("Redis Cluster bus subscribed on {a}", a=_show(address))
+        self._update_health()
+
+    def _disconnected(self, role, conn):
+        if not isinstance(role, tuple):
+            return super()._disconnected(role, conn)
+        if self._subscribed.get(role[1]) is conn:
+            del self._subscribed[role[1]]
+            self.disconnects += 1
+            self.log.warn("Redis Cluster bus subscriber on {a} lost", a=_show(role[1]))
+        self._update_health()
+
+    # lifecycle
+
     def _connect(self):
+        self._stopped_shards = False
         self.cluster = ClusterClient(self.url, self.reactor, prepare=self._load_scripts)
         self.cluster.add_listener(self._cluster_changed)
-        self._factories = {"subscriber": _Factory(self, "subscriber", _Subscriber, None)}
-        self._factories["subscriber"].startConnecting(_AnyNode(self))
         d = self.cluster.start()
         d.addErrback(lambda f: self.log.warn("Redis Cluster not reachable yet: {e}", e=f.value))
 
     @defer.inlineCallbacks
     def _disconnect(self):
-        yield super()._disconnect()
+        self._stopped_shards = True
+        shards, self._shards = self._shards, {}
+        self._subscribed.clear()
+        for factory, _ in shards.values():
+            yield factory.disconnect()
         if self.cluster is not None:
             yield self.cluster.stop()
 
     def _cluster_changed(self):
+        self._sync_shards()
         up = self.cluster.healthy
         if up and not self._cluster_up:
             self._cluster_up = True
@@ -389,8 +500,14 @@ class RedisClusterNode(RedisNode):
         self._update_health()
 
     def _is_healthy(self) -> bool:
-        return self._cluster_up and "subscriber" in self._conns
+        if not self._cluster_up or self.cluster is None:
+            return False
+        return all(a in self._subscribed for a in self.cluster.map.masters())
 
     def _pinged(self):
         masters = self.cluster.connections().items() if self.cluster is not None else ()
-        return [*super()._pinged(), *((_show(a), c) for a, c in masters)]
+        subscribers = list(self._subscribed.items())
+        return [
+            *((_show(a), c) for a, c in masters),
+            *((f"bus {_show(a)}", c) for a, c in subscribers),
+        ]

@@ -21,6 +21,7 @@ The rules are Redis's (https://redis.io/docs/reference/cluster-spec/):
 from __future__ import annotations
 
 import bisect
+import functools
 
 SLOTS = 16384
 
@@ -107,6 +108,23 @@ def retry_later(message: str) -> bool:
     return message.startswith(RETRY_LATER)
 
 
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each slot, a short ASCII string whose slot it is (as a hash tag ``{tag}``
+    it puts a key or a shard channel in that slot): the first lowercase hex number
+    with that slot. Computed once (~0.5 s)."""
+    tags: list[str | None] = [None] * SLOTS
+    left, i = SLOTS, 0
+    while left:
+        tag = format(i, "x")
+        slot = crc16(tag.encode()) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        i += 1
+    return tuple(tags)
+
+
 class SlotMap:
     """Which master serves each slot, from a ``CLUSTER SLOTS`` reply.
 
@@ -141,6 +159,18 @@ class SlotMap:
 
     def moved(self, slot: int, address: tuple[str, int]) -> None:
         self._moved[slot] = address
+
+    def slots_of(self, address: tuple[str, int]) -> list[int]:
+        """The slots *address* serves."""
+        out = [
+            slot
+            for start, end, a in self._ranges
+            if a == address
+            for slot in range(start, end + 1)
+            if self._moved.get(slot, a) == address
+        ]
+        out += [slot for slot, a in self._moved.items() if a == address and slot not in out]
+        return sorted(set(out))
 
     def masters(self) -> set[tuple[str, int]]:
         """Every master's address."""

@@ -305,14 +305,17 @@ class RedisStore:
 
     def _run(self, script, keys, args, what, done=None, rows=False):
         """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable. *rows*: the
-        script changes member rows (rows.lua), whose user-slot half is made here under
-        Redis Cluster (its flag is appended to *args*)."""
-        if rows:
-            args = [*args, "1" if self.cluster else ""]
+        script changes member rows (rows.lua; *args* carry :attr:`_split`), whose
+        user-slot half is made here under Redis Cluster."""
         d = self.node.script(script, keys, args)
         if rows and self.cluster:
             d.addCallback(self._user_rows)
         return d.addCallbacks(done or (lambda r: r), self._unavailable, errbackArgs=(what,))
+
+    @property
+    def _split(self) -> str:
+        """The ARGV flag of rows.lua's row_split: "1" under Redis Cluster."""
+        return "1" if self.cluster else ""
 
     def _user_rows(self, reply):
         """Redis Cluster: copy the member rows a script changed to the users' own slots
@@ -419,7 +422,11 @@ class RedisStore:
             off,
             effect,
             "1" if check_only else "",
+            self._split,
+            "",
         ]
+        if bus:
+            args[17], args[7] = self.node.bus_route(keys[0], bus)
 
         def done(reply):
             if not reply:
@@ -479,7 +486,7 @@ class RedisStore:
             return Replay(missed, last, gap)
 
         def settled(replay):
-            return self.node.barrier().addCallback(lambda _: replay)
+            return self.node.barrier(keys[0]).addCallback(lambda _: replay)
 
         d = self._run("replay", keys, [arg, max(limit, 0)], "replay", done)
         return d.addCallback(settled)
@@ -652,13 +659,13 @@ class RedisStore:
 
     def mark_read(self, user, channel, seq):
         """See :meth:`IConversationStore.mark_read`; clamped to the channel's newest seq."""
-        args = [self.node.prefix, channel, user, int(seq)]
+        args = [self.node.prefix, channel, user, int(seq), self._split]
         d = self._run("mark_read", [self._key("s", channel)], args, "mark_read", rows=True)
         return d.addCallback(lambda r: None if r is None else int(r))
 
     def set_muted(self, user, channel, muted):
         """See :meth:`IConversationStore.set_muted`."""
-        args = [self.node.prefix, channel, user, 1 if muted else 0]
+        args = [self.node.prefix, channel, user, 1 if muted else 0, self._split]
         d = self._run("set_muted", [self._key("mb", channel)], args, "set_muted", rows=True)
         return d.addCallback(lambda r: bool(int(r)))
 

@@ -86,9 +86,9 @@ def test_prune_by_days_keeps_seq(redis_any):
 
 
 @pytest_twisted.inlineCallbacks
-def test_commit_publishes_on_the_bus_in_seq_order(redis):
+def test_commit_publishes_on_the_bus_in_seq_order(redis_any):
     """A message log append commits and publishes in one script: the bus sees every seq in order."""
-    s, listener, seen, log = yield redis_log_with_listener(redis)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any)
     try:
         ds = [
             log.append("message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))

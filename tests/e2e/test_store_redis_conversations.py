@@ -171,11 +171,11 @@ def test_data_of_the_previous_release_still_works(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_items_on_the_bus_decode_to_what_append_returned(redis):
+def test_items_on_the_bus_decode_to_what_append_returned(redis_any):
     """The commit script publishes an event, a reaction (with the store's "on") and a
     message with mentions as the nine-element array; codec.decode gives the Message
     append returned and codec.encode the same bytes."""
-    s, listener, seen, log = yield redis_log_with_listener(redis)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any)
     try:
         fields = [
             (

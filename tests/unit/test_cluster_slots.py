@@ -15,6 +15,7 @@ from chatd.cluster.slots import (
     key_slot,
     redirection,
     retry_later,
+    slot_tags,
 )
 
 
@@ -131,3 +132,16 @@ def test_cluster_urls():
     for bad in ("redis+cluster://a:1/2", "redis+cluster://a:1,,b:2/", "redis+sentinel://a/"):
         with pytest.raises(ValueError):
             RedisURL(bad)
+
+
+def test_slot_tags_and_slots_of_a_master():
+    """slot_tags() names one hash tag per slot; slots_of() lists a master's slots."""
+    tags = slot_tags()
+    assert len(tags) == SLOTS and len(set(tags)) == SLOTS
+    assert all(key_slot("{" + tag + "}") == slot for slot, tag in enumerate(tags))
+    assert all("{" not in t and "}" not in t for t in tags)
+    m = SlotMap(REPLY)
+    assert m.slots_of(("127.0.0.1", 7001)) == list(range(5461, 10923))
+    m.moved(5461, ("127.0.0.1", 7000))
+    assert 5461 in m.slots_of(("127.0.0.1", 7000))
+    assert 5461 not in m.slots_of(("127.0.0.1", 7001))

@@ -10,7 +10,8 @@
 --       message {mentions, dm: [a, b]}; event {event, user, role, changes};
 --       recalled/edited/reaction {target, by, emoji}, 16 "1": only look for the
 --       dedupe record (reply "" when there is none; nothing is written), 17 "1": Redis
---       Cluster, the member rows' user-slot copies are returned (rows.lua, row_split)
+--       Cluster, the member rows' user-slot copies are returned (rows.lua, row_split),
+--       18 the publish command ("" = PUBLISH; SPUBLISH on a Redis Cluster's shard channel)
 -- Returns (one reply to parse) "<seq> <data JSON or nothing>", or for a duplicate the
 -- JSON text {channel, seq, ts, the original item (item_row) or false}; under ARGV 17
 -- either wrapped by row_reply().
@@ -239,13 +240,15 @@ elseif kind == 'recalled' or kind == 'edited' then
 end
 
 if ARGV[8] ~= '' then
+  local publish = ARGV[18] or ''
+  if publish == '' then publish = 'PUBLISH' end
   local cj = cjson.null
   if cid ~= '' then cj = cid end
   local message = {ch, seq, sender, ARGV[2], text, tonumber(ts), cj}
   if kind == 'message' and data == '' then
-    redis.call('PUBLISH', ARGV[8], bus_committed(ARGV[9], message))
+    redis.call(publish, ARGV[8], bus_committed(ARGV[9], message))
   else
-    redis.call('PUBLISH', ARGV[8], bus_item(ARGV[9], message, kind, data))
+    redis.call(publish, ARGV[8], bus_item(ARGV[9], message, kind, data))
   end
 end
 return row_reply(seq .. blanked .. ' ' .. data)
