@@ -3,6 +3,8 @@ three masters and three replicas of redis-server (tests/redis_cluster.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytest_twisted
 import txredisapi
@@ -12,6 +14,7 @@ from chatd.cluster.redis import RedisURL
 from chatd.cluster.rediscluster import ClusterClient
 from chatd.cluster.slots import SlotMap, key_slot
 from chatd.store import StoreUnavailable
+from tests.support.store import redis_log_with_listener
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
@@ -152,3 +155,32 @@ def test_failover_unavailable_then_the_promoted_replica(own_redis_cluster):
         yield wait_for(lambda: c.healthy, 10, what="the client healthy again")
     finally:
         yield c.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_bus_is_sharded_pub_sub(redis_cluster):
+    """On a cluster the bus is one shard channel per slot: each node SSUBSCRIBEs, on
+    every master, the channels of that master's slots (none with plain SUBSCRIBE), and
+    a room's message is SPUBLISHed on the channel of the room's slot, in seq order."""
+    s, listener, seen, log = yield redis_log_with_listener(redis_cluster)
+    try:
+        room = "lobby"
+        channel = s.node.shard_channel(key_slot(room))
+        master = redis_cluster.master_of(channel)
+        assert master == redis_cluster.master_of(f"t:s:{{{room}}}")
+        numsub = redis_cluster.command(master, "PUBSUB", "SHARDNUMSUB", channel).split()
+        assert numsub == [channel, "2"]  # the store's node and the listener
+        for port in redis_cluster.master_ports():
+            assert redis_cluster.command(port, "PUBSUB", "CHANNELS") == ""
+            shards = redis_cluster.command(port, "PUBSUB", "SHARDCHANNELS").split()
+            assert len(shards) == len(listener.cluster.map.slots_of(("127.0.0.1", port)))
+        ds = [
+            log.append("message", (room, "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
+            for i in range(30)
+        ]
+        yield defer.gatherResults(ds)
+        yield listener.barrier(f"t:s:{{{room}}}")
+        assert [json.loads(p)["m"][1] for p in seen] == list(range(1, 31))
+    finally:
+        yield listener.stop()
+        yield s.stop()
