@@ -25,7 +25,9 @@ Presence across the cluster is :class:`chatd.cluster.presence.RedisDirectory`,
 on the same node.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=chatd:&heartbeat=2&node_ttl=6&
-ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS.
+ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS;
+``redis+cluster://host:port,host:port/?…`` (``rediss+cluster://``) for a Redis Cluster,
+served by :class:`chatd.cluster.rediscluster.RedisClusterNode` (:func:`make_node`).
 """
 
 from __future__ import annotations

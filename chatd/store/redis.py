@@ -85,12 +85,17 @@ payload published is begun by :class:`chatd.cluster.redis.RedisMessageLog`
 (:func:`chatd.cluster.codec.committed_head`) and finished by the script with the
 item's fields (``lua/bus.lua``).
 
-Redis Cluster (for later): every script but these touches one slot only. Across
-slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
-their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
-``mark_read`` and ``set_muted`` (``uc:{user}``), ``conversations`` and
-``summaries`` (one slot per channel of the user). Scripts also build keys from
-the prefix instead of declaring them all in KEYS. See docs/cluster.md.
+Redis Cluster (a :class:`chatd.cluster.rediscluster.RedisClusterNode`,
+:attr:`RedisStore.cluster`): every script touches one slot (Redis enforces it: the
+node loads them with a ``#!lua`` shebang). What one Redis does in one script is
+split: a client id is claimed for a channel in the sender's slot (``lua/claim.lua``,
+``P d:{sender}:["sender","client id"]`` -> channel) and deduplicated in the
+channel's (``P d:{ch}:["sender","client id"]``); the member rows' copies in
+``uc:{u}``/``u:{u}`` are returned by the channel's script (``rows.lua``,
+``row_split``) and written here; ``conversations`` reads ``uc:{u}`` then each
+channel's row (``lua/conversation.lua``), ``summaries`` runs once per channel;
+``channels`` gets the channel after its first item; the bus is the channel's
+slot's shard channel (``SPUBLISH``). See docs/cluster.md, *Redis Cluster*.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
 (fail fast, nothing is queued), so chat answers ``unavailable`` and clients
