@@ -120,6 +120,8 @@ class RedisCluster:
         return [p for p, role in self.nodes() if role == "master"]
 
     def _replicas_in_sync(self) -> bool:
+        if not self.replicas:
+            return True
         for port in self.master_ports():
             info = self.command(port, "INFO", "replication") or ""
             if f"connected_slaves:{self.replicas}" not in info or "state=online" not in info:
