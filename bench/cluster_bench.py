@@ -100,9 +100,8 @@ def start_node(port: int, workdir: str, redis_url: str | None, workers: int = 1)
     else:
         args += ["--db", ":memory:"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen(
-        args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(os.path.join(workdir, "chatd.log"), "w") as log:  # shown if it never gets ready
+        proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_port(port)
     return proc
 
@@ -287,8 +286,13 @@ def run_config(name, n_nodes, use_redis, args, workdir, workers=1, cluster=False
             procs.append(start_node(port, d, redis_url, workers))
             ports.append(port)
         time.sleep(1.0 if workers == 1 else 3.0)  # Redis connections up, workers started
-        for port in ports:
-            wait_ready(port)
+        for i, port in enumerate(ports):
+            try:
+                wait_ready(port)
+            except RuntimeError:
+                with open(os.path.join(workdir, f"{name}-{i}", "chatd.log")) as f:
+                    print(f.read()[-3000:], file=sys.stderr)
+                raise
         nodes = [p.pid for p in procs]
         if workers > 1:  # each worker is a node; the parent only holds the socket
             nodes = [c for p in procs for c in children(p.pid)]
