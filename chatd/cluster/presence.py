@@ -301,15 +301,23 @@ class RedisClusterDirectory(RedisDirectory):
     reaper reads; per user ``on:{user}`` (the nodes where the user is online) and
     ``an:{user}``; per room ``rn:{room}`` (its ``[node, user]`` memberships) and
     ``rm:{room}`` (user -> number of nodes, as with one Redis); ``nodes``. A join
-    sends the node's index write and the room's script at once (a leave likewise),
-    so a room's changes from one node reach its slot in the order made; every step
-    is idempotent (the set adds/removes guard the counters), so a resync repairs
-    an index write that failed and two nodes reaping the same dead node do no harm.
+    is sent to the node's index with (a connect: before) the room's or user's
+    slot, a leave after it, so a node that dies in between leaves nothing its
+    reaper cannot find;
+    one ``(room, user)``'s or one user's changes are queued (:meth:`_in_turn`) so
+    they reach Redis in the order made. Every step is idempotent (the set
+    adds/removes guard the counters), so a resync repairs an index write that
+    failed and two nodes reaping the same dead node do no harm.
     The heartbeat is ``SET hb PX ttl GET`` and reaping is per dead node, a few
     commands per key's slot.
     """
 
     SCRIPTS = CLUSTER_DIRECTORY_SCRIPTS
+
+    def __init__(self, node):
+        super().__init__(node)
+        #: per (room, user) / user: the end of the last queued change (_in_turn)
+        self._turns: dict[tuple, defer.Deferred] = {}
 
     def _nk(self, name, node=None):
         """A key of *node* (this one by default): ``P name:{n:<node>}``."""
@@ -390,44 +398,87 @@ class RedisClusterDirectory(RedisDirectory):
 
     # the steps
 
+    def _in_turn(self, key, step):
+        """Run *step()* (a Deferred) once the step queued before under *key* is over:
+        one ``(room, user)``'s or one user's changes reach Redis in the order made."""
+        before = self._turns.get(key)
+        after = defer.Deferred()  # fires once this step is over
+        self._turns[key] = after
+
+        def go(_=None):
+            def over(result):
+                if self._turns.get(key) is after:
+                    del self._turns[key]
+                after.callback(None)
+                return result
+
+            return defer.maybeDeferred(step).addBoth(over)
+
+        if before is None:
+            return go()
+        result = defer.Deferred()
+        before.addCallback(lambda _: go().chainDeferred(result))
+        return result
+
     def _member(self, room, user, event, origin, delta, node):
-        """A membership change of *node* (join: delta 1, leave: -1): its index and the
-        room's script, sent at once."""
+        """A membership change of *node* (join: delta 1, leave: -1): a join is sent to
+        the node's index and the room at once (in the same reactor turn: the room's
+        members read next see it); a leave goes to the room, then the index (a node
+        dying between the two leaves nothing its reaper cannot find)."""
         payload = codec.encode(codec.BusEvent("presence", node, (room, user, event, origin)))
-        index = self.node.execute(
-            "SADD" if delta > 0 else "SREM",
-            self._nk("nr", node),
-            json.dumps([room, user], ensure_ascii=False),
-        )
+        entry = json.dumps([room, user], ensure_ascii=False)
         keys = [f"{self.node.prefix}rn:{{{room}}}", self._room(room)]
         publish, bus = self.node.bus_route(keys[0], self.node.bus)
         member = json.dumps([node, user], ensure_ascii=False)
-        script = self.node.script("membership", keys, [member, user, bus, payload, delta, publish])
-        return _gather([index, script])
+
+        @defer.inlineCallbacks
+        def step():
+            args = [member, user, bus, payload, delta, publish]
+            if delta > 0:  # at once: a read of the room right after sees the join
+                yield _gather(
+                    [
+                        self.node.execute("SADD", self._nk("nr", node), entry),
+                        self.node.script("membership", keys, args),
+                    ]
+                )
+            else:
+                yield self.node.script("membership", keys, args)
+                yield self.node.execute("SREM", self._nk("nr", node), entry)
+
+        return self._in_turn(("member", node, room, user), step)
 
     def _user_here(self, user, exclusive, epoch):
-        """*user* online on this node: its index and the user's script, sent at once;
-        fires with the script's answer (a name claim)."""
-        index = self.node.execute("SADD", self._nk("nu"), user)
-        claim = self.node.script(
-            "connect_user",
-            [self._uk("on", user), self._uk("an", user)],
-            [self.node.node_id, exclusive, epoch],
-        )
+        """*user* online on this node: the node's index, then the user's script; fires
+        with the script's answer (a name claim)."""
 
-        def answered(results):
-            added, result = results
-            if not int(result) and int(added):  # TAKEN: not online here after all
-                self.node.execute("SREM", self._nk("nu"), user).addErrback(lambda _: None)
-            return int(result)
+        @defer.inlineCallbacks
+        def step():
+            added = yield self.node.execute("SADD", self._nk("nu"), user)
+            result = int(
+                (
+                    yield self.node.script(
+                        "connect_user",
+                        [self._uk("on", user), self._uk("an", user)],
+                        [self.node.node_id, exclusive, epoch],
+                    )
+                )
+            )
+            if not result and int(added):  # TAKEN: not online here after all
+                yield self.node.execute("SREM", self._nk("nu"), user)
+            return result
 
-        return _gather([index, claim]).addCallback(answered)
+        return self._in_turn(("user", self.node.node_id, user), step)
 
     def _user_gone(self, user, node, keep_ms):
-        script = self.node.script(
-            "disconnect_user", [self._uk("on", user), self._uk("an", user)], [node, keep_ms]
-        )
-        return _gather([script, self.node.execute("SREM", self._nk("nu", node), user)])
+        """*user* offline on *node*: the user's script, then the node's index."""
+
+        @defer.inlineCallbacks
+        def step():
+            keys = [self._uk("on", user), self._uk("an", user)]
+            yield self.node.script("disconnect_user", keys, [node, keep_ms])
+            yield self.node.execute("SREM", self._nk("nu", node), user)
+
+        return self._in_turn(("user", node, user), step)
 
     # IDirectory
 
