@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from chatd.cluster.slots import key_slot
 from tests.e2e.conftest import node_starter
 from tests.support.frames import OTHER
+from tests.support.process import wait_log
 from tests.wsclient import Client
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
@@ -76,6 +77,9 @@ def test_master_failover_loses_no_acked_message_and_delivers_none_twice(
     cluster.kill_node(victim)
     during, refused = yield send_until_acked(alice, room, [f"d{i}" for i in range(30)], deadline)
     assert refused > 0, "no send was refused while the master was down"
+    for node in (a, b):  # each noticed the loss, then is whole again (/readyz 200)
+        wait_log(node, "degraded: Redis unreachable", 1)
+        wait_log(node, "healthy: Redis reachable", 2, timeout=30)
     acked = {**before, **during}
     seqs = sorted(ack["seq"] for ack in acked.values())
     assert seqs == list(range(1, 51)), "acked seqs are not one gap-free sequence"
