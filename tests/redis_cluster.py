@@ -136,6 +136,16 @@ class RedisCluster:
                 return port
         raise LookupError(f"no master serves slot {slot}")
 
+    def replica_of(self, port) -> int:
+        """The port of a running replica of the master on *port*."""
+        me = self.command(port, "CLUSTER", "MYID")
+        for line in (self.command(port, "CLUSTER", "NODES") or "").splitlines():
+            fields = line.split()
+            replica = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            if fields[3] == me and replica in self.alive():
+                return replica
+        raise LookupError(f"the master on {port} has no replica")
+
     def wait_replicated(self, port, timeout=10):
         """Wait until every replica of the master on *port* has all its writes."""
 

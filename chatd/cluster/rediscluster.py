@@ -342,9 +342,15 @@ class _ShardSubscriber(_InOneTurn, txredisapi.SubscriberProtocol):
     }
 
     def replyReceived(self, reply):
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == "smessage":
-            self.factory.node._bus_message(reply[2])
-            return
+        if isinstance(reply, list) and len(reply) == 3:
+            if reply[0] == "smessage":
+                self.factory.node._bus_message(reply[2])
+                return
+            if reply[0] == "sunsubscribe" and not self.replyQueue.waiting:
+                # never asked for: the server gave the channel's slot away (a failover,
+                # a migration) and dropped the subscription
+                self.factory.node._shard_dropped(self)
+                return
         super().replyReceived(reply)
 
 
@@ -460,6 +466,26 @@ class RedisClusterNode(RedisNode):
             self._subscribed[address] = conn
             self.log.info("Redis Cluster bus subscribed on {a}", a=_show(address))
         self._update_health()
+
+    def _shard_dropped(self, conn):
+        """The master behind *conn* dropped our shard subscriptions (its slots moved):
+        subscribe again wherever they are served now."""
+        address = conn.factory.role[1]
+        entry = self._shards.get(address)
+        if entry is None or entry[0] is not conn.factory:
+            return
+        del self._shards[address]
+        self._subscribed.pop(address, None)
+        self.log.warn(
+            "Redis Cluster {a} gave slots away: the bus is subscribed again", a=_show(address)
+        )
+        self._update_health()
+        entry[0].disconnect()
+        d = self.cluster.refresh()
+        d.addErrback(
+            lambda f: self.log.warn("Redis Cluster slot map refresh failed: {e}", e=f.value)
+        )
+        d.addBoth(lambda _: self._sync_shards())
 
     def _disconnected(self, role, conn):
         if not isinstance(role, tuple):

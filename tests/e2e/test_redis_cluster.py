@@ -184,3 +184,43 @@ def test_the_bus_is_sharded_pub_sub(redis_cluster):
     finally:
         yield listener.stop()
         yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_manual_failover_is_followed_by_the_store_and_the_bus(own_redis_cluster):
+    """CLUSTER FAILOVER on the replica of a room's master: the store follows (MOVED /
+    a refreshed map), seqs continue, and once the node is healthy again its bus
+    subscriber on the new master gets the room's messages in seq order."""
+    cluster = own_redis_cluster
+    s, listener, seen, log = yield redis_log_with_listener(cluster)
+    try:
+        room = "moving"
+        key = f"t:s:{{{room}}}"
+
+        def send(i):
+            return log.append("message", (room, "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
+
+        first = yield defer.gatherResults([send(i) for i in range(10)])
+        old = cluster.master_of(key)
+        replica = cluster.replica_of(old)
+        cluster.wait_replicated(old)
+        assert cluster.command(replica, "CLUSTER", "FAILOVER") == "OK"
+        yield wait_for(lambda: cluster.master_of(key) == replica, 20, what="the replica promoted")
+        nodes = (s.node, listener)
+        yield wait_for(
+            lambda: all(
+                n.healthy and n.cluster.map.master(key_slot(key))[1] == replica for n in nodes
+            ),
+            20,
+            what="both nodes following the new master, subscribed there",
+        )
+        seen.clear()
+        later = yield defer.gatherResults([send(i) for i in range(10, 20)])
+        assert [a.message.seq for a in first + later] == list(range(1, 21))
+        yield listener.barrier(key)
+        assert [json.loads(p)["m"][1] for p in seen] == list(range(11, 21))
+        replay = yield s.replay(room, 0, 100)
+        assert [m.seq for m in replay.messages] == list(range(1, 21))
+    finally:
+        yield listener.stop()
+        yield s.stop()
