@@ -1,4 +1,5 @@
-"""Cluster fan-out benchmark: 1 node without Redis, 1 node with Redis, 2 nodes on one Redis.
+"""Cluster fan-out benchmark: 1 node without Redis, 1 node with Redis, 2 nodes on one Redis,
+2 nodes on a local Redis Cluster.
 
 One room; S subscribers spread round-robin over the nodes; P publishers (also
 spread) send at a fixed total rate for a few seconds. The load generator is
@@ -11,7 +12,12 @@ Reported per configuration (one JSON line each, then a table):
 * ``p50_ms`` / ``p99_ms``: send -> receive latency over all deliveries;
 * ``cpu_s_per_M``: CPU seconds per million deliveries, per chatd node
   (``/proc/<pid>/stat`` utime+stime over the measured window), and for
-  redis-server.
+  redis-server (all of a cluster's servers together);
+* ``redis_ops_per_msg`` / ``redis_bytes_per_msg``: Redis commands processed and
+  network bytes (in + out) per message sent, from ``INFO stats`` of every server.
+
+``cluster2`` starts a local Redis Cluster of three masters without replicas
+(tests/redis_cluster.py) and two nodes on ``redis+cluster://``.
 
     python3 bench/cluster_bench.py                  # S=400, 100 msg/s, 5 s each
     python3 bench/cluster_bench.py --S 1000 --rate 200 --duration 10
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -63,6 +70,22 @@ def wait_port(port: int, timeout=20.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def wait_ready(port: int, timeout=90.0) -> None:
+    """Wait until the node on *port* answers /readyz with 200 (its Redis is up)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the node on {port} is not ready")
+
+
 def start_node(port: int, workdir: str, redis_url: str | None, workers: int = 1):
     args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
     args += ["-n", "--pidfile", "", "chatd", "--listen", f"tcp:{port}:interface=127.0.0.1"]
@@ -77,9 +100,8 @@ def start_node(port: int, workdir: str, redis_url: str | None, workers: int = 1)
     else:
         args += ["--db", ":memory:"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen(
-        args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(os.path.join(workdir, "chatd.log"), "w") as log:  # shown if it never gets ready
+        proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_port(port)
     return proc
 
@@ -196,18 +218,45 @@ async def load(ports, S, P, rate, duration, warmup, snapshot):
     return counting["n"], lat, window, spent
 
 
+def redis_stats(ports) -> list[float]:
+    """[commands processed, network bytes in + out] summed over the servers on *ports*."""
+    ops = nbytes = 0
+    for port in ports:
+        out = subprocess.run(
+            [shutil.which("redis-cli"), "-p", str(port), "INFO", "stats"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        ops += int(info["total_commands_processed"])
+        nbytes += int(info["total_net_input_bytes"]) + int(info["total_net_output_bytes"])
+    return [ops, nbytes]
+
+
 def children(pid: int) -> list[int]:
     """The child processes of *pid* (the workers of a --workers parent)."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(x) for x in f.read().split()]
 
 
-def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
+def run_config(name, n_nodes, use_redis, args, workdir, workers=1, cluster=False):
     redis_proc = None
     redis_url = None
+    redis_cluster = None
+    redis_ports: list[int] = []
     procs = []
     try:
-        if use_redis:
+        if cluster:
+            sys.path.insert(0, REPO)
+            from tests.redis_cluster import RedisCluster
+
+            d = os.path.join(workdir, f"{name}-redis")
+            os.makedirs(d, exist_ok=True)
+            redis_cluster = RedisCluster(Path(d), masters=3, replicas=0).start()
+            redis_ports = list(redis_cluster.ports)
+            redis_url = f"{redis_cluster.url}?prefix=bench:"
+        elif use_redis:
             rport = free_port()
             redis_proc = subprocess.Popen(
                 [
@@ -227,6 +276,7 @@ def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
                 stderr=subprocess.DEVNULL,
             )
             wait_port(rport)
+            redis_ports = [rport]
             redis_url = f"redis://127.0.0.1:{rport}/0?prefix=bench:"
         ports = []
         for i in range(n_nodes):
@@ -236,22 +286,31 @@ def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
             procs.append(start_node(port, d, redis_url, workers))
             ports.append(port)
         time.sleep(1.0 if workers == 1 else 3.0)  # Redis connections up, workers started
+        for i, port in enumerate(ports):
+            try:
+                wait_ready(port)
+            except RuntimeError:
+                with open(os.path.join(workdir, f"{name}-{i}", "chatd.log")) as f:
+                    print(f.read()[-3000:], file=sys.stderr)
+                raise
         nodes = [p.pid for p in procs]
         if workers > 1:  # each worker is a node; the parent only holds the socket
             nodes = [c for p in procs for c in children(p.pid)]
             n_nodes = len(nodes)
-        pids = nodes + ([redis_proc.pid] if redis_proc else [])
+        servers = [redis_proc.pid] if redis_proc else []
+        if redis_cluster is not None:
+            servers = [p.pid for p in redis_cluster.procs.values()]
+
+        def snapshot():
+            cpu = [cpu_seconds(pid) for pid in nodes]
+            cpu.append(sum(cpu_seconds(pid) for pid in servers))
+            return cpu + (redis_stats(redis_ports) if redis_ports else [0, 0])
+
         delivered, lat, window, spent = asyncio.run(
-            load(
-                ports,
-                args.S,
-                args.P,
-                args.rate,
-                args.duration,
-                args.warmup,
-                lambda: [cpu_seconds(pid) for pid in pids],
-            )
+            load(ports, args.S, args.P, args.rate, args.duration, args.warmup, snapshot)
         )
+        spent, (ops, nbytes) = spent[:-2], spent[-2:]
+        messages = max(delivered / max(args.S, 1), 1)
         lat.sort()
 
         def pct(q):
@@ -267,7 +326,9 @@ def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "cpu_s_per_M_per_node": per_m[:n_nodes],
-            "redis_cpu_s_per_M": per_m[n_nodes] if redis_proc else None,
+            "redis_cpu_s_per_M": per_m[n_nodes] if redis_ports else None,
+            "redis_ops_per_msg": round(ops / messages, 1) if redis_ports else None,
+            "redis_bytes_per_msg": round(nbytes / messages) if redis_ports else None,
         }
         print(json.dumps(row), flush=True)
         return row
@@ -282,6 +343,8 @@ def run_config(name, n_nodes, use_redis, args, workdir, workers=1):
         if redis_proc is not None:
             redis_proc.kill()
             redis_proc.wait()
+        if redis_cluster is not None:
+            redis_cluster.kill()
 
 
 def main(argv=None):
@@ -292,7 +355,7 @@ def main(argv=None):
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--quick", action="store_true", help="S=40, rate=20, 1 s: a smoke run")
-    ap.add_argument("--configs", default="local,redis1,redis2,workers2")
+    ap.add_argument("--configs", default="local,redis1,redis2,workers2,cluster2")
     args = ap.parse_args(argv)
     if args.quick:
         args.S, args.rate, args.duration, args.warmup = 40, 20, 1.0, 0.3
@@ -301,6 +364,7 @@ def main(argv=None):
         "redis1": ("1 node + Redis", 1, True),
         "redis2": ("2 nodes + Redis", 2, True),
         "workers2": ("1 node, 2 workers", 1, True),
+        "cluster2": ("2 nodes + Cluster", 2, True),
     }
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -310,11 +374,17 @@ def main(argv=None):
             if use_redis and not shutil.which("redis-server"):
                 print(json.dumps({"config": key, "skipped": "no redis-server"}))
                 continue
-            rows.append((label, run_config(key, n, use_redis, args, workdir, workers)))
+            row = run_config(key, n, use_redis, args, workdir, workers, key == "cluster2")
+            rows.append((label, row))
     print(f"\n{'config':<18}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}  CPU s per M deliveries")
     for label, r in rows:
         cpu = ", ".join(str(x) for x in r["cpu_s_per_M_per_node"])
-        redis = f"; redis {r['redis_cpu_s_per_M']}" if r["redis_cpu_s_per_M"] is not None else ""
+        redis = ""
+        if r["redis_cpu_s_per_M"] is not None:
+            redis = (
+                f"; redis {r['redis_cpu_s_per_M']} "
+                f"({r['redis_ops_per_msg']} ops, {r['redis_bytes_per_msg']} B per message)"
+            )
         print(
             f"{label:<18}{r['deliveries_per_s']:>10}{r['p50_ms']:>9}{r['p99_ms']:>9}  "
             f"node(s) {cpu}{redis}"

@@ -196,18 +196,19 @@ def make_cluster(options, reactor=None):
     """
     if options.get("redis") is None:
         return None, None, None, None
-    from chatd.cluster.presence import RedisDirectory
-    from chatd.cluster.redis import RedisBroker, RedisMessageLog, RedisNode
+    from chatd.cluster.presence import RedisClusterDirectory, RedisDirectory
+    from chatd.cluster.redis import RedisBroker, RedisMessageLog, make_node
     from chatd.store.redis import RedisStore
 
-    node = RedisNode(options["redis"], reactor=reactor)
+    node = make_node(options["redis"], reactor=reactor)
     store = RedisStore(
         node,
         history_max=options["history-max"],
         history_days=options["history-days"],
         reactor=reactor,
     )
-    return store, RedisBroker(node), RedisDirectory(node), RedisMessageLog(store, node)
+    directory = (RedisClusterDirectory if node.url.cluster else RedisDirectory)(node)
+    return store, RedisBroker(node), directory, RedisMessageLog(store, node)
 
 
 def make_store(options, reactor=None):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -118,13 +119,14 @@ class RedisDirectory:
     """Cluster-wide presence, online users and names (see the module docstring)."""
 
     log = Logger()
+    SCRIPTS = DIRECTORY_SCRIPTS
 
     def __init__(self, node):
         """*node* is this process's :class:`chatd.cluster.redis.RedisNode`."""
         self.node = node
         self.chat = None
         self._beat: LoopingCall | None = None
-        for name in DIRECTORY_SCRIPTS:
+        for name in self.SCRIPTS:
             node.register_script(name, SOURCES[name])
         node.add_connect_hook(self._resync)
         node.add_stop_hook(self._leave_cluster)
@@ -163,21 +165,25 @@ class RedisDirectory:
             [self.node.prefix, self.node.bus, self.node.node_id, int(u.node_ttl * 1000)],
         )
 
-        def reaped(result):
-            alive, nodes = result
-            if not int(alive):
-                # this node was silent too long (paused, partitioned) and may
-                # have been reaped by the others: register everything again
-                self.log.warn(
-                    "chatd node {node} lost its heartbeat: re-registering", node=self.node.node_id
-                )
-                self._resync()
-            for node in nodes or ():
-                self.reaped.append(node)
-                self.log.warn("chatd node {node} stopped heartbeating: its users left", node=node)
-
-        d.addCallback(reaped)
+        d.addCallback(lambda result: self._beaten(*result))
         return self._logged(d, "heartbeat")
+
+    def _beaten(self, alive, nodes):
+        """After a heartbeat: *alive*, whether this node's heartbeat was still there;
+        *nodes*, the dead nodes it reaped."""
+        if not int(alive):
+            # this node was silent too long (paused, partitioned) and may
+            # have been reaped by the others: register everything again
+            self.log.warn(
+                "chatd node {node} lost its heartbeat: re-registering", node=self.node.node_id
+            )
+            self._resync()
+        for node in nodes or ():
+            self._found_dead(node)
+
+    def _found_dead(self, node):
+        self.reaped.append(node)
+        self.log.warn("chatd node {node} stopped heartbeating: its users left", node=node)
 
     def _state(self):
         chat = self.chat
@@ -234,12 +240,19 @@ class RedisDirectory:
         )
         return d.addCallback(int)
 
-    def disconnected(self, conn, user):
+    def _keep_ms(self, conn, user):
+        """How long to keep ``an:<user>`` once *user* is offline (ms); None while this
+        node still holds the user."""
         if self.chat is not None and self.chat.holds(user):
-            return
-        keep = 0
+            return None
         if getattr(conn, "identity", None) is None and self.chat is not None:
-            keep = int(self.chat.names.grace * 1000)
+            return int(self.chat.names.grace * 1000)
+        return 0
+
+    def disconnected(self, conn, user):
+        keep = self._keep_ms(conn, user)
+        if keep is None:
+            return
         d = self.node.script("disconnect", self._name_keys(user), [user, keep])
         self._logged(d, "disconnect")
 
@@ -267,4 +280,222 @@ class RedisDirectory:
 
     def is_online(self, user):
         d = self.node.execute("HEXISTS", self.node.prefix + "online", user)
+        return d.addCallback(lambda n: bool(int(n)))
+
+
+#: the Lua scripts (chatd.cluster.scripts) the Redis Cluster directory runs (one slot each)
+CLUSTER_DIRECTORY_SCRIPTS = ("connect_user", "disconnect_user", "membership")
+
+
+def _gather(ds):
+    d = defer.gatherResults(ds, consumeErrors=True)
+    return d.addErrback(lambda f: f.value.subFailure)
+
+
+@implementer(IDirectory)
+class RedisClusterDirectory(RedisDirectory):
+    """:class:`RedisDirectory` on a Redis Cluster: every script touches one slot.
+
+    Keys: per node (hash tag ``n:<node>``) ``hb:`` (the heartbeat), ``nu:`` (its
+    online users) and ``nr:`` (its ``[room, user]`` memberships), the indexes a
+    reaper reads; per user ``on:{user}`` (the nodes where the user is online) and
+    ``an:{user}``; per room ``rn:{room}`` (its ``[node, user]`` memberships) and
+    ``rm:{room}`` (user -> number of nodes, as with one Redis); ``nodes``. A join
+    or a connect is sent to the node's index and the room's or user's slot at
+    once, a leave or disconnect to the node's index only after the slot's script,
+    so a node that dies in between leaves nothing its reaper cannot find;
+    one ``(room, user)``'s or one user's changes are queued (:meth:`_in_turn`) so
+    they reach Redis in the order made. Every step is idempotent (the set
+    adds/removes guard the counters), so a resync repairs an index write that
+    failed and two nodes reaping the same dead node do no harm.
+    The heartbeat is ``SET hb PX ttl GET`` and reaping is per dead node, a few
+    commands per key's slot.
+    """
+
+    SCRIPTS = CLUSTER_DIRECTORY_SCRIPTS
+
+    def __init__(self, node):
+        super().__init__(node)
+        #: per (room, user) / user: the end of the last queued change (_in_turn)
+        self._turns: dict[tuple, defer.Deferred] = {}
+
+    def _nk(self, name, node=None):
+        """A key of *node* (this one by default): ``P name:{n:<node>}``."""
+        return f"{self.node.prefix}{name}:{{n:{node or self.node.node_id}}}"
+
+    def _uk(self, name, user):
+        return f"{self.node.prefix}{name}:{{{user}}}"
+
+    # heartbeat and reaping
+
+    def _heartbeat(self):
+        if not self.node.healthy:
+            return None
+        return self._logged(self._beat_and_reap(), "heartbeat")
+
+    def _refresh_heartbeat(self):
+        """Refresh this node's heartbeat; fires with whether it was still alive."""
+        ttl = int(self.node.url.node_ttl * 1000)
+        d = self.node.execute("SET", self._nk("hb"), "1", "PX", ttl, "GET")
+        d.addCallback(
+            lambda old: self.node.execute(
+                "SADD", self.node.prefix + "nodes", self.node.node_id
+            ).addCallback(lambda _: old is not None)
+        )
+        return d
+
+    @defer.inlineCallbacks
+    def _beat_and_reap(self):
+        alive = yield self._refresh_heartbeat()
+        nodes = yield self.node.execute("SMEMBERS", self.node.prefix + "nodes")
+        others = [n for n in nodes if n != self.node.node_id]
+        beating = yield _gather([self.node.execute("EXISTS", self._nk("hb", n)) for n in others])
+        dead = [n for n, up in zip(others, beating, strict=True) if not int(up)]
+        self._beaten(alive, ())
+        for node in dead:
+            self._found_dead(node)  # logged first: the leaves are published while reaping
+            yield self._reap(node)
+
+    @defer.inlineCallbacks
+    def _reap(self, node):
+        """Remove *node*'s memberships and online users, announcing the leaves."""
+        members = yield self.node.execute("SMEMBERS", self._nk("nr", node))
+        leaves = [self._member(*json.loads(m), "leave", None, -1, node) for m in members]
+        yield _gather(leaves)
+        users = yield self.node.execute("SMEMBERS", self._nk("nu", node))
+        yield _gather([self._user_gone(user, node, 0) for user in users])
+        yield self.node.execute("DEL", self._nk("nr", node), self._nk("nu", node))
+        yield self.node.execute("SREM", self.node.prefix + "nodes", node)
+
+    @defer.inlineCallbacks
+    def _resync_cluster(self):
+        me = self.node.node_id
+        yield self._refresh_heartbeat()
+        members, users = self._state()
+        had_members = yield self.node.execute("SMEMBERS", self._nk("nr"))
+        had_users = yield self.node.execute("SMEMBERS", self._nk("nu"))
+        ds = [
+            self._member(*json.loads(m), "leave", None, -1, me)
+            for m in set(had_members) - set(members)
+        ]
+        ds += [self._member(*json.loads(m), "join", None, 1, me) for m in members]
+        ds += [self._user_gone(u, me, 0) for u in set(had_users) - set(users)]
+        ds += [self._user_here(u, "0", "") for u in users]
+        yield _gather(ds)
+
+    def _resync(self):
+        return self._logged(self._resync_cluster(), "resync")
+
+    @defer.inlineCallbacks
+    def _leave(self):
+        yield self._reap(self.node.node_id)
+        yield self.node.execute("DEL", self._nk("hb"))
+
+    def _leave_cluster(self):
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        return self._logged(self._leave(), "leave")
+
+    # the steps
+
+    def _in_turn(self, key, step):
+        """Run *step()* (a Deferred) once the step queued before under *key* is over:
+        one ``(room, user)``'s or one user's changes reach Redis in the order made."""
+        before = self._turns.get(key)
+        after = defer.Deferred()  # fires once this step is over
+        self._turns[key] = after
+
+        def go(_=None):
+            def over(result):
+                if self._turns.get(key) is after:
+                    del self._turns[key]
+                after.callback(None)
+                return result
+
+            return defer.maybeDeferred(step).addBoth(over)
+
+        if before is None:
+            return go()
+        result = defer.Deferred()
+        before.addCallback(lambda _: go().chainDeferred(result))
+        return result
+
+    def _member(self, room, user, event, origin, delta, node):
+        """A membership change of *node* (join: delta 1, leave: -1): a join is sent to
+        the node's index and the room at once (in the same reactor turn: the room's
+        members read next see it); a leave goes to the room, then the index (a node
+        dying between the two leaves nothing its reaper cannot find)."""
+        payload = codec.encode(codec.BusEvent("presence", node, (room, user, event, origin)))
+        entry = json.dumps([room, user], ensure_ascii=False)
+        keys = [f"{self.node.prefix}rn:{{{room}}}", self._room(room)]
+        publish, bus = self.node.bus_route(keys[0], self.node.bus)
+        member = json.dumps([node, user], ensure_ascii=False)
+
+        @defer.inlineCallbacks
+        def step():
+            args = [member, user, bus, payload, delta, publish]
+            if delta > 0:  # at once: a read of the room right after sees the join
+                yield _gather(
+                    [
+                        self.node.execute("SADD", self._nk("nr", node), entry),
+                        self.node.script("membership", keys, args),
+                    ]
+                )
+            else:
+                yield self.node.script("membership", keys, args)
+                yield self.node.execute("SREM", self._nk("nr", node), entry)
+
+        return self._in_turn(("member", node, room, user), step)
+
+    def _user_here(self, user, exclusive, epoch):
+        """*user* online on this node: the node's index and the user's script, sent at
+        once (a connect is answered as fast as with one Redis); fires with the
+        script's answer (a name claim)."""
+
+        @defer.inlineCallbacks
+        def step():
+            added, result = yield _gather(
+                [
+                    self.node.execute("SADD", self._nk("nu"), user),
+                    self.node.script(
+                        "connect_user",
+                        [self._uk("on", user), self._uk("an", user)],
+                        [self.node.node_id, exclusive, epoch],
+                    ),
+                ]
+            )
+            if not int(result) and int(added):  # TAKEN: not online here after all
+                yield self.node.execute("SREM", self._nk("nu"), user)
+            return int(result)
+
+        return self._in_turn(("user", self.node.node_id, user), step)
+
+    def _user_gone(self, user, node, keep_ms):
+        """*user* offline on *node*: the user's script, then the node's index."""
+
+        @defer.inlineCallbacks
+        def step():
+            keys = [self._uk("on", user), self._uk("an", user)]
+            yield self.node.script("disconnect_user", keys, [node, keep_ms])
+            yield self.node.execute("SREM", self._nk("nu", node), user)
+
+        return self._in_turn(("user", node, user), step)
+
+    # IDirectory
+
+    def connected(self, conn, epoch):
+        exclusive = "0" if epoch is None else "1"
+        return self._user_here(conn.user, exclusive, epoch or "")
+
+    def disconnected(self, conn, user):
+        keep = self._keep_ms(conn, user)
+        if keep is not None:
+            self._logged(self._user_gone(user, self.node.node_id, keep), "disconnect")
+
+    def _membership(self, room, user, event, origin, delta):
+        d = self._member(room, user, event, origin, delta, self.node.node_id)
+        self._logged(d, "membership")
+
+    def is_online(self, user):
+        d = self.node.execute("EXISTS", self._uk("on", user))
         return d.addCallback(lambda n: bool(int(n)))

@@ -25,7 +25,9 @@ Presence across the cluster is :class:`chatd.cluster.presence.RedisDirectory`,
 on the same node.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=chatd:&heartbeat=2&node_ttl=6&
-ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS.
+ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS;
+``redis+cluster://host:port,host:port/?…`` (``rediss+cluster://``) for a Redis Cluster,
+served by :class:`chatd.cluster.rediscluster.RedisClusterNode` (:func:`make_node`).
 """
 
 from __future__ import annotations
@@ -53,20 +55,41 @@ class RedisUnavailable(StoreUnavailable):
 
 
 class RedisURL:
-    """A parsed ``--redis`` URL (see the module docstring)."""
+    """A parsed ``--redis`` URL (see the module docstring).
+
+    ``redis+cluster://[[user]:password@]host1[:port],host2[:port],…/[?params]``
+    (``rediss+cluster`` for TLS) names a Redis Cluster by one or more seed nodes:
+    the rest of the cluster is discovered from them (``CLUSTER SLOTS``). A cluster
+    has only db 0. ``retry_for`` (seconds, default 2) bounds how long a command
+    waits for a slot's master while the cluster fails over.
+    """
+
+    SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 
     def __init__(self, url: str):
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"--redis must be a redis:// or rediss:// URL, not {url!r}")
+        if parts.scheme not in self.SCHEMES:
+            raise ValueError(
+                "--redis must be a redis://, rediss://, redis+cluster:// or "
+                f"rediss+cluster:// URL, not {url!r}"
+            )
         self.url = url
-        self.tls = parts.scheme == "rediss"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password is not None else None
+        self.tls = parts.scheme.startswith("rediss")
+        self.cluster = parts.scheme.endswith("+cluster")
+        auth, _, hosts = parts.netloc.rpartition("@")
+        user, colon, password = auth.partition(":")
+        self.username = unquote(user) if user else None
+        self.password = unquote(password) if colon else None
+        self.seeds = [_address(h) for h in hosts.split(",")] if self.cluster else []
+        if self.cluster:
+            self.host, self.port = self.seeds[0]
+        else:
+            self.host = parts.hostname or "localhost"
+            self.port = parts.port or 6379
         path = parts.path.strip("/")
         self.db = int(path) if path else 0
+        if self.cluster and self.db != 0:
+            raise ValueError("a Redis Cluster has only db 0")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.prefix = query.pop("prefix", "chatd:")
         numbers = {
@@ -76,6 +99,7 @@ class RedisURL:
             "ping_timeout": 5.0,
             "backoff_max": 5.0,
             "connect_timeout": 10.0,
+            "retry_for": 2.0,
         }
         for key, default in numbers.items():
             value = float(query.pop(key, default))
@@ -90,8 +114,19 @@ class RedisURL:
     def redacted(self) -> str:
         """The URL without its password (for logs)."""
         auth = f"{self.username or ''}:***@" if self.password is not None else ""
-        scheme = "rediss" if self.tls else "redis"
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
+        if self.cluster:
+            return f"{scheme}://{auth}" + ",".join(f"{h}:{p}" for h, p in self.seeds) + "/"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6]:port`` of a cluster URL's seed list."""
+    text = text.strip()
+    if not text:
+        raise ValueError("an empty host in the --redis cluster URL")
+    parsed = urlsplit("//" + text)
+    return parsed.hostname or "localhost", parsed.port or 6379
 
 
 class _InOneTurn:
@@ -134,10 +169,11 @@ class _Factory(txredisapi.RedisFactory):
 
     factor = 2.0
 
-    def __init__(self, node, role, protocol, dbid):
+    def __init__(self, node, role, protocol, dbid, address=None):
         u = node.url
+        host, port = address or (u.host, u.port)
         super().__init__(
-            f"{u.host}:{u.port}",
+            f"{host}:{port}",
             dbid,
             1,
             isLazy=True,
@@ -165,6 +201,29 @@ class _Factory(txredisapi.RedisFactory):
     def delConnection(self, conn):
         super().delConnection(conn)
         self.node._disconnected(self.role, conn)
+
+
+def endpoint(reactor, url: RedisURL, address=None):
+    """A client endpoint to *address* (``(host, port)``; the URL's by default), TLS
+    for ``rediss`` (the certificate checked against the host)."""
+    host, port = address or (url.host, url.port)
+    ep = HostnameEndpoint(reactor, host, port, timeout=url.connect_timeout)
+    if url.tls:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        ep = wrapClientTLS(optionsForClientTLS(host), ep)
+    return ep
+
+
+def make_node(url: str | RedisURL, reactor=None, node_id: str | None = None) -> RedisNode:
+    """The :class:`RedisNode` for *url*: a
+    :class:`~chatd.cluster.rediscluster.RedisClusterNode` for a ``redis+cluster`` URL."""
+    url = url if isinstance(url, RedisURL) else RedisURL(url)
+    if url.cluster:
+        from chatd.cluster.rediscluster import RedisClusterNode
+
+        return RedisClusterNode(url, reactor, node_id)
+    return RedisNode(url, reactor, node_id)
 
 
 class RedisNode:
@@ -223,8 +282,14 @@ class RedisNode:
 
         return d.addErrback(noscript)
 
-    def barrier(self):
-        """Fires once the subscriber has received everything published before this call.
+    def bus_route(self, key, bus):
+        """``(publish command, channel)`` a script touching *key* publishes *bus*'s
+        events with: ``PUBLISH`` on the one bus here (see RedisClusterNode)."""
+        return "PUBLISH", bus
+
+    def barrier(self, key=None):
+        """Fires once the subscriber has received everything published before this call
+        (by scripts touching *key*: here, by anyone).
 
         A PING on the subscriber connection is answered in order with the
         messages published to it, so its reply comes after them.
@@ -254,15 +319,6 @@ class RedisNode:
 
     # lifecycle
 
-    def _endpoint(self):
-        u = self.url
-        endpoint = HostnameEndpoint(self.reactor, u.host, u.port, timeout=u.connect_timeout)
-        if u.tls:
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(u.host), endpoint)
-        return endpoint
-
     def start(self):
         """Connect (once, however many components start the node).
 
@@ -278,12 +334,7 @@ class RedisNode:
             url=self.url.redacted(),
         )
         self._ready = defer.Deferred()
-        self._factories = {
-            "command": _Factory(self, "command", _Command, self.url.db),
-            "subscriber": _Factory(self, "subscriber", _Subscriber, None),
-        }
-        for factory in self._factories.values():
-            factory.startConnecting(self._endpoint())
+        self._connect()
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = self.reactor
         self._pinger.start(self.url.ping, now=False)
@@ -300,6 +351,22 @@ class RedisNode:
         ready.addBoth(lambda r: timeout.active() and timeout.cancel() or r)
         return ready
 
+    def _connect(self):
+        """Open the connections (a command and a subscriber connection)."""
+        self._factories = {
+            "command": _Factory(self, "command", _Command, self.url.db),
+            "subscriber": _Factory(self, "subscriber", _Subscriber, None),
+        }
+        for factory in self._factories.values():
+            factory.startConnecting(endpoint(self.reactor, self.url))
+
+    @defer.inlineCallbacks
+    def _disconnect(self):
+        """Close every connection."""
+        factories, self._factories = self._factories, {}
+        for factory in factories.values():
+            yield factory.disconnect()
+
     @defer.inlineCallbacks
     def stop(self):
         """Run the stop hooks (presence leaves), then close both connections."""
@@ -313,9 +380,7 @@ class RedisNode:
                 yield hook()
             except Exception as e:
                 self.log.warn("Redis stop hook failed: {e}", e=e)
-        factories, self._factories = self._factories, {}
-        for factory in factories.values():
-            yield factory.disconnect()
+        yield self._disconnect()
         self._conns.clear()
         self.healthy = False
 
@@ -334,9 +399,7 @@ class RedisNode:
                 return
         else:
             try:
-                for sha, source in self._scripts.values():
-                    loaded = yield conn.execute_command("SCRIPT", "LOAD", source)
-                    assert loaded == sha, (loaded, sha)
+                yield self._load_scripts(conn)
             except Exception as e:
                 self.log.warn("Loading scripts into Redis failed: {e}", e=e)
                 conn.transport.abortConnection()
@@ -346,12 +409,23 @@ class RedisNode:
         self._conns[role] = conn
         self.log.info("Redis {role} connection up ({url})", role=role, url=self.url.redacted())
         if role == "command":
-            for hook in self._on_up:
-                try:
-                    yield hook()
-                except Exception as e:
-                    self.log.warn("Redis connect hook failed: {e}", e=e)
+            yield self._run_connect_hooks()
         self._update_health()
+
+    @defer.inlineCallbacks
+    def _load_scripts(self, conn):
+        """SCRIPT LOAD every registered script on *conn*."""
+        for sha, source in self._scripts.values():
+            loaded = yield conn.execute_command("SCRIPT", "LOAD", source)
+            assert loaded == sha, (loaded, sha)
+
+    @defer.inlineCallbacks
+    def _run_connect_hooks(self):
+        for hook in self._on_up:
+            try:
+                yield hook()
+            except Exception as e:
+                self.log.warn("Redis connect hook failed: {e}", e=e)
 
     def _disconnected(self, role, conn):
         if self._conns.get(role) is conn:
@@ -364,8 +438,11 @@ class RedisNode:
             )
         self._update_health()
 
+    def _is_healthy(self) -> bool:
+        return "command" in self._conns and "subscriber" in self._conns
+
     def _update_health(self):
-        healthy = "command" in self._conns and "subscriber" in self._conns
+        healthy = self._is_healthy()
         if healthy == self.healthy:
             return
         self.healthy = healthy
@@ -373,15 +450,19 @@ class RedisNode:
             self.log.info("chatd cluster node {node} healthy: Redis reachable", node=self.node_id)
             if self._ready is not None and not self._ready.called:
                 self._ready.callback(None)
-        elif self._factories:
+        elif self._starts > 0:
             self.log.warn(
                 "chatd cluster node {node} degraded: Redis unreachable; sends are refused "
                 "with 'unavailable' until it is back",
                 node=self.node_id,
             )
 
+    def _pinged(self):
+        """``(role, connection)`` of every connection PINGed every ``ping`` seconds."""
+        return list(self._conns.items())
+
     def _ping(self):
-        for role, conn in list(self._conns.items()):
+        for role, conn in self._pinged():
             try:
                 d = conn.execute_command("PING")
             except Exception:

@@ -22,6 +22,9 @@ PARTS = {
     "heartbeat": ("bus", "reap", "heartbeat"),
     "reap_self": ("bus", "reap", "reap_self"),
     "resync": ("bus", "resync"),
+    # presence under Redis Cluster (chatd.cluster.presence.RedisClusterDirectory)
+    "connect_user": ("connect_user",),
+    "disconnect_user": ("disconnect_user",),
     # history (chatd.store.redis.RedisStore)
     "append": ("bus", "items", "rows", "append"),
     "replay": ("items", "replay"),
@@ -30,6 +33,8 @@ PARTS = {
     "prune": ("items", "prune"),
     # conversations (chatd.store.redis.RedisStore, IConversationStore)
     "conversations": ("conversations",),
+    "conversation": ("conversation",),
+    "claim": ("claim",),
     "summaries": ("items", "summaries"),
     "mark_read": ("rows", "mark_read"),
     "set_muted": ("rows", "set_muted"),

@@ -231,7 +231,9 @@ class IHistoryStore(Interface):
 
     All methods return Deferreds that fire in the reactor thread. ``append``
     results fire in the order the appends were made, so callers that fan out
-    on the result deliver each channel's messages in ``seq`` order.
+    on the result deliver each channel's messages in ``seq`` order. (Under Redis
+    Cluster, :class:`chatd.store.redis.RedisStore` keeps the part that matters:
+    each channel's results fire in ``seq`` order, one sender's in the order made.)
     """
 
     durable = Attribute("True when committed messages survive a restart.")

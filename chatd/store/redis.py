@@ -99,13 +99,21 @@ counter), ``P mq:e`` (hash id -> entry JSON with its state), ``P mq:all`` and
 log ``P ma:n``, ``P ma:e``, ``P ma:all``. ``lua/mod_entry.lua`` appends an entry,
 ``lua/mod_close.lua`` closes one (the ZREM from ``mq:open`` decides who wins).
 
-Redis Cluster (for later): every script but these touches one slot only. Across
-slots: ``append`` (the dedupe record ``d:…`` and ``channels`` are in slots of
-their own; a member row change also updates ``uc:{user}`` and ``u:{user}``),
-``mark_read`` and ``set_muted`` (``uc:{user}``), ``conversations`` and
-``summaries`` (one slot per channel of the user), ``mod_entry`` and ``mod_close``
-(the queue's and the audit log's keys have no common hash tag). Scripts also build keys from
-the prefix instead of declaring them all in KEYS. See docs/cluster.md.
+Redis Cluster (a :class:`chatd.cluster.rediscluster.RedisClusterNode`,
+:attr:`RedisStore.cluster`): every script touches one slot (Redis enforces it: the
+node loads them with a ``#!lua`` shebang). What one Redis does in one script is
+split: a client id is claimed for a channel in the sender's slot (``lua/claim.lua``,
+``P d:{sender}:["sender","client id"]`` -> channel) and deduplicated in the
+channel's (``P d:{ch}:["sender","client id"]``); the member rows' copies in
+``uc:{u}``/``u:{u}`` are returned by the channel's script (``rows.lua``,
+``row_split``) and written here; ``conversations`` reads ``uc:{u}`` then each
+channel's row (``lua/conversation.lua``), ``summaries`` runs once per channel;
+``channels`` gets the channel after its first item; the bus is the channel's
+slot's shard channel (``SPUBLISH``). See docs/cluster.md, *Redis Cluster*.
+Not yet on a Redis Cluster: the offline-push and moderation scripts (``push_*``,
+``mod_*``) and the media metadata's (``chatd.media.redismeta``) touch keys of more
+than one slot; on a cluster node Redis refuses them (the ``#!lua`` shebang), so
+push subscriptions, the moderation queue and media uploads need one Redis for now.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
 (fail fast, nothing is queued), so chat answers ``unavailable`` and clients
@@ -122,6 +130,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.defer import fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -163,6 +172,8 @@ STORE_SCRIPTS = (
     "fetch",
     "prune",
     "conversations",
+    "conversation",
+    "claim",
     "summaries",
     "mark_read",
     "set_muted",
@@ -266,6 +277,8 @@ class RedisStore:
         self.prune_chunk = prune_chunk
         self._reactor = reactor
         self._pruner: LoopingCall | None = None
+        #: Redis Cluster: every script touches one slot (see the module docstring)
+        self.cluster = bool(getattr(node.url, "cluster", False))
         for name in STORE_SCRIPTS:
             node.register_script(name, SOURCES[name])
         #: Messages committed by this node (duplicates are not counted).
@@ -280,8 +293,17 @@ class RedisStore:
         """``P kind:{name}``: *name* a channel or a user, its hash tag."""
         return f"{self.node.prefix}{kind}:{{{name}}}"
 
-    def _dedupe_key(self, sender: str, client_id: str) -> str:
-        return self.node.prefix + "d:" + json.dumps([sender, client_id], ensure_ascii=False)
+    def _dedupe_key(self, sender: str, client_id: str, channel: str) -> str:
+        """The dedupe record: one per sender and id; under Redis Cluster one per channel
+        (its slot), the id being claimed for a channel in the sender's slot first."""
+        ident = json.dumps([sender, client_id], ensure_ascii=False)
+        if self.cluster:
+            return f"{self._key('d', channel)}:{ident}"
+        return self.node.prefix + "d:" + ident
+
+    def _claim_key(self, sender: str, client_id: str) -> str:
+        ident = json.dumps([sender, client_id], ensure_ascii=False)
+        return f"{self._key('d', sender)}:{ident}"
 
     # lifecycle
 
@@ -312,10 +334,35 @@ class RedisStore:
             return failure
         return fail(StoreUnavailable(f"Redis {what} failed: {failure.getErrorMessage()}"))
 
-    def _run(self, script, keys, args, what, done=None):
-        """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable."""
+    def _run(self, script, keys, args, what, done=None, rows=False):
+        """Run one of STORE_SCRIPTS; Redis failures become StoreUnavailable. *rows*: the
+        script changes member rows (rows.lua; *args* carry :attr:`_split`), whose
+        user-slot half is made here under Redis Cluster."""
         d = self.node.script(script, keys, args)
+        if rows and self.cluster:
+            d.addCallback(self._user_rows)
         return d.addCallbacks(done or (lambda r: r), self._unavailable, errbackArgs=(what,))
+
+    @property
+    def _split(self) -> str:
+        """The ARGV flag of rows.lua's row_split: "1" under Redis Cluster."""
+        return "1" if self.cluster else ""
+
+    def _user_rows(self, reply):
+        """Redis Cluster: copy the member rows a script changed to the users' own slots
+        (``uc:{user}``, ``u:{user}``); fires with the script's own reply."""
+        result, changes, users = json.loads(reply)
+        ds = []
+        for channel, user, raw in changes if isinstance(changes, list) else ():
+            if raw:
+                ds.append(self.node.execute("HSET", self._key("uc", user), channel, raw))
+            else:
+                ds.append(self.node.execute("HDEL", self._key("uc", user), channel))
+        for user, ts in users if isinstance(users, list) else ():
+            ds.append(self.node.execute("HSETNX", self._key("u", user), "ts", ts))
+        d = defer.gatherResults(ds, consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure)
+        return d.addCallback(lambda _: None if result is False else result)
 
     def _command(self, *args):
         d = self.node.execute(*args)
@@ -349,9 +396,36 @@ class RedisStore:
         """
         if kind not in ITEM_KINDS:
             raise ValueError(f"unknown timeline item kind {kind!r}")
+        item = (channel, sender, name, client_id, text, ts, kind, data, bus, head)
+        if self.cluster and client_id is not None:
+            return self._append_claimed(item)
+        return self._append(item)
+
+    @defer.inlineCallbacks
+    def _append_claimed(self, item):
+        """Redis Cluster: claim the client id for the channel in the sender's slot, then
+        commit in the channel's. An id held by another channel is a duplicate there --
+        unless its send never committed, and then this channel takes the claim over."""
+        channel, sender, client_id = item[0], item[1], item[3]
+        key = self._claim_key(sender, client_id)
+        ttl = max(1, int(self.dedupe_days * _DAY_MS))
+        held = yield self._run("claim", [key], [channel, ttl, ""], "append")
+        if held != channel:
+            original = yield self._append((held, *item[1:]), check_only=True)
+            if original is not None:
+                return original
+            held = yield self._run("claim", [key], [channel, ttl, held], "append")
+            if held != channel:
+                raise StoreUnavailable("the client id is being sent to two channels at once")
+        return (yield self._append(item))
+
+    def _append(self, item, check_only=False):
+        """Run append.lua for *item*; fires with its Appended (None: *check_only* and no
+        dedupe record)."""
+        channel, sender, name, client_id, text, ts, kind, data, bus, head = item
         maxlen = self.history_max or 0
         stream = self._key("m", channel)
-        dedupe = self._dedupe_key(sender, client_id) if client_id is not None else stream
+        dedupe = self._dedupe_key(sender, client_id, channel) if client_id is not None else stream
         dedupe_ms = max(1, int(self.dedupe_days * _DAY_MS))
         payload, off = "", ""
         if data is not None:
@@ -359,29 +433,35 @@ class RedisStore:
             if kind == "reaction":
                 payload, off = data_json({**data, "on": True}), data_json({**data, "on": False})
         effect = json.dumps(_effect(channel, sender, kind, data), ensure_ascii=False)
-        d = self.node.script(
-            "append",
-            [self._key("s", channel), stream, dedupe, self.node.prefix + "channels"],
-            [
-                sender,
-                name,
-                text,
-                ts,
-                client_id or "",
-                maxlen,
-                dedupe_ms,
-                bus,
-                head,
-                channel,
-                self.node.prefix,
-                kind,
-                payload,
-                off,
-                effect,
-            ],
-        )
+        keys = [self._key("s", channel), stream, dedupe]
+        if not self.cluster:
+            keys.append(self.node.prefix + "channels")
+        args = [
+            sender,
+            name,
+            text,
+            ts,
+            client_id or "",
+            maxlen,
+            dedupe_ms,
+            bus,
+            head,
+            channel,
+            self.node.prefix,
+            kind,
+            payload,
+            off,
+            effect,
+            "1" if check_only else "",
+            self._split,
+            "",
+        ]
+        if bus:
+            args[17], args[7] = self.node.bus_route(keys[0], bus)
 
         def done(reply):
+            if not reply:
+                return None  # check_only: no record
             if reply.startswith("["):
                 ch, seq, ots, row = json.loads(reply)
                 if row:
@@ -404,9 +484,14 @@ class RedisStore:
                 kind,
                 json.loads(stored) if stored else None,
             )
+            if self.cluster and message.seq == 1:
+                # the channels index (for pruning by age) is another slot; not waited
+                # for, so results keep firing in seq order
+                d = self.node.execute("SADD", self.node.prefix + "channels", channel)
+                d.addErrback(lambda f: self.log.warn("Redis SADD channels failed: {e}", e=f.value))
             return Appended(message, False)
 
-        return d.addCallbacks(done, self._unavailable, errbackArgs=("append",))
+        return self._run("append", keys, args, "append", done, rows=True)
 
     def replay(self, channel, since, limit):
         """See :meth:`IHistoryStore.replay`.
@@ -432,7 +517,7 @@ class RedisStore:
             return Replay(missed, last, gap)
 
         def settled(replay):
-            return self.node.barrier().addCallback(lambda _: replay)
+            return self.node.barrier(keys[0]).addCallback(lambda _: replay)
 
         d = self._run("replay", keys, [arg, max(limit, 0)], "replay", done)
         return d.addCallback(settled)
@@ -505,9 +590,10 @@ class RedisStore:
         return self._command("ZCARD", self._key("ms", channel)).addCallback(int)
 
     def conversations(self, user):
-        """See :meth:`IConversationStore.conversations` (one script)."""
+        """See :meth:`IConversationStore.conversations` (one script; under Redis
+        Cluster the user's index, then one script per channel, pipelined)."""
 
-        def done(reply):
+        def done(rows):
             out = [
                 Conversation(
                     channel,
@@ -519,22 +605,53 @@ class RedisStore:
                     last,
                     ts,
                 )
-                for channel, role, peer, read, muted, last, ts, kind in _json_list(reply)
+                for channel, role, peer, read, muted, last, ts, kind in rows
             ]
             out.sort(key=lambda c: (-c.last_ts, c.channel))
             return out
 
-        return self._run("conversations", [], [self.node.prefix, user], "conversations", done)
+        if self.cluster:
+            return self._conversation_rows(user).addCallback(done)
+        d = self._run("conversations", [], [self.node.prefix, user], "conversations")
+        return d.addCallback(lambda reply: done(_json_list(reply)))
+
+    @defer.inlineCallbacks
+    def _conversation_rows(self, user):
+        """Redis Cluster: the rows conversations.lua returns, one slot at a time. The
+        channel's member row is the truth: an index entry it contradicts is dropped."""
+        index = self._key("uc", user)
+        channels = yield self._command("HKEYS", index)
+        replies = yield defer.gatherResults(
+            [
+                self._run(
+                    "conversation",
+                    [self._key("c", ch), self._key("mb", ch)],
+                    [user],
+                    "conversations",
+                )
+                for ch in channels
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: f.value.subFailure)
+        rows = []
+        for channel, reply in zip(channels, replies, strict=True):
+            raw, last, ts, kind = json.loads(reply)
+            role, state, peer, read, muted, _ = json.loads(raw) if raw else [None] * 6
+            if state != "member":
+                self.node.execute("HDEL", index, channel).addErrback(lambda _: None)
+                continue
+            rows.append([channel, role, peer, read, muted, last, ts, kind])
+        return rows
 
     def summaries(self, user, channels):
-        """See :meth:`IConversationStore.summaries` (one script)."""
+        """See :meth:`IConversationStore.summaries` (one script; under Redis Cluster one
+        per channel, pipelined)."""
         channels = list(channels)
         if not channels:
             return succeed([])
 
-        def done(reply):
+        def done(rows):
             out = []
-            rows = _json_list(reply)
             for channel, raw, last, ts, kind, title, unread, mentions, newest, peer in rows:
                 m = _member(channel, user, raw)
                 if m.state != "member":
@@ -558,13 +675,23 @@ class RedisStore:
                 )
             return out
 
-        args = [self.node.prefix, user, *channels]
-        return self._run("summaries", [], args, "summaries", done)
+        prefix = self.node.prefix
+        if not self.cluster:
+            d = self._run("summaries", [], [prefix, user, *channels], "summaries")
+            return d.addCallback(lambda reply: done(_json_list(reply)))
+        d = defer.gatherResults(
+            [
+                self._run("summaries", [self._key("mb", ch)], [prefix, user, ch], "summaries")
+                for ch in channels
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: f.value.subFailure)
+        return d.addCallback(lambda replies: done([r for x in replies for r in _json_list(x)]))
 
     def mark_read(self, user, channel, seq):
         """See :meth:`IConversationStore.mark_read`; clamped to the channel's newest seq."""
-        args = [self.node.prefix, channel, user, int(seq)]
-        d = self._run("mark_read", [self._key("s", channel)], args, "mark_read")
+        args = [self.node.prefix, channel, user, int(seq), self._split]
+        d = self._run("mark_read", [self._key("s", channel)], args, "mark_read", rows=True)
         return d.addCallback(lambda r: None if r is None else int(r))
 
     def read_marker(self, user, channel, seq, count_up_to):
@@ -573,8 +700,8 @@ class RedisStore:
 
     def set_muted(self, user, channel, muted):
         """See :meth:`IConversationStore.set_muted`."""
-        args = [self.node.prefix, channel, user, 1 if muted else 0]
-        d = self._run("set_muted", [], args, "set_muted")
+        args = [self.node.prefix, channel, user, 1 if muted else 0, self._split]
+        d = self._run("set_muted", [self._key("mb", channel)], args, "set_muted", rows=True)
         return d.addCallback(lambda r: bool(int(r)))
 
     def readers(self, channel, seq, limit):

@@ -9,6 +9,7 @@ import pytest
 
 from chatd import fanout
 from tests.conftest import need
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.support.fanout import BUILD_HINT, C_BUILT
 from tests.support.process import wait_log
@@ -51,10 +52,40 @@ def redis(request, tmp_path):
     server.kill()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster_module(tmp_path_factory):
+    """A private Redis Cluster (3 masters, 3 replicas; tests/redis_cluster.py) shared by
+    the tests of one module: use :func:`redis_cluster`, which empties it first."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.kill()
+
+
 @pytest.fixture
-def nodes(twistd_factory, redis, tmp_path):
-    """start(n, *extra) -> n chatd nodes on the shared Redis (each given the options
-    *extra* too), each healthy (connected) before use."""
+def redis_cluster(redis_cluster_module):
+    """The module's Redis Cluster, every master FLUSHALLed for this test."""
+    redis_cluster_module.flush()
+    return redis_cluster_module
+
+
+@pytest.fixture
+def own_redis_cluster(tmp_path):
+    """A Redis Cluster of this test alone (one that kills its nodes: failover)."""
+    cluster = RedisCluster(tmp_path / "redis-cluster").start()
+    yield cluster
+    cluster.kill()
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_any(request):
+    """Run the test twice: on the private redis-server (:func:`redis`) and on the
+    module's Redis Cluster (:func:`redis_cluster`)."""
+    return request.getfixturevalue("redis" if request.param == "redis" else "redis_cluster")
+
+
+def node_starter(twistd_factory, url, tmp_path):
+    """start(n, *extra) -> n chatd nodes on the Redis (or Redis Cluster) at *url* (each
+    given the options *extra* too), each healthy (connected) before use."""
 
     def start(n=2, *extra):
         procs = []
@@ -66,7 +97,7 @@ def nodes(twistd_factory, redis, tmp_path):
                     "--listen",
                     "tcp:0:interface=127.0.0.1",
                     "--redis",
-                    f"{redis.url}?prefix=test:&{TUNING}",
+                    f"{url}?prefix=test:&{TUNING}",
                     *extra,
                     cwd=cwd,
                 )
@@ -76,3 +107,18 @@ def nodes(twistd_factory, redis, tmp_path):
         return procs
 
     return start
+
+
+@pytest.fixture
+def nodes(twistd_factory, redis, tmp_path):
+    """start(n, *extra) -> n chatd nodes on the shared Redis, each healthy (connected)
+    before use."""
+    return node_starter(twistd_factory, redis.url, tmp_path)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_nodes(request, twistd_factory, tmp_path):
+    """:func:`nodes`, once on the private redis-server and once on the module's Redis
+    Cluster (``redis+cluster://``)."""
+    name = "redis" if request.param == "redis" else "redis_cluster"
+    return node_starter(twistd_factory, request.getfixturevalue(name).url, tmp_path)

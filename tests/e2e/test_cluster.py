@@ -22,9 +22,9 @@ REDIS_AOF = True  # the `redis` fixture (tests/e2e/conftest.py) can be restarted
 
 
 @pytest_twisted.inlineCallbacks
-def test_rooms_dms_and_presence_span_nodes(nodes):
+def test_rooms_dms_and_presence_span_nodes(any_nodes):
     """Members, presence, room messages (in seq order, once) and DMs cross nodes."""
-    a, b = nodes(2)
+    a, b = any_nodes(2)
     alice = yield Client.v1(a.port, "alice")
     bob = yield Client.v1(b.port, "bob")
     joined = yield alice.join("r")
@@ -61,9 +61,9 @@ def test_rooms_dms_and_presence_span_nodes(nodes):
 
 
 @pytest_twisted.inlineCallbacks
-def test_killed_node_users_leave_within_bounded_time(nodes):
+def test_killed_node_users_leave_within_bounded_time(any_nodes):
     """SIGKILL of a node: the others announce its users' leaves within node_ttl + heartbeat."""
-    a, b = nodes(2)
+    a, b = any_nodes(2)
     alice = yield Client.v1(a.port, "alice")
     carol = yield Client.v1(b.port, "carol")
     yield alice.join("r")
@@ -140,10 +140,10 @@ def next_of(client, kind, **fields):
 
 
 @pytest_twisted.inlineCallbacks
-def test_reconnect_to_other_node_resumes_without_duplicates(nodes):
+def test_reconnect_to_other_node_resumes_without_duplicates(any_nodes):
     """A client that drops and rejoins on another node with since gets exactly the missed
     messages, then the live stream, with no duplicate; resent ids are acked as duplicates."""
-    a, b, c = nodes(3)
+    a, b, c = any_nodes(3)
     alice = yield Client.v1(a.port, "alice")
     bob = yield Client.v1(b.port, "bob")
     yield alice.join("r")

@@ -1,5 +1,6 @@
 """Conversations on a cluster: two ``twistd -n chatd --redis`` nodes on one private
-redis-server, token users connected to either (docs/protocol.md, *Conversations*).
+redis-server (and on a private 3-master Redis Cluster), token users connected to
+either (docs/protocol.md, *Conversations*).
 
 What a user does on node A is seen on node B: read markers clear the badge on the
 other node at once, a sync cursor handed out by A works on B, recall/edit/reaction
@@ -24,10 +25,11 @@ pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
 
 @pytest.fixture
-def cluster(nodes, monkeypatch):
-    """Two nodes that accept tokens signed with tests.support.auth's SECRET."""
+def cluster(any_nodes, monkeypatch):
+    """Two nodes that accept tokens signed with tests.support.auth's SECRET, on one
+    redis-server and on a Redis Cluster."""
     monkeypatch.setenv("CHATD_JWT_SECRET", SECRET)
-    return nodes(2)
+    return any_nodes(2)
 
 
 def connect(node, sub):

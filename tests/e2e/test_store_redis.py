@@ -21,10 +21,10 @@ DAY = 86400
 
 
 @pytest_twisted.inlineCallbacks
-def test_two_nodes_share_seq_and_dedupe(redis):
+def test_two_nodes_share_seq_and_dedupe(redis_any):
     """Two stores (two nodes) interleaving appends get one seq sequence and one dedupe."""
-    a = yield open_redis(redis)
-    b = yield open_redis(redis)
+    a = yield open_redis(redis_any)
+    b = yield open_redis(redis_any)
     try:
         results = yield defer.gatherResults(
             [
@@ -46,9 +46,9 @@ def test_two_nodes_share_seq_and_dedupe(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_dedupe_record_outlives_trimmed_message(redis):
+def test_dedupe_record_outlives_trimmed_message(redis_any):
     """With history_max=1 a resend of a trimmed message is still a duplicate with its seq and ts."""
-    s = yield open_redis(redis, history_max=1)
+    s = yield open_redis(redis_any, history_max=1)
     try:
         ts = 10 * DAY * 1000
         yield s.append("r", "u", "U", "id1", "first", ts)
@@ -64,9 +64,9 @@ def test_dedupe_record_outlives_trimmed_message(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_prune_by_days_keeps_seq(redis):
+def test_prune_by_days_keeps_seq(redis_any):
     """prune() deletes messages older than history_days; seq continues, replay reports the gap."""
-    s = yield open_redis(redis, history_days=2, prune_chunk=3)
+    s = yield open_redis(redis_any, history_days=2, prune_chunk=3)
     try:
         now = 100 * DAY
         for age in (9, 8, 7, 6, 5, 4, 1, 0):
@@ -86,9 +86,9 @@ def test_prune_by_days_keeps_seq(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_commit_publishes_on_the_bus_in_seq_order(redis):
+def test_commit_publishes_on_the_bus_in_seq_order(redis_any):
     """A message log append commits and publishes in one script: the bus sees every seq in order."""
-    s, listener, seen, log = yield redis_log_with_listener(redis)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any)
     try:
         ds = [
             log.append("message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))

@@ -16,6 +16,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatd.cluster import codec
+from chatd.cluster.slots import key_slot
 from chatd.store import IConversationStore, Message, dm_channel
 from tests.support.store import open_redis, redis_log_with_listener
 from tests.wsclient import wait_for
@@ -26,23 +27,6 @@ REDIS_AOF = True
 DAY_MS = 86_400_000
 
 
-def key_slot(key: str) -> int:
-    """The Redis Cluster slot of *key* (CRC16/XMODEM of its hash tag, mod 16384)."""
-    data = key.encode()
-    start = data.find(b"{")
-    if start >= 0:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:
-            data = data[start + 1 : end]
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc % 16384
-
-
 def event(store, room, user, kind, ts, by=None, cid=None, **extra):
     data = {"event": kind, "user": user, "by": by or user, **extra}
     return store.append(room, by or user, by or user, cid, "", ts, "event", data)
@@ -50,23 +34,19 @@ def event(store, room, user, kind, ts, by=None, cid=None, **extra):
 
 @pytest_twisted.inlineCallbacks
 def all_keys(store):
-    keys = yield store.node.execute("KEYS", store.node.prefix + "*")
-    return sorted(keys)
-
-
-def test_key_slot_matches_redis_cluster_examples():
-    """The slot function is Redis Cluster's (the spec's examples)."""
-    assert key_slot("123456789") == 0x31C3 % 16384
-    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
-    assert (key_slot("somekey"), key_slot("foo")) == (11058, 12182)
-    assert key_slot("foo{bar}{zap}") == key_slot("bar")
+    """Every key of *store*'s prefix (on every master of a Redis Cluster)."""
+    pattern = store.node.prefix + "*"
+    if store.cluster:
+        replies = yield store.node.cluster.execute_on_all("KEYS", pattern)
+        return sorted(k for keys in replies for k in keys)
+    return sorted((yield store.node.execute("KEYS", pattern)))
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_channels_keys_share_one_slot_and_a_users_another(redis):
+def test_a_channels_keys_share_one_slot_and_a_users_another(redis_any):
     """After every kind of item in a room and a DM, each key of a channel is in the
     slot of the channel's seq key, each per-user key in the user's own slot."""
-    s = yield open_redis(redis)
+    s = yield open_redis(redis_any)
     try:
         yield event(s, "team", "alice", "created", 1, changes={"kind": "private", "title": "T"})
         yield event(s, "team", "bob", "invited", 2, by="alice", role="member")
@@ -101,10 +81,10 @@ def test_a_channels_keys_share_one_slot_and_a_users_another(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_recalled_text_is_gone_from_redis(redis):
+def test_recalled_text_is_gone_from_redis(redis_any):
     """A recall removes the message's and its edits' text from every key (XDEL of
     the stream entries, not a flag), and reads show the tombstone."""
-    s = yield open_redis(redis)
+    s = yield open_redis(redis_any)
     try:
         sent = yield s.append("r", "alice", "A", "c1", "the secret", 1)
         yield s.append("r", "alice", "A", "c2", "the secret v2", 2, "edited", {"target": 1})
@@ -143,10 +123,10 @@ def test_recalled_text_is_gone_from_redis(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_sync_cursors_expire_in_30_days_and_the_newest_16_stay(redis):
+def test_sync_cursors_expire_in_30_days_and_the_newest_16_stay(redis_any):
     """save_cursor sets a 30-day TTL on each snapshot and keeps the newest 16 per user;
     another user's cursor id loads nothing; a non-UTF-8 snapshot comes back as bytes."""
-    s = yield open_redis(redis)
+    s = yield open_redis(redis_any)
     try:
         for i in range(20):
             yield s.save_cursor("u", f"c{i}", bytes([0xFF, i]), 1000)
@@ -191,11 +171,11 @@ def test_data_of_the_previous_release_still_works(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_items_on_the_bus_decode_to_what_append_returned(redis):
+def test_items_on_the_bus_decode_to_what_append_returned(redis_any):
     """The commit script publishes an event, a reaction (with the store's "on") and a
     message with mentions as the nine-element array; codec.decode gives the Message
     append returned and codec.encode the same bytes."""
-    s, listener, seen, log = yield redis_log_with_listener(redis)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any)
     try:
         fields = [
             (
@@ -290,11 +270,11 @@ def test_a_big_room_is_paged_not_loaded(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_unread_is_not_under_counted_after_trimming(redis):
+def test_unread_is_not_under_counted_after_trimming(redis_any):
     """With history_max=5 the ordinals are trimmed with the stream; a marker below the
     oldest kept message still counts every message after it; reactions, edits and
     rewritten items leave with their message."""
-    s = yield open_redis(redis, history_max=5)
+    s = yield open_redis(redis_any, history_max=5)
     try:
         yield event(s, "r", "bob", "joined", 1)
         for i in range(20):
@@ -319,11 +299,11 @@ def test_unread_is_not_under_counted_after_trimming(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_names_with_braces_and_unicode_reach_the_same_keys(redis):
+def test_names_with_braces_and_unicode_reach_the_same_keys(redis_any):
     """Rooms and users whose names hold hash-tag braces, quotes, slashes and non-ASCII
     text: Python and the Lua scripts build the same keys, and every read finds what
     the append wrote."""
-    s = yield open_redis(redis)
+    s = yield open_redis(redis_any)
     room, user = 'r}{"/ü', 'u}{zoë"'
     dm = dm_channel(user, "ann")
     try:
@@ -344,10 +324,10 @@ def test_names_with_braces_and_unicode_reach_the_same_keys(redis):
 
 
 @pytest_twisted.inlineCallbacks
-def test_pruning_by_age_takes_reactions_edits_and_rewritten_items_along(redis):
+def test_pruning_by_age_takes_reactions_edits_and_rewritten_items_along(redis_any):
     """prune() by history_days drops an old message's reactions, edits and rewritten
     state with it, and its ordinal is counted as trimmed (unread stays right)."""
-    s = yield open_redis(redis, history_days=2)
+    s = yield open_redis(redis_any, history_days=2)
     now = 100 * 86400
     old, new = (now - 5 * 86400) * 1000, now * 1000
     try:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.subprocess
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 
-def start(twistd_factory, redis, *extra, n=2, env=None):
+def start(twistd_factory, redis, *extra, n=2, env=None, cwd=None):
+    kw = {} if cwd is None else {"cwd": cwd}
     proc = twistd_factory(
         "--listen",
         "tcp:0:interface=127.0.0.1",
@@ -38,6 +39,7 @@ def start(twistd_factory, redis, *extra, n=2, env=None):
         str(n),
         *extra,
         env=env,
+        **kw,
     )
     wait_log(proc, f"all {n} workers ready", 1, timeout=30)
     return proc
@@ -131,6 +133,44 @@ def test_two_workers_share_the_socket_and_the_bus(twistd_factory, redis):
         assert frames_until(b, "message")["text"] == "from worker 0"
         b.send(json.dumps({"type": "send", "room": "shared", "text": "from worker 1", "id": "b1"}))
         assert frames_until(a, "message")["text"] == "from worker 1"
+
+
+@pytest.mark.redis
+def test_two_nodes_with_two_workers_each_on_a_redis_cluster(
+    twistd_factory, redis_cluster, tmp_path
+):
+    """Two twistd parents with --workers 2 each on the local 3-master Redis Cluster:
+    one client pinned to each of the four workers, in one room, each one's message
+    reaches the three others."""
+    procs = []
+    for i in range(2):
+        (tmp_path / f"node{i}").mkdir()
+        procs.append(start(twistd_factory, redis_cluster, cwd=tmp_path / f"node{i}"))
+    with ExitStack() as stack:
+        clients = []
+        for p, proc in enumerate(procs):
+            pids = worker_pids(proc)
+            for index in sorted(pids):
+                with stopped(pids[1 - index]):
+                    ws = stack.enter_context(
+                        connect(
+                            f"{proc.ws_url}/ws?name=u{p}{index}",
+                            subprotocols=["chatd.v1"],
+                            open_timeout=10,
+                        )
+                    )
+                    frames_until(ws, "welcome")
+                clients.append(ws)
+        for ws in clients:
+            ws.send(json.dumps({"type": "join", "room": "shared"}))
+            frames_until(ws, "joined")
+        for i, ws in enumerate(clients):
+            ws.send(json.dumps({"type": "send", "room": "shared", "text": f"t{i}", "id": f"c{i}"}))
+            for j, other in enumerate(clients):
+                if j != i:
+                    assert frames_until(other, "message")["text"] == f"t{i}"
+    for proc in procs:
+        assert sorted(worker_pids(proc)) == [0, 1]
 
 
 def test_a_crashed_worker_is_started_again_and_sigterm_stops_all(twistd_factory, redis):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from chatd.cluster.redis import RedisMessageLog, RedisNode
+from chatd.cluster.redis import RedisMessageLog, make_node
 from chatd.store.redis import RedisStore
 from chatd.store.sqlite import SQLiteStore
 
@@ -19,9 +19,10 @@ def open_sqlite(path, **kw):
 
 
 def redis_node(redis, prefix="t:", **query):
-    """A RedisNode on the private redis-server *redis* (tests/redis_server.py)."""
+    """A RedisNode on the private redis-server *redis* (tests/redis_server.py) or
+    Redis Cluster (tests/redis_cluster.py)."""
     extra = "".join(f"&{k}={v}" for k, v in query.items())
-    return RedisNode(f"{redis.url}?prefix={prefix}&backoff_max=0.3{extra}")
+    return make_node(f"{redis.url}?prefix={prefix}&backoff_max=0.3{extra}")
 
 
 @defer.inlineCallbacks

@@ -1,16 +1,22 @@
 -- History: commit one timeline item, apply its effect and publish it on the bus
 -- (chatd/store/redis.py), all in one script.
 -- KEYS: seq key, stream key, dedupe key (or the stream key again when no client id), channels
+--       (absent under Redis Cluster: another slot; chatd/store/redis.py adds the channel)
 -- ARGV: 1 sender, 2 name, 3 text, 4 ts, 5 client_id ("" = none), 6 maxlen (0 = none),
 --       7 dedupe_ms, 8 bus channel ("" = do not publish), 9 payload head
 --       (codec.committed_head), 10 channel, 11 key prefix,
 --       12 kind ("" = "message"), 13 data JSON ("" = none; a reaction's with "on":true),
 --       14 a reaction's data JSON with "on":false, 15 the effect (JSON, "" = none):
 --       message {mentions, dm: [a, b]}; event {event, user, role, changes};
---       recalled/edited/reaction {target, by, emoji}
+--       recalled/edited/reaction {target, by, emoji}, 16 "1": only look for the
+--       dedupe record (reply "" when there is none; nothing is written), 17 "1": Redis
+--       Cluster, the member rows' user-slot copies are returned (rows.lua, row_split),
+--       18 the publish command ("" = PUBLISH; SPUBLISH on a Redis Cluster's shard channel)
 -- Returns (one reply to parse) "<seq> <data JSON or nothing>", or for a duplicate the
--- JSON text {channel, seq, ts, the original item (item_row) or false}.
+-- JSON text {channel, seq, ts, the original item (item_row) or false}; under ARGV 17
+-- either wrapped by row_reply().
 local P, ch = ARGV[11], ARGV[10]
+row_split = ARGV[17] == '1'
 local tag = '{' .. ch .. '}'
 local cid = ARGV[5]
 if cid ~= '' then
@@ -21,8 +27,9 @@ if cid ~= '' then
     local fields = item_get(P .. 'm:' .. otag, P .. 'w:' .. otag, seq)
     local row = false
     if fields then row = item_row(seq, fields) end
-    return cjson.encode({och, tonumber(seq), tonumber(ts), row})
+    return row_reply(cjson.encode({och, tonumber(seq), tonumber(ts), row}))
   end
+  if ARGV[16] == '1' then return row_reply('') end
 end
 local sender, text, ts = ARGV[1], ARGV[3], ARGV[4]
 local kind = ARGV[12] or ''
@@ -155,7 +162,7 @@ if data ~= '' then
   cmd[#cmd + 1] = data
 end
 redis.call(unpack(cmd))
-if seq == 1 then redis.call('SADD', KEYS[4], ch) end
+if seq == 1 and KEYS[4] then redis.call('SADD', KEYS[4], ch) end
 
 -- what falls out of the history window (XADD MAXLEN) goes with it: the seqs up to
 -- floor leave the ordinals (counted), the rewritten items, the reactions, the edits
@@ -233,13 +240,15 @@ elseif kind == 'recalled' or kind == 'edited' then
 end
 
 if ARGV[8] ~= '' then
+  local publish = ARGV[18] or ''
+  if publish == '' then publish = 'PUBLISH' end
   local cj = cjson.null
   if cid ~= '' then cj = cid end
   local message = {ch, seq, sender, ARGV[2], text, tonumber(ts), cj}
   if kind == 'message' and data == '' then
-    redis.call('PUBLISH', ARGV[8], bus_committed(ARGV[9], message))
+    redis.call(publish, ARGV[8], bus_committed(ARGV[9], message))
   else
-    redis.call('PUBLISH', ARGV[8], bus_item(ARGV[9], message, kind, data))
+    redis.call(publish, ARGV[8], bus_item(ARGV[9], message, kind, data))
   end
 end
-return seq .. blanked .. ' ' .. data
+return row_reply(seq .. blanked .. ' ' .. data)
