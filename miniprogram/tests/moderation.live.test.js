@@ -15,8 +15,8 @@ const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startWechat } = require('./support/wechat-standin')
 const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
-const { waitFor, holdsFor, uniqueName, makeClient } = require('./support/helpers')
-const { mintToken } = require('./support/jwt')
+const { waitFor, holdsFor, uniqueName } = require('./support/helpers')
+const { tokenUsers } = require('./support/live-users')
 const { reportMessage } = require('../utils/moderation')
 
 const ROOT = path.resolve(__dirname, '..')
@@ -55,27 +55,11 @@ liveDescribe('moderation screens against a live chatd', () => {
     if (wechat) await wechat.close()
   })
 
-  const session = (sub, claims) => ({ token: mintToken(SECRET, Object.assign({ sub, name: sub }, claims)), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
-
+  const users = tokenUsers(SECRET, () => server, clients)
   /** A plain SDK client of token user `sub` (extra token `claims`), welcomed and synced. */
-  async function online(sub, claims) {
-    const c = makeClient(server.url, { token: session(sub, claims).token, storageKey: 'chatd' })
-    clients.push(c.client)
-    c.client.connect()
-    await waitFor(() => c.client.connected && c.client.synced, sub + ' synced')
-    return c.client
-  }
-
+  const online = async (sub, claims) => (await users.online(sub, { claims })).client
   /** A launch of the real app.js for `sub`; its wx (the shim) is the global one. */
-  async function launch(sub) {
-    const wx = createWx()
-    Object.assign(global.wx, wx)
-    const app = loadApp()
-    const chat = app.startChat(session(sub))
-    clients.push(chat)
-    await waitFor(() => chat.connected && chat.synced, sub + ' launched and synced')
-    return { app, chat, wx }
-  }
+  const launch = (sub) => users.launched(sub, createWx())
 
   /** Renders page `id` and calls onLoad; with `chat`, getApp() hands out that client. */
   function open(id, options, chat) {
