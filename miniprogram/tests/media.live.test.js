@@ -17,6 +17,7 @@ const { addUpload } = require('./support/wx-upload')
 const { loadApp } = require('./support/app-runtime')
 const { waitFor, barrier, uniqueName, httpGet } = require('./support/helpers')
 const { tokenUsers } = require('./support/live-users')
+const { openPage, chatRows } = require('./support/pages')
 const { png, mp3, tempFile } = require('./support/media-files')
 const { shoot } = require('./support/screenshot')
 
@@ -62,15 +63,8 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
   /** A launch of the real app.js for `sub`; its wx (with wx.uploadFile) is the global one. */
   const launch = (sub) => users.launched(sub, addUpload(createWx()))
 
-  function open(id, options) {
-    const page = simulate.render(id)
-    page.attach(document.createElement('parent-wrapper'))
-    page.instance.onLoad(options || {})
-    pages.push(page)
-    return page
-  }
+  const open = (id, options) => openPage(pages, id, options)
 
-  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
   const withMedia = (page, kind) => chatRows(page).filter((r) => r.attachments && r.attachments.some((a) => a.kind === kind))
   /** Every value of `uploads` that `page` set, in order. */
   function spyUploads(page) {

@@ -17,6 +17,7 @@ const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
 const { waitFor, holdsFor, uniqueName } = require('./support/helpers')
 const { tokenUsers } = require('./support/live-users')
+const { openPage, chatRows, byText, choose } = require('./support/pages')
 const { reportMessage } = require('../utils/moderation')
 
 const ROOT = path.resolve(__dirname, '..')
@@ -61,15 +62,7 @@ liveDescribe('moderation screens against a live chatd', () => {
   /** A launch of the real app.js for `sub`; its wx (the shim) is the global one. */
   const launch = (sub) => users.launched(sub, createWx())
 
-  /** Renders page `id` and calls onLoad; with `chat`, getApp() hands out that client. */
-  function open(id, options, chat) {
-    if (chat) global.getApp = () => ({ chat: () => chat, globalData: {} })
-    const page = simulate.render(id)
-    page.attach(document.createElement('parent-wrapper'))
-    page.instance.onLoad(options || {})
-    pages.push(page)
-    return page
-  }
+  const open = (id, options, chat) => openPage(pages, id, options, chat)
 
   /** The operator's HTTP API (`Authorization: apikey K`): GET `p` (POST with `data`) → parsed body. */
   function api(p, data) {
@@ -85,17 +78,8 @@ liveDescribe('moderation screens against a live chatd', () => {
     )
   }
 
-  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
-  const byText = (page, text) => chatRows(page).find((r) => r.text === text)
   const lastSheet = (wx) => wx.sheets[wx.sheets.length - 1].itemList
   const toasted = (wx, title) => wx.toasts.some((t) => t.title === title)
-  /** Answers the next action sheets with `labels`, runs `fn`, waits until they were shown. */
-  async function choose(wx, labels, fn) {
-    const n = wx.sheets.length
-    labels.forEach((l) => wx.sheetChoices.push(l))
-    fn()
-    await waitFor(() => wx.sheets.length >= n + labels.length && !wx.sheetChoices.length, 'the action sheets ' + labels.join(' → '))
-  }
   /** A private group of `owner` with `members`, seen by each of `clients`. */
   async function group(owner, members, seenBy) {
     const room = uniqueName('grp')
