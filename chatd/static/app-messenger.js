@@ -1060,6 +1060,19 @@
     return b;
   }
 
+  // A room info form naming a user (@ optional): app[action](active room, user);
+  // the field is emptied unless it failed.
+  function userForm(form, input, action) {
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var user = input.value.trim().replace(/^@/, "");
+      if (!user || !st.active) return;
+      runInfo(app[action](st.active, user)).then(function () {
+        if (!el.mInfoError.textContent) input.value = "";
+      });
+    });
+  }
+
   // A room command from the info panel: re-render it when done, or say why not.
   function runInfo(p) {
     var key = st.active;
@@ -1228,14 +1241,7 @@
     el.mLightbox.addEventListener("close", function () {
       el.mLightboxImg.removeAttribute("src");
     });
-    el.mUnban.addEventListener("submit", function (e) {
-      e.preventDefault();
-      var user = el.mUnbanUser.value.trim().replace(/^@/, "");
-      if (!user || !st.active) return;
-      runInfo(app.unban(st.active, user)).then(function () {
-        if (!el.mInfoError.textContent) el.mUnbanUser.value = "";
-      });
-    });
+    userForm(el.mUnban, el.mUnbanUser, "unban");
     el.mInput.addEventListener("blur", function () {
       setTimeout(closeMentions, 150);
     });
@@ -1273,14 +1279,7 @@
       if (el.mRoomTopic.value.trim() !== (c.topic || "")) changes.topic = el.mRoomTopic.value.trim();
       if (Object.keys(changes).length) runInfo(app.updateRoom(key, changes));
     });
-    el.mInvite.addEventListener("submit", function (e) {
-      e.preventDefault();
-      var user = el.mInviteUser.value.trim().replace(/^@/, "");
-      if (!user || !st.active) return;
-      runInfo(app.invite(st.active, user)).then(function () {
-        if (!el.mInfoError.textContent) el.mInviteUser.value = "";
-      });
-    });
+    userForm(el.mInvite, el.mInviteUser, "invite");
     el.mLeave.addEventListener("click", function () {
       var key = st.active;
       if (!isRoom(key)) return;

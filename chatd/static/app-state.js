@@ -1069,6 +1069,15 @@
       });
     }
 
+    // The room command client[name](room, user) for a conversation key.
+    function memberCommand(name) {
+      return function (key, user) {
+        return command(key, function () {
+          return client[name](key.slice(2), user);
+        });
+      };
+    }
+
     // Leaving a room ends the membership on every device; `left` then removes it.
     function leave(key) {
       if (!client.connected) return Promise.reject(new Error("offline"));
@@ -1155,26 +1164,10 @@
       roomInfo: function (key) {
         return client.roomInfo(key.slice(2));
       },
-      invite: function (key, user) {
-        return command(key, function () {
-          return client.invite(key.slice(2), user);
-        });
-      },
-      kick: function (key, user) {
-        return command(key, function () {
-          return client.kick(key.slice(2), user);
-        });
-      },
-      ban: function (key, user) {
-        return command(key, function () {
-          return client.ban(key.slice(2), user);
-        });
-      },
-      unban: function (key, user) {
-        return command(key, function () {
-          return client.unban(key.slice(2), user);
-        });
-      },
+      invite: memberCommand("invite"),
+      kick: memberCommand("kick"),
+      ban: memberCommand("ban"),
+      unban: memberCommand("unban"),
       setRole: function (key, user, r) {
         return command(key, function () {
           return client.setRole(key.slice(2), user, r);

@@ -7,9 +7,9 @@
  */
 'use strict'
 const { startChatd, liveDescribe } = require('./support/chatd-server')
-const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
+const { waitFor, barrier, uniqueName } = require('./support/helpers')
+const { tokenUsers } = require('./support/live-users')
 const { createWx } = require('./support/wx-ws')
-const { mintToken } = require('./support/jwt')
 
 const fs = require('fs')
 const os = require('os')
@@ -26,28 +26,12 @@ const WINDOW_S = 3
 let server
 const clients = []
 
-function client(sub, opts) {
-  const c = makeClient(server.url, Object.assign({ token: mintToken(SECRET, { sub, name: sub }), storageKey: 'chatd' }, opts))
-  ;['conversations', 'timeline', 'removed', 'synced', 'unread', 'read', 'receipt', 'event'].forEach((t) => {
-    c.log[t] = []
-    c.client.on(t, (e) => c.log[t].push(e))
-  })
-  clients.push(c.client)
-  return c
-}
-
-async function online(sub, opts) {
-  const c = client(sub, opts)
-  c.client.connect()
-  await waitFor(() => c.client.connected && c.client.synced, sub + ' welcomed and synced')
-  return c
-}
-
-/** Connects `sub` once so chatd knows the user, then closes. */
-async function known(sub) {
-  const c = await online(sub)
-  c.client.close()
-}
+const users = tokenUsers(SECRET, () => server, clients)
+/** What these tests record besides makeClient's events. */
+const LOG = ['conversations', 'timeline', 'removed', 'synced', 'unread', 'read', 'receipt', 'event']
+const client = (sub, opts) => users.client(sub, Object.assign({ log: LOG }, opts))
+const online = (sub, opts) => users.online(sub, Object.assign({ log: LOG }, opts))
+const known = users.known
 
 const mine = (c, key) => c.client.timeline(key).filter((m) => m.mine)
 

@@ -15,8 +15,9 @@ const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { addUpload } = require('./support/wx-upload')
 const { loadApp } = require('./support/app-runtime')
-const { waitFor, barrier, uniqueName, makeClient, httpGet } = require('./support/helpers')
-const { mintToken } = require('./support/jwt')
+const { waitFor, barrier, uniqueName, httpGet } = require('./support/helpers')
+const { tokenUsers } = require('./support/live-users')
+const { openPage, chatRows } = require('./support/pages')
 const { png, mp3, tempFile } = require('./support/media-files')
 const { shoot } = require('./support/screenshot')
 
@@ -57,36 +58,13 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     if (server) await server.stop()
   })
 
-  const session = (sub) => ({ token: mintToken(SECRET, { sub, name: sub }), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
-
-  /** Connects `sub` once so chatd knows the user, then closes. */
-  async function known(sub) {
-    const c = makeClient(server.url, { token: session(sub).token })
-    c.client.connect()
-    await waitFor(() => c.client.connected, sub + ' welcomed')
-    c.client.close()
-  }
-
+  const users = tokenUsers(SECRET, () => server, clients)
+  const { session, known } = users
   /** A launch of the real app.js for `sub`; its wx (with wx.uploadFile) is the global one. */
-  async function launch(sub) {
-    const wx = addUpload(createWx())
-    Object.assign(global.wx, wx)
-    const app = loadApp()
-    const chat = app.startChat(session(sub))
-    clients.push(chat)
-    await waitFor(() => chat.connected && chat.synced, sub + ' synced')
-    return { app, chat, wx }
-  }
+  const launch = (sub) => users.launched(sub, addUpload(createWx()))
 
-  function open(id, options) {
-    const page = simulate.render(id)
-    page.attach(document.createElement('parent-wrapper'))
-    page.instance.onLoad(options || {})
-    pages.push(page)
-    return page
-  }
+  const open = (id, options) => openPage(pages, id, options)
 
-  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
   const withMedia = (page, kind) => chatRows(page).filter((r) => r.attachments && r.attachments.some((a) => a.kind === kind))
   /** Every value of `uploads` that `page` set, in order. */
   function spyUploads(page) {

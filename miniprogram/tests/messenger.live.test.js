@@ -10,9 +10,9 @@ const path = require('path')
 const simulate = require('miniprogram-simulate')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
-const { loadApp } = require('./support/app-runtime')
-const { waitFor, barrier, uniqueName, makeClient } = require('./support/helpers')
-const { mintToken } = require('./support/jwt')
+const { waitFor, barrier, uniqueName } = require('./support/helpers')
+const { tokenUsers } = require('./support/live-users')
+const { openPage, chatRows, byText, choose } = require('./support/pages')
 const { shoot } = require('./support/screenshot')
 const { TOKEN_KEY } = require('../utils/login')
 
@@ -51,47 +51,14 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     if (server) await server.stop()
   })
 
-  const session = (sub) => ({ token: mintToken(SECRET, { sub, name: sub }), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
-
-  /** A plain SDK client of token user `sub`, welcomed and synced. */
-  async function online(sub) {
-    const c = makeClient(server.url, { token: session(sub).token, storageKey: 'chatd' })
-    clients.push(c.client)
-    c.client.connect()
-    await waitFor(() => c.client.connected && c.client.synced, sub + ' synced')
-    return c
-  }
-
-  /** Connects `sub` once so chatd knows the user, then closes. */
-  async function known(sub) {
-    const c = await online(sub)
-    c.client.close()
-  }
-
+  const users = tokenUsers(SECRET, () => server, clients)
+  const { session, online, known } = users
   /** A launch of the real app.js for `sub` on a phone whose storage is `storage`; its wx is the global one. */
-  function launch(sub, storage) {
-    const wx = createWx({ storage: storage || new Map() })
-    Object.assign(global.wx, wx)
-    const app = loadApp()
-    const chat = app.startChat(session(sub))
-    clients.push(chat)
-    return { app, chat, wx }
-  }
+  const launch = (sub, storage) => users.launch(sub, createWx({ storage: storage || new Map() }))
 
-  /** Renders page `id` and calls onLoad; with `chat`, getApp() hands out that client. */
-  function open(id, options, chat) {
-    if (chat) global.getApp = () => ({ chat: () => chat, globalData: {} })
-    const page = simulate.render(id)
-    page.attach(document.createElement('parent-wrapper'))
-    page.instance.onLoad(options || {})
-    pages.push(page)
-    return page
-  }
+  const open = (id, options, chat) => openPage(pages, id, options, chat)
 
   const rowOf = (page, key) => page.data.rows.find((r) => r.key === key)
-  /** Every rendered row of a chat page, in order. */
-  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
-  const byText = (page, text) => chatRows(page).find((r) => r.text === text)
   /** Records the keys of every setData patch of `page`. */
   function spyPatches(page) {
     const patches = []
@@ -101,13 +68,6 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
       return orig(p, cb)
     }
     return patches
-  }
-  /** Answers the page's next action sheet(s) with `labels` and waits until they were shown. */
-  async function choose(wx, labels, fn) {
-    const n = wx.sheets.length
-    labels.forEach((l) => wx.sheetChoices.push(l))
-    fn()
-    await waitFor(() => wx.sheets.length >= n + labels.length && !wx.sheetChoices.length, 'the action sheet')
   }
 
   test('conversations: alice writes to offline bob; bob’s cold start lists it with unread 1 and tab badge 1; pull-down syncs', async () => {

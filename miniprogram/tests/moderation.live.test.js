@@ -15,8 +15,9 @@ const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startWechat } = require('./support/wechat-standin')
 const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
-const { waitFor, holdsFor, uniqueName, makeClient } = require('./support/helpers')
-const { mintToken } = require('./support/jwt')
+const { waitFor, holdsFor, uniqueName } = require('./support/helpers')
+const { tokenUsers } = require('./support/live-users')
+const { openPage, chatRows, byText, choose } = require('./support/pages')
 const { reportMessage } = require('../utils/moderation')
 
 const ROOT = path.resolve(__dirname, '..')
@@ -55,37 +56,13 @@ liveDescribe('moderation screens against a live chatd', () => {
     if (wechat) await wechat.close()
   })
 
-  const session = (sub, claims) => ({ token: mintToken(SECRET, Object.assign({ sub, name: sub }, claims)), user: sub, name: sub, expiresAt: Date.now() + 3600000 })
-
+  const users = tokenUsers(SECRET, () => server, clients)
   /** A plain SDK client of token user `sub` (extra token `claims`), welcomed and synced. */
-  async function online(sub, claims) {
-    const c = makeClient(server.url, { token: session(sub, claims).token, storageKey: 'chatd' })
-    clients.push(c.client)
-    c.client.connect()
-    await waitFor(() => c.client.connected && c.client.synced, sub + ' synced')
-    return c.client
-  }
-
+  const online = async (sub, claims) => (await users.online(sub, { claims })).client
   /** A launch of the real app.js for `sub`; its wx (the shim) is the global one. */
-  async function launch(sub) {
-    const wx = createWx()
-    Object.assign(global.wx, wx)
-    const app = loadApp()
-    const chat = app.startChat(session(sub))
-    clients.push(chat)
-    await waitFor(() => chat.connected && chat.synced, sub + ' launched and synced')
-    return { app, chat, wx }
-  }
+  const launch = (sub) => users.launched(sub, createWx())
 
-  /** Renders page `id` and calls onLoad; with `chat`, getApp() hands out that client. */
-  function open(id, options, chat) {
-    if (chat) global.getApp = () => ({ chat: () => chat, globalData: {} })
-    const page = simulate.render(id)
-    page.attach(document.createElement('parent-wrapper'))
-    page.instance.onLoad(options || {})
-    pages.push(page)
-    return page
-  }
+  const open = (id, options, chat) => openPage(pages, id, options, chat)
 
   /** The operator's HTTP API (`Authorization: apikey K`): GET `p` (POST with `data`) → parsed body. */
   function api(p, data) {
@@ -101,17 +78,8 @@ liveDescribe('moderation screens against a live chatd', () => {
     )
   }
 
-  const chatRows = (page) => page.data.chunks.reduce((out, c) => out.concat(c.rows), []).concat(page.data.pending)
-  const byText = (page, text) => chatRows(page).find((r) => r.text === text)
   const lastSheet = (wx) => wx.sheets[wx.sheets.length - 1].itemList
   const toasted = (wx, title) => wx.toasts.some((t) => t.title === title)
-  /** Answers the next action sheets with `labels`, runs `fn`, waits until they were shown. */
-  async function choose(wx, labels, fn) {
-    const n = wx.sheets.length
-    labels.forEach((l) => wx.sheetChoices.push(l))
-    fn()
-    await waitFor(() => wx.sheets.length >= n + labels.length && !wx.sheetChoices.length, 'the action sheets ' + labels.join(' → '))
-  }
   /** A private group of `owner` with `members`, seen by each of `clients`. */
   async function group(owner, members, seenBy) {
     const room = uniqueName('grp')

@@ -5,44 +5,15 @@ sanctions, the queue and the audit log across a restart."""
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
 from chatd import modrules
 from chatd.store import IModerationStore
-from chatd.store.memory import MemoryStore
-from chatd.store.redis import RedisStore
-from chatd.store.sqlite import SQLiteStore
-from tests.support.store import open_redis, open_sqlite
+from tests.support.store import open_sqlite
+from tests.support.store_backends import store_fixture
 
-CLASSES = {
-    "memory": MemoryStore,
-    "sqlite-file": SQLiteStore,
-    "sqlite-memory": SQLiteStore,
-    "redis": RedisStore,
-}
-BACKENDS = [
-    b if b != "redis" else pytest.param("redis", marks=pytest.mark.redis)
-    for b in CLASSES
-    if IModerationStore.implementedBy(CLASSES[b])
-]
-
-
-@pytest_twisted.async_yield_fixture(params=BACKENDS)
-async def store(request, tmp_path):
-    kind = request.param
-    if kind == "memory":
-        s = MemoryStore()
-        await s.start()
-    elif kind == "sqlite-file":
-        s = await open_sqlite(tmp_path / "history.db")
-    elif kind == "sqlite-memory":
-        s = await open_sqlite(":memory:")
-    else:
-        s = await open_redis(request.getfixturevalue("redis"))
-    yield s
-    await s.stop()
+store = store_fixture(IModerationStore)
 
 
 def test_provides_the_interface(store):

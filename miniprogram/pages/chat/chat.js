@@ -40,6 +40,7 @@ const { typingTracker } = require('../../utils/typing')
 const media = require('../../utils/media')
 const push = require('../../utils/push')
 const { reportMessage, muteTracker, mutedNotice } = require('../../utils/moderation')
+const { requireChat } = require('../../utils/page')
 
 /** How long "X is typing…" stays after the last typing frame (ms). */
 const TYPING_MS = 4000
@@ -103,15 +104,10 @@ Component({
   },
   methods: {
     onLoad(options) {
-      const chat = getApp().chat()
       const key = keyOf(options || {})
-      if (!chat) {
-        // opened before the app has a session (an offline notification): log in, then come back here
-        const next = key ? '?next=' + encodeURIComponent('/pages/chat/chat?key=' + encodeURIComponent(key)) : ''
-        wx.redirectTo({ url: '/pages/login/login' + next })
-        return
-      }
-      this.chat = chat
+      // opened before the app has a session (an offline notification): log in, then come back here
+      const chat = requireChat(this, key ? '/pages/chat/chat?key=' + encodeURIComponent(key) : '')
+      if (!chat) return
       this.key = key
       this.dm = key.charAt(0) === 'd'
       this.target = key.slice(2)

@@ -10,6 +10,7 @@
 const { badgeText, conversationRow, learnNames } = require('../../utils/chatview')
 const { diffList } = require('../../utils/window')
 const { confirmLeave } = require('../../utils/groups')
+const { requireChat } = require('../../utils/page')
 
 /** Index of this page in app.json's tabBar list. */
 const TAB = 0
@@ -18,12 +19,8 @@ Component({
   data: { rows: [], me: '', state: '', delay: 0, messenger: true },
   methods: {
     onLoad() {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
-      this.chat = chat
+      const chat = requireChat(this)
+      if (!chat) return
       this.names = {}
       this._badge = null
       this.setData({ me: chat.user || '', state: chat.state })

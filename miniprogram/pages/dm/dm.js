@@ -6,18 +6,15 @@
 const config = require('../../config')
 const { toRow, merge } = require('../../utils/conversation')
 const { addMessages, loadEarlier } = require('../../utils/thread')
+const { requireChat } = require('../../utils/page')
 
 Component({
   data: { peer: '', me: '', messages: [], state: '', delay: 0, hasMore: false, loading: false, error: '' },
   methods: {
     onLoad(options) {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
+      const chat = requireChat(this)
+      if (!chat) return
       const peer = decodeURIComponent(options.with || '')
-      this.chat = chat
       this.peer = peer
       wx.setNavigationBarTitle({ title: '@' + peer })
       const pending = chat.outbox.filter((e) => e.kind === 'dm' && e.to === peer).map((e) => toRow(e, chat.user))

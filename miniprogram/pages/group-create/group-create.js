@@ -9,17 +9,14 @@
  */
 const { makeId } = require('../../utils/chatd')
 const { dmPeers, groupTitle, learnNames } = require('../../utils/chatview')
+const { requireChat } = require('../../utils/page')
 
 Component({
   data: { title: '', kind: 'private', people: [], busy: false, error: '' },
   methods: {
     onLoad(options) {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
-      this.chat = chat
+      const chat = requireChat(this)
+      if (!chat) return
       const names = learnNames({}, chat.conversations)
       const pre = options && options.members ? decodeURIComponent(options.members).split(',') : []
       const people = dmPeers(chat.conversations, names, [chat.user]).map((p) => Object.assign(p, { checked: pre.indexOf(p.user) >= 0 }))

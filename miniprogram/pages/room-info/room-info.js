@@ -19,6 +19,7 @@ const push = require('../../utils/push')
 const { memberActions, mayManage, dmPeers, learnNames } = require('../../utils/chatview')
 const { confirmLeave } = require('../../utils/groups')
 const { moderateActions, mutedUsers, nextExpiry, mutedMark, isModerator, pick, MUTES, GLOBAL_MUTES, BANS } = require('../../utils/moderation')
+const { requireChat } = require('../../utils/page')
 
 const KINDS = { private: 'Private group · invite only', public: 'Public group · anyone can join' }
 
@@ -45,12 +46,8 @@ Component({
   },
   methods: {
     onLoad(options) {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
-      this.chat = chat
+      const chat = requireChat(this)
+      if (!chat) return
       this.room = decodeURIComponent((options && options.room) || '')
       this.setData({ room: this.room, me: chat.user || '' })
       const key = 'r:' + this.room

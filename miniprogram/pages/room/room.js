@@ -8,6 +8,7 @@ const config = require('../../config')
 const { toRow, merge } = require('../../utils/conversation')
 const { addMessages, loadEarlier } = require('../../utils/thread')
 const { typingTracker } = require('../../utils/typing')
+const { requireChat } = require('../../utils/page')
 
 const TYPING_MS = 4000
 
@@ -26,13 +27,9 @@ Component({
   },
   methods: {
     onLoad(options) {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
+      const chat = requireChat(this)
+      if (!chat) return
       const room = decodeURIComponent(options.room || 'lobby')
-      this.chat = chat
       this.room = room
       this._typing = typingTracker((users) => this.setData({ typingUsers: users }), TYPING_MS)
       wx.setNavigationBarTitle({ title: '#' + room })

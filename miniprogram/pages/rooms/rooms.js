@@ -7,17 +7,14 @@
  */
 const config = require('../../config')
 const { isValidName } = require('../../utils/chatd')
+const { requireChat } = require('../../utils/page')
 
 Component({
   data: { rooms: [], me: '', state: '', delay: 0, peer: '', dmError: '' },
   methods: {
     onLoad() {
-      const chat = getApp().chat()
-      if (!chat) {
-        wx.redirectTo({ url: '/pages/login/login' })
-        return
-      }
-      this.chat = chat
+      const chat = requireChat(this)
+      if (!chat) return
       this._unread = {}
       this.setData({ me: chat.user || '', state: chat.state })
       this._offs = [
