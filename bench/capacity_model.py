@@ -41,27 +41,38 @@ import sys
 #: were measured and how, and which are estimates still to be measured
 MEASURED = {
     "cpu_us_per_delivery": 3.7,
-    "cpu_us_per_message_node": 60.0,
+    "cpu_us_per_message_node": 50.0,
     "cpu_us_per_send": 240.0,
-    "redis_us_per_message": 25.0,
-    "redis_us_per_publish": 3.0,
-    "redis_bytes_per_message": 400,
+    "redis_us_per_message": 64.0,
+    "redis_us_per_publish": 0.62,
+    "redis_bytes_per_message": 240,
     "kb_per_connection": 46.0,
-    "bytes_per_delivery": 220,
+    "bytes_per_delivery": 189,
 }
+#: bench/cluster_bench.py --costs-out runs of 2026-12-03 (bench/results/
+#: 2026-12-03-cluster-costs.jsonl), on the 2-core box shared with other work (load
+#: average 2.6-6 over both runs)
+_RUNS = "bench/cluster_bench.py 2026-12-03, shared 2-core box (load 2.6-6)"
 SOURCES = {
     "cpu_us_per_delivery": "measured: bench/messenger_bench.py fanout on a quiet machine, "
-    "3.66 us (2026-12-02); 4.7 us in bench/cluster_bench.py redis1 on a loaded one (2026-12-03)",
-    "cpu_us_per_message_node": "estimate: bus decode + routing per node, not isolated yet",
+    f"3.66 us (2026-12-02); {_RUNS}: 29.6 and 31.6 us (the load inflates CPU per unit ~8x)",
+    "cpu_us_per_message_node": f"derived: {_RUNS} solved 1 vs 2 nodes for the per-node cost of "
+    "a message: 438 and 421 us, i.e. 14x and 13x that box's per-delivery cost; 13.5 x the "
+    "quiet 3.7 us = 50 us",
     "cpu_us_per_send": "measured, loaded machine: messenger_bench sends, 238 us of server CPU "
     "per acked durable send (SQLite); Redis mode not isolated",
-    "redis_us_per_message": "estimate from cluster_bench redis CPU (0.4 s per M deliveries at "
-    "~50 deliveries per message = ~20 us); not isolated",
-    "redis_us_per_publish": "estimate",
-    "redis_bytes_per_message": "estimate (a stream entry with an 80-byte text)",
+    "redis_us_per_message": "measured (INFO cpu): cluster_bench.py --append-cost, chatd's "
+    "append script at Redis's own rate (200 in flight, 100 rooms): 61 and 64 us, plus ~1 us "
+    f"for its publish; {_RUNS} at 100-200 msg/s: 168-336 us (per-wakeup costs not amortised)",
+    "redis_us_per_publish": "measured (INFO cpu): cluster_bench.py --publish-cost, PUBLISH of "
+    "245 B (a bus event) to 0/1/2/8 subscribers with redis-benchmark: 0.62 us per subscriber "
+    f"(twice); {_RUNS}, 2 nodes minus 1: -9.5 and 25.6 us (below the noise)",
+    "redis_bytes_per_message": f"measured (INFO used_memory growth per message): {_RUNS}: "
+    "224-256 B on one Redis (a stream entry with a ~70-byte text and its ordinal)",
     "kb_per_connection": "measured: 1,000 idle chatd.v1 connections in 200 rooms, RSS delta: "
     "46 KB with permessage-deflate, 6.4 KB without (2026-12-03)",
-    "bytes_per_delivery": "estimate: a message frame with an 80-byte text plus WebSocket framing",
+    "bytes_per_delivery": f"measured: {_RUNS}: 185 B per message frame (a ~70-byte text) "
+    "+ 4 B of WebSocket header",
 }
 
 #: the issue's scenarios: (name, concurrent users, rooms, mean room size, messages/s)

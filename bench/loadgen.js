@@ -31,9 +31,13 @@
 // `maxInflight` unacked skips its turn, counted in `skipped`). Ack latency =
 // ack received - send written, for the sends written during the measurement.
 // request = read: the same, but each request is `read {room, seq}` with seq
-// 1, 2, 3, ... per connection (the marker moves forward every time while the
-// room has that many items), ended by the `read` frame chatd sends the user
+// seqFrom + 1, + 2, + 3, ... per connection (the marker moves forward every time
+// while the room has that many items and seqFrom is at or past where the
+// member's marker starts), ended by the `read` frame chatd sends the user
 // (in request order per connection: the oldest outstanding one ends).
+// features = '' or a chatd `?features=` value (e.g. 'receipts_batch') for every
+// connection; `receipt_frames_per_s` counts the `receipt`/`receipts_batch`
+// frames all connections received.
 //
 // Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
 // padded with `x` to `payload` bytes; a delivery is one received frame that
@@ -50,6 +54,7 @@ const DEFAULTS = {
   payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
   drainMs: 3000, setupTimeout: 120, deflate: false, fill: 'x',
   N: 100, rooms: 50, roomPrefix: 'b', tokensFile: '', maxInflight: 1000, request: 'send',
+  features: '', seqFrom: 0,
 };
 const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
 const MARK = Buffer.from('~B~');
@@ -84,7 +89,7 @@ const st = {
 };
 const fanout = cfg.S + cfg.P - 1;
 const TOKENS = cfg.tokensFile ? JSON.parse(fs.readFileSync(cfg.tokensFile, 'utf8')) : [];
-Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity });
+Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity, receipts: 0 });
 const ACK = Buffer.from(cfg.request === 'read' ? '{"type":"read"' : '{"type":"ack"');
 const ID = Buffer.from('"id":"');
 
@@ -174,7 +179,10 @@ class Conn {
     sock.on('connect', () => {
       let proto = cfg.protocol === 'chatd.v1' ? 'Sec-WebSocket-Protocol: chatd.v1\r\n' : '';
       if (cfg.deflate) proto += 'Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n';
-      const path = this.token ? `${cfg.path}?token=${encodeURIComponent(this.token)}` : cfg.path;
+      const query = [];
+      if (this.token) query.push(`token=${encodeURIComponent(this.token)}`);
+      if (cfg.features) query.push(`features=${encodeURIComponent(cfg.features)}`);
+      const path = query.length ? `${cfg.path}?${query.join('&')}` : cfg.path;
       sock.write(`GET ${path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\n` +
         'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${proto}\r\n`);
@@ -309,6 +317,8 @@ class Conn {
       st.errors++;
       if (!st.firstError) st.firstError = txt.slice(0, 300);
       return;
+    } else if (txt.startsWith('{"type":"receipt')) {
+      st.receipts++; // (receipt and receipts_batch)
     }
     st.other++;
   }
@@ -317,7 +327,7 @@ class Conn {
     const n = this.n++;
     this.sentAt.set(n, now());
     const req = cfg.request === 'read'
-      ? { type: 'read', room: this.room, seq: n + 1 }
+      ? { type: 'read', room: this.room, seq: cfg.seqFrom + n + 1 }
       : { type: 'send', room: this.room, text: benchText(this.idx, n), id: `a${this.idx}-${n}` };
     this.sock.write(maskedFrame(JSON.stringify(req)));
     st.sent++;
@@ -433,7 +443,7 @@ async function runAcks() {
   await sleep(cfg.warmup * 1000);
   st.recording = true;
   st.recordFrom = now();
-  const snap = () => ({ t: now(), acked: st.acked, sent: st.sent, rx: st.rx, skipped: st.skipped,
+  const snap = () => ({ t: now(), acked: st.acked, sent: st.sent, rx: st.rx, skipped: st.skipped, receipts: st.receipts,
     srv: readCpuTicks(cfg.serverPid), cores: readCoreBusy() });
   const cpu0 = process.cpuUsage();
   const m0 = snap();
@@ -460,6 +470,7 @@ async function runAcks() {
     acks_per_s: Math.round(acks),
     sent_per_s: Math.round((m1.sent - m0.sent) / wallS),
     deliveries_per_s: Math.round((m1.rx - m0.rx) / wallS),
+    receipt_frames_per_s: Math.round((m1.receipts - m0.receipts) / wallS),
     sent: st.sent, acked: st.acked, unacked: st.sent - st.acked, skipped: st.skipped,
     duplicates: st.duplicates, errors: st.errors, first_error: st.firstError,
     drain_ms: Math.round(now() - tStop),

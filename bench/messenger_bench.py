@@ -41,13 +41,18 @@ has no membership), which is what "today" means for CPU per delivery.
 
 ``reads``: read markers end to end. A room with ``--N`` durable members and
 ``--messages`` messages is written first; each member connects and sends
-``read {room, seq}`` with seq 1, 2, 3, ... (the marker moves forward each time,
-a stored write), ``--window`` in flight per connection (or ``--rate`` per second
+``read {room, seq}`` with seq N + 1, N + 2, ... (past the N membership events,
+where the members' markers start, so the marker moves forward each time, a
+stored write; before 2026-12-04 the reads began at seq 1, so each member's first
+reads, up to its invite's seq, moved nothing and sent no receipt),
+``--window`` in flight per connection (or ``--rate`` per second
 over all); a read ends with the ``read`` frame chatd sends the user's
 connections after the marker is stored; with at most ``--receipt-members``
 members (chatd's default 100) every read also sends a ``receipt`` to each
-member's connection. ``markers_per_s``, ``read_p50_ms`` / ``read_p99_ms``
-(issue target: >= 20,000 markers/s persisted).
+member's connection; with ``--batch`` the connections ask for ``receipts_batch``
+and get at most one frame per room per ``--receipt-window`` instead.
+``markers_per_s``, ``read_p50_ms`` / ``read_p99_ms``, ``receipt_frames_per_s``
+(over all connections) (issue target: >= 20,000 markers/s persisted).
 """
 
 from __future__ import annotations
@@ -139,6 +144,8 @@ def bench_sends(args, request: str = "send") -> dict:
             argv[1] = populated(workdir, "b0", args.N, args.messages)
             if args.receipt_members is not None:
                 argv += ["--receipt-members", str(args.receipt_members)]
+            if args.receipt_window is not None:
+                argv += ["--receipt-window", str(args.receipt_window)]
         proc, port = start_chatd(argv, cwd=workdir, pin=0)
         try:
             cfg = {
@@ -154,6 +161,10 @@ def bench_sends(args, request: str = "send") -> dict:
                 "duration": args.duration,
                 "warmup": args.warmup,
                 "tokensFile": tokens,
+                "features": "receipts_batch" if getattr(args, "batch", False) else "",
+                # the N membership events are seqs 1..N and a member's marker starts
+                # at its own: reads from N + 1 on move every marker, every time
+                "seqFrom": args.N if request == "read" else 0,
             }
             result = run_loadgen(cfg, proc.pid, args.N + 1024, 120 + args.duration)
             if proc.poll() is not None:
@@ -164,6 +175,11 @@ def bench_sends(args, request: str = "send") -> dict:
         "bench": request + "s",
         "store": args.store,
         "synchronous": args.synchronous if args.store == "sqlite" else None,
+        **(
+            {"receipt_window": args.receipt_window, "batch": args.batch}
+            if request == "read"
+            else {}
+        ),
         **result,
         **others(result),
     }
@@ -330,6 +346,16 @@ def main(argv=None) -> int:
         "--receipt-members",
         type=int,
         help="chatd's --receipt-members (default 100: the room's members get each receipt)",
+    )
+    r.add_argument(
+        "--receipt-window",
+        type=float,
+        help="chatd's --receipt-window in seconds (default 0.2; 0: every receipt its own frame)",
+    )
+    r.add_argument(
+        "--batch",
+        action="store_true",
+        help="connect with ?features=receipts_batch (receipts batched per room per window)",
     )
     r.add_argument("--store", choices=("sqlite",), default="sqlite")
     r.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")

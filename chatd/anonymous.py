@@ -19,13 +19,22 @@ an anonymous identity is the *session*, not the name:
   name in the channel is the session's;
 * a new session for a name ends the earlier one for good: its secret no longer
   resumes anything.
+* in cluster mode a session may be held on several nodes: its *epoch* (the id the
+  cluster's name claims compare) is a hash of its secret, so a connection giving
+  the secret to a node that has never seen the session (a reconnect to another
+  node while the first still thinks the old connection alive) is claimed as that
+  session, and the cluster decides: the same session (shared, like a second
+  tab), a later session held the name meanwhile (it owns nothing), or the name is
+  held by another session (``name_taken``).
 
 Pure logic: times are passed in (``now``, in seconds).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -35,8 +44,19 @@ RESUME_GRACE = 300.0
 MAX_RELEASED = 10000
 
 
+#: what a ``resume`` secret looks like (chatd issues 16 URL-safe characters)
+SECRET = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
 def _same(given: str | None, secret: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def epoch_of(secret: str) -> str:
+    """The session id the cluster is told for the session of *secret*: whoever
+    gives the secret to any node gets the same id, and the id does not give the
+    secret away."""
+    return hashlib.sha256(b"chatd anonymous session\0" + secret.encode()).hexdigest()[:16]
 
 
 @dataclass(eq=False, slots=True)
@@ -45,13 +65,18 @@ class AnonymousSession:
 
     name: str
     secret: str
-    #: a random id of the session, told to the cluster (it never leaves the servers)
-    epoch: str = field(default_factory=lambda: secrets.token_hex(8))
+    #: the session's id told to the cluster, :func:`epoch_of` its secret (it never
+    #: leaves the servers)
+    epoch: str = ""
     #: connections holding the session
     refs: int = 0
     #: channel -> the seq just before this session's first message in it
     floors: dict[str, int] = field(default_factory=dict)
     resumable: bool = True
+
+    def __post_init__(self):
+        if not self.epoch:
+            self.epoch = epoch_of(self.secret)
 
     def record(self, channel: str, seq: int) -> None:
         """Message *seq* of *channel* was stored for (or delivered to) this session."""
@@ -96,12 +121,20 @@ class AnonymousNames:
         return self._live.get(name)
 
     def claim(
-        self, name: str, resume: str | None, now: float, resumable: bool = True
+        self,
+        name: str,
+        resume: str | None,
+        now: float,
+        resumable: bool = True,
+        adopt: bool = False,
     ) -> AnonymousSession | None:
         """A connection asks for *name*, presenting *resume* (or None).
 
         Returns the session it joins: the live one if *resume* is its secret,
-        else the released one if *resume* is its secret, else a new session.
+        else the released one if *resume* is its secret, else a new session: with
+        *adopt* (cluster mode: the session may be another node's) and a well-formed
+        *resume*, the session of that secret (the cluster's claim then tells
+        whether it is the one that held the name), else one with a new secret.
         None when the name is held by a live session whose secret was not given.
         """
         self._prune(now)
@@ -112,7 +145,11 @@ class AnonymousNames:
         else:
             _, session = self._released.pop(name, (None, None))
             if session is None or not _same(resume, session.secret):
-                session = AnonymousSession(name, secrets.token_urlsafe(12), resumable=resumable)
+                if adopt and resume is not None and SECRET.fullmatch(resume):
+                    secret = resume
+                else:
+                    secret = secrets.token_urlsafe(12)
+                session = AnonymousSession(name, secret, resumable=resumable)
             self._live[name] = session
         session.refs += 1
         return session

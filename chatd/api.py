@@ -495,7 +495,7 @@ class ApiResource(Resource):
         cursor = args[b"cursor"][0].decode("ascii", "replace") if b"cursor" in args else None
         try:
             limit = int(args[b"limit"][0]) if b"limit" in args else CONVERSATIONS_LIMIT_DEFAULT
-            conv.page_of([], cursor, 1)
+            start = conv.page_start(cursor)
         except ValueError:
             raise ApiError(
                 400, "bad_request", "'limit' must be an integer, 'cursor' from a previous page"
@@ -504,13 +504,11 @@ class ApiResource(Resource):
             raise ApiError(400, "bad_request", f"'limit' must be 1-{CONVERSATIONS_LIMIT_MAX}")
         if not (yield store.has_user(user)):
             raise ApiError(404, "no_such_user", f"no user {user!r} is known")
-        everything = yield store.conversations(user)
-        page, next_cursor = conv.page_of(everything, cursor, limit)
-        full = (yield store.summaries(user, [c.channel for c in page])) if page else []
+        page, more = yield store.conversation_page(user, start, limit)
         return {
             "user": user,
-            "conversations": [wire.conversation_dict(c) for c in full],
-            "cursor": next_cursor,
+            "conversations": [wire.conversation_dict(c) for c in page],
+            "cursor": conv.next_page(start, limit, more),
         }
 
     @defer.inlineCallbacks

@@ -38,8 +38,9 @@ from chatd.limits import RateLimiter
 from chatd.membership import Membership
 from chatd.moderation import Moderation
 from chatd.push import Push
+from chatd.receipts import RECEIPTS_BATCH, ReceiptBatcher
 from chatd.replay import Replayer
-from chatd.session import CLOSED, LIVE, REFUSED, Session
+from chatd.session import CLOSED, LIVE, REFUSED, SendOrder, Session
 from chatd.settings import Settings
 from chatd.stats import Stats
 from chatd.store import StoreUnavailable, dm_channel, dm_users
@@ -53,6 +54,9 @@ FLOOD = 1008
 TRY_AGAIN_LATER = 1013
 #: frames held per connection while its name claim is pending; more close it with 1008
 HOLD_MAX = 64
+#: seconds before each new ask for an anonymous name the cluster said another node
+#: holds (its holder may be closing there): about half a second in all
+CLAIM_RETRIES = (0.05, 0.1, 0.15, 0.2)
 
 
 class Chat:
@@ -116,9 +120,14 @@ class Chat:
         self.words = WordFilter(settings)
         #: WeChat msgSecCheck of WeChat users' text before it is stored (once configured)
         self.content = ContentChecker(settings, clock)
+        self.content.chat = self  # media verdicts recall and flag (chatd.contentcheck)
         #: request type -> handler ``_on_<type>`` of this chat, its membership, its inbox
         #: or its push
         self._handlers = {kind: self._handler(kind) for kind in wire.SCHEMAS}
+        #: the clients of this node's sessions that take small rooms' receipts in
+        #: batches (``receipts_batch``), and the rooms' open windows (chatd.receipts)
+        self.batching: set = set()
+        self.receipts = ReceiptBatcher(clock, self._receipts_due)
         #: callables ``observer(event, **fields)`` told about ``connect``/``disconnect``
         #: (session), ``online``/``offline`` (user, mode: first/last connection of a user),
         #: ``error`` (session, code), committed ``message``/``dm`` (message, to) and
@@ -150,16 +159,15 @@ class Chat:
     def _track(self, d):
         """Count *d* (a post on its way to the store) as in flight until it fires."""
         self._in_flight += 1
+        return d.addBoth(self._untrack)
 
-        def done(result):
-            self._in_flight -= 1
-            if not self._in_flight:
-                waiters, self._drained = self._drained, []
-                for waiter in waiters:
-                    waiter.callback(None)
-            return result
-
-        return d.addBoth(done)
+    def _untrack(self, result):
+        self._in_flight -= 1
+        if not self._in_flight:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result
 
     def drain(self):
         """Fires once every post already begun has been stored or refused: shutdown
@@ -199,7 +207,15 @@ class Chat:
             if name not in self.names:
                 return name
 
-    def open(self, client, mode: str, requested_name: str | None, identity=None, resume=None):
+    def open(
+        self,
+        client,
+        mode: str,
+        requested_name: str | None,
+        identity=None,
+        resume=None,
+        features=None,
+    ):
         """A connection (*client*, :class:`chatd.interfaces.IChatClient`) finished its
         handshake in *mode*: returns its :class:`chatd.session.Session`, which the
         connection hands to every later call (:meth:`relay`, :meth:`receive`, :meth:`close`).
@@ -209,17 +225,28 @@ class Chat:
         under a guest name. Anonymous chatd.v1 connections get the name they
         asked for (or a guest name) and a ``welcome``; a bad name, or one held
         by a live connection that did not give its ``resume`` secret, gets an
-        error and a close (the session is ``REFUSED``).
+        error and a close (the session is ``REFUSED``). *features* are the known
+        features the client named in ``?features=`` (:func:`chatd.receipts.parse_features`;
+        None: it named none): ``welcome`` lists those this server grants.
 
-        When the directory has to confirm the name cluster-wide, the connection
-        gets its ``welcome`` at once, but it is not registered (it receives
-        nothing addressed to its user) and its frames are held, not executed,
-        until the claim is confirmed; a name taken on another node then closes it
-        with ``name_taken`` and the held frames are dropped.
+        When the directory has to confirm the name cluster-wide, or a token user
+        is being recorded as known (:meth:`chatd.membership.Membership.record`),
+        the connection gets its ``welcome`` only once both are done: until then
+        it is not registered (it receives nothing addressed to its user) and its
+        frames are held, not executed. So once a client has its ``welcome``, a
+        request naming its user (``dm``, ``invite``, ``create {members}``)
+        finds the user on every node. A name held on another node is asked for
+        again for about half a second (:data:`CLAIM_RETRIES`: a client that
+        dropped there and reconnected here), then the connection gets
+        ``name_taken`` and a close and the held frames are dropped.
         """
         self.stats.connections_opened[mode] += 1
         now = self.clock.seconds()
         session = Session(secrets.token_hex(8), mode, client, identity, now)
+        if features is not None:
+            # receipts come in batches only while the window is on (0: today's receipts)
+            off = () if self.settings.receipt_window else (RECEIPTS_BATCH,)
+            session.features = features.difference(off)
         anonymous = None
         if identity is not None:
             session.user, session.name = identity.user, identity.name
@@ -227,7 +254,10 @@ class Chat:
             if not wire.valid_name(requested_name):
                 self._refuse(session, errors.BadName("names are 1-32 letters, digits or _ - ."))
                 return session
-            anonymous = self.names.claim(requested_name, resume, now)
+            # in cluster mode a secret this node does not know may be another node's
+            # session's: the directory's claim compares the epochs (chatd.anonymous)
+            adopt = getattr(self.directory, "cluster_wide", False)
+            anonymous = self.names.claim(requested_name, resume, now, adopt=adopt)
             if anonymous is None:
                 self._refuse(session, errors.NameTaken(f"the name {requested_name!r} is in use"))
                 return session
@@ -247,16 +277,38 @@ class Chat:
             self._emit("connect", session=session)
             self._emit("online", user=session.user, mode=RELAY)
             return session
-        claim = self.directory.connected(session, anonymous.epoch if anonymous else None)
-        if claim is None:
+        claim = self._ask_name(session)
+        # a token user is recorded as known (a DM, invite or create naming it finds it)
+        recorded = self.membership.record(session)
+        if claim is None and recorded is None:
             self._welcome(session)
             self._admit(session)
             return session
-        self._welcome(session)
+        # welcome waits for the claim and the record: once a client has its welcome,
+        # every request naming its user succeeds, on any node
         session.held = []
         self._opening[session] = None
-        claim.addCallbacks(self._claimed, self._claim_failed, (session,), None, (session,))
+        if claim is None:
+            claim = succeed(CLAIMED)
+        if recorded is not None:
+            claim.addBoth(lambda outcome: recorded.addCallback(lambda _: outcome))
+        self._await_claim(session, claim, 0)
         return session
+
+    def _await_claim(self, session, claim, attempt: int) -> None:
+        claim.addCallbacks(self._claimed, self._claim_failed, (session, attempt), None, (session,))
+
+    def _reclaim(self, session, attempt: int) -> None:
+        """Ask the cluster for *session*'s name again (it was held on another node)."""
+        if session.held is None or self.sessions.get(session.id) is not session:
+            return  # closed meanwhile
+        claim = self._ask_name(session)
+        self._await_claim(session, claim if claim is not None else succeed(CLAIMED), attempt)
+
+    def _ask_name(self, session):
+        """The directory's claim of *session*'s name (None: this node alone decides)."""
+        anonymous = session.anonymous
+        return self.directory.connected(session, anonymous.epoch if anonymous else None)
 
     def _welcome(self, session) -> None:
         s = self.settings
@@ -277,6 +329,8 @@ class Chat:
                 **({} if anonymous is None else {"resume": anonymous.secret}),
                 # a messenger user's client shows "recall" only inside the window
                 **({} if session.identity is None else {"recall_window": s.recall_window}),
+                # what the client asked for in ?features= and gets (docs/protocol.md)
+                **({} if session.features is None else {"features": sorted(session.features)}),
             )
         )
 
@@ -285,6 +339,8 @@ class Chat:
         token user's connection is subscribed to the user's rooms)."""
         session.state = LIVE
         self.hub.connect(session)
+        if session.features and RECEIPTS_BATCH in session.features:
+            self.batching.add(session.client)
         self._emit("connect", session=session)
         if len(self.hub.connections.get(session.user, ())) == 1:
             self._emit("online", user=session.user, mode=V1)
@@ -299,11 +355,17 @@ class Chat:
         self._opening.pop(session, None)
         return held
 
-    def _claimed(self, result, session) -> None:
-        """The cluster answered a session's name claim (see open)."""
-        held = self._unhold(session)
-        if held is None or self.sessions.get(session.id) is not session:
+    def _claimed(self, result, session, attempt: int = 0) -> None:
+        """The cluster answered a session's name claim (see open). A name held on
+        another node is asked for again a few times (:data:`CLAIM_RETRIES`): its
+        holder there may be closing (a client that dropped and reconnected here)."""
+        if session.held is None or self.sessions.get(session.id) is not session:
+            self._unhold(session)
             return  # closed meanwhile
+        if result == TAKEN and attempt < len(CLAIM_RETRIES):
+            self.clock.callLater(CLAIM_RETRIES[attempt], self._reclaim, session, attempt + 1)
+            return
+        held = self._unhold(session)
         anonymous = session.anonymous
         if result == TAKEN:
             # (its session stays resumable here: the epoch check of the next claim
@@ -312,6 +374,7 @@ class Chat:
             return self.send_error(session, err)
         if result == SUPERSEDED and anonymous is not None:
             anonymous.restart()  # another node gave the name to someone else meanwhile
+        self._welcome(session)
         self._admit(session)
         for payload, is_binary in held:
             if not self._live(session):
@@ -361,6 +424,7 @@ class Chat:
         self._unhold(session)
         self.limiter.remove_user(session.user)
         self.sessions.pop(session.id, None)
+        self.batching.discard(session.client)
         self.replayer.cancel(session)
         for room in self.hub.disconnect(session):
             self.directory.left(room, session.user, session.id)
@@ -411,15 +475,44 @@ class Chat:
                 raise errors.BadRequest("chatd.v1 frames are JSON text frames")
             request = wire.parse(payload, self.settings.max_text_length)
             if verdict == "limited":
+                self._hold_back(session, request)
                 raise errors.RateLimited(
                     "too many frames: this one was dropped, slow down and resend it", request.id
                 )
+            if session.order is not None:
+                self._in_order(session, request)
             request.received = self.clock.seconds()
             if self.membership.waits(session, request):
                 return  # about a room this connection is being checked into: run after
             self._handlers[request.type](session, request, request.fields)
         except errors.ChatError as e:
             self.send_error(session, e)
+
+    def _hold_back(self, session, request) -> None:
+        """A ``send``/``dm`` with an id was refused (rate_limited): the connection's
+        later messages to its conversation wait for it (:class:`chatd.session.SendOrder`)."""
+        key = _conversation(request)
+        if key is not None:
+            if session.order is None:
+                session.order = SendOrder()
+            session.order.refused(key, request.id, self.clock.seconds())
+
+    def _in_order(self, session, request) -> None:
+        """Refuse (rate_limited) a ``send``/``dm`` to a conversation held back by an
+        earlier refused message of the connection that has not come back yet."""
+        key = _conversation(request)
+        if key is None:
+            return
+        order = session.order
+        admitted = order.admits(key, request.id, self.clock.seconds())
+        if not order:
+            session.order = None
+        if not admitted:
+            raise errors.RateLimited(
+                "an earlier message to this conversation was dropped: resend it first, "
+                "then this one",
+                request.id,
+            )
 
     def dispatch(self, session, request) -> None:
         """Run a parsed *request* of *session* that had to wait; refusals as ``error``."""
@@ -520,8 +613,8 @@ class Chat:
         if message.kind == "event":  # fanned out, then the user's connections follow it
             return self.membership.applied(message, exclude)
         # message_frame for a message, else its item's frame; attachments' URLs are
-        # signed once for everyone it goes to
-        payload = wire.item_frame(message, self.urls())
+        # signed once for everyone it goes to (an item without data has none)
+        payload = wire.item_frame(message, None if message.data is None else self.urls())
         self.fan_out(room, message.seq, payload, exclude)
         if message.kind != "message":
             return self._recalled(message)
@@ -541,7 +634,7 @@ class Chat:
         receivers = dict.fromkeys(s.client for s in self.hub.connections_of(to))
         receivers.update(dict.fromkeys(s.client for s in self.hub.connections_of(message.sender)))
         exclude = self.sessions.get(origin) if origin else None
-        sign = self.urls()
+        sign = None if message.data is None else self.urls()
         if message.kind == "message":
             payload = wire.dm_frame(message, to, sign)
         else:
@@ -586,6 +679,34 @@ class Chat:
         """Send one frame to this node's connections subscribed to *room* (but *origin*)."""
         exclude = self.sessions.get(origin) if origin else None
         self.fanout.deliver(self.hub.receivers(room), payload, _client(exclude))
+
+    def deliver_receipt(self, room, user, seq, origin) -> None:
+        """*user*'s read marker in the small room *room* moved to *seq* (published while
+        ``--receipt-window`` is on): this node's receivers of the room get
+        ``receipt {room, user, seq}`` now (but *origin*, which has its ``read``), except
+        those that take receipts in batches: the receipt joins the room's window for
+        them (:meth:`_receipts_due` sends it)."""
+        receivers, batching = self.hub.receivers(room), self.batching
+        window = self.settings.receipt_window
+        direct = [c for c in receivers if c not in batching] if batching and window else receivers
+        if direct:
+            payload = wire.frame("receipt", room=room, user=user, seq=seq)
+            exclude = self.sessions.get(origin) if origin else None
+            self.fanout.deliver(direct, payload, _client(exclude))
+        if len(direct) < len(receivers):
+            self.stats.receipts_batched += 1
+            self.receipts.add(room, user, seq, window)
+
+    def _receipts_due(self, room, receipts) -> None:
+        """*room*'s receipt window ended: one ``receipts_batch`` with its markers to
+        each of this node's batching receivers of the room (those subscribed now)."""
+        batching = self.batching
+        receivers = [c for c in self.hub.receivers(room) if c in batching]
+        if receivers:
+            listed = [{"user": user, "seq": seq} for user, seq in receipts]
+            payload = wire.frame("receipts_batch", room=room, receipts=listed)
+            self.fanout.deliver(receivers, payload, None)
+            self.stats.receipt_batches += len(receivers)
 
     def deliver_sanction(self, user, origin) -> None:
         """*user*'s mutes or bans changed (on some node): read them again here."""
@@ -877,6 +998,15 @@ class Chat:
         if request.id is not None:
             pong["id"] = request.id
         session.send(wire.frame("pong", **pong))
+
+
+def _conversation(request):
+    """The conversation a ``send``/``dm`` with an ``id`` goes to (None: another
+    request, or no id to be resent by)."""
+    kind = request.type
+    if request.id is None or (kind != "send" and kind != "dm"):
+        return None
+    return ("room", request.fields["room"]) if kind == "send" else ("dm", request.fields["to"])
 
 
 def _client(session):

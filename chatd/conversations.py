@@ -139,16 +139,27 @@ def plan(
     return out
 
 
+def page_start(cursor: str | None) -> int:
+    """Where the page of conversation-list *cursor* starts (None: the first page);
+    ValueError for anything that is not such a cursor."""
+    if cursor is None:
+        return 0
+    if not cursor.isdigit() or len(cursor) > 9:
+        raise ValueError("not a conversations cursor")
+    return int(cursor)
+
+
+def next_page(start: int, limit: int, more: bool) -> str | None:
+    """The cursor of the page after the one at *start* (None: it was the last)."""
+    return str(start + limit) if more else None
+
+
 def page_of(items: list, cursor: str | None, limit: int) -> tuple[list, str | None]:
     """One page of the conversation list: *cursor* is the offset from the previous
     page (None: the first). Returns the page and the next cursor (None: the last)."""
-    start = 0
-    if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 9:
-            raise ValueError("not a conversations cursor")
-        start = int(cursor)
+    start = page_start(cursor)
     end = start + limit
-    return items[start:end], (str(end) if end < len(items) else None)
+    return items[start:end], next_page(start, limit, end < len(items))
 
 
 # who may do what to a message (the role rules are chatd.permissions)

@@ -15,6 +15,7 @@ from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from chatd import frames
 from chatd.protocol import IDLE, ChatProtocol
 from chatd.wire import PROTOCOL
 
@@ -40,6 +41,8 @@ class ChatFactory(WebSocketServerFactory):
             # protocol errors and oversize frames get a close frame with their
             # code (1002, 1007, 1009), not a bare TCP drop
             failByDrop=False,
+            # UTF-8 is checked once per message in ChatProtocol.onMessage (chatd/frames.py)
+            utf8validateIncoming=not frames.installed(),
         )
         self.apply_settings()
         # (setProtocolOptions made this factory's own protocol class)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import os
 import socket
 
-from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -74,10 +73,20 @@ log = Logger()
 _FEW = 16
 
 
+_TEXT, _BINARY = 0x81, 0x82
+
+
 def server_frame(payload: bytes, is_binary: bool) -> bytes:
-    """The single unmasked frame a server sends carrying *payload* (autobahn's own
-    framing, what ``WebSocketServerFactory.prepareMessage`` builds)."""
-    return PreparedMessage(payload, is_binary, False, True).payloadHybi
+    """The single unmasked frame a server sends carrying *payload* (RFC 6455 5.2:
+    FIN, the opcode, the minimal length encoding; byte for byte what autobahn's
+    ``PreparedMessage`` builds, without its object per frame)."""
+    n = len(payload)
+    first = _BINARY if is_binary else _TEXT
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return bytes((first, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + n.to_bytes(8, "big") + payload
 
 
 def direct_support(reactor, connection_class=tcp.Connection, names=None) -> str | None:
@@ -236,12 +245,18 @@ class Writer:
 
     def write_frame(self, frame: bytes) -> None:
         """Write one ready frame, behind any frames the fan-out queued for this
-        connection this turn (so each connection gets its frames in order)."""
-        queued = self.fanout.queues.get(self)
-        if queued is None:
-            self.deliver_frame(frame)
-        else:
+        connection this turn (so each connection gets its frames in order). In a
+        busy turn (a fan-out has queued frames to flush at its end) the frame joins
+        this connection's queue, so a turn's acks and replies to one connection go
+        out in one write with its fan-out frames."""
+        fanout = self.fanout
+        queued = fanout.queues.get(self)
+        if queued is not None:
             queued.append(frame)
+        elif fanout._flush_call is not None:
+            fanout.queues[self] = [frame]
+        else:
+            self.deliver_frame(frame)
 
     def _writer(self):
         """The fastest correct way to hand bytes to this connection's socket: for

@@ -96,7 +96,11 @@ class BodyRule:
     body into ``request.args`` in memory (the resource streams it from
     ``request.content``, a temporary file). *body_timeout*, if given, replaces
     the request deadline once the headers are in and the precheck passed: the
-    seconds the body may take (large uploads).
+    seconds the body may take (large uploads). *content*, if given, is called
+    with ``(request, method, length)`` once the headers passed and returns the file-like
+    object the body is written to as it arrives (``request.content``; twisted.web
+    calls its ``write``, ``tell``, ``seek`` and ``close``): the resource's own
+    incremental parser instead of a spooled temporary file.
     """
 
     segments: tuple[bytes, ...]
@@ -105,6 +109,7 @@ class BodyRule:
     error_body: Callable[[str, str], dict] = flat_error
     parse_form: bool = True
     body_timeout: float | None = None
+    content: Callable | None = None
 
 
 class BodyRules:
@@ -126,11 +131,12 @@ class BodyRules:
         error_body=flat_error,
         parse_form=True,
         body_timeout=None,
+        content=None,
     ) -> None:
         """Give requests under *path* (``b"/api/"``) their own limit and precheck."""
         segments = tuple(s for s in path.split(b"/") if s)
         self._rules[segments] = BodyRule(
-            segments, max_body, precheck, error_body, parse_form, body_timeout
+            segments, max_body, precheck, error_body, parse_form, body_timeout, content
         )
 
     def rule_for(self, target: bytes) -> BodyRule:
@@ -362,6 +368,13 @@ class ChatRequest(Request):
 
     body_rule: BodyRule | None = None
     _body_bytes = 0
+
+    def gotLength(self, length):
+        rule = self.body_rule
+        if rule is not None and rule.content is not None:
+            self.content = rule.content(self, self.channel._method, length)
+        else:
+            super().gotLength(length)
 
     def handleContentChunk(self, data):
         rule = self.body_rule

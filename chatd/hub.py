@@ -37,6 +37,10 @@ _LOBBY_ONLY = (LOBBY,)
 _NO_ROOMS = ()
 
 
+def _nothing(name: str) -> None:
+    pass
+
+
 class Room:
     """One room: its live receivers, its pending joiners and its users."""
 
@@ -70,6 +74,13 @@ class Hub:
         #: are what the fan-out relays to)
         self.relays: dict[Hashable, Hashable] = {}
         self._rooms_of: dict[Hashable, set[str]] = {}
+        self._opened = self._closed = _nothing
+
+    def watch(self, opened, closed) -> None:
+        """Call *opened(name)* when room *name* gets its first connection here (pending
+        or live, relays in the lobby included) and *closed(name)* when its last one
+        goes (a cluster broker follows the rooms this process has connections in)."""
+        self._opened, self._closed = opened, closed
 
     # connections
 
@@ -117,6 +128,7 @@ class Hub:
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(name)
+            self._opened(name)
         return room
 
     @staticmethod
@@ -184,6 +196,7 @@ class Hub:
         del room.users[session.user]
         if not room:
             del self.rooms[name]
+            self._closed(name)
         return True
 
     def in_room(self, session, name: str) -> bool:

@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import secrets
 
-from twisted.internet.defer import DeferredLock, gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import (
+    Deferred,
+    inlineCallbacks,
+    maybeDeferred,
+    succeed,
+)
 
 from chatd import conversations as conv
 from chatd import errors, wire
@@ -106,20 +111,38 @@ class Inbox:
     def serial(self, session, run):
         """Run ``run()`` (which may return a Deferred) once *session*'s earlier checked
         requests and sends are done: at once (synchronously) when none is pending.
-        A refusal (:class:`chatd.errors.ChatError`) goes to the session as ``error``."""
-        lock = self._turns.get(session)
-        if lock is None:
-            lock = self._turns[session] = DeferredLock()
-        d = lock.run(run)
+        A refusal (:class:`chatd.errors.ChatError`) goes to the session as ``error``.
 
-        def done(result):
-            if not lock.locked and not lock.waiting and self._turns.get(session) is lock:
-                del self._turns[session]
-            return result
-
-        d.addBoth(done)
+        (A list of waiting turns per busy session, not a ``DeferredLock``: the lock's
+        acquire/``maybeDeferred``/release chain was a tenth of a ``read``'s CPU.)"""
+        waiting = self._turns.get(session)
+        if waiting is None:  # idle: its turn is now
+            self._turns[session] = []
+            d = self._turn(session, run)
+        else:
+            d = Deferred()
+            waiting.append((run, d))
         d.addErrback(self._failed, session, "request")
         return d
+
+    def _turn(self, session, run) -> Deferred:
+        return maybeDeferred(run).addBoth(self._turn_done, session)
+
+    def _turn_done(self, result, session):
+        """*session*'s turn ended with *result*: the waiting turns start (before
+        *result* goes on, as a released ``DeferredLock`` would); those that end at
+        once are chained in this loop, not by recursion."""
+        waiting = self._turns.get(session)
+        while waiting:
+            run, d = waiting.pop(0)
+            nxt = maybeDeferred(run)
+            if not nxt.called or nxt.paused:  # (paused: waiting on another Deferred)
+                nxt.addBoth(self._turn_done, session).chainDeferred(d)
+                return result
+            nxt.chainDeferred(d)
+        if waiting is not None and self._turns.get(session) is waiting:
+            del self._turns[session]
+        return result
 
     def _failed(self, failure, session, what, ref=None):
         """A refusal found after a store read goes to the session as ``error``; a store
@@ -234,11 +257,18 @@ class Inbox:
             d.addCallbacks(
                 self._attached, self._not_attached, callbackArgs=(claim,), errbackArgs=(claim,)
             )
+            if self.chat.content.applies(session.user):  # WeChat's mediaCheckAsync
+                d.addCallback(self._media_check)
         self._posted(d, session, request, f, room, to)
 
     def _flagged(self, appended, label):
         if not appended.duplicate:
             self.chat.moderation.flag(appended.message, label)
+        return appended
+
+    def _media_check(self, appended):
+        if not appended.duplicate:
+            self.chat.content.check_media(appended.message)
         return appended
 
     def _attached(self, appended, claim):
@@ -332,14 +362,18 @@ class Inbox:
         where = self._where(session, f, request.id)
         self.serial(session, lambda: self._mark(session, request, f, where))
 
-    @inlineCallbacks
     def _mark(self, session, request, f, where):
-        chat, user = self.chat, session.user
+        chat = self.chat
         if not chat._live(session):
-            return  # closed meanwhile: nothing it sent takes effect any more
+            return None  # closed meanwhile: nothing it sent takes effect any more
         # one store round trip: member check, marker, counts (docs/protocol.md, "read")
         small = chat.settings.receipt_members
-        done = yield chat.store.read_marker(user, where.channel, f["seq"], small)
+        d = chat.store.read_marker(session.user, where.channel, f["seq"], small)
+        # (callbacks, not inlineCallbacks: this is the read path's hot spot)
+        return d.addCallback(self._marked, session, request, where, small)
+
+    def _marked(self, done, session, request, where, small) -> None:
+        chat, user = self.chat, session.user
         if done is None:
             raise errors.NoSuchRoom("you have no such conversation", request.id)
         marker = done.marker
@@ -356,8 +390,11 @@ class Inbox:
                 self._user_frame(where.peer, receipt)
             return
         if done.members <= small:
-            receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
             # (the reading connection has its read frame already)
+            if chat.settings.receipt_window:  # each node batches for its batching clients
+                chat.broker.publish("receipt", where.room, user, marker, session.id)
+                return
+            receipt = wire.frame("receipt", room=where.room, user=user, seq=marker)
             chat.broker.publish("room", where.room, receipt, session.id)
 
     def _on_receipts(self, session, request, f) -> None:
@@ -412,25 +449,22 @@ class Inbox:
         self._token_user(session, request)
         cursor, limit = f["cursor"], f["limit"] or CONVERSATIONS_LIMIT_DEFAULT
         try:
-            conv.page_of([], cursor, limit)
+            start = conv.page_start(cursor)
         except ValueError:
             raise errors.BadRequest(
                 "'cursor' is not from a conversations reply", request.id
             ) from None
         self._read(
-            session, request, lambda: self._conversations(session, cursor, limit), session.send
+            session, request, lambda: self._conversations(session, start, limit), session.send
         )
 
     @inlineCallbacks
-    def _conversations(self, session, cursor, limit):
-        store = self.chat.store
-        everything = yield store.conversations(session.user)
-        page, next_cursor = conv.page_of(everything, cursor, limit)
-        full = yield store.summaries(session.user, [c.channel for c in page]) if page else []
+    def _conversations(self, session, start, limit):
+        page, more = yield self.chat.store.conversation_page(session.user, start, limit)
         return wire.frame(
             "conversations",
-            conversations=[wire.conversation_dict(c) for c in full],
-            cursor=next_cursor,
+            conversations=[wire.conversation_dict(c) for c in page],
+            cursor=conv.next_page(start, limit, more),
         )
 
     def _on_sync(self, session, request, f) -> None:
@@ -461,19 +495,20 @@ class Inbox:
                     if after is not None:
                         snap[summary.channel] = snapshot[summary.channel]
                 continue
-            # a batch of conversations' items asked for at once (the store batches reads)
-            reads = [
-                store.replay(summary.channel, after or 0, limit)
-                if after is None or after < summary.last_seq
-                else succeed(None)
-                for summary, after in batch
+            # a batch of conversations' items asked for at once (SQLite: one read job)
+            wanted = [after is None or after < summary.last_seq for summary, after in batch]
+            reading = [
+                (summary.channel, after or 0)
+                for (summary, after), want in zip(batch, wanted, strict=True)
+                if want
             ]
-            replays = yield gatherResults(reads, consumeErrors=True).addErrback(_first)
+            found = iter((yield store.sync_replay(reading, limit)) if reading else ())
+            replays = [next(found) if want else None for want in wanted]
             for (summary, _after), r in zip(batch, replays, strict=True):
                 items, truncated, last = [], False, summary.last_seq
                 if r is not None:
-                    items, truncated, last = r.messages, r.truncated, max(last, r.last_seq)
-                    text += sum(len(m.text) for m in items)
+                    items, truncated, last = r.items, r.truncated, max(last, r.last_seq)
+                    text += r.text
                 snap[summary.channel] = conv.entry(summary, last)
                 out.append(
                     {
@@ -484,7 +519,7 @@ class Inbox:
                 )
         sign = chat.urls()  # attachments' URLs signed once for the whole reply
         for entry in out:
-            entry["items"] = [wire.item_object(m, sign) for m in entry["items"]]
+            entry["items"] = wire.sync_items(entry["items"], sign)
         removed = []
         for channel in plan.removed:
             member = yield store.member(channel, user)
@@ -492,13 +527,15 @@ class Inbox:
             removed.append({"room": channel, "kind": state})
         cursor = secrets.token_urlsafe(CURSOR_BYTES)
         yield store.save_cursor(user, cursor, conv.encode_snapshot(snap), chat.now_ms())
-        return wire.frame(
-            "sync",
-            cursor=cursor,
-            reset=since is not None and snapshot is None,
-            more=more,
-            conversations=out,
-            removed=removed,
+        return wire.encode_with_raw(
+            {
+                "type": "sync",
+                "cursor": cursor,
+                "reset": since is not None and snapshot is None,
+                "more": more,
+                "conversations": out,
+                "removed": removed,
+            }
         )
 
     # history decoration (from Chat._on_history / Chat._on_dm_history)
@@ -526,8 +563,3 @@ class Inbox:
 
 #: conversations per page when the request gives no limit
 CONVERSATIONS_LIMIT_DEFAULT = 50
-
-
-def _first(failure):
-    """The failure of the first read that failed (not gatherResults' FirstError)."""
-    return failure.value.subFailure

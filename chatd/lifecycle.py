@@ -34,14 +34,18 @@ class Lifecycle:
         self.reactor = reactor
         self.twistd = twistd
 
-    def started(self, service) -> None:
-        """chatd listens and its store is open: SIGHUP reloads (under twistd); READY=1.
-
-        The SIGHUP handler goes in first: systemd may send a reload the moment
-        it hears READY=1, and SIGHUP's default action would end the process.
-        """
+    def starting(self) -> None:
+        """The service starts, before any endpoint listens: SIGHUP reloads from now on
+        (under twistd). SIGHUP's default action would end the process, and a client
+        (or systemd, the moment it hears READY=1) may ask for a reload as soon as
+        chatd answers, which can be before the store is open."""
         if self.twistd is not None:
             self.reloader.listen()
+
+    def started(self, service) -> None:
+        """chatd listens and its store is open: stop signals wait for a drain (under
+        twistd); READY=1."""
+        if self.twistd is not None:
             defer_stop_signals(self.reactor)
         urls = ", ".join(listener.description for listener in service.listeners)
         self.notifier.ready(f"listening on {urls}")

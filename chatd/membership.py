@@ -40,6 +40,9 @@ from chatd.store import Appended
 
 #: room kinds remembered per node (an LRU: lookups of random room names cannot grow it)
 KINDS_MAX = 10000
+#: token users this node has recorded as known (the store's record is permanent): their
+#: later connections are welcomed without waiting for the store (LRU, bounded)
+RECORDED_MAX = 100_000
 #: the remembered kind of a room never created (a chatd 0.1 room: public, no row)
 LEGACY = "0.1"
 #: requests one connection may have waiting for one room's join check
@@ -66,6 +69,8 @@ class Membership:
         self.kinds: OrderedDict[str, str] = OrderedDict()
         #: (session, room) -> requests waiting for that join check
         self._entering: dict[tuple, list] = {}
+        #: users recorded by this node (see record): user -> None, oldest first
+        self._recorded: OrderedDict[str, None] = OrderedDict()
 
     # room kinds
 
@@ -231,18 +236,46 @@ class Membership:
 
     # after welcome (from Chat._admit)
 
+    def record(self, session):
+        """Record a token user's connecting *session*'s user as known (a DM to it when
+        offline, an ``invite`` or a ``create`` naming it finds it): a Deferred firing
+        once it is stored (a failure is logged: the user was recorded at login or an
+        earlier connection, or is at the next); None for an anonymous session, and for
+        a user this node recorded before (a store's record of a user is never undone,
+        so a reconnect does not wait for a store write).
+        :meth:`chatd.chat.Chat.open` sends ``welcome`` only after it."""
+        if session.identity is None:
+            return None
+        user = session.user
+        recorded = self._recorded
+        if user in recorded:
+            recorded.move_to_end(user)
+            return None
+        chat = self.chat
+        d = chat.store.add_user(user, session.name, chat.now_ms())
+
+        def stored(_):
+            recorded[user] = None
+            while len(recorded) > RECORDED_MAX:
+                recorded.popitem(last=False)
+
+        d.addCallback(stored)
+        return d.addErrback(self._failed, "recording user {user}", user=user)
+
     def admitted(self, session) -> None:
-        """A token user's connection is admitted: record the user as known, subscribe
-        the connection to the user's rooms (most recently active first, up to
+        """A token user's connection is admitted (its user recorded by :meth:`record`):
+        subscribe the connection to the user's rooms (most recently active first, up to
         ``--max-rooms``) and tell it with ``subscribed`` (when there are any)."""
         chat = self.chat
-        store = chat.store
-        store.add_user(session.user, session.name, chat.now_ms()).addErrback(
-            self.log.failure, "recording user {user}", user=session.user
-        )
-        d = store.conversations(session.user)
+        d = chat.store.conversations(session.user)
         d.addCallback(self._subscribe_all, session)
-        d.addErrback(self.log.failure, "subscribing {user}", user=session.user)
+        d.addErrback(self._failed, "subscribing {user}", user=session.user)
+
+    def _failed(self, failure, format: str, **kw) -> None:
+        """An errback: log *failure* with *format* (``log.failure`` takes the format
+        first; handed to ``addErrback`` directly it got the failure as its format,
+        and Twisted logged "Log format must be str" instead)."""
+        self.log.failure(format, failure, **kw)
 
     @inlineCallbacks
     def _subscribe_all(self, conversations, session):
@@ -258,21 +291,31 @@ class Membership:
                 continue  # a chatd 0.1 room: joined by each connection, as before
             if not chat._live(session):
                 return
-            if chat.hub.in_room(session, c.channel) or self.subscribe(session, c.channel):
+            if chat.hub.in_room(session, c.channel) or self.subscribe(
+                session, c.channel, c.last_seq
+            ):
                 rooms.append(c.channel)
             else:
                 more = True
         if (rooms or more) and chat._live(session):
             session.send(wire.frame("subscribed", rooms=rooms, more=more))
 
-    def subscribe(self, session, room: str) -> bool:
+    def subscribe(self, session, room: str, since: int) -> bool:
         """Make *session* a live receiver of *room* (no replay: it is told with
-        ``subscribed``); False when it is in ``--max-rooms`` rooms already."""
+        ``subscribed``; it has every item up to *since*); False when it is in
+        ``--max-rooms`` rooms already. When this node has only just started following
+        the room (a Redis Cluster), the connection stays pending until it does and
+        is sent the items after *since* committed meanwhile (Replayer.catch_up)."""
         chat = self.chat
         if chat.hub.room_count(session) >= chat.settings.max_rooms:
             return False
         _already, new_user = chat.hub.join(session, room)
-        chat.hub.go_live(session, room)
+        ready = chat.broker.ready(room)
+        if ready.called:
+            chat.hub.go_live(session, room)
+        else:
+            ready.addErrback(lambda _: None)  # the catch-up waits for it (and reports)
+            chat.replayer.catch_up(session, room, since)
         if new_user:
             chat.directory.joined(room, session.user, session.id)
         return True
@@ -305,7 +348,9 @@ class Membership:
                     chat.unsubscribe(session, room)
         elif event in _ENTERED and not data.get("quiet"):
             for session in chat.hub.connections_of(user):
-                if not chat.hub.in_room(session, room) and self.subscribe(session, room):
+                if not chat.hub.in_room(session, room) and self.subscribe(
+                    session, room, message.seq
+                ):
                     if session is not exclude:
                         session.send(wire.frame("subscribed", rooms=[room], more=False))
                         session.send(payload)

@@ -99,13 +99,13 @@ class TimedLog:
     def append(self, kind, fields, args):
         """Commit and publish through the wrapped log, timing the commit."""
         started = self._clock.seconds()
+        return self._log.append(kind, fields, args).addBoth(self._timed, started)
 
-        def done(result):
-            if len(self.append_latencies) < self.SAMPLE_MAX:
-                self.append_latencies.append(self._clock.seconds() - started)
-            return result
-
-        return self._log.append(kind, fields, args).addBoth(done)
+    def _timed(self, result, started):
+        samples = self.append_latencies
+        if len(samples) < self.SAMPLE_MAX:
+            samples.append(self._clock.seconds() - started)
+        return result
 
 
 class ChatCollector:
@@ -236,6 +236,25 @@ class ChatCollector:
         )
         g.add_metric([type(broker).__name__], 1 if broker.healthy else 0)
         yield g
+        node = getattr(broker, "node", None)
+        if node is not None:  # cluster mode: what the bus brings this node
+            yield CounterMetricFamily(
+                "chatd_bus_events_received",
+                "Bus events this node received from Redis (every kind, its own included)",
+                value=node.bus_events,
+            )
+            yield CounterMetricFamily(
+                "chatd_bus_bytes_received",
+                "Bytes of the bus events this node received from Redis (payloads)",
+                value=node.bus_bytes,
+            )
+            if node.rooms is not None:
+                yield GaugeMetricFamily(
+                    "chatd_bus_room_channels",
+                    "Rooms whose own shard channel this node follows (Redis Cluster: "
+                    "rooms with connections here, and lingering ones)",
+                    value=len(node.rooms),
+                )
         if self.webhooks is not None:
             yield from self._webhook_families(self.webhooks)
         yield from self._push_families(chat.push)
@@ -251,6 +270,15 @@ class ChatCollector:
             yield family
             yield GaugeMetricFamily(
                 "chatd_word_filter_words", "Words in the --word-list", value=words.words.size
+            )
+        moderation = chat.moderation
+        if moderation.store is not None:
+            yield _labelled(
+                "chatd_moderation_sanction_reads",
+                "Reads of a user's mutes and bans that failed (the store down), and the "
+                "send/dm/edit/react refused for it (mutes fail closed)",
+                "outcome",
+                {"failed": moderation.unreadable, "refused": moderation.refused_unreadable},
             )
         content = chat.content
         if content.api is not None:

@@ -21,25 +21,39 @@ Sanctions in force
     (:meth:`chatd.inbox.Inbox.serial`). A muted user's ``send``, ``dm``, ``edit``
     and ``react`` get ``error muted`` (with ``muted_until`` and ``seconds``);
     everything else keeps working. A mute ends by itself at its ``until``
-    (:func:`chatd.modrules.active_until` compares with the chat's clock). A global
+    (:func:`chatd.modrules.active_until` compares with the chat's clock). When the
+    store cannot be read, those requests fail closed: ``error unavailable`` (resend
+    with the same id), logged, counted (``chatd_moderation_sanction_reads``); a
+    connection is not closed for it, and its other requests keep working. A global
     ban closes the user's connections on every node with :data:`BANNED` and refuses
     the next ones (and WeChat logins, chatd.login) until it ends.
 
 The audit log
     Every mute, unmute, ban, unban, moderator recall and queue action is appended to
     the audit log: ``{ts, by, action, target, scope?, until?, report?, seq?}``.
+
+Retention
+    :class:`RetentionSweep` (a child service of chatd) calls :meth:`Moderation.sweep`
+    every :data:`chatd.modrules.SWEEP_INTERVAL` seconds of the chat's clock: closed
+    queue entries and audit entries older than ``--moderation-retention-days``
+    (:func:`chatd.modrules.expired`) are deleted, :data:`chatd.modrules.SWEEP_CHUNK`
+    at a time; so are media check traces older than
+    :data:`chatd.contentcheck.TRACE_TTL_MS` (SQLite; Redis expires them itself).
 """
 
 from __future__ import annotations
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd import conversations as conv
 from chatd import errors, modrules, wire
+from chatd.contentcheck import TRACE_TTL_MS
 from chatd.modrules import BAN, GLOBAL, MUTE
 from chatd.permissions import PUBLIC, may
-from chatd.store import IModerationStore, dm_users
+from chatd.store import IMediaCheckStore, IModerationStore, ISharedCounters, dm_users
 
 #: the close code of a globally banned user's connections
 BANNED = 4451
@@ -63,6 +77,12 @@ class Moderation:
         self._sanctions: dict = {}
         #: user -> ms of their recent reports (the rate limit, chatd.modrules)
         self._reported: dict[str, list] = {}
+        #: reads of a user's sanctions that failed (the store down), and the requests
+        #: refused for it (``error unavailable``: mutes fail closed)
+        self.unreadable = 0
+        self.refused_unreadable = 0
+        #: entries retention deleted, by log (chatd.modrules.QUEUE, AUDIT)
+        self.pruned = dict.fromkeys((modrules.QUEUE, modrules.AUDIT), 0)
 
     @property
     def store(self):
@@ -87,25 +107,34 @@ class Moderation:
             self._load(user)
         self.sanctions(user).addCallback(lambda _: self._enforce_ban(user))
 
+    def _read(self, user):
+        """*user*'s sanctions from the store; None when the store could not be read
+        (logged and counted: ``unreadable``)."""
+
+        def failed(failure):
+            self.unreadable += 1
+            self.log.failure("reading the sanctions of {user}", failure, user=user)
+            return None
+
+        return self.store.sanctions(user).addErrback(failed)
+
     def _load(self, user):
-        d = self.store.sanctions(user)
+        d = self._read(user)
         self._sanctions[user] = d
 
         def loaded(found):
             if self._sanctions.get(user) is d:
-                self._sanctions[user] = found
+                if found is None:
+                    del self._sanctions[user]  # unreadable: the next check reads again
+                else:
+                    self._sanctions[user] = found
             return found
 
-        def failed(failure):
-            self.log.failure("reading the sanctions of {user}", failure, user=user)
-            if self._sanctions.get(user) is d:
-                del self._sanctions[user]
-            return {}
-
-        return d.addCallbacks(loaded, failed)
+        return d.addCallback(loaded)
 
     def sanctions(self, user):
-        """A Deferred firing with *user*'s sanctions (cached while connected here)."""
+        """A Deferred firing with *user*'s sanctions (cached while connected here), or
+        None when the store could not be read."""
         found = self._sanctions.get(user)
         if isinstance(found, dict):
             return succeed(found)
@@ -114,11 +143,11 @@ class Moderation:
                 return succeed({})
             if self.chat.hub.connections_of(user):
                 return self._load(user)
-            return self.store.sanctions(user)
+            return self._read(user)
         waiter = Deferred()  # a read in flight: its answer, for one more reader
 
         def passed(result):
-            waiter.callback(result if isinstance(result, dict) else {})
+            waiter.callback(result if isinstance(result, dict) else None)
             return result
 
         found.addBoth(passed)
@@ -150,6 +179,8 @@ class Moderation:
         if session.identity is None:
             return True
         found = self._sanctions.get(session.user)
+        if found == {}:  # (the common case: nothing to prune, no store to ask about)
+            return True
         if self.store is None:
             return True
         return isinstance(found, dict) and not modrules.prune(found, self.chat.now_ms())
@@ -161,6 +192,9 @@ class Moderation:
         if session.identity is None or self.store is None:
             return
         found = yield self.sanctions(session.user)
+        if found is None:  # fail closed: an active mute must not leak (docs/security.md)
+            self.refused_unreadable += 1
+            raise errors.Unavailable("your mutes and bans could not be read; resend it later", ref)
         now = self.chat.now_ms()
         banned = modrules.active_until(found, BAN, (GLOBAL,), now)
         if banned:
@@ -325,9 +359,7 @@ class Moderation:
         item = (yield chat.store.items(where.channel, [seq])).get(seq) if readable else None
         if not conv.is_message(item) or conv.is_recalled(item):
             raise missing  # unreadable, missing or recalled: one answer, nothing leaks
-        now = chat.now_ms()
-        allowed, times = modrules.report_allowed(self._reported.get(user, []), now)
-        self._reported[user] = times
+        allowed = yield self._report_allowed(user, chat.now_ms())
         if not allowed:
             raise errors.RateLimited(
                 f"at most {modrules.REPORTS_PER_WINDOW} reports a minute; try again later", ref
@@ -340,6 +372,18 @@ class Moderation:
             reason=f["reason"],
         )
         session.send(wire.frame("report", id=ref, report=entry[0]["id"], duplicate=entry[1]))
+
+    def _report_allowed(self, user: str, now: int):
+        """Fires with whether *user* may file one more report now: the cluster's
+        counter in Redis (:class:`chatd.store.ISharedCounters`), else this node's."""
+        store = self.chat.store
+        if ISharedCounters.providedBy(store):
+            window = modrules.report_window(now)
+            d = store.count_in_window(user, "report", window, modrules.REPORT_WINDOW_MS)
+            return d.addCallback(modrules.report_count_allowed)
+        allowed, times = modrules.report_allowed(self._reported.get(user, []), now)
+        self._reported[user] = times
+        return succeed(allowed)
 
     @inlineCallbacks
     def enqueue(self, key, source, item, **fields):
@@ -407,6 +451,69 @@ class Moderation:
         else:
             yield self.audit(ts=now, by=by, action=kind, target=sender, report=id)
         return entry
+
+    # retention
+
+    @inlineCallbacks
+    def sweep(self):
+        """Delete what retention says of the queue and the audit log (module
+        docstring); fires with ``{log: entries deleted}``."""
+        store = self.store
+        cutoff = modrules.retention_cutoff(
+            self.chat.settings.moderation_retention_days, self.chat.now_ms()
+        )
+        deleted = dict.fromkeys((modrules.QUEUE, modrules.AUDIT), 0)
+        if store is None or cutoff is None:
+            return deleted
+        for log in deleted:
+            after, done = 0, False
+            while not done:
+                oldest = yield store.moderation_oldest(log, after, modrules.SWEEP_CHUNK)
+                ids, done = modrules.expired(log, oldest, cutoff)
+                if ids:
+                    deleted[log] += yield store.delete_moderation(log, ids)
+                if len(oldest) < modrules.SWEEP_CHUNK:
+                    done = True
+                elif oldest:
+                    after = oldest[-1]["id"]
+            self.pruned[log] += deleted[log]
+        if IMediaCheckStore.providedBy(store):  # media check traces past their verdict
+            yield store.prune_media_checks(self.chat.now_ms() - TRACE_TTL_MS)
+        if any(deleted.values()):
+            self.log.info(
+                "moderation retention: {queue} queue entries and {audit} audit entries deleted",
+                queue=deleted[modrules.QUEUE],
+                audit=deleted[modrules.AUDIT],
+            )
+        return deleted
+
+
+class RetentionSweep(Service):
+    """Runs :meth:`Moderation.sweep` every *interval* seconds of the chat's clock."""
+
+    log = Logger()
+
+    def __init__(self, moderation: Moderation, interval: float = modrules.SWEEP_INTERVAL):
+        self.moderation = moderation
+        self.interval = interval
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        self._loop = LoopingCall(self._sweep)
+        self._loop.clock = self.moderation.chat.clock
+        self._loop.start(self.interval, now=False)
+
+    def _sweep(self):
+        d = self.moderation.sweep()
+        d.addErrback(lambda f: self.log.warn("moderation retention failed: {e}", e=f.value))
+        return d
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
 
 
 class Actor:

@@ -21,8 +21,16 @@ Moderators
 Reports
     ``report`` names a message and a reason of at most :data:`REASON_MAX`
     characters; a user may file :data:`REPORTS_PER_WINDOW` reports per
-    :data:`REPORT_WINDOW_MS` (:func:`report_allowed`), exactly-once by the
-    request's id (:func:`report_key`).
+    :data:`REPORT_WINDOW_MS` (:func:`report_allowed`: a sliding window, per node),
+    exactly-once by the request's id (:func:`report_key`). In cluster mode the
+    limit is the cluster's: a counter per user and fixed window in Redis
+    (:func:`report_window`, :func:`report_count_allowed`).
+
+Retention
+    With ``--moderation-retention-days N`` (default :data:`RETENTION_DAYS`; 0 keeps
+    everything) closed queue entries closed more than N days ago and audit entries
+    older than N days are deleted by a periodic sweep (:func:`expired`); open queue
+    entries are kept, however old, until someone acts on them.
 """
 
 from __future__ import annotations
@@ -51,6 +59,14 @@ ACTIONS = (DISMISS, RECALL, MUTE, BAN)
 REPORTED, FLAGGED = "report", "content_check"
 #: most queue entries and audit entries one page lists
 PAGE_MAX = 200
+#: the two logs retention prunes: the moderation queue and the audit log
+QUEUE, AUDIT = "queue", "audit"
+#: the default of --moderation-retention-days
+RETENTION_DAYS = 180.0
+#: seconds between two retention sweeps, and entries read per step of one
+SWEEP_INTERVAL = 3600.0
+SWEEP_CHUNK = 500
+DAY_MS = 86_400_000
 
 
 def is_moderator(claims: dict) -> bool:
@@ -95,6 +111,48 @@ def report_allowed(times: list, now_ms: int) -> tuple[bool, list]:
     if len(recent) >= REPORTS_PER_WINDOW:
         return False, recent
     return True, [*recent, now_ms]
+
+
+def retention_cutoff(days: float, now_ms: int) -> int | None:
+    """The ms before which moderation entries go (None: *days* 0, keep everything)."""
+    if not days:
+        return None
+    return now_ms - int(days * DAY_MS)
+
+
+def expired(log: str, oldest: list, cutoff_ms: int) -> tuple[list[int], bool]:
+    """Which of *oldest* (entries of *log*, :data:`QUEUE` or :data:`AUDIT`, oldest
+    first, each with ``id`` and ``ts``) retention deletes at *cutoff_ms*, and whether
+    the sweep is done with *log* (an entry at least as young as the cutoff was
+    reached; entries are in id order, so their ``ts`` only grows).
+
+    An audit entry goes when its ``ts`` is older than the cutoff; a queue entry when
+    it is closed and its resolution's ``ts`` (else its own) is older. Open entries
+    are kept."""
+    ids = []
+    for entry in oldest:
+        ts = entry.get("ts")
+        if not isinstance(ts, int) or ts >= cutoff_ms:
+            return ids, True
+        if log == QUEUE:
+            if entry.get("state") != CLOSED:
+                continue
+            resolution = entry.get("resolution")
+            closed = resolution.get("ts", ts) if isinstance(resolution, dict) else ts
+            if not isinstance(closed, int) or closed >= cutoff_ms:
+                continue
+        ids.append(entry["id"])
+    return ids, False
+
+
+def report_window(now_ms: int) -> int:
+    """The number of the fixed window *now_ms* falls in (the cluster-wide limit)."""
+    return now_ms // REPORT_WINDOW_MS
+
+
+def report_count_allowed(count: int) -> bool:
+    """May a report be filed that is the *count*-th of its user in its fixed window?"""
+    return count <= REPORTS_PER_WINDOW
 
 
 def report_key(reporter: str, ref: str | None, channel: str, seq: int) -> str:

@@ -373,6 +373,15 @@ TABLE: tuple[Option, ...] = (
         reload=SETTINGS,
     ),
     Option(
+        "receipt-window",
+        "Seconds a small room's receipts are batched for clients that ask for "
+        "receipts_batch (0: off).",
+        _d.receipt_window,
+        _float(5.0, "off", low=0.01),
+        setting="receipt_window",
+        reload=SETTINGS,
+    ),
+    Option(
         "sync-limit",
         "Most timeline items per conversation in one sync reply; beyond it truncated.",
         _d.sync_limit,
@@ -457,6 +466,13 @@ TABLE: tuple[Option, ...] = (
         "wechat-push-token",
         "Token of the mini-program's message push URL (/api/wechat/events; or env "
         "CHATD_WECHAT_PUSH_TOKEN; never logged): enables that URL.",
+    ),
+    Option(
+        "public-url",
+        "chatd's public https base URL (e.g. https://chat.example.com): WeChat's "
+        "mediaCheckAsync fetches signed /media/ URLs under it; without it images and "
+        "voice are not sent to WeChat's check.",
+        value="URL",
     ),
     # offline push (chatd/push.py, chatd/wechat.py; docs/operations.md "Offline push")
     Option(
@@ -565,6 +581,15 @@ TABLE: tuple[Option, ...] = (
         _d.content_check_scene,
         _int(4),
         setting="content_check_scene",
+        reload=SETTINGS,
+    ),
+    Option(
+        "moderation-retention-days",
+        "Days closed moderation queue entries and audit log entries are kept (swept hourly; "
+        "open queue entries are kept until acted on; 0: keep for good).",
+        _d.moderation_retention_days,
+        _float(36500, "keep for good"),
+        setting="moderation_retention_days",
         reload=SETTINGS,
     ),
     Option(

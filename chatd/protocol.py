@@ -17,14 +17,17 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
-from chatd import deflate
+from chatd import deflate, frames
 from chatd.chat import RELAY, V1
 from chatd.fanout import SLOW_CONSUMER, Writer
 from chatd.gate import Refused
 from chatd.hub import LOBBY
 from chatd.interfaces import IChatClient
+from chatd.receipts import parse_features
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
+#: chatd unmasks and checks UTF-8 itself (chatd/frames.py)
+_CHECK_UTF8 = frames.install()
 
 __all__ = ["IDLE", "SLOW_CONSUMER", "TOKEN_EXPIRED", "ChatProtocol"]
 #: close code when the connection's token expires
@@ -52,6 +55,7 @@ _HANDSHAKE_ONLY = (
     "_requested_name",
     "_resume",
     "_identity",
+    "_features",
 )
 
 
@@ -115,11 +119,13 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
     #: the :class:`chatd.session.Session` that ``Chat.open`` made for this connection
     session = None
     #: handshake results, for ``Chat.open``: the mode, the ``name`` and ``resume``
-    #: parameters, the verified token's :class:`chatd.auth.Identity` (None: anonymous)
+    #: parameters, the verified token's :class:`chatd.auth.Identity` (None: anonymous),
+    #: the known names of the ``features`` parameter (None: none given)
     _mode = None
     _requested_name = None
     _resume = None
     _identity = None
+    _features = None
     #: the client's address once the gate admitted it (None: nothing to release)
     _ip = None
     _expiry = None
@@ -207,6 +213,8 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         self._requested_name = names[0] if names else None
         resumes = request.params.get("resume")
         self._resume = resumes[0] if resumes else None
+        features = request.params.get("features")
+        self._features = parse_features(features[0] if features else None)
         return chosen
 
     def _compact(self) -> None:
@@ -232,7 +240,13 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         self.__dict__ = dict(d)
 
     def onOpen(self):
-        handshake = (self._mode, self._requested_name, self._identity, self._resume)
+        handshake = (
+            self._mode,
+            self._requested_name,
+            self._identity,
+            self._resume,
+            self._features,
+        )
         self._compact()
         self.start_writing()
         self.factory.track(self)
@@ -248,9 +262,45 @@ class ChatProtocol(Writer, WebSocketServerProtocol):
         self._expiry = None
         self.close(TOKEN_EXPIRED, "token expired")
 
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the socket: a run of whole small text frames at their start goes
+        straight to :meth:`onMessage` (chatd/frames.py), the rest to autobahn."""
+        if (
+            not _CHECK_UTF8
+            or self.state != _OPEN
+            or self.current_frame is not None
+            or self.inside_message
+            or self._perMessageCompress is not None
+            or self.logFrames
+            or self.logOctets
+        ):
+            self._dataReceived(data)  # autobahn's parser
+            return
+        buffered = self.data
+        whole = buffered + data if buffered else data
+        payloads, used = frames.split_text_frames(whole, self.maxMessagePayloadSize)
+        if not payloads:
+            self._dataReceived(data)
+            return
+        self.data = b""
+        count = len(payloads)
+        stats = self.trafficStats
+        stats.incomingOctetsWireLevel += used - len(buffered)  # (the rest: autobahn's)
+        stats.incomingWebSocketFrames += count
+        stats.incomingWebSocketMessages += count
+        if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+            self._cancelAutoPingTimeoutCall()  # as autobahn does for any data frame
+        for payload in payloads:
+            self.onMessage(payload, False)  # (ignored once the connection is closing)
+        if used < len(whole):
+            self._dataReceived(whole[used:])
+
     def onMessage(self, payload, isBinary):
         if self.state != _OPEN:
             return  # closing (e.g. closed for flooding): ignore what was still buffered
+        if _CHECK_UTF8 and not isBinary and not frames.valid_utf8(payload):
+            self._invalid_payload("encountered invalid UTF-8 in a text message")  # 1007
+            return
         session = self.session
         session.last_seen = self.factory.reactor.seconds()
         if session.mode == RELAY:

@@ -93,6 +93,14 @@ class Replayer:
         """Answer a first join: ``joined``, the replay after *since*, then live."""
         self._start(conn, room, self._join(conn, room, since, replay=True), ref)
 
+    def catch_up(self, conn, room: str, since: int) -> None:
+        """*conn* was made a receiver of *room* without a replay (``subscribed``) while
+        this node had only just started following the room (a Redis Cluster's
+        per-room subscription, :meth:`chatd.cluster.IBroker.ready`): it is pending
+        there; once the room's events reach this node, send the items after *since*
+        committed meanwhile (no ``joined``), then go live."""
+        self._start(conn, room, self._join(conn, room, since, True, False), None, "catch-up")
+
     def rejoin(self, conn, room: str, since: int | None, ref) -> None:
         """Answer a join of a room *conn* is already in: ``joined``, no replay."""
         task = self._tasks.get(conn, {}).get(room)
@@ -184,9 +192,9 @@ class Replayer:
         self.slots.release()
         lock.release()
 
-    def _join(self, conn, room, since, replay):
+    def _join(self, conn, room, since, replay, announce=True):
         def start(task):
-            return self._join_task(conn, room, since, replay, task)
+            return self._join_task(conn, room, since, replay, task, announce)
 
         return start
 
@@ -213,10 +221,14 @@ class Replayer:
                 self._reads.pop(conn, None)
 
     @_inline
-    def _join_task(self, conn, room, since, replay, task):
+    def _join_task(self, conn, room, since, replay, task, announce=True):
         chat = self.chat
         store = chat.store
         limit = chat.settings.replay_limit
+        # the room's events reach this node from here on (a node that has just
+        # started following the room): the replay read below is later, so every
+        # item after it reaches the hub's buffer
+        yield chat.broker.ready(room)
         lock = yield self._turn(conn)
         try:
             # Up to one page of what was missed, and the room's newest seq: every
@@ -236,8 +248,9 @@ class Replayer:
                 truncated = not first or first[0].seq > since + 1
             else:
                 first, after, truncated = r.messages, last, False
-            members = yield self.chat.directory.members(room)
-            self._send_joined(conn, room, members, last, since, truncated)
+            if announce:
+                members = yield self.chat.directory.members(room)
+                self._send_joined(conn, room, members, last, since, truncated)
             self._send(conn, first)
         finally:
             self._end_turn(lock)

@@ -23,6 +23,9 @@ class Settings:
     recall_window: float = 120.0
     #: rooms with at most this many members send each read receipt to the members
     receipt_members: int = 100
+    #: seconds a small room's receipts are coalesced for the connections that asked
+    #: for receipts_batch (0: off, every receipt is its own frame)
+    receipt_window: float = 0.2
     #: most timeline items per conversation in one sync reply (beyond: truncated)
     sync_limit: int = 100
     #: per-connection and per-user token buckets (frames per second, burst)
@@ -54,5 +57,7 @@ class Settings:
     content_check_review: str = "pass"
     #: msgSecCheck scene: 1 profile, 2 comment, 3 forum, 4 social log
     content_check_scene: int = 2
+    #: days closed moderation queue entries and audit entries are kept (0: for good)
+    moderation_retention_days: float = 180.0
     #: a text holding a word of --word-list: masked with * ("mask") or refused ("block")
     word_filter: str = "mask"

@@ -32,6 +32,10 @@ class Stats:
     rate_limited: int = 0
     #: join replays and history reads cancelled because their connection closed or left
     replays_cancelled: int = 0
+    #: small rooms' receipts put into a room's window (--receipt-window), and the
+    #: receipts_batch frames the windows' ends handed to connections
+    receipts_batched: int = 0
+    receipt_batches: int = 0
     #: connections closed by the server, by close code (4008: dropped slow consumers)
     closes: Counter = field(default_factory=Counter)
     #: seconds from receiving a send/dm to sending its ack (for a latency histogram)

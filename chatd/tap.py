@@ -14,12 +14,14 @@ from chatd import options as options_table
 from chatd.api import ApiKey, ApiResource
 from chatd.auth import TokenVerifier
 from chatd.cluster.local import LocalBroker, LocalMessageLog
+from chatd.contentcheck import media_url_maker
 from chatd.gate import AUTH_MODES, Gate
 from chatd.lifecycle import Lifecycle
 from chatd.login import login_resources
 from chatd.logs import ConnectionLog, LogSettings
 from chatd.media.web import make_media
 from chatd.metrics import MetricsResource, TimedLog, make_registry
+from chatd.moderation import RetentionSweep
 from chatd.notify import Notifier
 from chatd.options import DEFAULT_PORT
 from chatd.push import DEFAULT_FIELDS, DEFAULT_PAGE, PushConfig
@@ -328,6 +330,12 @@ def makeService(options, reactor=None):
     media = None if off else make_media(options, options["gate"].verifier, reactor, node)
     if media is not None:
         media.attach(chat)  # send/dm may attach uploads
+        if options.get("public-url"):  # WeChat's mediaCheckAsync fetches from there
+            chat.content.media_url = media_url_maker(options["public-url"], media.signer, reactor)
+        elif str(options.get("wechat-content-check", "off")).lower() == "on":
+            log.warn(
+                "--wechat-content-check on without --public-url: images and voice are not checked"
+            )
     parts = []
     push_token = options.get("wechat-push-token") or os.environ.get("CHATD_WECHAT_PUSH_TOKEN")
     if push_token:  # WeChat's message push URL: /api/wechat/events (chatd/wechatpush.py)
@@ -344,6 +352,7 @@ def makeService(options, reactor=None):
     twistd = getattr(options, "parent", None)
     lifecycle = Lifecycle(notifier, readiness, reloader, webhooks, logs, reactor, twistd)
     services = [part for part in (media, sender, wechat) if part is not None]
+    services.append(RetentionSweep(chat.moderation))  # the queue and audit log
     service = ChatService(
         factory,
         store,

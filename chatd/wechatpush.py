@@ -7,16 +7,19 @@ WeChat calls the server URL configured in the mini-program console (*开发管�
 
 * ``GET ?signature&timestamp&nonce&echostr`` once, to verify the URL: chatd answers
   ``echostr`` when the signature is right;
-* ``POST ?signature&timestamp&nonce`` with an event (JSON, the console's *plaintext*
-  mode; encrypted mode is not supported): chatd answers ``success``.
+* ``POST ?signature&timestamp&nonce`` with an event (JSON or XML, the console's
+  *plaintext* mode; encrypted mode is not supported): chatd answers ``success`` once
+  the event is handled (HTTP 500 when the store failed: WeChat sends it again).
 
 ``signature = sha1("".join(sorted([token, timestamp, nonce])))`` (hex), compared in
 constant time. A request with a wrong or missing signature, or a ``timestamp`` more
 than :data:`MAX_SKEW` seconds from chatd's clock (a replayed request), is answered
 HTTP 403 and ignored. Events handled: ``wxa_media_check`` (the verdict of
 ``mediaCheckAsync``: ``trace_id``, ``result {suggest, label}``), handed to
-:meth:`chatd.contentcheck.ContentChecker.media_verdict`; others are answered
-``success`` and ignored.
+:meth:`chatd.contentcheck.ContentChecker.media_verdict` (which ignores, with a
+warning, a trace id it does not know: unknown, expired, or a verdict handled
+already); others are answered ``success`` and ignored. An XML body with a
+``<!DOCTYPE`` (entities) is not parsed.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from xml.etree import ElementTree
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 #: seconds a push's timestamp may be off chatd's clock
 MAX_SKEW = 300
@@ -84,16 +90,58 @@ class WeChatEvents(Resource):
         if not self._verified(request):
             return self._refuse(request)
         request.setHeader(b"content-type", b"text/plain")
+        event = parse_event(request.content.read(MAX_EVENT_BODY + 1))
+        if event.get("Event") != "wxa_media_check":
+            return b"success"
+        result = event.get("result") if isinstance(event.get("result"), dict) else {}
+        d = defer.maybeDeferred(
+            self.content.media_verdict,
+            str(event.get("trace_id", "")),
+            result.get("suggest"),
+            result.get("label"),
+        )
+
+        def done(_):
+            if not request._disconnected:
+                request.write(b"success")
+                request.finish()
+
+        def failed(failure):
+            self.log.failure("handling a media check verdict failed", failure)
+            if not request._disconnected:
+                request.setResponseCode(500)
+                request.write(b"error")
+                request.finish()
+
+        d.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+def _xml_value(element):
+    children = list(element)
+    if not children:
+        return (element.text or "").strip()
+    return {child.tag: _xml_value(child) for child in children}
+
+
+def parse_event(raw: bytes) -> dict:
+    """A message push body as a dict: JSON, or WeChat's XML (``<xml><Event>…``; nested
+    elements become dicts, text stays a string); ``{}`` for anything else."""
+    text = raw.lstrip()
+    if text.startswith(b"<"):
+        if b"<!DOCTYPE" in text.upper() or b"<!ENTITY" in text.upper():
+            return {}
         try:
-            event = json.loads(request.content.read(MAX_EVENT_BODY + 1))
-        except (ValueError, RecursionError):
-            event = None
-        if isinstance(event, dict) and event.get("Event") == "wxa_media_check":
-            result = event.get("result") if isinstance(event.get("result"), dict) else {}
-            self.content.media_verdict(
-                str(event.get("trace_id", "")), result.get("suggest"), result.get("label")
-            )
-        return b"success"
+            root = ElementTree.fromstring(text)
+        except ElementTree.ParseError:
+            return {}
+        event = _xml_value(root)
+        return event if isinstance(event, dict) else {}
+    try:
+        event = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return event if isinstance(event, dict) else {}
 
 
 def wechat_events_children(token, content, clock, root: Resource, rules) -> None:

@@ -15,6 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orjson import Fragment
+from orjson import JSONDecodeError as _OrjsonError
+from orjson import dumps as _orjson_dumps
+from orjson import loads as _orjson_loads
+
 from chatd import errors, modrules, pushrules
 from chatd.media.attach import MAX_ATTACHMENTS
 from chatd.store import Message, dm_users
@@ -38,7 +43,29 @@ EMOJI_MAX = 16
 #: characters of quoted and previewed text (reply quotes, ``last.text``, notifications)
 PREVIEW_CHARS = pushrules.PREVIEW_CHARS
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+class RawJSON:
+    """JSON text that goes into a frame as it is (:func:`encode_with_raw`)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _loaded(obj):
+    if type(obj) is RawJSON:
+        return json.loads(obj.text)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _fragment(obj):
+    if type(obj) is RawJSON:
+        return Fragment(obj.text)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_loaded).encode
 
 
 @dataclass(slots=True)
@@ -344,6 +371,24 @@ ATTACHMENTS = "attachments"
 CONVERSATION_TYPES = frozenset(("read", "receipts", "mute", "recall", "edit", "react", "report"))
 
 
+def _loads(payload: bytes):
+    """The JSON value of *payload*: orjson's (a few times faster), or -- for what
+    orjson refuses (a lone surrogate escape, NaN, a BOM, nesting past 1024, a number
+    beyond a double) -- the json module's, so each such frame gets the answer it
+    always got; :class:`chatd.errors.BadJSON` when neither takes it. (JSON orjson
+    takes has no NUL byte, so the json module's encoding detection could only have
+    read it as UTF-8 too. An integer beyond 64 bits comes back as a float, which every
+    integer field refuses with the same error as the huge int.)"""
+    try:
+        return _orjson_loads(payload)
+    except _OrjsonError:
+        pass
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as e:
+        raise errors.BadJSON(f"invalid JSON: {type(e).__name__}") from None
+
+
 def parse(payload: bytes, max_text_length: int) -> Request:
     """Parse and validate one chatd.v1 text frame.
 
@@ -353,10 +398,7 @@ def parse(payload: bytes, max_text_length: int) -> Request:
     matching error for a bad field; the error's ``ref`` is the request's
     ``id`` when one could be read.
     """
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as e:
-        raise errors.BadJSON(f"invalid JSON: {type(e).__name__}") from None
+    obj = _loads(payload)
     if type(obj) is not dict:
         raise errors.BadJSON("a frame must be a JSON object")
     ref = obj.get("id")
@@ -411,8 +453,23 @@ def valid_name(name: str) -> bool:
 
 
 def encode(obj: dict) -> bytes:
-    """The UTF-8 JSON bytes of one outgoing frame."""
-    return _dumps(obj).encode("utf-8")
+    """The UTF-8 JSON bytes of one outgoing frame: compact, non-ASCII as UTF-8, keys
+    in insertion order. ``orjson`` writes them; what it refuses (an int beyond 64 bits,
+    a key that is not a string) the json module writes, as before."""
+    try:
+        return _orjson_dumps(obj)
+    except TypeError:
+        return _dumps(obj).encode("utf-8")
+
+
+def encode_with_raw(obj: dict) -> bytes:
+    """:func:`encode` of a frame that may hold :class:`RawJSON` (written verbatim; the
+    json module's fallback re-encodes it). Not :func:`encode` itself: orjson's
+    ``default`` doubles the cost of encoding a small frame."""
+    try:
+        return _orjson_dumps(obj, default=_fragment)
+    except TypeError:
+        return _dumps(obj).encode("utf-8")
 
 
 #: message data fields a frame carries when the message has them (Message.data)
@@ -539,6 +596,23 @@ def item_object(m: Message, sign: Sign | None = None) -> dict:
         obj["on"] = data.get("on")
     obj["ts"] = m.ts
     return obj
+
+
+def sync_items(items: list, sign: Sign | None = None) -> RawJSON | list:
+    """A ``sync`` conversation's ``items`` from a store's
+    :class:`chatd.store.SyncReplay` items: a :class:`Message` as :func:`item_object`
+    shows it, a ``str`` (plain messages the store encoded, see ``SyncReplay``) as it
+    is; one :class:`RawJSON` of the whole array (no object per item) unless every
+    item is a Message."""
+    if all(type(m) is not str for m in items):
+        return [item_object(m, sign) for m in items]
+    return RawJSON(
+        "["
+        + ",".join(
+            m if type(m) is str else encode(item_object(m, sign)).decode("utf-8") for m in items
+        )
+        + "]"
+    )
 
 
 def item_frame(m: Message, sign: Sign | None = None) -> bytes:

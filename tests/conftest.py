@@ -57,6 +57,35 @@ def poll(predicate, timeout=10.0, interval=0.02):
         time.sleep(interval)
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """The URL of moto's S3 server on a loopback port (no network), for a module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def media_store(request, tmp_path, monkeypatch):
+    """An empty :class:`chatd.media.store.IMediaStore`: on local disk (``tmp_path /
+    "media"``), and on S3 (moto's server, a bucket of the test's own)."""
+    from chatd.media.store import LocalStore, S3Store
+
+    if request.param == "local":
+        return LocalStore(str(tmp_path / "media"))
+    endpoint = request.getfixturevalue("moto_endpoint")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = f"chatd-media-{os.urandom(4).hex()}"  # moto's state is per process
+    s3 = S3Store(f"s3://{bucket}/uploads/x?endpoint={endpoint}&region=us-east-1")
+    s3.client.create_bucket(Bucket=bucket)
+    return s3
+
+
 def wait_until(predicate, what, timeout=10.0, interval=0.02):
     """Like :func:`poll`, but an AssertionError naming *what* when the deadline passes."""
     value = poll(predicate, timeout, interval)

@@ -82,16 +82,29 @@ def polyglot_png() -> bytes:
     return image("PNG", (64, 64)) + HTML
 
 
-def form(data: bytes, filename="upload.bin", content_type="application/octet-stream"):
-    """A multipart/form-data body with one ``file`` field: ``(body, content type)``."""
+def form(
+    data: bytes,
+    filename="upload.bin",
+    content_type="application/octet-stream",
+    fields=(),
+    disposition=None,
+):
+    """A multipart/form-data body with one ``file`` field: ``(body, content type)``.
+
+    *fields* ``(name, value)`` are text parts after the file (UTF-8, sent as they
+    are: hostile values included); *disposition* replaces the file part's whole
+    ``Content-Disposition`` value (``filename*=``, no filename at all, ...)."""
     boundary = uuid.uuid4().hex
+    if disposition is None:
+        disposition = f'form-data; name="file"; filename="{filename}"'
     body = (
-        (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+        f"--{boundary}\r\n"
+        f"Content-Disposition: {disposition}\r\n"
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode() + data
+    for name, value in fields:
+        body += (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+        ).encode() + value.encode("utf-8", "surrogatepass")
+    body += f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"

@@ -5,8 +5,14 @@ free port, ``cluster-port``), joined with ``redis-cli --cluster create …
 --cluster-replicas 1 --cluster-yes``; :meth:`RedisCluster.start` returns once
 every node says ``cluster_state:ok`` and every master has its replica in sync.
 ``cluster-node-timeout`` is short (1 s by default) so a killed master's replica is
-promoted within a few seconds. AOF with ``appendfsync always`` is on, so what a
-master acknowledged is on its disk and in the replication stream.
+promoted within a few seconds. AOF with ``appendfsync always`` is on (``aof=False``:
+no persistence, for benchmarks), so what a master acknowledged is on its disk and in
+the replication stream.
+
+``tls=(cert, key, ca)`` (PEM files) serves TLS only (``--tls-port``, no plain port,
+``tls-cluster`` and ``tls-replication`` on): the cluster bus and the replication
+are TLS too, and :attr:`RedisCluster.url` is a ``rediss+cluster://`` URL trusting
+*ca* (``tls_ca``).
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from tests.redis_server import free_port
 class RedisCluster:
     """``masters`` masters with ``replicas`` replicas each on 127.0.0.1."""
 
-    def __init__(self, directory, masters=3, replicas=1, node_timeout_ms=1000):
+    def __init__(self, directory, masters=3, replicas=1, node_timeout_ms=1000, tls=None, aof=True):
         self.server = need_binary("redis-server")
         self.cli = need_binary("redis-cli")
         self.directory = directory
         self.masters = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
+        self.tls = tls
+        #: AOF with appendfsync always (the tests' failover needs it); False: no
+        #: persistence at all, like the benchmarks' single redis-server
+        self.aof = aof
         self.ports = [free_port() for _ in range(masters * (1 + replicas))]
         self.procs: dict[int, subprocess.Popen] = {}
 
@@ -34,17 +44,19 @@ class RedisCluster:
     def url(self) -> str:
         """A ``redis+cluster://`` URL naming every node as a seed."""
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        if self.tls is not None:
+            return f"rediss+cluster://{hosts}/?tls_ca={self.tls[2]}"
         return f"redis+cluster://{hosts}/"
+
+    def _cli_tls(self) -> list[str]:
+        return [] if self.tls is None else ["--tls", "--cacert", self.tls[2]]
 
     def start(self, timeout=30):
         """Start every node, create the cluster and wait until it is ok."""
-        for port in self.ports:
-            self._start_node(port)
-        for port in self.ports:
-            if not poll(lambda p=port: self.command(p, "PING") == "PONG", timeout, 0.05):
-                self.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}")
-        create = [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
+        for i in range(len(self.ports)):
+            self._start_node_retrying(i, timeout)
+        create = [self.cli, *self._cli_tls(), "--cluster", "create"]
+        create += [f"127.0.0.1:{p}" for p in self.ports]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
@@ -55,14 +67,49 @@ class RedisCluster:
             raise RuntimeError("the Redis Cluster did not become ok")
         return self
 
+    def _start_node_retrying(self, i, timeout, attempts=5):
+        """Start node *i* and wait for its PONG; a node that exits at once (its port, or its
+        cluster bus port, was taken by someone else between :func:`free_port` and the
+        bind) is started again on fresh ports, up to *attempts* times."""
+        for _ in range(attempts):
+            port = self.ports[i]
+            self._start_node(port)
+            proc = self.procs[port]
+
+            def answered_or_exited(p=port, proc=proc):
+                return proc.poll() is not None or self.command(p, "PING") == "PONG"
+
+            if poll(answered_or_exited, timeout, 0.05) and proc.poll() is None:
+                return
+            if proc.poll() is None:
+                break
+            del self.procs[port]
+            self.ports[i] = free_port()
+        self.kill()
+        log = self.directory / str(port) / "redis.log"
+        why = log.read_text()[-2000:] if log.exists() else ""
+        raise RuntimeError(f"redis-server did not start on port {port}: {why}")
+
     def _start_node(self, port):
         d = self.directory / str(port)
         d.mkdir(parents=True, exist_ok=True)
-        args = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d)]
+        if self.tls is None:
+            args = [self.server, "--port", str(port)]
+        else:
+            cert, key, ca = self.tls
+            args = [self.server, "--port", "0", "--tls-port", str(port)]
+            args += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca]
+            args += ["--tls-auth-clients", "no", "--tls-cluster", "yes"]
+            args += ["--tls-replication", "yes"]
+        args += ["--bind", "127.0.0.1", "--dir", str(d), "--logfile", str(d / "redis.log")]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         args += ["--cluster-port", str(free_port())]
         args += ["--cluster-node-timeout", str(self.node_timeout_ms)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--save", ""]
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         self.procs[port] = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -71,7 +118,8 @@ class RedisCluster:
         """One command with ``redis-cli`` on *port*: its output stripped, None on failure."""
         try:
             done = subprocess.run(
-                [self.cli, "-h", "127.0.0.1", "-p", str(port), *map(str, args)],
+                [self.cli, *self._cli_tls(), "-h", "127.0.0.1", "-p", str(port)]
+                + [str(a) for a in args],
                 capture_output=True,
                 text=True,
                 timeout=5,

@@ -5,7 +5,9 @@ notice or relayed frame straight to its own connections. It *publishes* the
 event on a broker, and the broker calls ``chat.deliver_<kind>(*args)`` on every
 node that should see it — with :class:`~chatd.cluster.local.LocalBroker` that
 is just this process, synchronously; a cluster broker carries the event to
-every node, in the order the events were published.
+every node, in the order the events were published (on a Redis Cluster a room's
+items, presence and typing only to the nodes with connections in the room:
+:mod:`chatd.cluster.follow`, :meth:`IBroker.ready`).
 
 Event kinds and their arguments (``origin`` is the session id of the
 connection that caused the event, so that connection can be skipped):
@@ -21,6 +23,10 @@ connection that caused the event, so that connection can be skipped):
              to *room* (receipts in small rooms)
 ``sanction`` (user: str, origin): *user*'s mutes or bans changed (chatd.moderation):
              every node with a connection of the user reads them again
+``receipt``  (room: str, user: str, seq: int, origin): *user*'s read marker in the
+             small room *room* moved to *seq*, published instead of a ``room``
+             receipt frame while ``--receipt-window`` is on: each node sends it
+             now, or batches it for its connections that asked for batches
 
 The modules:
 
@@ -48,7 +54,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-KINDS = ("message", "dm", "presence", "typing", "relay", "user", "room", "sanction")
+KINDS = ("message", "dm", "presence", "typing", "relay", "user", "room", "sanction", "receipt")
 
 
 class IBroker(Interface):
@@ -58,6 +64,13 @@ class IBroker(Interface):
 
     def attach(chat):
         """Deliver events to *chat* (this node's :class:`chatd.chat.Chat`)."""
+
+    def ready(room):
+        """A Deferred that fires once this node receives *room*'s events: at once
+        unless the broker subscribes per room (a Redis Cluster) and this node has only
+        just started following *room*; a join's replay is read after it, so replay
+        and live stream meet without a gap. Fails with
+        :class:`chatd.store.StoreUnavailable` when the subscription cannot be made."""
 
     def publish(kind, *args):
         """Carry one event of *kind* (see the module docstring) to every node.

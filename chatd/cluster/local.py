@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from chatd.cluster import KINDS, IBroker
@@ -20,6 +21,9 @@ class LocalBroker:
     def attach(self, chat):
         self._deliver = {kind: getattr(chat, "deliver_" + kind) for kind in KINDS}
 
+    def ready(self, room):
+        return succeed(None)  # every event is delivered here
+
     def publish(self, kind, *args):
         self._deliver[kind](*args)
 
@@ -34,10 +38,9 @@ class LocalMessageLog:
 
     def append(self, kind, fields, args):
         """``store.append(*fields)``; once committed (not a duplicate), ``broker.publish``."""
+        return self.store.append(*fields).addCallback(self._committed, kind, args)
 
-        def committed(appended):
-            if not appended.duplicate:
-                self.broker.publish(kind, appended.message, *args)
-            return appended
-
-        return self.store.append(*fields).addCallback(committed)
+    def _committed(self, appended, kind, args):
+        if not appended.duplicate:
+            self.broker.publish(kind, appended.message, *args)
+        return appended

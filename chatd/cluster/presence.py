@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from chatd.cluster import codec
 from chatd.cluster.scripts import SOURCES
@@ -55,16 +55,22 @@ class IDirectory(Interface):
     def attach(chat):
         """Serve *chat* (this node's :class:`chatd.chat.Chat`)."""
 
+    cluster_wide = Attribute(
+        "True when names are claimed cluster-wide (connected answers with a Deferred)"
+    )
+
     def connected(conn, epoch):
         """A chatd.v1 connection of ``conn.user`` opened on this node.
 
         *epoch* is the id of the connection's anonymous session
         (:class:`chatd.anonymous.AnonymousSession`), None for a token user.
         Returns None when this node alone decides names (the chat has checked
-        it), else a Deferred firing with :data:`CLAIMED`, :data:`TAKEN` (an
-        anonymous name held on another node) or :data:`SUPERSEDED` (claimed, but
-        another session had the name since *epoch* last held it). The chat
-        executes none of the connection's frames before it fires.
+        it), else a Deferred firing with :data:`CLAIMED` (also when the name is
+        held on other nodes by the same session, *epoch*: a reconnect that gave
+        the session's secret), :data:`TAKEN` (an anonymous name held on another
+        node by another session) or :data:`SUPERSEDED` (claimed, but another
+        session had the name since *epoch* last held it). The chat executes none
+        of the connection's frames before it fires.
         """
 
     def disconnected(conn, user):
@@ -88,6 +94,8 @@ class IDirectory(Interface):
 @implementer(IDirectory)
 class LocalDirectory:
     """Presence of one process: answers from the chat's hub, announces through its broker."""
+
+    cluster_wide = False
 
     def __init__(self):
         self.chat = None
@@ -117,6 +125,8 @@ class LocalDirectory:
 @implementer(IDirectory)
 class RedisDirectory:
     """Cluster-wide presence, online users and names (see the module docstring)."""
+
+    cluster_wide = True
 
     log = Logger()
     SCRIPTS = DIRECTORY_SCRIPTS
@@ -428,7 +438,7 @@ class RedisClusterDirectory(RedisDirectory):
         payload = codec.encode(codec.BusEvent("presence", node, (room, user, event, origin)))
         entry = json.dumps([room, user], ensure_ascii=False)
         keys = [f"{self.node.prefix}rn:{{{room}}}", self._room(room)]
-        publish, bus = self.node.bus_route(keys[0], self.node.bus)
+        publish, bus = self.node.bus_route(keys[0], self.node.bus, room)
         member = json.dumps([node, user], ensure_ascii=False)
 
         @defer.inlineCallbacks

@@ -25,7 +25,8 @@ Presence across the cluster is :class:`chatd.cluster.presence.RedisDirectory`,
 on the same node.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?prefix=chatd:&heartbeat=2&node_ttl=6&
-ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS;
+ping=5&ping_timeout=5&backoff_max=5&connect_timeout=10]``, ``rediss://`` for TLS
+(``tls_ca=/path/ca.pem``: trust that PEM bundle instead of the system's);
 ``redis+cluster://host:port,host:port/?…`` (``rediss+cluster://``) for a Redis Cluster,
 served by :class:`chatd.cluster.rediscluster.RedisClusterNode` (:func:`make_node`).
 """
@@ -61,7 +62,10 @@ class RedisURL:
     (``rediss+cluster`` for TLS) names a Redis Cluster by one or more seed nodes:
     the rest of the cluster is discovered from them (``CLUSTER SLOTS``). A cluster
     has only db 0. ``retry_for`` (seconds, default 2) bounds how long a command
-    waits for a slot's master while the cluster fails over.
+    waits for a slot's master while the cluster fails over. ``room_linger``
+    (seconds, default 30) is how long a cluster node keeps following a room after
+    its last local connection left it; ``room_bus=0`` publishes rooms' events on the
+    per-slot bus as the previous release did (a rolling upgrade, docs/cluster.md).
     """
 
     SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
@@ -92,6 +96,17 @@ class RedisURL:
             raise ValueError("a Redis Cluster has only db 0")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.prefix = query.pop("prefix", "chatd:")
+        self.tls_ca = query.pop("tls_ca", None)
+        room_bus = query.pop("room_bus", "1")
+        if room_bus not in ("0", "1"):
+            raise ValueError("room_bus in the --redis URL must be 0 or 1")
+        #: Redis Cluster: publish a room's events on the room's own shard channel
+        #: (0: on the per-slot bus, as the previous release did: for a rolling upgrade)
+        self.room_bus = room_bus == "1"
+        if self.tls_ca is not None and not self.tls:
+            raise ValueError("tls_ca in the --redis URL needs rediss:// (TLS)")
+        #: the certificates of tls_ca (None: the system trust store)
+        self.trust = _certificates(self.tls_ca) if self.tls_ca is not None else None
         numbers = {
             "heartbeat": 2.0,
             "node_ttl": 6.0,
@@ -100,6 +115,7 @@ class RedisURL:
             "backoff_max": 5.0,
             "connect_timeout": 10.0,
             "retry_for": 2.0,
+            "room_linger": 30.0,
         }
         for key, default in numbers.items():
             value = float(query.pop(key, default))
@@ -120,6 +136,26 @@ class RedisURL:
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
 
+def _certificates(path: str):
+    """The Twisted trust root of the PEM certificates in the file *path*."""
+    from twisted.internet import ssl
+
+    try:
+        with open(path, encoding="ascii") as f:
+            pem = f.read()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tls_ca in the --redis URL: cannot read {path}: {e}") from e
+    end = "-----END CERTIFICATE-----"
+    blocks = [b + end for b in pem.split(end) if "-----BEGIN CERTIFICATE-----" in b]
+    try:
+        certs = [ssl.Certificate.loadPEM(b.encode("ascii")) for b in blocks]
+    except Exception as e:
+        raise ValueError(f"tls_ca in the --redis URL: {path} is not PEM: {e}") from e
+    if not certs:
+        raise ValueError(f"tls_ca in the --redis URL: no certificate in {path}")
+    return ssl.trustRootFromCertificates(certs)
+
+
 def _address(text: str) -> tuple[str, int]:
     """``host[:port]`` or ``[v6]:port`` of a cluster URL's seed list."""
     text = text.strip()
@@ -129,8 +165,17 @@ def _address(text: str) -> tuple[str, int]:
     return parsed.hostname or "localhost", parsed.port or 6379
 
 
+try:  # a dependency (setup.cfg); txredisapi parses replies with it too
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover
+    _pack_command = None
+#: the argument types hiredis packs as txredisapi would (UTF-8 text, decimal ints)
+_PACKED = frozenset((str, bytes, int))
+
+
 class _InOneTurn:
-    """Parse every reply a read brought in that read (a mixin of txredisapi's protocols).
+    """Parse every reply a read brought in that read (a mixin of txredisapi's protocols),
+    and pack commands in C (:meth:`_build_command`).
 
     txredisapi's parser goes back to line mode after each bulk string with the rest
     of the data handed to ``callLater(0, …)``, i.e. one reactor turn per bulk
@@ -140,6 +185,17 @@ class _InOneTurn:
     """
 
     _rest = b""
+
+    def _build_command(self, *args, **kwargs):
+        """The command's bytes, packed by hiredis (C, ~20x txredisapi's Python loop
+        per command: that loop was ~10% of a cluster node's reactor thread) when every
+        argument is a str, bytes or int; else (a float, bytearray…) txredisapi's."""
+        if _pack_command is not None and all(type(a) in _PACKED for a in args):
+            try:
+                return _pack_command(args)
+            except UnicodeError:
+                pass  # (a lone surrogate): txredisapi's error, InvalidData
+        return super()._build_command(*args, **kwargs)
 
     def setLineMode(self, extra=b""):
         self.line_mode = 1
@@ -205,13 +261,14 @@ class _Factory(txredisapi.RedisFactory):
 
 def endpoint(reactor, url: RedisURL, address=None):
     """A client endpoint to *address* (``(host, port)``; the URL's by default), TLS
-    for ``rediss`` (the certificate checked against the host)."""
+    for ``rediss`` (the certificate checked against the host, with the system trust
+    store or the URL's ``tls_ca``)."""
     host, port = address or (url.host, url.port)
     ep = HostnameEndpoint(reactor, host, port, timeout=url.connect_timeout)
     if url.tls:
         from twisted.internet.ssl import optionsForClientTLS
 
-        ep = wrapClientTLS(optionsForClientTLS(host), ep)
+        ep = wrapClientTLS(optionsForClientTLS(host, trustRoot=url.trust), ep)
     return ep
 
 
@@ -253,6 +310,9 @@ class RedisNode:
         self.healthy = False
         #: number of times a connection was lost
         self.disconnects = 0
+        #: bus events and their bytes received by this node
+        self.bus_events = 0
+        self.bus_bytes = 0
 
     # scripts and commands
 
@@ -282,10 +342,26 @@ class RedisNode:
 
         return d.addErrback(noscript)
 
-    def bus_route(self, key, bus):
+    def bus_route(self, key, bus, room=None):
         """``(publish command, channel)`` a script touching *key* publishes *bus*'s
-        events with: ``PUBLISH`` on the one bus here (see RedisClusterNode)."""
+        events with (*room*: events of that room only its connections consume):
+        ``PUBLISH`` on the one bus here (see RedisClusterNode)."""
         return "PUBLISH", bus
+
+    #: the rooms this node follows (chatd.cluster.follow.Follows): None, one Redis
+    #: carries every event to every node
+    rooms = None
+
+    def room_ready(self, room):
+        """Fires once this node receives *room*'s events (here: always)."""
+        return succeed(None)
+
+    def slot_prefix(self, tag: str) -> str:
+        """The key prefix of a group of keys that one script may touch together (the
+        moderation queue, the media metadata): the node's prefix here, on one Redis
+        (the layout of earlier releases); ``<prefix>{tag}:`` on a Redis Cluster, where
+        the hash tag puts the whole group in one slot (see RedisClusterNode)."""
+        return self.prefix
 
     def barrier(self, key=None):
         """Fires once the subscriber has received everything published before this call
@@ -303,8 +379,9 @@ class RedisNode:
             return succeed(None)
         return d.addErrback(lambda _: None)
 
-    def publish(self, payload: str):
-        """PUBLISH *payload* on the bus (fire and forget; failures are logged)."""
+    def publish(self, payload: str, room=None):
+        """PUBLISH *payload* on the bus (fire and forget; failures are logged); *room*:
+        an event of that room (see :meth:`bus_route`)."""
         d = self.execute("PUBLISH", self.bus, payload)
         d.addErrback(lambda f: self.log.warn("Redis publish failed: {e}", e=f.value))
         return d
@@ -477,6 +554,8 @@ class RedisNode:
             d.addErrback(lost)
 
     def _bus_message(self, payload):
+        self.bus_events += 1
+        self.bus_bytes += len(payload)
         for handler in self._handlers:
             try:
                 handler(payload)
@@ -499,6 +578,8 @@ class RedisBroker:
         node.add_bus_handler(self._received)
         #: events received from the bus, by kind
         self.received = dict.fromkeys(KINDS, 0)
+        #: events of kinds this version does not know (a newer node's), skipped, by kind
+        self.skipped: dict[str, int] = {}
 
     @property
     def healthy(self):
@@ -507,14 +588,34 @@ class RedisBroker:
     def attach(self, chat):
         self.chat = chat
         self._deliver = {kind: getattr(chat, "deliver_" + kind) for kind in KINDS}
+        rooms = self.node.rooms
+        if rooms is not None:  # a Redis Cluster: follow the rooms with connections here
+            chat.hub.watch(rooms.hold, rooms.release)
+
+    def ready(self, room):
+        """Fires once this node receives *room*'s events (see :meth:`IBroker.ready`)."""
+        return self.node.room_ready(room)
+
+    def _skip(self, kind: str) -> None:
+        if kind not in self.skipped:
+            self.log.warn(
+                "Skipping bus events of the unknown kind {kind!r} (a newer chatd node's?)",
+                kind=kind,
+            )
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
 
     def publish(self, kind, *args):
         if kind in COMMITTED_KINDS:
             return  # published by the store's commit script, in seq order
-        self.node.publish(codec.encode(codec.BusEvent(kind, self.node.node_id, args)))
+        room = args[0] if kind in codec.ROOM_KINDS else None
+        self.node.publish(codec.encode(codec.BusEvent(kind, self.node.node_id, args)), room)
 
     def _received(self, payload):
-        event = codec.decode(payload)
+        try:
+            event = codec.decode(payload)
+        except codec.UnknownKind as e:
+            self._skip(e.kind)
+            return
         self.received[event.kind] += 1
         if self.chat is None:
             return
@@ -535,4 +636,6 @@ class RedisMessageLog:
     def append(self, kind, fields, args):
         """Commit and publish (see :meth:`chatd.interfaces.IMessageLog.append`)."""
         head = codec.committed_head(kind, self.node.node_id, args)
-        return self.store.append_published(*fields, bus=self.node.bus, head=head)
+        item_kind = fields[6] if len(fields) > 6 else "message"
+        room = kind == "message" and item_kind not in codec.NODE_ITEM_KINDS
+        return self.store.append_published(*fields, bus=self.node.bus, head=head, room=room)

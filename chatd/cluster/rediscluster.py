@@ -32,6 +32,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
+from chatd.cluster.follow import Follows
 from chatd.cluster.redis import (
     RedisNode,
     RedisUnavailable,
@@ -341,16 +342,72 @@ class _ShardSubscriber(_InOneTurn, txredisapi.SubscriberProtocol):
         "sunsubscribe",
     }
 
+    #: ``[confirmations still owed, Deferred]`` of the ssubscribe_all under way
+    _bulk = None
+
+    def connectionMade(self):
+        #: channel -> SUNSUBSCRIBEs of it sent and not answered yet
+        self.unsubscribing: dict[str, int] = {}
+        return super().connectionMade()
+
+    def ssubscribe_all(self, channels):
+        """SSUBSCRIBE each of *channels* (each in its own slot: one command each) in one
+        write, with no Deferred per command (16384 of them took a node ~1.4 CPU s to
+        start): fires once each is confirmed, fails with the first error. Nothing else
+        may be sent on the connection meanwhile."""
+        done = defer.Deferred()
+        if not channels:
+            done.callback(None)
+            return done
+        self._bulk = [len(channels), done]
+        out = []
+        for channel in channels:
+            raw = channel.encode()
+            out.append(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(raw), raw))
+        self.transport.write(b"".join(out))
+        return done
+
+    def _bulk_reply(self, reply) -> None:
+        owed, done = self._bulk
+        if isinstance(reply, Exception):
+            self._bulk = None
+            done.errback(reply)
+        elif owed > 1:
+            self._bulk[0] = owed - 1
+        else:
+            self._bulk = None
+            done.callback(None)
+
+    def connectionLost(self, why):
+        if self._bulk is not None:
+            self._bulk_reply(txredisapi.ConnectionError("Lost connection"))
+        return super().connectionLost(why)
+
+    def sunsubscribe(self, channel: str):
+        """SUNSUBSCRIBE *channel*; its reply is told from one the server sends unasked."""
+        self.unsubscribing[channel] = self.unsubscribing.get(channel, 0) + 1
+        return self.execute_command("SUNSUBSCRIBE", channel)
+
     def replyReceived(self, reply):
+        if self._bulk is not None and (
+            isinstance(reply, Exception) or (isinstance(reply, list) and reply[0] == "ssubscribe")
+        ):
+            return self._bulk_reply(reply)
         if isinstance(reply, list) and len(reply) == 3:
             if reply[0] == "smessage":
                 self.factory.node._bus_message(reply[2])
                 return
-            if reply[0] == "sunsubscribe" and not self.replyQueue.waiting:
-                # never asked for: the server gave the channel's slot away (a failover,
-                # a migration) and dropped the subscription
-                self.factory.node._shard_dropped(self)
-                return
+            if reply[0] == "sunsubscribe":
+                asked = self.unsubscribing.get(reply[1], 0)
+                if not asked:
+                    # never asked for: the server gave the channel's slot away (a
+                    # failover, a migration) and dropped the subscription
+                    self.factory.node._shard_dropped(self)
+                    return
+                if asked > 1:
+                    self.unsubscribing[reply[1]] = asked - 1
+                else:
+                    del self.unsubscribing[reply[1]]
         super().replyReceived(reply)
 
 
@@ -360,14 +417,19 @@ class RedisClusterNode(RedisNode):
     slot); the bus is **sharded pub/sub**.
 
     Every slot has one shard channel, ``<prefix>bus:{<tag>}`` (the tag of
-    :func:`~chatd.cluster.slots.slot_tags`, so the channel is in that slot): a
-    script publishes a channel's (room's, DM's) events with ``SPUBLISH`` on its
-    slot's shard channel, so each publish is carried by that slot's master alone
-    (plain ``PUBLISH`` in a cluster is broadcast to every cluster node). Each chatd
-    node holds one subscriber connection per master, ``SSUBSCRIBE``d to the shard
-    channels of the master's slots: a fixed, bounded set (16384 channels over the
-    masters), so every node still receives every event, as on one Redis. A PING on
-    the subscriber of a slot's master is a barrier for that slot's events.
+    :func:`~chatd.cluster.slots.slot_tags`, so the channel is in that slot), and every
+    room its own, ``<prefix>rbus:{<room>}`` (in the slot of the room's keys). A
+    script publishes a room's items and presence with ``SPUBLISH`` on the room's
+    channel, its membership events and recalls and a DM's items on the slot's
+    channel, so each publish is carried by that slot's master alone (plain
+    ``PUBLISH`` in a cluster is broadcast to every cluster node). Each chatd node
+    holds one subscriber connection per master, ``SSUBSCRIBE``d to the shard
+    channels of the master's slots (a fixed set, 16384 channels over the masters:
+    what every node must see) and to the channels of the rooms it follows
+    (:attr:`rooms`, :class:`~chatd.cluster.follow.Follows`: the rooms with
+    connections here, held by the hub, and lingering ones). A PING on the
+    subscriber of a slot's master is a barrier for both kinds of the slot's events.
+    See docs/cluster.md, *Per-room shard subscriptions*.
 
     Healthy while every slot's master is connected and subscribed; the connect hooks
     run each time the cluster turns healthy.
@@ -382,6 +444,16 @@ class RedisClusterNode(RedisNode):
         #: master address -> its subscribed connection
         self._subscribed: dict[tuple[str, int], object] = {}
         self._stopped_shards = False
+        #: the rooms this node follows: their own shard channels are SSUBSCRIBEd
+        self.rooms = Follows(
+            self.reactor, self._follow, self._unfollow, linger=self.url.room_linger
+        )
+        #: room -> the subscriber connection its channel is subscribed on (confirmed)
+        self._room_subs: dict[str, object] = {}
+        #: room -> Deferreds of room_ready waiting for that
+        self._room_waiters: dict[str, list[defer.Deferred]] = {}
+        #: SSUBSCRIBEs of rooms refused (MOVED while the map was stale, a lost connection)
+        self.room_subscribe_failures = 0
 
     def register_script(self, name: str, source: str) -> None:
         """As :meth:`RedisNode.register_script`, with a ``#!lua`` shebang: Redis then
@@ -400,13 +472,28 @@ class RedisClusterNode(RedisNode):
         """The bus's shard channel of *slot*."""
         return f"{self.prefix}bus:{{{slot_tags()[slot]}}}"
 
-    def bus_route(self, key, bus):
+    def room_channel(self, room: str) -> str:
+        """*room*'s own shard channel, ``<prefix>rbus:{<room>}``: in the slot of the
+        room's keys (the same hash tag), so the room's commit script may SPUBLISH it."""
+        return f"{self.prefix}rbus:{{{room}}}"
+
+    def bus_route(self, key, bus, room=None):
+        if room is not None and self.url.room_bus:
+            return "SPUBLISH", self.room_channel(room)
         return "SPUBLISH", self.shard_channel(key_slot(key))
 
-    def publish(self, payload: str):
-        """SPUBLISH *payload* on this node's own shard channel (typing, relay, frames
-        to users and rooms: one node's are delivered in the order published)."""
-        d = self.execute("SPUBLISH", self.shard_channel(key_slot(self.node_id)), payload)
+    def slot_prefix(self, tag: str) -> str:
+        return f"{self.prefix}{{{tag}}}:"
+
+    def publish(self, payload: str, room=None):
+        """SPUBLISH *payload* on *room*'s own shard channel (typing), or on this node's
+        own shard channel (relay, frames to users and rooms, sanctions): one node's
+        events on one channel are delivered in the order published."""
+        if room is not None and self.url.room_bus:
+            channel = self.room_channel(room)
+        else:
+            channel = self.shard_channel(key_slot(self.node_id))
+        d = self.execute("SPUBLISH", channel, payload)
         d.addErrback(lambda f: self.log.warn("Redis publish failed: {e}", e=f.value))
         return d
 
@@ -426,6 +513,88 @@ class RedisClusterNode(RedisNode):
                 continue
         return defer.gatherResults(pings).addCallback(lambda _: None)
 
+    # per-room shard subscriptions
+
+    def _room_address(self, room):
+        return self.cluster.map.master(key_slot(self.room_channel(room))) if self.cluster else None
+
+    def room_ready(self, room):
+        """Fires once *room*'s own shard channel is subscribed (at once when it is, or
+        when the room is not followed); fails with RedisUnavailable after
+        ``max(retry_for, 1)`` seconds (its master unreachable, the SSUBSCRIBE refused)."""
+        if room not in self.rooms:
+            return defer.succeed(None)
+        conn = self._room_subs.get(room)
+        if conn is not None and conn.connected:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._room_waiters.setdefault(room, []).append(waiter)
+
+        def late():
+            waiters = self._room_waiters.get(room, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._room_waiters[room]
+            if not waiter.called:
+                waiter.errback(
+                    RedisUnavailable(f"Redis Cluster: room {room!r} could not be subscribed")
+                )
+
+        call = self.reactor.callLater(max(self.url.retry_for, 1.0), late)
+        waiter.addBoth(lambda r: call.active() and call.cancel() or r)
+        return waiter
+
+    def _follow(self, room):
+        """SSUBSCRIBE *room*'s channel on the subscriber of its slot's master (when that
+        one is not subscribed yet, its connect subscribes every followed room)."""
+        address = self._room_address(room)
+        conn = self._subscribed.get(address)
+        if conn is None or not conn.connected:
+            return
+        d = conn.execute_command("SSUBSCRIBE", self.room_channel(room))
+        d.addCallbacks(self._room_subscribed, self._room_refused, (room, conn), None, (room,))
+
+    def _room_subscribed(self, _reply, room, conn):
+        if room not in self.rooms:  # released (and lingered out) meanwhile
+            if conn.connected:
+                conn.sunsubscribe(self.room_channel(room)).addErrback(lambda _: None)
+            return
+        if not conn.connected or self._subscribed.get(conn.factory.role[1]) is not conn:
+            return  # lost meanwhile: its successor subscribes again
+        self._room_subs[room] = conn
+        for waiter in self._room_waiters.pop(room, ()):
+            if not waiter.called:  # (a cancelled one has)
+                waiter.callback(None)
+
+    def _room_refused(self, failure, room):
+        """A MOVED (the map was stale), a refusal or a lost connection: load the map
+        again and try again 0.1 s later while the room is followed and not subscribed
+        (a connection that comes up subscribes every followed room of its master
+        anyway)."""
+        self.room_subscribe_failures += 1
+        self.log.warn("Redis SSUBSCRIBE of room {room} failed: {e}", room=room, e=failure.value)
+        if self.cluster is None or self._stopped_shards:
+            return
+        d = self.cluster.refresh()
+        d.addErrback(lambda _: None)
+
+        def again(_):
+            self._sync_shards()
+            if room in self.rooms and room not in self._room_subs:
+                self._follow(room)
+
+        d.addCallback(lambda _: deferLater(self.reactor, 0.1, again, None))
+
+    def _unfollow(self, room):
+        conn = self._room_subs.pop(room, None)
+        if conn is not None and conn.connected:
+            conn.sunsubscribe(self.room_channel(room)).addErrback(lambda _: None)
+
+    def _rooms_lost(self, conn):
+        for room in [r for r, c in self._room_subs.items() if c is conn]:
+            del self._room_subs[room]
+
     def _sync_shards(self):
         """One subscriber per master, subscribed to the shard channels of its slots."""
         if self.cluster is None or self._stopped_shards:
@@ -435,7 +604,9 @@ class RedisClusterNode(RedisNode):
             factory, slots = self._shards[address]
             if address not in masters or tuple(self.cluster.map.slots_of(address)) != slots:
                 del self._shards[address]
-                self._subscribed.pop(address, None)
+                conn = self._subscribed.pop(address, None)
+                if conn is not None:
+                    self._rooms_lost(conn)
                 factory.disconnect()
         for address in masters:
             if address not in self._shards:
@@ -453,11 +624,13 @@ class RedisClusterNode(RedisNode):
         if entry is None or entry[0] is not conn.factory:
             conn.transport.loseConnection()
             return
+        # the slots' channels and the followed rooms' of this master, in one write: the
+        # rooms are subscribed again before the node is healthy
+        slots = set(entry[1])
+        rooms = [r for r in self.rooms.rooms() if key_slot(self.room_channel(r)) in slots]
+        channels = [self.shard_channel(slot) for slot in entry[1]]
         try:
-            yield defer.gatherResults(
-                [conn.execute_command("SSUBSCRIBE", self.shard_channel(slot)) for slot in entry[1]],
-                consumeErrors=True,
-            )
+            yield conn.ssubscribe_all(channels + [self.room_channel(r) for r in rooms])
         except Exception as e:
             self.log.warn("Redis SSUBSCRIBE on {a} failed: {e}", a=_show(address), e=e)
             conn.transport.abortConnection()
@@ -465,6 +638,12 @@ class RedisClusterNode(RedisNode):
         if conn.connected and self._shards.get(address) is entry:
             self._subscribed[address] = conn
             self.log.info("Redis Cluster bus subscribed on {a}", a=_show(address))
+            for room in rooms:
+                self._room_subscribed(None, room, conn)
+            # rooms followed while this subscription was being made
+            for room in self.rooms.rooms():
+                if room not in self._room_subs and self._room_address(room) == address:
+                    self._follow(room)
         self._update_health()
 
     def _shard_dropped(self, conn):
@@ -476,6 +655,7 @@ class RedisClusterNode(RedisNode):
             return
         del self._shards[address]
         self._subscribed.pop(address, None)
+        self._rooms_lost(conn)
         self.log.warn(
             "Redis Cluster {a} gave slots away: the bus is subscribed again", a=_show(address)
         )
@@ -490,6 +670,7 @@ class RedisClusterNode(RedisNode):
     def _disconnected(self, role, conn):
         if not isinstance(role, tuple):
             return super()._disconnected(role, conn)
+        self._rooms_lost(conn)
         if self._subscribed.get(role[1]) is conn:
             del self._subscribed[role[1]]
             self.disconnects += 1
@@ -510,6 +691,7 @@ class RedisClusterNode(RedisNode):
         self._stopped_shards = True
         shards, self._shards = self._shards, {}
         self._subscribed.clear()
+        self._room_subs.clear()
         for factory, _ in shards.values():
             yield factory.disconnect()
         if self.cluster is not None:

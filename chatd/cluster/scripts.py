@@ -48,6 +48,7 @@ PARTS = {
     # moderation (chatd.store.redis.RedisStore, IModerationStore)
     "mod_entry": ("mod_entry",),
     "mod_close": ("mod_close",),
+    "mod_rate": ("mod_rate",),
     # media metadata (chatd.media.redismeta.RedisMeta)
     "media": ("media",),
 }

@@ -170,6 +170,10 @@ class IMediaMeta(Interface):
         uploaded and last attached at or before *cutoff*; else nothing is deleted and
         it fires with None."""
 
+    def referenced(key):
+        """Fires with True when a row uses the stored object *key* (its ``sha256`` or
+        ``thumb_sha256``): asked after the object was retired, before it is purged."""
+
     def close():
         """Close it (fires when closed)."""
 
@@ -387,6 +391,19 @@ class MediaMeta:
             self._db.execute("COMMIT")
             return orphans
 
+    def referenced(self, key: str) -> bool:
+        """See :meth:`IMediaMeta.referenced`."""
+        with self._lock:
+            return self._referenced(key)
+
+    def _referenced(self, key) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM media WHERE sha256 = ? OR thumb_sha256 = ? LIMIT 1", (key, key)
+            ).fetchone()
+            is not None
+        )
+
     def _remove(self, media_id, seen, cutoff):
         row = self._db.execute(
             "SELECT sha256, thumb_sha256, created, attached FROM media WHERE id = ?", (media_id,)
@@ -409,10 +426,7 @@ class MediaMeta:
         self._db.execute("DELETE FROM posts WHERE media_id = ?", (media_id,))
         orphans = []
         for key in {row["sha256"], row["thumb_sha256"]} - {None, ""}:
-            still = self._db.execute(
-                "SELECT 1 FROM media WHERE sha256 = ? OR thumb_sha256 = ? LIMIT 1", (key, key)
-            ).fetchone()
-            if still is None:
+            if not self._referenced(key):
                 orphans.append(key)
         return sorted(orphans)
 
@@ -430,6 +444,7 @@ _READS = {
     "posts": [],
     "unposted_before": [],
     "remove": [],
+    "referenced": False,
     "release": None,  # a claim refused before the first upload: nothing to drop
 }
 

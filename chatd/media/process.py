@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -50,12 +52,93 @@ class Refused(ValueError):
         return (Refused, (self.status, self.code, self.message))
 
 
+#: the process that imported this module: in a worker, the forkserver that preloaded it
+_IMPORTED_IN = os.getpid()
+#: prctl(2)'s option: the signal this process gets when its parent exits (Linux)
+PR_SET_PDEATHSIG = 1
+
+
+def _worker_start() -> None:
+    """A media worker process's initializer: it dies with chatd, and runs behind it."""
+    _die_with_parent()
+    _lower_priority()
+
+
+def _die_with_parent() -> None:
+    """In a media worker process: let the forkserver stop once chatd is gone, and
+    this worker once the forkserver is -- also when chatd is killed (SIGKILL, the
+    OOM killer) and closes nothing itself.
+
+    The forkserver stops when it reads EOF on its "alive" pipe, whose write end
+    chatd holds and every worker inherits (multiprocessing passes it on, for a
+    child that would start processes itself, which a worker never does): each
+    worker closes its copy, so chatd's is the last. Then Linux is asked to send
+    the worker SIGKILL when its parent -- the single-threaded forkserver -- exits
+    (``prctl(PR_SET_PDEATHSIG)``); a parent gone before that ends it at once."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    fd, server._forkserver_alive_fd = server._forkserver_alive_fd, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    # preloaded, this module was imported by the forkserver: the parent to outlive
+    parent = _IMPORTED_IN if _IMPORTED_IN != os.getpid() else os.getppid()
+    if _set_parent_death_signal(signal.SIGKILL) and os.getppid() != parent:
+        os._exit(0)
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, sig)`` through ctypes; whether it was set (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _lower_priority() -> None:
-    """In a media worker process: run behind the chat (nice +10)."""
+    """In a media worker process: run behind the chat (nice +10, and Linux's
+    ``SCHED_IDLE`` where there is one: a worker never delays the reactor's wake-up
+    on a shared core; it still gets the CPU nobody else wants)."""
     try:
         os.nice(10)
     except OSError:
         pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+
+
+#: how much nicer than the reactor chatd's own media threads run (upload writer, pool)
+THREAD_NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = THREAD_NICENESS) -> None:
+    """In one of chatd's own media threads: run *niceness* behind the reactor's thread
+    on a shared core (on Linux the nice value is per thread: the calling one only).
+    Not ``SCHED_IDLE``, unlike the worker processes: these threads share the GIL with
+    the reactor, and one that holds it must get the CPU again soon to give it back."""
+    try:
+        os.nice(niceness)
+    except OSError:
+        pass
+
+
+class BackgroundThread(threading.Thread):
+    """A thread that lowers its own priority first (:func:`lower_thread_priority`):
+    the ``threadFactory`` of the media pool."""
+
+    def run(self):
+        lower_thread_priority()
+        super().run()
 
 
 class Processes:
@@ -65,7 +148,8 @@ class Processes:
     ``call(path, directory, limits)`` blocks the calling thread (a media pool thread,
     which releases the GIL while it waits) until a worker answered. The workers are
     forked from a ``forkserver`` that preloads only this module (never the program's
-    ``__main__``); they start on first use. A pool that cannot start or breaks falls
+    ``__main__``); they start on first use (or :meth:`warm`), and the forkserver and
+    the workers end with chatd even when it is killed (:func:`_die_with_parent`). A pool that cannot start or breaks falls
     back to running in the calling thread (logged once).
     """
 
@@ -83,9 +167,10 @@ class Processes:
 
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload(["chatd.media.process"])
-                # niced: on a shared core the reactor's process is scheduled first
+                # niced: on a shared core the reactor's process is scheduled first;
+                # and gone with chatd, however it ends (_die_with_parent)
                 self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=ctx, initializer=_lower_priority
+                    self.workers, mp_context=ctx, initializer=_worker_start
                 )
             return self._pool
 
@@ -103,6 +188,25 @@ class Processes:
             Logger().warn("media workers failed ({e}): processing in threads from now", e=e)
             self.broken = True
             return inspect(path, directory, limits)
+
+    def warm(self) -> threading.Thread:
+        """Start the forkserver and a worker now, from a thread that first lowers its
+        own priority (nice and scheduling policy are per thread on Linux and inherited
+        by the processes it starts): the forkserver's start-up -- a Python importing
+        Pillow, ~0.3 s of CPU -- then runs behind the chat, and not on the first upload."""
+
+        def run():
+            _lower_priority()
+            pool = None if self.broken else self._executor()
+            if pool is not None:
+                try:
+                    pool.submit(int).result()
+                except Exception:  # noqa: BLE001 -- call() finds out and falls back
+                    pass
+
+        thread = threading.Thread(target=run, name="chatd-media-warm", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
         with self._lock:

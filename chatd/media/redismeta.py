@@ -28,9 +28,17 @@ one user's live in one Redis Cluster slot):
     the sweep's indexes: never-posted ids scored by their last upload/attach
     time; ``"<token> <id>"`` scored by the pending post's time; ids with posts.
 
-Every operation is one call of ``lua/media.lua`` (atomic). Like the history
-store's append script it builds some keys itself, so it runs on one Redis (or a
-replicated one behind Sentinel), not Redis Cluster.
+Every operation is one call of ``lua/media.lua`` (atomic), which builds the keys
+itself from ``P``; it declares ``P media-posted`` as its one key (for routing).
+
+On a **Redis Cluster** ``P`` is ``<prefix>{media}:`` (``RedisNode.slot_prefix``):
+every media key shares the hash tag ``{media}`` -- the first one in the key, so the
+per-upload tags above do not count -- and lives in one slot, so every operation
+stays one atomic script on one master (Redis enforces it: the cluster node loads
+scripts with ``#!lua``). The trade-off: the media metadata of the whole cluster is
+on one shard (uploads are rare next to messages and a row is a few hundred bytes;
+see docs/cluster.md). On one Redis ``P`` is the prefix itself, the layout of earlier
+releases, so their data is read as it is.
 """
 
 from __future__ import annotations
@@ -75,11 +83,12 @@ class RedisMeta:
 
     def __init__(self, node):
         self.node = node
-        self.prefix = node.prefix
+        self.prefix = node.slot_prefix("media")
+        self._route = [f"{self.prefix}media-posted"]
         node.register_script("media", SOURCES["media"])
 
     def _run(self, op, *args):
-        return self.node.script("media", [], [self.prefix, op, *map(str, args)])
+        return self.node.script("media", self._route, [self.prefix, op, *map(str, args)])
 
     def close(self):
         return defer.succeed(None)
@@ -187,6 +196,11 @@ class RedisMeta:
                 {"id": _text(i), "created": float(c), "attached": float(a)} for i, c, a in rows
             ]
         )
+
+    def referenced(self, key):
+        # the set media.lua keeps per stored object (SADD on record, SREM on remove)
+        d = self.node.execute("SCARD", f"{self.prefix}media-blob:{{{key}}}")
+        return d.addCallback(lambda count: int(count) > 0)
 
     def remove(self, media_id, seen=None, cutoff=None):
         if seen is None:

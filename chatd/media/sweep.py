@@ -22,6 +22,23 @@ the message in the channel's history (:func:`scan`): found, it becomes a post;
 not found, it is dropped and the upload falls under the grace period again. The sweep itself runs in
 :class:`chatd.media.web.Media` every :data:`INTERVAL` seconds on an injected
 clock; a recall runs the orphan rule at once for its message's uploads.
+
+A removal retires an object, asks the metadata whether a row uses it, then
+purges or restores it (:meth:`chatd.media.web.Media._drop_blob`); a chatd killed
+in between leaves the retired object behind. The service's start, then the
+sweep every :data:`RETIRED_INTERVAL`, settles the retired objects older than
+:data:`RETIRED_GRACE` the same way (:func:`stale_retired`): restored if a row uses the key, else purged. A
+removal still running in this process owns its token and is left alone; one
+running in another process (``--workers``, another node) is younger than the
+grace period. With them go the files of ``<media-dir>/tmp`` not written for
+:data:`TEMPORARY_GRACE` (:func:`stale_files`): the bodies and cleaned images of
+uploads whose chatd was killed; and the part files of ``objects/`` a put killed
+half-way left (``<sha256>.part-<random>``, :func:`stale_parts`). Which puts are
+running in this process the store knows exactly (and never removes their parts);
+without ``--media-shared`` no other process writes into ``--media-dir``, so every
+other part is a dead put's, whatever its age. With ``--media-shared`` another
+node may be writing one: a part is removed once not written for
+:data:`PART_GRACE`.
 """
 
 from __future__ import annotations
@@ -33,6 +50,20 @@ INTERVAL = 600.0
 RESOLVE_AFTER = 300.0
 #: seconds a message's ts may be before its pending post's time (clocks of one node)
 CLOCK_SLACK = 60.0
+#: seconds a retired object is left to the removal that retired it (which takes
+#: milliseconds) before the sweep settles it
+RETIRED_GRACE = 3600.0
+#: seconds between two looks for what a killed chatd left (at start, then with the
+#: sweep at most this often: on disk it reads every directory of ``objects/``)
+RETIRED_INTERVAL = 3600.0
+#: seconds since its last write after which a file of ``<media-dir>/tmp`` is a
+#: killed chatd's (an upload's body is written as it arrives, within 300 s)
+TEMPORARY_GRACE = 3600.0
+#: seconds since its last write after which a part file of a shared ``--media-dir``
+#: is a killed put's: a put writes 1 MiB at a time, so the longest pause is the final
+#: fsync of at most ``--max-file-bytes`` (1 GiB: under two minutes at 10 MB/s) or a
+#: clock difference between the nodes and the file server
+PART_GRACE = 3600.0
 
 
 def to_remove(rows, now: float, grace: float) -> list[str]:
@@ -87,3 +118,29 @@ def scan(messages, ids, since_ms: int):
         if shown:
             return dict.fromkeys(shown, message.seq), True
     return {}, False
+
+
+def stale_retired(listing, now: float, grace: float, owned) -> list[tuple[str, str]]:
+    """``[(key, token)]`` of the retired objects *listing* (``(key, token, at)``,
+    :meth:`chatd.media.store.IMediaStore.retired`) to settle at *now*: retired at
+    least *grace* seconds before, and not *owned* (tokens of removals running here)."""
+    return [(key, token) for key, token, at in listing if at + grace <= now and token not in owned]
+
+
+def stale_files(listing, now: float, grace: float) -> list[str]:
+    """The paths of *listing* (``(path, mtime)``) last written *grace* seconds or
+    more before *now*."""
+    return [path for path, mtime in listing if mtime + grace <= now]
+
+
+def stale_parts(listing, now: float, grace: float | None, owned) -> list[str]:
+    """The part files of *listing* (``(token, mtime)``,
+    :meth:`chatd.media.store.IMediaStore.leftovers`) to remove at *now*: never one in
+    *owned* (written by a put running here); with *grace* None (no other process
+    writes into the store) every other one, else those last written *grace* seconds
+    or more before *now*."""
+    return [
+        token
+        for token, mtime in listing
+        if token not in owned and (grace is None or mtime + grace <= now)
+    ]

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -43,8 +44,17 @@ from chatd.httpserver import Refusal, flat_error
 from chatd.media import attach as attaching
 from chatd.media import sweep as sweeping
 from chatd.media.meta import PooledMeta, QuotaExceeded
-from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
-from chatd.media.process import Limits, Processes, Refused
+from chatd.media.multipart import (
+    BadForm,
+    FormSink,
+    QueuedFile,
+    TooLarge,
+    Writer,
+    boundary_of,
+    extract_file,
+)
+from chatd.media.names import choose_name, download_name
+from chatd.media.process import BackgroundThread, Limits, Processes, Refused
 from chatd.media.signing import Signer
 from chatd.media.sniff import FILE
 
@@ -56,9 +66,10 @@ SERVE_CHUNK = 256 * 1024
 COLLECT_BATCH = 500
 #: seconds an upload's body may take once its headers are in (instead of --handshake-timeout)
 UPLOAD_SECONDS = 300.0
+#: bytes of a non-POST /api/media body kept in memory before it is spooled to a file
+SPOOL_BYTES = 100_000
 #: threads of the media pool (decoding is CPU-bound: keep it small)
 THREADS = 2
-_NAME_JUNK = re.compile(r"[\x00-\x1f\x7f/\\]")
 _ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _CSP = b"default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
 
@@ -114,14 +125,6 @@ def parse_range(header: bytes | None, size: int):
     return start, stop
 
 
-def clean_name(name: str | None) -> str | None:
-    """The uploaded file's name as shown: no control characters or slashes, 255 at most."""
-    if not name:
-        return None
-    name = _NAME_JUNK.sub("", name).strip()[:255]
-    return name or None
-
-
 class Media(Service):
     """Uploads, storage, signed serving and the sweep (see :mod:`chatd.media`).
 
@@ -132,7 +135,10 @@ class Media(Service):
     :class:`chatd.auth.TokenVerifier`; *clock* drives the sweep and signs URLs.
     :meth:`attach` connects it to the chat: messages may then attach uploads.
     *run* replaces the thread pool (``run(f, *args)`` returning a Deferred; tests
-    with a Clock run the blocking parts in place).
+    with a Clock run the blocking parts in place). *warm*: start the image worker
+    processes with the service (:meth:`chatd.media.process.Processes.warm`).
+    *shared*: other processes write into the store too (``--media-shared``), so a
+    part file may be another node's put in flight (:func:`chatd.media.sweep.stale_parts`).
     """
 
     log = Logger()
@@ -150,6 +156,8 @@ class Media(Service):
         clock=None,
         run=None,
         meta=None,
+        warm=False,
+        shared=False,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -165,8 +173,16 @@ class Media(Service):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.pool = ThreadPool(0, THREADS, "chatd-media")
+        #: its threads run behind the reactor's (hashing, copying, SQLite of the media)
+        self.pool.threadFactory = BackgroundThread
         #: image/voice inspection in worker processes (see process.Processes)
         self.processes = Processes(THREADS)
+        #: start the worker processes with the service (not on the first upload)
+        self.warm = warm
+        #: how long another process's part file is left (None: no other process writes)
+        self.part_grace = sweeping.PART_GRACE if shared else None
+        #: the thread writing upload bodies to disk as they arrive (multipart.Writer)
+        self.writer = Writer(reactor)
         if run is not None:
             self.run = run
         #: the chat (chatd.chat.Chat) whose messages attach uploads (see attach)
@@ -175,6 +191,10 @@ class Media(Service):
         self.meta = meta if meta is not None else PooledMeta(self.db_path, self._in_pool)
         self._sweeper = task.LoopingCall(self.sweep)
         self._sweep_lock = defer.DeferredLock()
+        #: tokens of retired objects a removal running here still owns (_settle)
+        self._retiring: set[str] = set()
+        #: when the sweep last looked for what a killed chatd left (sweep.RETIRED_INTERVAL)
+        self._leftovers_looked = float("-inf")
         self._sweeper.clock = self.clock
 
     # lifecycle
@@ -182,13 +202,18 @@ class Media(Service):
     def startService(self):
         super().startService()
         self.pool.start()
+        if self.warm:
+            self.processes.warm()
         self._sweeper.start(sweeping.INTERVAL, now=False)
+        # what a chatd killed half-way through a removal or an upload left
+        self._sweep_lock.run(lambda: self._leftovers_swept(self.clock.seconds()))
 
     def stopService(self):
         super().stopService()
         if self._sweeper.running:
             self._sweeper.stop()
         self.pool.stop()
+        self.writer.stop()
         self.processes.close()
         self.meta.close()
 
@@ -228,25 +253,52 @@ class Media(Service):
 
     # uploads
 
-    @defer.inlineCallbacks
-    def upload(self, identity, content, content_type: str | None):
-        """Take the multipart body *content* (a file) from *identity*: the answer dict."""
+    def body_content(self, request, method: bytes, length) -> object:
+        """``request.content`` of an ``/api/media`` request (:class:`chatd.httpserver.BodyRule`
+        ``content``): a POST's body goes through a :class:`FormSink` as it arrives, its
+        file part written into ``<media-dir>/tmp`` by the :class:`Writer`'s thread (the
+        socket paused while too much waits for the disk); anything else is spooled."""
+        if method != b"POST":
+            return tempfile.SpooledTemporaryFile(SPOOL_BYTES)
+        values = request.requestHeaders.getRawHeaders(b"content-type")
         try:
+            boundary = boundary_of(values[-1] if values else None)
+        except BadForm as e:  # answered once the body is in
+            return FormSink(None, self.tmp, self.limits.largest, error=e)
+        transport = request.channel.transport  # resuming a closed one is a no-op
+
+        def opener(directory):
+            self.writer.submit(os.makedirs, directory, 0o777, True)
+            return QueuedFile(
+                self.writer, directory, transport.pauseProducing, transport.resumeProducing
+            )
+
+        return FormSink(boundary, self.tmp, self.limits.largest, opener=opener)
+
+    @defer.inlineCallbacks
+    def _form(self, content, content_type):
+        """The :class:`chatd.media.multipart.Form` of an upload's body *content*: a
+        :class:`FormSink` parsed it as it arrived; a file is parsed in the pool."""
+        try:
+            if isinstance(content, FormSink):
+                return (yield content.take())
             boundary = boundary_of(content_type)
+            yield self.run(lambda: os.makedirs(self.tmp, exist_ok=True))
+            return (yield self.run(extract_file, content, boundary, self.tmp, self.limits.largest))
         except BadForm as e:
             raise MediaError(400, "bad_request", str(e)) from None
-        yield self.run(lambda: os.makedirs(self.tmp, exist_ok=True))
-        made = []
+        except TooLarge:
+            raise MediaError(413, "too_large", self._too_large()) from None
+
+    @defer.inlineCallbacks
+    def upload(self, identity, content, content_type: str | None):
+        """Take the multipart body *content* (a :class:`FormSink`, or a file) from
+        *identity*: the answer dict."""
+        form = yield self._form(content, content_type)
+        made = [form.path]
+        path, size = form.path, form.size
+        name = choose_name(form.fields.get("name"), form.filename)
         try:
-            try:
-                path, name, size = yield self.run(
-                    extract_file, content, boundary, self.tmp, self.limits.largest
-                )
-            except BadForm as e:
-                raise MediaError(400, "bad_request", str(e)) from None
-            except TooLarge:
-                raise MediaError(413, "too_large", self._too_large()) from None
-            made.append(path)
             if self.quota:
                 used = yield self.meta.used(identity.user, self.clock.seconds())
                 if used + size > self.quota:
@@ -261,7 +313,7 @@ class Media(Service):
                 "owner": identity.user,
                 "kind": done.kind,
                 "mime": done.mime,
-                "name": clean_name(name),
+                "name": name,
                 "size": done.size,
                 "width": done.width,
                 "height": done.height,
@@ -278,15 +330,12 @@ class Media(Service):
             try:
                 yield self.run(self._put, done)
             except Exception:
-                yield self.meta.remove(row["id"])
-                raise
+                self.log.failure("media: storing an upload of {user} failed", user=identity.user)
+                yield self._unrecord(row["id"])
+                raise MediaError(503, "unavailable", "the media store failed; try again") from None
             yield self.meta.ready(row["id"])
         finally:
-            for p in made:
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+            yield self.run(_unlink_all, made)  # off the reactor, like every file operation
         self.log.info(
             "media {id} uploaded by {user}: {kind} {mime}, {size} bytes",
             id=row["id"],
@@ -301,6 +350,25 @@ class Media(Service):
         self.store.put(done.sha256, done.path)
         if done.thumb_path:
             self.store.put(done.thumb_sha256, done.thumb_path)
+
+    @defer.inlineCallbacks
+    def _unrecord(self, media_id: str):
+        """Forget the upload *media_id* whose bytes could not all be stored: its row
+        (so the quota does not count it) and the objects no other row uses (the image
+        may be stored and its thumbnail not), removed as any removal does. If that
+        fails too (the store is down) it is logged: a row left (not ready) goes with
+        the grace period's sweep, an object the put stored stays until an identical
+        upload uses it."""
+        try:
+            keys = yield self.meta.remove(media_id)
+        except Exception:
+            self.log.failure("media: removing the upload {id} whose put failed", id=media_id)
+            return
+        for key in keys:
+            try:
+                yield self._drop_blob(key)
+            except Exception:
+                self.log.failure("media: removing the object {key} of a failed put", key=key)
 
     def _too_large(self) -> str:
         lim = self.limits
@@ -445,8 +513,62 @@ class Media(Service):
                 continue  # attached again meanwhile: kept
             gone.append(media_id)
             for key in keys:
-                yield self.run(self.store.delete, key)
+                yield self._drop_blob(key)
         return gone
+
+    @defer.inlineCallbacks
+    def _drop_blob(self, key: str):
+        """Remove the stored object *key* no row used when its last row went -- unless
+        an identical upload was recorded meanwhile: its put may have found the object
+        still there and stored nothing. Retired first (gone for every later put),
+        then the metadata asked: a row uses it now -> put back, else purged. An upload
+        recorded after that question finds the object missing and stores it anew."""
+        token = yield self.run(self.store.retire, key)
+        if token is not None and (yield self._settle(key, token)):
+            self.log.info("media: object {key} kept for an identical upload", key=key)
+
+    @defer.inlineCallbacks
+    def _settle(self, key: str, token: str):
+        """Put the retired object *token* back under *key* if a row uses *key* now,
+        else purge it; fires with whether it was put back. Until then *token* is
+        owned here: the retired-object sweep leaves it alone."""
+        self._retiring.add(token)
+        try:
+            try:
+                used = yield self.meta.referenced(key)
+            except Exception:
+                yield self.run(self.store.restore, key, token)  # unsure: keep the bytes
+                raise
+            if used:
+                yield self.run(self.store.restore, key, token)
+            else:
+                yield self.run(self.store.purge, token)
+            return used
+        finally:
+            self._retiring.discard(token)
+
+    @defer.inlineCallbacks
+    def _settle_retired(self, listing, now: float):
+        """Settle the retired objects (*listing*, :meth:`IMediaStore.retired`) an
+        interrupted removal left behind (:func:`chatd.media.sweep.stale_retired`);
+        fires with how many."""
+        stale = sweeping.stale_retired(listing, now, sweeping.RETIRED_GRACE, self._retiring)
+        settled = restored = 0
+        for key, token in stale:
+            try:
+                restored += yield self._settle(key, token)
+            except Exception:  # another node may have settled it meanwhile: the next one
+                self.log.failure("media: settling the retired object {token} failed", token=token)
+                continue
+            settled += 1
+        if settled:
+            self.log.info(
+                "media sweep settled {count} retired objects an interrupted removal "
+                "left ({restored} put back)",
+                count=settled,
+                restored=restored,
+            )
+        return settled
 
     def _row(self, media_id: str):
         if not _ID.fullmatch(media_id):
@@ -474,10 +596,69 @@ class Media(Service):
             removed = len(unposted) + (yield self._collect(None))
         except Exception:
             self.log.failure("media sweep failed")
-            return 0
-        if unposted:
-            self.log.info("media sweep removed {count} unattached uploads", count=len(unposted))
+            removed = 0
+        else:
+            if unposted:
+                self.log.info("media sweep removed {count} unattached uploads", count=len(unposted))
+        if now - self._leftovers_looked >= sweeping.RETIRED_INTERVAL:
+            yield self._leftovers_swept(now)
         return removed
+
+    @defer.inlineCallbacks
+    def _leftovers_swept(self, now):
+        """Settle the retired objects, remove the part files and the temporary files a
+        killed chatd left (each logged if it fails)."""
+        if not self.running:  # the pool is not started (a sweep before startService)
+            return
+        self._leftovers_looked = now
+        try:
+            retired, parts = yield self.run(self.store.leftovers)
+        except Exception:
+            self.log.failure("media: listing the store for leftovers failed")
+            retired = parts = None
+        if retired is not None:
+            try:
+                yield self._settle_retired(retired, now)
+            except Exception:
+                self.log.failure("media: the retired-object sweep failed")
+            try:
+                yield self._sweep_parts(parts, now)
+            except Exception:
+                self.log.failure("media: the part-file sweep failed")
+        try:
+            yield self._sweep_temporary(now)
+        except Exception:
+            self.log.failure("media: the temporary-file sweep failed")
+
+    @defer.inlineCallbacks
+    def _sweep_parts(self, listing, now: float):
+        """Remove the part files (*listing*, :meth:`IMediaStore.leftovers`) of puts a
+        killed chatd left half-way (:func:`chatd.media.sweep.stale_parts`); fires with
+        how many."""
+        owned = yield self.run(self.store.writing)
+        stale = sweeping.stale_parts(listing, now, self.part_grace, owned)
+        removed = 0
+        for token in stale:
+            removed += yield self.run(self.store.discard, token)
+        if removed:
+            self.log.info(
+                "media sweep removed {count} part files of interrupted puts", count=removed
+            )
+        return removed
+
+    @defer.inlineCallbacks
+    def _sweep_temporary(self, now: float):
+        """Remove the files of ``<media-dir>/tmp`` last written
+        :data:`chatd.media.sweep.TEMPORARY_GRACE` ago: an upload's body or cleaned
+        image whose chatd was killed before it removed them. Fires with how many."""
+        listing = yield self.run(_files_in, self.tmp)
+        stale = sweeping.stale_files(listing, now, sweeping.TEMPORARY_GRACE)
+        if stale:
+            yield self.run(_unlink_all, stale)
+            self.log.info(
+                "media sweep removed {count} temporary files a stopped chatd left", count=len(stale)
+            )
+        return len(stale)
 
     @defer.inlineCallbacks
     def _resolve(self, now):
@@ -510,6 +691,30 @@ class Media(Service):
             if found or done or not page.more or not page.messages:
                 return found
             before = page.messages[0].seq
+
+
+def _files_in(directory: str) -> list[tuple[str, float]]:
+    """``[(path, mtime)]`` of the files in *directory* (none when it is missing)."""
+    out = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                out.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+        except FileNotFoundError:
+            continue  # removed meanwhile (its upload finished)
+    return out
+
+
+def _unlink_all(paths) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 def _send_json(request, status: int, body: dict, headers=()) -> bytes:
@@ -648,7 +853,7 @@ class ServeResource(Resource):
         request.setHeader(b"content-security-policy", _CSP)
         request.setHeader(b"accept-ranges", b"bytes")
         if row["kind"] == FILE and not variant:
-            name = row["name"] or "file"
+            name = download_name(row["name"], row["mime"])
             request.setHeader(
                 b"content-disposition",
                 f"attachment; filename*=UTF-8''{quote(name, safe='')}".encode("ascii"),
@@ -758,6 +963,8 @@ def make_media(options, verifier, reactor=None, node=None) -> Media | None:
         grace=(options.get("media-grace-hours") or 24.0) * 3600.0,
         reactor=reactor,
         meta=meta,
+        warm=True,
+        shared=bool(options.get("media-shared")),
     )
 
 
@@ -770,11 +977,12 @@ def media_children(media: Media, root: Resource, rules) -> None:
         root.putChild(b"api", api)
     api.putChild(b"media", UploadResource(media))
     # the token is checked from the headers, before any body byte is read; the body
-    # (spooled to a temporary file by twisted.web) is not parsed into request.args
+    # is parsed as it arrives (Media.body_content), its file part written to a file
     rules.add(
         b"/api/media/",
         media.body_limit(),
         media.precheck,
         parse_form=False,
         body_timeout=UPLOAD_SECONDS,
+        content=media.body_content,
     )

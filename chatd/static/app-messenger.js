@@ -24,15 +24,13 @@
   var stick = false; // scroll to the bottom after the next render
   var renderTimer = null;
   var mention = null; // {start, prefix, list, index} while the @ picker is open
+  var mentionAsk = 0; // the latest updateMentions: only its members answer may change the picker
   var windows = new Map(); // conversation key -> how many of its newest items are rendered
   var shownFrom = 0; // index in the open timeline of the first rendered item
   var shownFirst = null; // that item's key ("s<seq>", "p<id>")
-  var trays = new Map(); // conversation key -> the composer's attachments [{n, name, size, status, answer, error}]
-  var trayCount = 0;
   var fresh = new Map(); // media_id -> its GET /api/media/ID answer (URLs signed again)
   var recallTimer = null;
   var typingTimer = null;
-  var MAX_ATTACHMENTS = 9;
 
   var IDS = [
     "messenger", "m-banner", "m-banner-text", "m-banner-retry", "m-conn-dot", "m-me-avatar",
@@ -44,7 +42,7 @@
     "m-info-role", "m-edit-room", "m-room-title", "m-room-topic", "m-info-mute", "m-info-count",
     "m-info-members", "m-invite", "m-invite-user", "m-info-error", "m-leave", "m-create",
     "m-create-form", "m-create-room", "m-create-name", "m-create-members", "m-create-error",
-    "m-create-cancel", "toast", "m-attach", "m-file", "m-uploads", "m-typing", "m-drop",
+    "m-create-cancel", "toast", "m-attach", "m-file", "m-typing", "m-drop",
     "m-lightbox", "m-lightbox-img", "m-lightbox-name", "m-lightbox-open", "m-lightbox-close",
     "m-banned", "m-banned-list", "m-unban", "m-unban-user",
   ];
@@ -292,7 +290,12 @@
       li.append(dom.avatar(it.from), body);
       return li;
     }
-    if (it.attachments && it.attachments.length) body.appendChild(attachmentsEl(it.attachments));
+    if (it.upload) {
+      // not uploaded yet: its name and size, and how far the upload got
+      var pa = it.attachments[0];
+      body.appendChild(h("div", "m-att-pending", (pa.name || "file") + (pa.size ? " · " + dom.fmtSize(pa.size) : "")));
+      body.appendChild(uploadEl(it));
+    } else if (it.attachments && it.attachments.length) body.appendChild(attachmentsEl(it.attachments));
     if (it.text || !(it.attachments && it.attachments.length)) {
       var text = h("div", "msg-text");
       dom.renderText(text, String(it.text || ""));
@@ -319,15 +322,11 @@
           showReaders(key, it.seq);
         }, M.tick(it, isDm) + ": show who");
       }
-      if (it.status === "failed") {
+      if (it.status === "failed" && !it.upload) {
         tk.append(": " + (it.error || "error") + " ");
         tk.appendChild(
           button("link small", "Retry", function () {
-            var entry = app.client.failed.find(function (e) {
-              return e.id === it.id;
-            });
-            if (entry) app.client.retry(entry);
-            scheduleTimeline();
+            retryFailed(it.id);
           })
         );
       }
@@ -491,78 +490,94 @@
   }
 
   // ------------------------------------------------------------ uploads
-  // The composer's attachments: each file is uploaded as soon as it is picked,
-  // dropped or pasted; Send sends them (with the text) once all are in.
-  function tray(key) {
-    if (!trays.has(key)) trays.set(key, []);
-    return trays.get(key);
-  }
-
+  // Each file picked, dropped or pasted is its own message through the shared
+  // client's outbox (sendMedia), the first with the text in the composer as its
+  // caption: a pending bubble in the timeline with the upload's progress,
+  // retried by the client on network failures, sent once uploaded; a refusal
+  // leaves it "not sent" with Retry and Delete.
   function addFiles(files) {
-    var key = st.active;
-    if (!key || !files || !files.length) return;
-    var t = tray(key);
-    Array.from(files).forEach(function (file) {
-      if (t.length >= MAX_ATTACHMENTS) {
-        el.mError.textContent = "At most " + MAX_ATTACHMENTS + " attachments per message.";
-        return;
+    if (!st.active || !files || !files.length) return;
+    var text = !st.editing && el.mInput.value.trim() ? el.mInput.value : "";
+    var sent = false;
+    Array.from(files).forEach(function (file, i) {
+      try {
+        app.sendMedia(file, i === 0 ? text : "");
+        sent = sent || i === 0;
+      } catch (e) {
+        el.mError.textContent =
+          "Not sent: " + (file.name || "file") + ": " + (e.message === "too_large" ? "the text is too long." : failText(e));
       }
-      var u = { n: ++trayCount, name: file.name || "file", size: file.size, status: "uploading" };
-      t.push(u);
-      app.upload(file).then(
-        function (answer) {
-          u.status = "ready";
-          u.answer = answer;
-          renderTray();
-        },
-        function (e) {
-          u.status = "failed";
-          u.error = M.uploadError(e);
-          if (st.active === key) el.mError.textContent = "Not uploaded: " + u.name + ": " + u.error;
-          renderTray();
-        }
-      );
     });
-    renderTray();
+    if (text && sent) clearComposer();
+    stick = true;
+    scheduleTimeline();
   }
 
-  function renderTray() {
-    var t = (st.active && trays.get(st.active)) || [];
-    el.mUploads.hidden = !t.length;
-    el.mUploads.replaceChildren.apply(
-      el.mUploads,
-      t.map(function (u) {
-        var li = h("li", "m-upload");
-        li.dataset.status = u.status;
-        li.dataset.n = String(u.n);
-        var v = u.answer ? M.attachmentView(u.answer) : null;
-        if (v && v.show === "image" && v.src) {
-          var img = h("img", "m-upload-thumb");
-          img.alt = "";
-          img.src = app.mediaUrl(v.src);
-          li.appendChild(img);
-        }
-        li.appendChild(h("span", "m-upload-name", u.name));
-        if (u.status === "uploading") {
-          var bar = h("progress", "m-upload-progress");
-          bar.setAttribute("aria-label", "Uploading " + u.name);
-          li.appendChild(bar);
-        } else if (u.status === "failed") {
-          li.appendChild(h("span", "m-upload-error form-error small", u.error));
-        } else {
-          li.appendChild(h("span", "m-upload-meta muted small", dom.fmtSize(u.answer.size)));
-        }
-        li.appendChild(
-          button("link small m-upload-remove", "✕", function () {
-            var i = t.indexOf(u);
-            if (i >= 0) t.splice(i, 1);
-            if (u.status === "failed") el.mError.textContent = "";
-            renderTray();
-          }, "Remove " + u.name)
-        );
-        return li;
-      })
-    );
+  // After a send: the composer empties (and its mention picker closes).
+  function clearComposer() {
+    el.mInput.value = "";
+    closeMentions();
+    autosize();
+    renderBars();
+  }
+
+  // Retry of my failed message *id* (a send or an upload) from the client's failed list.
+  function retryFailed(id) {
+    var entry = app.client.failed.find(function (e) {
+      return e.id === id;
+    });
+    if (entry) app.client.retry(entry);
+    scheduleTimeline();
+  }
+
+  // The upload line of my pending bubble (it.upload from the client's timeline).
+  function uploadEl(it) {
+    var up = it.upload;
+    var name = (it.attachments && it.attachments[0] && it.attachments[0].name) || "file";
+    var box = h("div", "m-upload-state");
+    var failed = it.status === "failed";
+    box.dataset.state = failed ? "failed" : up.state;
+    if (failed) {
+      box.appendChild(h("span", "m-upload-error form-error small", M.uploadError({ code: up.error || it.error })));
+      box.appendChild(
+        button("link small m-upload-retry", "Retry", function () {
+          retryFailed(it.id);
+        }, "Upload " + name + " again")
+      );
+      box.appendChild(
+        button("link small m-upload-remove", "Delete", function () {
+          var entry = app.client.failed.find(function (e) {
+            return e.id === it.id;
+          });
+          if (entry) app.client.discard(entry);
+          el.mError.textContent = "";
+          scheduleTimeline();
+        }, "Delete " + name)
+      );
+      return box;
+    }
+    var bar = h("progress", "m-upload-progress");
+    bar.max = 100;
+    bar.value = up.progress || 0;
+    bar.setAttribute("aria-label", "Uploading " + name);
+    box.append(bar, h("span", "m-upload-label muted small", M.uploadLabel(up)));
+    return box;
+  }
+
+  // A progress event of my upload `e` ({id, key, state, progress}): only its bar moves.
+  function onUpload(e) {
+    if (e.key !== st.active || e.state !== "uploading") return;
+    var li = el.mItems.querySelector('li.m-msg[data-id="' + CSS.escape(e.id) + '"]');
+    var bar = li && li.querySelector("progress.m-upload-progress");
+    if (!bar) return;
+    bar.value = e.progress;
+    li.querySelector(".m-upload-label").textContent = M.uploadLabel(e);
+  }
+
+  // A refused upload: why, under the composer (the bubble has Retry / Delete).
+  function onUploadFailed(e) {
+    if (e.key !== st.active) return;
+    el.mError.textContent = "Not uploaded: " + (e.upload.name || "file") + ": " + M.uploadError({ code: e.error });
   }
 
   // ------------------------------------------------------------- typing
@@ -708,36 +723,16 @@
   function submit() {
     var text = el.mInput.value;
     var key = st.active;
-    var t = (key && !st.editing && trays.get(key)) || [];
-    if (t.some(function (u) {
-      return u.status === "uploading";
-    })) {
-      el.mError.textContent = "Wait until the attachments are uploaded.";
-      return;
-    }
-    var ready = t.filter(function (u) {
-      return u.status === "ready";
-    });
-    if (!key || (!text.trim() && !ready.length)) return;
+    if (!key || !text.trim()) return;
     try {
-      app.send(
-        ready.length && !text.trim() ? "" : text,
-        ready.map(function (u) {
-          return u.answer;
-        })
-      );
+      app.send(text);
     } catch (e) {
       el.mError.textContent =
         e.message === "too_large" ? "Message is too long." : "Not sent: " + failText(e);
       return;
     }
     el.mError.textContent = "";
-    el.mInput.value = "";
-    if (t.length) trays.delete(key);
-    renderTray();
-    closeMentions();
-    autosize();
-    renderBars();
+    clearComposer();
     stick = true;
     scheduleTimeline();
   }
@@ -746,14 +741,17 @@
   // follows the @ before the caret.
   function updateMentions() {
     var key = st.active;
+    var ask = ++mentionAsk;
     var q = isRoom(key) ? M.mentionQuery(el.mInput.value, el.mInput.selectionStart) : null;
     if (!q) {
       closeMentions();
       return;
     }
+    // one members request per keystroke: an earlier keystroke's answer (or failure)
+    // that comes after a later one's must not change (or close) the picker
     app.members(key).then(
       function (list) {
-        if (st.active !== key) return;
+        if (ask !== mentionAsk || st.active !== key) return;
         var again = M.mentionQuery(el.mInput.value, el.mInput.selectionStart);
         if (!again) return;
         var found = M.mentionCandidates(list, again.prefix, st.user, app.role(key));
@@ -761,7 +759,7 @@
         renderMentions();
       },
       function () {
-        closeMentions();
+        if (ask === mentionAsk) closeMentions();
       }
     );
   }
@@ -870,7 +868,6 @@
     renderList();
     renderBars();
     renderItems();
-    renderTray();
     renderTyping();
     if (el.mInfo.hidden === false) renderInfo();
     var conv = app.conversation(key);
@@ -886,14 +883,12 @@
       else if (kind === "banned") toast("You were banned from " + name + ".");
       else toast("You left " + name + ".");
     }
-    trays.delete(key);
     windows.delete(key);
     if (!st.active) {
       el.mInfo.hidden = true;
       el.mInput.value = "";
       renderBars();
       renderItems();
-      renderTray();
       renderTyping();
     }
     renderList();
@@ -1243,7 +1238,11 @@
     });
     userForm(el.mUnban, el.mUnbanUser, "unban");
     el.mInput.addEventListener("blur", function () {
-      setTimeout(closeMentions, 150);
+      // (later, so a click on an option still picks it; not if the composer has the
+      // focus again by then: its picker belongs to what is typed now)
+      setTimeout(function () {
+        if (document.activeElement !== el.mInput) closeMentions();
+      }, 150);
     });
     el.mQuoteCancel.addEventListener("click", function () {
       setReply(null);
@@ -1345,6 +1344,8 @@
         toast: function (text) {
           toast(text);
         },
+        upload: onUpload,
+        uploadFailed: onUploadFailed,
         expired: function () {
           st.expired = true;
           updateBanner();

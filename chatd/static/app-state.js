@@ -766,6 +766,21 @@
     return m ? m[1].toUpperCase() : "FILE";
   }
 
+  // The kind a File is shown as until chatd, which reads the bytes, says what it is.
+  function mediaKind(mime) {
+    var m = String(mime || "");
+    if (m.indexOf("image/") === 0) return "image";
+    if (m.indexOf("audio/") === 0) return "voice";
+    if (m.indexOf("video/") === 0) return "video";
+    return "file";
+  }
+
+  // The line under my file still uploading (the client's `upload` {state, progress}).
+  function uploadLabel(up) {
+    if (up.state === "waiting") return "Upload failed, trying again…";
+    return "Uploading " + Math.round(up.progress || 0) + "%";
+  }
+
   function uploadError(e) {
     var code = e && e.code;
     return UPLOAD_FAILED[code] || (e && e.message) || "The upload failed.";
@@ -965,6 +980,11 @@
     });
     client.on("failed", function (e) {
       if (e.kind === "op") view.toast(opFailedText(e.error));
+      else if (e.upload && view.uploadFailed) view.uploadFailed(Object.assign({ key: Chatd.entryKey(e) }, e));
+    });
+    // my files' upload progress (sendMedia); their state changes come as `timeline`
+    client.on("upload", function (e) {
+      if (view.upload) view.upload(e);
     });
     client.on("error", function (f) {
       // errors about a request of ours reject it (or fail its outbox entry)
@@ -984,7 +1004,7 @@
     // carry the last message's text only, its cached timeline item the rest.
     function lastMedia(c) {
       var last = c && c.last;
-      if (!last || last.media || last.recalled) return null;
+      if (!last || last.media || last.recalled || last.seq == null) return null; // (a DM only my outbox has)
       var it = client.store.line(c.key).bySeq.get(last.seq);
       return it && it.attachments && it.attachments.length ? it.attachments[0].kind || "file" : null;
     }
@@ -1028,8 +1048,16 @@
         if (text !== ed.text) client.edit(key, ed.seq, text);
         return { edited: ed.seq };
       }
-      var o = {};
+      var o = extrasFor(key, text);
       if (attachments && attachments.length) o.attachments = attachments;
+      var entry = isRoomKey(key) ? client.send(key.slice(2), text, o) : client.dm(key.slice(2), text, o);
+      st.reply = null;
+      return entry;
+    }
+
+    // The reply_to (the message replied to) and mentions of a message of `text` to `key`.
+    function extrasFor(key, text) {
+      var o = {};
       if (st.reply) o.reply_to = st.reply.seq;
       if (isRoomKey(key)) {
         var users = (st.members.get(key) || []).map(function (m) {
@@ -1038,7 +1066,18 @@
         if (role(key) === "owner" || role(key) === "admin") users.push(MENTION_ALL);
         o.mentions = mentionsIn(text, users);
       }
-      var entry = isRoomKey(key) ? client.send(key.slice(2), text, o) : client.dm(key.slice(2), text, o);
+      return o;
+    }
+
+    // Sends a picked, dropped or pasted File (with `text`, a caption) to the open
+    // conversation as its own message through the client's outbox (sendMedia).
+    function sendMedia(file, text) {
+      var key = st.active;
+      if (!key) return null;
+      var spec = extrasFor(key, text || "");
+      Object.assign(spec, { file: file, text: text || "", kind: mediaKind(file.type), name: file.name || "file", size: file.size });
+      if (file.type) spec.mime = file.type;
+      var entry = client.sendMedia(key, spec);
       st.reply = null;
       return entry;
     }
@@ -1142,6 +1181,7 @@
       upload: function (file) {
         return client.upload(file);
       },
+      sendMedia: sendMedia,
       mediaInfo: function (id) {
         return client.mediaInfo(id);
       },
@@ -1210,6 +1250,8 @@
       thumbBox: thumbBox,
       fileBadge: fileBadge,
       uploadError: uploadError,
+      uploadLabel: uploadLabel,
+      mediaKind: mediaKind,
       opFailedText: opFailedText,
       windowStart: windowStart,
       bannedIn: bannedIn,

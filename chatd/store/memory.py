@@ -20,19 +20,22 @@ from dataclasses import replace
 from twisted.internet.defer import succeed
 from zope.interface import implementer
 
-from chatd import pushrules
+from chatd import modrules, pushrules
 from chatd.store import (
     Appended,
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IMediaCheckStore,
     IModerationStore,
     IPushStore,
     Member,
     Message,
     Page,
     Replay,
+    compose_conversation_page,
     compose_read_marker,
+    compose_sync_replay,
     dm_users,
     items,
 )
@@ -89,7 +92,7 @@ class _Channel:
         return items.read_ord_bound(seq, self.log[0].seq, self.ords[0])
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore, IMediaCheckStore)
 class MemoryStore:
     """Keeps at most ``history_max`` items per channel in memory."""
 
@@ -119,6 +122,10 @@ class MemoryStore:
         self._reports: dict[int, dict] = {}
         self._report_keys: dict[str, int] = {}
         self._audit: list[dict] = []
+        #: the last ids given (ids are never reused, after retention deleted some)
+        self._next_report = self._next_audit = 0
+        #: trace_id -> record of WeChat's asynchronous media checks
+        self._media_checks: dict[str, dict] = {}
 
     def start(self):
         return succeed(None)
@@ -376,6 +383,12 @@ class MemoryStore:
     def read_marker(self, user, channel, seq, count_up_to):
         return compose_read_marker(self, user, channel, seq, count_up_to)
 
+    def conversation_page(self, user, start, limit):
+        return compose_conversation_page(self, user, start, limit)
+
+    def sync_replay(self, reads, limit):
+        return compose_sync_replay(self, reads, limit)
+
     def set_muted(self, user, channel, muted):
         entry = self._row(channel, user)
         if entry is None:
@@ -472,7 +485,7 @@ class MemoryStore:
         found = self._report_keys.get(key)
         if found is not None:
             return succeed((dict(self._reports[found]), True))
-        id_ = len(self._report_keys) + 1
+        id_ = self._next_report = self._next_report + 1
         self._report_keys[key] = id_
         self._reports[id_] = {**entry, "id": id_, "state": "open"}
         return succeed((dict(self._reports[id_]), False))
@@ -496,12 +509,44 @@ class MemoryStore:
         return succeed(dict(found))
 
     def add_audit(self, entry):
-        id_ = len(self._audit) + 1
+        id_ = self._next_audit = self._next_audit + 1
         self._audit.append({**entry, "id": id_})
         return succeed(id_)
 
     def audit_log(self, before, limit):
         return succeed([dict(e) for e in _page(self._audit[::-1], before, limit)])
+
+    def add_media_check(self, trace_id, record, ttl_ms):
+        self._media_checks[trace_id] = dict(record)
+        return succeed(None)
+
+    def take_media_check(self, trace_id):
+        return succeed(self._media_checks.pop(trace_id, None))
+
+    def prune_media_checks(self, before_ms):
+        old = [t for t, r in self._media_checks.items() if r["ts"] < before_ms]
+        for trace_id in old:
+            del self._media_checks[trace_id]
+        return succeed(len(old))
+
+    def moderation_oldest(self, log, after, limit):
+        entries = self._reports.values() if log == modrules.QUEUE else self._audit
+        found = sorted((e for e in entries if e["id"] > after), key=lambda e: e["id"])
+        return succeed([dict(e) for e in found[: max(int(limit), 0)]])
+
+    def delete_moderation(self, log, ids):
+        gone = set(ids)
+        if log == modrules.QUEUE:
+            before = len(self._reports)
+            for key, id_ in list(self._report_keys.items()):
+                if id_ in gone:
+                    del self._report_keys[key]
+            for id_ in gone:
+                self._reports.pop(id_, None)
+            return succeed(before - len(self._reports))
+        before = len(self._audit)
+        self._audit = [e for e in self._audit if e["id"] not in gone]
+        return succeed(before - len(self._audit))
 
 
 def _page(newest_first, before, limit):

@@ -95,9 +95,17 @@ in the room's slot).
 Moderation (:class:`chatd.store.IModerationStore`): ``P sn:{u}`` (hash
 ``"<kind> <scope>"`` -> until ms: the user's sanctions); the queue ``P mq:n`` (id
 counter), ``P mq:e`` (hash id -> entry JSON with its state), ``P mq:all`` and
-``P mq:open`` (zsets of ids), ``P mq:k`` (hash key -> id: exactly-once); the audit
-log ``P ma:n``, ``P ma:e``, ``P ma:all``. ``lua/mod_entry.lua`` appends an entry,
+``P mq:open`` (zsets of ids), ``P mq:k`` (hash key -> id: exactly-once; and
+``#id`` -> key, so retention deletes an entry's key with it); the audit
+log ``P ma:n``, ``P ma:e``, ``P ma:all``; the cluster-wide report rate limit
+(:class:`chatd.store.ISharedCounters`) ``P rl:{u}:report:<window>`` (a counter
+that expires with its window, ``lua/mod_rate.lua``). WeChat's media checks
+(:class:`chatd.store.IMediaCheckStore`): ``P mc:{trace_id}`` (the record's JSON,
+expiring). ``lua/mod_entry.lua`` appends an entry,
 ``lua/mod_close.lua`` closes one (the ZREM from ``mq:open`` decides who wins).
+Under Redis Cluster the queue's and the log's keys are ``P {mod}:mq:n`` … (one
+slot, :meth:`chatd.cluster.redis.RedisNode.slot_prefix`); on one Redis they keep the
+names above, those of earlier releases.
 
 Redis Cluster (a :class:`chatd.cluster.rediscluster.RedisClusterNode`,
 :attr:`RedisStore.cluster`): every script touches one slot (Redis enforces it: the
@@ -109,11 +117,8 @@ channel's (``P d:{ch}:["sender","client id"]``); the member rows' copies in
 ``row_split``) and written here; ``conversations`` reads ``uc:{u}`` then each
 channel's row (``lua/conversation.lua``), ``summaries`` runs once per channel;
 ``channels`` gets the channel after its first item; the bus is the channel's
-slot's shard channel (``SPUBLISH``). See docs/cluster.md, *Redis Cluster*.
-Not yet on a Redis Cluster: the offline-push and moderation scripts (``push_*``,
-``mod_*``) and the media metadata's (``chatd.media.redismeta``) touch keys of more
-than one slot; on a cluster node Redis refuses them (the ``#!lua`` shebang), so
-push subscriptions, the moderation queue and media uploads need one Redis for now.
+slot's shard channel (``SPUBLISH``); the push scripts touch one user's keys, the
+moderation scripts the ``{mod}`` slot's. See docs/cluster.md, *Redis Cluster*.
 
 Every method fails with :class:`StoreUnavailable` while Redis is unreachable
 (fail fast, nothing is queued), so chat answers ``unavailable`` and clients
@@ -136,7 +141,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd import pushrules
+from chatd import modrules, pushrules
 from chatd.cluster.codec import data_json
 from chatd.cluster.scripts import SOURCES
 from chatd.store import (
@@ -145,15 +150,19 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IMediaCheckStore,
     IModerationStore,
     IPushStore,
+    ISharedCounters,
     Member,
     Message,
     Page,
     Replay,
     Room,
     StoreUnavailable,
+    compose_conversation_page,
     compose_read_marker,
+    compose_sync_replay,
     dm_users,
 )
 
@@ -185,6 +194,7 @@ STORE_SCRIPTS = (
     "push_claim",
     "mod_entry",
     "mod_close",
+    "mod_rate",
 )
 
 
@@ -243,7 +253,14 @@ def _as_bytes(value) -> bytes | None:
     return value.encode("utf-8")
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
+@implementer(
+    IHistoryStore,
+    IConversationStore,
+    IPushStore,
+    IModerationStore,
+    ISharedCounters,
+    IMediaCheckStore,
+)
 class RedisStore:
     """An :class:`IHistoryStore` and :class:`IConversationStore` shared by every
     node of a cluster (see the module docstring).
@@ -279,6 +296,8 @@ class RedisStore:
         self._pruner: LoopingCall | None = None
         #: Redis Cluster: every script touches one slot (see the module docstring)
         self.cluster = bool(getattr(node.url, "cluster", False))
+        #: the prefix of the moderation queue's and audit log's keys (one slot)
+        self._mod = node.slot_prefix("mod")
         for name in STORE_SCRIPTS:
             node.register_script(name, SOURCES[name])
         #: Messages committed by this node (duplicates are not counted).
@@ -385,8 +404,11 @@ class RedisStore:
         data=None,
         bus="",
         head="",
+        room=False,
     ):
-        """Store a timeline item and, in the same script, PUBLISH it on *bus*.
+        """Store a timeline item and, in the same script, PUBLISH it on *bus* (*room*:
+        an item only the room's connections consume, on a Redis Cluster published on
+        the room's own shard channel, :meth:`chatd.cluster.redis.RedisNode.bus_route`).
 
         The payload is *head* (:func:`chatd.cluster.codec.committed_head`)
         followed by the JSON array ``[channel, seq, sender, name, text, ts,
@@ -396,7 +418,7 @@ class RedisStore:
         """
         if kind not in ITEM_KINDS:
             raise ValueError(f"unknown timeline item kind {kind!r}")
-        item = (channel, sender, name, client_id, text, ts, kind, data, bus, head)
+        item = (channel, sender, name, client_id, text, ts, kind, data, bus, head, room)
         if self.cluster and client_id is not None:
             return self._append_claimed(item)
         return self._append(item)
@@ -422,7 +444,7 @@ class RedisStore:
     def _append(self, item, check_only=False):
         """Run append.lua for *item*; fires with its Appended (None: *check_only* and no
         dedupe record)."""
-        channel, sender, name, client_id, text, ts, kind, data, bus, head = item
+        channel, sender, name, client_id, text, ts, kind, data, bus, head, room = item
         maxlen = self.history_max or 0
         stream = self._key("m", channel)
         dedupe = self._dedupe_key(sender, client_id, channel) if client_id is not None else stream
@@ -457,7 +479,7 @@ class RedisStore:
             "",
         ]
         if bus:
-            args[17], args[7] = self.node.bus_route(keys[0], bus)
+            args[17], args[7] = self.node.bus_route(keys[0], bus, channel if room else None)
 
         def done(reply):
             if not reply:
@@ -698,6 +720,14 @@ class RedisStore:
         """See :meth:`IConversationStore.read_marker`."""
         return compose_read_marker(self, user, channel, seq, count_up_to)
 
+    def conversation_page(self, user, start, limit):
+        """See :meth:`IConversationStore.conversation_page`."""
+        return compose_conversation_page(self, user, start, limit)
+
+    def sync_replay(self, reads, limit):
+        """See :meth:`IConversationStore.sync_replay` (replay's messages)."""
+        return compose_sync_replay(self, reads, limit)
+
     def set_muted(self, user, channel, muted):
         """See :meth:`IConversationStore.set_muted`."""
         args = [self.node.prefix, channel, user, 1 if muted else 0, self._split]
@@ -827,9 +857,9 @@ class RedisStore:
         return self._command("HGETALL", self._key("sn", user)).addCallback(done)
 
     def _mod_keys(self, log: str) -> list:
-        p = self.node.prefix
+        p = self._mod
         keys = [f"{p}{log}:n", f"{p}{log}:e", f"{p}{log}:all"]
-        return keys + ([f"{p}mq:open", f"{p}mq:k"] if log == "mq" else ["", ""])
+        return keys + ([f"{p}mq:open", f"{p}mq:k"] if log == "mq" else [])
 
     def add_report(self, key, entry):
         """See :meth:`IModerationStore.add_report` (``lua/mod_entry.lua``)."""
@@ -839,25 +869,12 @@ class RedisStore:
 
     def _entries(self, log, index, before, limit):
         top = f"({before}" if before is not None else "+inf"
-        p = self.node.prefix
         d = self._command("ZREVRANGEBYSCORE", index, top, "-inf", "LIMIT", 0, max(int(limit), 0))
-
-        def read(ids):
-            ids = [int(i) for i in ids or ()]
-            if not ids:
-                return succeed([])
-            d = self._command("HMGET", f"{p}{log}:e", *ids)
-            return d.addCallback(
-                lambda rows: [
-                    {**json.loads(r), "id": i} for i, r in zip(ids, rows, strict=True) if r
-                ]
-            )
-
-        return d.addCallback(read)
+        return d.addCallback(lambda ids: self._read_entries(log, [int(i) for i in ids or ()]))
 
     def reports(self, state, before, limit):
         """See :meth:`IModerationStore.reports` (closed ones: read past the open)."""
-        p = self.node.prefix
+        p = self._mod
         if state == "open":
             return self._entries("mq", f"{p}mq:open", before, limit)
         if state is None:
@@ -877,12 +894,12 @@ class RedisStore:
 
     def report(self, id):
         """See :meth:`IModerationStore.report`."""
-        d = self._command("HGET", self.node.prefix + "mq:e", int(id))
+        d = self._command("HGET", self._mod + "mq:e", int(id))
         return d.addCallback(lambda r: None if r is None else {**json.loads(r), "id": int(id)})
 
     def close_report(self, id, resolution):
         """See :meth:`IModerationStore.close_report` (``lua/mod_close.lua``)."""
-        p = self.node.prefix
+        p = self._mod
 
         def close(entry):
             if entry is None or entry.get("state") != "open":
@@ -902,7 +919,63 @@ class RedisStore:
 
     def audit_log(self, before, limit):
         """See :meth:`IModerationStore.audit_log`."""
-        return self._entries("ma", self.node.prefix + "ma:all", before, limit)
+        return self._entries("ma", self._mod + "ma:all", before, limit)
+
+    def add_media_check(self, trace_id, record, ttl_ms):
+        """See :meth:`IMediaCheckStore.add_media_check`: ``P mc:{trace}``, expiring."""
+        key = self._key("mc", trace_id)
+        d = self._command("SET", key, data_json(record), "PX", max(int(ttl_ms), 1))
+        return d.addCallback(lambda _: None)
+
+    def take_media_check(self, trace_id):
+        """See :meth:`IMediaCheckStore.take_media_check` (``GETDEL``: one taker)."""
+        d = self._command("GETDEL", self._key("mc", trace_id))
+        return d.addCallback(lambda raw: None if raw is None else json.loads(raw))
+
+    def prune_media_checks(self, before_ms):
+        """Nothing to do: each record expires by itself (``PX``)."""
+        return succeed(0)
+
+    def count_in_window(self, user, what, window, window_ms):
+        """See :meth:`ISharedCounters.count_in_window` (``lua/mod_rate.lua``)."""
+        key = f"{self._key('rl', user)}:{what}:{int(window)}"
+        d = self._run("mod_rate", [key], [int(window_ms)], "count_in_window")
+        return d.addCallback(int)
+
+    def _read_entries(self, log, ids):
+        if not ids:
+            return succeed([])
+        d = self._command("HMGET", f"{self._mod}{log}:e", *ids)
+        return d.addCallback(
+            lambda rows: [{**json.loads(r), "id": i} for i, r in zip(ids, rows, strict=True) if r]
+        )
+
+    def moderation_oldest(self, log, after, limit):
+        """See :meth:`IModerationStore.moderation_oldest`."""
+        name = "mq" if log == modrules.QUEUE else "ma"
+        index = f"{self._mod}{name}:all"
+        d = self._command(
+            "ZRANGEBYSCORE", index, f"({int(after)}", "+inf", "LIMIT", 0, max(int(limit), 0)
+        )
+        return d.addCallback(lambda ids: self._read_entries(name, [int(i) for i in ids or ()]))
+
+    @defer.inlineCallbacks
+    def delete_moderation(self, log, ids):
+        """See :meth:`IModerationStore.delete_moderation`: a queue entry's exactly-once
+        key first (its ``#id`` twin in ``mq:k`` names it), then the entry."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        p = self._mod
+        name = "mq" if log == modrules.QUEUE else "ma"
+        if name == "mq":
+            twins = [f"#{i}" for i in ids]
+            keys = yield self._command("HMGET", f"{p}mq:k", *twins)
+            yield self._command("HDEL", f"{p}mq:k", *twins, *[k for k in keys or () if k])
+            yield self._command("ZREM", f"{p}mq:open", *ids)
+        yield self._command("ZREM", f"{p}{name}:all", *ids)
+        deleted = yield self._command("HDEL", f"{p}{name}:e", *ids)
+        return int(deleted)
 
     # retention by age
 

@@ -93,10 +93,22 @@ import contextlib
 import json
 import sqlite3
 
-from chatd.store import Member, Message, Page, Replay, Room, SchemaTooNew, StoreUnavailable
+import orjson
+
+from chatd.store import (
+    Member,
+    Message,
+    Page,
+    Replay,
+    Room,
+    SchemaTooNew,
+    StoreUnavailable,
+    SyncReplay,
+    dm_users,
+)
 
 #: The schema version this code writes. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: ``PRAGMA application_id`` of a chatd history file ("chtd").
 APPLICATION_ID = 0x63687464
@@ -278,8 +290,27 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
 
 
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """WeChat's asynchronous media checks: one new table (in place). ``media_checks``
+    holds ``trace_id -> what was checked`` until the verdict comes (or it expires)."""
+    conn.execute(
+        """CREATE TABLE media_checks (
+            trace_id TEXT    PRIMARY KEY,
+            ts       INTEGER NOT NULL,
+            data     TEXT    NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX media_checks_ts ON media_checks (ts)")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+MIGRATIONS = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
+}
 
 
 def connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
@@ -383,10 +414,10 @@ def find_client_id(conn: sqlite3.Connection, sender: str, client_id: str) -> Mes
     return _items(channel, [(seq, sender, name or "", text or "", ts, client_id, kind, data)])[0]
 
 
-def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
-    """Insert the item *m* with its message ordinal (and its exactly-once record when
-    it has a client_id). A message stores NULL kind, and NULL ord when it equals the
-    seq (what a chatd 0.1 row means)."""
+def insert_message(conn: sqlite3.Connection, m: Message, ord_: int, record_id=True) -> None:
+    """Insert the item *m* with its message ordinal (and, with *record_id*, its
+    exactly-once record when it has a client_id). A message stores NULL kind, and NULL
+    ord when it equals the seq (what a chatd 0.1 row means)."""
     if m.kind == "message" and m.data is None and ord_ == m.seq:
         # the row of chatd 0.1: the new columns stay NULL
         conn.execute(
@@ -410,11 +441,30 @@ def insert_message(conn: sqlite3.Connection, m: Message, ord_: int) -> None:
                 None if ord_ == m.seq else ord_,
             ),
         )
-    if m.client_id is not None:
+    if m.client_id is not None and record_id:
         conn.execute(
             "INSERT INTO client_ids (sender, client_id, channel, seq, ts) VALUES (?, ?, ?, ?, ?)",
             (m.sender, m.client_id, m.channel, m.seq, m.ts),
         )
+
+
+def claim_client_id(conn: sqlite3.Connection, m: Message) -> bool:
+    """Record *m*'s ``(sender, client_id)`` for *m*; False (nothing written) when an
+    item has it already. One statement where :func:`find_client_id` first and the
+    record after would be two."""
+    return (
+        conn.execute(
+            "INSERT INTO client_ids (sender, client_id, channel, seq, ts) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (sender, client_id) DO NOTHING",
+            (m.sender, m.client_id, m.channel, m.seq, m.ts),
+        ).rowcount
+        == 1
+    )
+
+
+def delete_item(conn: sqlite3.Connection, channel: str, seq: int) -> None:
+    """Delete the one item row *seq* of *channel* (nothing else refers to it yet)."""
+    conn.execute("DELETE FROM messages WHERE channel = ? AND seq = ?", (channel, seq))
 
 
 def counters(conn: sqlite3.Connection, channel: str) -> tuple[int, int, int, int] | None:
@@ -438,21 +488,102 @@ def save_counters(conn: sqlite3.Connection, rows) -> None:
     )
 
 
+def _newest(
+    conn: sqlite3.Connection, columns: str, channel: str, since, limit: int, last: int, *more
+):
+    """``(rows, truncated)``: the rows (*columns*, the seq first; *more*: their
+    parameters from ``?4``) of *channel*'s newest *limit* items with ``seq > since``,
+    ascending; truncated when more matched or when pruned items after *since* are a
+    gap (*last*: the channel's newest seq)."""
+    rows = conn.execute(
+        f"SELECT {columns} FROM messages WHERE channel = ?1 AND seq > ?2 "
+        "ORDER BY seq DESC LIMIT ?3",
+        (channel, since, max(limit, 0) + 1, *more),
+    ).fetchall()
+    if len(rows) > limit:
+        del rows[limit:]
+        rows.reverse()
+        return rows, True
+    rows.reverse()
+    # Pruned messages after `since` are a gap the client must know about.
+    return rows, last > since and (not rows or rows[0][0] > since + 1)
+
+
 def replay(conn: sqlite3.Connection, channel: str, since, limit: int, last: int) -> Replay:
     """:meth:`IHistoryStore.replay` given the channel's newest seq *last*."""
     if since is None:
         return Replay([], last, False)
-    rows = conn.execute(
-        f"SELECT {_ITEM_COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
-        "ORDER BY seq DESC LIMIT ?",
-        (channel, since, max(limit, 0) + 1),
-    ).fetchall()
-    if len(rows) > limit:
-        return Replay(_items(channel, reversed(rows[:limit])), last, True)
-    missed = _items(channel, reversed(rows))
-    # Pruned messages after `since` are a gap the client must know about.
-    gap = last > since and (not missed or missed[0].seq > since + 1)
-    return Replay(missed, last, gap)
+    rows, truncated = _newest(conn, _ITEM_COLUMNS, channel, since, limit, last)
+    return Replay(_items(channel, rows), last, truncated)
+
+
+#: a plain message (kind ``message``, no data: no mentions, reply, edit, recall or
+#: attachments) is encoded by the query itself (:func:`sync_replay`)
+_PLAIN = "kind IS NULL AND data IS NULL"
+#: its frame's JSON object, key for key :func:`chatd.wire.message_dict` (room) and
+#: ``_dm_dict`` (DM; ``to`` is the other user, ?4 and ?5 the channel's users); the
+#: string escaping is orjson's (:func:`encodes_like_orjson` checks it at start)
+_ROOM_JSON = (
+    "json_object('type','message','room',?1,'seq',seq,'from',sender,'name',name,"
+    "'text',text,'ts',ts,'id',client_id)"
+)
+_DM_JSON = (
+    "json_object('type','dm','from',sender,'name',name,"
+    "'to',CASE WHEN sender = ?4 THEN ?5 ELSE ?4 END,'text',text,'ts',ts,'id',client_id,'seq',seq)"
+)
+#: (a text with a NUL is read as a Message: SQLite's length() stops at the NUL, and
+#: the reply's size budget counts characters)
+_ENCODED = f"{_PLAIN} AND instr(text, char(0)) = 0"
+_ROOM_SYNC = f"seq, CASE WHEN {_ENCODED} THEN {_ROOM_JSON} END, length(text)"
+_DM_SYNC = f"seq, CASE WHEN {_ENCODED} THEN {_DM_JSON} END, length(text)"
+
+#: a string with every character JSON escapes and some it does not
+_PROBE_TEXT = "".join(map(chr, range(0x20))) + '"\\/\x7f\u00e9\u2028\U0001f600'
+
+
+def encodes_like_orjson(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite's ``json_object`` writes strings, NULL and integers byte for
+    byte as orjson (chatd.wire's encoder) does; False also without JSON functions."""
+    try:
+        got = conn.execute(
+            "SELECT json_object('t', ?, 'n', NULL, 'i', ?)", (_PROBE_TEXT, -(2**62))
+        ).fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return got == orjson.dumps({"t": _PROBE_TEXT, "n": None, "i": -(2**62)}).decode()
+
+
+def sync_replay(conn: sqlite3.Connection, channel: str, since, limit: int, last: int):
+    """:meth:`IConversationStore.sync_replay` given the channel's newest seq *last*:
+    plain messages as the ``str`` of their JSON, built by the query (one column: each
+    column Python reads costs ~0.3 us a row); the other items read as
+    :class:`Message` with one more query, of the range they are in."""
+    if since is None:
+        return SyncReplay([], last, False, 0)
+    users = dm_users(channel)
+    if users is None:
+        rows, truncated = _newest(conn, _ROOM_SYNC, channel, since, limit, last)
+    else:
+        rows, truncated = _newest(conn, _DM_SYNC, channel, since, limit, last, *users)
+    items = [encoded for _seq, encoded, _chars in rows]
+    others = [i for i, encoded in enumerate(items) if encoded is None]
+    chars = sum(chars for _seq, encoded, chars in rows if encoded is not None)
+    if others:
+        found = {
+            m.seq: m
+            for m in _items(
+                channel,
+                conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM messages WHERE channel = ? AND seq >= ? "
+                    f"AND seq <= ? AND NOT ({_ENCODED})",
+                    (channel, rows[others[0]][0], rows[others[-1]][0]),
+                ),
+            )
+        }
+        for i in others:
+            items[i] = m = found[rows[i][0]]
+            chars += len(m.text)
+    return SyncReplay(items, last, truncated, chars)
 
 
 def history(conn: sqlite3.Connection, channel: str, before, limit: int) -> Page:
@@ -759,37 +890,74 @@ def reactions(conn: sqlite3.Connection, channel: str, seqs) -> dict[int, dict[st
     return out
 
 
+#: a user's conversations, most recent activity first (conversations, conversation_page)
+_USER_CONVERSATIONS = (
+    "FROM members m LEFT JOIN channels c ON c.channel = m.channel "
+    "WHERE m.user = ? AND m.state = 'member' "
+    "ORDER BY COALESCE(c.last_ts, 0) DESC, m.channel"
+)
+
+
 def conversations(conn: sqlite3.Connection, user: str) -> list[tuple]:
     """``(channel, room kind or None, peer, role, read_seq, muted, last_seq, last_ts)``
     of *user*'s rows in state member, most recent activity first."""
     return conn.execute(
-        "SELECT m.channel, r.kind, m.peer, m.role, m.read_seq, m.muted, "
-        "COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0) FROM members m "
-        "LEFT JOIN channels c ON c.channel = m.channel "
-        "LEFT JOIN rooms r ON r.room = m.channel "
-        "WHERE m.user = ? AND m.state = 'member' "
-        "ORDER BY COALESCE(c.last_ts, 0) DESC, m.channel",
+        "SELECT m.channel, (SELECT r.kind FROM rooms r WHERE r.room = m.channel), m.peer, "
+        "m.role, m.read_seq, m.muted, COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0) "
+        + _USER_CONVERSATIONS,
         (user,),
     ).fetchall()
 
 
-def summary(conn: sqlite3.Connection, user: str, channel: str) -> tuple | None:
-    """One conversation's row: ``(room kind, peer, role, read_seq, muted, last_seq,
-    last_ts, unread, mentions, last_msg, peer_read, title)``, or None (no member row)."""
-    return conn.execute(
-        "SELECT r.kind, m.peer, m.role, m.read_seq, m.muted, "
-        "COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0), "
-        "COALESCE(c.msg_count, c.last_seq, 0) - m.read_ord, "
-        "(SELECT count(*) FROM mentions x WHERE x.channel = m.channel "
-        "  AND x.user IN (m.user, '@all') AND x.seq > m.read_seq AND x.sender != m.user), "
-        "COALESCE(c.last_msg, c.last_seq, 0), "
-        "(SELECT p.read_seq FROM members p WHERE p.channel = m.channel AND p.user = m.peer), "
-        "r.title FROM members m "
-        "LEFT JOIN channels c ON c.channel = m.channel "
-        "LEFT JOIN rooms r ON r.room = m.channel "
-        "WHERE m.channel = ? AND m.user = ? AND m.state = 'member'",
-        (channel, user),
-    ).fetchone()
+def conversation_channels(conn: sqlite3.Connection, user: str, start: int, n: int) -> list[str]:
+    """The channels of *user*'s conversations ``start`` to ``start + n`` in the order
+    of :func:`conversations` (sorted and paged by the query: only the page is read)."""
+    rows = conn.execute(
+        "SELECT m.channel " + _USER_CONVERSATIONS + " LIMIT ? OFFSET ?", (user, n, start)
+    ).fetchall()
+    return [channel for (channel,) in rows]
+
+
+#: channels per summaries query (bound parameters of one IN list)
+SUMMARIES_CHUNK = 500
+
+
+def summaries(conn: sqlite3.Connection, user: str, channels: list[str]) -> dict[str, tuple]:
+    """``{channel: row}`` of *user*'s conversations among *channels* (rows in state
+    member), one query per SUMMARIES_CHUNK channels: ``(room kind, peer, role, read_seq,
+    muted, last_seq, last_ts, unread, mentions, peer_read, title)`` and the newest
+    message's ``_ITEM_COLUMNS`` (NULL when there is none)."""
+    out = {}
+    for start in range(0, len(channels), SUMMARIES_CHUNK):
+        chunk = channels[start : start + SUMMARIES_CHUNK]
+        rows = conn.execute(
+            "SELECT m.channel, r.kind, m.peer, m.role, m.read_seq, m.muted, "
+            "COALESCE(c.last_seq, 0), COALESCE(c.last_ts, 0), "
+            "COALESCE(c.msg_count, c.last_seq, 0) - m.read_ord, "
+            "(SELECT count(*) FROM mentions x WHERE x.channel = m.channel "
+            "  AND x.user IN (m.user, '@all') AND x.seq > m.read_seq AND x.sender != m.user), "
+            "(SELECT p.read_seq FROM members p WHERE p.channel = m.channel AND p.user = m.peer), "
+            "r.title, l.seq, l.sender, l.name, l.text, l.ts, l.client_id, l.kind, l.data "
+            "FROM members m "
+            "LEFT JOIN channels c ON c.channel = m.channel "
+            "LEFT JOIN rooms r ON r.room = m.channel "
+            "LEFT JOIN messages l ON l.channel = m.channel "
+            "  AND l.seq = COALESCE(c.last_msg, c.last_seq, 0) "
+            f"WHERE m.channel IN ({','.join('?' * len(chunk))}) AND m.user = ? "
+            "AND m.state = 'member'",
+            (*chunk, user),
+        ).fetchall()
+        for row in rows:
+            out[row[0]] = row[1:]
+    return out
+
+
+def last_message(channel: str, columns: tuple) -> Message | None:
+    """The newest message of a summaries row's ``_ITEM_COLUMNS`` (None: no row, or not a
+    message)."""
+    if columns[0] is None or columns[6] is not None:
+        return None
+    return _items(channel, [columns])[0]
 
 
 def save_cursor(conn: sqlite3.Connection, user: str, cursor: str, snapshot: bytes, ts: int) -> None:
@@ -981,3 +1149,56 @@ def audit_log(conn: sqlite3.Connection, before, limit) -> list[dict]:
         (before if before is not None else 1 << 62, max(int(limit), 0)),
     )
     return [{**json.loads(data), "id": id_} for id_, data in rows]
+
+
+#: the table of each moderation log (chatd.modrules.QUEUE, AUDIT)
+_MODERATION_TABLES = {"queue": "reports", "audit": "audit"}
+
+
+def moderation_oldest(conn: sqlite3.Connection, log: str, after: int, limit: int) -> list[dict]:
+    """Entries of *log* with id above *after*, oldest first (the retention sweep)."""
+    if log == "audit":
+        rows = conn.execute(
+            "SELECT id, data FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after), max(int(limit), 0)),
+        )
+        return [{**json.loads(data), "id": id_} for id_, data in rows]
+    rows = conn.execute(
+        "SELECT id, state, data FROM reports WHERE id > ? ORDER BY id LIMIT ?",
+        (int(after), max(int(limit), 0)),
+    )
+    return [_entry(*row) for row in rows]
+
+
+def delete_moderation(conn: sqlite3.Connection, log: str, ids) -> int:
+    """Delete entries *ids* of *log* (a queue entry's row holds its key): how many went."""
+    table = _MODERATION_TABLES[log]
+    ids = [int(i) for i in ids]
+    if not ids:
+        return 0
+    marks = ",".join("?" * len(ids))
+    return conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids).rowcount
+
+
+# WeChat's asynchronous media checks (chatd.contentcheck, IMediaCheckStore)
+
+
+def add_media_check(conn: sqlite3.Connection, trace_id: str, record: dict) -> None:
+    data = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    conn.execute(
+        "INSERT OR REPLACE INTO media_checks (trace_id, ts, data) VALUES (?, ?, ?)",
+        (trace_id, int(record["ts"]), data),
+    )
+
+
+def take_media_check(conn: sqlite3.Connection, trace_id: str) -> dict | None:
+    """The record of *trace_id*, deleted (only the first taker gets it), or None."""
+    row = conn.execute("SELECT data FROM media_checks WHERE trace_id = ?", (trace_id,)).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM media_checks WHERE trace_id = ?", (trace_id,))
+    return json.loads(row[0])
+
+
+def prune_media_checks(conn: sqlite3.Connection, before_ms: int) -> int:
+    return conn.execute("DELETE FROM media_checks WHERE ts < ?", (int(before_ms),)).rowcount

@@ -27,6 +27,13 @@ Appends and failed commits
     (a lone surrogate, a wrong type) fails that append alone, not the other
     senders' messages of the batch.
 
+    Exactly-once: an item with a client id is a duplicate when ``client_ids``
+    holds ``(sender, client_id)`` already. A plain room message (the hot path)
+    inserts its row, then claims the id (``INSERT ... ON CONFLICT DO NOTHING``):
+    when the claim finds the id taken, the tentative row is deleted (its seq is
+    not used) and the original is returned. Every other item looks the id up
+    before it writes anything.
+
     If the commit (or any statement of the batch) fails -- disk full, the file
     locked by another process, an I/O error -- the transaction is rolled back,
     every append of that batch fails with :class:`StoreUnavailable`, the cached
@@ -51,7 +58,11 @@ Reads
     ``replay``, ``history`` and the conversation reads are the writer's read jobs: cancellable, and
     handed back one by one (``reads``/``cancelled_reads`` count them).
     Callers bound the size of each read (chatd.replay reads join replays in
-    pages of at most ``replay.PAGE_MESSAGES`` messages).
+    pages of at most ``replay.PAGE_MESSAGES`` messages). ``sync_replay`` reads a
+    batch of conversations in one job and has the query build plain messages'
+    JSON (``sql.sync_replay``; ``encodes_json`` says whether this SQLite writes
+    it as orjson does, checked at start); ``conversation_page`` sorts and pages in
+    its query.
 
 Seq cache
     The counters (newest seq, message count, newest message, newest ts) of recently
@@ -86,6 +97,7 @@ from chatd.store import (
     Conversation,
     IConversationStore,
     IHistoryStore,
+    IMediaCheckStore,
     IModerationStore,
     IPushStore,
     Message,
@@ -93,15 +105,28 @@ from chatd.store import (
     SchemaTooNew,
     StoreUnavailable,
     dm_users,
+    is_dm,
     items,
     sql,
+    sync_replay_of,
 )
 from chatd.store.retention import Retention
 from chatd.store.sql import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (API)
 from chatd.store.writer import Requeue, WriterThread
 
 #: jobs that only read: cancellable, and delivered as soon as they have run
-_READS = frozenset(("replay", "history", "read", "member", "conversations", "summaries"))
+_READS = frozenset(
+    (
+        "replay",
+        "sync_replay",
+        "history",
+        "read",
+        "member",
+        "conversations",
+        "summaries",
+        "conversation_page",
+    )
+)
 
 #: batched jobs that write at most one statement: no savepoint of their own
 _ONE_STATEMENT = frozenset(
@@ -123,7 +148,7 @@ def _needs_savepoint(kind, args) -> bool:
         return False
     if kind == "append":
         channel, kind_, data = args[0], args[6], args[7]
-        return not (kind_ == "message" and data is None and not channel.startswith("@dm:"))
+        return not (kind_ == "message" and data is None and not is_dm(channel))
     return True
 
 
@@ -141,7 +166,7 @@ def _push_state(conn, user) -> pushrules.PushState:
 _NO_ITEMS = (0, 0, 0, 0)
 
 
-@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore)
+@implementer(IHistoryStore, IConversationStore, IPushStore, IModerationStore, IMediaCheckStore)
 class SQLiteStore:
     """A durable :class:`IHistoryStore` in one SQLite file (see the module docstring).
 
@@ -210,6 +235,9 @@ class SQLiteStore:
         self.pruned_client_ids = 0
         #: Sync cursors deleted by pruning (older than the retention's cursor_days).
         self.pruned_cursors = 0
+        #: whether ``sync_replay`` builds plain messages' JSON in the query (set at
+        #: start: this SQLite's ``json_object`` writes what orjson writes)
+        self.encodes_json = False
         # counted by the writer; kept here once it has ended
         self._reads = 0
         self._cancelled_reads = 0
@@ -349,6 +377,9 @@ class SQLiteStore:
     def summaries(self, user, channels):
         return self._submit("summaries", (user, list(channels)))
 
+    def conversation_page(self, user, start, limit):
+        return self._submit("conversation_page", (user, start, limit))
+
     def mark_read(self, user, channel, seq):
         return self._submit("mark_read", (user, channel, seq))
 
@@ -366,6 +397,9 @@ class SQLiteStore:
 
     def reactions(self, channel, seqs):
         return self._submit("read", (sql.reactions, channel, list(seqs)))
+
+    def sync_replay(self, reads, limit):
+        return self._submit("sync_replay", (list(reads), limit))
 
     def save_cursor(self, user, cursor, snapshot, ts):
         return self._submit("save_cursor", (user, cursor, bytes(snapshot), ts))
@@ -415,6 +449,23 @@ class SQLiteStore:
 
     def audit_log(self, before, limit):
         return self._submit("read", (sql.audit_log, before, limit))
+
+    # -- IMediaCheckStore (see chatd.store) ------------------------------------
+
+    def add_media_check(self, trace_id, record, ttl_ms):
+        return self._submit("add_media_check", (trace_id, dict(record)))
+
+    def take_media_check(self, trace_id):
+        return self._submit("take_media_check", (trace_id,))
+
+    def prune_media_checks(self, before_ms):
+        return self._submit("prune_media_checks", (before_ms,))
+
+    def moderation_oldest(self, log, after, limit):
+        return self._submit("read", (sql.moderation_oldest, log, after, limit))
+
+    def delete_moderation(self, log, ids):
+        return self._submit("delete_moderation", (log, list(ids)))
 
     def prune(self, now: float | None = None):
         """Apply the retention rules, in small transactions, in the writer thread.
@@ -480,6 +531,7 @@ class SQLiteStore:
 
     def _do_open(self):
         self._conn = sql.connect(self.path, self.busy_timeout_ms, self.synchronous)
+        self.encodes_json = sql.encodes_like_orjson(self._conn)
         return None
 
     def _do_close(self):
@@ -538,7 +590,10 @@ class SQLiteStore:
         """Store one item inside the open transaction; returns its :class:`Appended`."""
         channel, sender, name, client_id, text, ts, kind, data = args
         conn = self._conn
-        if client_id is not None:
+        # a plain room message claims its client id after its row is inserted (one
+        # statement, not a lookup and an insert); any other item looks it up first
+        plain = kind == "message" and data is None and not is_dm(channel)
+        if client_id is not None and not plain:
             original = sql.find_client_id(conn, sender, client_id)
             if original is not None:
                 return Appended(original, True)
@@ -552,8 +607,14 @@ class SQLiteStore:
             last_msg = seq
         message = Message(channel, seq, sender, name, text, ts, client_id, kind, data)
         after = (seq, count, last_msg, ts)
-        if kind == "message":  # the hot path: no target
-            sql.insert_message(conn, message, count)
+        if kind == "message":  # no target
+            # a plain message (no savepoint): the row first, it binds every value the
+            # job brings, so a row error is raised before anything is written (see
+            # _needs_savepoint); the id's record binds only values the row took
+            sql.insert_message(conn, message, count, record_id=not plain)
+            if plain and client_id is not None and not sql.claim_client_id(conn, message):
+                sql.delete_item(conn, channel, seq)  # a resend: nothing is stored
+                return Appended(sql.find_client_id(conn, sender, client_id), True)
             self._apply_message(message, after)
             self._cache_counters(channel, after)
             touched[channel] = after
@@ -766,10 +827,20 @@ class SQLiteStore:
         "add_report": _job(sql.add_report),
         "close_report": _job(sql.close_report),
         "add_audit": _job(sql.add_audit),
+        "delete_moderation": _job(sql.delete_moderation),
+        "add_media_check": _job(sql.add_media_check),
+        "take_media_check": _job(sql.take_media_check),
+        "prune_media_checks": _job(sql.prune_media_checks),
     }
 
     def _do_replay(self, channel, since, limit):
         return sql.replay(self._conn, channel, since, limit, self._seq_of(channel))
+
+    def _do_sync_replay(self, reads, limit):
+        if not self.encodes_json:  # this SQLite's JSON is not the wire's: Messages
+            return [sync_replay_of(self._do_replay(ch, since, limit)) for ch, since in reads]
+        conn, seq_of = self._conn, self._seq_of
+        return [sql.sync_replay(conn, ch, since, limit, seq_of(ch)) for ch, since in reads]
 
     def _do_history(self, channel, before, limit):
         return sql.history(self._conn, channel, before, limit)
@@ -782,8 +853,10 @@ class SQLiteStore:
         found = sql.member(self._conn, channel, user)
         return None if found is None else found[0]
 
-    def _kind(self, channel, room_kind):
-        if dm_users(channel) is not None:
+    @staticmethod
+    def _kind(channel, room_kind):
+        # (a prefix test: not dm_users, which parses the pair of a DM per row)
+        if is_dm(channel):
             return "dm"
         return room_kind or "public"
 
@@ -798,17 +871,14 @@ class SQLiteStore:
         ]
 
     def _do_summaries(self, user, channels):
-        conn = self._conn
+        found = sql.summaries(self._conn, user, channels)
         out = []
         for channel in channels:
-            row = sql.summary(conn, user, channel)
+            row = found.get(channel)
             if row is None:
                 continue
             (kind, peer, role, read_seq, muted, last_seq, last_ts, unread, mentions,
-             last_msg, peer_read, title) = row  # fmt: skip
-            last = sql.item(conn, channel, last_msg) if last_msg else None
-            if last is not None and last.kind != "message":
-                last = None
+             peer_read, title) = row[:11]  # fmt: skip
             out.append(
                 Conversation(
                     channel,
@@ -821,12 +891,16 @@ class SQLiteStore:
                     last_ts,
                     unread=max(0, unread),
                     mentions=mentions,
-                    last=last,
+                    last=sql.last_message(channel, row[11:]),
                     peer_read=None if peer is None else (peer_read or 0),
                     title=title or "",
                 )
             )
         return out
+
+    def _do_conversation_page(self, user, start, limit):
+        channels = sql.conversation_channels(self._conn, user, start, limit + 1)
+        return self._do_summaries(user, channels[:limit]), len(channels) > limit
 
     def _do_prune(self, now, counts, channels):
         """Delete in chunks; when jobs are waiting, requeue the rest behind them.

@@ -12,6 +12,16 @@ Threading
     Deferred fires. Reads go through the same queue as writes, so a read
     submitted after a write's Deferred has fired always sees that write.
 
+Hand-off per reactor turn
+    ``submit`` does not wake the thread: the jobs of one reactor turn (every
+    send of every connection read in one poll) are collected in a list, and
+    the first of them schedules one ``callFromThread`` that puts the whole
+    list on the queue once the turn's events are handled. The thread is woken
+    (and takes the GIL) at most once per turn, not by each job that arrives
+    while it waits, and its drains are larger (in the sends bench: futex calls
+    per acked send 0.15 -> 0.11, fdatasyncs 0.020 -> 0.006). Submission order is
+    kept (one list per turn, lists in order).
+
 Group commit
     The thread drains everything queued (up to ``batch_max`` jobs) and hands
     all consecutive *batched* jobs (appends, and with a set of batched kinds
@@ -140,7 +150,10 @@ class WriterThread:
         self._closed_result = closed_result
         self._error = error
         self._finish = finish
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        #: lists of jobs, one per reactor turn (see "Hand-off per reactor turn")
+        self._queue: queue.SimpleQueue[list[_Job]] = queue.SimpleQueue()
+        self._pending: list[_Job] = []  # reactor thread only: this turn's jobs
+        self._rest: list[_Job] = []  # writer thread only: taken, beyond batch_max
         self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
         self._drain_rest = 0  # writer thread only: jobs of the drain after the running one
         self._running = False  # writer thread only
@@ -154,8 +167,16 @@ class WriterThread:
         """Queue a job; its Deferred fires in the reactor thread. Reads can be cancelled."""
         job = _Job(kind, args, None)
         job.deferred = Deferred(job.cancel if kind in self.read_kinds else None)
-        self._queue.put(job)
+        pending = self._pending
+        pending.append(job)
+        if len(pending) == 1:  # the turn's first job: hand them all over at its end
+            self._reactor.callFromThread(self._hand_over)
         return job.deferred
+
+    def _hand_over(self) -> None:
+        """The turn's jobs, as one item of the queue: one wake-up of the thread."""
+        jobs, self._pending = self._pending, []
+        self._queue.put(jobs)
 
     def start(self) -> None:
         """Start the thread (jobs submitted before are run first)."""
@@ -180,19 +201,25 @@ class WriterThread:
 
     def others_waiting(self) -> bool:
         """True when jobs are waiting behind the one being run."""
-        return self._drain_rest > 0 or not self._queue.empty()
+        return self._drain_rest > 0 or bool(self._rest) or not self._queue.empty()
+
+    def _take(self) -> list[_Job]:
+        """The next drain: up to ``batch_max`` jobs, waiting for the first."""
+        q, limit = self._queue, self.batch_max
+        jobs = self._rest or q.get()
+        while len(jobs) < limit:
+            try:
+                jobs = jobs + q.get_nowait()
+            except queue.Empty:
+                break
+        self._rest = jobs[limit:]
+        return jobs[:limit]
 
     def _loop(self):
         """Drain the queue, group batched jobs, hand results back."""
-        q = self._queue
         self._running = True
         while self._running:
-            jobs = [q.get()]
-            while len(jobs) < self.batch_max:
-                try:
-                    jobs.append(q.get_nowait())
-                except queue.Empty:
-                    break
+            jobs = self._take()
             try:
                 results = self._process(jobs)
             except BaseException as e:  # a bug: fail the drain, keep the thread alive
@@ -204,13 +231,14 @@ class WriterThread:
         self._finish()
         # Only a job's own Requeue continuations can be queued behind the
         # close: they end with what they did; nothing is silently dropped.
-        leftovers = []
+        leftovers = [self._closed(job) for job in self._rest]
+        self._rest = []
         while True:
             try:
-                job = q.get_nowait()
+                jobs = self._queue.get_nowait()
             except queue.Empty:
                 break
-            leftovers.append(self._closed(job))
+            leftovers.extend(self._closed(job) for job in jobs)
         if leftovers:
             self._reactor.callFromThread(self._deliver, leftovers)
 
@@ -254,7 +282,7 @@ class WriterThread:
                     self._running = False
                 continue
             if isinstance(value, Requeue):
-                self._queue.put(_Job(job.kind, value.args, job.deferred))
+                self._queue.put([_Job(job.kind, value.args, job.deferred)])
             else:
                 results.append((job.deferred, True, value))
             if job.kind in self.read_kinds:

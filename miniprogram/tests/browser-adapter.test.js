@@ -121,7 +121,7 @@ test('a plain <script> of the very same file defines window.ChatdClient (no modu
 test('connects with new WebSocket(url?name, ["chatd.v1"]), sends JSON text frames, joins after welcome', () => {
   const win = fakeWindow()
   const { client, ws } = welcomed(win)
-  expect(ws.url).toBe('ws://h/ws?name=alice')
+  expect(ws.url).toBe('ws://h/ws?name=alice&features=receipts_batch')
   expect(ws.protocols).toEqual(['chatd.v1'])
   expect(client.connected).toBe(true)
   const joined = client.join('lobby')
@@ -146,7 +146,7 @@ test('the session goes to localStorage as a JSON string and a new client restore
   expect(again.outbox.map((e) => [e.id, e.text, e.status])).toEqual([[entry.id, 'hi', 'pending']])
   again.connect()
   const ws2 = win.sockets[win.sockets.length - 1]
-  expect(ws2.url).toBe('ws://h/ws?name=alice&resume=sekrit')
+  expect(ws2.url).toBe('ws://h/ws?name=alice&resume=sekrit&features=receipts_batch')
   ws2.open()
   ws2.frame(WELCOME)
   expect(ws2.sent[0]).toMatchObject({ type: 'join', room: 'lobby', since: 7 })
@@ -196,7 +196,7 @@ test('a lost socket reconnects on the window timer with the resume secret; drop(
   expect(statuses[0]).toMatchObject({ state: 'reconnecting', delay: 500, code: 1006 })
   win.fire(500)
   const ws2 = win.sockets[1]
-  expect(ws2.url).toBe('ws://h/ws?name=alice&resume=sekrit')
+  expect(ws2.url).toBe('ws://h/ws?name=alice&resume=sekrit&features=receipts_batch')
   ws2.open()
   ws2.frame(WELCOME)
   expect(client.connected).toBe(true)
@@ -256,7 +256,7 @@ test('a token cannot go in a browser WebSocket header: the connection fails inst
   client.close()
   const q = new ChatClient({ url: 'ws://h/ws', token: 't', tokenIn: 'query', adapter: browserAdapter(win) })
   q.connect()
-  expect(win.sockets[0].url).toBe('ws://h/ws?token=t')
+  expect(win.sockets[0].url).toBe('ws://h/ws?token=t&features=receipts_batch')
   q.close()
 })
 
@@ -283,4 +283,48 @@ test('upload() posts FormData with the file to /api/media with the token; an err
   expect(calls[0].init.body.get('file').name).toBe('a.png')
   expect(client.mediaUrl(up.url)).toBe('https://chat.example.com/media/m1?e=1&s=x')
   await expect(client.upload(file)).rejects.toMatchObject({ code: 'too_large', status: 413 })
+})
+
+test('with XMLHttpRequest, upload() reports upload.onprogress as percent, sends the name as filename and form field, and can be aborted', async () => {
+  const win = fakeWindow()
+  win.FormData = FormData
+  const xhrs = []
+  win.XMLHttpRequest = class {
+    constructor() {
+      this.upload = {}
+      this.headers = {}
+      xhrs.push(this)
+    }
+    open(method, url) {
+      Object.assign(this, { method, url })
+    }
+    setRequestHeader(k, v) {
+      this.headers[k] = v
+    }
+    send(body) {
+      this.body = body
+    }
+    abort() {
+      this.onabort()
+    }
+  }
+  const client = new ChatClient({ url: 'ws://h:1/ws', token: 't0k', tokenIn: 'query', adapter: browserAdapter(win) })
+  const progress = []
+  const file = new Blob(['x'.repeat(1000)])
+  const done = client.upload(file, { name: 'notes.txt', onProgress: (p) => progress.push(p) })
+  const x = xhrs[0]
+  expect([x.method, x.url, x.headers]).toEqual(['POST', 'http://h:1/api/media', { Authorization: 'Bearer t0k' }])
+  expect(x.body.get('file').name).toBe('notes.txt')
+  expect(x.body.get('name')).toBe('notes.txt')
+  x.upload.onprogress({ lengthComputable: true, loaded: 250, total: 1000 })
+  x.upload.onprogress({ lengthComputable: false, loaded: 500, total: 0 })
+  x.upload.onprogress({ lengthComputable: true, loaded: 1000, total: 1000 })
+  Object.assign(x, { status: 201, responseText: JSON.stringify({ media_id: 'm2', kind: 'file', name: 'notes.txt' }) })
+  x.onload()
+  await expect(done).resolves.toMatchObject({ media_id: 'm2' })
+  expect(progress).toEqual([25, 100])
+  let task = null
+  const aborted = client.upload(file, { onTask: (t) => (task = t) })
+  task.abort()
+  await expect(aborted).rejects.toMatchObject({ code: 'network' })
 })

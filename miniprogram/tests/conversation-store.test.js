@@ -126,3 +126,24 @@ test('a summary from chatd (its last has text only) keeps the media kind of the 
   s.summary({ with: 'bob', kind: 'dm', seq: 2, last: { seq: 2, from: 'bob', text: 'plain', ts: 1002 } })
   expect(s.conv('d:bob').last.media).toBeUndefined()
 })
+
+test('list(pending) adds the DMs only my outbox has, newest entry first, once (none for a peer that does not exist); rooms and known DMs as the store has them', () => {
+  const s = store()
+  s.apply('d:bob', msg(5, 'bob', 'new')) // ts 1005
+  s.apply('r:team', { type: 'message', room: 'team', seq: 1, from: 'bob', name: 'Bob', text: 'hi', ts: 1001 })
+  const pending = [
+    { id: 'a', kind: 'dm', to: 'carol', text: 'first', ts: 1003, status: 'pending' },
+    { id: 'b', kind: 'dm', to: 'carol', text: '', ts: 1004, status: 'failed', upload: { kind: 'voice', file: 'f' } },
+    { id: 'c', kind: 'dm', to: 'bob', text: 'known peer', ts: 2000, status: 'pending' },
+    { id: 'd', kind: 'room', room: 'elsewhere', text: 'not a member per the store', ts: 3000, status: 'pending' },
+    { id: 'e', kind: 'dm', to: 'erin', text: '', ts: 1000, status: 'pending', attachments: [{ media_id: 'm', kind: 'file' }] },
+    { id: 'f', kind: 'dm', to: 'nobody', text: 'hello?', ts: 5000, status: 'failed', error: 'no_such_user' }
+  ]
+  expect(s.list(pending).map((c) => c.key)).toEqual(['d:bob', 'd:carol', 'r:team', 'd:erin'])
+  const [carol, erin] = ['d:carol', 'd:erin'].map((k) => s.list(pending).find((c) => c.key === k))
+  expect(carol).toMatchObject({ with: 'carol', kind: 'dm', local: true, seq: 0, ts: 1004, unread: 0, last: { seq: null, from: 'me', text: '', ts: 1004, media: 'voice' } })
+  expect(erin.last.media).toBe('file')
+  expect(s.list(pending).find((c) => c.key === 'd:bob').local).toBeUndefined()
+  expect(s.list().map((c) => c.key)).toEqual(['d:bob', 'r:team'])
+  expect(s.has('d:carol')).toBe(false) // listing adds nothing to the store
+})

@@ -49,9 +49,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('a DM to offline bob: pending → sent; bob’s cold start shows it unread 1; he reads it and alice sees "read"', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const entry = a.client.dm(bob, 'are you there?')
     expect(mine(a, 'd:' + bob).map((m) => m.status)).toEqual(['pending'])
@@ -83,9 +81,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('markRead sends at most one read per conversation per second, the newest seq', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const sent = []
@@ -111,9 +107,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('recall within the window leaves a tombstone everywhere; after it, too_late; edit and reactions apply', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const m1 = a.client.dm(bob, 'oops')
@@ -145,9 +139,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('a recall queued offline is sent exactly once after the reconnect', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const m = a.client.dm(bob, 'take me back')
     await waitFor(() => m.status === 'sent', 'the ack')
@@ -198,9 +190,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('reply and mentions: the quote and the mention count reach the other side', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const room = uniqueName('grp')
@@ -215,9 +205,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('alice uploads a picture with wx.uploadFile and DMs it to offline bob; bob gets it with URLs that serve it', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const wx = addUpload(createWx())
     const a = await online(alice, { wx })
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-up-')), 'red.png')
@@ -244,9 +232,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
   })
 
   test('a refused upload rejects with chatd’s code; an unknown media id fails the send with bad_attachment', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const wx = addUpload(createWx())
     const a = await online(alice, { wx })
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chatd-up-')), 'empty.bin')
@@ -258,9 +244,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
     expect(a.client.timeline('d:' + bob).map((x) => [x.text, x.status])).toEqual([['see this', 'failed']])
   })
   test('room commands from a fresh client: a second page load creates another room, the invitee sees the title, leave ends it on every device', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const rooms = [uniqueName('first'), uniqueName('second')]
     for (const room of rooms) {
       const a = await online(alice) // a new client each time (a page load)
@@ -291,9 +275,7 @@ liveDescribe('conversations in the SDK against a live chatd', () => {
     await expect(a.client.pushSubscribe({ templates: 'nope' })).rejects.toMatchObject({ code: 'bad_request' })
   })
   test('moderation: an admin mutes a member (her send fails with muted), unmutes; a member reports a message', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const room = uniqueName('mod')

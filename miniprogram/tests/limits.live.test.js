@@ -3,7 +3,8 @@
  *
  * The SDK against two chatds: one with `--rate-limit 2 --rate-burst 2`, one
  * with `--jwt-secret S --max-rooms 2`:
- * Bearer-header tokens, rate_limited refusals resent with the same id,
+ * Bearer-header tokens, rate_limited refusals resent with the same id (an
+ * 80-DM burst still stored and delivered in send order),
  * forbidden / too_many_rooms surfaced as errors, and expired or refused
  * tokens (close 4401, handshake 401) ending in an `auth` event instead of a
  * reconnect loop.
@@ -69,6 +70,23 @@ liveDescribe('ChatClient against a chatd with tokens and limits', () => {
     expect(bob.client.state).toBe('open')
   })
 
+  test('an 80-DM burst over the rate limit is stored and delivered in send order, each once', async () => {
+    // default limits (20 / s, burst 40): about half the burst is refused and resent
+    const alice = await online({ token: mintToken(SECRET, { sub: uniqueName('u-burst') }) })
+    const bob = await online({ token: mintToken(SECRET, { sub: uniqueName('u-peer') }) })
+    const entries = []
+    for (let i = 0; i < 80; i++) entries.push(alice.client.dm(bob.client.user, 'burst ' + i))
+    await waitFor(() => alice.client.outbox.length === 0, 'all 80 acked', 20000)
+    await waitFor(() => bob.log.dm.length === 80, 'bob has 80', 5000)
+    await barrier(bob) // every ack is in: a duplicate delivery would be at bob by now
+    expect(alice.log.error.some((e) => e.code === 'rate_limited')).toBe(true)
+    expect(bob.log.dm.map((m) => m.id)).toEqual(entries.map((e) => e.id))
+    expect(bob.log.dm.map((m) => m.seq)).toEqual(entries.map((e, i) => i + 1))
+    expect(alice.log.ack.map((a) => a.seq)).toEqual(entries.map((e, i) => i + 1))
+    expect(alice.log.failed).toEqual([])
+    expect(alice.log.welcome.length).toBe(1) // never closed for flooding
+  })
+
   test('a token in the Authorization header; forbidden rooms reject join, fail queued messages and history', async () => {
     const token = mintToken(SECRET, { sub: 'u-team', name: 'Teammate', rooms: ['team-*'] })
     const c = await online({ token })
@@ -124,6 +142,8 @@ liveDescribe('ChatClient against a chatd with tokens and limits', () => {
     await waitFor(() => c.client.connected && c.log.message.length === 1, 'back with the new token')
     expect(c.client.user).toBe('u-exp')
     expect(c.log.message[0].text).toBe('while logged out')
+    // (the message may come first: the server subscribes a token user's rooms at welcome)
+    await waitFor(() => c.log.joined.length === 2, 'the room joined again')
     expect(c.log.joined[1].since).toBe(c.log.joined[0].seq)
   })
 

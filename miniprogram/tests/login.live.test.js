@@ -6,8 +6,8 @@
  * (`wx.request`) and real WebSockets (`wx.connectSocket`).
  */
 'use strict'
-const path = require('path')
 const simulate = require('miniprogram-simulate')
+const { loadPage } = require('./support/pages')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startWechat } = require('./support/wechat-standin')
 const { createWx } = require('./support/wx-ws')
@@ -16,9 +16,8 @@ const { waitFor, holdsFor, uniqueName, makeClient } = require('./support/helpers
 const { mintToken } = require('./support/jwt')
 const { TOKEN_KEY } = require('../utils/login')
 
-const ROOT = path.resolve(__dirname, '..')
 const config = require('../config')
-const loginPage = simulate.load(path.join(ROOT, 'pages/login/login'), { rootPath: ROOT })
+const loginPage = loadPage('pages/login/login')
 
 const APP_SECRET = 'app-secret-for-miniprogram-tests'
 const JWT_SECRET = 'jwt-secret-for-miniprogram-login-32b!'
@@ -93,7 +92,7 @@ liveDescribe('login page and app against chatd with WeChat login', () => {
     expect(JSON.stringify(stored)).not.toContain('SESSION-KEY')
     const task = wx.tasks[wx.tasks.length - 1]
     expect(task.header).toEqual({ Authorization: 'Bearer ' + stored.token })
-    expect(task.url).toBe(server.url)
+    expect(task.url).toBe(server.url + '?features=receipts_batch')
     expect(page.data.error).toBe('')
 
     // a cold start on the same phone uses the stored token without a new wx.login

@@ -9,25 +9,22 @@
  */
 'use strict'
 const fs = require('fs')
-const path = require('path')
 const simulate = require('miniprogram-simulate')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { addUpload } = require('./support/wx-upload')
 const { loadApp } = require('./support/app-runtime')
-const { waitFor, barrier, uniqueName, httpGet } = require('./support/helpers')
+const { waitFor, holdsFor, barrier, uniqueName, httpGet } = require('./support/helpers')
 const { tokenUsers } = require('./support/live-users')
-const { openPage, chatRows } = require('./support/pages')
+const { loadPage, openPage, chatRows } = require('./support/pages')
 const { png, mp3, tempFile } = require('./support/media-files')
 const { shoot } = require('./support/screenshot')
 
-const ROOT = path.resolve(__dirname, '..')
-const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
-const chatPage = load('pages/chat/chat')
-const conversationsPage = load('pages/conversations/conversations')
-const mePage = load('pages/me/me')
-const roomInfoPage = load('pages/room-info/room-info')
-const loginPage = load('pages/login/login')
+const chatPage = loadPage('pages/chat/chat')
+const conversationsPage = loadPage('pages/conversations/conversations')
+const mePage = loadPage('pages/me/me')
+const roomInfoPage = loadPage('pages/room-info/room-info')
+const loginPage = loadPage('pages/login/login')
 const { TOKEN_KEY } = require('../utils/login')
 
 const config = require('../config')
@@ -66,13 +63,17 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
   const open = (id, options) => openPage(pages, id, options)
 
   const withMedia = (page, kind) => chatRows(page).filter((r) => r.attachments && r.attachments.some((a) => a.kind === kind))
-  /** Every value of `uploads` that `page` set, in order. */
+  /** My pending bubbles still uploading (SDK sendMedia entries) on `page`. */
+  const uploading = (page) => page.data.pending.filter((r) => r.upload)
+  /** Every list of uploading bubbles `page` showed, in order (after each setData). */
   function spyUploads(page) {
     const seen = []
     const orig = page.instance.setData.bind(page.instance)
     page.instance.setData = (p, cb) => {
-      if (p.uploads) seen.push(JSON.parse(JSON.stringify(p.uploads)))
-      return orig(p, cb)
+      const r = orig(p, cb)
+      const list = uploading(page)
+      if (list.length) seen.push(JSON.parse(JSON.stringify(list)))
+      return r
     }
     return seen
   }
@@ -85,9 +86,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
   }
 
   test('alice picks a photo from the "+" panel and DMs it to offline bob: pending bubble with progress, then sent; bob’s Chats shows [Image], his chat the thumbnail, a tap previews the original', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const { chat: a, wx } = await launch(alice)
     const page = open(chatPage, { key: 'd:' + bob })
     const uploads = spyUploads(page)
@@ -102,13 +101,17 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     await waitFor(() => wx.chosen.length === 1, 'chooseMedia')
     expect(wx.chosen[0]).toMatchObject({ api: 'chooseMedia', count: 9, mediaType: ['image'], sourceType: ['album', 'camera'], sizeType: ['compressed'] })
     await waitFor(() => uploads.length, 'the pending bubble')
-    expect(uploads[0][0]).toMatchObject({ mine: true, tick: 'sending…', upload: { progress: 0, failed: false }, attachments: [{ kind: 'image', thumb: photo }] })
-    await waitFor(() => uploads.some((list) => list.length && list[0].attachments[0].h === 240), 'the bubble sized from getImageInfo')
-    expect(uploads.find((list) => list.length && list[0].attachments[0].h === 240)[0].attachments[0]).toMatchObject({ w: 320, h: 240 })
-    await waitFor(() => withMedia(page, 'image').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent, the bubble gone')
-    expect(uploads.some((list) => list.length && list[0].upload.progress === 100)).toBe(true) // the progress reached the page
+    // sized from getImageInfo before it is queued: no layout jump
+    expect(uploads[0][0]).toMatchObject({ mine: true, tick: 'sending…', upload: { progress: 0, failed: false }, attachments: [{ kind: 'image', thumb: photo, w: 320, h: 240 }] })
+    await waitFor(() => withMedia(page, 'image').some((r) => r.tick === 'sent') && !uploading(page).length, 'sent, the bubble gone')
+    expect(uploads.some((list) => list[0].upload.progress === 100 && list[0].upload.label === 'Uploading 100%')).toBe(true) // the progress reached the page
+    expect(uploads.some((list) => list[0].upload.deg === 360)).toBe(true) // and its ring
+    // the SDK kept the temp file (saveFile), uploaded the kept one and removed it once sent
+    expect(wx.saved.length).toBe(1)
     expect(wx.uploads.length).toBe(1)
-    expect(wx.uploads[0]).toMatchObject({ filePath: photo, name: 'file', header: { Authorization: expect.stringMatching(/^Bearer /) } })
+    expect(wx.uploads[0]).toMatchObject({ filePath: wx.saved[0], name: 'file', header: { Authorization: expect.stringMatching(/^Bearer /) } })
+    await waitFor(() => wx.removedSaved.length === 1, 'the kept file removed')
+    expect(wx.removedSaved).toEqual(wx.saved)
     const [sent] = withMedia(page, 'image')
     expect(sent.attachments[0]).toMatchObject({ kind: 'image', w: 320, h: 240, thumb: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/media\/.+\/thumb\?e=/) })
     expect(sent.bare).toBe(true)
@@ -156,9 +159,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
   })
 
   test('hold to talk: a voice message with its duration at both ends, played and stopped on a tap; slid up it is cancelled; too short is not sent', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const { chat: a, wx } = await launch(alice)
     const page = open(chatPage, { key: 'd:' + bob })
     const clip = mp3(3)
@@ -177,7 +178,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     composer.querySelector('.talk').dispatchEvent('touchend', { changedTouches: [{ x: 100, y: 500 }] })
     await waitFor(() => wx.recorder.stops === 1 && !wx.recordings.length, 'the recorder stopped')
     await simulate.sleep(20)
-    expect(page.data.uploads).toEqual([])
+    expect(page.data.pending).toEqual([])
     expect(wx.uploads.length).toBe(0)
 
     // a tap-length recording: "Too short"
@@ -228,10 +229,8 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     expect(his.data.playing).toBe('')
   })
 
-  test('files: a file over --max-file-bytes is refused with a toast and nothing is sent; a small one is sent, bob downloads and opens it', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+  test('files: a file over --max-file-bytes is refused with a toast and a "not sent" bubble that Delete removes; a small one is sent with its name, bob downloads and opens it', async () => {
+    const { alice, bob } = await users.aliceAndKnownBob()
     const { chat: a, wx } = await launch(alice)
     const page = open(chatPage, { key: 'd:' + bob })
     const big = tempFile('big.pdf', Buffer.alloc(MAX_FILE * 3, 0x41))
@@ -240,8 +239,16 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     await waitFor(() => wx.toasts.length, 'the toast')
     expect(wx.chosen[0]).toMatchObject({ api: 'chooseMessageFile', type: 'file' })
     expect(wx.toasts).toEqual([{ title: 'This file is too large to send', icon: 'none' }])
-    expect(page.data.uploads).toEqual([]) // chatd will never take it: no bubble left
+    // no retry of a refusal: the bubble says why, with Retry and Delete
+    expect(wx.uploads.length).toBe(1)
+    expect(wx.uploads[0].formData).toEqual({ name: 'big.pdf' }) // the original name, as a form field
+    expect(uploading(page)).toEqual([expect.objectContaining({ tick: 'not sent', status: 'failed', upload: expect.objectContaining({ failed: true, error: 'This file is too large to send' }) })])
+    expect(page.dom.innerHTML).toContain('Delete')
+    page.instance.onDiscard({ detail: { key: uploading(page)[0].key } })
+    expect(page.data.pending).toEqual([])
     expect(a.timeline('d:' + bob)).toEqual([])
+    expect(a.failed).toEqual([])
+    await waitFor(() => wx.removedSaved.length === 1, 'the kept file removed')
 
     const small = tempFile('notes.pdf', Buffer.from('%PDF-1.4 not really a pdf, a file\n'))
     wx.fileChoices.push([{ path: small, size: fs.statSync(small).size, name: 'notes.pdf', type: 'file' }])
@@ -249,6 +256,7 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     await tapComposer(page, 'file')
     await waitFor(() => withMedia(page, 'file').some((r) => r.tick === 'sent'), 'the file sent')
     expect(withMedia(page, 'file')[0].attachments[0]).toMatchObject({ kind: 'file', name: 'notes.pdf', size: '34 B' })
+    expect(wx.uploads[1].formData).toEqual({ name: 'notes.pdf' })
     a.close()
     pages.splice(0).forEach((p) => p.instance.onUnload())
 
@@ -266,10 +274,8 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     expect(bwx.loading.map((l) => l.type)).toEqual(['show', 'hide'])
   })
 
-  test('refusals and failures: an unreadable picture (bad_image) and the day’s quota (quota_exceeded) are toasts; a failed upload stays "not sent" and a tap retries it', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+  test('refusals and failures: an unreadable picture (bad_image) and the day’s quota (quota_exceeded) are toasts and "not sent" bubbles; a network failure is retried by the SDK; Retry uploads again', async () => {
+    const { alice, bob } = await users.aliceAndKnownBob()
     const { chat: a, wx } = await launch(alice)
     const page = open(chatPage, { key: 'd:' + bob })
     // PNG magic, then junk: chatd sniffs an image and cannot decode it
@@ -278,9 +284,15 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     page.instance.onPick({ detail: { type: 'photo' } })
     await waitFor(() => wx.toasts.length === 1, 'the bad_image toast')
     expect(wx.toasts[0]).toEqual({ title: 'This picture cannot be read', icon: 'none' })
-    expect(page.data.uploads).toEqual([])
+    expect(uploading(page)).toEqual([expect.objectContaining({ tick: 'not sent', upload: expect.objectContaining({ failed: true, error: 'This picture cannot be read' }) })])
+    // Retry: refused again (the file did not change)
+    page.instance.onRetry({ detail: { key: uploading(page)[0].key } })
+    await waitFor(() => wx.toasts.length === 2, 'refused again')
+    expect(wx.uploads.length).toBe(2)
+    page.instance.onDiscard({ detail: { key: uploading(page)[0].key } })
+    expect(page.data.pending).toEqual([])
 
-    // the network fails once: the bubble stays as "not sent"; a tap on it uploads again
+    // the network fails once: the SDK says so on the bubble and tries again by itself
     const clip = mp3(3)
     const file = tempFile('voice.mp3', clip.bytes)
     const upload = wx.uploadFile
@@ -292,14 +304,14 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
     page.instance.onVoiceStart()
     page.instance.onVoiceEnd({ detail: { cancel: false } })
-    await waitFor(() => page.data.uploads.length === 1 && page.data.uploads[0].upload.failed, 'the failed bubble')
-    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', status: 'failed', upload: { error: 'Upload failed: check the network and try again' } })
-    expect(wx.toasts[1].title).toBe('Upload failed: check the network and try again')
-    await page.instance.onRetry({ detail: { key: page.data.uploads[0].key } })
-    await waitFor(() => withMedia(page, 'voice').some((r) => r.tick === 'sent') && !page.data.uploads.length, 'sent on the retry')
+    await waitFor(() => uploading(page).length === 1 && uploading(page)[0].upload.label === 'Upload failed, trying again…', 'the bubble waiting for a retry')
+    expect(uploading(page)[0]).toMatchObject({ tick: 'sending…', upload: { failed: false } })
+    await waitFor(() => withMedia(page, 'voice').some((r) => r.tick === 'sent') && !uploading(page).length, 'sent on the retry')
+    expect(wx.toasts.length).toBe(2) // no toast for a failure the SDK retries
 
-    // a second clip passes the quota, a third does not
-    wx.recordings.push({ tempFilePath: file, duration: 3004, fileSize: clip.bytes.length }, { tempFilePath: file, duration: 3004, fileSize: clip.bytes.length })
+    // a second clip passes the quota, a third does not (each recording is a new temp file: the SDK keeps, i.e. moves, it)
+    const again = () => ({ tempFilePath: tempFile('voice.mp3', clip.bytes), duration: 3004, fileSize: clip.bytes.length })
+    wx.recordings.push(again(), again())
     page.instance.onVoiceStart()
     page.instance.onVoiceEnd({ detail: { cancel: false } })
     await waitFor(() => withMedia(page, 'voice').filter((r) => r.tick === 'sent').length === 2, 'the second clip sent')
@@ -307,15 +319,72 @@ liveDescribe('pictures, voice, files and the push prompt in the pages against a 
     page.instance.onVoiceEnd({ detail: { cancel: false } })
     await waitFor(() => wx.toasts.length === 3, 'the quota toast')
     expect(wx.toasts[2]).toEqual({ title: 'You have sent too much today. Try again later', icon: 'none' })
-    expect(page.data.uploads[0]).toMatchObject({ tick: 'not sent', upload: { failed: true } }) // may be retried later
-    expect(a.timeline('d:' + bob).filter((x) => x.attachments).length).toBe(2)
+    expect(uploading(page)[0]).toMatchObject({ tick: 'not sent', upload: { failed: true } }) // may be retried later
+    expect(a.timeline('d:' + bob).filter((x) => x.attachments && x.seq !== null).length).toBe(2)
+  })
+
+  test('killed mid-upload: after a restart (a new app on the storage that survived) the SDK uploads the kept file again and bob gets the voice message exactly once', async () => {
+    const { alice, bob } = await users.aliceAndKnownBob()
+    const { chat: a, wx } = await launch(alice)
+    const page = open(chatPage, { key: 'd:' + bob })
+    // 5 s: 80 KB, more than one 64 KiB piece of the shim's wx.uploadFile, so a progress below 100 % comes first
+    const clip = mp3(5)
+    const file = tempFile('voice.mp3', clip.bytes)
+    let survived = null
+    const upload = wx.uploadFile
+    wx.uploadFile = global.wx.uploadFile = (opts) => {
+      const task = upload(opts)
+      task.onProgressUpdate((r) => {
+        if (survived || r.progress >= 100) return
+        // the process dies here: the request is cut, only what is in storage survives
+        task.abort()
+        survived = new Map(Array.from(wx.storage.entries()).map(([k, v]) => [k, JSON.parse(JSON.stringify(v))]))
+      })
+      return task
+    }
+    wx.recordings.push({ tempFilePath: file, duration: 5000, fileSize: clip.bytes.length })
+    page.instance.onVoiceStart()
+    page.instance.onVoiceEnd({ detail: { cancel: false } })
+    await waitFor(() => survived, 'killed mid-upload')
+    const [entry] = a.outbox
+    expect(entry.upload).toMatchObject({ kind: 'voice', duration_ms: 5000 })
+    expect(wx.saved.length).toBe(1)
+    expect(fs.existsSync(file)).toBe(false) // moved by saveFile: only the kept file is left
+    page.instance.onUnload()
+    pages.splice(0)
+    a.close()
+
+    // the restart: a new app and SDK on the same phone (the storage as it was when killed)
+    const wx2 = addUpload(createWx({ storage: survived }))
+    const { chat: a2 } = users.launch(alice, wx2)
+    // Chats lists the DM, which chatd does not know before this message, from the restored outbox
+    const list = open(conversationsPage)
+    expect(list.data.rows.map((r) => [r.key, r.preview])).toEqual([['d:' + bob, '[Voice]']])
+    const again = open(chatPage, { key: 'd:' + bob })
+    // the pending bubble comes from the SDK's restored outbox, before anything is sent
+    expect(uploading(again)).toEqual([expect.objectContaining({ key: 'p' + entry.id, tick: 'sending…', attachments: [expect.objectContaining({ kind: 'voice', duration: '5"' })] })])
+    await waitFor(() => withMedia(again, 'voice').some((r) => r.tick === 'sent') && !uploading(again).length, 'sent after the restart')
+    expect(wx2.uploads.map((u) => u.filePath)).toEqual(wx.saved)
+    expect(a2.timeline('d:' + bob).filter((x) => x.attachments).map((x) => x.id)).toEqual([entry.id])
+    await waitFor(() => wx2.removedSaved.length === 1, 'the kept file removed')
+    // chatd has the DM now: one row, the store's
+    await waitFor(() => a2.conversation('d:' + bob), 'the DM in the store')
+    expect(a2.conversations.filter((c) => c.key === 'd:' + bob)).toEqual([expect.objectContaining({ seq: expect.any(Number), last: expect.objectContaining({ media: 'voice' }) })])
+    expect(list.data.rows.map((r) => [r.key, r.preview])).toEqual([['d:' + bob, '[Voice]']])
+
+    // bob gets it once, with its attachment (a sync from scratch, then live frames; nothing more comes)
+    const b = await users.online(bob, { log: ['dm'] })
+    await waitFor(() => b.client.timeline('d:' + alice).some((x) => x.attachments), 'the voice message at bob')
+    const got = () => b.client.timeline('d:' + alice).filter((x) => x.attachments)
+    expect(got()).toEqual([expect.objectContaining({ id: entry.id, from: alice, attachments: [expect.objectContaining({ kind: 'voice', mime: 'audio/mpeg', size: clip.bytes.length })] })])
+    await holdsFor(() => got().length === 1, 'one message', 300)
+    const page1 = await b.client.dmHistory(alice, { limit: 10 })
+    expect(page1.messages.filter((m) => m.attachments)).toEqual([expect.objectContaining({ id: entry.id })])
   })
 
   test('push prompt: after the first DM of the session WeChat’s prompt shows once, the accept reaches chatd; the Me and group info switches', async () => {
     config.pushTemplates = [TPL]
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const { chat: a, wx } = await launch(alice)
     const page = open(chatPage, { key: 'd:' + bob })
     wx.subscribeAnswers.push({ [TPL]: 'accept' })

@@ -51,6 +51,19 @@ test('refused uploads have a sentence each; unknown codes name the code', () => 
   expect(m.uploadErrorText({ code: 'teapot' })).toBe('Could not send the file (teapot)')
 })
 
+test('the upload line of my pending bubble: ring angle and percentage, trying again, or why it failed', () => {
+  expect(m.uploadRow({ state: 'uploading', progress: 42.4 }, 'pending')).toEqual({ progress: 42, deg: 151, failed: false, label: 'Uploading 42%', error: '' })
+  expect(m.uploadRow({ state: 'queued', progress: 0 }, 'pending')).toMatchObject({ label: 'Uploading 0%', deg: 0 })
+  expect(m.uploadRow({ state: 'waiting', progress: 70, error: 'network' }, 'pending')).toMatchObject({ failed: false, label: 'Upload failed, trying again…', error: '' })
+  expect(m.uploadRow({ state: 'failed', progress: 10, error: 'too_large' }, 'failed')).toMatchObject({ failed: true, label: '', error: 'This file is too large to send' })
+  expect(m.uploadRow({ state: 'queued', progress: 0, error: 'quota_exceeded' }, 'failed').error).toMatch(/too much today/)
+  // the SDK's timeline row of a sendMedia entry becomes a pending bubble with the local file
+  const ctx = { me: 'me', dm: true, names: {}, mediaUrl: url }
+  const row = v.messageRow({ seq: null, id: 'x1', from: 'me', mine: true, text: '', status: 'pending', attachments: [{ media_id: 'x1', kind: 'image', local: 'wxfile://store/a.png', width: 64, height: 48 }], upload: { state: 'uploading', progress: 50 } }, ctx)
+  expect(row).toMatchObject({ key: 'px1', tick: 'sending…', upload: { progress: 50, label: 'Uploading 50%' }, attachments: [{ kind: 'image', thumb: 'wxfile://store/a.png', w: 320, h: 240 }] })
+  expect(v.messageRow({ seq: 3, from: 'me', mine: true, text: 'hi' }, ctx).upload).toBeUndefined()
+})
+
 test('message rows carry their attachments: thumbnail and original URLs, voice, file; fresh URLs win', () => {
   const ctx = { me: 'me', dm: true, names: {}, mediaUrl: url, fresh: {} }
   const row = v.messageRow({ seq: 4, from: 'bob', name: 'Bob', text: '', ts: 1, attachments: [image, voice, file] }, ctx)

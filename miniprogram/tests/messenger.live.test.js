@@ -6,27 +6,23 @@
  * recording stubs of the wx shim.
  */
 'use strict'
-const path = require('path')
-const simulate = require('miniprogram-simulate')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { waitFor, barrier, uniqueName } = require('./support/helpers')
 const { tokenUsers } = require('./support/live-users')
-const { openPage, chatRows, byText, choose } = require('./support/pages')
+const { loadPage, openPage, chatRows, byText, choose } = require('./support/pages')
 const { shoot } = require('./support/screenshot')
 const { TOKEN_KEY } = require('../utils/login')
 
-const ROOT = path.resolve(__dirname, '..')
-const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
 // a component used by several pages (status-banner) renders only inside the page
 // loaded first in a test file (miniprogram-simulate registers it once): the chat
 // page, whose banner is asserted, comes first
-const chatPage = load('pages/chat/chat')
-const conversationsPage = load('pages/conversations/conversations')
-const groupCreatePage = load('pages/group-create/group-create')
-const roomInfoPage = load('pages/room-info/room-info')
-const roomsPage = load('pages/rooms/rooms')
-const mePage = load('pages/me/me')
+const chatPage = loadPage('pages/chat/chat')
+const conversationsPage = loadPage('pages/conversations/conversations')
+const groupCreatePage = loadPage('pages/group-create/group-create')
+const roomInfoPage = loadPage('pages/room-info/room-info')
+const roomsPage = loadPage('pages/rooms/rooms')
+const mePage = loadPage('pages/me/me')
 
 const config = require('../config')
 
@@ -71,9 +67,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   }
 
   test('conversations: alice writes to offline bob; bob’s cold start lists it with unread 1 and tab badge 1; pull-down syncs', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const sent = a.client.dm(bob, 'are you there?')
     await waitFor(() => sent.status === 'sent', 'the ack')
@@ -106,9 +100,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('conversations: long-press mutes (badge leaves the tab), marks read, leaves a group', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const room = uniqueName('grp')
     await a.client.createRoom({ room, kind: 'private', title: 'Lunch', members: [bob] })
@@ -149,9 +141,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('chat: my DM to offline bob goes sending… → sent; bob opens the chat and alice’s page shows "read"', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const mine = open(chatPage, { key: 'd:' + bob }, a.client)
     expect(mine.data.dm).toBe(true)
@@ -177,9 +167,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('chat: the list stays right through a dead connection and background/foreground; a draft is kept on leaving', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const first = a.client.dm(bob, 'one')
@@ -222,9 +210,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('chat: long-press → reply with a quote, copy, react; edit; @mention picker in a room', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const room = uniqueName('grp')
     await a.client.createRoom({ room, kind: 'private', title: 'Lunch', members: [bob] })
@@ -260,7 +246,8 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     await choose(wx, ['React', '👍'], () => his.instance.onRowAction({ detail: { key: q.key } }))
     await waitFor(() => byText(hers, 'noon?').reactions.length === 1, 'the reaction at alice')
     expect(byText(hers, 'noon?').reactions).toEqual([{ emoji: '👍', count: 1, me: false }])
-    expect(byText(hers, 'noon?').tick).toBe('read by 1')
+    // bob read it: his receipt reaches alice in the room's next receipts_batch (--receipt-window)
+    await waitFor(() => byText(hers, 'noon?').tick === 'read by 1', 'read by 1 at alice')
 
     // "read by 1" tapped: the readers, from receipts
     await hers.instance.onTicks({ detail: { seq: byText(hers, 'noon?').seq } })
@@ -291,9 +278,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('chat: recall inside the window (tombstone both sides, Re-edit); after it chatd refuses and a toast says so', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const b = await online(bob)
     const wx = createWx()
@@ -330,9 +315,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
     const saved = { chatWindow: config.chatWindow, chatPage: config.chatPage, chatMax: config.chatMax }
     Object.assign(config, { chatWindow: 20, chatPage: 20, chatMax: 40 })
     try {
-      const alice = uniqueName('alice')
-      const bob = uniqueName('bob')
-      await known(bob)
+      const { alice, bob } = await users.aliceAndKnownBob()
       const a = await online(alice)
       let last
       for (let i = 1; i <= 80; i++) last = a.client.dm(bob, 'n' + i)
@@ -506,9 +489,7 @@ liveDescribe('messenger pages against a live chatd with token users', () => {
   })
 
   test('Rooms tab of a WeChat user: a public room and a first DM open in the chat page and join the Chats list', async () => {
-    const alice = uniqueName('alice')
-    const bob = uniqueName('bob')
-    await known(bob)
+    const { alice, bob } = await users.aliceAndKnownBob()
     const a = await online(alice)
     const wx = createWx()
     Object.assign(global.wx, wx)

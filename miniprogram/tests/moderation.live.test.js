@@ -9,7 +9,6 @@
  * user's WeChat login (chatd's 403 `banned`) says so on the login page.
  */
 'use strict'
-const path = require('path')
 const simulate = require('miniprogram-simulate')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { startWechat } = require('./support/wechat-standin')
@@ -17,17 +16,15 @@ const { createWx } = require('./support/wx-ws')
 const { loadApp } = require('./support/app-runtime')
 const { waitFor, holdsFor, uniqueName } = require('./support/helpers')
 const { tokenUsers } = require('./support/live-users')
-const { openPage, chatRows, byText, choose } = require('./support/pages')
+const { loadPage, openPage, chatRows, byText, choose } = require('./support/pages')
 const { reportMessage } = require('../utils/moderation')
 
-const ROOT = path.resolve(__dirname, '..')
-const load = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
 // the chat page first: shared components render only inside the page loaded first
-const chatPage = load('pages/chat/chat')
-const roomInfoPage = load('pages/room-info/room-info')
-const mePage = load('pages/me/me')
-const suspendedPage = load('pages/suspended/suspended')
-const loginPage = load('pages/login/login')
+const chatPage = loadPage('pages/chat/chat')
+const roomInfoPage = loadPage('pages/room-info/room-info')
+const mePage = loadPage('pages/me/me')
+const suspendedPage = loadPage('pages/suspended/suspended')
+const loginPage = loadPage('pages/login/login')
 
 const config = require('../config')
 

@@ -5,15 +5,14 @@
  * members, typing, "load earlier messages", the reconnect banner.
  */
 'use strict'
-const path = require('path')
 const simulate = require('miniprogram-simulate')
+const { loadPage } = require('./support/pages')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { waitFor, uniqueName, makeClient } = require('./support/helpers')
 
-const ROOT = path.resolve(__dirname, '..')
-const roomPage = simulate.load(path.join(ROOT, 'pages/room/room'), { rootPath: ROOT })
-const dmPage = simulate.load(path.join(ROOT, 'pages/dm/dm'), { rootPath: ROOT })
+const roomPage = loadPage('pages/room/room')
+const dmPage = loadPage('pages/dm/dm')
 
 liveDescribe('pages against a live chatd', () => {
   let server

@@ -6,14 +6,13 @@
  * file: simulate cannot load <status-banner> a second time in one file.)
  */
 'use strict'
-const path = require('path')
 const simulate = require('miniprogram-simulate')
+const { loadPage } = require('./support/pages')
 const { startChatd, liveDescribe } = require('./support/chatd-server')
 const { createWx } = require('./support/wx-ws')
 const { waitFor, uniqueName, makeClient } = require('./support/helpers')
 
-const ROOT = path.resolve(__dirname, '..')
-const roomsPage = simulate.load(path.join(ROOT, 'pages/rooms/rooms'), { rootPath: ROOT })
+const roomsPage = loadPage('pages/rooms/rooms')
 
 liveDescribe('rooms page against a live chatd', () => {
   let server

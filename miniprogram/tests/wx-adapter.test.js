@@ -46,7 +46,7 @@ test('opts.wx means wxAdapter(wx): connectSocket gets url, protocols and the Bea
   const client = new ChatClient({ url: 'ws://h/ws', token: 'tok', wx, storageKey: 'k' })
   client.connect()
   const task = wx.tasks[0]
-  expect(task.req.url).toBe('ws://h/ws')
+  expect(task.req.url).toBe('ws://h/ws?features=receipts_batch')
   expect(task.req.protocols).toEqual(['chatd.v1'])
   expect(task.req.header).toEqual({ Authorization: 'Bearer tok' })
   expect(task.req.perMessageDeflate).toBe(true)
@@ -66,7 +66,7 @@ test('an anonymous session sends no header; a fail() that runs inside connectSoc
   const statuses = []
   client.on('status', (s) => statuses.push(s))
   client.connect()
-  expect(wx.tasks[0].req.url).toBe('ws://h/ws?name=alice')
+  expect(wx.tasks[0].req.url).toBe('ws://h/ws?name=alice&features=receipts_batch')
   expect('header' in wx.tasks[0].req).toBe(false)
   // the task's own onError/onClose for the same failure are ignored
   wx.tasks[0].h.error({ errMsg: 'again' })
@@ -100,4 +100,35 @@ test('upload() hands wx.uploadFile the file and the Bearer header; onProgress fo
   const plain = client.upload('wxfile://tmp/b.png')
   calls[1].success({ statusCode: 413, data: JSON.stringify({ error: 'too_large', message: 'too large' }) })
   await expect(plain).rejects.toMatchObject({ code: 'too_large', status: 413 })
+})
+
+test('wxAdapter media: uploadFile gets the name as a form field and can be aborted; keep() is saveFile (the temp path when it fails), unkeep() removeSavedFile', () => {
+  const calls = []
+  const wx = Object.assign(fakeWx(), {
+    uploadFile(opts) {
+      calls.push(['uploadFile', opts])
+      return { onProgressUpdate: (fn) => fn({ progress: 30 }), abort: () => calls.push(['abort']) }
+    },
+    getFileSystemManager: () => ({
+      saveFile: (a) => (a.tempFilePath === 'tmp/full' ? a.fail({ errMsg: 'saveFile:fail exceeded' }) : a.success({ savedFilePath: 'store/' + a.tempFilePath })),
+      removeSavedFile: (a) => calls.push(['removeSavedFile', a.filePath])
+    })
+  })
+  const io = wxAdapter(wx)
+  const progress = []
+  const task = io.upload({ url: 'http://h/api/media', file: 'tmp/a.pdf', header: { Authorization: 'Bearer t' }, form: { name: 'a.pdf' }, onProgress: (p) => progress.push(p) }, () => {})
+  expect(calls[0][1]).toMatchObject({ url: 'http://h/api/media', filePath: 'tmp/a.pdf', name: 'file', formData: { name: 'a.pdf' }, header: { Authorization: 'Bearer t' } })
+  expect(progress).toEqual([30])
+  task.abort()
+  expect(calls[1]).toEqual(['abort'])
+  const kept = []
+  io.keep('tmp/a.pdf', (p) => kept.push(p))
+  io.keep('tmp/full', (p) => kept.push(p))
+  expect(kept).toEqual(['store/tmp/a.pdf', 'tmp/full'])
+  io.unkeep('store/tmp/a.pdf')
+  expect(calls[2]).toEqual(['removeSavedFile', 'store/tmp/a.pdf'])
+  // no file system API: the temp path is used as it is
+  const bare = wxAdapter(fakeWx())
+  bare.keep('tmp/b', (p) => kept.push(p))
+  expect(kept[2]).toBe('tmp/b')
 })

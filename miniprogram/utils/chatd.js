@@ -13,7 +13,8 @@
  *    setTimeout (the default when `opts.wx` or a global `wx` exists);
  *  - `browserAdapter(window, {storage})`: `WebSocket`, `localStorage` (or
  *    the given storage, e.g. `sessionStorage`), window timers (a browser
- *    cannot send headers: use `tokenIn: 'query'` there).
+ *    cannot send headers: use `tokenIn: 'query'` there), and IndexedDB for
+ *    the files of pending `sendMedia` uploads (kept across a reload).
  * An adapter is `{connect(req, on), load(key), save(key, value),
  * remove(key), setTimeout(fn, ms), clearTimeout(t)}`; `connect` gets
  * `{url, protocols, header?}` and `on = {open(), message(data),
@@ -46,6 +47,8 @@
  *    start resends queued messages and resumes every room with `since`;
  *  - `rate_limited` refusals are resent with the same `id` after a growing
  *    delay, one frame in flight at a time until the server accepts again;
+ *    a conversation's entries never overtake each other (chatd stores a
+ *    connection's messages to one conversation in send order);
  *    `forbidden` / `too_many_rooms` reject `join()` and fail the room's
  *    queued messages;
  *  - emits typed events: `status`, `welcome`, `joined`, `message`, `dm`,
@@ -90,7 +93,11 @@ const DEFAULTS = {
   // the conversation store is written to storage at most this often (ms)
   convSaveDelay: 1000,
   // timeline items per conversation kept in storage for a cold start
-  convTail: 50
+  convTail: 50,
+  // retries of a sendMedia upload that got no answer, a 5xx or `unavailable`
+  uploadBackoff: { initial: 1000, factor: 2, max: 60000, jitter: 0.3 },
+  // attempts of one upload before its message fails with the last error (the page offers a retry)
+  uploadTries: 6
 }
 
 /** Storage format version of the persisted session. */
@@ -100,6 +107,41 @@ const CONV_VERSION = 1
 
 /** Requests answered by a frame without an id, in order per kind and key. */
 const FIFO_KINDS = ['history', 'dm_history', 'room_info', 'members', 'conversations', 'sync', 'receipts']
+/** What `sendMedia` keeps about its file besides the file itself (shown on the pending bubble). */
+const MEDIA_FIELDS = ['kind', 'name', 'size', 'mime', 'width', 'height', 'duration_ms']
+
+/**
+ * What to do after a failed upload of a `sendMedia` entry: `retry` (after a
+ * backoff) when no answer came (`network`), chatd failed (HTTP 5xx) or could not
+ * store it now (`unavailable`); else `fail` with chatd's error code (a 4xx:
+ * `too_large`, `bad_image`, `quota_exceeded`, `unauthorized`, …).
+ */
+function uploadVerdict(err) {
+  const code = (err && err.code) || 'network'
+  if (code === 'network' || code === 'unavailable' || (err && err.status >= 500)) return 'retry'
+  return 'fail'
+}
+
+/** The attachment a pending `sendMedia` entry shows until chatd has the file (`local`: the wx file path). */
+function uploadAttachment(e) {
+  const a = { media_id: e.id, local: typeof e.upload.file === 'string' ? e.upload.file : '' }
+  MEDIA_FIELDS.forEach((k) => {
+    if (e.upload[k] !== undefined) a[k] = e.upload[k]
+  })
+  return a
+}
+
+/** The persistable part of an upload (`file` a path or an adapter's kept reference, not a Blob): null when it cannot be stored. */
+function uploadRecord(up) {
+  if (!up || typeof up.file !== 'string' || !up.file) return null
+  const r = { file: up.file }
+  MEDIA_FIELDS.forEach((k) => {
+    if (up[k] !== undefined && up[k] !== null) r[k] = up[k]
+  })
+  if (up.kept) r.kept = true
+  return r
+}
+
 /** Outbox operations on a message (exactly-once by id, like sends). */
 const OPS = ['recall', 'edit', 'react']
 
@@ -208,7 +250,9 @@ function wxAdapter(wxApi) {
     remove: (key) => wxApi.removeStorageSync(key),
     setTimeout: (fn, ms) => setTimeout(fn, ms),
     clearTimeout: (t) => clearTimeout(t),
-    // `file`: a local file path (wx.chooseMedia / RecorderManager's tempFilePath)
+    // `file`: a local file path (wx.chooseMedia / RecorderManager's tempFilePath);
+    // wx.uploadFile names the multipart file after the path, so the original
+    // name goes in the `name` form field (ChatClient.upload puts it in `form`)
     upload(req, done) {
       const task = wxApi.uploadFile({
         url: req.url,
@@ -221,6 +265,20 @@ function wxAdapter(wxApi) {
       })
       // UploadTask.onProgressUpdate({progress}): percent sent
       if (req.onProgress && task && typeof task.onProgressUpdate === 'function') task.onProgressUpdate((r) => req.onProgress(r.progress))
+      return { abort: () => task && typeof task.abort === 'function' && task.abort() }
+    },
+    // a temp file kept across restarts (wx.getFileSystemManager().saveFile moves it
+    // into the user data dir); `done(path)` gets the saved path, or the temp one
+    // when it cannot be saved (full, or no file system API)
+    keep(file, done) {
+      const fsm = typeof wxApi.getFileSystemManager === 'function' ? wxApi.getFileSystemManager() : null
+      if (!fsm || typeof file !== 'string') return done(file)
+      fsm.saveFile({ tempFilePath: file, success: (res) => done(res.savedFilePath), fail: () => done(file) })
+    },
+    // a kept file that is not needed any more (its message was sent or deleted)
+    unkeep(file) {
+      const fsm = typeof wxApi.getFileSystemManager === 'function' ? wxApi.getFileSystemManager() : null
+      if (fsm && typeof file === 'string') fsm.removeSavedFile({ filePath: file, fail: () => {} })
     },
     request(req, done) {
       wxApi.request({
@@ -249,6 +307,7 @@ function browserAdapter(win, options) {
   // looked up on use: reading window.localStorage throws where storage is
   // disabled, and the client treats a failing storage as no storage
   const storage = () => (options && options.storage) || w.localStorage
+  const files = blobKeeper(w)
   return {
     connect(req, on) {
       if (req.header) throw new Error('a browser WebSocket cannot send headers: use tokenIn "query"')
@@ -275,17 +334,152 @@ function browserAdapter(win, options) {
     remove: (key) => storage().removeItem(key),
     setTimeout: (fn, ms) => w.setTimeout(fn, ms),
     clearTimeout: (t) => w.clearTimeout(t),
-    // `file`: a Blob or File (an <input type=file>'s, a MediaRecorder's)
+    // `file`: a Blob or File (an <input type=file>'s, a MediaRecorder's), or the
+    // `idb:` reference `keep` gave for one; sent with XMLHttpRequest where there is
+    // one, for its upload progress (fetch has none)
     upload(req, done) {
-      const form = new w.FormData()
-      Object.keys(req.form || {}).forEach((k) => form.append(k, req.form[k]))
-      form.append('file', req.file, req.name || (req.file && req.file.name) || 'file')
-      fetchText(w, req.url, { method: 'POST', headers: req.header, body: form }, done)
+      if (!files.owns(req.file)) return blobUpload(w, req, done)
+      // a kept file (a page reloaded while it was uploading): read back, then sent
+      let task = null
+      let stopped = false
+      files.get(req.file).then(
+        (blob) => {
+          if (stopped) return
+          if (!blob) return done(Object.assign(new Error('the file to upload is gone from this browser'), { code: 'file_gone' }))
+          task = blobUpload(w, Object.assign({}, req, { file: blob }), done)
+        },
+        (err) => stopped || done(err instanceof Error ? err : new Error(String(err)))
+      )
+      return {
+        abort: () => {
+          stopped = true
+          if (task) task.abort()
+        }
+      }
     },
+    // a Blob/File kept across reloads of the page: stored in IndexedDB, `done(ref)`
+    // gets its `idb:` reference (a string the session's storage can hold), or the
+    // Blob itself where IndexedDB is missing or fails (then it is lost with the page)
+    keep: (file, done) => files.keep(file, done),
+    // a kept file that is not needed any more (its message was sent or deleted)
+    unkeep: (file) => files.remove(file),
     request(req, done) {
       fetchText(w, req.url, { method: req.method || 'GET', headers: req.header }, done)
     }
   }
+}
+
+/** POSTs the Blob `req.file` as a multipart form; returns `{abort()}`. */
+function blobUpload(w, req, done) {
+  const form = new w.FormData()
+  Object.keys(req.form || {}).forEach((k) => form.append(k, req.form[k]))
+  form.append('file', req.file, req.name || (req.file && req.file.name) || 'file')
+  if (!w.XMLHttpRequest) return fetchText(w, req.url, { method: 'POST', headers: req.header, body: form }, done)
+  return xhrUpload(w, req, form, done)
+}
+
+/** The IndexedDB database and object store where the browser adapter keeps the files of pending uploads. */
+const KEPT_DB = 'chatd-files'
+const KEPT_STORE = 'files'
+/** The prefix of a kept file's reference (`idb:<random>`). */
+const KEPT_PREFIX = 'idb:'
+/** Kept files older than this (ms) are removed when the database is opened (a tab closed mid-upload). */
+const KEPT_MAX_AGE = 7 * 24 * 3600 * 1000
+
+/**
+ * Blobs kept in the window's IndexedDB under `idb:` references: `keep(blob, done)`,
+ * `get(ref)` (a Promise of the Blob, null when gone), `remove(ref)`, `owns(ref)`.
+ * The database is opened on first use; a browser without IndexedDB (or one that
+ * refuses it, as private windows may) keeps nothing.
+ */
+function blobKeeper(w) {
+  let opened = null
+  const open = () => {
+    if (!opened) {
+      opened = new Promise((resolve, reject) => {
+        const req = w.indexedDB.open(KEPT_DB, 1)
+        req.onupgradeneeded = () => req.result.createObjectStore(KEPT_STORE)
+        req.onsuccess = () => resolve(req.result)
+        req.onerror = () => reject(req.error || new Error('IndexedDB cannot be opened'))
+      })
+      opened.then(prune, () => {})
+    }
+    return opened
+  }
+  // runs `fn(objectStore)` in one transaction: a Promise of its request's result once committed
+  const inStore = (mode, fn) =>
+    open().then(
+      (db) =>
+        new Promise((resolve, reject) => {
+          const tx = db.transaction(KEPT_STORE, mode)
+          const req = fn(tx.objectStore(KEPT_STORE))
+          tx.oncomplete = () => resolve(req ? req.result : undefined)
+          tx.onerror = tx.onabort = () => reject(tx.error || new Error('IndexedDB failed'))
+        })
+    )
+  const prune = () =>
+    inStore('readwrite', (store) => {
+      const cursor = store.openCursor()
+      const old = Date.now() - KEPT_MAX_AGE
+      cursor.onsuccess = () => {
+        const c = cursor.result
+        if (!c) return
+        if (!c.value || !(c.value.at > old)) c.delete()
+        c.continue()
+      }
+      return null
+    }).catch(() => {})
+  const owns = (ref) => typeof ref === 'string' && ref.indexOf(KEPT_PREFIX) === 0
+  return {
+    owns,
+    keep(file, done) {
+      if (!hasIndexedDB(w) || !file || typeof file !== 'object' || typeof file.size !== 'number') return done(file)
+      const ref = KEPT_PREFIX + Date.now().toString(36) + '-' + Math.random().toString(36).slice(2)
+      inStore('readwrite', (store) => store.put({ blob: file, at: Date.now() }, ref)).then(
+        () => done(ref),
+        () => done(file)
+      )
+    },
+    get(ref) {
+      return inStore('readonly', (store) => store.get(ref)).then((v) => (v && v.blob) || null)
+    },
+    remove(ref) {
+      if (owns(ref) && hasIndexedDB(w)) inStore('readwrite', (store) => store.delete(ref)).catch(() => {})
+    }
+  }
+}
+
+/** Whether `w` has an IndexedDB (reading it throws where storage is disabled). */
+function hasIndexedDB(w) {
+  try {
+    return !!w.indexedDB
+  } catch (e) {
+    return false
+  }
+}
+
+/** POSTs `form` with XMLHttpRequest, reporting `upload.onprogress` as percent; returns `{abort()}`. */
+function xhrUpload(w, req, form, done) {
+  const xhr = new w.XMLHttpRequest()
+  let over = false
+  const end = (err, res) => {
+    if (over) return
+    over = true
+    done(err, res)
+  }
+  xhr.open('POST', req.url)
+  Object.keys(req.header || {}).forEach((k) => xhr.setRequestHeader(k, req.header[k]))
+  if (req.onProgress && xhr.upload) {
+    xhr.upload.onprogress = (ev) => {
+      if (ev.lengthComputable && ev.total > 0) req.onProgress(Math.floor((ev.loaded * 100) / ev.total))
+    }
+  }
+  xhr.onload = () => end(null, { status: xhr.status, body: xhr.responseText })
+  xhr.onerror = () => end(new Error('upload failed'))
+  xhr.onabort = () => end(new Error('upload aborted'))
+  xhr.ontimeout = () => end(new Error('upload timed out'))
+  xhr.send(form)
+  return { abort: () => xhr.abort() }
 }
 
 function fetchText(w, url, init, done) {
@@ -682,11 +876,34 @@ class ConversationStore {
   /**
    * The conversation list, most recent activity first (a draft counts as now
    * only for its ordering among equals: WeChat keeps the list by activity).
+   * `pending` (outbox entries, pending or failed) adds the DMs chatd does not
+   * know yet: a first message to a peer still on its way (a sendMedia whose
+   * upload waits, across a restart too) is a conversation of its own, `local:
+   * true`, with its newest entry as `last` and `ts`; once the store has the
+   * DM (the ack, a sync) it is listed once, as the store has it. A message
+   * refused because the peer does not exist (`no_such_user`) makes none.
    */
-  list() {
-    return Array.from(this.convs.values())
-      .map((c) => Object.assign({}, c))
-      .sort((a, b) => b.ts - a.ts || b.seq - a.seq || (a.key < b.key ? -1 : 1))
+  list(pending) {
+    const out = Array.from(this.convs.values()).map((c) => Object.assign({}, c))
+    const local = new Map()
+    ;(pending || []).forEach((e) => {
+      if (e.kind !== 'dm' || e.error === 'no_such_user') return
+      const key = entryKey(e)
+      if (this.convs.has(key)) return
+      const newest = local.get(key)
+      if (!newest || e.ts >= newest.ts) local.set(key, e)
+    })
+    local.forEach((e, key) => out.push(this._localSummary(key, e)))
+    return out.sort((a, b) => b.ts - a.ts || b.seq - a.seq || (a.key < b.key ? -1 : 1))
+  }
+
+  /** The summary of DM `key` that only has my outbox entry `e` (its newest) so far. */
+  _localSummary(key, e) {
+    const c = Object.assign({ key }, convTarget(key), { kind: 'dm', title: '', role: 'member', seq: 0, ts: e.ts || 0, unread: 0, mentions: 0, read: 0, muted: false, draft: '', peer_read: 0, local: true })
+    c.last = { seq: null, from: this.me, text: String(e.text || '').slice(0, PREVIEW), ts: e.ts || 0 }
+    const media = e.upload ? e.upload.kind : e.attachments && e.attachments.length ? e.attachments[0].kind : null
+    if (media || e.upload) c.last.media = media || 'file'
+    return c
   }
 
   /** Total unread of the conversations that are not muted (the tab badge). */
@@ -728,6 +945,12 @@ class ConversationStore {
       if (e.mentions) row.mentions = e.mentions
       if (e.reply_to !== undefined) row.reply_to = e.reply_to
       if (e.attachments) row.attachments = e.attachments
+      if (e.upload) {
+        // a sendMedia entry whose file is not uploaded yet: the local file, and how far it got
+        row.attachments = [uploadAttachment(e)]
+        row.upload = { state: e.upload.state, progress: e.upload.progress || 0 }
+        if (e.upload.error) row.upload.error = e.upload.error
+      }
       out.push(row)
     })
     return out
@@ -832,6 +1055,8 @@ class ChatClient {
    * @param {object} [opts.wx]     without `adapter`: the wx API for `wxAdapter` (defaults to the global `wx`)
    * @param {string} [opts.idPrefix] prefix of client message ids (default `m`)
    * @param {function} [opts.now]  the clock in ms (default `Date.now`)
+   * @param {boolean} [opts.batchReceipts] ask for `receipts_batch` (default true): a
+   *   small room's receipts come at most once per room per `--receipt-window`
    */
   constructor(opts) {
     const o = opts || {}
@@ -846,6 +1071,7 @@ class ChatClient {
     this.storageKey = o.storageKey || null
     this.saveDelay = o.saveDelay !== undefined ? o.saveDelay : DEFAULTS.saveDelay
     this.resumeSecret = null // welcome.resume of an anonymous session
+    this.batchReceipts = o.batchReceipts !== false // ?features=receipts_batch
     this.io = o.adapter || null
     if (!this.io) {
       const wxApi = o.wx || (typeof wx !== 'undefined' ? wx : null) // eslint-disable-line no-undef
@@ -859,6 +1085,9 @@ class ChatClient {
     this.retryDelay = o.retryDelay || DEFAULTS.retryDelay
     this.seenWindow = o.seenWindow || DEFAULTS.seenWindow
     this.rateBackoff = Object.assign({}, DEFAULTS.rateBackoff, o.rateBackoff)
+    this.uploadBackoff = Object.assign({}, DEFAULTS.uploadBackoff, o.uploadBackoff)
+    this.uploadTries = o.uploadTries || DEFAULTS.uploadTries
+    this._uploadRun = null // the sendMedia upload in progress: {entry, task}
     this.random = o.random || Math.random
     this.now = o.now || (() => Date.now()) // the clock (ms) for expiry and pacing
     this.setTimeout = o.setTimeout || this.io.setTimeout
@@ -938,24 +1167,19 @@ class ChatClient {
       this.dms.set(peer, t)
     })
     ;(saved.outbox || []).forEach((e) => {
-      if (!e || typeof e.id !== 'string') return
-      let entry
-      if (e.kind === 'op') {
-        if (OPS.indexOf(e.op) < 0 || typeof e.key !== 'string' || typeof e.seq !== 'number') return
-        entry = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, status: 'pending', ts: e.ts }
-        if (typeof e.text === 'string') entry.text = e.text
-        if (typeof e.emoji === 'string') entry.emoji = e.emoji
-      } else {
-        if (typeof e.text !== 'string' || (e.kind !== 'room' && e.kind !== 'dm')) return
-        entry = { id: e.id, text: e.text, status: 'pending', ts: e.ts, from: null, kind: e.kind }
-        if (e.kind === 'room') entry.room = e.room
-        else entry.to = e.to
-        if (Array.isArray(e.mentions)) entry.mentions = e.mentions
-        if (typeof e.reply_to === 'number') entry.reply_to = e.reply_to
-        if (Array.isArray(e.attachments)) entry.attachments = e.attachments
-      }
+      const entry = this._fromRecord(e)
+      if (!entry) return
       entry._gen = null
       this.outbox.push(entry)
+    })
+    // sendMedia entries refused before the kill keep their "not sent" bubble (Retry / Delete)
+    ;(saved.failed || []).forEach((e) => {
+      const entry = e && e.upload ? this._fromRecord(e) : null
+      if (!entry) return
+      entry.status = 'failed'
+      entry.error = typeof e.error === 'string' ? e.error : 'failed'
+      entry.upload.state = 'failed'
+      this.failed.push(entry)
     })
     this._restoreConv()
   }
@@ -1023,27 +1247,64 @@ class ChatClient {
     this.dms.forEach((t, peer) => {
       if (t.last !== null) dms[peer] = t.last
     })
-    const outbox = this.outbox.map((e) => {
-      if (e.kind === 'op') {
-        const op = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, ts: e.ts }
-        if (e.text !== undefined) op.text = e.text
-        if (e.emoji !== undefined) op.emoji = e.emoji
-        return op
-      }
-      const o = { id: e.id, kind: e.kind, text: e.text, ts: e.ts }
-      if (e.kind === 'room') o.room = e.room
-      else o.to = e.to
-      if (e.mentions) o.mentions = e.mentions
-      if (e.reply_to !== undefined) o.reply_to = e.reply_to
-      if (e.attachments) o.attachments = e.attachments
-      return o
+    const outbox = []
+    this.outbox.forEach((e) => {
+      if (e.upload && !uploadRecord(e.upload)) return // a browser Blob not kept (no IndexedDB): lost with the page
+      outbox.push(this._record(e))
     })
-    const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox }
+    // refused sendMedia entries: their kept file and "not sent" bubble outlive a restart
+    const failed = this.failed.filter((e) => e.upload && uploadRecord(e.upload)).map((e) => Object.assign(this._record(e), { error: e.error }))
+    const data = { v: STORE_VERSION, name: this.name || null, resume: this.resumeSecret, rooms, dms, outbox, failed }
     try {
       this.io.save(this.storageKey, data)
     } catch (e) {
       // storage full or unavailable: the session just is not persisted
     }
+  }
+
+  /** An outbox entry (status `pending`) from its stored `_record`, or null when it is not one. */
+  _fromRecord(e) {
+    if (!e || typeof e.id !== 'string') return null
+    let entry
+    if (e.kind === 'op') {
+      if (OPS.indexOf(e.op) < 0 || typeof e.key !== 'string' || typeof e.seq !== 'number') return null
+      entry = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, status: 'pending', ts: e.ts }
+      if (typeof e.text === 'string') entry.text = e.text
+      if (typeof e.emoji === 'string') entry.emoji = e.emoji
+      return entry
+    }
+    if (typeof e.text !== 'string' || (e.kind !== 'room' && e.kind !== 'dm')) return null
+    entry = { id: e.id, text: e.text, status: 'pending', ts: e.ts, from: null, kind: e.kind }
+    if (e.kind === 'room') entry.room = e.room
+    else entry.to = e.to
+    if (Array.isArray(e.mentions)) entry.mentions = e.mentions
+    if (typeof e.reply_to === 'number') entry.reply_to = e.reply_to
+    if (Array.isArray(e.attachments)) entry.attachments = e.attachments
+    const up = uploadRecord(e.upload)
+    // a sendMedia entry killed before its upload finished: uploaded again on connect()
+    if (up) entry.upload = Object.assign(up, { state: 'queued', progress: 0, tries: 0 })
+    else if (e.upload) return null
+    if (typeof e.kept === 'string') entry.kept = e.kept
+    return entry
+  }
+
+  /** What storage keeps of outbox entry `e`. */
+  _record(e) {
+    if (e.kind === 'op') {
+      const op = { id: e.id, kind: 'op', op: e.op, key: e.key, seq: e.seq, ts: e.ts }
+      if (e.text !== undefined) op.text = e.text
+      if (e.emoji !== undefined) op.emoji = e.emoji
+      return op
+    }
+    const o = { id: e.id, kind: e.kind, text: e.text, ts: e.ts }
+    if (e.kind === 'room') o.room = e.room
+    else o.to = e.to
+    if (e.mentions) o.mentions = e.mentions
+    if (e.reply_to !== undefined) o.reply_to = e.reply_to
+    if (e.attachments) o.attachments = e.attachments
+    if (e.upload) o.upload = uploadRecord(e.upload)
+    if (e.kept) o.kept = e.kept
+    return o
   }
 
   /** Writes the session soon (seq advances: many per second while chatting). */
@@ -1055,6 +1316,10 @@ class ChatClient {
   forget() {
     this._saver.cancel()
     this._convSaver.cancel()
+    // the files kept for uploads not sent yet (wx saved files, the browser's IndexedDB)
+    // go too: a logout on a shared device leaves none of the user's files behind
+    this._stopUpload(false)
+    this.outbox.concat(this.failed).forEach((e) => this._unkeep(e))
     if (!this.storageKey) return
     try {
       this.io.remove(this.storageKey)
@@ -1132,6 +1397,7 @@ class ChatClient {
   connect() {
     this._wanted = true
     this._paused = false
+    this._pumpUploads() // sendMedia files of a previous run, and any waiting their turn
     if (this._task) return
     this._attempt = 0
     this._dial()
@@ -1141,6 +1407,7 @@ class ChatClient {
   close() {
     this._wanted = false
     this._paused = false
+    this._stopUpload(true) // uploaded again on the next connect()
     this._abandon(1000, 'client closed')
     this._save()
     this._saveConv()
@@ -1217,6 +1484,7 @@ class ChatClient {
       params.name = this.name
       if (this.name && this.resumeSecret) params.resume = this.resumeSecret
     }
+    if (this.batchReceipts) params.features = 'receipts_batch'
     const req = { url: buildUrl(this.url, params), protocols: [PROTOCOL] }
     if (this.token && this.tokenIn === 'header') req.header = { Authorization: 'Bearer ' + this.token }
     let task
@@ -1408,8 +1676,9 @@ class ChatClient {
     }
     // a token user's membership ends on every device (chatd answers `left` to each)
     if (this._open && ((r && r.joined) || member)) this._raw({ type: 'leave', room })
-    this.outbox = this.outbox.filter((e) => !(e.kind === 'room' && e.room === room))
+    this.outbox.filter((e) => e.kind === 'room' && e.room === room).forEach((e) => this._forget(e))
     this._save()
+    this._pumpUploads()
   }
 
   _authenticated() {
@@ -1436,11 +1705,188 @@ class ChatClient {
     return this._enqueue(Object.assign({ kind: 'dm', to }, extrasOf(opts)), text)
   }
 
+  /**
+   * Queues a picture, voice clip or file for conversation `conversation`
+   * (`r:<room>` / `d:<user>`, or `{room}` / `{with}`); returns its outbox entry
+   * (status `pending`, `upload.state` `queued` → `uploading` → sent). `spec`:
+   * `{file | filePath, kind, name, size, mime, width, height, duration_ms, text,
+   * reply_to, mentions}` — `file` a wx file path (kept with `saveFile`, so a
+   * restart resumes it) or a browser Blob/File (kept in IndexedDB by the browser
+   * adapter, so a reload resumes it; lost with the page where there is none). The file is
+   * uploaded (one at a time, `upload` events with the progress), retried with
+   * backoff on no answer, 5xx or `unavailable`, then sent as
+   * `attachments: [{media_id}]` through the outbox (exactly once by id); a
+   * refusal (`too_large`, `bad_image`, `quota_exceeded`, …) fails the entry with
+   * that code (`retry(entry)` / `discard(entry)`).
+   */
+  sendMedia(conversation, spec) {
+    const s = spec || {}
+    const file = s.file !== undefined ? s.file : s.filePath
+    if (file === undefined || file === null || file === '') throw new Error('sendMedia: no file')
+    const target = convTarget(convKey(conversation))
+    const up = { file, state: 'queued', progress: 0, tries: 0 }
+    MEDIA_FIELDS.forEach((k) => {
+      if (s[k] !== undefined && s[k] !== null) up[k] = s[k]
+    })
+    if (!up.name && typeof file === 'object' && typeof file.name === 'string' && file.name) up.name = file.name
+    if (!up.kind) up.kind = 'file'
+    const extras = Object.assign(extrasOf({ reply_to: s.reply_to, mentions: s.mentions }), { upload: up })
+    if (target.room !== undefined) return this._enqueue(Object.assign({ kind: 'room', room: target.room }, extras), s.text || '')
+    if (!this.dms.has(target.with)) this.dms.set(target.with, new SeqTracker(this.seenWindow))
+    return this._enqueue(Object.assign({ kind: 'dm', to: target.with }, extras), s.text || '')
+  }
+
+  /**
+   * Deletes my failed message `entry`, or a `sendMedia` entry whose file is not
+   * sent yet (its upload is stopped, its kept file removed); false when it is
+   * neither (a message on its way cannot be taken back).
+   */
+  discard(entry) {
+    const pending = this.outbox.indexOf(entry) >= 0
+    if (!(pending && entry.upload) && this.failed.indexOf(entry) < 0) return false
+    this._forget(entry)
+    this._save()
+    this._changed(entryKey(entry), true)
+    this._pumpUploads()
+    return true
+  }
+
+  // ---- sendMedia uploads ------------------------------------------------------
+
+  /** Starts the next queued sendMedia upload (one at a time, oldest first). */
+  _pumpUploads() {
+    if (this._uploadRun) return
+    const entry = this.outbox.find((e) => e.upload && e.upload.state === 'queued')
+    if (!entry) return
+    const up = entry.upload
+    const run = { entry, task: null }
+    this._uploadRun = run
+    if (!up.kept && typeof this.io.keep === 'function') {
+      // first keep the file (a wx temp file, a browser Blob: a restart or a reload must
+      // still find it), then upload the kept one
+      up.state = 'keeping'
+      this.io.keep(up.file, (path) => {
+        if (this._uploadRun !== run) return
+        this._uploadRun = null
+        up.kept = true
+        if (path) up.file = path
+        up.state = 'queued'
+        this._save()
+        this._pumpUploads()
+      })
+      return
+    }
+    up.state = 'uploading'
+    up.progress = 0
+    this._uploadEvent(entry, true)
+    const onProgress = (p) => {
+      if (this._uploadRun !== run || typeof p !== 'number') return
+      up.progress = Math.max(0, Math.min(100, Math.floor(p)))
+      this._uploadEvent(entry, false)
+    }
+    this.upload(up.file, { name: up.name, onProgress, onTask: (t) => (run.task = t) }).then(
+      (answer) => {
+        if (this._uploadRun !== run) return
+        this._uploadRun = null
+        delete entry.upload
+        if (up.kept && typeof up.file === 'string') entry.kept = up.file // removed once the message is sent
+        entry.attachments = [Object.assign({ name: up.name }, answer)]
+        this._save()
+        this._uploadEvent(entry, true, 'done')
+        this._flush()
+        this._pumpUploads()
+      },
+      (err) => {
+        if (this._uploadRun !== run) return
+        this._uploadRun = null
+        up.tries++
+        up.error = err.code || 'network'
+        if (uploadVerdict(err) === 'retry' && up.tries < this.uploadTries) {
+          up.state = 'waiting'
+          // its own timer: a reconnect (which clears the connection's timers) does not stop it
+          up.timer = this.setTimeout(() => {
+            up.timer = null
+            if (up.state !== 'waiting' || this.outbox.indexOf(entry) < 0) return
+            up.state = 'queued'
+            this._pumpUploads()
+          }, backoffDelay(up.tries - 1, this.uploadBackoff, this.random))
+          this._uploadEvent(entry, true)
+        } else {
+          up.state = 'failed'
+          this._uploadEvent(entry, false)
+          this._fail(entry, up.error)
+        }
+        this._pumpUploads()
+      }
+    )
+  }
+
+  /** Emits `upload` {id, key, state, progress, error?}; `timeline` too when `changed` (a new state). */
+  _uploadEvent(entry, changed, state) {
+    const up = entry.upload
+    const ev = { id: entry.id, key: entryKey(entry), state: state || up.state, progress: up ? up.progress : 100 }
+    if (up && up.error) ev.error = up.error
+    this._emit('upload', ev)
+    if (changed) this._changed(ev.key, true)
+  }
+
+  /** Takes `entry` out of the outbox and the failed list for good: its upload stopped, its kept file removed. */
+  _forget(entry) {
+    if (this._uploadRun && this._uploadRun.entry === entry) this._stopUpload(false)
+    this._unwait(entry)
+    this.outbox = this.outbox.filter((e) => e !== entry)
+    this.failed = this.failed.filter((e) => e !== entry)
+    entry.status = 'discarded'
+    this._unkeep(entry)
+  }
+
+  /** Cancels the retry timer of a `waiting` upload. */
+  _unwait(entry) {
+    const up = entry.upload
+    if (!up || !up.timer) return
+    this.clearTimeout(up.timer)
+    up.timer = null
+  }
+
+  /**
+   * Stops the upload in progress (close, discard); `requeue` (close): it and the
+   * ones waiting for a retry start again on the next connect().
+   */
+  _stopUpload(requeue) {
+    if (requeue) {
+      this.outbox.forEach((e) => {
+        if (!e.upload || e.upload.state !== 'waiting') return
+        this._unwait(e)
+        e.upload.state = 'queued'
+      })
+    }
+    const run = this._uploadRun
+    if (!run) return
+    this._uploadRun = null
+    if (run.entry.upload) run.entry.upload.state = requeue ? 'queued' : 'failed'
+    if (run.task && typeof run.task.abort === 'function') run.task.abort()
+  }
+
+  /** Removes the file a sent or deleted sendMedia entry kept. */
+  _unkeep(entry) {
+    const file = entry.kept || (entry.upload && entry.upload.kept && entry.upload.file)
+    delete entry.kept
+    if (typeof file === 'string' && typeof this.io.unkeep === 'function') this.io.unkeep(file)
+  }
+
   // ---- conversations --------------------------------------------------------
 
-  /** The conversation list, most recent first (see ConversationStore.list). */
+  /**
+   * The conversation list, most recent first, with the DMs only my outbox has
+   * so far (`local: true`; see ConversationStore.list).
+   */
   get conversations() {
-    return this.store.list()
+    return this.store.list(this._unsent())
+  }
+
+  /** My messages not taken by chatd yet (pending and failed; no operations). */
+  _unsent() {
+    return this.outbox.concat(this.failed).filter((e) => e.kind !== 'op')
   }
 
   /** The summary of conversation `key` (`r:<room>` / `d:<user>`), or null. */
@@ -1454,7 +1900,7 @@ class ChatClient {
     const k = convKey(key)
     return this.store.timeline(
       k,
-      this.outbox.concat(this.failed).filter((e) => e.kind !== 'op' && entryKey(e) === k)
+      this._unsent().filter((e) => entryKey(e) === k)
     )
   }
 
@@ -1693,12 +2139,13 @@ class ChatClient {
     return this.httpUrl + path
   }
 
-  _http(kind, req) {
+  /** An HTTP call through the adapter with the token; `onTask` gets what the adapter returned (`{abort()}`). */
+  _http(kind, req, onTask) {
     if (typeof this.io[kind] !== 'function') return Promise.reject(new Error('this adapter cannot ' + kind))
     if (!this.token) return Promise.reject(Object.assign(new Error('uploads need a token'), { code: 'unauthorized' }))
     req.header = Object.assign({ Authorization: 'Bearer ' + this.token }, req.header)
     return new Promise((resolve, reject) => {
-      this.io[kind](req, (err, res) => {
+      const task = this.io[kind](req, (err, res) => {
         if (err) return reject(Object.assign(err, { code: err.code || 'network' }))
         let body = null
         try {
@@ -1712,11 +2159,12 @@ class ChatClient {
         e.status = res.status
         reject(e)
       })
+      if (onTask) onTask(task)
     })
   }
 
   /**
-   * Uploads one file (wx: a local file path; browser: a Blob/File) to
+   * Uploads one file (wx: a local file path; browser: a Blob/File, or the `idb:` reference of a kept one) to
    * `POST /api/media`; resolves with the answer `{media_id, kind, mime, size, url, …}`
    * to pass in `send`/`dm` `{attachments: [answer]}`. Rejects with `code`
    * `too_large`, `quota_exceeded`, `bad_image`, `unauthorized`, … (HTTP errors) or `network`.
@@ -1725,7 +2173,10 @@ class ChatClient {
    */
   upload(file, opts) {
     const o = opts || {}
-    return this._http('upload', { url: this.httpUrl + '/api/media', file, name: o.name, form: o.form, onProgress: o.onProgress })
+    const name = o.name || (file && typeof file === 'object' && typeof file.name === 'string' ? file.name : '')
+    // the original name: the multipart filename (browser) and a `name` form field (wx.uploadFile cannot set the filename)
+    const form = Object.assign({}, o.form, name ? { name } : {})
+    return this._http('upload', { url: this.httpUrl + '/api/media', file, name: name || undefined, form, onProgress: o.onProgress }, o.onTask)
   }
 
   /** An upload's fields with freshly signed URLs (`GET /api/media/ID`). */
@@ -1937,7 +2388,7 @@ class ChatClient {
     this._listTimer = true
     Promise.resolve().then(() => {
       this._listTimer = false
-      this._emit('conversations', this.store.list())
+      this._emit('conversations', this.conversations)
       this._emit('unread', { total: this.store.totalUnread() })
     })
   }
@@ -1948,6 +2399,7 @@ class ChatClient {
     this.failed = this.failed.filter((e) => e !== entry)
     entry.status = 'pending'
     delete entry.error
+    if (entry.upload) Object.assign(entry.upload, { state: 'queued', progress: 0, tries: 0, error: undefined })
     return this._queue(entry)
   }
 
@@ -1956,13 +2408,17 @@ class ChatClient {
     entry._gen = null
     this.outbox.push(entry)
     this._save()
+    // a first message to a peer: the list has its DM from now on (ConversationStore.list)
+    if (entry.kind === 'dm' && !this.store.has(entryKey(entry))) this._emitList()
     this._flush()
+    if (entry.upload) this._pumpUploads()
     return entry
   }
 
   _enqueue(target, text) {
-    if (target.attachments && (text === undefined || text === null)) text = ''
-    if (typeof text !== 'string' || (!text.length && !target.attachments)) throw new Error('empty text')
+    const media = target.attachments || target.upload
+    if (media && (text === undefined || text === null)) text = ''
+    if (typeof text !== 'string' || (!text.length && !media)) throw new Error('empty text')
     if (target.attachments && target.attachments.length > 9) throw new Error('too_large')
     const max = (this.welcome && this.welcome.max_text_length) || 4000
     if (textLength(text) > max) throw new Error('too_large')
@@ -1979,9 +2435,17 @@ class ChatClient {
       return
     }
     let inFlight = this.outbox.filter((e) => e._gen === this._gen).length
+    // conversations with an earlier entry still waiting: later ones wait behind it
+    // (a conversation keeps its send order; chatd holds back the ones in flight)
+    const waiting = new Set()
     this.outbox.forEach((e) => {
       if (e._gen === this._gen) return
-      if (this._limited && inFlight >= 1) return // one at a time until accepted again
+      if (e.upload) return // its file is not uploaded yet (sendMedia): it holds nothing back
+      const key = entryKey(e)
+      if (waiting.has(key) || (this._limited && inFlight >= 1)) {
+        waiting.add(key) // one at a time until accepted again
+        return
+      }
       let frame
       if (e.kind === 'op') {
         frame = Object.assign({ type: e.op }, convTarget(e.key), { seq: e.seq, id: e.id })
@@ -1989,7 +2453,7 @@ class ChatClient {
         if (e.op === 'react') frame.emoji = e.emoji
       } else if (e.kind === 'room') {
         const r = this.rooms.get(e.room)
-        if (!(r && r.joined) && !this._subs.has(e.room)) return
+        if (!(r && r.joined) && !this._subs.has(e.room)) return waiting.add(key)
         frame = { type: 'send', room: e.room, text: e.text, id: e.id }
       } else {
         frame = { type: 'dm', to: e.to, text: e.text, id: e.id }
@@ -2000,7 +2464,7 @@ class ChatClient {
       if (this._raw(frame)) {
         e._gen = this._gen
         inFlight++
-      }
+      } else waiting.add(key)
     })
   }
 
@@ -2240,6 +2704,23 @@ class ChatClient {
     this._emit('receipt', Object.assign({ key }, msg))
   }
 
+  /**
+   * A room's receipts of one `--receipt-window` (`receipts_batch`, asked for with
+   * `batchReceipts`): applied exactly as that many `receipt` frames, in order (one
+   * `receipt` event each), with one `conversation`/`timeline` change at the end.
+   */
+  _on_receipts_batch(msg) {
+    if (!Array.isArray(msg.receipts)) return
+    const key = frameKey(msg, this.user)
+    const valid = msg.receipts.filter((r) => r && typeof r.user === 'string' && typeof r.seq === 'number')
+    let changed = false
+    valid.forEach((r) => {
+      if (this.store.receipt(key, r.user, r.seq)) changed = true
+    })
+    if (changed) this._changed(key, true)
+    valid.forEach((r) => this._emit('receipt', { key, type: 'receipt', room: msg.room, user: r.user, seq: r.seq }))
+  }
+
   _on_muted(msg) {
     const key = frameKey(msg, this.user)
     const c = this.store.conv(key, false)
@@ -2337,6 +2818,7 @@ class ChatClient {
     entry.ts = info.ts
     entry.from = this.user
     delete entry._gen
+    this._unkeep(entry)
     this._save()
     if (this._limited) {
       // accepted: shrink the next delay; full speed again once the outbox is empty
@@ -2353,13 +2835,16 @@ class ChatClient {
 
   /** Drops outbox `entry` as refused with `code` and emits `failed`. */
   _fail(entry, code) {
+    if (this._uploadRun && this._uploadRun.entry === entry) this._stopUpload(false)
+    this._unwait(entry)
+    if (entry.upload) entry.upload.state = 'failed'
     this.outbox = this.outbox.filter((e) => e !== entry)
     entry.status = 'failed'
     entry.error = code
     delete entry._gen
-    this._save()
     // a failed message stays in its timeline (with a retry button) until retried
     if (entry.kind !== 'op') this.failed.push(entry)
+    this._save()
     this._emit('failed', Object.assign({}, entry))
     this._changed(entryKey(entry), true)
   }
@@ -2426,6 +2911,7 @@ return {
   textLength,
   buildUrl,
   isUnauthorized,
+  uploadVerdict,
   isValidRoom,
   isValidName,
   SeqTracker,

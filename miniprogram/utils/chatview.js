@@ -7,7 +7,7 @@
 'use strict'
 
 const { clock } = require('./conversation')
-const { mediaPreview, attachmentRow } = require('./media')
+const { mediaPreview, attachmentRow, uploadRow } = require('./media')
 const { mutedToast, untilText } = require('./moderation')
 
 const WEEKDAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat']
@@ -178,6 +178,8 @@ function messageRow(m, ctx) {
     reactions: (m.reactions || []).map((r) => ({ emoji: r.emoji, count: r.count, me: !!r.me })),
     attachments: (m.attachments || []).map((a) => attachmentRow(a, ctx.mediaUrl || ((p) => p), ctx.fresh))
   }
+  // my picture, voice or file still uploading (SDK sendMedia): the progress, or why it failed
+  if (m.upload) row.upload = uploadRow(m.upload, m.status)
   // someone else's voice message I have not played yet has a red dot (ctx.played: media id -> true)
   if (!mine && ctx.played) row.attachments.forEach((a) => a.kind === 'voice' && !ctx.played[a.id] && (a.unplayed = true))
   // pictures alone are shown without a bubble, as in WeChat

@@ -65,6 +65,21 @@ function uploadErrorText(e) {
 }
 
 /**
+ * The upload line of my pending bubble (`row.upload`) from the SDK's
+ * `upload` of a sendMedia entry (`{state, progress, error}`) and the entry's
+ * status: the progress ring's angle and "Uploading N%", "Trying again…" while
+ * waiting for a retry, or (failed) why, for the Retry / Delete actions.
+ */
+function uploadRow(up, status) {
+  const failed = status === 'failed' || up.state === 'failed'
+  const progress = Math.max(0, Math.min(100, Math.round(Number(up.progress) || 0)))
+  let label = 'Uploading ' + progress + '%'
+  if (failed) label = ''
+  else if (up.state === 'waiting') label = 'Upload failed, trying again…'
+  return { progress, deg: Math.round(progress * 3.6), failed, label, error: failed ? uploadErrorText({ code: up.error }) : '' }
+}
+
+/**
  * The row of one attachment for <chat-message>: `mediaUrl` turns chatd's paths into
  * absolute URLs, `fresh` maps media ids to refreshed fields (`GET /api/media/ID`)
  * that replace expired URLs.
@@ -153,6 +168,7 @@ module.exports = {
   voiceWidth,
   sizeText,
   uploadErrorText,
+  uploadRow,
   attachmentRow,
   imageUrls,
   documentType,

@@ -97,7 +97,7 @@ def node_starter(twistd_factory, url, tmp_path):
                     "--listen",
                     "tcp:0:interface=127.0.0.1",
                     "--redis",
-                    f"{url}?prefix=test:&{TUNING}",
+                    f"{url}{'&' if '?' in url else '?'}prefix=test:&{TUNING}",
                     *extra,
                     cwd=cwd,
                 )

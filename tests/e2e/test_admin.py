@@ -55,6 +55,6 @@ def test_admin_page_shows_connections_rooms_rates_and_errors(browser, twistd_fac
             "document.getElementById('rate-messages').textContent.match(/^[0-9.]+$/)"
         )
     # clients gone: the page follows within a poll or two
-    page.wait_for_function("document.getElementById('conn-v1').textContent === '0'")
+    page.wait_for_function("() => document.getElementById('conn-v1').textContent === '0'")
     assert page.is_hidden("#login")
     assert errors == []

@@ -91,20 +91,20 @@ def test_the_moderation_tab_works_the_queue_and_shows_the_audit_log(browser, twi
         hostile_row.first.locator("button[data-action=recall]").click()
         recalled = _until(bob, "recalled", target=seqs[1])
         assert recalled["by"] == "system"
-        page.wait_for_function("document.querySelectorAll('#queue tr').length === 1")
+        page.wait_for_function("() => document.querySelectorAll('#queue tr').length === 1")
 
         page.fill("#action-seconds", "600")
         page.locator("#queue tr button[data-action=mute]").click()
-        page.wait_for_function("document.querySelectorAll('#queue tr').length === 0")
+        page.wait_for_function("() => document.querySelectorAll('#queue tr').length === 0")
         bob.send(json.dumps({"type": "send", "room": "dev", "text": "again", "id": "s9"}))
         error = _until(bob, "error", ref="s9")
         assert error["code"] == "muted" and 595 <= error["seconds"] <= 600
 
-        page.wait_for_function("document.getElementById('audit').rows.length === 2")
+        page.wait_for_function("() => document.getElementById('audit').rows.length === 2")
         audit = page.inner_text("#audit")
         assert "recall" in audit and "mute" in audit and "bob" in audit
         page.select_option("#queue-state", "closed")
-        page.wait_for_function("document.querySelectorAll('#queue tr').length === 2")
+        page.wait_for_function("() => document.querySelectorAll('#queue tr').length === 2")
         assert "recall by system" in page.inner_text("#queue")
         assert page.locator("#queue button").count() == 0
     assert errors == []

@@ -40,7 +40,8 @@ def test_the_page_runs_the_mini_programs_client_file(clients, chatd_process):  #
         "() => window.chatd.state.client instanceof window.ChatdClient.ChatClient"
         " && window.chatd.state.client.idPrefix === 'c-'"
     )
-    assert sockets(alice) == [chatd_process.ws_url + "/ws?name=alice"]
+    # (the shared client asks for receipt batching: docs/protocol.md, *Features*)
+    assert sockets(alice) == [chatd_process.ws_url + "/ws?name=alice&features=receipts_batch"]
 
 
 def test_a_reconnect_takes_over_the_name_with_the_resume_secret(clients):  # noqa: F811
@@ -65,7 +66,7 @@ def test_a_reconnect_takes_over_the_name_with_the_resume_secret(clients):  # noq
     alice.page.wait_for_selector('#conn-dot[data-state="open"]')
     urls = sockets(alice)
     assert len(urls) == 2, urls
-    assert urls[1].endswith("/ws?name=alice&resume=" + secret)
+    assert urls[1].endswith("/ws?name=alice&resume=" + secret + "&features=receipts_batch")
 
     bob.say("still there?")
     alice.message("still there?", sender="bob").wait_for()
@@ -106,7 +107,9 @@ def test_a_message_queued_offline_survives_a_reload(clients):  # noqa: F811
     ).wait_for()
     bob.message("queued before reload", sender="alice").wait_for()
     assert alice.message("queued before reload").get_attribute("data-id") == queued_id
-    assert sockets(alice)[-1].endswith("/ws?name=alice&resume=" + secret)
+    assert sockets(alice)[-1].endswith(
+        "/ws?name=alice&resume=" + secret + "&features=receipts_batch"
+    )
     assert alice.texts() == ["before", "queued before reload"]
     assert bob.texts() == ["before", "queued before reload"]
     stored = json.loads(alice.page.evaluate("() => sessionStorage.getItem('chatd.session.alice')"))

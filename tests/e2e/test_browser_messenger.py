@@ -22,6 +22,7 @@ from test_browser import Client
 
 from chatd.auth import TokenVerifier
 from tests import media_samples
+from tests.conftest import wait_until
 from tests.support.auth import SECRET, token
 
 pytestmark = pytest.mark.browser
@@ -93,15 +94,9 @@ class Messenger(Client):
         )
 
     def attach(self, name: str, data: bytes, mime: str = "application/octet-stream"):
-        """Picks file *name* with the attach button's file input (uploaded at once)."""
+        """Picks file *name* with the attach button's file input (sent as its own message)."""
         self.page.set_input_files(
             "#m-file", files=[{"name": name, "mimeType": mime, "buffer": data}]
-        )
-
-    def upload(self, name: str):
-        """The composer's attachment chip of *name*."""
-        return self.page.locator("#m-uploads li.m-upload").filter(
-            has=self.page.locator(".m-upload-name", has_text=name)
         )
 
     def loaded(self, selector: str) -> int:
@@ -776,49 +771,44 @@ def test_a_network_flap_loses_and_doubles_nothing(users):
 
 @pytest.mark.parametrize("server", [["--max-file-bytes", "100000"]], indirect=True)
 def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
-    """alice attaches a voice clip (with a text), drops a file on the conversation and
-    picks a PNG, each uploaded at once into the composer's tray and sent with Send, to
-    bob who is offline. bob's list previews "[Image]"; his page shows the thumbnail
-    (it loads), which opens the original in the lightbox, an audio player and the file
-    as a download link with its name and size; the text stays text. A thumbnail whose
-    URL stops working is signed again once. An empty file, one over
-    --max-file-bytes and a PNG that does not decode are refused with their message,
-    nothing is sent; a picture pasted into the composer is uploaded too."""
+    """alice attaches a voice clip (the text in the composer goes with it), drops a
+    file on the conversation, picks a PNG and pastes one, each its own message
+    through the shared client's outbox (a pending bubble, then sent), to bob who is
+    offline. bob's list previews "[Image]"; his page shows the thumbnail (it loads),
+    which opens the original in the lightbox, an audio player and the file as a
+    download link with its name and size; the text stays text. A thumbnail whose URL
+    stops working is signed again once. An empty file, one over --max-file-bytes and
+    a PNG that does not decode are refused with their message and stay "not sent"
+    with Retry and Delete; nothing of them is sent."""
     known(users, "bob")
     alice = users("alice")
     alice.dm("bob")
 
-    # a voice clip with a text (markup in it stays text)
+    # a voice clip with the text typed before it (markup in it stays text)
     clip, _seconds = media_samples.mp3(3.0)
+    alice.page.fill("#m-input", "listen <b>now</b>")
     alice.attach("hello.mp3", clip, "audio/mpeg")
-    alice.upload("hello.mp3").and_(alice.page.locator('[data-status="ready"]')).wait_for()
-    alice.say("listen <b>now</b>")
     alice.sent("listen <b>now</b>").locator(".m-att-audio audio").wait_for()
-    alice.page.wait_for_selector("#m-uploads", state="hidden")
+    assert alice.page.input_value("#m-input") == ""
 
     # a file dropped on the conversation
     alice.page.evaluate(
         """() => {
       const dt = new DataTransfer()
-      dt.items.add(new File(['minutes of the meeting'], 'notes <i>1</i>.txt', {type: 'text/plain'}))
+      dt.items.add(new File(['minutes of the meeting'], '../notes <i>1<i>.txt', {type: 'text/plain'}))
       const main = document.getElementById('m-main')
       main.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}))
       main.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}))
     }"""
     )
-    alice.upload("notes").and_(alice.page.locator('[data-status="ready"]')).wait_for()
-    alice.page.press("#m-input", "Enter")
     alice.page.locator('#m-items li.m-msg[data-status="sent"] .m-att-file').wait_for()
 
-    # a picture, picked with the attach button: the tray shows it uploading, then ready
+    # a picture, picked with the attach button: a pending bubble, then the thumbnail
     png = picture_png()
     alice.attach("sunset.png", png, "image/png")
-    alice.upload("sunset.png").wait_for()
-    alice.upload("sunset.png").and_(alice.page.locator('[data-status="ready"]')).wait_for()
-    alice.page.click("#m-send")
     alice.page.wait_for_selector('#m-items li.m-msg[data-status="sent"] img.m-thumb')
 
-    # a picture pasted into the composer goes into the tray too (and out with ✕)
+    # a picture pasted into the composer is sent too
     alice.page.evaluate(
         """(b64) => {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
@@ -829,34 +819,47 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
     }""",
         base64.b64encode(png).decode(),
     )
-    pasted = alice.upload("pasted.png").and_(alice.page.locator('[data-status="ready"]'))
-    pasted.locator("img.m-upload-thumb").wait_for()
-    pasted.locator(".m-upload-remove").click()
-    alice.page.wait_for_selector("#m-uploads", state="hidden")
+    sent_pictures = '#m-items li.m-msg[data-status="sent"] img.m-thumb'
+    alice.page.wait_for_function(
+        "s => document.querySelectorAll(s).length === 2", arg=sent_pictures
+    )
 
-    # refusals: an empty file (400 bad_request) and one over --max-file-bytes (413)
-    alice.attach("empty.txt", b"")
-    alice.upload("empty.txt").and_(alice.page.locator('[data-status="failed"]')).wait_for()
-    assert alice.page.text_content("#m-error") == (
-        "Not uploaded: empty.txt: The file could not be uploaded (it is empty or broken)."
+    # refusals: an empty file (400 bad_request), one over --max-file-bytes (413), a
+    # PNG that does not decode: each "not sent" with why, Retry and Delete
+    failed = '#m-items li.m-msg[data-status="failed"]'
+
+    def refused(name: str, data: bytes, mime: str, why: str):
+        alice.attach(name, data, mime)
+        bubble = alice.page.locator(failed).filter(
+            has=alice.page.locator(".m-att-pending", has_text=name)
+        )
+        bubble.locator(".m-upload-error").wait_for()
+        assert bubble.locator(".m-upload-error").text_content() == why
+        assert alice.page.text_content("#m-error") == f"Not uploaded: {name}: {why}"
+        return bubble
+
+    octets = "application/octet-stream"
+    refused("empty.txt", b"", octets, "The file could not be uploaded (it is empty or broken).")
+    big = refused("big.bin", os.urandom(150_000), octets, "The file is too large.")
+    bad_png = b"\x89PNG\r\n\x1a\n" + b"not a picture" * 20
+    refused("broken.png", bad_png, "image/png", "That image could not be read.")
+    # Retry uploads it again (refused again: the file did not change)
+    uploads = len([u for u in alice.requests if u.endswith("/api/media")])
+    big.locator(".m-upload-retry").click()
+    alice.page.wait_for_function(
+        "() => window.chatd.state.client.failed.length === 3 &&"
+        " !window.chatd.state.client.outbox.length"
     )
-    alice.attach("big.bin", os.urandom(150_000))
-    alice.upload("big.bin").and_(alice.page.locator('[data-status="failed"]')).wait_for()
-    assert alice.page.text_content("#m-error") == "Not uploaded: big.bin: The file is too large."
-    alice.attach("broken.png", b"\x89PNG\r\n\x1a\n" + b"not a picture" * 20, "image/png")
-    alice.upload("broken.png").and_(alice.page.locator('[data-status="failed"]')).wait_for()
-    assert alice.page.text_content("#m-error") == (
-        "Not uploaded: broken.png: That image could not be read."
-    )
-    alice.page.press("#m-input", "Enter")  # nothing left to send
+    big.locator(".m-upload-error").wait_for()
+    assert len([u for u in alice.requests if u.endswith("/api/media")]) == uploads + 1
     for _ in range(3):
-        alice.page.click('#m-uploads li[data-status="failed"] .m-upload-remove >> nth=0')
-    alice.page.wait_for_selector("#m-uploads", state="hidden")
-    assert alice.page.locator("#m-items li.m-msg").count() == 3
+        alice.page.click(f"{failed} .m-upload-remove >> nth=0")
+    alice.page.wait_for_function("s => !document.querySelector(s)", arg=failed)
+    assert alice.page.locator("#m-items li.m-msg").count() == 4
 
     bob = users("bob")
     entry = bob.conv("d:alice")
-    entry.locator(".badge:text-is('3')").wait_for()
+    entry.locator(".badge:text-is('4')").wait_for()
     assert entry.locator(".m-preview").text_content() == "[Image]"
     bob.open_conv("d:alice")
     picture = "#m-items li.m-msg[data-from='alice'] img.m-thumb"
@@ -878,7 +881,7 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
 
     # the file: a download link with its name (as text) and size, served as attachment
     link = bob.page.locator("#m-items a.m-att-file")
-    # (chatd takes slashes out of names)
+    # (chatd keeps the last path component of a name: docs/security.md)
     assert link.locator(".m-att-name").text_content() == "notes <i>1<i>.txt"
     assert link.locator(".m-att-name i").count() == 0
     assert link.locator(".m-att-meta").text_content() == "22 B"
@@ -912,6 +915,138 @@ def test_pictures_voice_and_files_to_an_offline_user(users, artifacts):
     bob.page.wait_for_selector(picture + ".m-att-broken")
     assert len([u for u in bob.requests if "/api/media/" in u]) == asked == 1
     assert alice.dialogs == [] and bob.dialogs == []
+
+
+def test_a_big_upload_shows_its_progress_and_is_sent_once(users):
+    """alice sends a 6 MB file (the browser's upload throttled to 4 MB/s, as on a real
+    network): XMLHttpRequest's upload.onprogress reaches the SDK and the pending
+    bubble's progress bar with values between 0 and 100, then the message is sent;
+    bob gets it exactly once, with the file's name."""
+    known(users, "bob")
+    alice = users("alice")
+    alice.dm("bob")
+    alice.page.evaluate(
+        """() => {
+      window.seenProgress = []
+      window.chatd.state.client.on('upload', (e) => {
+        const bar = document.querySelector('#m-items progress.m-upload-progress')
+        window.seenProgress.push([e.state, e.progress, bar ? bar.value : null])
+      })
+    }"""
+    )
+    cdp = alice.page.context.new_cdp_session(alice.page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "uploadThroughput": 4 << 20})
+    alice.attach("big report.bin", os.urandom(6 << 20))
+    alice.page.locator("#m-items li.m-msg progress.m-upload-progress").wait_for()
+    done = '#m-items li.m-msg[data-status="sent"] .m-att-file'
+    alice.page.locator(done).wait_for(timeout=60_000)
+    seen = alice.page.evaluate("() => window.seenProgress")
+    middle = [(p, bar) for state, p, bar in seen if state == "uploading" and 0 < p < 100]
+    assert middle, seen
+    assert any(bar == p for p, bar in middle), seen  # the bar showed them
+    assert [state for state, _p, _bar in seen][-1] == "done"
+    assert alice.page.evaluate("() => window.chatd.state.client.outbox.length") == 0
+
+    bob = users("bob")
+    bob.open_conv("d:alice")
+    bob.page.locator("#m-items a.m-att-file").wait_for()
+    assert bob.page.locator("#m-items a.m-att-file .m-att-name").all_text_contents() == [
+        "big report.bin"
+    ]
+    got = bob.page.evaluate(
+        """() => window.chatd.state.client.timeline('d:alice')
+      .filter((m) => m.attachments).map((m) => [m.attachments.length, m.attachments[0].size])"""
+    )
+    assert got == [[1, 6 << 20]]
+
+
+def kept_files(page) -> int:
+    """How many files the page's SDK keeps in IndexedDB for pending uploads."""
+    return page.evaluate(
+        """() => new Promise((resolve, reject) => {
+      const open = indexedDB.open('chatd-files', 1)
+      open.onupgradeneeded = () => open.result.createObjectStore('files')
+      open.onerror = () => reject(open.error)
+      open.onsuccess = () => {
+        const count = open.result.transaction('files').objectStore('files').count()
+        count.onsuccess = () => { open.result.close(); resolve(count.result) }
+        count.onerror = () => reject(count.error)
+      }
+    })"""
+    )
+
+
+def conv_list(page) -> list[tuple[str, str]]:
+    """The conversation list as shown: ``[(key, preview)]``, top to bottom."""
+    rows = page.eval_on_selector_all(
+        "#m-convs button.m-conv",
+        "bs => bs.map(b => [b.dataset.key, b.querySelector('.m-preview').textContent])",
+    )
+    return [tuple(row) for row in rows]
+
+
+def test_an_upload_cut_by_a_reload_resumes_and_is_sent_once(users):
+    """alice reloads her page while a 2 MB file is part uploaded (the browser's upload
+    throttled to 256 KB/s): after the reload the same outbox entry is back with its
+    pending bubble (its new upload held until the bubble is seen), the SDK reads the
+    file back from IndexedDB and uploads it again, and bob gets the message exactly
+    once; the kept file is removed once it is sent. The DM with bob, which chatd does
+    not know until that message is sent, is in alice's list all along (before and
+    after the reload, above her older DM with carol), and once sent it is there once."""
+    known(users, "bob", "carol")
+    alice = users("alice")
+    alice.dm("carol")
+    alice.say("hello carol")
+    alice.sent("hello carol")
+    alice.dm("bob")
+    cdp = alice.page.context.new_cdp_session(alice.page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "uploadThroughput": 256 << 10})
+    alice.attach("half way.bin", os.urandom(2 << 20))
+    alice.page.wait_for_function(
+        """() => { const b = document.querySelector('#m-items progress.m-upload-progress')
+      return b && b.value > 5 }"""
+    )
+    outbox = "() => window.chatd.state.client.outbox.map((e) => [e.id, e.upload && e.upload.file])"
+    [(entry, ref)] = alice.page.evaluate(outbox)
+    assert ref.startswith("idb:") and kept_files(alice.page) == 1
+    assert conv_list(alice.page) == [("d:bob", "[File]"), ("d:carol", "hello carol")]
+    held = []  # the upload after the reload waits here until the pending bubble was seen
+    alice.page.route("**/api/media", lambda route: held.append(route))
+    alice.page.reload()
+    alice.wait_synced()
+    assert alice.page.evaluate(outbox) == [[entry, ref]]  # the same entry, the same kept file
+    # chatd's list has carol only; the page's has the DM only the outbox has, newest first
+    assert alice.page.evaluate("() => window.chatd.state.client.conversation('d:bob')") is None
+    assert conv_list(alice.page) == [("d:bob", "[File]"), ("d:carol", "hello carol")]
+    alice.open_conv("d:bob")
+    pending = alice.page.locator("#m-items li.m-msg .m-att-pending")
+    pending.wait_for()
+    assert [t.split(" · ")[0] for t in pending.all_text_contents()] == ["half way.bin"]
+    # (the page's evaluate lets playwright's sync API run the route handler)
+    wait_until(lambda: alice.page.evaluate("() => 1") and held, "the upload after the reload")
+    [request] = held
+    assert request.request.post_data_buffer.count(b"half way.bin") >= 1
+    request.continue_()
+    done = '#m-items li.m-msg[data-status="sent"] .m-att-file'
+    alice.page.locator(done).wait_for(timeout=60_000)
+    assert alice.page.evaluate("() => window.chatd.state.client.outbox.length") == 0
+    wait_until(lambda: kept_files(alice.page) == 0, "the sent file removed from IndexedDB")
+    assert conv_list(alice.page) == [("d:bob", "[File]"), ("d:carol", "hello carol")]
+    assert alice.page.evaluate("() => window.chatd.state.client.conversation('d:bob').seq") > 0
+
+    bob = users("bob")
+    bob.open_conv("d:alice")
+    bob.page.locator("#m-items a.m-att-file").wait_for()
+    got = bob.page.evaluate(
+        """() => window.chatd.state.client.timeline('d:alice')
+      .filter((m) => m.attachments).map((m) => [m.id, m.attachments[0].name, m.attachments[0].size])"""
+    )
+    assert got == [[entry, "half way.bin", 2 << 20]]
+    assert bob.page.locator("#m-items a.m-att-file").count() == 1
 
 
 def picture_png() -> bytes:

@@ -19,6 +19,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
 from chatd.cluster import IBroker, codec, scripts
@@ -296,6 +297,52 @@ def test_scripts_publish_the_captured_bytes(redis):
         yield dead.stop()
         yield store.stop()
     assert seen == [payload for payload, _ in CAPTURED]
+
+
+def test_decode_names_an_unknown_kind():
+    """A kind this version does not know (a newer node's) is refused by name, not with a
+    KeyError or an IndexError, whatever its arguments."""
+    for payload in (
+        '{"k": "future", "n": "n0de9", "a": [1, {"x": 2}]}',
+        '{"k": "sanction2", "a": []}',
+    ):
+        with pytest.raises(codec.UnknownKind) as caught:
+            codec.decode(payload)
+        assert caught.value.kind in ("future", "sanction2")
+
+
+@pytest.mark.redis
+@pytest_twisted.inlineCallbacks
+def test_broker_skips_unknown_kinds_with_one_log_line(redis):
+    """Events of a newer node's kind are skipped (counted, one warning per kind), and the
+    known events around them are delivered as before: a rolling upgrade never breaks
+    the bus of the older nodes."""
+    url = f"{redis.url}?prefix=t:&backoff_max=0.3"
+    older, newer = RedisNode(url, node_id="older"), RedisNode(url, node_id="newer")
+    broker = RedisBroker(older)
+    chat = make_chat(Clock())
+    broker.attach(chat)
+    alice = opened(chat, "alice")
+    say(chat, alice, type="join", room="lobby")
+    yield older.start()
+    yield newer.start()
+    try:
+        with capturedLogs() as events:
+            for _ in range(3):
+                newer.publish('{"k": "future", "n": "newer", "a": ["lobby", 1]}')
+            newer.publish(codec.encode(BusEvent("typing", "newer", ("lobby", "bob", "s-b"))))
+            yield newer.barrier()
+            yield older.barrier()
+    finally:
+        yield older.stop()
+        yield newer.stop()
+    assert broker.skipped == {"future": 3}
+    assert broker.received["typing"] == 1
+    assert [t["from"] for t in alice.of("typing")] == ["bob"]
+    warnings = [e for e in events if "unknown kind" in e.get("log_format", "")]
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert len(warnings) == 1 and warnings[0]["kind"] == "future"
+    assert not failures
 
 
 @pytest.mark.redis

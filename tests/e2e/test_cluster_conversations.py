@@ -11,15 +11,18 @@ and a DM to an offline user stored via A reaches them via ``sync`` on B.
 
 from __future__ import annotations
 
+import secrets
+
 import jwt
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
+from chatd import modrules
 from chatd.moderation import BANNED
 from tests.support.auth import SECRET, token
 from tests.support.frames import OTHER, next_of
-from tests.wsclient import Client
+from tests.wsclient import Client, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
@@ -237,6 +240,24 @@ def test_an_offline_dm_stored_via_one_node_reaches_the_user_via_sync_on_the_othe
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_user_welcomed_on_one_node_is_known_at_once_on_the_other(cluster):
+    """Ten users never seen before, each connecting to B: the moment its ``welcome``
+    is here (no barrier), alice on A invites it to a private room and DMs it; never
+    ``no_such_user`` (docs/protocol.md: ``welcome`` comes once the user is recorded)."""
+    a, b = cluster
+    alice = yield connect(a, "alice")
+    alice.send(type="create", room="crew", kind="private", id="c0")
+    yield next_of(alice, "room_info", skip=OTHER | {"ack"})
+    for i in range(10):
+        user = f"new{i}-{secrets.token_hex(3)}"
+        newcomer = yield connect(b, user)
+        yield acked(alice, type="invite", room="crew", user=user, id=f"i{i}")
+        yield dm(alice, user, "welcome aboard", f"d{i}")
+        yield newcomer.close()
+    yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_read_in_a_small_room_on_one_node_sends_receipts_on_the_other(cluster):
     """bob reads a small room on B: his phone on A gets ``read`` (the ``user`` bus
     kind) and alice on A the room receipt (the ``room`` bus kind); receipts answers
@@ -300,3 +321,29 @@ def test_a_mute_or_ban_by_a_moderator_on_one_node_holds_on_the_other(cluster):
     code, _reason = yield bob.closed()
     assert code == BANNED
     yield mia.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_report_rate_limit_is_the_clusters(cluster):
+    """carl files reports from a connection on A and one on B: together at most
+    ``REPORTS_PER_WINDOW`` a minute (a counter in Redis, ``rl:{carl}:report:<minute>``),
+    the next is ``rate_limited`` on either node; on one redis-server and on a Redis
+    Cluster (the queue's scripts on their own slot)."""
+    a, b = cluster
+    alice = yield connect(a, "alice")
+    carl_a, carl_b = (yield connect(a, "carl")), (yield connect(b, "carl"))
+    ack = yield dm(alice, "carl", "report me", "d1")
+    # the limit is per fixed minute: start early in one, so it cannot roll over meanwhile
+    yield wait_for(lambda: reactor.seconds() % 60 < 40, 30, what="an early moment of a minute")
+    n = modrules.REPORTS_PER_WINDOW
+    for i in range(n):
+        client = carl_a if i % 2 else carl_b
+        client.send(type="report", **{"with": "alice"}, seq=ack["seq"], reason="x", id=f"r{i}")
+        reply = yield next_of(client, "report", skip=OTHER | {"dm"}, id=f"r{i}")
+        assert reply["duplicate"] is False
+    for client, ref in ((carl_a, "over-a"), (carl_b, "over-b")):
+        client.send(type="report", **{"with": "alice"}, seq=ack["seq"], reason="x", id=ref)
+        error = yield next_of(client, "error", skip=OTHER | {"dm", "report"}, ref=ref)
+        assert error["code"] == "rate_limited"
+    for client in (alice, carl_a, carl_b):
+        yield client.close()

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 
 from chatd.cluster.slots import key_slot
 from tests.e2e.conftest import node_starter
-from tests.support.frames import OTHER
+from tests.support.frames import OTHER, next_of
 from tests.support.process import wait_log
 from tests.wsclient import Client
 
@@ -117,5 +117,12 @@ def test_master_failover_loses_no_acked_message_and_delivers_none_twice(
         if frame.get("type") == "message":
             history.append((frame["seq"], frame["id"]))
     assert sorted(history) == sorted((ack["seq"], cid) for cid, ack in acked.items())
+    # bob's node follows the room on the new master: the next message reaches bob live
+    # (its own shard channel was subscribed again there before the node was healthy)
+    alice.send(type="send", room=room, text="after the switch", id="a0")
+    ack = yield next_of(alice, "ack", skip=OTHER | {"message"}, id="a0")
+    assert ack["seq"] == 51
+    got = yield next_of(bob, "message", skip=OTHER, room=room, seq=51)
+    assert got["text"] == "after the switch"
     for client in (alice, bob, bob2, carol):
         yield client.close()

@@ -513,7 +513,7 @@ def test_chromium_reads_a_compressing_room(chatd_process, browser):
             texts = ["short", "long and compressible " * 50]
             for text in texts:
                 sender.send(json.dumps({"type": "send", "room": "b", "text": text}))
-            page.wait_for_function("window.got.length >= 2", timeout=10000)
+            page.wait_for_function("() => window.got.length >= 2", timeout=10000)
             assert page.evaluate("window.got") == texts
     finally:
         page.close()

@@ -7,13 +7,17 @@ tests/e2e/test_hostile.py.
 * a DM whose cluster-wide online check answers after its connection began
   closing is neither stored nor delivered;
 * an anonymous session resumed on a node after another node gave its name to
-  someone else owns none of the earlier DMs.
+  someone else owns none of the earlier DMs;
+* a reconnect to another node with the session's secret keeps the name while the
+  old connection still looks alive; without it, or with a forged one, it is refused.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import struct
+from urllib.parse import urlencode
 
 import pytest
 
@@ -37,7 +41,7 @@ def quiet(*conns):
 def test_imposter_on_another_node_has_no_frame_executed(nodes):  # noqa: F811
     """alice is live in ``general`` on node A; 20 times mallory opens ``?name=alice``
     on node B and sends join + send + dm in the same write right after the 101:
-    each time ``welcome``, ``name_taken``, close 4409 -- and not one of her room
+    each time ``name_taken`` (no ``welcome``), close 4409 -- and not one of her room
     messages or DMs is stored or delivered as alice."""
     a, b = nodes(2)
     alice = v1(a.port, name="alice")
@@ -58,8 +62,8 @@ def test_imposter_on_another_node_has_no_frame_executed(nodes):  # noqa: F811
         code, frames = mallory.until_closed()
         got = [json.loads(p) for _, p in frames]
         assert code == 4409, got
-        assert [f["type"] for f in got] == ["welcome", "error"], got
-        assert got[1]["code"] == "name_taken"
+        assert [f["type"] for f in got] == ["error"], got
+        assert got[0]["code"] == "name_taken"
     quiet(alice, bob)  # nothing from mallory was delivered to either
     alice.send_json(type="history", room="general")
     assert alice.expect("history", room="general")["messages"] == []
@@ -133,8 +137,8 @@ def test_session_resumed_after_another_node_held_its_name_owns_nothing(nodes):  
 
 def test_anonymous_name_is_refused_while_redis_cannot_confirm_it(nodes, redis):  # noqa: F811
     """Redis down: a new anonymous connection is not let in unchecked (it could be
-    a second holder of a live name): ``welcome``, ``error unavailable``, close 1013,
-    and its frames are not executed. Once Redis is back the name is served."""
+    a second holder of a live name): ``error unavailable`` (no ``welcome``), close
+    1013, and its frames are not executed. Once Redis is back the name is served."""
 
     (a,) = nodes(1)
     redis.kill()
@@ -145,11 +149,34 @@ def test_anonymous_name_is_refused_while_redis_cannot_confirm_it(nodes, redis): 
     code, frames = ws.until_closed()
     got = [json.loads(p) for _, p in frames]
     assert code == 1013, got
-    assert [(f["type"], f.get("code")) for f in got] == [
-        ("welcome", None),
-        ("error", "unavailable"),
-    ]
+    assert [(f["type"], f.get("code")) for f in got] == [("error", "unavailable")]
     redis.start()
     wait_log(a, "healthy: Redis reachable", 2)
     alice = v1_when_free(a.port, "alice")
     alice.close()
+
+
+def test_reconnect_with_its_secret_to_another_node_keeps_the_name(any_nodes):  # noqa: F811
+    """alice's connection on node A goes silent (no close, no RST: node A thinks it
+    alive until its ping timeout); she reconnects to node B with her ``resume``
+    secret: welcomed at once as alice, same secret, not ``name_taken`` after the
+    half-second of retries. Node C, which never saw her session, refuses the name
+    without the secret and with a forged one (the cluster compares the epochs of the
+    secrets); a DM to alice reaches her new connection."""
+    a, b, c = any_nodes(3)
+    stale = v1(a.port, name="alice")
+    secret = stale.welcome["resume"]
+    back = v1(b.port, name="alice", resume=secret)
+    assert (back.welcome["name"], back.welcome["resume"]) == ("alice", secret)
+    for params in ({}, {"resume": secrets.token_urlsafe(12)}):
+        mallory = RawWS(c.port, path="/ws?" + urlencode({"name": "alice", **params}))
+        assert mallory.status == 101, mallory.head
+        code, frames = mallory.until_closed()
+        assert code == 4409
+        assert [json.loads(p).get("code") for _, p in frames] == ["name_taken"]
+    bob = v1(c.port, name="bob")
+    bob.send_json(type="dm", to="alice", text="still you?", id="d1")
+    bob.expect("ack", id="d1", to="alice")
+    assert back.expect("dm", id="d1")["text"] == "still you?"
+    for ws in (stale, back, bob):
+        ws.close()

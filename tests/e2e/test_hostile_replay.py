@@ -62,13 +62,30 @@ def fill(path, room=ROOM, count=MESSAGES, text_=TEXT):
     return run()
 
 
-def attack(port, connections=ATTACKERS, joins=JOINS, room=ROOM):
-    """Each connection sends *joins* ``join {room, since: 0}`` in one write, then resets."""
+#: the attackers' socket receive buffer: small, so that the server's kernel buffers
+#: cannot take a whole 4 MB replay and every replay is still being sent at the reset
+ATTACK_RCVBUF = 4096
+
+
+def attack(port, url, connections=ATTACKERS, joins=JOINS, room=ROOM):
+    """Each connection sends *joins* ``join {room, since: 0}`` in one write and reads
+    nothing; once the server is sending replays (``chatd_replays_active``), all reset.
+
+    (Resetting each connection right after its write raced the server: with its
+    kernel buffers free, a fast server had written a whole replay before the RST
+    came, and then there was no replay left to cancel.)"""
     burst = text({"type": "join", "room": room, "since": 0}) * joins
-    for _ in range(connections):
-        ws = RawWS.v1(port)
-        ws.send(burst)
-        ws.reset()
+    conns = []
+    try:
+        for _ in range(connections):
+            ws = RawWS.v1(port, rcvbuf=ATTACK_RCVBUF)
+            ws.send(burst)
+            conns.append(ws)
+        started = poll(lambda: metric(url, "chatd_replays_active", 0) >= 1, 20, 0.02)
+        assert started, "the attack's joins started no replay"
+    finally:
+        for ws in conns:
+            ws.reset()
 
 
 def bystander(port, room=ROOM, acks=5) -> float:
@@ -126,7 +143,8 @@ class RSSWatch:
 @pytest.mark.subprocess
 @pytest_twisted.inlineCallbacks
 def test_join_replay_flood_with_resets_keeps_memory_and_acks_bounded(twistd_factory, tmp_path):
-    """25 connections x 40 ``join {since: 0}`` of a 1,000 x 4 KB room, then RST: the
+    """25 connections x 40 ``join {since: 0}`` of a 1,000 x 4 KB room, then RST while
+    their replays are being sent: the
     server's RSS grows by less than RSS_GROWTH_MB, a bystander's connect + join + 5 acks
     takes less than BYSTANDER_S, the abandoned replays are cancelled, and afterwards a
     client still gets the whole replay, gap-free."""
@@ -139,7 +157,7 @@ def test_join_replay_flood_with_resets_keeps_memory_and_acks_bounded(twistd_fact
     base = rss_kb(pid)
     watch = RSSWatch(pid)
     try:
-        attack(proc.port)
+        attack(proc.port, proc.http_url)
         under_attack = bystander(proc.port)
         # let the server work off whatever the attack queued, then measure again
         idle = poll(lambda: metric(proc.http_url, "chatd_replays_active", 0) == 0, 20, 0.05)

@@ -9,12 +9,16 @@ bombs, HTML in disguise, forged and expired URLs.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import http.client
 import io
 import json
 import os
 import socket
+import threading
 import time
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -50,8 +54,8 @@ class Http:
         finally:
             conn.close()
 
-    def upload(self, data, user="alice", filename="upload.bin", content_type="image/png"):
-        body, ctype = media_samples.form(data, filename, content_type)
+    def upload(self, data, user="alice", filename="upload.bin", content_type="image/png", **form):
+        body, ctype = media_samples.form(data, filename, content_type, **form)
         headers = {"Content-Type": ctype}
         if user is not None:
             headers["Authorization"] = f"Bearer {token(user)}"
@@ -124,6 +128,46 @@ def open_deleted_files(pid) -> list[str]:
         if target.endswith("(deleted)"):
             out.append(target)
     return out
+
+
+def processes_under(pid) -> dict[int, tuple[str, str]]:
+    """``{pid: (start time, command line)}`` of every process below *pid* (its
+    children, theirs, ...), from /proc."""
+    parents, seen = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry)] = (int(fields[1]), fields[19], cmdline)
+    wanted = {pid}
+    while True:
+        more = {p for p, (ppid, _, _) in parents.items() if ppid in wanted and p not in wanted}
+        if not more:
+            break
+        wanted |= more
+    for p in wanted - {pid}:
+        seen[p] = parents[p][1:]
+    return seen
+
+
+def still_running(processes: dict[int, tuple[str, str]]) -> list[int]:
+    """The pids of *processes* (``processes_under``) still running: the same start time."""
+    alive = []
+    for p, (start, _) in processes.items():
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            alive.append(p)
+    return alive
 
 
 def test_jpeg_upload_strips_gps_exif_and_serves_signed_urls(media_server):
@@ -259,6 +303,37 @@ def test_polyglot_png_is_served_without_its_html(media_server):
     assert head["content-type"] == "image/png" and b"<script" not in body
 
 
+@pytest.mark.parametrize(
+    "form, name",
+    [
+        # wx.uploadFile: the part's filename is the local temp path's; the SDK sends `name`
+        ({"filename": "tmp_3f2a9c.pdf", "fields": [("name", "报告 2024.pdf")]}, "报告 2024.pdf"),
+        ({"filename": "tmp_3f2a9c.pdf"}, "tmp_3f2a9c.pdf"),  # old clients: as before
+        (
+            {"disposition": "form-data; name=file; filename*=UTF-8''%E4%B8%AD%E6%96%87.txt"},
+            "中文.txt",
+        ),
+        ({"disposition": 'form-data; name="file"'}, None),  # neither: no name, as before
+        ({"fields": [("name", "../../etc/passwd")]}, "passwd"),
+        ({"fields": [("name", "pass\x00wd.txt")]}, "passwd.txt"),
+        ({"fields": [("name", "invoice\u202efdp.exe")]}, "invoicefdp.exe"),
+        ({"fields": [("name", "n" * 1000 + ".txt")]}, "n" * 251 + ".txt"),
+        ({"filename": "../x.txt", "fields": [("name", "\u202e\x01")]}, "x.txt"),
+    ],
+)
+def test_the_uploads_name(media_server, form, name):
+    """The name shown and downloaded: the `name` field first, else the part's
+    filename (filename*= decoded), cleaned (docs/security.md); with neither, no
+    name and the download is called "file"."""
+    _, http_, _ = media_server
+    status, _, answer = http_.upload(b"just some text\n", content_type="text/plain", **form)
+    assert status == 201, answer
+    assert answer.get("name") == name
+    status, head, _ = http_.get(answer["url"])
+    want = quote(name or "file", safe="")
+    assert status == 200 and head["content-disposition"] == f"attachment; filename*=UTF-8''{want}"
+
+
 def test_oversize_uploads_are_413_and_leave_nothing(media_server):
     """Over the body limit (from Content-Length, before the body) and over the image
     limit (after sniffing): 413 too_large; no object, no temporary file."""
@@ -276,7 +351,8 @@ def test_oversize_uploads_are_413_and_leave_nothing(media_server):
 
 def test_upload_cut_half_way_leaves_nothing(media_server):
     """A client that sends half its body and hangs up: nothing stored, no temporary
-    file on disk, none held open by the server."""
+    file on disk, none held open by the server. The file part is written to
+    <media-dir>/tmp as it arrives (no spooled copy of the body first)."""
     proc, http_, media_dir = media_server
     before = objects(media_dir)
     body, ctype = media_samples.form(os.urandom(300_000))
@@ -286,10 +362,11 @@ def test_upload_cut_half_way_leaves_nothing(media_server):
     ).encode()
     sock = socket.create_connection(("127.0.0.1", proc.port))
     sock.sendall(head + body[: len(body) // 2])
-    wait_until(lambda: open_deleted_files(proc.proc.pid), "the body to be spooled to a temp file")
+    wait_until(lambda: leftovers(media_dir), "the file part to be written as it arrives")
+    assert not open_deleted_files(proc.proc.pid)  # no spooled copy of the body
     sock.close()
-    wait_until(lambda: not open_deleted_files(proc.proc.pid), "the spooled body to be dropped")
-    assert objects(media_dir) == before and leftovers(media_dir) == []
+    wait_until(lambda: not leftovers(media_dir), "the half file part to be removed")
+    assert objects(media_dir) == before and not open_deleted_files(proc.proc.pid)
     assert http_.get("/healthz")[0] == 200
 
 
@@ -448,3 +525,78 @@ def test_upload_body_may_take_longer_than_the_handshake_timeout(twistd_factory, 
             assert piece, f"connection closed: {answer!r}"
             answer += piece
     assert answer.startswith(b"HTTP/1.1 201 ")
+
+
+def test_a_killed_chatd_leaves_no_media_process_behind(twistd_factory, tmp_path):
+    """chatd killed with SIGKILL after an upload (its image workers and their
+    forkserver running): every process below it -- the forkserver, the workers,
+    multiprocessing's resource tracker -- ends by itself within a deadline (the
+    forkserver reads EOF on its alive pipe, the workers get SIGKILL when it exits)."""
+    proc = twistd_factory(*media_args(tmp_path / "media"))
+    status, _, answer = Http(proc.port).upload(media_samples.image("PNG", (64, 64)))
+    assert status == 201, answer
+    pid = proc.proc.pid
+    under = processes_under(pid)
+    servers = [p for p, (_, cmd) in under.items() if "multiprocessing.forkserver" in cmd]
+    assert len(servers) >= 2, under  # the forkserver and at least one worker forked by it
+    proc.proc.kill()
+    proc.proc.wait(timeout=10)
+    try:
+        wait_until(lambda: not still_running(under), "the media processes to end", timeout=15)
+    finally:  # never leave them to pile up, even when the test fails
+        for p in still_running(under):
+            os.kill(p, 9)
+
+
+def test_a_put_killed_half_way_leaves_no_part_after_the_restart(twistd_factory, tmp_path):
+    """chatd SIGKILLed while it copies a 64 MiB upload into ``objects/`` (its
+    ``<sha>.part-<random>`` file there, the rename not done) leaves that part file;
+    the next start (no ``--media-shared``: nothing else writes into the directory)
+    removes it, logs it, and uploads work. The kill comes the moment the part
+    appears; a put that beat it (the object complete, no part) is tried again with
+    other bytes, at most 5 times."""
+    media_dir = tmp_path / "media"
+    args = media_args(media_dir, "--max-file-bytes", str(100 << 20))
+    for _ in range(5):
+        proc = twistd_factory(*args)
+        data = os.urandom(64 << 20)
+        key = hashlib.sha256(data).hexdigest()
+        where = media_dir / "objects" / key[:2] / key[2:4]
+        sending = threading.Thread(target=_upload_ignoring_errors, args=(proc.port, data))
+        sending.start()
+        killed_mid_put = functools.partial(_kill_at_the_part, proc, where, key)
+        wait_until(killed_mid_put, "the put's part file", timeout=120, interval=0.001)
+        proc.proc.kill()
+        proc.proc.wait(timeout=10)
+        sending.join(timeout=30)
+        parts = [n for n in os.listdir(where) if ".part-" in n]
+        if parts and key not in os.listdir(where):
+            break
+    else:
+        pytest.fail("5 puts all finished before the kill")
+    restarted = twistd_factory(*args)
+    wait_until(lambda: not os.listdir(where), "the start's part sweep", timeout=30)
+    assert restarted.wait_log("media sweep removed 1 part files of interrupted puts")
+    status, _, answer = Http(restarted.port).upload(media_samples.image("PNG", (64, 64)))
+    assert status == 201, answer
+
+
+def _kill_at_the_part(proc, where, key) -> bool:
+    """SIGKILL *proc* if the part file of *key*'s put is in *where*: whether it was,
+    or the put already finished (its object there)."""
+    try:
+        names = os.listdir(where)
+    except FileNotFoundError:
+        return False
+    if any(n.startswith(f"{key}.part-") for n in names):
+        proc.proc.kill()
+        return True
+    return key in names
+
+
+def _upload_ignoring_errors(port, data):
+    """Upload *data* as alice; the server is killed meanwhile, so no answer counts."""
+    try:
+        Http(port).upload(data, filename="big.bin", content_type="application/octet-stream")
+    except (OSError, http.client.HTTPException, ValueError):
+        pass

@@ -1,6 +1,7 @@
 """The IMediaMeta contract, run against both implementations: PooledMeta (the SQLite
 file of one node, its blocking calls run in place) and RedisMeta (``--redis``, a
-private redis-server from tests/redis_server.py), so a cluster's media behave as a
+private redis-server from tests/redis_server.py, and ``redis+cluster://``, the
+module's Redis Cluster from tests/redis_cluster.py), so a cluster's media behave as a
 single node's: records and the quota, claims and pending posts, posts, the sweep's
 queries and the conditional removal."""
 
@@ -40,7 +41,11 @@ A, B, C = "A" * 22, "B" * 22, "C" * 22
 
 
 @pytest_twisted.async_yield_fixture(
-    params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis_cluster", marks=pytest.mark.redis),
+    ]
 )
 async def meta(request, tmp_path):
     if request.param == "sqlite":
@@ -48,7 +53,7 @@ async def meta(request, tmp_path):
         yield m
         await m.close()
     else:
-        node = redis_node(request.getfixturevalue("redis"), prefix="mt:")
+        node = redis_node(request.getfixturevalue(request.param), prefix="mt:")
         await node.start()
         yield RedisMeta(node)
         await node.stop()
@@ -152,6 +157,17 @@ async def test_removal_returns_the_orphaned_keys_only_with_the_last_row(meta):
     assert await meta.remove(B) == []  # gone already
     assert await meta.remove(C) == ["c" * 64]
     assert await meta.get_many([A, B, C]) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_referenced_tells_whether_a_row_uses_a_stored_object(meta):
+    """What a removal asks after retiring an object (an identical upload recorded meanwhile)."""
+    assert not await meta.referenced("a" * 64)
+    await recorded(meta, row(A), ready=False)  # recorded is enough: its put may have been skipped
+    assert await meta.referenced("a" * 64) and await meta.referenced("b" * 64)
+    assert not await meta.referenced("c" * 64)
+    assert await meta.remove(A) == ["a" * 64, "b" * 64]
+    assert not await meta.referenced("a" * 64) and not await meta.referenced("b" * 64)
 
 
 @pytest_twisted.ensureDeferred

@@ -48,6 +48,16 @@ def test_read_markers_are_answered():
     [row] = _rows("reads", "--N", "5", "--messages", "300", "--window", "1")
     assert row["bench"] == "reads" and row["markers_per_s"] > 0
     assert row["acked"] == row["sent"] and row["errors"] == 0
+    assert row["receipt_frames_per_s"] > 0  # 5 members: each read sends 4 receipts
+
+
+def test_batched_receipts_are_counted():
+    """``--batch``: the members ask for receipts_batch; reads are answered and the
+    batches (at most one per connection per 0.2 s window) are counted."""
+    [row] = _rows("reads", "--batch", "--N", "5", "--messages", "300", "--window", "1")
+    assert row["batch"] is True and row["acked"] == row["sent"] and row["errors"] == 0
+    # 5 connections, one window each per 0.2 s (the receipts flow all the time)
+    assert 0 < row["receipt_frames_per_s"] <= 5 * 5 + 5
 
 
 def test_fanout_to_durable_members_and_the_relay_lose_nothing():
@@ -61,3 +71,19 @@ def test_fanout_to_durable_members_and_the_relay_lose_nothing():
         assert r["deliveries_per_s"] > 0 and r["loss"] == 0 and r["extra"] == 0
         assert r["invalid"] == 0 and r["us_per_delivery"] > 0
     assert by["chatd_v1_sqlite"]["members"] == 50 and by["chatd_relay"]["members"] == 10
+
+
+def test_send_path_bench_smoke():
+    """bench/send_path_bench.py (the send path in one thread, no sockets) prints one
+    JSON line with a CPU figure, having checked that every send was acked."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "send_path_bench.py"), "--sends", "300"]
+        + ["--rounds", "1", "--users", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["bench"] == "send_path" and row["sends"] == 300 and row["us_per_send"] > 0

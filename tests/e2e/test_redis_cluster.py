@@ -160,27 +160,72 @@ def test_failover_unavailable_then_the_promoted_replica(own_redis_cluster):
 @pytest_twisted.inlineCallbacks
 def test_the_bus_is_sharded_pub_sub(redis_cluster):
     """On a cluster the bus is one shard channel per slot: each node SSUBSCRIBEs, on
-    every master, the channels of that master's slots (none with plain SUBSCRIBE), and
-    a room's message is SPUBLISHed on the channel of the room's slot, in seq order."""
-    s, listener, seen, log = yield redis_log_with_listener(redis_cluster)
+    every master, the channels of that master's slots (none with plain SUBSCRIBE); a
+    room's messages are SPUBLISHed on the room's own shard channel (in the room's
+    slot), which only a node following the room subscribes, in seq order; a
+    membership event of the room stays on the slot's channel, which every node holds."""
+    s, listener, seen, log = yield redis_log_with_listener(redis_cluster, rooms=["lobby"])
     try:
         room = "lobby"
         channel = s.node.shard_channel(key_slot(room))
+        own = listener.room_channel(room)
+        assert own == "t:rbus:{lobby}"
         master = redis_cluster.master_of(channel)
-        assert master == redis_cluster.master_of(f"t:s:{{{room}}}")
+        assert master == redis_cluster.master_of(f"t:s:{{{room}}}") == redis_cluster.master_of(own)
         numsub = redis_cluster.command(master, "PUBSUB", "SHARDNUMSUB", channel).split()
         assert numsub == [channel, "2"]  # the store's node and the listener
+        numsub = redis_cluster.command(master, "PUBSUB", "SHARDNUMSUB", own).split()
+        assert numsub == [own, "1"]  # the listener only: the store's node has no member
         for port in redis_cluster.master_ports():
             assert redis_cluster.command(port, "PUBSUB", "CHANNELS") == ""
             shards = redis_cluster.command(port, "PUBSUB", "SHARDCHANNELS").split()
-            assert len(shards) == len(listener.cluster.map.slots_of(("127.0.0.1", port)))
+            slots = len(listener.cluster.map.slots_of(("127.0.0.1", port)))
+            assert len(shards) == slots + (1 if port == master else 0)
+        before = s.node.bus_events
         ds = [
             log.append("message", (room, "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
             for i in range(30)
         ]
+        event = {"event": "joined", "user": "u", "by": "u"}
+        ds.append(log.append("message", (room, "u", "U", "e", "", 99, "event", event), ("s", 0)))
         yield defer.gatherResults(ds)
         yield listener.barrier(f"t:s:{{{room}}}")
-        assert [json.loads(p)["m"][1] for p in seen] == list(range(1, 31))
+        yield s.node.barrier(f"t:s:{{{room}}}")
+        assert [json.loads(p)["m"][1] for p in seen] == list(range(1, 32))
+        assert s.node.bus_events - before == 1  # the event only: it follows no room
+    finally:
+        yield listener.stop()
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_room_is_unsubscribed_after_its_linger(redis_cluster):
+    """A node stops following a room its last holder released once the linger is over:
+    SUNSUBSCRIBE (answered, not taken for a dropped slot), and the room's messages no
+    longer reach it; a hold subscribes it again."""
+    s, listener, seen, log = yield redis_log_with_listener(
+        redis_cluster, rooms=["brief"], room_linger=0.2
+    )
+    try:
+        own = listener.room_channel("brief")
+        master = redis_cluster.master_of(own)
+
+        def subscribers():
+            return redis_cluster.command(master, "PUBSUB", "SHARDNUMSUB", own).split()[1]
+
+        assert subscribers() == "1"
+        listener.rooms.release("brief")
+        yield wait_for(lambda: subscribers() == "0", 5, what="the room unsubscribed")
+        assert listener.healthy and "brief" not in listener.rooms
+        yield log.append("message", ("brief", "u", "U", "x", "unseen", 1), ("s", False))
+        yield listener.barrier("t:s:{brief}")
+        assert seen == []
+        listener.rooms.hold("brief")
+        yield listener.room_ready("brief")
+        assert subscribers() == "1"
+        yield log.append("message", ("brief", "u", "U", "y", "seen", 2), ("s", False))
+        yield listener.barrier("t:s:{brief}")
+        assert [json.loads(p)["m"][4] for p in seen] == ["seen"]
     finally:
         yield listener.stop()
         yield s.stop()
@@ -192,7 +237,7 @@ def test_a_manual_failover_is_followed_by_the_store_and_the_bus(own_redis_cluste
     a refreshed map), seqs continue, and once the node is healthy again its bus
     subscriber on the new master gets the room's messages in seq order."""
     cluster = own_redis_cluster
-    s, listener, seen, log = yield redis_log_with_listener(cluster)
+    s, listener, seen, log = yield redis_log_with_listener(cluster, rooms=["moving"])
     try:
         room = "moving"
         key = f"t:s:{{{room}}}"
@@ -214,6 +259,9 @@ def test_a_manual_failover_is_followed_by_the_store_and_the_bus(own_redis_cluste
             20,
             what="both nodes following the new master, subscribed there",
         )
+        yield listener.room_ready(room)  # the room's own channel, there too
+        own = listener.room_channel(room)
+        assert cluster.command(replica, "PUBSUB", "SHARDNUMSUB", own).split() == [own, "1"]
         seen.clear()
         later = yield defer.gatherResults([send(i) for i in range(10, 20)])
         assert [a.message.seq for a in first + later] == list(range(1, 21))
@@ -221,6 +269,46 @@ def test_a_manual_failover_is_followed_by_the_store_and_the_bus(own_redis_cluste
         assert [json.loads(p)["m"][1] for p in seen] == list(range(11, 21))
         replay = yield s.replay(room, 0, 100)
         assert [m.seq for m in replay.messages] == list(range(1, 21))
+    finally:
+        yield listener.stop()
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_followed_room_moves_with_its_slot(own_redis_cluster):
+    """The slot of a room a node follows is handed to another master (SETSLOT … NODE):
+    the old master drops the node's shard subscriptions of the slot (an unasked
+    ``sunsubscribe``), the node reloads the map and subscribes the room's channel on
+    the new owner, where the room's next messages reach it."""
+    cluster = own_redis_cluster
+    room = "mover"
+    s, listener, seen, log = yield redis_log_with_listener(cluster, rooms=[room])
+    try:
+        own = listener.room_channel(room)
+        slot = key_slot(own)
+        source = cluster.master_of(own)
+        target = next(p for p in cluster.master_ports() if p != source)
+        assert cluster.command(source, "PUBSUB", "SHARDNUMSUB", own).split() == [own, "1"]
+        ids = {p: cluster.command(p, "CLUSTER", "MYID") for p in (source, target)}
+        assert cluster.command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source]) == "OK"
+        assert cluster.command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target]) == "OK"
+        for port in (target, source):  # (the slot holds no key yet: nothing to MIGRATE)
+            assert cluster.command(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[target]) == "OK"
+        yield wait_for(
+            lambda: (
+                listener.healthy
+                and listener.cluster.map.master(slot)[1] == target
+                and cluster.command(target, "PUBSUB", "SHARDNUMSUB", own).split() == [own, "1"]
+            ),
+            20,
+            what="the room's channel subscribed on the slot's new master",
+        )
+        assert cluster.command(source, "PUBSUB", "SHARDNUMSUB", own).split() == [own, "0"]
+        yield listener.room_ready(room)
+        for i in range(5):
+            yield log.append("message", (room, "u", "U", f"c{i}", f"t{i}", i), ("s", False))
+        yield listener.barrier(own)
+        assert [json.loads(p)["m"][1] for p in seen] == [1, 2, 3, 4, 5]
     finally:
         yield listener.stop()
         yield s.stop()

@@ -19,6 +19,7 @@ import pytest_twisted
 from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
+from chatd import wire
 from chatd.store import (
     Appended,
     IConversationStore,
@@ -31,17 +32,10 @@ from chatd.store import (
     dm_channel,
 )
 from chatd.store.memory import MemoryStore
-from chatd.store.redis import RedisStore
 from chatd.store.sqlite import SQLiteStore
-from tests.support.store import open_redis, open_sqlite
+from tests.support.store_backends import backends, store_fixture
 
-BACKENDS = [
-    "memory",
-    "sqlite-file",
-    "sqlite-memory",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("redis-cluster", marks=pytest.mark.redis),
-]
+BACKENDS = backends(IHistoryStore, cluster=True)
 #: whether each backend says it is durable
 DURABLE = {
     "memory": False,
@@ -50,39 +44,10 @@ DURABLE = {
     "redis": True,
     "redis-cluster": True,
 }
-#: the class of each backend
-CLASSES = {
-    "memory": MemoryStore,
-    "sqlite-file": SQLiteStore,
-    "sqlite-memory": SQLiteStore,
-    "redis": RedisStore,
-    "redis-cluster": RedisStore,
-}
 #: the backends whose store provides IConversationStore
-CONVERSATION_BACKENDS = [
-    b
-    for b in BACKENDS
-    if IConversationStore.implementedBy(CLASSES[b if isinstance(b, str) else b.values[0]])
-]
-
-
-@pytest_twisted.async_yield_fixture(params=BACKENDS)
-async def store(request, tmp_path):
-    """A started store of each kind (pruning off); stopped afterwards."""
-    kind = request.param
-    if kind == "memory":
-        s = MemoryStore()
-        await s.start()
-    elif kind == "sqlite-file":
-        s = await open_sqlite(tmp_path / "history.db")
-    elif kind == "sqlite-memory":
-        s = await open_sqlite(":memory:")
-    elif kind == "redis":
-        s = await open_redis(request.getfixturevalue("redis"))
-    else:
-        s = await open_redis(request.getfixturevalue("redis_cluster"))
-    yield s
-    await s.stop()
+CONVERSATION_BACKENDS = backends(IConversationStore, cluster=True)
+#: a started store of each kind (pruning off); stopped afterwards
+store = store_fixture(IHistoryStore, cluster=True)
 
 
 def test_provides_interface_and_is_durable(store, request):
@@ -575,6 +540,14 @@ def test_conversations_most_recent_first(store):
     assert [s.channel for s in summaries] == ["b-room", DM]
     assert summaries[0].last is None and summaries[0].unread == 0
     assert (yield store.conversations("nobody")) == []
+    # conversation_page: a page of that order, complete (as summaries), and more
+    first, more = yield store.conversation_page("ann", 0, 2)
+    assert [c.channel for c in first] == [DM, "a-room"] and more is True
+    assert first == (yield store.summaries("ann", [DM, "a-room"]))
+    last, more = yield store.conversation_page("ann", 2, 2)
+    assert [c.channel for c in last] == ["b-room"] and more is False
+    assert (yield store.conversation_page("ann", 3, 2)) == ([], False)
+    assert (yield store.conversation_page("nobody", 0, 50)) == ([], False)
 
 
 @conv
@@ -614,6 +587,10 @@ def test_cursors_newest_16_per_user(store):
     assert (yield store.load_cursor("ann", "late")) == b"late"
 
 
+#: (start, limit) of conversation_page reads: the first page, a middle one, past the end
+PAGES = [(0, 2), (1, 2), (0, 50), (3, 1), (9, 5)]
+
+
 def _conversation_ops(seed, n=300):
     """A seeded mix of every item kind and marker move over rooms and DMs."""
     import random
@@ -651,6 +628,7 @@ def _conversation_ops(seed, n=300):
             ops.append(("mark_read", who, ch, rnd.randrange(0, 30)))
     reads = [("conversations", u) for u in users]
     reads += [("summaries", u, channels) for u in users]
+    reads += [("conversation_page", u, start, n) for u in users for start, n in PAGES]
     for ch in channels:
         reads += [
             ("members", ch, None, 10),
@@ -680,3 +658,86 @@ def test_conversations_give_the_memory_stores_results(store, seed):
         expected = yield getattr(mem, op[0])(*op[1:])
         got = yield getattr(store, op[0])(*op[1:])
         assert got == expected, op
+
+
+def _sync_json(store_items, sign=None) -> bytes:
+    """The ``items`` array of a sync reply made of a store's SyncReplay items."""
+    return wire.encode_with_raw({"items": wire.sync_items(store_items, sign)})
+
+
+def _replay_json(messages) -> bytes:
+    """The ``items`` array as chatd made it from ``replay`` before sync_replay."""
+    return wire.encode({"items": [wire.item_object(m) for m in messages]})
+
+
+@defer.inlineCallbacks
+def _same_as_replay(store, channel, since, limit):
+    """``sync_replay`` equals ``replay`` as a sync reply shows it: the same bytes, seq,
+    truncation and characters of text."""
+    expected = yield store.replay(channel, since, limit)
+    (got,) = yield store.sync_replay([(channel, since)], limit)
+    assert _sync_json(got.items) == _replay_json(expected.messages), (channel, since, limit)
+    assert (got.last_seq, got.truncated) == (expected.last_seq, expected.truncated)
+    assert got.text == sum(len(m.text) for m in expected.messages)
+    return got
+
+
+#: texts of plain messages: every character JSON escapes, quotes, non-ASCII, astral
+ODD_TEXTS = [
+    "".join(map(chr, range(0x20))),
+    '"quoted" \\back\\slash/ \x7f',
+    "é ü 中文 \u2028\u2029 \ufeff",
+    "😀🇺🇳 \U0010ffff",
+    "",
+    "x" * 4000,
+]
+
+
+@conv
+@pytest_twisted.inlineCallbacks
+def test_sync_replay_is_replay_as_the_sync_reply_shows_it(store):
+    """sync_replay's items are, byte for byte in the reply, what replay's messages
+    give (``wire.item_object``), for rooms and DMs, plain messages with any text and
+    client id, and every other item kind between them, at any since and limit."""
+    dm = dm_channel("ann", "bob")
+    for i, text in enumerate(ODD_TEXTS):
+        for channel in ("plain", dm, "mixed"):
+            sender = ("ann", "bob")[i % 2]
+            cid = None if i % 3 else f"{channel[-3:]}-{i}"
+            name = 'Ann "A" \x01é' if i % 2 == 0 else "Bob"
+            yield store.append(channel, sender, name, cid, text, 1000 + i)
+    yield store.append(dm_channel("cat", "cat"), "cat", "Cat", None, "note to self", 1)
+    yield store.append("mixed", "ann", "A", None, "hi @bob", 2000, "message", {"mentions": ["bob"]})
+    yield event(store, "mixed", "joined", "bob", "bob", 2001, role="member")
+    yield store.append("mixed", "ann", "A", None, "", 2002, "recalled", {"target": 1, "by": "ann"})
+    yield store.append("mixed", "bob", "B", None, "new", 2003, "edited", {"target": 2})
+    yield store.append(
+        "mixed", "bob", "B", None, "", 2004, "reaction", {"target": 3, "emoji": "👍"}
+    )
+    yield store.append("mixed", "ann", "A", None, "after", 2005)
+    for channel in ("plain", dm, "mixed", dm_channel("cat", "cat"), "empty"):
+        for since in (0, 1, 3, 5, 6, 9, 11, 12, 20):
+            for limit in (0, 1, 2, 5, 100):
+                yield _same_as_replay(store, channel, since, limit)
+    got = yield store.sync_replay([("plain", None), ("empty", 0), ("plain", 5)], 10)
+    assert [(r.last_seq, r.truncated, r.text) for r in got] == [
+        (6, False, 0),
+        (0, False, 0),
+        (6, False, 4000),
+    ]
+    assert got[0].items == [] and got[1].items == []
+    assert (yield store.sync_replay([], 10)) == []
+
+
+@conv
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest_twisted.inlineCallbacks
+def test_sync_replay_matches_replay_after_a_seeded_mix(store, seed):
+    """After the seeded mix of every item kind (recalls and edits change earlier
+    messages in place), sync_replay still shows what replay does."""
+    ops, _reads = _conversation_ops(seed)
+    for op in ops:
+        yield getattr(store, op[0])(*op[1:])
+    for channel in ["team", "lobby", dm_channel("ann", "bob"), dm_channel("cat", "ann")]:
+        for since in (0, 7, 30, 60):
+            yield _same_as_replay(store, channel, since, 25)

@@ -1,6 +1,7 @@
 """The IModerationStore contract (chatd.store, chatd.modrules), run against every store
 that declares it: MemoryStore, SQLiteStore (a file and ``:memory:``) and RedisStore
-(a private redis-server; skipped without one unless CI=true). A SQLite file keeps
+(a private redis-server and a local Redis Cluster; skipped without redis-server
+unless CI=true). A SQLite file keeps
 sanctions, the queue and the audit log across a restart."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import pytest_twisted
 from zope.interface.verify import verifyObject
 
 from chatd import modrules
-from chatd.store import IModerationStore
+from chatd.store import IMediaCheckStore, IModerationStore
 from tests.support.store import open_sqlite
 from tests.support.store_backends import store_fixture
 
@@ -94,3 +95,56 @@ def test_a_sqlite_file_keeps_moderation_across_a_restart(tmp_path):
         assert [e["who"] for e in (yield s.audit_log(None, 5))] == ["m"]
     finally:
         yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_retention_reads_the_oldest_entries_and_deletes_them_with_their_keys(store):
+    """moderation_oldest pages oldest first from an id; delete_moderation removes queue
+    entries (their exactly-once key freed: the same key makes a new entry) and audit
+    entries; ids are never given again."""
+    made = []
+    for i in range(5):
+        entry, _ = yield store.add_report(f"r\n{i}", {"ts": 1000 + i, "seq": i})
+        made.append(entry["id"])
+    oldest = yield store.moderation_oldest(modrules.QUEUE, 0, 3)
+    assert [e["id"] for e in oldest] == made[:3] and oldest[0]["ts"] == 1000
+    assert oldest[0]["state"] == "open"
+    assert [e["id"] for e in (yield store.moderation_oldest(modrules.QUEUE, made[2], 10))] == made[
+        3:
+    ]
+    assert (yield store.delete_moderation(modrules.QUEUE, made[:2])) == 2
+    assert (yield store.delete_moderation(modrules.QUEUE, [])) == 0
+    assert [e["id"] for e in (yield store.reports(None, None, 10))] == made[:1:-1]
+    assert (yield store.report(made[0])) is None
+    again, dup = yield store.add_report("r\n0", {"ts": 2000, "seq": 0})
+    assert not dup and again["id"] > made[-1]
+    kept, dup = yield store.add_report("r\n3", {"ts": 3000})
+    assert dup and kept["id"] == made[3]
+    audit = []
+    for i in range(3):
+        audit.append((yield store.add_audit({"ts": 100 + i, "action": "mute"})))
+    got = yield store.moderation_oldest(modrules.AUDIT, 0, 10)
+    assert [(e["id"], e["ts"]) for e in got] == [(a, 100 + i) for i, a in enumerate(audit)]
+    assert (yield store.delete_moderation(modrules.AUDIT, audit[:2])) == 2
+    assert [e["id"] for e in (yield store.audit_log(None, 10))] == audit[2:]
+    assert (yield store.add_audit({"ts": 200})) > audit[-1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_media_check_traces_are_taken_once_and_pruned_by_age(store):
+    """IMediaCheckStore: a trace's record is handed to the first taker only (a replayed
+    verdict finds nothing); records asked before a time are pruned (Redis: they expire
+    by themselves)."""
+    assert IMediaCheckStore.providedBy(store)
+    record = {"ts": 1000, "channel": "team", "seq": 3, "media_id": "M" * 22}
+    yield store.add_media_check("trace-1", record, 60_000)
+    yield store.add_media_check("trace-2", {**record, "ts": 5000}, 60_000)
+    assert (yield store.take_media_check("trace-1")) == record
+    assert (yield store.take_media_check("trace-1")) is None
+    assert (yield store.take_media_check("never")) is None
+    pruned = yield store.prune_media_checks(6000)
+    left = yield store.take_media_check("trace-2")
+    if type(store).__name__ == "RedisStore":
+        assert pruned == 0 and left["ts"] == 5000
+    else:
+        assert pruned == 1 and left is None

@@ -1,6 +1,7 @@
 """The IPushStore contract (chatd.store, chatd.pushrules), run against every store
 that declares it: MemoryStore, SQLiteStore (a file and ``:memory:``) and RedisStore
-(a private redis-server; skipped without one unless CI=true). A SQLite file keeps
+(a private redis-server and a local Redis Cluster; skipped without redis-server
+unless CI=true). A SQLite file keeps
 the subscriptions across a restart."""
 
 from __future__ import annotations

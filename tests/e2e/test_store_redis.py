@@ -12,8 +12,10 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatd.cluster.redis import RedisURL
+from chatd.cluster.slots import key_slot
+from chatd.media.redismeta import RedisMeta
 from chatd.store import Appended, Message, Replay, StoreUnavailable
-from tests.support.store import open_redis, redis_log_with_listener
+from tests.support.store import all_keys, open_redis, redis_log_with_listener
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
@@ -88,7 +90,7 @@ def test_prune_by_days_keeps_seq(redis_any):
 @pytest_twisted.inlineCallbacks
 def test_commit_publishes_on_the_bus_in_seq_order(redis_any):
     """A message log append commits and publishes in one script: the bus sees every seq in order."""
-    s, listener, seen, log = yield redis_log_with_listener(redis_any)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any, rooms=["r"])
     try:
         ds = [
             log.append("message", ("r", "u", "U", f"c{i}", f"t{i}", i), ("sess", False))
@@ -126,6 +128,58 @@ def test_redis_down_fails_fast_then_recovers(redis):
         # no persistence in this server: history restarted with it
         assert after.duplicate is False and after.message.seq >= 1
         assert first.message.seq == 1
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_push_moderation_and_media_keys_each_in_one_slot(redis_any):
+    """Every key a push, moderation or media script touches is in one slot: a user's
+    push keys in the user's, a room's watchers in the room's, the moderation queue and
+    audit log under ``{mod}`` and every media key under ``{media}`` on a Redis Cluster
+    (the scripts run there: Redis refuses a cross-slot one). On one Redis the key
+    names are the previous release's, so its data is read as it was written."""
+    s = yield open_redis(redis_any)
+    meta = RedisMeta(s.node)
+    try:
+        yield s.push_subscribe("alice", {"T": 2}, {"dev": True}, 1)
+        yield s.claim_push("alice", "dev", "T", 1000, 500)
+        yield s.set_sanction("bob", "mute", "dev", 5000)
+        entry, _ = yield s.add_report("k1", {"reason": "spam"})
+        yield s.close_report(entry["id"], {"action": "dismiss"})
+        yield s.add_report("k2", {"reason": "more"})
+        yield s.add_audit({"who": "mod"})
+        upload = {"id": "A" * 22, "owner": "alice", "size": 5, "sha256": "a" * 64, "created": 1}
+        yield meta.record(upload, 100)
+        yield meta.ready(upload["id"])
+        yield meta.claim([upload["id"]], "alice", "tok", "dev", 2)
+        yield meta.posted("tok", [upload["id"]], [upload["id"]], "dev", 7)
+        keys = yield all_keys(s)
+        push = [k for k in keys if k.split(":")[1] in ("pq", "pr", "pd", "pw", "sn")]
+        assert sorted(push) == [
+            "t:pd:{alice}",
+            "t:pq:{alice}",
+            "t:pr:{alice}",
+            "t:pw:{dev}",
+            "t:sn:{bob}",
+        ]
+        mod = ["mq:n", "mq:e", "mq:all", "mq:open", "mq:k", "ma:n", "ma:e", "ma:all"]
+        media = [
+            f"media:{{{upload['id']}}}",
+            f"media:{{{upload['id']}}}:posts",
+            "media-in:{dev}:7",
+            f"media-quota:{{{upload['owner']}}}",
+            f"media-blob:{{{upload['sha256']}}}",
+            "media-posted",
+        ]
+        if s.cluster:
+            mod, media = [f"{{mod}}:{k}" for k in mod], [f"{{media}}:{k}" for k in media]
+            assert len({key_slot("t:" + k) for k in mod}) == 1
+            assert len({key_slot("t:" + k) for k in media}) == 1
+        assert sorted(k for k in keys if k not in push) == sorted(f"t:{k}" for k in mod + media)
+        assert [e["id"] for e in (yield s.reports("open", None, 10))] == [entry["id"] + 1]
+        assert (yield meta.posted_in("dev", 7)) == [upload["id"]]
+        assert (yield meta.used("alice", 2)) == 5
     finally:
         yield s.stop()
 

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from chatd.cluster import codec
 from chatd.cluster.slots import key_slot
 from chatd.store import IConversationStore, Message, dm_channel
-from tests.support.store import open_redis, redis_log_with_listener
+from tests.support.store import all_keys, open_redis, redis_log_with_listener
 from tests.wsclient import wait_for
 
 pytestmark = pytest.mark.redis
@@ -30,16 +30,6 @@ DAY_MS = 86_400_000
 def event(store, room, user, kind, ts, by=None, cid=None, **extra):
     data = {"event": kind, "user": user, "by": by or user, **extra}
     return store.append(room, by or user, by or user, cid, "", ts, "event", data)
-
-
-@pytest_twisted.inlineCallbacks
-def all_keys(store):
-    """Every key of *store*'s prefix (on every master of a Redis Cluster)."""
-    pattern = store.node.prefix + "*"
-    if store.cluster:
-        replies = yield store.node.cluster.execute_on_all("KEYS", pattern)
-        return sorted(k for keys in replies for k in keys)
-    return sorted((yield store.node.execute("KEYS", pattern)))
 
 
 @pytest_twisted.inlineCallbacks
@@ -175,7 +165,7 @@ def test_items_on_the_bus_decode_to_what_append_returned(redis_any):
     """The commit script publishes an event, a reaction (with the store's "on") and a
     message with mentions as the nine-element array; codec.decode gives the Message
     append returned and codec.encode the same bytes."""
-    s, listener, seen, log = yield redis_log_with_listener(redis_any)
+    s, listener, seen, log = yield redis_log_with_listener(redis_any, rooms=["r"])
     try:
         fields = [
             (

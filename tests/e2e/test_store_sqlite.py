@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 
+from chatd import wire
 from chatd.store import (
     Appended,
     Message,
@@ -28,6 +31,7 @@ from chatd.store import (
     SchemaTooNew,
     StoreUnavailable,
     dm_channel,
+    sql,
 )
 from chatd.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
@@ -222,6 +226,33 @@ def test_dedupe_across_channels_batches_and_reopen(db):
         again = yield s.append("r9", "u1", "Ann", "x", "after restart", 99)
         assert again == Appended(a.message, True)
         assert (yield s.replay("r9", 0, 10)) == Replay([], 0, False)
+    finally:
+        yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_resend_in_the_same_batch_and_channel_leaves_no_row_and_no_gap(db):
+    """A plain message resent in the batch of its original (it is claimed by the row
+    the batch inserted) is its original's duplicate; its tentative row is gone, and
+    the next message takes the next seq."""
+    s = yield _open(db)
+    try:
+        commits = s.commits
+        got = yield defer.gatherResults(
+            [  # submitted in one reactor turn: one drain, one batch
+                s.append("r", "u1", "Ann", "x", "first", 10),
+                s.append("r", "u1", "Ann", "x", "first", 11),
+                s.append("r", "u1", "Ann", "y", "second", 12),
+            ]
+        )
+        assert [(a.duplicate, a.message.seq, a.message.ts) for a in got] == [
+            (False, 1, 10),
+            (True, 1, 10),
+            (False, 2, 12),
+        ]
+        page = yield s.history("r", None, 10)
+        assert [(m.seq, m.text) for m in page.messages] == [(1, "first"), (2, "second")]
+        assert s.commits == commits + 1
     finally:
         yield s.stop()
 
@@ -589,3 +620,85 @@ def test_cancelled_read_is_skipped_by_the_writer(db):
         assert (s.reads, s.cancelled_reads) == (1, 1)
     finally:
         yield s.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sync_replay_encodes_plain_messages_in_the_query(store):
+    """This SQLite's ``json_object`` writes what orjson writes (the probe at start), so
+    sync_replay gives plain messages as their JSON and the other items as Messages; a
+    store whose SQLite does not (``encodes_json`` false) gives Messages only, the
+    same bytes in the reply (tests/e2e/test_store_contract.py compares the bytes)."""
+    assert store.encodes_json is True
+    yield store.append("r", "ann", "Ann", None, "one", 1)
+    yield store.append("r", "ann", "Ann", None, "two @bob", 2, "message", {"mentions": ["bob"]})
+    yield store.append("r", "bob", "Bob", "b1", "three", 3)
+    (got,) = yield store.sync_replay([("r", 0)], 10)
+    assert [type(i).__name__ for i in got.items] == ["str", "Message", "str"]
+    assert got.items[0] == (
+        '{"type":"message","room":"r","seq":1,"from":"ann","name":"Ann","text":"one",'
+        '"ts":1,"id":null}'
+    )
+    assert (got.last_seq, got.truncated, got.text) == (3, False, 3 + 8 + 5)
+    store.encodes_json = False
+    (plain,) = yield store.sync_replay([("r", 0)], 10)
+    assert [m.seq for m in plain.items] == [1, 2, 3]
+    assert (plain.last_seq, plain.truncated, plain.text) == (3, False, 16)
+    assert wire.sync_items(plain.items) == [wire.item_object(m) for m in plain.items]
+
+
+def test_the_json_probe_compares_with_orjson():
+    """The start-up probe is true on this SQLite and false on a connection without
+    JSON functions' agreement (a json_object that escapes differently)."""
+    conn = sqlite3.connect(":memory:")
+    assert sql.encodes_like_orjson(conn) is True
+    # a json_object that writes "/" escaped, as some JSON writers do
+    conn.create_function(
+        "json_object",
+        -1,
+        lambda *a: (
+            sql.orjson.dumps(dict(zip(a[::2], a[1::2], strict=True))).decode().replace("/", "\\/")
+        ),
+    )
+    assert sql.encodes_like_orjson(conn) is False
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.tuples(_TEXT, _TEXT, _TEXT), min_size=1, max_size=4), dm=st.booleans())
+def test_query_built_json_is_the_wire_json_for_any_text(texts, dm):
+    """For any sender, name and text (any character SQLite can store), the JSON the
+    query builds for a plain message is what chatd.wire writes for it."""
+    conn = sql.connect(":memory:", 2000, "OFF")
+    channel = dm_channel(texts[0][0], "zed") if dm else "room"
+    for seq, (sender, name, text) in enumerate(texts, 1):
+        if dm:
+            sender = (texts[0][0], "zed")[seq % 2]
+        sql.insert_message(conn, Message(channel, seq, sender, name, text, seq, None), seq)
+    got = sql.sync_replay(conn, channel, 0, 10, len(texts))
+    expected = sql.replay(conn, channel, 0, 10, len(texts)).messages
+    assert wire.encode_with_raw({"i": wire.sync_items(got.items)}) == wire.encode(
+        {"i": [wire.item_object(m) for m in expected]}
+    )
+    assert got.text == sum(len(m.text) for m in expected)
+    conn.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_summaries_and_pages_of_more_channels_than_one_query_takes(store):
+    """summaries reads SUMMARIES_CHUNK channels per query: more than that come back
+    complete and in the order asked; conversation_page pages the same list."""
+    n = sql.SUMMARIES_CHUNK + 7
+    rooms = [f"r{i:04d}" for i in range(n)]
+    yield defer.gatherResults(
+        [
+            store.append(r, "ann", "ann", None, "", i, "event", {"event": "joined", "user": "ann"})
+            for i, r in enumerate(rooms)
+        ]
+    )
+    asked = list(reversed(rooms)) + ["never"]
+    got = yield store.summaries("ann", asked)
+    assert [c.channel for c in got] == asked[:-1]
+    page, more = yield store.conversation_page("ann", n - 3, 50)
+    assert [c.channel for c in page] == rooms[2::-1] and more is False

@@ -2,34 +2,18 @@
 server on a loopback port; no network)."""
 
 import hashlib
+import time
 
 import pytest
 from zope.interface.verify import verifyObject
 
-from chatd.media.store import IMediaStore, LocalStore, S3Store, parse_s3_url
+from chatd.media.store import IMediaStore, parse_s3_url
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path, monkeypatch):
-    if request.param == "local":
-        return LocalStore(str(tmp_path / "media"))
-    endpoint = request.getfixturevalue("moto_endpoint")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    s3 = S3Store(f"s3://chatd-media/uploads/x?endpoint={endpoint}&region=us-east-1")
-    s3.client.create_bucket(Bucket="chatd-media")
-    return s3
+@pytest.fixture
+def store(media_store):
+    """Each test on local disk and on S3 (tests/conftest.py, ``media_store``)."""
+    return media_store
 
 
 def _file(tmp_path, data):
@@ -56,6 +40,58 @@ def test_put_get_exists_size_delete(store, tmp_path):
         store.get(key)
     with pytest.raises(KeyError):
         store.size(key)
+
+
+def test_retire_restore_purge(store, tmp_path):
+    """A removal retires the object (missing for readers and puts), then restores it
+    (an identical upload was recorded meanwhile) or purges it."""
+    data = b"retire me" * 1000
+    path, key = _file(tmp_path, data)
+    assert store.retire(key) is None  # not stored
+    store.put(key, path)
+    token = store.retire(key)
+    assert token and not store.exists(key)
+    with pytest.raises(KeyError):
+        store.get(key)
+    store.restore(key, token)
+    assert store.get(key) == data
+    token = store.retire(key)
+    store.put(key, path)  # an upload while it is retired stores it anew
+    store.restore(key, token)  # the same bytes: replacing them is harmless
+    assert store.get(key) == data
+    store.purge(store.retire(key))
+    assert not store.exists(key) and store.retire(key) is None
+    store.purge(token)  # purged already: not an error
+
+
+def test_retired_lists_what_a_removal_left(store, tmp_path):
+    """``retired()`` lists the retired objects still stored, with their key, token
+    and when they were retired (the store's clock), and nothing else."""
+    assert store.retired() == []
+    left, done, kept = (_file(tmp_path, b"%d" % i * 500) for i in range(3))
+    for path, key in (left, done, kept):
+        store.put(key, path)
+    before = time.time()
+    token = store.retire(left[1])
+    store.purge(store.retire(done[1]))
+    [(key, listed, at)] = store.retired()
+    assert (key, listed) == (left[1], token)
+    assert before - 2 <= at <= time.time() + 2  # S3's LastModified has whole seconds
+    store.restore(key, token)
+    assert store.retired() == [] and store.exists(left[1]) and store.exists(kept[1])
+
+
+def test_leftovers_are_the_retired_objects_and_no_part_after_finished_puts(store, tmp_path):
+    """``leftovers()`` is ``(retired(), parts)`` in one listing; puts that finished
+    (and one that failed: its source is missing) leave no part, none is being written."""
+    path, key = _file(tmp_path, b"x" * 3000)
+    store.put(key, path)
+    with pytest.raises(FileNotFoundError):
+        store.put(_file(tmp_path, b"y")[1], str(tmp_path / "missing"))
+    token = store.retire(key)
+    retired, parts = store.leftovers()
+    assert retired == store.retired() and [t for _, t, _ in retired] == [token]
+    assert parts == [] and store.writing() == set()
 
 
 def test_open_range(store, tmp_path):

@@ -8,6 +8,9 @@ that close connections, reports into the queue, queue actions and the audit log.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import jwt
 import pytest
 import pytest_twisted
@@ -15,7 +18,7 @@ import pytest_twisted
 from chatd.moderation import BANNED
 from tests.support.auth import SECRET, token
 from tests.support.http import KEY, http
-from tests.wsclient import Client
+from tests.wsclient import Client, wait_for
 
 
 def _server(server_factory, *extra):
@@ -213,3 +216,37 @@ def test_hostile_reports_and_mutes_leak_nothing(server_factory):
     assert queue["entries"] == []
     yield olga.close()
     yield eve.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_mutes_fail_closed_when_the_sanctions_cannot_be_read(server_factory, tmp_path):
+    """The sanctions table is gone (a broken store) while messages can still be stored:
+    a muted user's send is refused with ``unavailable`` (logged, counted), never let
+    through; reading and DMs of other users are untouched."""
+    db = tmp_path / "chatd.sqlite3"
+    srv = yield _server(server_factory, "--db", str(db))
+    olga, bob = yield _room(srv)
+    olga.send(type="mute_user", room="dev", user="bob", seconds=300, id="m1")
+    yield seen(olga, "mute_user", id="m1")
+    yield bob.close()
+    yield srv.gone(bob)
+    with sqlite3.connect(db, timeout=10) as conn:
+        conn.execute("DROP TABLE sanctions")
+    bob = yield Client.v1(srv.port, token=token("bob"))
+    yield seen(bob, "subscribed")  # a member again, in its rooms
+    moderation = srv.chat.moderation
+    # the admission's read failed (not still in flight, where the send would wait for
+    # its answer instead of reading again): then the send reads again and fails too
+    yield wait_for(lambda: moderation.unreadable >= 1, what="the admission's sanctions read")
+    bob.send(type="send", room="dev", text="sneaking past the mute", id="s1")
+    error = yield seen(bob, "error", ref="s1")
+    assert error["code"] == "unavailable"
+    assert moderation.unreadable == 2 and moderation.refused_unreadable == 1
+    bob.send(type="history", room="dev", id="h")
+    history = yield seen(bob, "history", room="dev")
+    assert "sneaking past the mute" not in json.dumps(history)
+    status, _, text = yield http("GET", srv.http_url + "/metrics")
+    assert status == 200
+    assert b'chatd_moderation_sanction_reads_total{outcome="refused"} 1.0' in text
+    yield olga.close()
+    yield bob.close()

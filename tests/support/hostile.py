@@ -143,8 +143,7 @@ def v1(port, **params):
 
 def v1_when_free(port, name, **params):
     """Connect as *name* once the server (or the cluster) has let go of it: a
-    close not processed yet answers ``name_taken``, before or (in a cluster)
-    after ``welcome``. Returns the connection, its name confirmed by a ``pong``."""
+    close not processed yet answers ``name_taken`` (without a ``welcome``). Returns the connection, its name confirmed by a ``pong``."""
     deadline = time.monotonic() + TIMEOUT
     while True:
         ws = RawWS(port, path="/ws?" + urlencode({"name": name, **params}))

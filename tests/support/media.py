@@ -4,6 +4,7 @@ directory, its blocking parts run in place (no thread pool), time from the chat'
 from __future__ import annotations
 
 import io
+import os
 
 from twisted.internet.defer import maybeDeferred
 
@@ -20,13 +21,19 @@ TTL = 3600.0
 GRACE = 3600.0
 
 
+def object_path(directory, key: str) -> str:
+    """Where a LocalStore in *directory* keeps *key*: ``objects/ab/cd/<key>`` (docs/api.md)."""
+    return os.path.join(str(directory), "objects", key[:2], key[2:4], key)
+
+
 def in_place(f, *args):
     """Run ``f(*args)`` now (instead of in the media thread pool): a fired Deferred."""
     return maybeDeferred(f, *args)
 
 
-def media_for(chat, directory) -> Media:
-    """A Media in *directory*, attached to *chat* (its clock signs and sweeps)."""
+def media_for(chat, directory, shared=False) -> Media:
+    """A Media in *directory*, attached to *chat* (its clock signs and sweeps);
+    *shared*: as with ``--media-shared``."""
     media = Media(
         LocalStore(str(directory)),
         str(directory),
@@ -37,6 +44,7 @@ def media_for(chat, directory) -> Media:
         reactor=chat.clock,
         clock=chat.clock,
         run=in_place,
+        shared=shared,
     )
     media.attach(chat)
     return media

@@ -75,12 +75,15 @@ def say(chat: Chat, conn: Conn, **frame) -> None:
     chat.receive(conn.session, json.dumps(frame).encode(), False)
 
 
-def token_user(chat: Chat, user: str, name: str | None = None, rooms=None, moderator=False) -> Conn:
+def token_user(
+    chat: Chat, user: str, name: str | None = None, rooms=None, moderator=False, features=None
+) -> Conn:
     """A chatd.v1 connection of token user *user* (an Identity, as a verified token
-    gives; *moderator*: its token has the ``mod`` claim)."""
+    gives; *moderator*: its token has the ``mod`` claim; *features*: the parsed
+    ``?features=`` of its URL)."""
     conn = Conn()
     identity = Identity(user, name or user, rooms, moderator=moderator)
-    conn.session = chat.open(conn, V1, None, identity=identity)
+    conn.session = chat.open(conn, V1, None, identity=identity, features=features)
     return conn
 
 

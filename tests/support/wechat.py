@@ -1,10 +1,13 @@
 """A local stand-in for WeChat's server API (jscode2session, the access token,
-subscribeMessage.send) with recorded requests and error injection, and the secrets
-the login and push tests use."""
+subscribeMessage.send, msg_sec_check, media_check_async) with recorded requests and
+error injection, the message push callback WeChat makes to chatd (signed, JSON or
+XML: :func:`push_event`), and the secrets the login and push tests use."""
 
 from __future__ import annotations
 
 import json
+import time
+from urllib.parse import urlencode
 
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -52,7 +55,9 @@ class FakeWeChat(Resource):
     :class:`FakeJscode2session`), ``GET /cgi-bin/token``, ``POST /cgi-bin/stable_token``,
     ``POST /cgi-bin/message/subscribe/send`` and ``POST /wxa/msg_sec_check`` (v2: text
     holding ``RISKY`` is ``risky``, label 20001; ``REVIEW`` is ``review``, label
-    10001; anything else ``pass``; recorded in ``checks``).
+    10001; anything else ``pass``; recorded in ``checks``) and ``POST
+    /wxa/media_check_async`` (v2: answers ``trace_id`` ``media-trace-N``; recorded in
+    ``media_checks``; the verdict is the test's to push, :func:`push_event`).
 
     Tokens are ``tok-1``, ``tok-2``, ...: ``cgi-bin/token`` always makes a new one
     (the older ones stop working), ``stable_token`` gives the current one unless
@@ -74,6 +79,7 @@ class FakeWeChat(Resource):
         self.token_requests: list = []
         self.sends: list = []
         self.checks: list = []
+        self.media_checks: list = []
         self.injected: dict = {}
         self.hanging: list = []
 
@@ -110,6 +116,8 @@ class FakeWeChat(Resource):
             )
         elif path == "/wxa/msg_sec_check" and isinstance(body, dict):
             self.checks.append({**body, "_token": args.get("access_token")})
+        elif path == "/wxa/media_check_async" and isinstance(body, dict):
+            self.media_checks.append({**body, "_token": args.get("access_token")})
         elif path.startswith("/cgi-bin/") and "token" in path:
             self.token_requests.append((path, body if isinstance(body, dict) else args))
         queued = self.injected.get(path)
@@ -157,6 +165,17 @@ class FakeWeChat(Resource):
                 "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest}],
             }
             return json.dumps(reply).encode()
+        if path == "/wxa/media_check_async":
+            if args.get("access_token") != self.current or self.current is None:
+                return json.dumps({"errcode": 40001, "errmsg": "invalid credential"}).encode()
+            if not isinstance(body, dict) or body.get("media_type") not in (1, 2):
+                return json.dumps({"errcode": 40004, "errmsg": "invalid media type"}).encode()
+            reply = {
+                "errcode": 0,
+                "errmsg": "ok",
+                "trace_id": f"media-trace-{len(self.media_checks)}",
+            }
+            return json.dumps(reply).encode()
         request.setResponseCode(404)
         return b"{}"
 
@@ -197,3 +216,50 @@ def login_server(server_factory, wechat_api, *extra):
         wechat_api,
         *extra,
     )
+
+
+def media_verdict(trace_id: str, suggest: str, label: int = 20002) -> dict:
+    """The ``wxa_media_check`` event WeChat pushes with the verdict of *trace_id*."""
+    return {
+        "ToUserName": "gh_chatd",
+        "FromUserName": "o-system",
+        "CreateTime": int(time.time()),
+        "MsgType": "event",
+        "Event": "wxa_media_check",
+        "appid": "wx123",
+        "trace_id": trace_id,
+        "version": 2,
+        "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest}],
+        "errcode": 0,
+        "errmsg": "ok",
+        "result": {"suggest": suggest, "label": label},
+    }
+
+
+def event_xml(event: dict) -> bytes:
+    """*event* as WeChat's XML push format (nested dicts as nested elements)."""
+
+    def element(name, value):
+        if isinstance(value, dict):
+            inner = "".join(element(k, v) for k, v in value.items())
+        elif isinstance(value, list):
+            inner = ""
+        else:
+            inner = f"<![CDATA[{value}]]>" if isinstance(value, str) else str(value)
+        return f"<{name}>{inner}</{name}>"
+
+    return element("xml", event).encode()
+
+
+def push_event(srv, token: str, event, xml=False, timestamp=None, nonce="n1", sig=None):
+    """WeChat's message push to *srv*'s ``/api/wechat/events``: POST *event* signed
+    with *token* (or with *sig*); fires with ``(status, headers, body)``."""
+    from chatd.wechatpush import signature
+    from tests.support.http import http
+
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
+    sig = sig or signature(token, timestamp, nonce)
+    query = urlencode({"signature": sig, "timestamp": timestamp, "nonce": nonce})
+    body = event_xml(event) if xml else json.dumps(event).encode()
+    headers = {b"content-type": [b"text/xml" if xml else b"application/json"]}
+    return http("POST", f"{srv.http_url}/api/wechat/events?{query}", body, None, headers)

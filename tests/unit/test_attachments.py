@@ -20,13 +20,13 @@ from chatd import errors, wire
 from chatd.auth import Identity
 from chatd.media.meta import MediaMeta, SchemaTooNew
 from chatd.media.signing import Signer
-from chatd.media.sweep import INTERVAL, RESOLVE_AFTER
+from chatd.media.sweep import INTERVAL, PART_GRACE, RESOLVE_AFTER, RETIRED_GRACE
 from chatd.media.web import MediaError
 from chatd.service import build_chat
 from chatd.settings import Settings
 from chatd.store.memory import MemoryStore
 from tests import media_samples
-from tests.support.media import GRACE, TTL, URL_KEY, media_for, upload
+from tests.support.media import GRACE, TTL, URL_KEY, media_for, object_path, upload
 from tests.support.realm import (
     Fanout,
     fired,
@@ -362,6 +362,119 @@ def test_recall_removes_the_media_unless_another_message_shows_it(chat, media, t
     assert "attachments" not in replayed and "recalled" in replayed
     say(chat, alice, type="recall", room="team", seq=second, id="r2")
     assert fired(media._row(pic["media_id"])) is None and objects(tmp_path) == []
+
+
+def holding(monkeypatch, obj, name, first: bool) -> list:
+    """Calls of ``obj.name`` held until released (the list's callables, in call
+    order): the real call made at once (*first*) or only at the release."""
+    real, held = getattr(obj, name), []
+
+    def call(*args):
+        d = defer.Deferred()
+        if first:
+            result = defer.maybeDeferred(real, *args)
+            held.append(lambda: result.chainDeferred(d))
+        else:
+            held.append(lambda: defer.maybeDeferred(real, *args).chainDeferred(d))
+        return d
+
+    monkeypatch.setattr(obj, name, call)
+    return held
+
+
+@pytest.mark.parametrize(
+    "where, name, first",
+    [
+        ("meta", "remove", True),  # the row is gone, the bytes not touched yet (failed before)
+        ("meta", "referenced", False),  # the object retired, the metadata not asked yet
+        ("store", "purge", False),  # the metadata said unused, the retired object not purged
+    ],
+)
+def test_an_identical_upload_while_a_recall_removes_its_bytes_keeps_them(
+    chat, media, tmp_path, monkeypatch, where, name, first
+):
+    """The content-address race: bob uploads the same bytes while the recall of
+    alice's only message showing them removes them. Whatever point of the removal
+    his upload falls into, his media id keeps its bytes (and they go with his row)."""
+    alice, bob = team(chat, "alice", "bob")
+    data = media_samples.image("PNG", (40, 30))
+    pic = upload(media, "alice", data)
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    seq = last(alice, "ack")["seq"]
+    held = holding(monkeypatch, getattr(media, where), name, first)
+    say(chat, alice, type="recall", room="team", seq=seq, id="r")
+    assert len(held) == 1 and fired(media._row(pic["media_id"])) is None
+    again = upload(media, "bob", data)  # the same image: the same content address
+    assert fired(media._row(again["media_id"]))["ready"] == 1
+    while held:  # the image's, then the thumbnail's
+        held.pop(0)()
+    assert fired(media._row(pic["media_id"])) is None
+    row = fired(media._row(again["media_id"]))
+    assert media.store.get(row["sha256"]) and media.store.get(row["thumb_sha256"])
+    assert len(objects(tmp_path)) == 2  # the image and its thumbnail, nothing retired left
+    monkeypatch.undo()
+    say(chat, bob, type="send", room="team", id="m2", attachments=attached(again))
+    say(chat, bob, type="recall", room="team", seq=last(bob, "ack")["seq"], id="r2")
+    assert objects(tmp_path) == []
+
+
+def test_the_retired_sweep_leaves_a_running_removal_its_object(chat, media, tmp_path, monkeypatch):
+    """A recall's removal retired the image and waits for the metadata's answer: the
+    retired-object sweep, even past RETIRED_GRACE, does not touch the object that
+    removal owns; the removal then purges it, and nothing retired is left."""
+    alice, _ = team(chat, "alice", "bob")
+    pic = upload(media, "alice")
+    say(chat, alice, type="send", room="team", id="m1", attachments=attached(pic))
+    held = holding(monkeypatch, media.meta, "referenced", False)
+    say(chat, alice, type="recall", room="team", seq=last(alice, "ack")["seq"], id="r")
+    [(key, token, at)] = listing = media.store.retired()
+    assert len(held) == 1 and token in media._retiring
+    assert fired(media._settle_retired(listing, at + RETIRED_GRACE + 1)) == 0
+    assert media.store.retired() == [(key, token, at)]
+    while held:  # the image's answer, then the thumbnail's
+        held.pop(0)()
+    assert media.store.retired() == [] and objects(tmp_path) == [] and not media._retiring
+
+
+def _part(media, key: str, written: float) -> str:
+    """A part file a put of *key* killed half-way left, last written at *written*."""
+    path = f"{object_path(media.store.root, key)}.part-{key[:12]}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_bytes(b"the first MiB of a put")
+    os.utime(path, (written, written))
+    return path
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_part_files_of_killed_puts_are_removed(chat, tmp_path, shared):
+    """Part files (``<sha>.part-<random>``) of puts a killed chatd left: alone on its
+    ``--media-dir`` chatd removes every one at once, however young; with
+    ``--media-shared`` (another node's put may be writing one) only once not written
+    for PART_GRACE. Objects, retired objects and other names are left alone."""
+    media = media_for(chat, tmp_path, shared=shared)
+    pic = upload(media, "alice")
+    now = chat.clock.seconds()
+    old = _part(media, "a" * 64, now - PART_GRACE)
+    young = _part(media, "b" * 64, now - 1)
+    foreign = Path(object_path(tmp_path, "c" * 64)).with_name("notes.part-x")
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"not chatd's")
+    before = objects(tmp_path)
+    assert len(before) == 5
+    parts = media.store.leftovers()[1]
+    assert sorted(p for p, _ in parts) == sorted([old, young])
+    assert dict(parts)[young] == now - 1  # dated by the last write
+    assert fired(media._sweep_parts(parts, now)) == (1 if shared else 2)
+    assert os.path.exists(young) == shared and not os.path.exists(old)
+    if shared:
+        chat.clock.advance(PART_GRACE - 2)
+        assert fired(media._sweep_parts(media.store.leftovers()[1], chat.clock.seconds())) == 0
+        chat.clock.advance(1)
+        assert fired(media._sweep_parts(media.store.leftovers()[1], chat.clock.seconds())) == 1
+    assert objects(tmp_path) == sorted(
+        set(before) - {os.path.basename(old), os.path.basename(young)}
+    )
+    assert foreign.exists() and fired(media.owned(Identity("alice", "alice"), pic["media_id"]))
 
 
 def test_pruned_history_takes_its_media_with_it(clock, tmp_path):

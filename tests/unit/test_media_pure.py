@@ -1,14 +1,25 @@
 """Media: the pure parts -- sniffing, signatures, ranges, the sweep rule, multipart."""
 
 import io
+import os
 
 import pytest
 
 from chatd.media import sniff
-from chatd.media.multipart import BadForm, TooLarge, boundary_of, extract_file
+from chatd.media.multipart import (
+    MAX_FIELD,
+    MAX_PARTS,
+    BadForm,
+    FormParser,
+    FormSink,
+    TooLarge,
+    boundary_of,
+    extract_file,
+)
+from chatd.media.names import choose_name, clean_name, download_name
 from chatd.media.signing import Signer, derive_key
-from chatd.media.sweep import to_remove
-from chatd.media.web import clean_name, parse_range
+from chatd.media.sweep import stale_files, stale_parts, stale_retired, to_remove
+from chatd.media.web import parse_range
 from tests import media_samples
 
 
@@ -93,10 +104,45 @@ def test_sweep_removes_unattached_uploads_past_the_grace_period():
     ]
 
 
-def test_clean_name():
-    assert clean_name("../../etc/pass\x00wd") == "....etcpasswd"
-    assert clean_name("\x01") is None
-    assert clean_name("a" * 300) == "a" * 255
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("C:\\Users\\a\\报告 2024.pdf", "报告 2024.pdf"),
+        ("pass\x00wd\r\n.txt", "passwd.txt"),
+        ("photo\u202egpj.exe", "photogpj.exe"),  # RTL override: would read "photoexe.jpg"
+        ("\u2066a\u2069\u200f\ufeffb\u2028.txt", "ab.txt"),
+        ("會議記錄.docx", "會議記錄.docx"),
+        ("e\u0301.txt", "\u00e9.txt"),  # NFC
+        ("  spaced  ", "spaced"),
+        ("..", None),
+        ("a/", None),
+        ("\x01", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_clean_name(raw, want):
+    assert clean_name(raw) == want
+
+
+def test_clean_name_cuts_long_names_in_characters_and_bytes_keeping_the_extension():
+    assert clean_name("a" * 1000) == "a" * 255
+    assert clean_name("a" * 1000 + ".pdf") == "a" * 251 + ".pdf"
+    cjk = clean_name("文" * 1000 + ".pdf")
+    assert cjk == "文" * 83 + ".pdf" and len(cjk.encode()) <= 255
+    assert len(clean_name("x." + "y" * 1000)) == 255  # no short extension: cut as a whole
+
+
+def test_choose_name_field_first_then_filename_and_download_name():
+    assert choose_name("报告.pdf", "tmp_3f2a.pdf") == "报告.pdf"
+    assert choose_name(None, "tmp_3f2a.pdf") == "tmp_3f2a.pdf"
+    assert choose_name("\u202e", "x.png") == "x.png"  # a field that cleans to nothing
+    assert choose_name(None, None) is None
+    assert download_name(None, "image/jpeg") == "file.jpg"
+    assert download_name(None, "application/octet-stream") == "file"
+    assert download_name("a.txt", "application/octet-stream") == "a.txt"
 
 
 def _form(boundary, parts):
@@ -120,9 +166,83 @@ def test_multipart_streams_the_file_part_only(tmp_path):
             ),
         ],
     )
-    path, name, size = extract_file(io.BytesIO(body), b"XyZ", str(tmp_path), 1 << 20)
-    assert name == "a b.bin" and size == len(payload)
-    assert open(path, "rb").read() == payload
+    form = extract_file(io.BytesIO(body), b"XyZ", str(tmp_path), 1 << 20)
+    assert form.filename == "a b.bin" and form.size == len(payload)
+    assert open(form.path, "rb").read() == payload
+
+
+@pytest.mark.parametrize("step", [1, 7, 100, 65536, 1 << 30])
+def test_form_parser_fed_in_any_pieces(tmp_path, step):
+    """The push parser gives the same file and fields however the body is cut up
+    (one byte at a time included), and keeps a ``name`` field before or after the file."""
+    payload = bytes(range(256)) * 300 + b"\r\n--XyNot\r\n--Xy"
+    body = _form(
+        b"XyZ",
+        [
+            (b'Content-Disposition: form-data; name="note"', b"skipped"),
+            (b'Content-Disposition: form-data; name="file"; filename="tmp_3f.pdf"', payload),
+            (b'Content-Disposition: form-data; name="name"', "报告.pdf".encode()),
+        ],
+    )
+    parser = FormParser(b"XyZ", str(tmp_path), 1 << 20)
+    for at in range(0, len(body), step):
+        parser.feed(body[at : at + step])
+    form = parser.end()
+    assert (form.filename, form.size, form.fields) == (
+        "tmp_3f.pdf",
+        len(payload),
+        {"name": "报告.pdf"},
+    )
+    assert open(form.path, "rb").read() == payload
+    parser.discard()  # handed over: the caller's file stays
+    assert os.path.exists(form.path)
+
+
+def test_form_parser_bounds_parts_and_fields(tmp_path):
+    """At most MAX_PARTS parts (each costs a header parse on the reactor); a field
+    is kept up to MAX_FIELD bytes."""
+    many = _form(b"b", [(b'Content-Disposition: form-data; name="x"', b"1")] * (MAX_PARTS + 1))
+    parser = FormParser(b"b", str(tmp_path), 1 << 20)
+    with pytest.raises(BadForm, match="at most"):
+        parser.feed(many)
+    long_name = _form(
+        b"b",
+        [
+            (b'Content-Disposition: form-data; name="name"', b"n" * (MAX_FIELD * 3)),
+            (b'Content-Disposition: form-data; name="file"', b"data"),
+        ],
+    )
+    form = extract_file(io.BytesIO(long_name), b"b", str(tmp_path), 1 << 20)
+    assert form.fields["name"] == "n" * MAX_FIELD
+    os.unlink(form.path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_form_sink_keeps_the_error_and_leaves_nothing(tmp_path):
+    """``request.content`` of /api/media: a refused body is discarded as it comes
+    (the error answered at the end), a closed sink (connection lost) removes its
+    half file, a taken Form is the caller's."""
+    body = _form(
+        b"b", [(b'Content-Disposition: form-data; name="file"; filename="x"', b"x" * 5000)]
+    )
+    sink = FormSink(b"b", str(tmp_path), 4000)
+    sink.write(body)
+    assert sink.tell() == len(body)
+    with pytest.raises(TooLarge):
+        sink.take()
+    assert list(tmp_path.iterdir()) == []
+    cut = FormSink(b"b", str(tmp_path), 1 << 20)
+    cut.write(body[: len(body) // 2])
+    assert len(list(tmp_path.iterdir())) == 1  # the file part, being written
+    cut.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(BadForm):
+        cut.take()
+    whole = FormSink(b"b", str(tmp_path), 1 << 20)
+    whole.write(body)
+    form = whole.take()
+    whole.close()
+    assert open(form.path, "rb").read() == b"x" * 5000
 
 
 def test_multipart_refusals_leave_no_file(tmp_path):
@@ -166,3 +286,33 @@ def test_scan_finds_the_newest_message_showing_the_uploads_and_stops_at_since():
     assert scan(page, {"x"}, 3500) == ({}, True)  # older than the claim: not it
     groups = pending_groups([("t", "x", "r", 5.0), ("t", "y", "r", 4.0), ("u", "x", "d", 1.0)])
     assert groups == {("t", "r"): (4.0, {"x", "y"}), ("u", "d"): (1.0, {"x"})}
+
+
+def test_stale_parts_every_unowned_one_alone_or_past_the_grace_when_shared():
+    """A part file a put running here writes is never removed. With no other process
+    writing into the store (grace None) every other part is a dead put's, however
+    young (even dated after *now*: another clock); shared, only those not written for
+    *grace* seconds."""
+    listing = [("p-old", 100.0), ("p-new", 199.0), ("p-future", 500.0), ("p-mine", 1.0)]
+    owned = {"p-mine"}
+    assert stale_parts(listing, 200.0, None, owned) == ["p-old", "p-new", "p-future"]
+    assert stale_parts(listing, 200.0, 100.0, owned) == ["p-old"]
+    assert stale_parts(listing, 199.0, 100.0, owned) == []
+    assert stale_parts(listing, 200.0, 100.0, set()) == ["p-old", "p-mine"]
+    assert stale_parts([], 1e12, None, set()) == []
+
+
+def test_stale_retired_after_the_grace_and_never_an_owned_one():
+    """Retired objects are settled once *grace* passed since they were retired, unless
+    a removal running here still owns their token."""
+    listing = [("a" * 64, "t1", 100.0), ("b" * 64, "t2", 150.0), ("c" * 64, "t3", 90.0)]
+    assert stale_retired(listing, 200.0, 100.0, set()) == [("a" * 64, "t1"), ("c" * 64, "t3")]
+    assert stale_retired(listing, 200.0, 100.0, {"t1"}) == [("c" * 64, "t3")]
+    assert stale_retired(listing, 189.0, 100.0, set()) == []
+    assert stale_retired([], 1e12, 0.0, set()) == []
+
+
+def test_stale_files_once_not_written_for_the_grace():
+    listing = [("/t/old", 100.0), ("/t/new", 150.0), ("/t/edge", 110.0)]
+    assert stale_files(listing, 210.0, 100.0) == ["/t/old", "/t/edge"]
+    assert stale_files(listing, 199.0, 100.0) == []

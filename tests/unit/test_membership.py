@@ -460,3 +460,24 @@ def test_anonymous_dms_stay_online_only(chat):
     say(chat, eve, type="dm", to="alice", text="z", id="d3")  # an anonymous sender: online only
     assert errors_of(alice) == [("no_such_user", "d1")]
     assert errors_of(eve) == [("no_such_user", "d3")]
+
+
+def test_a_failed_store_read_or_write_is_logged_with_its_message(chat, monkeypatch):
+    """When recording the user or reading its conversations fails, the logged event
+    formats as "recording user alice" / "subscribing alice" with the failure (not
+    Twisted's "Log format must be str"), and the connection carries on."""
+    from twisted.internet import defer
+    from twisted.logger import capturedLogs, formatEvent
+
+    from chatd.store import StoreUnavailable
+
+    for method in ("add_user", "conversations"):
+        monkeypatch.setattr(
+            chat.store, method, lambda *a, **k: defer.fail(StoreUnavailable("disk gone"))
+        )
+    with capturedLogs() as events:
+        alice = token_user(chat, "alice")
+    failed = [e for e in events if "log_failure" in e]
+    assert sorted(formatEvent(e) for e in failed) == ["recording user alice", "subscribing alice"]
+    assert all(e["log_failure"].check(StoreUnavailable) for e in failed)
+    assert alice.of("welcome")

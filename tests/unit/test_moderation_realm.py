@@ -8,10 +8,10 @@ import pytest
 
 from chatd import modrules
 from chatd.auth import TokenVerifier
-from chatd.moderation import BANNED
+from chatd.moderation import BANNED, RetentionSweep
 from chatd.permissions import ADMIN, MEMBER, OWNER, PRIVATE, PUBLIC, may
 from chatd.store import dm_channel
-from tests.support.realm import fired, last, opened, say, team, token_user
+from tests.support.realm import fired, last, make_chat, opened, say, team, token_user
 
 NOW = 1_700_000_000_000
 
@@ -44,6 +44,14 @@ def test_reports_are_rate_limited_per_window():
     assert not ok and kept == times
     ok, times = modrules.report_allowed(times, NOW + modrules.REPORT_WINDOW_MS + 100)
     assert ok and len(times) == 1
+
+
+def test_the_cluster_report_limit_counts_per_fixed_window():
+    window = modrules.report_window(NOW)
+    assert modrules.report_window(NOW + modrules.REPORT_WINDOW_MS) == window + 1
+    assert window * modrules.REPORT_WINDOW_MS <= NOW < (window + 1) * modrules.REPORT_WINDOW_MS
+    assert modrules.report_count_allowed(modrules.REPORTS_PER_WINDOW)
+    assert not modrules.report_count_allowed(modrules.REPORTS_PER_WINDOW + 1)
 
 
 def test_moderator_claims_and_reasons_and_actions():
@@ -415,3 +423,61 @@ def test_a_moderator_recalls_a_private_rooms_message_without_being_a_member(chat
     say(chat, mia, type="recall", room="secret", seq=seq, id="m1")  # a resend
     assert last(mia, "ack")["duplicate"] is True
     assert [a["action"] for a in fired(chat.store.audit_log(None, 10))] == ["recall"]
+
+
+# retention (chatd.modrules.expired, chatd.moderation.RetentionSweep on a task.Clock)
+
+
+def test_expired_takes_old_closed_queue_entries_and_old_audit_entries_only():
+    day = modrules.DAY_MS
+    cutoff = NOW - 180 * day
+    old, young = cutoff - day, cutoff + 1
+    queue = [
+        {"id": 1, "ts": old, "state": "closed", "resolution": {"ts": old + 5}},
+        {"id": 2, "ts": old, "state": "open"},  # open: kept, however old
+        {"id": 3, "ts": old, "state": "closed", "resolution": {"ts": young}},  # closed lately
+        {"id": 4, "ts": old, "state": "closed"},  # no resolution ts: its own ts
+        {"id": 5, "ts": young, "state": "closed", "resolution": {"ts": young}},
+        {"id": 6, "ts": old, "state": "closed"},  # after a young one: the sweep stopped
+    ]
+    assert modrules.expired(modrules.QUEUE, queue, cutoff) == ([1, 4], True)
+    assert modrules.expired(modrules.QUEUE, queue[:4], cutoff) == ([1, 4], False)
+    audit = [{"id": 7, "ts": old}, {"id": 8, "ts": cutoff}, {"id": 9, "ts": old}]
+    assert modrules.expired(modrules.AUDIT, audit, cutoff) == ([7], True)
+    assert modrules.expired(modrules.AUDIT, [], cutoff) == ([], False)
+    assert modrules.retention_cutoff(180, NOW) == cutoff
+    assert modrules.retention_cutoff(0, NOW) is None
+
+
+def test_the_sweep_deletes_closed_reports_and_audit_entries_past_retention(clock):
+    """Hourly on the chat's clock: nothing goes before the retention days have passed;
+    then the closed entry and the old audit entries go, the open report stays; 0 keeps
+    everything."""
+    chat = make_chat(clock, moderation_retention_days=2)
+    owner, bob = room_owner_and_member(chat)
+    say(chat, bob, type="send", room="dev", text="spam", id="s1")
+    seq = last(bob, "ack")["seq"]
+    for i in range(3):
+        say(chat, owner, type="report", room="dev", seq=seq, reason=f"r{i}", id=f"rep{i}")
+    ids = [e["id"] for e in fired(chat.store.reports("open", None, 10))]
+    fired(chat.moderation.act(ids[0], {"action": "dismiss"}, by="mia"))
+    say(chat, owner, type="mute_user", room="dev", user="bob", seconds=60, id="m1")
+    assert len(fired(chat.store.audit_log(None, 10))) == 2
+    sweep = RetentionSweep(chat.moderation)
+    sweep.startService()
+    try:
+        clock.advance(modrules.SWEEP_INTERVAL)  # the first sweep: nothing is old enough
+        assert chat.moderation.pruned == {"queue": 0, "audit": 0}
+        clock.advance(2 * 86400)
+        assert chat.moderation.pruned == {"queue": 1, "audit": 2}
+        assert sorted(e["id"] for e in fired(chat.store.reports(None, None, 10))) == sorted(ids[1:])
+        assert fired(chat.store.audit_log(None, 10)) == []
+        say(chat, owner, type="unmute_user", room="dev", user="bob", id="u1")
+        chat.settings.moderation_retention_days = 0  # as a SIGHUP reload sets it
+        clock.advance(10 * 86400)
+        assert len(fired(chat.store.audit_log(None, 10))) == 1
+    finally:
+        sweep.stopService()
+    assert not clock.getDelayedCalls() or all(
+        c.func != sweep._sweep for c in clock.getDelayedCalls()
+    )

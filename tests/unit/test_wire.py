@@ -125,3 +125,52 @@ def test_parser_never_fails_with_anything_but_a_chat_error(raw):
         assert request.type in wire.SCHEMAS
         for field, (_validate, required) in wire.SCHEMAS[request.type].items():
             assert not required or request.fields[field] is not None
+
+
+ENCODED = [
+    {
+        "type": "ack",
+        "id": "a1",
+        "room": "lobby",
+        "seq": 7,
+        "ts": 1_700_000_000_000,
+        "duplicate": False,
+    },
+    {"type": "message", "text": '你好 🙂 \u2028 "quoted" \\ \n\t', "name": "Zoë", "id": None},
+    {"type": "x", "list": [1, 2.5, -3, True, None, {"nested": ["a", {}]}], "empty": []},
+]
+
+
+@pytest.mark.parametrize("obj", ENCODED)
+def test_encode_is_the_compact_utf8_json_of_the_json_module(obj):
+    want = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert wire.encode(obj) == want
+    assert json.loads(wire.encode(obj)) == obj
+
+
+def test_encode_falls_back_to_the_json_module_for_what_orjson_refuses():
+    big = {"type": "x", "n": 2**70, 1: "int key"}
+    assert wire.encode(big) == b'{"type":"x","n":1180591620717411303424,"1":"int key"}'
+
+
+def test_sync_items_join_store_encoded_runs_with_messages():
+    """sync_items: a store's str (JSON objects of plain messages, comma-separated) goes
+    into the reply as it is, Messages as item_object shows them, in order; the frame's
+    bytes are those of item_object for every item. Without a str: a plain list."""
+    plain = [Message("r", 1, "a", "A", "x", 1, None), Message("r", 2, "a", "A", "y", 2, "c")]
+    edited = Message("r", 3, "b", "B", "z", 3, None, "message", {"edited_ts": 4})
+    encoded = ",".join(wire.encode(wire.item_object(m)).decode() for m in plain)
+    expected = wire.encode({"items": [wire.item_object(m) for m in [*plain, edited]]})
+    raw = wire.sync_items([encoded, edited])
+    assert isinstance(raw, wire.RawJSON)
+    assert wire.encode_with_raw({"items": raw}) == expected
+    assert wire.sync_items([edited]) == [wire.item_object(edited)]
+    assert wire.sync_items([]) == []
+
+
+def test_encode_with_raw_falls_back_to_the_json_module_as_encode_does():
+    """A frame orjson refuses (an int beyond 64 bits) is written by the json module, its
+    RawJSON re-encoded: the same bytes as the frame without RawJSON."""
+    frame = {"big": 2**70, "items": wire.RawJSON('[{"t":"é\\u0000"}]')}
+    assert wire.encode_with_raw(frame) == wire.encode({"big": 2**70, "items": [{"t": "é\x00"}]})
+    assert wire.encode_with_raw({"items": wire.RawJSON("[1, 2]")}) == b'{"items":[1, 2]}'

@@ -205,7 +205,8 @@ def test_a_read_is_handed_back_before_its_drain_ends():
     handbacks = []
     while not close:
         f, args = hands.calls.get(timeout=10)
-        handbacks.append([value for _, _, value in args[0]])
+        if f != w._hand_over:  # (the hand-over of the submitted jobs is no hand-back)
+            handbacks.append([value for _, _, value in args[0]])
         f(*args)
     assert handbacks == [["open done", "a1", "read done"], ["a2", "close done"]]
 
@@ -281,3 +282,24 @@ def test_batch_max_must_be_positive():
     """A writer that could never take a job is refused."""
     with pytest.raises(ValueError):
         _writer(_Backend(), _Hands(), batch_max=0)
+
+
+def test_a_turns_jobs_reach_the_thread_together_once_the_turn_ends():
+    """submit() does not wake the thread: the turn's jobs wait until the one hand-over
+    the first of them scheduled runs (in the reactor's next turn), then go as one drain;
+    a later turn's jobs schedule a hand-over of their own."""
+    hands, b = _Hands(), _Backend()
+    w = _writer(b, hands)
+    w.start()
+    opened = _outcome(w.submit("open", ()))
+    a = [_outcome(w.submit("append", (f"a{i}",))) for i in range(3)]
+    assert hands.calls.qsize() == 1  # one hand-over scheduled for the turn's 4 jobs
+    assert b.log == []  # (nothing was put on its queue: it cannot have run anything)
+    hands.run_until(lambda: opened and all(a))
+    assert b.log == [("open",), ("commit", "a0", "a1", "a2")]
+    later = _outcome(w.submit("append", ("a3",)))
+    assert hands.calls.qsize() == 1
+    hands.run_until(lambda: later)
+    close = _outcome(w.submit("close", ()))
+    hands.run_until(lambda: close)
+    assert b.log[-2:] == [("commit", "a3"), ("close",)]

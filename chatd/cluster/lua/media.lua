@@ -1,8 +1,8 @@
 -- The media metadata of chatd.media.redismeta.RedisMeta (IMediaMeta), one script
--- for every operation. No KEYS: ARGV[1] is the key prefix P, ARGV[2] the operation,
--- the rest its arguments; the keys are built here (see chatd/media/redismeta.py for
--- what each holds). Like the history store's append script, it needs one Redis (not
--- Redis Cluster); the hash tags keep an upload's and a user's keys in one slot.
+-- for every operation. KEYS[1]: P media-posted (routing only). ARGV[1] is the key
+-- prefix P, ARGV[2] the operation, the rest its arguments; the keys are built here
+-- (see chatd/media/redismeta.py for what each holds). On a Redis Cluster P carries
+-- the hash tag {media}, so every key built here is in KEYS[1]'s slot.
 local P = ARGV[1]
 local op = ARGV[2]
 local function row_key(id) return P .. 'media:{' .. id .. '}' end

@@ -23,9 +23,11 @@
  *
  * Pictures, voice and files (the composer's "+" panel and hold-to-talk):
  * `wx.chooseMedia` (album or camera, compressed), `wx.getRecorderManager` (mp3,
- * at most 60 s; slid up: cancelled), `wx.chooseMessageFile`. Each is uploaded
- * (`chat.upload`, in the order picked) under a pending bubble with its progress,
- * then sent with `attachments`; a refusal is a toast (utils/media.js). Pictures
+ * at most 60 s; slid up: cancelled), `wx.chooseMessageFile` (its `name` is kept).
+ * Each goes into the SDK's outbox (`chat.sendMedia`: uploaded in the order
+ * picked, retried on network failures, sent with `attachments`, resumed after
+ * a restart); its pending bubble shows a progress ring (`upload` events), a
+ * refusal is a toast and a "not sent" bubble with Retry / Delete. Pictures
  * are thumbnails sized from width/height, a tap previews the conversation's
  * originals (`wx.previewImage`); voice plays with `wx.createInnerAudioContext`;
  * files open with `wx.downloadFile` + `wx.openDocument`. A thumbnail that fails
@@ -59,10 +61,6 @@ function newestChunk(items) {
   for (let i = items.length - 1; i >= 0; i--) if (items[i].seq !== null) return chunkOf(items[i].seq, CHUNK)
   return 0
 }
-
-/** Upload failures worth a retry (the others will be refused again). */
-const RETRYABLE = ['network', 'unavailable', 'quota_exceeded', 'unauthorized']
-let uploadN = 0
 
 /** The conversation key of the page's query: `?key=r:<room>|d:<user>`, or a notification's `?with=` / `?room=`. */
 function keyOf(q) {
@@ -99,7 +97,6 @@ Component({
     removed: '',
     muteNotice: '',
     error: '',
-    uploads: [],
     playing: ''
   },
   methods: {
@@ -117,8 +114,7 @@ Component({
       this._text = ''
       this._visible = true
       this._rows = new Map()
-      this._uploads = [] // my pictures, voice and files being uploaded: {key, kind, path, size, …, progress, failed, error}
-      this._chain = Promise.resolve() // uploads go one after the other, so messages keep the order picked
+      this._shownProgress = {} // outbox id -> the upload progress last rendered (a render every 5 %)
       this._fresh = {} // media id -> fields with fresh URLs (an expired thumbnail)
       this._refreshed = {} // media ids asked for once
       this._played = {} // voice messages played on this phone (storage: utils/media.js PLAYED_KEY)
@@ -163,6 +159,14 @@ Component({
         chat.on('timeline', (e) => {
           if (e.key === key) this._render()
         }),
+        chat.on('upload', (e) => {
+          // my file's upload progress (its state changes come as `timeline` events)
+          if (e.key !== key || e.state !== 'uploading') return
+          const shown = this._shownProgress[e.id] || 0
+          if (e.progress - shown < 5 && e.progress < 100) return
+          this._shownProgress[e.id] = e.progress
+          this._render()
+        }),
         chat.on('conversation', (e) => {
           if (e.key === key && e.conversation) this._title(e.conversation)
         }),
@@ -175,7 +179,7 @@ Component({
           const mine = e.kind === 'op' ? e.key === key : (e.kind === 'dm' ? 'd:' + e.to : 'r:' + e.room) === key
           if (!mine) return
           if (e.op === 'recall') delete this._reedit[e.seq]
-          wx.showToast({ title: failureText(e, Date.now()), icon: 'none' })
+          wx.showToast({ title: e.upload ? media.uploadErrorText({ code: e.error }) : failureText(e, Date.now()), icon: 'none' })
         })
       ]
       // muted by a moderator: the composer is off until the mute ends (utils/moderation.js)
@@ -452,13 +456,16 @@ Component({
       )
     },
     onRetry(e) {
-      const up = this._uploads.find((u) => u.key === e.detail.key)
-      if (up) return this._upload(up)
       const entry = this.chat.failed.find((x) => 'p' + x.id === e.detail.key)
       if (entry) {
         this.chat.retry(entry)
         this._render()
       }
+    },
+    /** Delete on a failed (or still uploading) picture, voice or file: gone from the outbox. */
+    onDiscard(e) {
+      const entry = this.chat.failed.concat(this.chat.outbox).find((x) => 'p' + x.id === e.detail.key)
+      if (entry && this.chat.discard(entry)) this._render()
     },
     onCancelQuote() {
       this.setData({ quote: null })
@@ -563,7 +570,7 @@ Component({
         wx.chooseMessageFile({
           count: 1,
           type: 'file',
-          success: (res) => (res.tempFiles || []).forEach((f) => this._queue({ kind: 'file', path: f.path, size: f.size, name: f.name })),
+          success: (res) => (res.tempFiles || []).forEach((f) => this._queue({ kind: 'file', filePath: f.path, size: f.size, name: f.name })),
           fail: () => {}
         })
       }
@@ -602,88 +609,38 @@ Component({
         wx.showToast({ title: 'Too short to send', icon: 'none' })
         return
       }
-      this._queue({ kind: 'voice', path: res.tempFilePath, size: res.fileSize, duration_ms: res.duration })
+      this._queue({ kind: 'voice', filePath: res.tempFilePath, size: res.fileSize, duration_ms: res.duration })
     },
-    /** A picked picture: its pending bubble gets the picture's size (chooseMedia gives it for videos only). */
+    /**
+     * A picked picture: its size first (chooseMedia gives it for videos only), so
+     * the pending bubble does not jump, and before the SDK keeps (moves) the temp
+     * file; pictures picked together are queued in the order picked.
+     */
     _queuePicture(f) {
-      const up = this._queue({ kind: 'image', path: f.tempFilePath, size: f.size, width: f.width, height: f.height })
-      if (f.width && f.height) return
-      wx.getImageInfo({
-        src: f.tempFilePath,
-        success: (info) => {
-          up.width = info.width
-          up.height = info.height
-          if (this._uploads.indexOf(up) >= 0) this._renderUploads()
-        },
-        fail: () => {}
-      })
+      const spec = { kind: 'image', filePath: f.tempFilePath, size: f.size, width: f.width, height: f.height }
+      const size = () =>
+        new Promise((resolve) => {
+          if (f.width && f.height) return resolve()
+          wx.getImageInfo({
+            src: f.tempFilePath,
+            success: (info) => resolve(Object.assign(spec, { width: info.width, height: info.height })),
+            fail: () => resolve()
+          })
+        })
+      this._picking = (this._picking || Promise.resolve()).then(size).then(() => this._queue(spec))
+      return this._picking
     },
-    /** A pending bubble for a picked file, then its upload (after those picked before); returns the bubble. */
+    /**
+     * A picked file into the SDK's outbox (`sendMedia`): the pending bubble is the
+     * timeline's, the upload, its retries and the send are the SDK's, and a
+     * restart of the mini-program resumes it. Returns the outbox entry.
+     */
     _queue(file) {
-      const up = Object.assign({ key: 'u' + ++uploadN, progress: 0, failed: false, error: '' }, file)
-      this._uploads.push(up)
-      this._renderUploads(up.key)
-      this._upload(up)
-      return up
-    },
-    _upload(up) {
-      up.failed = false
-      up.progress = 0
-      this._renderUploads()
-      const run = () =>
-        this.chat.upload(up.path, { onProgress: (p) => this._progress(up, p) }).then(
-          (answer) => {
-            this._dropUpload(up)
-            this._sendAttachment(answer)
-          },
-          (err) => this._uploadFailed(up, err)
-        )
-      // the next upload runs whatever happened to this one
-      this._chain = this._chain.then(run).catch((err) => this.setData({ error: err.message }))
-      return this._chain
-    },
-    _progress(up, p) {
-      if (p - up.progress < 5 && p < 100) return // a setData every 5 %
-      up.progress = p
-      this._renderUploads()
-    },
-    _uploadFailed(up, err) {
-      const text = media.uploadErrorText(err)
-      wx.showToast({ title: text, icon: 'none' })
-      // a file chatd will never take is dropped; a network or storage failure, or the quota, may be retried
-      if (RETRYABLE.indexOf(err.code || 'network') < 0) {
-        this._dropUpload(up)
-        return
-      }
-      up.failed = true
-      up.error = text
-      this._renderUploads()
-    },
-    _sendAttachment(answer) {
-      if (this.data.removed) return
-      const opts = { attachments: [answer] }
-      if (this.dm) this.chat.dm(this.target, '', opts)
-      else this.chat.send(this.target, '', opts)
+      if (this.data.removed) return null
+      const entry = this.chat.sendMedia(this.key, file)
       if (this._to !== null) this.onLatest()
       this._render()
-    },
-    _dropUpload(up) {
-      this._uploads = this._uploads.filter((u) => u !== up)
-      this._renderUploads()
-    },
-    /** The pending bubbles of my uploads, after the timeline's rows. */
-    _renderUploads(anchor) {
-      const ctx = this._ctx()
-      const uploads = this._uploads.map((u) => {
-        const att = { media_id: u.key, kind: u.kind, size: u.size, name: u.name, width: u.width, height: u.height, duration_ms: u.duration_ms, local: u.path }
-        const row = messageRow({ id: u.key, seq: null, mine: true, from: ctx.me, text: '', status: u.failed ? 'failed' : 'pending', attachments: [att] }, ctx)
-        row.key = u.key
-        row.upload = { progress: u.progress, failed: u.failed, error: u.error }
-        return row
-      })
-      const patch = { uploads }
-      if (anchor) patch.anchor = anchor
-      this.setData(patch)
+      return entry
     },
     /** The attachment of a tapped row (a message, my pending entry or my upload). */
     _attachment(detail) {

@@ -127,14 +127,23 @@ test('attachments: a thumbnail in its box, voice with its duration (◼ while pl
   ])
 })
 
-test('an upload in progress shows its percentage; a failed one why, and "not sent" retries it', async () => {
-  const up = row({ key: 'u1', seq: null, mine: true, text: '', tick: 'sending…', status: 'pending', attachments: [{ id: 'u1', kind: 'image', w: 320, h: 320, thumb: '/tmp/a.png', url: '/tmp/a.png' }], upload: { progress: 40, failed: false, error: '' } })
+test('an upload in progress shows a progress ring and its percentage; a failed one why, with Retry and Delete ("not sent" retries too)', async () => {
+  const up = row({ key: 'pm1', seq: null, mine: true, text: '', tick: 'sending…', status: 'pending', attachments: [{ id: 'pm1', kind: 'image', w: 320, h: 320, thumb: '/tmp/a.png', url: '/tmp/a.png' }], upload: { progress: 40, deg: 144, failed: false, label: 'Uploading 40%', error: '' } })
   const comp = render(msgId, { row: up })
-  expect(q(comp, 'upload').textContent).toBe('Uploading 40%')
-  const failed = render(msgId, { row: Object.assign({}, up, { tick: 'not sent', status: 'failed', upload: { progress: 0, failed: true, error: 'Upload failed: check the network and try again' } }) })
-  expect(q(failed, 'upload').textContent).toBe('Upload failed: check the network and try again')
-  const seen = listen(failed, ['retry'])
+  expect(q(comp, 'upload-text').textContent).toBe('Uploading 40%')
+  expect(q(comp, 'ring').getAttribute('style')).toContain('conic-gradient(#07c160 144deg')
+  expect(q(comp, 'upload-retry')).toBeNull()
+  const failed = render(msgId, { row: Object.assign({}, up, { tick: 'not sent', status: 'failed', upload: { progress: 0, deg: 0, failed: true, label: '', error: 'This file is too large to send' } }) })
+  expect(q(failed, 'upload-error').textContent).toBe('This file is too large to send')
+  expect(q(failed, 'ring')).toBeNull()
+  const seen = listen(failed, ['retry', 'discard'])
   failed.querySelector('.tick').dispatchEvent('tap')
+  failed.querySelector('.upload-retry').dispatchEvent('tap')
+  failed.querySelector('.upload-delete').dispatchEvent('tap')
   await simulate.sleep(0)
-  expect(seen).toEqual([['retry', { key: 'u1' }]])
+  expect(seen).toEqual([
+    ['retry', { key: 'pm1' }],
+    ['retry', { key: 'pm1' }],
+    ['discard', { key: 'pm1' }]
+  ])
 })

@@ -4,7 +4,7 @@
  * the real app.js for them.
  */
 'use strict'
-const { waitFor, makeClient } = require('./helpers')
+const { waitFor, makeClient, uniqueName } = require('./helpers')
 const { mintToken } = require('./jwt')
 const { loadApp } = require('./app-runtime')
 
@@ -49,6 +49,14 @@ function tokenUsers(secret, server, clients) {
     c.client.close()
   }
 
+  /** Fresh user ids `alice` and `bob` (unique per call), bob known to chatd. */
+  async function aliceAndKnownBob() {
+    const alice = uniqueName('alice')
+    const bob = uniqueName('bob')
+    await known(bob)
+    return { alice, bob }
+  }
+
   /** A launch of the real app.js for `sub` on the shim `wx`, which becomes the global one. */
   function launch(sub, wx) {
     Object.assign(global.wx, wx)
@@ -65,7 +73,7 @@ function tokenUsers(secret, server, clients) {
     return l
   }
 
-  return { session, client, online, known, launch, launched }
+  return { session, client, online, known, aliceAndKnownBob, launch, launched }
 }
 
 module.exports = { tokenUsers }

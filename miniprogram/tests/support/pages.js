@@ -1,7 +1,18 @@
 /** Helpers of the live tests that render pages with miniprogram-simulate. */
 'use strict'
+const path = require('path')
 const simulate = require('miniprogram-simulate')
 const { waitFor } = require('./helpers')
+
+/** The mini-program's root folder. */
+const ROOT = path.resolve(__dirname, '..', '..')
+
+/**
+ * The simulate.load id of page `p` ('pages/chat/chat'). A component used by several
+ * pages renders only inside the page loaded first in a test file (miniprogram-simulate
+ * registers it once): load first the page whose components a test asserts.
+ */
+const loadPage = (p) => simulate.load(path.join(ROOT, p), { rootPath: ROOT })
 
 /**
  * Renders page `id` (a simulate.load id), calls onLoad and adds it to `pages`
@@ -28,4 +39,4 @@ async function choose(wx, labels, fn) {
   await waitFor(() => wx.sheets.length >= n + labels.length && !wx.sheetChoices.length, 'the action sheets ' + labels.join(' → '))
 }
 
-module.exports = { openPage, chatRows, byText, choose }
+module.exports = { ROOT, loadPage, openPage, chatRows, byText, choose }

@@ -35,7 +35,9 @@
  *    HTTP GET into a temp file ({statusCode, tempFilePath}, in `downloads`);
  *    `openDocument` in `documents`; `getImageInfo` reads a PNG's size; `showLoading`/`hideLoading` in `loading`;
  *    `requestSubscribeMessage` in `subscribePrompts`, answered with the next of
- *    `subscribeAnswers` (e.g. `{TPL: 'accept'}`; none: every id 'reject').
+ *    `subscribeAnswers` (e.g. `{TPL: 'accept'}`; none: every id 'reject');
+ *    `getFileSystemManager()` `saveFile` (moves the temp file to a new dir, in
+ *    `saved`) and `removeSavedFile` (in `removedSaved`).
  * `urlMap` rewrites URLs (so the tutorial's hard-coded `ws://host:8080` can
  * be pointed at the test's chatd); `tasks` lists every task made, `requests`
  * every request.
@@ -269,7 +271,41 @@ function createWx(options) {
     downloads: [],
     documents: [],
     loading: [],
-    subscribePrompts: []
+    subscribePrompts: [],
+    saved: [],
+    removedSaved: []
+  }
+  /**
+   * getFileSystemManager(): `saveFile` moves a temp file into a new user data dir
+   * (as WeChat does: the temp path is gone afterwards) and
+   * `removeSavedFile` deletes one; recorded in `saved` / `removedSaved`.
+   */
+  const fileSystem = {
+    saveFile(a) {
+      later(() => {
+        try {
+          const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wx-store-'))
+          // named as the temp file, like the shim's pickers' temp files (named as the originals)
+          const dest = path.join(dir, path.basename(a.tempFilePath))
+          fs.renameSync(a.tempFilePath, dest)
+          media.saved.push(dest)
+          ok(a, 'saveFile', { savedFilePath: dest })
+        } catch (e) {
+          if (a.fail) a.fail({ errMsg: 'saveFile:fail ' + e.message })
+        }
+      })
+    },
+    removeSavedFile(a) {
+      later(() => {
+        try {
+          fs.unlinkSync(a.filePath)
+          media.removedSaved.push(a.filePath)
+          ok(a, 'removeSavedFile')
+        } catch (e) {
+          if (a.fail) a.fail({ errMsg: 'removeSavedFile:fail ' + e.message })
+        }
+      })
+    }
   }
   /** A picker answered with the next `tempFiles` of `queue`, or cancelled. */
   const picker = (name, queue) => (a) => {
@@ -430,6 +466,9 @@ function createWx(options) {
     documents: media.documents,
     loading: media.loading,
     subscribePrompts: media.subscribePrompts,
+    saved: media.saved,
+    removedSaved: media.removedSaved,
+    getFileSystemManager: () => fileSystem,
     recorder,
     chooseMedia: picker('chooseMedia', media.mediaChoices),
     chooseMessageFile: picker('chooseMessageFile', media.fileChoices),
