@@ -40,8 +40,8 @@ import sys
 #: per-unit costs (2 cores, Python 3.11, SQLite/Redis on loopback); SOURCES says which
 #: were measured and how, and which are estimates still to be measured
 MEASURED = {
-    "cpu_us_per_delivery": 3.7,
-    "cpu_us_per_message_node": 50.0,
+    "cpu_us_per_delivery": 4.45,
+    "cpu_us_per_message_node": 228.0,
     "cpu_us_per_send": 240.0,
     "redis_us_per_message": 64.0,
     "redis_us_per_publish": 0.62,
@@ -51,19 +51,28 @@ MEASURED = {
 }
 #: bench/cluster_bench.py --costs-out runs of 2026-12-03 (bench/results/
 #: 2026-12-03-cluster-costs.jsonl), on the 2-core box shared with other work (load
-#: average 2.6-6 over both runs)
+#: average 2.6-6 over both runs), and of 2026-12-04 on the quiet box (load 0.5-1.2)
 _RUNS = "bench/cluster_bench.py 2026-12-03, shared 2-core box (load 2.6-6)"
+_QUIET = (
+    "bench/cluster_bench.py --S 50 --rate 400 --duration 8 --costs-out, 2026-12-04 05:17-05:21 "
+    "UTC, quiet box (load 0.5-1.2), hiredis installed"
+)
 SOURCES = {
-    "cpu_us_per_delivery": "measured: bench/messenger_bench.py fanout on a quiet machine, "
-    f"3.66 us (2026-12-02); {_RUNS}: 29.6 and 31.6 us (the load inflates CPU per unit ~8x)",
-    "cpu_us_per_message_node": f"derived: {_RUNS} solved 1 vs 2 nodes for the per-node cost of "
-    "a message: 438 and 421 us, i.e. 14x and 13x that box's per-delivery cost; 13.5 x the "
-    "quiet 3.7 us = 50 us",
-    "cpu_us_per_send": "measured, loaded machine: messenger_bench sends, 238 us of server CPU "
-    "per acked durable send (SQLite); Redis mode not isolated",
+    "cpu_us_per_delivery": f"measured: {_QUIET}: 4.45 us solved from the 1- and 2-node rows "
+    "(13.8 and 9.2 + 9.2 s per M deliveries); bench/messenger_bench.py fanout on a quiet "
+    f"machine, 3.66 us (2026-12-02); {_RUNS}: 29.6 and 31.6 us (load inflates CPU per unit)",
+    "cpu_us_per_message_node": f"measured: {_QUIET}: 228 us, solved 1 vs 2 nodes for the "
+    "per-node cost of a message from the bus (decode, route, frame); 456 us on 2026-12-04 "
+    "03:19 before hiredis; the 2026-12-03 loaded runs gave 438 and 421 us",
+    "cpu_us_per_send": "taken as known (cluster_bench.py --send-us 240, the loaded-machine "
+    "messenger_bench figure of a durable send) when the quiet run's per-delivery cost was "
+    "solved, so kept with it; bench/send_path_bench.py (2026-12-04) measures 117-133 us per "
+    "acked SQLite send in one thread (153-162 us before the send-path work); the Redis-mode "
+    "send is not isolated",
     "redis_us_per_message": "measured (INFO cpu): cluster_bench.py --append-cost, chatd's "
     "append script at Redis's own rate (200 in flight, 100 rooms): 61 and 64 us, plus ~1 us "
-    f"for its publish; {_RUNS} at 100-200 msg/s: 168-336 us (per-wakeup costs not amortised)",
+    f"for its publish; {_RUNS} at 100-200 msg/s: 168-336 us, {_QUIET}: 94 us (per-wakeup "
+    "costs not amortised at these rates)",
     "redis_us_per_publish": "measured (INFO cpu): cluster_bench.py --publish-cost, PUBLISH of "
     "245 B (a bus event) to 0/1/2/8 subscribers with redis-benchmark: 0.62 us per subscriber "
     f"(twice); {_RUNS}, 2 nodes minus 1: -9.5 and 25.6 us (below the noise)",
@@ -84,10 +93,24 @@ SCENARIOS = [
 
 
 def nodes_reached(nodes: int, room_size: float) -> float:
-    """Expected number of *nodes* holding at least one of a room's members."""
+    """Expected number of *nodes* holding at least one of a room's members, members
+    spread uniformly over the nodes."""
     if nodes <= 1:
         return 1.0
     return nodes * (1 - (1 - 1 / nodes) ** room_size)
+
+
+def nodes_placed(nodes: int, room_size: float, online_users: float) -> float:
+    """Nodes holding a room's online members when the balancer places a room's members
+    together (a hash on the room): as few as the per-node connection share allows, and one
+    more where a room straddles two nodes' shares."""
+    if nodes <= 1:
+        return 1.0
+    per_node = online_users / nodes
+    return min(float(nodes), room_size / per_node + 1.0)
+
+
+PLACEMENTS = {"uniform": "members spread uniformly", "room": "a room's members placed together"}
 
 
 def plan(
@@ -103,24 +126,41 @@ def plan(
     nic_gbit=10.0,
     ram_gb=64,
     cores_per_machine=16,
+    placement="uniform",
 ):
     """The resources for one scenario; the nodes count is found by fixed-point iteration
-    (more nodes: more bus copies per message)."""
+    (more nodes: more bus copies per message). A scenario is **infeasible** when one node's
+    share of the bus alone (every message of every room it has members in) exceeds its core
+    budget: adding nodes then adds as much work per node as it takes away."""
     deliveries = rate * room_size * online
-    nodes = 1
-    for _ in range(50):
-        per_msg_nodes = nodes_reached(nodes, room_size * online)
+    online_users = users * online
+    k = room_size * online
+
+    def reached(n):
+        if placement == "room":
+            return nodes_placed(n, k, online_users)
+        return nodes_reached(n, k)
+
+    nodes, feasible = 1, True
+    for _ in range(200):
+        per_msg_nodes = reached(nodes)
+        bus_per_node = rate * per_msg_nodes / nodes * costs["cpu_us_per_message_node"] / 1e6
         cpu_us = (
             deliveries * costs["cpu_us_per_delivery"]
             + rate * per_msg_nodes * costs["cpu_us_per_message_node"]
             + rate * costs["cpu_us_per_send"]
         )
-        cores = cpu_us / 1e6 / core_budget
-        need = max(1, math.ceil(cores))
+        need = max(1, math.ceil(cpu_us / 1e6 / core_budget))
         if need == nodes:
             break
+        if nodes > 1 and bus_per_node >= core_budget:
+            feasible = False
+            break
         nodes = need
-    per_msg_nodes = nodes_reached(nodes, room_size * online)
+    else:
+        feasible = False
+    per_msg_nodes = reached(nodes)
+    bus_per_node = rate * per_msg_nodes / nodes * costs["cpu_us_per_message_node"] / 1e6
     redis_us = rate * (
         costs["redis_us_per_message"] + per_msg_nodes * costs["redis_us_per_publish"]
     )
@@ -136,14 +176,19 @@ def plan(
         (("CPU", machines_cpu), ("memory", machines_ram), ("network", machines_nic)),
         key=lambda x: x[1],
     )[0]
+    if not feasible:
+        first = "infeasible: bus per node"
     return {
         "users": users,
         "rooms": rooms,
         "room_size": room_size,
         "messages_per_s": rate,
+        "placement": placement,
         "deliveries_per_s": round(deliveries),
         "chatd_cores": nodes,
         "bus_copies_per_message": round(per_msg_nodes, 1),
+        "bus_core_share_per_node": round(bus_per_node, 2),
+        "feasible": feasible,
         "redis_shards": shards,
         "redis_memory_gb": round(redis_gb, 1),
         "connection_memory_gb": round(conn_gb, 1),
@@ -169,6 +214,12 @@ def main(argv=None):
     ap.add_argument("--history", type=int, default=1000, help="messages kept per room in Redis")
     ap.add_argument("--cores-per-machine", type=int, default=16)
     ap.add_argument("--ram-gb", type=int, default=64)
+    ap.add_argument(
+        "--placement",
+        choices=[*PLACEMENTS, "both"],
+        default="both",
+        help="how a room's members are spread over the nodes (default: both, a row each)",
+    )
     args = ap.parse_args(argv)
     costs = dict(MEASURED)
     if args.inputs:
@@ -190,34 +241,39 @@ def main(argv=None):
         ]
     else:
         scenarios = SCENARIOS
+    placements = list(PLACEMENTS) if args.placement == "both" else [args.placement]
     rows = []
     for name, users, rooms, size, rate in scenarios:
-        row = plan(
-            costs,
-            users,
-            rooms,
-            size,
-            rate,
-            online=args.online,
-            core_budget=args.core_budget,
-            history=args.history,
-            ram_gb=args.ram_gb,
-            cores_per_machine=args.cores_per_machine,
-        )
-        row["scenario"] = name
-        rows.append(row)
-        print(json.dumps(row))
+        for placement in placements:
+            row = plan(
+                costs,
+                users,
+                rooms,
+                size,
+                rate,
+                online=args.online,
+                core_budget=args.core_budget,
+                history=args.history,
+                ram_gb=args.ram_gb,
+                cores_per_machine=args.cores_per_machine,
+                placement=placement,
+            )
+            row["scenario"] = name
+            rows.append(row)
+            print(json.dumps(row))
     print(
         json.dumps({"costs": costs, "online": args.online, "core_budget": args.core_budget}),
         file=sys.stderr,
     )
     print(
-        f"\n{'scenario':<42}{'deliv/s':>12}{'cores':>7}{'shards':>8}{'redis GB':>10}{'conn GB':>9}{'Gbit/s':>8}{'machines':>10}  first limit"
+        f"\n{'scenario':<42}{'placement':>10}{'deliv/s':>12}{'cores':>7}{'bus/node':>9}{'shards':>8}{'redis GB':>10}{'conn GB':>9}{'Gbit/s':>8}{'machines':>10}  first limit"
     )
     for r in rows:
+        cores = r["chatd_cores"] if r["feasible"] else "-"
+        machines = r["machines"] if r["feasible"] else "-"
         print(
-            f"{r['scenario']:<42}{r['deliveries_per_s']:>12,}{r['chatd_cores']:>7}{r['redis_shards']:>8}"
-            f"{r['redis_memory_gb']:>10}{r['connection_memory_gb']:>9}{r['egress_gbit_s']:>8}{r['machines']:>10}  {r['runs_out_first']}"
+            f"{r['scenario']:<42}{r['placement']:>10}{r['deliveries_per_s']:>12,}{cores:>7}{r['bus_core_share_per_node']:>9}{r['redis_shards']:>8}"
+            f"{r['redis_memory_gb']:>10}{r['connection_memory_gb']:>9}{r['egress_gbit_s']:>8}{machines:>10}  {r['runs_out_first']}"
         )
     return rows
 
