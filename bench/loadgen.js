@@ -37,7 +37,9 @@
 // (in request order per connection: the oldest outstanding one ends).
 // features = '' or a chatd `?features=` value (e.g. 'receipts_batch') for every
 // connection; `receipt_frames_per_s` counts the `receipt`/`receipts_batch`
-// frames all connections received.
+// frames all connections received. seqTo = the room's last seq (0: unknown): reads
+// sent during the measurement past it moved no marker and are counted in
+// `reads_past_end` (the room was too short for the run).
 //
 // Every published text starts with `~B~<send time ms>~<publisher>~<n>~` and is
 // padded with `x` to `payload` bytes; a delivery is one received frame that
@@ -54,7 +56,7 @@ const DEFAULTS = {
   payload: 80, serverPid: 0, connectConcurrency: 64, settleMs: 500,
   drainMs: 3000, setupTimeout: 120, deflate: false, fill: 'x',
   N: 100, rooms: 50, roomPrefix: 'b', tokensFile: '', maxInflight: 1000, request: 'send',
-  features: '', seqFrom: 0,
+  features: '', seqFrom: 0, seqTo: 0,
 };
 const cfg = Object.assign({}, DEFAULTS, JSON.parse(process.argv[2] || '{}'));
 const MARK = Buffer.from('~B~');
@@ -89,7 +91,7 @@ const st = {
 };
 const fanout = cfg.S + cfg.P - 1;
 const TOKENS = cfg.tokensFile ? JSON.parse(fs.readFileSync(cfg.tokensFile, 'utf8')) : [];
-Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity, receipts: 0 });
+Object.assign(st, { acked: 0, duplicates: 0, errors: 0, firstError: null, skipped: 0, recordFrom: Infinity, receipts: 0, pastEnd: 0 });
 const ACK = Buffer.from(cfg.request === 'read' ? '{"type":"read"' : '{"type":"ack"');
 const ID = Buffer.from('"id":"');
 
@@ -326,6 +328,8 @@ class Conn {
   sendDurable() {
     const n = this.n++;
     this.sentAt.set(n, now());
+    // a read past the room's last seq (seqTo, when known) moves no marker: counted
+    if (cfg.request === 'read' && cfg.seqTo && cfg.seqFrom + n + 1 > cfg.seqTo) st.pastEnd++;
     const req = cfg.request === 'read'
       ? { type: 'read', room: this.room, seq: cfg.seqFrom + n + 1 }
       : { type: 'send', room: this.room, text: benchText(this.idx, n), id: `a${this.idx}-${n}` };
@@ -443,7 +447,7 @@ async function runAcks() {
   await sleep(cfg.warmup * 1000);
   st.recording = true;
   st.recordFrom = now();
-  const snap = () => ({ t: now(), acked: st.acked, sent: st.sent, rx: st.rx, skipped: st.skipped, receipts: st.receipts,
+  const snap = () => ({ t: now(), acked: st.acked, sent: st.sent, rx: st.rx, skipped: st.skipped, receipts: st.receipts, pastEnd: st.pastEnd,
     srv: readCpuTicks(cfg.serverPid), cores: readCoreBusy() });
   const cpu0 = process.cpuUsage();
   const m0 = snap();
@@ -471,6 +475,7 @@ async function runAcks() {
     sent_per_s: Math.round((m1.sent - m0.sent) / wallS),
     deliveries_per_s: Math.round((m1.rx - m0.rx) / wallS),
     receipt_frames_per_s: Math.round((m1.receipts - m0.receipts) / wallS),
+    reads_past_end: m1.pastEnd - m0.pastEnd,
     sent: st.sent, acked: st.acked, unacked: st.sent - st.acked, skipped: st.skipped,
     duplicates: st.duplicates, errors: st.errors, first_error: st.firstError,
     drain_ms: Math.round(now() - tStop),
