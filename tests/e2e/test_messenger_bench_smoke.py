@@ -57,7 +57,12 @@ def test_batched_receipts_are_counted():
     batches (at most one per connection per 0.2 s window) are counted."""
     [row] = _rows("reads", "--batch", "--N", "5", "--messages", "6000", "--window", "1")
     assert "error" not in row, row
-    assert row["batch"] is True and row["reads_past_end"] == 0 and row["acked"] == row["sent"] and row["errors"] == 0
+    assert (
+        row["batch"] is True
+        and row["reads_past_end"] == 0
+        and row["acked"] == row["sent"]
+        and row["errors"] == 0
+    )
     # 5 connections, one window each per 0.2 s (the receipts flow all the time)
     assert 0 < row["receipt_frames_per_s"] <= 5 * 5 + 5
 
