@@ -119,6 +119,13 @@ class Moderation:
         return self.store.sanctions(user).addErrback(failed)
 
     def _load(self, user):
+        """Read *user*'s sanctions into the cache; fires with them (None: unreadable).
+
+        The read's own Deferred is kept in the cache while it is in flight and is
+        never handed out: every reader gets its own :meth:`_waiter`, so a reader's
+        callbacks (a ban check's, an ``inlineCallbacks`` yield's, which return None)
+        cannot change what the next reader gets.
+        """
         d = self._read(user)
         self._sanctions[user] = d
 
@@ -130,7 +137,20 @@ class Moderation:
                     self._sanctions[user] = found
             return found
 
-        return d.addCallback(loaded)
+        d.addCallback(loaded)
+        return self._waiter(d)
+
+    @staticmethod
+    def _waiter(read):
+        """A Deferred firing with what the in-flight *read* finds (None: unreadable)."""
+        waiter = Deferred()
+
+        def passed(result):
+            waiter.callback(result if isinstance(result, dict) else None)
+            return result
+
+        read.addBoth(passed)
+        return waiter
 
     def sanctions(self, user):
         """A Deferred firing with *user*'s sanctions (cached while connected here), or
@@ -144,14 +164,7 @@ class Moderation:
             if self.chat.hub.connections_of(user):
                 return self._load(user)
             return self._read(user)
-        waiter = Deferred()  # a read in flight: its answer, for one more reader
-
-        def passed(result):
-            waiter.callback(result if isinstance(result, dict) else None)
-            return result
-
-        found.addBoth(passed)
-        return waiter
+        return self._waiter(found)  # a read in flight: its answer, for one more reader
 
     def forget(self, user: str) -> None:
         """*user*'s last connection here closed: its sanctions are no longer kept."""

@@ -481,3 +481,39 @@ def test_the_sweep_deletes_closed_reports_and_audit_entries_past_retention(clock
     assert not clock.getDelayedCalls() or all(
         c.func != sweep._sweep for c in clock.getDelayedCalls()
     )
+
+
+def test_a_send_while_a_sanction_change_is_being_read_waits_for_that_read(clock):
+    """Another node's unmute (the bus event ``sanction``) makes this node read bob's
+    sanctions again; a DM of bob's that comes while that read is in flight waits for
+    it and is let through -- it is not refused as unreadable (the read's Deferred
+    once carried the ban check's None to the waiting send)."""
+    from twisted.internet.defer import Deferred
+
+    from tests.support.realm import make_chat
+
+    chat = make_chat(clock)
+    fired(chat.store.set_sanction("bob", "mute", "*", chat.now_ms() + 60_000))
+    bob = token_user(chat, "bob")
+    say(chat, bob, type="dm", to="bob", text="muted", id="d1")
+    assert last(bob, "error")["code"] == "muted"
+    fired(chat.store.set_sanction("bob", "mute", "*", 0))
+    held = []
+    real = chat.store.sanctions
+
+    def later(user):
+        d = Deferred()
+        held.append((d, real(user)))
+        return d
+
+    chat.store.sanctions = later
+    chat.moderation.changed("bob")  # what the bus event does on this node
+    say(chat, bob, type="dm", to="bob", text="back", id="d2")
+    say(chat, bob, type="dm", to="bob", text="again", id="d3")
+    assert not [a for a in bob.of("ack") if a["id"] in ("d2", "d3")]
+    assert len(held) == 1  # one read, both sends wait for it
+    for d, answer in held:
+        answer.addCallback(d.callback)
+    assert [a["id"] for a in bob.of("ack")] == ["d2", "d3"]
+    assert not [e for e in bob.of("error") if e.get("ref") in ("d2", "d3")]
+    assert chat.moderation.refused_unreadable == 0
