@@ -5,6 +5,7 @@ room and everywhere, expiry by the clock, unmute, global ban, reports."""
 from __future__ import annotations
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from chatd import modrules
 from chatd.auth import TokenVerifier
@@ -362,15 +363,9 @@ def test_a_muted_user_still_reports_reads_and_leaves(chat):
     assert last(bob, "left")["room"] == "dev"
 
 
-def test_a_banned_users_send_before_the_close_is_refused(clock):
-    """With a store that answers later (the sanctions read in flight), a send that
-    comes right after welcome waits for the read and is refused: nothing stored."""
-    from twisted.internet.defer import Deferred
-
-    from tests.support.realm import make_chat
-
-    chat = make_chat(clock)
-    fired(chat.store.set_sanction("bob", "ban", "*", chat.now_ms() + 60_000))
+def hold_sanction_reads(chat):
+    """Make *chat*'s store answer sanctions reads only when :func:`release` is called
+    on the returned list (a read in flight, as against a remote store)."""
     held = []
     real = chat.store.sanctions
 
@@ -380,11 +375,26 @@ def test_a_banned_users_send_before_the_close_is_refused(clock):
         return d
 
     chat.store.sanctions = later
+    return held
+
+
+def release(held):
+    """Answer the held sanctions reads, in the order they were made."""
+    for d, answer in held:
+        answer.addCallback(d.callback)
+
+
+def test_a_banned_users_send_before_the_close_is_refused(clock):
+    """With a store that answers later (the sanctions read in flight), a send that
+    comes right after welcome waits for the read and is refused: nothing stored."""
+
+    chat = make_chat(clock)
+    fired(chat.store.set_sanction("bob", "ban", "*", chat.now_ms() + 60_000))
+    held = hold_sanction_reads(chat)
     bob = token_user(chat, "bob")
     say(chat, bob, type="dm", to="bob", text="sneaky", id="d1")
     assert not bob.of("ack")
-    for d, answer in held:
-        answer.addCallback(d.callback)
+    release(held)
     assert bob.closed == (BANNED, "banned")
     assert fired(chat.store.history(dm_channel("bob", "bob"), None, 10)).messages == []
 
@@ -488,9 +498,6 @@ def test_a_send_while_a_sanction_change_is_being_read_waits_for_that_read(clock)
     sanctions again; a DM of bob's that comes while that read is in flight waits for
     it and is let through -- it is not refused as unreadable (the read's Deferred
     once carried the ban check's None to the waiting send)."""
-    from twisted.internet.defer import Deferred
-
-    from tests.support.realm import make_chat
 
     chat = make_chat(clock)
     fired(chat.store.set_sanction("bob", "mute", "*", chat.now_ms() + 60_000))
@@ -498,22 +505,13 @@ def test_a_send_while_a_sanction_change_is_being_read_waits_for_that_read(clock)
     say(chat, bob, type="dm", to="bob", text="muted", id="d1")
     assert last(bob, "error")["code"] == "muted"
     fired(chat.store.set_sanction("bob", "mute", "*", 0))
-    held = []
-    real = chat.store.sanctions
-
-    def later(user):
-        d = Deferred()
-        held.append((d, real(user)))
-        return d
-
-    chat.store.sanctions = later
+    held = hold_sanction_reads(chat)
     chat.moderation.changed("bob")  # what the bus event does on this node
     say(chat, bob, type="dm", to="bob", text="back", id="d2")
     say(chat, bob, type="dm", to="bob", text="again", id="d3")
     assert not [a for a in bob.of("ack") if a["id"] in ("d2", "d3")]
     assert len(held) == 1  # one read, both sends wait for it
-    for d, answer in held:
-        answer.addCallback(d.callback)
+    release(held)
     assert [a["id"] for a in bob.of("ack")] == ["d2", "d3"]
     assert not [e for e in bob.of("error") if e.get("ref") in ("d2", "d3")]
     assert chat.moderation.refused_unreadable == 0
